@@ -1,0 +1,147 @@
+package dedupe
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/go-redsync/redsync/v4"
+)
+
+// Lease is a held per-key mutex. Its methods are safe for concurrent use by
+// the worker and its watchdog.
+type Lease struct {
+	store *Store
+	key   string
+
+	mu    sync.Mutex
+	mutex *redsync.Mutex
+	done  bool // committed or released
+}
+
+// Acquire takes key's mutex with a single attempt. ErrLocked means another
+// worker holds it; any other error is Redis being unreachable or slow.
+func (s *Store) Acquire(ctx context.Context, key string) (*Lease, error) {
+	m := s.rs.NewMutex(s.LockKey(key),
+		redsync.WithExpiry(s.cfg.LockTTL),
+		redsync.WithTries(1),
+		// redsync bounds each call at TimeoutFactor*expiry (5% by default,
+		// 500ms at 10s): too tight for a busy Redis. Allow a third.
+		redsync.WithTimeoutFactor(1.0/3))
+	if err := m.TryLockContext(ctx); err != nil {
+		var taken *redsync.ErrTaken
+		if errors.As(err, &taken) || errors.Is(err, redsync.ErrFailed) {
+			return nil, ErrLocked
+		}
+		return nil, fmt.Errorf("dedupe: acquire lock: %w", err)
+	}
+	return &Lease{store: s, key: key, mutex: m}, nil
+}
+
+// Key returns the idempotency key the lease is for.
+func (l *Lease) Key() string { return l.key }
+
+// Value returns the lease's random token, the value stored in the mutex key.
+func (l *Lease) Value() string { return l.mutex.Value() }
+
+// Extend pushes the mutex's expiry back to a full LockTTL. ErrLockLost means
+// the mutex expired or belongs to someone else.
+func (l *Lease) Extend(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done {
+		return ErrLockLost
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.store.cfg.CallTimeout)
+	defer cancel()
+	ok, err := l.mutex.ExtendContext(ctx)
+	if ok {
+		return nil
+	}
+	var taken *redsync.ErrTaken
+	if err == nil || errors.As(err, &taken) || errors.Is(err, redsync.ErrExtendFailed) {
+		return ErrLockLost
+	}
+	return fmt.Errorf("dedupe: extend lock: %w", err)
+}
+
+// Release gives the mutex up if it is still held. Releasing twice, or after
+// a Commit, does nothing.
+func (l *Lease) Release(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.done {
+		return nil
+	}
+	l.done = true
+	ctx, cancel := context.WithTimeout(ctx, l.store.cfg.CallTimeout)
+	defer cancel()
+	ok, err := l.mutex.UnlockContext(ctx)
+	if !ok && err != nil && !errors.Is(err, redsync.ErrLockAlreadyExpired) {
+		return fmt.Errorf("dedupe: release lock: %w", err)
+	}
+	return nil
+}
+
+func (l *Lease) released() {
+	l.mu.Lock()
+	l.done = true
+	l.mu.Unlock()
+}
+
+// KeepAlive starts the lease's watchdog and returns a context derived from
+// ctx and a stop function. Every interval (LockTTL/3 when zero or longer)
+// the watchdog extends the mutex
+// and then calls tick (nil for none), which is where a worker tells JetStream
+// the message is still in progress. When an extension fails, or the mutex's
+// validity has run out before one could succeed, the returned context is
+// cancelled with ErrLockLost as its cause: the operation must stop starting
+// side effects. A failed extension because Redis is unreachable is retried
+// on the next tick while the mutex is still valid.
+//
+// stop ends the watchdog and waits for it; it does not release the lease.
+func (l *Lease) KeepAlive(ctx context.Context, interval time.Duration, tick func()) (context.Context, func()) {
+	if interval <= 0 || interval > l.store.cfg.LockTTL/3 {
+		interval = l.store.cfg.LockTTL / 3
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	quit := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			err := l.Extend(ctx)
+			if errors.Is(err, ErrLockLost) || (err != nil && time.Now().After(l.until())) {
+				cancel(ErrLockLost)
+				return
+			}
+			if tick != nil {
+				tick()
+			}
+		}
+	}()
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() { close(quit) })
+		wg.Wait()
+		cancel(nil)
+	}
+}
+
+func (l *Lease) until() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mutex.Until()
+}
