@@ -1,0 +1,510 @@
+package messages
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestValidKey(t *testing.T) {
+	t.Parallel()
+
+	tests := map[string]struct {
+		key  string
+		want bool
+	}{
+		"V4":               {"0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6f", true},
+		"V7":               {"01936b2e-8f4a-7c3d-b1e2-9f8e7d6c5b4a", true},
+		"V1":               {"6ba7b810-9dad-11d1-80b4-00c04fd430c8", true},
+		"Nil":              {"00000000-0000-0000-0000-000000000000", true},
+		"Max":              {"ffffffff-ffff-ffff-ffff-ffffffffffff", true},
+		"UpperCase":        {"0B6E4C1E-7D2A-4F5B-9C3E-1A2B3C4D5E6F", false},
+		"OneUpperCase":     {"0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6F", false},
+		"MaxUpperCase":     {"FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF", false},
+		"Braces":           {"{0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6f}", false},
+		"URN":              {"urn:uuid:0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6f", false},
+		"NoHyphens":        {"0b6e4c1e7d2a4f5b9c3e1a2b3c4d5e6f", false},
+		"NoHyphensPadded":  {"0b6e4c1e7d2a4f5b9c3e1a2b3c4d5e6f0000", false},
+		"HyphenMisplaced":  {"0b6e4c1e7-d2a-4f5b-9c3e-1a2b3c4d5e6f", false},
+		"HyphensAsHex":     {"0b6e4c1e07d2a04f5b09c3e01a2b3c4d5e6f", false},
+		"ExtraHyphen":      {"0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e-f", false},
+		"Len35":            {"0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6", false},
+		"Len37":            {"0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6f0", false},
+		"NonHexG":          {"0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6g", false},
+		"NonHexSpace":      {"0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6 ", false},
+		"NonHexUnderscore": {"0b6e4c1e_7d2a-4f5b-9c3e-1a2b3c4d5e6f", false},
+		"NonASCII":         {"0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5é", false}, // 36 bytes
+		"Empty":            {"", false},
+		"LeadingSpace":     {" 0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6f", false},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, tt.want, ValidKey(tt.key), "ValidKey(%q)", tt.key)
+		})
+	}
+}
+
+// chargeBody is a valid payment.charge body with one field replaced by a
+// raw JSON value, or removed when the value is "".
+func chargeBody(field, raw string) string {
+	fields := []struct{ name, raw string }{
+		{"account_id", `"acct_42"`},
+		{"amount", `1999`},
+		{"currency", `"EUR"`},
+		{"description", `"order 1001"`},
+	}
+	var parts []string
+	for _, f := range fields {
+		if f.name == field {
+			f.raw = raw
+		}
+		if f.raw != "" {
+			parts = append(parts, strconv.Quote(f.name)+":"+f.raw)
+		}
+	}
+	return "{" + strings.Join(parts, ",") + "}"
+}
+
+// cartBody is a valid cart.add body with one field replaced by a raw JSON
+// value, or removed when the value is "".
+func cartBody(field, raw string) string {
+	fields := []struct{ name, raw string }{
+		{"cart_id", `"cart_7"`},
+		{"sku", `"SKU-RED-M"`},
+		{"quantity", `2`},
+	}
+	var parts []string
+	for _, f := range fields {
+		if f.name == field {
+			f.raw = raw
+		}
+		if f.raw != "" {
+			parts = append(parts, strconv.Quote(f.name)+":"+f.raw)
+		}
+	}
+	return "{" + strings.Join(parts, ",") + "}"
+}
+
+func quoted(s string) string { return strconv.Quote(s) }
+
+func TestDecode_Charge(t *testing.T) {
+	t.Parallel()
+
+	t.Run("Valid", func(t *testing.T) {
+		t.Parallel()
+
+		tests := map[string]struct {
+			body string
+			want ChargeRequest
+		}{
+			"Contract": {
+				`{"account_id": "acct_42", "amount": 1999, "currency": "EUR", "description": "order 1001"}`,
+				ChargeRequest{AccountID: "acct_42", Amount: 1999, Currency: "EUR", Description: "order 1001"},
+			},
+			"Compact": {
+				`{"account_id":"acct_42","amount":1999,"currency":"EUR"}`,
+				ChargeRequest{AccountID: "acct_42", Amount: 1999, Currency: "EUR"},
+			},
+			"Reordered": {
+				`{"currency":"EUR","description":"order 1001","amount":1999,"account_id":"acct_42"}`,
+				ChargeRequest{AccountID: "acct_42", Amount: 1999, Currency: "EUR", Description: "order 1001"},
+			},
+			"WhiteSpace": {
+				"\r\n\t {\n\t\"account_id\" :\t\"acct_42\" ,\r\n \"amount\"\n:\n1999 , \"currency\":\"EUR\"\n}\n\t \r\n",
+				ChargeRequest{AccountID: "acct_42", Amount: 1999, Currency: "EUR"},
+			},
+			"EmptyDescription": {
+				chargeBody("description", `""`),
+				ChargeRequest{AccountID: "acct_42", Amount: 1999, Currency: "EUR"},
+			},
+			"EscapedStrings": {
+				`{"account_id":"acct\u005f42","amount":1999,"currency":"\u0045UR","description":"caf\u00e9 \"x\""}`,
+				ChargeRequest{AccountID: "acct_42", Amount: 1999, Currency: "EUR", Description: `café "x"`},
+			},
+			"AmountOne": {
+				chargeBody("amount", `1`),
+				ChargeRequest{AccountID: "acct_42", Amount: 1, Currency: "EUR", Description: "order 1001"},
+			},
+			"AmountMax": {
+				chargeBody("amount", `1000000000000`),
+				ChargeRequest{AccountID: "acct_42", Amount: MaxAmount, Currency: "EUR", Description: "order 1001"},
+			},
+			"AccountID64": {
+				chargeBody("account_id", quoted(strings.Repeat("a", 64))),
+				ChargeRequest{AccountID: strings.Repeat("a", 64), Amount: 1999, Currency: "EUR", Description: "order 1001"},
+			},
+			"AccountIDAllClasses": {
+				chargeBody("account_id", `"Az09_.-"`),
+				ChargeRequest{AccountID: "Az09_.-", Amount: 1999, Currency: "EUR", Description: "order 1001"},
+			},
+			"Description255ASCII": {
+				chargeBody("description", quoted(strings.Repeat("x", 255))),
+				ChargeRequest{AccountID: "acct_42", Amount: 1999, Currency: "EUR", Description: strings.Repeat("x", 255)},
+			},
+			"Description255TwoByteRunes": {
+				chargeBody("description", quoted(strings.Repeat("é", 255))),
+				ChargeRequest{AccountID: "acct_42", Amount: 1999, Currency: "EUR", Description: strings.Repeat("é", 255)},
+			},
+			"Description255FourByteRunes": {
+				chargeBody("description", `"`+strings.Repeat("😀", 255)+`"`),
+				ChargeRequest{AccountID: "acct_42", Amount: 1999, Currency: "EUR", Description: strings.Repeat("😀", 255)},
+			},
+		}
+		for name, tt := range tests {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				var got ChargeRequest
+				require.NoError(t, Decode([]byte(tt.body), &got))
+				require.Equal(t, tt.want, got)
+			})
+		}
+	})
+
+	t.Run("Invalid", func(t *testing.T) {
+		t.Parallel()
+
+		tests := map[string]struct {
+			body    string
+			wantMsg string // a substring of the RejectError's message, naming the field
+		}{
+			"UnknownField":             {`{"account_id":"acct_42","amount":1999,"currency":"EUR","tip":1}`, `unknown field "tip"`},
+			"MisCasedAccountID":        {`{"Account_ID":"acct_42","amount":1999,"currency":"EUR"}`, `unknown field "Account_ID"`},
+			"MisCasedAmount":           {`{"account_id":"acct_42","AMOUNT":1999,"currency":"EUR"}`, `unknown field "AMOUNT"`},
+			"MisCasedBesideExact":      {`{"account_id":"acct_42","amount":1999,"currency":"EUR","Currency":"USD"}`, `unknown field "Currency"`},
+			"UnicodeFoldedName":        {`{"account_id":"acct_42","amount":1999,"currency":"EUR","de\u017fcription":"x"}`, `unknown field "deſcription"`},
+			"CartField":                {`{"account_id":"acct_42","amount":1999,"currency":"EUR","quantity":1}`, `unknown field "quantity"`},
+			"AmountString":             {chargeBody("amount", `"1999"`), "amount must be an integer"},
+			"AmountBool":               {chargeBody("amount", `true`), "amount must be an integer"},
+			"AmountObject":             {chargeBody("amount", `{}`), "amount must be an integer"},
+			"AmountFraction":           {chargeBody("amount", `1999.0`), "amount must be an integer"},
+			"AmountFractionNonZero":    {chargeBody("amount", `19.99`), "amount must be an integer"},
+			"AmountExponent":           {chargeBody("amount", `1e3`), "amount must be an integer"},
+			"AmountExponentUpper":      {chargeBody("amount", `1E3`), "amount must be an integer"},
+			"AmountOverflowsInt64":     {chargeBody("amount", `9223372036854775808`), "amount must be an integer"},
+			"AmountNull":               {chargeBody("amount", `null`), "amount"},
+			"AmountMissing":            {chargeBody("amount", ``), "amount"},
+			"AmountZero":               {chargeBody("amount", `0`), "amount"},
+			"AmountNegativeZero":       {chargeBody("amount", `-0`), "amount"},
+			"AmountNegative":           {chargeBody("amount", `-1999`), "amount"},
+			"AmountTooLarge":           {chargeBody("amount", `1000000000001`), "amount"},
+			"AccountIDNumber":          {chargeBody("account_id", `42`), "account_id must be a string"},
+			"AccountIDArray":           {chargeBody("account_id", `["acct_42"]`), "account_id must be a string"},
+			"AccountIDEmpty":           {chargeBody("account_id", `""`), "account_id"},
+			"AccountIDMissing":         {chargeBody("account_id", ``), "account_id"},
+			"AccountID65":              {chargeBody("account_id", quoted(strings.Repeat("a", 65))), "account_id"},
+			"AccountIDSpace":           {chargeBody("account_id", `"acct 42"`), "account_id"},
+			"AccountIDSlash":           {chargeBody("account_id", `"acct/42"`), "account_id"},
+			"AccountIDNonASCII":        {chargeBody("account_id", `"accté"`), "account_id"},
+			"AccountIDTrailingNewline": {chargeBody("account_id", `"acct_42\n"`), "account_id"},
+			"CurrencyLower":            {chargeBody("currency", `"eur"`), "currency"},
+			"CurrencyFour":             {chargeBody("currency", `"EURO"`), "currency"},
+			"CurrencyTwo":              {chargeBody("currency", `"EU"`), "currency"},
+			"CurrencyDigit":            {chargeBody("currency", `"E1R"`), "currency"},
+			"CurrencyNonASCII":         {chargeBody("currency", `"ÉUR"`), "currency"},
+			"CurrencyMissing":          {chargeBody("currency", ``), "currency"},
+			"CurrencyNumber":           {chargeBody("currency", `978`), "currency must be a string"},
+			"DescriptionNumber":        {chargeBody("description", `1001`), "description must be a string"},
+			"Description256ASCII":      {chargeBody("description", quoted(strings.Repeat("x", 256))), "description"},
+			"Description256TwoByte":    {chargeBody("description", quoted(strings.Repeat("é", 256))), "description"},
+			"Description256ThreeByte":  {chargeBody("description", quoted(strings.Repeat("€", 256))), "description"},
+			"Description256FourByte":   {chargeBody("description", `"`+strings.Repeat("😀", 256)+`"`), "description"},
+			"Description256Escaped":    {chargeBody("description", `"`+strings.Repeat(`\u00e9`, 256)+`"`), "description"},
+		}
+		for name, tt := range tests {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				var got ChargeRequest
+				err := Decode([]byte(tt.body), &got)
+				requireReject(t, err, ErrInvalidPayload, tt.wantMsg)
+			})
+		}
+	})
+}
+
+func TestDecode_CartAdd(t *testing.T) {
+	t.Parallel()
+
+	t.Run("Valid", func(t *testing.T) {
+		t.Parallel()
+
+		tests := map[string]struct {
+			body string
+			want CartAddRequest
+		}{
+			"Contract":    {`{"cart_id": "cart_7", "sku": "SKU-RED-M", "quantity": 2}`, CartAddRequest{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: 2}},
+			"Reordered":   {`{"quantity":2,"sku":"SKU-RED-M","cart_id":"cart_7"}`, CartAddRequest{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: 2}},
+			"WhiteSpace":  {"\n{ \"sku\" : \"SKU-RED-M\" ,\n\t\"quantity\":2,\r\n\"cart_id\":\"cart_7\" }\n", CartAddRequest{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: 2}},
+			"QuantityOne": {cartBody("quantity", `1`), CartAddRequest{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: 1}},
+			"QuantityMax": {cartBody("quantity", `1000`), CartAddRequest{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: MaxQuantity}},
+			"IDs64":       {`{"cart_id":"` + strings.Repeat("c", 64) + `","sku":"` + strings.Repeat("S", 64) + `","quantity":2}`, CartAddRequest{CartID: strings.Repeat("c", 64), SKU: strings.Repeat("S", 64), Quantity: 2}},
+		}
+		for name, tt := range tests {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				var got CartAddRequest
+				require.NoError(t, Decode([]byte(tt.body), &got))
+				require.Equal(t, tt.want, got)
+			})
+		}
+	})
+
+	t.Run("Invalid", func(t *testing.T) {
+		t.Parallel()
+
+		tests := map[string]struct {
+			body    string
+			wantMsg string
+		}{
+			"UnknownField":      {`{"cart_id":"cart_7","sku":"SKU-RED-M","quantity":2,"price":5}`, `unknown field "price"`},
+			"ChargeField":       {`{"cart_id":"cart_7","sku":"SKU-RED-M","quantity":2,"amount":5}`, `unknown field "amount"`},
+			"MisCasedCartID":    {`{"Cart_ID":"cart_7","sku":"SKU-RED-M","quantity":2}`, `unknown field "Cart_ID"`},
+			"MisCasedSKU":       {`{"cart_id":"cart_7","SKU":"SKU-RED-M","quantity":2}`, `unknown field "SKU"`},
+			"QuantityZero":      {cartBody("quantity", `0`), "quantity"},
+			"QuantityNegative":  {cartBody("quantity", `-1`), "quantity"},
+			"QuantityTooLarge":  {cartBody("quantity", `1001`), "quantity"},
+			"QuantityFraction":  {cartBody("quantity", `2.0`), "quantity must be an integer"},
+			"QuantityExponent":  {cartBody("quantity", `2e0`), "quantity must be an integer"},
+			"QuantityString":    {cartBody("quantity", `"2"`), "quantity must be an integer"},
+			"QuantityMissing":   {cartBody("quantity", ``), "quantity"},
+			"CartIDMissing":     {cartBody("cart_id", ``), "cart_id"},
+			"CartID65":          {cartBody("cart_id", quoted(strings.Repeat("c", 65))), "cart_id"},
+			"CartIDSpace":       {cartBody("cart_id", `"cart 7"`), "cart_id"},
+			"CartIDNumber":      {cartBody("cart_id", `7`), "cart_id must be a string"},
+			"SKUEmpty":          {cartBody("sku", `""`), "sku"},
+			"SKU65":             {cartBody("sku", quoted(strings.Repeat("S", 65))), "sku"},
+			"SKUSpace":          {cartBody("sku", `"SKU RED"`), "sku"},
+			"SKUBraces":         {cartBody("sku", `"{SKU}"`), "sku"},
+			"SKUNull":           {cartBody("sku", `null`), "sku"},
+			"SKUBool":           {cartBody("sku", `false`), "sku must be a string"},
+			"ChargeBodyForCart": {chargeBody("", ""), `unknown field "`},
+		}
+		for name, tt := range tests {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				var got CartAddRequest
+				err := Decode([]byte(tt.body), &got)
+				requireReject(t, err, ErrInvalidPayload, tt.wantMsg)
+			})
+		}
+	})
+}
+
+// TestDecode_Body covers what is wrong with a body whatever its command type.
+func TestDecode_Body(t *testing.T) {
+	t.Parallel()
+
+	valid := chargeBody("", "")
+	// Exactly MaxBodySize bytes: a valid object padded with white space.
+	atLimit := valid + strings.Repeat(" ", MaxBodySize-len(valid))
+	// One byte over the limit, though otherwise valid.
+	overLimit := atLimit + " "
+
+	t.Run("AtLimit", func(t *testing.T) {
+		t.Parallel()
+		require.Len(t, atLimit, MaxBodySize)
+		var got ChargeRequest
+		require.NoError(t, Decode([]byte(atLimit), &got))
+		require.Equal(t, "acct_42", got.AccountID)
+	})
+
+	tests := map[string]struct {
+		body    []byte
+		want    *RejectError
+		wantMsg string
+	}{
+		"Null":                 {[]byte(`null`), ErrInvalidPayload, "JSON object"},
+		"NullPadded":           {[]byte(" \n null \n"), ErrInvalidPayload, "JSON object"},
+		"Array":                {[]byte(`[]`), ErrInvalidPayload, "JSON object"},
+		"ArrayOfObject":        {[]byte(`[` + valid + `]`), ErrInvalidPayload, "JSON object"},
+		"EmptyString":          {[]byte(`""`), ErrInvalidPayload, "JSON object"},
+		"String":               {[]byte(strconv.Quote(valid)), ErrInvalidPayload, "JSON object"},
+		"Number":               {[]byte(`1999`), ErrInvalidPayload, "JSON object"},
+		"True":                 {[]byte(`true`), ErrInvalidPayload, "JSON object"},
+		"Empty":                {[]byte{}, ErrInvalidPayload, "JSON object"},
+		"Nil":                  {nil, ErrInvalidPayload, "JSON object"},
+		"WhiteSpaceOnly":       {[]byte(" \t\r\n"), ErrInvalidPayload, "JSON object"},
+		"ByteOrderMark":        {append([]byte("\xef\xbb\xbf"), valid...), ErrInvalidPayload, "JSON object"},
+		"Truncated":            {[]byte(valid[:len(valid)-1]), ErrInvalidPayload, "not valid JSON"},
+		"OpenBrace":            {[]byte(`{`), ErrInvalidPayload, "not valid JSON"},
+		"TrailingComma":        {[]byte(`{"account_id":"acct_42","amount":1999,"currency":"EUR",}`), ErrInvalidPayload, "not valid JSON"},
+		"SingleQuotes":         {[]byte(`{'account_id':'acct_42'}`), ErrInvalidPayload, "not valid JSON"},
+		"TwoObjects":           {[]byte(valid + valid), ErrInvalidPayload, "after top-level value"},
+		"TwoObjectsSpaced":     {[]byte(valid + "\n" + valid), ErrInvalidPayload, "after top-level value"},
+		"TrailingGarbage":      {[]byte(valid + " x"), ErrInvalidPayload, "after top-level value"},
+		"TrailingNull":         {[]byte(valid + "null"), ErrInvalidPayload, "after top-level value"},
+		"InvalidUTF8InString":  {[]byte(`{"account_id":"acct_42","amount":1999,"currency":"EUR","description":"` + "\xff\xfe" + `"}`), ErrInvalidPayload, "UTF-8"},
+		"InvalidUTF8Outside":   {append([]byte(valid), 0xc3), ErrInvalidPayload, "UTF-8"},
+		"SurrogateHalfUTF8":    {[]byte(`{"account_id":"acct_42","amount":1999,"currency":"EUR","description":"` + "\xed\xa0\x80" + `"}`), ErrInvalidPayload, "UTF-8"},
+		"OverLimit":            {[]byte(overLimit), ErrPayloadTooLarge, "65537 bytes"},
+		"OverLimitInvalidUTF8": {append(bytes.Repeat([]byte{0xff}, MaxBodySize), '{'), ErrPayloadTooLarge, "at most 65536"},
+		"WayOverLimit":         {bytes.Repeat([]byte("{"), 1<<20), ErrPayloadTooLarge, "1048576 bytes"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			for _, dst := range []Command{&ChargeRequest{}, &CartAddRequest{}} {
+				err := Decode(tt.body, dst)
+				requireReject(t, err, tt.want, tt.wantMsg)
+			}
+		})
+	}
+}
+
+// requireReject checks that err is a *RejectError matching the sentinel want
+// (and no other rejection sentinel) whose message contains wantMsg.
+func requireReject(t *testing.T, err error, want *RejectError, wantMsg string) {
+	t.Helper()
+	require.Error(t, err)
+	var rej *RejectError
+	require.ErrorAs(t, err, &rej)
+	require.ErrorIs(t, err, want)
+	for _, other := range []*RejectError{ErrInvalidKey, ErrInvalidPayload, ErrUnknownCommand, ErrPayloadTooLarge, ErrKeyReused, ErrDeadLettered} {
+		if other != want {
+			require.NotErrorIs(t, err, other)
+		}
+	}
+	require.Contains(t, rej.Message, wantMsg)
+	require.Contains(t, err.Error(), "rejected: "+want.Code+": ")
+}
+
+// otherKind has the same JSON fields as ChargeRequest under another type, so
+// its canonical form is identical: only the type in the fingerprint differs.
+type otherKind struct{ ChargeRequest }
+
+func (otherKind) Kind() string { return "payment.refund" }
+
+func TestFingerprint(t *testing.T) {
+	t.Parallel()
+
+	decodeCharge := func(t *testing.T, body string) Command {
+		t.Helper()
+		var c ChargeRequest
+		require.NoError(t, Decode([]byte(body), &c))
+		return c
+	}
+	decodeCart := func(t *testing.T, body string) Command {
+		t.Helper()
+		var c CartAddRequest
+		require.NoError(t, Decode([]byte(body), &c))
+		return c
+	}
+	base := `{"account_id":"acct_42","amount":1999,"currency":"EUR","description":"order 1001"}`
+
+	t.Run("Golden", func(t *testing.T) {
+		t.Parallel()
+		// The fingerprint is part of what is stored: changing it would make
+		// every in-flight key look reused after an upgrade. Pin it.
+		canonical := `{"account_id":"acct_42","amount":1999,"currency":"EUR","description":"order 1001"}`
+		sum := sha256.Sum256([]byte("payment.charge\n" + canonical))
+		c := decodeCharge(t, `{ "description": "order 1001", "currency": "EUR", "amount": 1999, "account_id": "acct_42" }`)
+		require.Equal(t, canonical, string(Canonical(c)))
+		require.Equal(t, hex.EncodeToString(sum[:]), Fingerprint(c))
+
+		cartSum := sha256.Sum256([]byte("cart.add\n" + `{"cart_id":"cart_7","sku":"SKU-RED-M","quantity":2}`))
+		cart := decodeCart(t, `{"quantity":2,"sku":"SKU-RED-M","cart_id":"cart_7"}`)
+		require.Equal(t, hex.EncodeToString(cartSum[:]), Fingerprint(cart))
+	})
+
+	tests := map[string]struct {
+		a, b func(t *testing.T) Command
+		same bool
+	}{
+		"ReorderedFields": {
+			a:    func(t *testing.T) Command { return decodeCharge(t, base) },
+			b:    func(t *testing.T) Command { return decodeCharge(t, `{"description":"order 1001","currency":"EUR","amount":1999,"account_id":"acct_42"}`) },
+			same: true,
+		},
+		"WhiteSpace": {
+			a:    func(t *testing.T) Command { return decodeCharge(t, base) },
+			b:    func(t *testing.T) Command { return decodeCharge(t, "\n{ \"account_id\" : \"acct_42\",\n\t\"amount\": 1999 ,\"currency\":\"EUR\", \"description\":\"order 1001\" }\r\n") },
+			same: true,
+		},
+		"EscapedEqualString": {
+			a:    func(t *testing.T) Command { return decodeCharge(t, base) },
+			b:    func(t *testing.T) Command { return decodeCharge(t, `{"account_id":"acct\u005f42","amount":1999,"currency":"EUR","description":"order\u00201001"}`) },
+			same: true,
+		},
+		"DescriptionAbsentEqualsEmpty": {
+			a:    func(t *testing.T) Command { return decodeCharge(t, `{"account_id":"acct_42","amount":1999,"currency":"EUR"}`) },
+			b:    func(t *testing.T) Command { return decodeCharge(t, `{"account_id":"acct_42","amount":1999,"currency":"EUR","description":""}`) },
+			same: true,
+		},
+		"CartReordered": {
+			a:    func(t *testing.T) Command { return decodeCart(t, `{"cart_id":"cart_7","sku":"SKU-RED-M","quantity":2}`) },
+			b:    func(t *testing.T) Command { return decodeCart(t, `{"quantity":2,"cart_id":"cart_7","sku":"SKU-RED-M"}`) },
+			same: true,
+		},
+		"DifferentAmount": {
+			a: func(t *testing.T) Command { return decodeCharge(t, base) },
+			b: func(t *testing.T) Command { return decodeCharge(t, chargeBody("amount", "2000")) },
+		},
+		"DifferentDescription": {
+			a: func(t *testing.T) Command { return decodeCharge(t, base) },
+			b: func(t *testing.T) Command { return decodeCharge(t, chargeBody("description", `"order 1002"`)) },
+		},
+		"DescriptionAbsentVersusSet": {
+			a: func(t *testing.T) Command { return decodeCharge(t, chargeBody("description", "")) },
+			b: func(t *testing.T) Command { return decodeCharge(t, base) },
+		},
+		"DifferentQuantity": {
+			a: func(t *testing.T) Command { return decodeCart(t, cartBody("", "")) },
+			b: func(t *testing.T) Command { return decodeCart(t, cartBody("quantity", "3")) },
+		},
+		"OtherTypeSameFields": {
+			a: func(t *testing.T) Command { return decodeCharge(t, base) },
+			b: func(t *testing.T) Command {
+				c := decodeCharge(t, base).(ChargeRequest)
+				return otherKind{c}
+			},
+		},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			a, b := tt.a(t), tt.b(t)
+			if tt.same {
+				require.Equal(t, string(Canonical(a)), string(Canonical(b)))
+				require.Equal(t, Fingerprint(a), Fingerprint(b))
+				return
+			}
+			require.NotEqual(t, Fingerprint(a), Fingerprint(b))
+		})
+	}
+
+	t.Run("OtherTypeSameCanonical", func(t *testing.T) {
+		t.Parallel()
+		// Guard the case above: it only proves something if the canonical
+		// forms really are equal.
+		c := decodeCharge(t, base).(ChargeRequest)
+		require.Equal(t, string(Canonical(c)), string(Canonical(otherKind{c})))
+	})
+
+	t.Run("Stable", func(t *testing.T) {
+		t.Parallel()
+		fp := Fingerprint(decodeCharge(t, base))
+		require.Len(t, fp, 64)
+		require.Equal(t, strings.ToLower(fp), fp)
+		require.Equal(t, fp, Fingerprint(decodeCharge(t, base)))
+	})
+}
+
+func TestRejectError_Is(t *testing.T) {
+	t.Parallel()
+
+	err := error(&RejectError{Code: CodeKeyReused, Message: "key bound to another payload"})
+	require.ErrorIs(t, err, ErrKeyReused)
+	require.NotErrorIs(t, err, ErrInvalidPayload)
+	require.NotErrorIs(t, err, errors.New(CodeKeyReused))
+	require.Equal(t, "rejected: idempotency_key_reused: key bound to another payload", err.Error())
+	require.Equal(t, "rejected: invalid_key", ErrInvalidKey.Error())
+
+	wrapped := errors.Join(errors.New("publish"), err)
+	require.ErrorIs(t, wrapped, ErrKeyReused)
+}
