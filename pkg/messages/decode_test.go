@@ -383,92 +383,81 @@ func (otherKind) Kind() string { return "payment.refund" }
 func TestFingerprint(t *testing.T) {
 	t.Parallel()
 
-	decodeCharge := func(t *testing.T, body string) Command {
+	// decode decodes body as a command of type kind: payment.charge,
+	// cart.add, or payment.refund (otherKind, for the other-type case).
+	decode := func(t *testing.T, kind, body string) Command {
 		t.Helper()
-		var c ChargeRequest
-		require.NoError(t, Decode([]byte(body), &c))
-		return c
+		switch kind {
+		case TypeCartAdd:
+			var c CartAddRequest
+			require.NoError(t, Decode([]byte(body), &c))
+			return c
+		default:
+			var c ChargeRequest
+			require.NoError(t, Decode([]byte(body), &c))
+			if kind == (otherKind{}).Kind() {
+				return otherKind{c}
+			}
+			return c
+		}
 	}
-	decodeCart := func(t *testing.T, body string) Command {
-		t.Helper()
-		var c CartAddRequest
-		require.NoError(t, Decode([]byte(body), &c))
-		return c
-	}
-	base := `{"account_id":"acct_42","amount":1999,"currency":"EUR","description":"order 1001"}`
+	const (
+		charge = TypePaymentCharge
+		cart   = TypeCartAdd
+		refund = "payment.refund"
+		base   = `{"account_id":"acct_42","amount":1999,"currency":"EUR","description":"order 1001"}`
+	)
 
 	t.Run("Golden", func(t *testing.T) {
 		t.Parallel()
 		// The fingerprint is part of what is stored: changing it would make
 		// every in-flight key look reused after an upgrade. Pin it.
-		canonical := `{"account_id":"acct_42","amount":1999,"currency":"EUR","description":"order 1001"}`
-		sum := sha256.Sum256([]byte("payment.charge\n" + canonical))
-		c := decodeCharge(t, `{ "description": "order 1001", "currency": "EUR", "amount": 1999, "account_id": "acct_42" }`)
-		require.Equal(t, canonical, string(Canonical(c)))
+		sum := sha256.Sum256([]byte("payment.charge\n" + base))
+		c := decode(t, charge, `{ "description": "order 1001", "currency": "EUR", "amount": 1999, "account_id": "acct_42" }`)
+		require.Equal(t, base, string(Canonical(c)))
 		require.Equal(t, hex.EncodeToString(sum[:]), Fingerprint(c))
 
 		cartSum := sha256.Sum256([]byte("cart.add\n" + `{"cart_id":"cart_7","sku":"SKU-RED-M","quantity":2}`))
-		cart := decodeCart(t, `{"quantity":2,"sku":"SKU-RED-M","cart_id":"cart_7"}`)
-		require.Equal(t, hex.EncodeToString(cartSum[:]), Fingerprint(cart))
+		c = decode(t, cart, `{"quantity":2,"sku":"SKU-RED-M","cart_id":"cart_7"}`)
+		require.Equal(t, hex.EncodeToString(cartSum[:]), Fingerprint(c))
 	})
 
 	tests := map[string]struct {
-		a, b func(t *testing.T) Command
-		same bool
+		kindA, bodyA string
+		kindB, bodyB string
+		same         bool
 	}{
 		"ReorderedFields": {
-			a:    func(t *testing.T) Command { return decodeCharge(t, base) },
-			b:    func(t *testing.T) Command { return decodeCharge(t, `{"description":"order 1001","currency":"EUR","amount":1999,"account_id":"acct_42"}`) },
-			same: true,
+			charge, base,
+			charge, `{"description":"order 1001","currency":"EUR","amount":1999,"account_id":"acct_42"}`, true,
 		},
 		"WhiteSpace": {
-			a:    func(t *testing.T) Command { return decodeCharge(t, base) },
-			b:    func(t *testing.T) Command { return decodeCharge(t, "\n{ \"account_id\" : \"acct_42\",\n\t\"amount\": 1999 ,\"currency\":\"EUR\", \"description\":\"order 1001\" }\r\n") },
-			same: true,
+			charge, base,
+			charge, "\n{ \"account_id\" : \"acct_42\",\n\t\"amount\": 1999 ,\"currency\":\"EUR\", \"description\":\"order 1001\" }\r\n", true,
 		},
-		"EscapedEqualString": {
-			a:    func(t *testing.T) Command { return decodeCharge(t, base) },
-			b:    func(t *testing.T) Command { return decodeCharge(t, `{"account_id":"acct\u005f42","amount":1999,"currency":"EUR","description":"order\u00201001"}`) },
-			same: true,
+		"EscapedEqualStrings": {
+			charge, base,
+			charge, `{"account_id":"acct\u005f42","amount":1999,"currency":"EUR","description":"order\u00201001"}`, true,
 		},
 		"DescriptionAbsentEqualsEmpty": {
-			a:    func(t *testing.T) Command { return decodeCharge(t, `{"account_id":"acct_42","amount":1999,"currency":"EUR"}`) },
-			b:    func(t *testing.T) Command { return decodeCharge(t, `{"account_id":"acct_42","amount":1999,"currency":"EUR","description":""}`) },
-			same: true,
+			charge, `{"account_id":"acct_42","amount":1999,"currency":"EUR"}`,
+			charge, `{"account_id":"acct_42","amount":1999,"currency":"EUR","description":""}`, true,
 		},
 		"CartReordered": {
-			a:    func(t *testing.T) Command { return decodeCart(t, `{"cart_id":"cart_7","sku":"SKU-RED-M","quantity":2}`) },
-			b:    func(t *testing.T) Command { return decodeCart(t, `{"quantity":2,"cart_id":"cart_7","sku":"SKU-RED-M"}`) },
-			same: true,
+			cart, `{"cart_id":"cart_7","sku":"SKU-RED-M","quantity":2}`,
+			cart, `{"quantity":2,"cart_id":"cart_7","sku":"SKU-RED-M"}`, true,
 		},
-		"DifferentAmount": {
-			a: func(t *testing.T) Command { return decodeCharge(t, base) },
-			b: func(t *testing.T) Command { return decodeCharge(t, chargeBody("amount", "2000")) },
-		},
-		"DifferentDescription": {
-			a: func(t *testing.T) Command { return decodeCharge(t, base) },
-			b: func(t *testing.T) Command { return decodeCharge(t, chargeBody("description", `"order 1002"`)) },
-		},
-		"DescriptionAbsentVersusSet": {
-			a: func(t *testing.T) Command { return decodeCharge(t, chargeBody("description", "")) },
-			b: func(t *testing.T) Command { return decodeCharge(t, base) },
-		},
-		"DifferentQuantity": {
-			a: func(t *testing.T) Command { return decodeCart(t, cartBody("", "")) },
-			b: func(t *testing.T) Command { return decodeCart(t, cartBody("quantity", "3")) },
-		},
-		"OtherTypeSameFields": {
-			a: func(t *testing.T) Command { return decodeCharge(t, base) },
-			b: func(t *testing.T) Command {
-				c := decodeCharge(t, base).(ChargeRequest)
-				return otherKind{c}
-			},
-		},
+		"DifferentAmount":            {charge, base, charge, chargeBody("amount", "2000"), false},
+		"DifferentAccount":           {charge, base, charge, chargeBody("account_id", `"acct_43"`), false},
+		"DifferentDescription":       {charge, base, charge, chargeBody("description", `"order 1002"`), false},
+		"DescriptionAbsentVersusSet": {charge, chargeBody("description", ""), charge, base, false},
+		"DifferentQuantity":          {cart, cartBody("", ""), cart, cartBody("quantity", "3"), false},
+		"OtherTypeSameFields":        {charge, base, refund, base, false},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			a, b := tt.a(t), tt.b(t)
+			a, b := decode(t, tt.kindA, tt.bodyA), decode(t, tt.kindB, tt.bodyB)
 			if tt.same {
 				require.Equal(t, string(Canonical(a)), string(Canonical(b)))
 				require.Equal(t, Fingerprint(a), Fingerprint(b))
@@ -480,18 +469,18 @@ func TestFingerprint(t *testing.T) {
 
 	t.Run("OtherTypeSameCanonical", func(t *testing.T) {
 		t.Parallel()
-		// Guard the case above: it only proves something if the canonical
-		// forms really are equal.
-		c := decodeCharge(t, base).(ChargeRequest)
-		require.Equal(t, string(Canonical(c)), string(Canonical(otherKind{c})))
+		// Guard OtherTypeSameFields: it only proves that the type is part of
+		// the fingerprint if the canonical forms really are equal.
+		a, b := decode(t, charge, base), decode(t, refund, base)
+		require.Equal(t, string(Canonical(a)), string(Canonical(b)))
 	})
 
 	t.Run("Stable", func(t *testing.T) {
 		t.Parallel()
-		fp := Fingerprint(decodeCharge(t, base))
+		fp := Fingerprint(decode(t, charge, base))
 		require.Len(t, fp, 64)
 		require.Equal(t, strings.ToLower(fp), fp)
-		require.Equal(t, fp, Fingerprint(decodeCharge(t, base)))
+		require.Equal(t, fp, Fingerprint(decode(t, charge, base)))
 	})
 }
 
