@@ -1,0 +1,328 @@
+package processor_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMain(m *testing.M) {
+	if _, err := testenv.Shared(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	testenv.Close()
+	os.Exit(code)
+}
+
+// testBundle is one test's isolated slice of the shared NATS and Redis:
+// its own streams, subject roots and Redis key prefix.
+type testBundle struct {
+	ns       string
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	rdb      *redis.Client
+	subjects messages.Subjects
+	cfg      processor.Config // base config for workers of this test
+	sim      *processor.SimProvider
+	answers  *answerLog
+}
+
+func setup(t *testing.T) *testBundle {
+	t.Helper()
+	env, err := testenv.Shared()
+	require.NoError(t, err)
+	ns := testenv.Namespace()
+
+	nc, err := testenv.ConnectNATS(env.NATSURL, t.Name())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	rdb, err := testenv.ConnectRedis(env.RedisURL)
+	require.NoError(t, err)
+	t.Cleanup(func() { rdb.Close() })
+
+	subjects := messages.Subjects{Command: ns + ".cmd", Result: ns + ".result", Rejected: ns + ".rejected", DeadLetter: ns + ".dlq"}
+	b := &testBundle{
+		ns: ns, nc: nc, js: js, rdb: rdb, subjects: subjects,
+		cfg: processor.Config{
+			Subjects:         subjects,
+			CommandStream:    ns + "_COMMANDS",
+			ResultStream:     ns + "_RESULTS",
+			DeadLetterStream: ns + "_DEADLETTER",
+			KeyPrefix:        ns + ":",
+			Concurrency:      4,
+			// Short timings so redelivery tests take seconds, not minutes.
+			AckWait:     time.Second,
+			LockTTL:     600 * time.Millisecond,
+			NakDelay:    100 * time.Millisecond,
+			MaxNakDelay: 200 * time.Millisecond,
+			LockedDelay: 50 * time.Millisecond,
+			FetchWait:   200 * time.Millisecond,
+			Retry: &processor.ExponentialRetry{InitialInterval: 10 * time.Millisecond, MaxInterval: 20 * time.Millisecond,
+				MaxElapsedTime: 2 * time.Second, MaxRetries: 3},
+			Logger: testLogger(t),
+		},
+	}
+	b.sim, err = processor.NewSimProvider(rdb, &processor.SimConfig{KeyPrefix: b.cfg.KeyPrefix})
+	require.NoError(t, err)
+	b.answers = listen(t, nc, subjects)
+	t.Cleanup(func() {
+		for _, s := range []string{b.cfg.CommandStream, b.cfg.ResultStream, b.cfg.DeadLetterStream} {
+			_ = js.DeleteStream(context.Background(), s)
+		}
+	})
+	return b
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// defaultMux is the production mux on the bundle's simulated provider.
+func (b *testBundle) defaultMux() *processor.Mux {
+	mux := processor.NewMux()
+	mux.Handle(processor.ChargeHandler(b.sim))
+	mux.Handle(processor.CartAddHandler())
+	return mux
+}
+
+// startWorker starts a processor with the bundle's config, changed by edit.
+func (b *testBundle) startWorker(t *testing.T, mux *processor.Mux, edit func(*processor.Config)) *processor.Processor {
+	t.Helper()
+	env, _ := testenv.Shared()
+	nc, err := testenv.ConnectNATS(env.NATSURL, t.Name()+"-worker")
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	cfg := b.cfg
+	if edit != nil {
+		edit(&cfg)
+	}
+	if mux == nil {
+		mux = b.defaultMux()
+	}
+	p, err := processor.New(nc, b.rdb, mux, &cfg)
+	require.NoError(t, err)
+	require.NoError(t, p.Start(context.Background()))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, p.Stop(ctx))
+	})
+	return p
+}
+
+// publish sends a command like any client would: a plain NATS JetStream
+// publish with the key in Nats-Msg-Id.
+func (b *testBundle) publish(t *testing.T, kind, key string, body any, headers ...string) *jetstream.PubAck {
+	t.Helper()
+	msg := nats.NewMsg(b.subjects.CommandFor(kind))
+	switch v := body.(type) {
+	case string:
+		msg.Data = []byte(v)
+	case []byte:
+		msg.Data = v
+	default:
+		data, err := json.Marshal(v)
+		require.NoError(t, err)
+		msg.Data = data
+	}
+	if key != "" {
+		msg.Header.Set(messages.HeaderMsgID, key)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		msg.Header.Set(headers[i], headers[i+1])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ack, err := b.js.PublishMsg(ctx, msg)
+	require.NoError(t, err)
+	return ack
+}
+
+func (b *testBundle) charge(t *testing.T, key string, amount int64) *jetstream.PubAck {
+	t.Helper()
+	return b.publish(t, messages.TypePaymentCharge, key, messages.ChargeRequest{AccountID: "acct_42", Amount: amount, Currency: "EUR"})
+}
+
+// calls returns how often the simulated provider was reached for key.
+func (b *testBundle) calls(t *testing.T, key string) int {
+	t.Helper()
+	n, err := b.rdb.HGet(context.Background(), b.sim.CallsKey(), key).Int()
+	if err == redis.Nil {
+		return 0
+	}
+	require.NoError(t, err)
+	return n
+}
+
+// charges returns how many charges the simulated provider holds.
+func (b *testBundle) charges(t *testing.T) int {
+	t.Helper()
+	n, err := b.rdb.HLen(context.Background(), b.sim.ChargesKey()).Result()
+	require.NoError(t, err)
+	return int(n)
+}
+
+// stored returns the outcome RESULTS keeps for key.
+func (b *testBundle) stored(t *testing.T, key string) messages.Result {
+	t.Helper()
+	s, err := b.js.Stream(context.Background(), b.cfg.ResultStream)
+	require.NoError(t, err)
+	m, err := s.GetLastMsgForSubject(context.Background(), b.subjects.ResultFor(key))
+	require.NoError(t, err)
+	r, err := messages.DecodeResult(m.Data)
+	require.NoError(t, err)
+	return r
+}
+
+func newKey() string { return uuid.Must(uuid.NewV7()).String() }
+
+// answerLog collects every answer published on the bundle's result and
+// rejected subjects, and on an inbox used as Reply-To.
+type answerLog struct {
+	mu    sync.Mutex
+	byKey map[string][]messages.Result // result.<key> and rejected.<key>
+	reply []messages.Result            // the shared Reply-To inbox
+	inbox string
+}
+
+func listen(t *testing.T, nc *nats.Conn, s messages.Subjects) *answerLog {
+	t.Helper()
+	a := &answerLog{byKey: map[string][]messages.Result{}, inbox: nats.NewInbox()}
+	collect := func(toReply bool) nats.MsgHandler {
+		return func(m *nats.Msg) {
+			r, err := messages.DecodeResult(m.Data)
+			if err != nil {
+				return
+			}
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if toReply {
+				a.reply = append(a.reply, r)
+				return
+			}
+			a.byKey[r.Key] = append(a.byKey[r.Key], r)
+		}
+	}
+	for _, subj := range []string{s.ResultWildcard(), s.Rejected + ".>"} {
+		sub, err := nc.Subscribe(subj, collect(false))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	sub, err := nc.Subscribe(a.inbox, collect(true))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, nc.Flush())
+	return a
+}
+
+// waitAnswers waits until key has at least n answers and returns them.
+func (a *answerLog) waitAnswers(t *testing.T, key string, n int) []messages.Result {
+	t.Helper()
+	var got []messages.Result
+	eventually(t, 20*time.Second, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		got = append([]messages.Result(nil), a.byKey[key]...)
+		return len(got) >= n
+	}, "waiting for %d answers for %s", n, key)
+	return got
+}
+
+// waitReplies waits until the Reply-To inbox has a reply for key.
+func (a *answerLog) waitReply(t *testing.T, key string) messages.Result {
+	t.Helper()
+	var got messages.Result
+	eventually(t, 20*time.Second, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		for _, r := range a.reply {
+			if r.Key == key {
+				got = r
+				return true
+			}
+		}
+		return false
+	}, "waiting for a reply for %q", key)
+	return got
+}
+
+func (a *answerLog) count(key string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.byKey[key])
+}
+
+// eventually polls cond every 10ms until it holds or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v: %s", timeout, fmt.Sprintf(format, args...))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// requireSameOutcome checks that two answers are the same outcome: identical
+// but for replayed.
+func requireSameOutcome(t *testing.T, want, got messages.Result) {
+	t.Helper()
+	want.Replayed, got.Replayed = false, false
+	require.Equal(t, string(want.Marshal()), string(got.Marshal()))
+}
+
+// drained waits until the command stream is empty: every command acked.
+func (b *testBundle) drained(t *testing.T) {
+	t.Helper()
+	eventually(t, 20*time.Second, func() bool {
+		s, err := b.js.Stream(context.Background(), b.cfg.CommandStream)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(context.Background())
+		return err == nil && info.State.Msgs == 0
+	}, "command stream %s not drained", b.cfg.CommandStream)
+}
+
+func cartQuantity(t *testing.T, b *testBundle, cart, sku string) int64 {
+	t.Helper()
+	n, err := b.rdb.HGet(context.Background(), processor.CartKey(b.cfg.KeyPrefix, cart), sku).Int64()
+	if err == redis.Nil {
+		return 0
+	}
+	require.NoError(t, err)
+	return n
+}
+
+func data[T any](t *testing.T, r messages.Result) T {
+	t.Helper()
+	var v T
+	require.NoError(t, json.Unmarshal(r.Data, &v), "data: %s", r.Data)
+	return v
+}
+
+var _ = strings.TrimSpace
