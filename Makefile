@@ -1,0 +1,111 @@
+# idempay: `make` (or `make help`) lists the targets with their one-line docs.
+#
+# Each target documents itself with a `## text` comment after its name;
+# `help` prints them. Variables that tune a target are listed under help too
+# and can be overridden on the command line: `make bench BENCHTIME=5s`.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-builtin-rules
+
+GO ?= go
+
+# Variables: override on the command line, e.g. `make test TEST_TIMEOUT=20m`.
+TEST_TIMEOUT ?= 12m## go test -timeout for `test` (CI has 2 cores and the race detector)
+BENCHTIME ?= 1s## go test -benchtime for `bench`
+CHAOS_DURATION ?= 30s## how long each chaos scenario runs (read by the chaos tests)
+CHAOS_TIMEOUT ?= 15m## go test -timeout for `chaos`
+FUZZ_TARGET ?= FuzzDecode## the fuzz test `fuzz` runs in ./pkg/messages
+FUZZTIME ?= 30s## go test -fuzztime for `fuzz`
+DEMO_ARGS ?=## extra arguments for `demo`
+
+# `docker compose` (the v2 plugin) when present, else the standalone
+# `docker-compose`. Recursive (=) so it is only probed by targets that use it.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
+
+# Printed when redis-server is missing. The Go tests start their own Redis
+# (internal/testenv runs redis-server on a free port) unless REDIS_URL is set.
+REDIS_HINT := redis-server not found on PATH: install it (Debian/Ubuntu: sudo apt-get install -y redis-server; macOS: brew install redis) or set REDIS_URL to a running Redis.
+
+.PHONY: help
+help: ## Show this help (the default goal)
+	@echo 'Usage: make [TARGET] [VAR=value ...]'
+	@awk '/^##@ /{printf "\n%s:\n", substr($$0, 5); next} /^[a-zA-Z0-9_\/-]+:.*## /{printf "  %-15s %s\n", substr($$0, 1, index($$0, ":") - 1), substr($$0, index($$0, "## ") + 3)}' $(MAKEFILE_LIST)
+	@printf '\nVariables:\n'
+	@awk '/^[A-Z_]+ \?=.*##/{v = $$0; sub(/^[A-Z_]+ \?= */, "", v); i = index(v, "##"); printf "  %-15s %s (default: %s)\n", $$1, substr(v, i + 3), (i > 1 ? substr(v, 1, i - 1) : "none")}' $(MAKEFILE_LIST)
+
+##@ Quick start
+
+.PHONY: demo
+demo: require-redis ## Run the whole system in one process on embedded defaults (go run ./cmd/demo)
+	$(GO) run ./cmd/demo $(DEMO_ARGS)
+
+.PHONY: test
+test: require-redis ## Run every test with the race detector (starts its own NATS and Redis)
+	$(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 ./...
+
+##@ Development
+
+.PHONY: test/short
+test/short: require-redis ## Run the tests in -short mode (skips the slow ones), with the race detector
+	$(GO) test -race -short -timeout 5m -count=1 ./...
+
+.PHONY: bench
+bench: require-redis ## Run the benchmarks (no tests); set BENCHTIME to run longer
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem -count=1 ./...
+
+.PHONY: chaos
+chaos: require-redis ## Run the chaos suite (build tag chaos, tests named *Chaos*) for CHAOS_DURATION each
+	CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -race -tags chaos -run Chaos -timeout $(CHAOS_TIMEOUT) -count=1 -v ./...
+
+.PHONY: fuzz
+fuzz: ## Fuzz the wire decoder for FUZZTIME (go test -fuzz FuzzDecode ./pkg/messages)
+	$(GO) test -run '^$$' -fuzz '^$(FUZZ_TARGET)$$' -fuzztime $(FUZZTIME) ./pkg/messages
+
+.PHONY: lint
+lint: ## Lint with golangci-lint (.golangci.yaml) if installed, else go vet
+	@if command -v golangci-lint >/dev/null 2>&1; then \
+		echo 'golangci-lint run ./...'; golangci-lint run ./...; \
+	else \
+		echo 'golangci-lint not on PATH (see https://golangci-lint.run); running go vet only'; \
+		echo '$(GO) vet ./...'; $(GO) vet ./...; \
+	fi
+
+.PHONY: tidy
+tidy: ## Tidy go.mod and go.sum
+	$(GO) mod tidy
+
+.PHONY: build
+build: ## Build bin/worker and bin/producer
+	$(GO) build -trimpath -o bin/ ./cmd/worker ./cmd/producer
+
+.PHONY: clean
+clean: ## Remove bin/
+	rm -rf bin/
+
+##@ Docker Compose (needs a Docker engine; for humans, not CI)
+
+.PHONY: up
+up: ## Start NATS, Redis and 3 workers in Docker, and wait until healthy
+	$(COMPOSE) up --build --detach --wait
+
+.PHONY: load
+load: ## Run the producer's load against the stack started by `up`
+	$(COMPOSE) run --rm producer
+
+.PHONY: down
+down: ## Stop the stack (keeps the NATS and Redis volumes; add -v by hand to drop them)
+	$(COMPOSE) down
+
+.PHONY: compose-check
+compose-check: ## Validate docker-compose.yml (docker compose config -q; no engine needed)
+	$(COMPOSE) config -q
+
+# Not a documented target: the ones that need a Redis server depend on it.
+.PHONY: require-redis
+require-redis:
+	@if [ -z "$${REDIS_URL:-}" ] && ! command -v redis-server >/dev/null 2>&1; then \
+		echo '$(REDIS_HINT)' >&2; exit 1; \
+	fi
