@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+#
+# One image with both programs: `worker` (the entrypoint) and `producer`.
+#   docker build -t idempay .
+#   docker run --rm idempay --help
+#   docker run --rm --entrypoint producer idempay --help
+# docker-compose.yml builds it for the worker and producer services.
+
+ARG GO_VERSION=1.26
+
+FROM golang:${GO_VERSION}-bookworm AS build
+WORKDIR /src
+# Dependencies first, so that a source change does not download them again.
+COPY go.mod go.sum ./
+RUN --mount=type=cache,target=/go/pkg/mod \
+    go mod download
+COPY . .
+ARG TARGETOS TARGETARCH
+# CGO off: static binaries that run on distroless/static with no libc.
+RUN --mount=type=cache,target=/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH} \
+    go build -trimpath -ldflags='-s -w' -o /out/ ./cmd/worker ./cmd/producer
+
+# distroless/static: no shell, no package manager, CA certificates and a
+# non-root user (uid 65532) only.
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/worker /out/producer /usr/local/bin/
+USER nonroot:nonroot
+ENTRYPOINT ["/usr/local/bin/worker"]
