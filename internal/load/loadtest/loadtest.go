@@ -1,0 +1,287 @@
+// Package loadtest gives the tests and examples of the client, the load
+// engine and the producer CLI a namespaced idempay deployment on real
+// servers: its own subject roots, streams and Redis prefix on the shared
+// NATS and Redis of package testenv, served by real workers (package
+// processor) running in-process, each on its own NATS connection.
+package loadtest
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+// Options shape a deployment. The zero value gives one worker with the
+// contract's defaults and an instant, never-failing simulated provider.
+type Options struct {
+	// Workers is the number of processors to start. Defaults to 1; -1
+	// starts none (the streams are still created).
+	Workers int
+	// Processor overrides processor settings; Subjects, stream names,
+	// KeyPrefix and Logger are always set by Start.
+	Processor processor.Config
+	// Sim configures the simulated provider; KeyPrefix is set by Start.
+	Sim processor.SimConfig
+}
+
+// Env is one test's deployment.
+type Env struct {
+	// NS prefixes every subject root, stream name and Redis key of the test.
+	NS       string
+	NATSURL  string
+	RedisURL string
+	// NC is a connection for the test itself, not shared with the workers.
+	NC  *nats.Conn
+	JS  jetstream.JetStream
+	RDB *redis.Client
+	// Config is the processors' effective configuration.
+	Config processor.Config
+
+	mu      sync.Mutex
+	closers []func()
+}
+
+// Logger returns a logger for the workers and clients of tests: silent
+// unless IDEMPAY_TEST_LOG is set.
+func Logger() *slog.Logger {
+	if os.Getenv("IDEMPAY_TEST_LOG") == "" {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// Setup is Start for a test: it fails tb on error and closes the deployment
+// in tb.Cleanup. Call testenv.Shared in TestMain first.
+func Setup(tb testing.TB, opts *Options) *Env {
+	tb.Helper()
+	env, err := Start(opts)
+	require.NoError(tb, err)
+	tb.Cleanup(env.Close)
+	return env
+}
+
+// Start creates a namespace on the shared servers, connects, creates the
+// streams and starts the workers. Close stops and removes it all.
+func Start(opts *Options) (_ *Env, err error) {
+	if opts == nil {
+		opts = &Options{}
+	}
+	shared, err := testenv.Shared()
+	if err != nil {
+		return nil, err
+	}
+	ns := testenv.Namespace()
+	env := &Env{NS: ns, NATSURL: shared.NATSURL, RedisURL: shared.RedisURL}
+	defer func() {
+		if err != nil {
+			env.Close()
+		}
+	}()
+
+	if env.NC, err = testenv.ConnectNATS(shared.NATSURL, ns+"-test"); err != nil {
+		return nil, err
+	}
+	env.onClose(env.NC.Close)
+	if env.JS, err = jetstream.New(env.NC); err != nil {
+		return nil, err
+	}
+	if env.RDB, err = testenv.ConnectRedis(shared.RedisURL); err != nil {
+		return nil, err
+	}
+	env.onClose(func() { _ = env.RDB.Close() })
+
+	pcfg := opts.Processor
+	pcfg.Subjects = messages.Subjects{Command: ns + ".cmd", Result: ns + ".result", Rejected: ns + ".rejected", DeadLetter: ns + ".dlq"}
+	pcfg.CommandStream, pcfg.ResultStream, pcfg.DeadLetterStream = ns+"_COMMANDS", ns+"_RESULTS", ns+"_DEADLETTER"
+	pcfg.KeyPrefix = ns + ":"
+	pcfg.Logger = Logger()
+	// A short fetch wait makes Stop, which waits for the pending pull, quick.
+	pcfg.FetchWait = cmp.Or(pcfg.FetchWait, 100*time.Millisecond)
+	env.Config = *pcfg.WithDefaults()
+	env.onClose(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, s := range []string{env.Config.CommandStream, env.Config.ResultStream, env.Config.DeadLetterStream} {
+			_ = env.JS.DeleteStream(ctx, s)
+		}
+		if keys, err := env.RDB.Keys(ctx, ns+":*").Result(); err == nil && len(keys) > 0 {
+			_ = env.RDB.Del(ctx, keys...).Err()
+		}
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err = processor.EnsureStreams(ctx, env.JS, &env.Config); err != nil {
+		return nil, err
+	}
+	workers := opts.Workers
+	if workers == 0 {
+		workers = 1
+	}
+	for range max(workers, 0) {
+		if _, err = env.StartWorker(&opts.Sim); err != nil {
+			return nil, err
+		}
+	}
+	return env, nil
+}
+
+// Close stops the workers, deletes the streams and the Redis keys of the
+// namespace, and closes the connections, in reverse order of creation.
+func (e *Env) Close() {
+	e.mu.Lock()
+	closers := e.closers
+	e.closers = nil
+	e.mu.Unlock()
+	for i := len(closers) - 1; i >= 0; i-- {
+		closers[i]()
+	}
+}
+
+func (e *Env) onClose(f func()) {
+	e.mu.Lock()
+	e.closers = append(e.closers, f)
+	e.mu.Unlock()
+}
+
+// StartWorker starts one more processor, on its own NATS connection; Close
+// stops it.
+func (e *Env) StartWorker(sim *processor.SimConfig) (*processor.Processor, error) {
+	nc, err := testenv.ConnectNATS(e.NATSURL, e.NS+"-worker")
+	if err != nil {
+		return nil, err
+	}
+	simCfg := processor.SimConfig{}
+	if sim != nil {
+		simCfg = *sim
+	}
+	simCfg.KeyPrefix = e.Config.KeyPrefix
+	mux, err := processor.DefaultMux(e.RDB, &simCfg)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	cfg := e.Config
+	p, err := processor.New(nc, e.RDB, mux, &cfg)
+	if err == nil {
+		err = p.Start(context.Background())
+	}
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("start worker: %w", err)
+	}
+	e.onClose(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = p.Stop(ctx)
+		nc.Close()
+	})
+	return p, nil
+}
+
+// ClientConfig returns a client configuration for this deployment.
+func (e *Env) ClientConfig() *client.Config {
+	return &client.Config{
+		Subjects:     e.Config.Subjects,
+		ResultStream: e.Config.ResultStream,
+		Logger:       Logger(),
+	}
+}
+
+// NewClient returns a client of this deployment on its own NATS connection
+// (nil cfg: ClientConfig()); Close closes the connection.
+func (e *Env) NewClient(cfg *client.Config) (*client.Client, error) {
+	nc, err := testenv.ConnectNATS(e.NATSURL, e.NS+"-client")
+	if err != nil {
+		return nil, err
+	}
+	e.onClose(nc.Close)
+	if cfg == nil {
+		cfg = e.ClientConfig()
+	}
+	return client.New(nc, cfg)
+}
+
+// MustClient is NewClient for a test.
+func (e *Env) MustClient(tb testing.TB, cfg *client.Config) *client.Client {
+	tb.Helper()
+	c, err := e.NewClient(cfg)
+	require.NoError(tb, err)
+	return c
+}
+
+// SimCallsKey and SimChargesKey are the simulated provider's ledger hashes.
+func (e *Env) SimCallsKey() string   { return e.Config.KeyPrefix + "sim:calls" }
+func (e *Env) SimChargesKey() string { return e.Config.KeyPrefix + "sim:charges" }
+
+// SimCalls returns how many Charge calls the simulated provider received
+// for key.
+func (e *Env) SimCalls(tb testing.TB, key string) int64 {
+	tb.Helper()
+	n, err := e.RDB.HGet(context.Background(), e.SimCallsKey(), key).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0
+	}
+	require.NoError(tb, err)
+	return n
+}
+
+// SimLedger returns the simulated provider's whole ledger: calls per key,
+// and the charge JSON per charged key.
+func (e *Env) SimLedger(tb testing.TB) (calls map[string]int64, charges map[string]string) {
+	tb.Helper()
+	ctx := context.Background()
+	raw, err := e.RDB.HGetAll(ctx, e.SimCallsKey()).Result()
+	require.NoError(tb, err)
+	calls = make(map[string]int64, len(raw))
+	for k, v := range raw {
+		n, err := strconv.ParseInt(v, 10, 64)
+		require.NoError(tb, err, "sim:calls of %s", k)
+		calls[k] = n
+	}
+	charges, err = e.RDB.HGetAll(ctx, e.SimChargesKey()).Result()
+	require.NoError(tb, err)
+	return calls, charges
+}
+
+// CommandsStored returns how many messages the command stream ever stored
+// (its last sequence): a work queue deletes acked messages, so its message
+// count says nothing about duplicates.
+func (e *Env) CommandsStored(tb testing.TB) uint64 {
+	tb.Helper()
+	s, err := e.JS.Stream(context.Background(), e.Config.CommandStream)
+	require.NoError(tb, err)
+	return s.CachedInfo().State.LastSeq
+}
+
+// WaitFor polls cond every 10ms until it is true, failing the test after
+// timeout. It is for asynchronous state that no answer announces.
+func WaitFor(tb testing.TB, timeout time.Duration, cond func() bool, msgAndArgs ...any) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			require.FailNow(tb, "condition not met within "+timeout.String(), msgAndArgs...)
+		}
+		<-tick.C
+	}
+}

@@ -1,0 +1,413 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Log attribute keys.
+const (
+	attrKey     = "key"
+	attrCommand = "command"
+	attrSubject = "subject"
+	attrAttempt = "attempt"
+	attrWait    = "wait"
+	attrError   = "error"
+)
+
+// While the client waits for the answer to a duplicate publish, it reads the
+// result stream again after streamRecheckInterval, doubling up to
+// streamRecheckMax.
+const (
+	streamRecheckInterval = 100 * time.Millisecond
+	streamRecheckMax      = 2 * time.Second
+)
+
+// Client sends commands to idempay workers and waits for their answers. It
+// is safe for concurrent use; share one per NATS connection.
+type Client struct {
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	cfg *Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	results jetstream.Stream // handle of cfg.ResultStream, once it exists
+}
+
+// New returns a Client that publishes on nc. It does no I/O: the streams are
+// the workers' to create, so a client may start before them.
+func New(nc *nats.Conn, cfg *Config) (*Client, error) {
+	if nc == nil {
+		return nil, errors.New("client: nil *nats.Conn; connect with nats.Connect first")
+	}
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("client: jetstream: %w", err)
+	}
+	return &Client{nc: nc, js: js, cfg: cfg, log: cfg.Logger}, nil
+}
+
+// Charge sends a payment.charge with key and waits for its answer. It
+// returns like Send, with Data decoded from a succeeded answer.
+func (c *Client) Charge(ctx context.Context, key string, req messages.ChargeRequest) (*ChargeResult, error) {
+	reply, err := c.Send(ctx, key, req)
+	if reply == nil {
+		return nil, err
+	}
+	out := &ChargeResult{Reply: *reply}
+	if reply.Result.Status == messages.StatusSucceeded && hasData(reply.Result.Data) {
+		if derr := json.Unmarshal(reply.Result.Data, &out.Data); derr != nil && err == nil {
+			err = fmt.Errorf("client: decode charge data: %w", derr)
+		}
+	}
+	return out, err
+}
+
+// AddToCart sends a cart.add with key and waits for its answer. It returns
+// like Send, with Data decoded from a succeeded answer.
+func (c *Client) AddToCart(ctx context.Context, key string, req messages.CartAddRequest) (*CartAddResult, error) {
+	reply, err := c.Send(ctx, key, req)
+	if reply == nil {
+		return nil, err
+	}
+	out := &CartAddResult{Reply: *reply}
+	if reply.Result.Status == messages.StatusSucceeded && hasData(reply.Result.Data) {
+		if derr := json.Unmarshal(reply.Result.Data, &out.Data); derr != nil && err == nil {
+			err = fmt.Errorf("client: decode cart data: %w", derr)
+		}
+	}
+	return out, err
+}
+
+// Send publishes cmd on <Subjects.Command>.<cmd.Kind()> with key in the
+// Nats-Msg-Id header and waits for the answer.
+//
+// Before publishing, Send checks key (ErrInvalidKey), cmd.Validate
+// (ErrInvalidPayload) and the body size (ErrPayloadTooLarge); these return a
+// nil *Reply and publish nothing.
+//
+// A publish attempt whose PubAck does not come within PublishTimeout, or
+// that finds no stream, is repeated with the same key after a backoff
+// (Config.Retry). If no attempt is acknowledged Send returns a nil *Reply
+// and ErrPublishUnconfirmed (the command may be stored: send it again with
+// the same key) or ErrNoStream (it is not).
+//
+// Once JetStream has acknowledged the publish, Send returns a non-nil
+// *Reply, and the error says what the answer means:
+//
+//   - nil: succeeded; the operation took effect, once.
+//   - a *FailedError (errors.Is(err, ErrFailed)): the operation ran and
+//     definitively did not take effect, e.g. Code "card_declined". The
+//     outcome is stored; sending the key again returns it again.
+//   - a *messages.RejectError (errors.Is(err, ErrKeyReused) and the other
+//     rejection sentinels): the message was refused and nothing changed.
+//   - ErrResultTimeout, or the context's error: no answer yet, and
+//     Reply.Result is zero. The command is stored and will be processed.
+//
+// No answer is lost to a race: Send subscribes to result.<key>,
+// rejected.<key> and its own Reply-To inbox before it publishes, and after a
+// duplicate PubAck it also reads the key's stored outcome from the result
+// stream, which holds an outcome published before the subscription.
+func (c *Client) Send(ctx context.Context, key string, cmd messages.Command) (*Reply, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	if cmd == nil {
+		return nil, &messages.RejectError{Code: messages.CodeInvalidPayload, Message: "nil command"}
+	}
+	if err := cmd.Validate(); err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, &messages.RejectError{Code: messages.CodeInvalidPayload, Message: "encode body: " + err.Error()}
+	}
+	if len(body) > messages.MaxBodySize {
+		return nil, &messages.RejectError{Code: messages.CodePayloadTooLarge,
+			Message: fmt.Sprintf("body is %d bytes; at most %d are accepted", len(body), messages.MaxBodySize)}
+	}
+
+	// Listen first: an answer published before the subscription exists is
+	// gone for core NATS.
+	w, err := c.listen(key)
+	if err != nil {
+		return nil, err
+	}
+	defer w.close()
+
+	msg := &nats.Msg{
+		Subject: c.cfg.Subjects.CommandFor(cmd.Kind()),
+		Data:    body,
+		Header:  nats.Header{messages.HeaderReplyTo: []string{w.inbox}},
+	}
+	start := time.Now()
+	ack, attempts, err := c.publish(ctx, key, msg)
+	if err != nil {
+		return nil, err
+	}
+	reply := &Reply{Duplicate: ack.Duplicate, Stream: ack.Stream, Sequence: ack.Sequence, PublishAttempts: attempts}
+
+	if err := c.await(ctx, w, key, cmd, reply); err != nil {
+		return reply, err
+	}
+	reply.Latency = time.Since(start)
+	return reply, ResultError(&reply.Result)
+}
+
+// Status returns the outcome stored for key in the result stream: succeeded
+// or failed, possibly a replay. It returns ErrNotFound when there is none
+// (never sent, still in flight, rejected, dead-lettered, or expired), and
+// ErrInvalidKey for a malformed key.
+func (c *Client) Status(ctx context.Context, key string) (*messages.Result, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	res, found, err := c.storedOutcome(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, ErrNotFound
+	}
+	return &res, nil
+}
+
+// waiter holds the subscriptions of one Send.
+type waiter struct {
+	inbox    string
+	result   string
+	rejected string
+	ch       chan *nats.Msg
+	subs     []*nats.Subscription
+}
+
+func (c *Client) listen(key string) (*waiter, error) {
+	w := &waiter{
+		inbox:    c.nc.NewInbox(),
+		result:   c.cfg.Subjects.ResultFor(key),
+		rejected: c.cfg.Subjects.RejectedFor(key),
+		// A handful of answers at most reach one Send: the worker's, a
+		// replay, a second worker's after a redelivery.
+		ch: make(chan *nats.Msg, 16),
+	}
+	for _, subj := range []string{w.inbox, w.result, w.rejected} {
+		sub, err := c.nc.ChanSubscribe(subj, w.ch)
+		if err != nil {
+			w.close()
+			return nil, fmt.Errorf("client: subscribe %s: %w", subj, err)
+		}
+		w.subs = append(w.subs, sub)
+	}
+	return w, nil
+}
+
+func (w *waiter) close() {
+	for _, s := range w.subs {
+		_ = s.Unsubscribe() // fails only on a closed connection, which frees it anyway
+	}
+}
+
+// await fills reply with the answer for key, or returns why there is none.
+//
+// What counts as the answer:
+//   - on the inbox: the worker's answer to this very message;
+//   - on result.<key> or in the result stream: the key's outcome, if it does
+//     not contradict cmd (see sameCommand);
+//   - on rejected.<key>: only after a duplicate PubAck, when this message
+//     never reaches a worker and the rejection is that of the earlier
+//     message holding the key (most likely an earlier attempt of this one).
+//     Otherwise the rejection may be another message's, and this message's
+//     own answer will come on the inbox.
+func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.Command, reply *Reply) error {
+	timer := time.NewTimer(c.cfg.ResultTimeout)
+	defer timer.Stop()
+
+	// After a duplicate PubAck the earlier message may have been answered
+	// before we subscribed: its outcome is then in the result stream. The
+	// stream stores a message a moment after the server routes it to core
+	// subscribers, and in a cluster our interest takes a moment to spread,
+	// so the read is repeated, less and less often, while we wait; an
+	// outcome published after the subscription arrives on w.ch anyway.
+	var recheck <-chan time.Time
+	interval := streamRecheckInterval
+	checkStream := func() (bool, error) {
+		recheck = time.After(interval)
+		interval = min(2*interval, streamRecheckMax)
+		res, found, err := c.storedOutcome(ctx, key)
+		if err != nil {
+			c.log.WarnContext(ctx, "client: read stored outcome; trying again", attrKey, key, attrError, err)
+			return false, nil
+		}
+		if !found {
+			return false, nil
+		}
+		return true, c.accept(reply, res, SourceResultStream, cmd)
+	}
+	if reply.Duplicate {
+		if done, err := checkStream(); done {
+			return err
+		}
+	}
+
+	for {
+		select {
+		case m := <-w.ch:
+			res, err := messages.DecodeResult(m.Data)
+			if err != nil || res.Key != key {
+				c.log.WarnContext(ctx, "client: ignoring an undecodable or foreign answer",
+					attrKey, key, attrSubject, m.Subject, attrError, err)
+				continue
+			}
+			switch m.Subject {
+			case w.inbox:
+				reply.Result, reply.Source = res, SourceReplyTo
+				return nil
+			case w.result:
+				if res.Status.IsOutcome() {
+					return c.accept(reply, res, SourceResultSubject, cmd)
+				}
+			case w.rejected:
+				if reply.Duplicate && res.Status == messages.StatusRejected {
+					reply.Result, reply.Source = res, SourceRejectedSubject
+					return nil
+				}
+			}
+		case <-recheck:
+			if done, err := checkStream(); done {
+				return err
+			}
+		case <-timer.C:
+			return fmt.Errorf("%w (key %s, after %s)", ErrResultTimeout, key, c.cfg.ResultTimeout)
+		case <-ctx.Done():
+			return fmt.Errorf("client: wait for the answer to %s: %w", key, context.Cause(ctx))
+		}
+	}
+}
+
+// accept takes a key's outcome read from result.<key> or the result stream
+// as the answer, unless it contradicts cmd.
+func (c *Client) accept(reply *Reply, res messages.Result, src Source, cmd messages.Command) error {
+	if err := sameCommand(cmd, res); err != nil {
+		return err
+	}
+	reply.Result, reply.Source = res, src
+	return nil
+}
+
+// sameCommand returns a *messages.RejectError with CodeKeyReused when the
+// stored outcome res cannot be the outcome of cmd: another command type, or
+// data naming another account, amount, currency, cart or SKU. It cannot see
+// every field (a description is not echoed in the data), so it catches
+// mistakes, not every misuse of a key.
+func sameCommand(cmd messages.Command, res messages.Result) error {
+	reused := func(what string) error {
+		return &messages.RejectError{Code: messages.CodeKeyReused,
+			Message: "the key already holds the outcome of another command (" + what + ")"}
+	}
+	if res.Command != cmd.Kind() {
+		return reused(fmt.Sprintf("type %s, not %s", res.Command, cmd.Kind()))
+	}
+	if res.Status != messages.StatusSucceeded || !hasData(res.Data) {
+		return nil
+	}
+	switch req := deref(cmd).(type) {
+	case messages.ChargeRequest:
+		var d messages.ChargeData
+		if err := json.Unmarshal(res.Data, &d); err != nil {
+			return fmt.Errorf("client: decode stored charge data: %w", err)
+		}
+		if d.AccountID != req.AccountID || d.Amount != req.Amount || d.Currency != req.Currency {
+			return reused(fmt.Sprintf("charge of %d %s to %s", d.Amount, d.Currency, d.AccountID))
+		}
+	case messages.CartAddRequest:
+		var d messages.CartAddData
+		if err := json.Unmarshal(res.Data, &d); err != nil {
+			return fmt.Errorf("client: decode stored cart data: %w", err)
+		}
+		if d.CartID != req.CartID || d.SKU != req.SKU {
+			return reused(fmt.Sprintf("%s in cart %s", d.SKU, d.CartID))
+		}
+	}
+	return nil
+}
+
+func deref(cmd messages.Command) messages.Command {
+	switch c := cmd.(type) {
+	case *messages.ChargeRequest:
+		return *c
+	case *messages.CartAddRequest:
+		return *c
+	}
+	return cmd
+}
+
+// storedOutcome reads the last message on result.<key> from the result
+// stream. found is false when the stream or the message does not exist.
+func (c *Client) storedOutcome(ctx context.Context, key string) (res messages.Result, found bool, err error) {
+	stream, err := c.resultStream(ctx)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return res, false, nil
+	}
+	if err != nil {
+		return res, false, fmt.Errorf("client: look up stream %s: %w", c.cfg.ResultStream, err)
+	}
+	// GetLastMsgForSubject uses a direct get only when the stream allows it
+	// (AllowDirect, nats-server 2.9+), and the STREAM.MSG.GET API otherwise.
+	m, err := stream.GetLastMsgForSubject(ctx, c.cfg.Subjects.ResultFor(key))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return res, false, nil
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		c.forgetResultStream()
+		return res, false, nil
+	case err != nil:
+		return res, false, fmt.Errorf("client: read %s from %s: %w", c.cfg.Subjects.ResultFor(key), c.cfg.ResultStream, err)
+	}
+	res, err = messages.DecodeResult(m.Data)
+	if err != nil {
+		return res, false, fmt.Errorf("client: stored outcome of %s (sequence %d) is not a result: %w", key, m.Sequence, err)
+	}
+	if res.Key != key || !res.Status.IsOutcome() {
+		return res, false, fmt.Errorf("client: stored message %d on %s is not an outcome of %s", m.Sequence, m.Subject, key)
+	}
+	return res, true, nil
+}
+
+// resultStream returns a handle of the result stream, looked up once it
+// exists: the workers create it, possibly after this client started.
+func (c *Client) resultStream(ctx context.Context) (jetstream.Stream, error) {
+	c.mu.Lock()
+	s := c.results
+	c.mu.Unlock()
+	if s != nil {
+		return s, nil
+	}
+	s, err := c.js.Stream(ctx, c.cfg.ResultStream)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.results = s
+	c.mu.Unlock()
+	return s, nil
+}
+
+func (c *Client) forgetResultStream() {
+	c.mu.Lock()
+	c.results = nil
+	c.mu.Unlock()
+}

@@ -1,0 +1,521 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/idempay/idempay/internal/load/loadtest"
+	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+)
+
+// rawCommand is a Command whose body is sent verbatim, to send what the
+// typed requests cannot: unknown fields, unknown types, huge bodies.
+type rawCommand struct {
+	kind string
+	body json.RawMessage
+}
+
+func (r rawCommand) Kind() string                 { return r.kind }
+func (rawCommand) Validate() error                { return nil }
+func (r rawCommand) MarshalJSON() ([]byte, error) { return r.body, nil }
+
+func testCtx(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func charge(amount int64) messages.ChargeRequest {
+	return messages.ChargeRequest{AccountID: "acct_42", Amount: amount, Currency: "EUR", Description: "order 1001"}
+}
+
+func TestNewKey(t *testing.T) {
+	t.Parallel()
+
+	seen := map[string]bool{}
+	prev := ""
+	for range 1000 {
+		k := client.NewKey()
+		require.True(t, messages.ValidKey(k), k)
+		u, err := uuid.Parse(k)
+		require.NoError(t, err)
+		require.Equal(t, uuid.Version(7), u.Version())
+		require.False(t, seen[k], "duplicate key %s", k)
+		seen[k] = true
+		// v7 keys of one process sort by creation time.
+		require.Less(t, prev, k)
+		prev = k
+	}
+}
+
+func TestNew(t *testing.T) {
+	t.Parallel()
+
+	t.Run("NilConn", func(t *testing.T) {
+		t.Parallel()
+		_, err := client.New(nil, nil)
+		require.ErrorContains(t, err, "nil *nats.Conn")
+	})
+	t.Run("InvalidConfig", func(t *testing.T) {
+		t.Parallel()
+		env, err := testenv.Shared()
+		require.NoError(t, err)
+		nc, err := testenv.ConnectNATS(env.NATSURL, "config")
+		require.NoError(t, err)
+		t.Cleanup(nc.Close)
+		for field, cfg := range map[string]*client.Config{
+			"PublishTimeout":    {PublishTimeout: -time.Second},
+			"ResultStream":      {ResultStream: "RESULTS.x"},
+			"Subjects.Result":   {Subjects: messages.Subjects{Result: "result.>"}},
+			"Retry.MaxInterval": {Retry: client.RetryConfig{InitialInterval: time.Minute, MaxInterval: time.Second}},
+		} {
+			_, err := client.New(nc, cfg)
+			require.ErrorContains(t, err, field)
+		}
+	})
+	t.Run("Defaults", func(t *testing.T) {
+		t.Parallel()
+		cfg := (*client.Config)(nil).WithDefaults()
+		require.Equal(t, messages.DefaultSubjects(), cfg.Subjects)
+		require.Equal(t, "RESULTS", cfg.ResultStream)
+		require.Equal(t, client.PublishTimeoutDefault, cfg.PublishTimeout)
+		require.Equal(t, client.ResultTimeoutDefault, cfg.ResultTimeout)
+		require.Equal(t, client.RetryMaxRetriesDefault, cfg.Retry.MaxRetries)
+		require.NotNil(t, cfg.Logger)
+	})
+}
+
+func TestClient_Charge(t *testing.T) {
+	t.Parallel()
+
+	type testBundle struct {
+		env *loadtest.Env
+		c   *client.Client
+	}
+	setup := func(t *testing.T) *testBundle {
+		t.Helper()
+		env := loadtest.Setup(t, nil)
+		return &testBundle{env: env, c: env.MustClient(t, nil)}
+	}
+
+	t.Run("Succeeded", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		key := client.NewKey()
+
+		res, err := b.c.Charge(testCtx(t), key, charge(1999))
+		require.NoError(t, err)
+		require.Equal(t, messages.StatusSucceeded, res.Result.Status)
+		require.Equal(t, key, res.Result.Key)
+		require.Equal(t, messages.TypePaymentCharge, res.Result.Command)
+		require.False(t, res.Result.Replayed)
+		require.Equal(t, 1, res.Result.Attempts)
+		require.False(t, res.Duplicate)
+		// The worker publishes on result.<key>, then answers Reply-To.
+		require.Contains(t, []client.Source{client.SourceResultSubject, client.SourceReplyTo}, res.Source)
+		require.Equal(t, b.env.Config.CommandStream, res.Stream)
+		require.Equal(t, uint64(1), res.Sequence)
+		require.Equal(t, 1, res.PublishAttempts)
+		require.Positive(t, res.Latency)
+		require.True(t, strings.HasPrefix(res.Data.ChargeID, "ch_"), res.Data.ChargeID)
+		require.Equal(t, messages.ChargeData{ChargeID: res.Data.ChargeID, AccountID: "acct_42", Amount: 1999, Currency: "EUR"}, res.Data)
+		require.Equal(t, int64(1), b.env.SimCalls(t, key))
+	})
+
+	t.Run("FailedIsAResultAndAnError", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		key := client.NewKey()
+		req := charge(500)
+		req.AccountID = processor.SimDeclinePrefix + "_7"
+
+		res, err := b.c.Charge(testCtx(t), key, req)
+		require.ErrorIs(t, err, client.ErrFailed)
+		var failed *client.FailedError
+		require.ErrorAs(t, err, &failed)
+		require.Equal(t, messages.CodeCardDeclined, failed.Code)
+		require.NotNil(t, res)
+		require.Equal(t, messages.StatusFailed, res.Result.Status)
+		require.Equal(t, messages.CodeCardDeclined, res.Result.Code)
+		require.Zero(t, res.Data)
+
+		// The failure is the key's outcome: stored, and returned again.
+		stored := waitStored(t, b.c, key)
+		require.Equal(t, messages.StatusFailed, stored.Status)
+		again, err := b.c.Charge(testCtx(t), key, req)
+		require.ErrorIs(t, err, client.ErrFailed)
+		require.True(t, again.Duplicate)
+		require.Equal(t, res.Result.ProcessedAt, again.Result.ProcessedAt)
+		require.Equal(t, int64(1), b.env.SimCalls(t, key))
+	})
+}
+
+func TestClient_AddToCart(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, nil)
+	c := env.MustClient(t, nil)
+	ctx := testCtx(t)
+
+	first, err := c.AddToCart(ctx, client.NewKey(), messages.CartAddRequest{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: 2})
+	require.NoError(t, err)
+	require.Equal(t, messages.CartAddData{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: 2}, first.Data)
+
+	key := client.NewKey()
+	second, err := c.AddToCart(ctx, key, messages.CartAddRequest{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: 3})
+	require.NoError(t, err)
+	require.Equal(t, int64(5), second.Data.Quantity)
+
+	// A retry of the second add does not add again: it returns its outcome.
+	retry, err := c.AddToCart(ctx, key, messages.CartAddRequest{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: 3})
+	require.NoError(t, err)
+	require.True(t, retry.Duplicate)
+	require.Equal(t, int64(5), retry.Data.Quantity)
+	qty, err := env.RDB.HGet(ctx, processor.CartKey(env.Config.KeyPrefix, "cart_7"), "SKU-RED-M").Int64()
+	require.NoError(t, err)
+	require.Equal(t, int64(5), qty)
+}
+
+// TestClient_Send_ResultBeforeListen: the outcome is published before the
+// client subscribes; the client's publish is a duplicate that never reaches
+// a worker, and the answer comes from the result stream.
+func TestClient_Send_ResultBeforeListen(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, nil)
+	c := env.MustClient(t, nil)
+	ctx := testCtx(t)
+	key := client.NewKey()
+
+	// Another process published the command and went away.
+	body, err := json.Marshal(charge(1999))
+	require.NoError(t, err)
+	_, err = env.JS.Publish(ctx, env.Config.Subjects.CommandFor(messages.TypePaymentCharge), body, jetstream.WithMsgID(key))
+	require.NoError(t, err)
+	stored := waitStored(t, c, key)
+
+	res, err := c.Charge(ctx, key, charge(1999))
+	require.NoError(t, err)
+	require.True(t, res.Duplicate)
+	require.Equal(t, client.SourceResultStream, res.Source)
+	require.Equal(t, *stored, res.Result)
+	require.Equal(t, int64(1999), res.Data.Amount)
+	require.Equal(t, uint64(1), env.CommandsStored(t))
+	require.Equal(t, int64(1), env.SimCalls(t, key))
+}
+
+// TestClient_Send_LostAck: the PubAck of the first publish is lost on the
+// way back; the client publishes again with the same key, JetStream drops
+// the copy, and the one command is processed once.
+func TestClient_Send_LostAck(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, nil)
+	key := client.NewKey()
+	proxy := newAckLossProxy(t, env.NATSURL, messages.HeaderMsgID+": "+key)
+
+	nc, err := nats.Connect(proxy.URL(), nats.Timeout(5*time.Second))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	cfg := env.ClientConfig()
+	cfg.PublishTimeout = 300 * time.Millisecond
+	cfg.Retry = client.RetryConfig{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond}
+	c, err := client.New(nc, cfg)
+	require.NoError(t, err)
+
+	res, err := c.Charge(testCtx(t), key, charge(2500))
+	require.NoError(t, err)
+	select {
+	case <-proxy.Retried():
+	default:
+		t.Fatal("the proxy never saw a retry")
+	}
+	require.Equal(t, 2, res.PublishAttempts)
+	require.True(t, res.Duplicate, "the retry must be JetStream's duplicate of the lost attempt")
+	require.Equal(t, uint64(1), res.Sequence)
+	require.Equal(t, messages.StatusSucceeded, res.Result.Status)
+	require.False(t, res.Result.Replayed)
+	require.Equal(t, uint64(1), env.CommandsStored(t), "one command stored")
+	require.Equal(t, int64(1), env.SimCalls(t, key), "one provider call")
+	_, charges := env.SimLedger(t)
+	require.Len(t, charges, 1)
+}
+
+// TestClient_Send_ValidatesBeforePublishing: what the client can tell is
+// wrong never leaves it.
+func TestClient_Send_ValidatesBeforePublishing(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, nil)
+	c := env.MustClient(t, nil)
+	ctx := testCtx(t)
+
+	for name, tc := range map[string]struct {
+		key  string
+		cmd  messages.Command
+		want error
+	}{
+		"InvalidKey":        {"not-a-uuid", charge(1), client.ErrInvalidKey},
+		"UpperCaseKey":      {strings.ToUpper(client.NewKey()), charge(1), client.ErrInvalidKey},
+		"EmptyKey":          {"", charge(1), client.ErrInvalidKey},
+		"ZeroAmount":        {client.NewKey(), charge(0), client.ErrInvalidPayload},
+		"LowerCaseCurrency": {client.NewKey(), messages.ChargeRequest{AccountID: "a", Amount: 1, Currency: "eur"}, client.ErrInvalidPayload},
+		"QuantityTooLarge":  {client.NewKey(), messages.CartAddRequest{CartID: "c", SKU: "s", Quantity: 1001}, client.ErrInvalidPayload},
+		"NilCommand":        {client.NewKey(), nil, client.ErrInvalidPayload},
+		"InvalidJSON":       {client.NewKey(), rawCommand{kind: "payment.charge", body: json.RawMessage(`{`)}, client.ErrInvalidPayload},
+		"PayloadTooLarge":   {client.NewKey(), rawCommand{kind: "payment.charge", body: bigBody()}, client.ErrPayloadTooLarge},
+	} {
+		reply, err := c.Send(ctx, tc.key, tc.cmd)
+		require.ErrorIs(t, err, tc.want, name)
+		require.Nil(t, reply, name)
+	}
+	require.Equal(t, uint64(0), env.CommandsStored(t), "nothing published")
+}
+
+// waitStored polls Status until the key's outcome is stored. The result
+// stream stores a message a moment after the server routes it to
+// subscribers, so an answer can arrive before Status can read it.
+func waitStored(t *testing.T, c *client.Client, key string) *messages.Result {
+	t.Helper()
+	var res *messages.Result
+	loadtest.WaitFor(t, 10*time.Second, func() bool {
+		var err error
+		res, err = c.Status(context.Background(), key)
+		if !errors.Is(err, client.ErrNotFound) {
+			require.NoError(t, err)
+		}
+		return err == nil
+	}, "no stored outcome for %s", key)
+	return res
+}
+
+func bigBody() json.RawMessage {
+	return json.RawMessage(`{"account_id":"acct_42","amount":1,"currency":"EUR","description":"` +
+		strings.Repeat("x", messages.MaxBodySize) + `"}`)
+}
+
+// TestClient_Send_Rejections: every rejection a worker answers maps to its
+// sentinel, and the key's state does not change.
+func TestClient_Send_Rejections(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, nil)
+	c := env.MustClient(t, nil)
+
+	for name, tc := range map[string]struct {
+		cmd  messages.Command
+		want error
+		msg  string
+	}{
+		"InvalidPayload": {
+			rawCommand{kind: messages.TypePaymentCharge, body: json.RawMessage(`{"account_id":"a","amount":1,"currency":"EUR","tip":5}`)},
+			client.ErrInvalidPayload, `"tip"`,
+		},
+		"IntegerWithFraction": {
+			rawCommand{kind: messages.TypeCartAdd, body: json.RawMessage(`{"cart_id":"c","sku":"s","quantity":1.5}`)},
+			client.ErrInvalidPayload, "quantity",
+		},
+		"UnknownCommand": {
+			rawCommand{kind: "payment.refund", body: json.RawMessage(`{"charge_id":"ch_1"}`)},
+			client.ErrUnknownCommand, "payment.refund",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			key := client.NewKey()
+			reply, err := c.Send(testCtx(t), key, tc.cmd)
+			require.ErrorIs(t, err, tc.want)
+			var rej *messages.RejectError
+			require.ErrorAs(t, err, &rej)
+			require.Contains(t, rej.Message, tc.msg)
+			require.NotNil(t, reply)
+			require.Equal(t, messages.StatusRejected, reply.Result.Status)
+			require.Equal(t, client.SourceReplyTo, reply.Source)
+			_, err = c.Status(testCtx(t), key)
+			require.ErrorIs(t, err, client.ErrNotFound, "a rejection is never stored")
+		})
+	}
+
+	// The client refuses a body this large, so publish it by hand, as a
+	// client in another language might.
+	t.Run("PayloadTooLarge", func(t *testing.T) {
+		t.Parallel()
+		ctx := testCtx(t)
+		key := client.NewKey()
+		answers := make(chan *nats.Msg, 4)
+		sub, err := env.NC.ChanSubscribe(env.Config.Subjects.RejectedFor(key), answers)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+		_, err = env.JS.Publish(ctx, env.Config.Subjects.CommandFor(messages.TypePaymentCharge), bigBody(), jetstream.WithMsgID(key))
+		require.NoError(t, err)
+		select {
+		case m := <-answers:
+			res, err := messages.DecodeResult(m.Data)
+			require.NoError(t, err)
+			require.ErrorIs(t, client.ResultError(&res), client.ErrPayloadTooLarge)
+		case <-ctx.Done():
+			t.Fatal("no rejection")
+		}
+	})
+
+	// Inside the dedupe window JetStream drops the second publish, so no
+	// worker sees it; the client notices that the stored outcome is another
+	// command's and refuses to pass it off as this one's.
+	t.Run("KeyReusedInsideWindow", func(t *testing.T) {
+		t.Parallel()
+		ctx := testCtx(t)
+		key := client.NewKey()
+		_, err := c.Charge(ctx, key, charge(100))
+		require.NoError(t, err)
+
+		res, err := c.Charge(ctx, key, charge(200))
+		require.ErrorIs(t, err, client.ErrKeyReused)
+		require.True(t, res.Duplicate)
+		require.Empty(t, res.Result.Status, "no answer may be passed off as this command's")
+
+		_, err = c.AddToCart(ctx, key, messages.CartAddRequest{CartID: "c", SKU: "s", Quantity: 1})
+		require.ErrorIs(t, err, client.ErrKeyReused)
+		require.Equal(t, int64(1), env.SimCalls(t, key))
+	})
+}
+
+// TestClient_Send_KeyReused: past the dedupe window the reused key reaches
+// a worker, which refuses it.
+func TestClient_Send_KeyReused(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, &loadtest.Options{Processor: processor.Config{DedupeWindow: 200 * time.Millisecond}})
+	c := env.MustClient(t, nil)
+	ctx := testCtx(t)
+	key := client.NewKey()
+	first, err := c.Charge(ctx, key, charge(100))
+	require.NoError(t, err)
+
+	var reply *client.ChargeResult
+	loadtest.WaitFor(t, 10*time.Second, func() bool {
+		reply, err = c.Charge(ctx, key, charge(200))
+		return !reply.Duplicate
+	}, "every publish stayed inside the dedupe window")
+	require.ErrorIs(t, err, client.ErrKeyReused)
+	require.Equal(t, client.SourceReplyTo, reply.Source)
+	require.Equal(t, messages.StatusRejected, reply.Result.Status)
+
+	// The key's outcome is unchanged, and a true retry past the window is
+	// replayed by the worker.
+	stored := waitStored(t, c, key)
+	require.Equal(t, first.Result.ProcessedAt, stored.ProcessedAt)
+	require.Equal(t, first.Result.Data, stored.Data)
+	loadtest.WaitFor(t, 10*time.Second, func() bool {
+		reply, err = c.Charge(ctx, key, charge(100))
+		return !reply.Duplicate
+	})
+	require.NoError(t, err)
+	require.True(t, reply.Result.Replayed)
+	require.Equal(t, first.Data, reply.Data)
+	require.Equal(t, first.Result.ProcessedAt, reply.Result.ProcessedAt)
+	require.Equal(t, int64(1), env.SimCalls(t, key))
+}
+
+func TestClient_Send_DeadLettered(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, &loadtest.Options{
+		Processor: processor.Config{MaxDeliver: 1, Retry: &processor.ExponentialRetry{MaxRetries: 0, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, MaxElapsedTime: time.Second}},
+		Sim:       processor.SimConfig{FailureRate: 1},
+	})
+	c := env.MustClient(t, nil)
+	key := client.NewKey()
+
+	res, err := c.Charge(testCtx(t), key, charge(100))
+	require.ErrorIs(t, err, client.ErrDeadLettered)
+	require.Equal(t, messages.StatusRejected, res.Result.Status)
+	_, err = c.Status(testCtx(t), key)
+	require.ErrorIs(t, err, client.ErrNotFound)
+}
+
+func TestClient_Send_NoStream(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, &loadtest.Options{Workers: -1})
+	cfg := env.ClientConfig()
+	cfg.Subjects.Command = env.NS + ".nowhere"
+	cfg.Retry = client.RetryConfig{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, MaxRetries: 2}
+	c := env.MustClient(t, cfg)
+
+	reply, err := c.Charge(testCtx(t), client.NewKey(), charge(100))
+	require.ErrorIs(t, err, client.ErrNoStream)
+	require.Nil(t, reply)
+	require.Contains(t, err.Error(), "3 attempts")
+}
+
+func TestClient_Send_ResultTimeout(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, &loadtest.Options{Workers: -1})
+	cfg := env.ClientConfig()
+	cfg.ResultTimeout = 200 * time.Millisecond
+	c := env.MustClient(t, cfg)
+	ctx := testCtx(t)
+	key := client.NewKey()
+
+	reply, err := c.Charge(ctx, key, charge(100))
+	require.ErrorIs(t, err, client.ErrResultTimeout)
+	require.False(t, reply.Duplicate)
+	require.Empty(t, reply.Result.Status)
+
+	// The command is stored: once a worker runs, the same key's retry
+	// returns its outcome.
+	_, err = env.StartWorker(nil)
+	require.NoError(t, err)
+	patient := env.MustClient(t, nil)
+	res, err := patient.Charge(ctx, key, charge(100))
+	require.NoError(t, err)
+	require.True(t, res.Duplicate)
+	require.Equal(t, messages.StatusSucceeded, res.Result.Status)
+	require.Equal(t, int64(1), env.SimCalls(t, key))
+
+	// A cancelled context ends the wait with its cause.
+	cctx, cancel := context.WithCancelCause(ctx)
+	stop := errors.New("caller gave up")
+	cancel(stop)
+	_, err = c.Charge(cctx, client.NewKey(), charge(1))
+	require.ErrorIs(t, err, stop)
+}
+
+func TestClient_Status(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, nil)
+	c := env.MustClient(t, nil)
+	ctx := testCtx(t)
+
+	_, err := c.Status(ctx, "nope")
+	require.ErrorIs(t, err, client.ErrInvalidKey)
+	_, err = c.Status(ctx, client.NewKey())
+	require.ErrorIs(t, err, client.ErrNotFound)
+
+	key := client.NewKey()
+	res, err := c.Charge(ctx, key, charge(42))
+	require.NoError(t, err)
+	require.Equal(t, res.Result, *waitStored(t, c, key))
+
+	// Direct gets, when the stream allows them (nats-server 2.9+), read the
+	// same outcome.
+	rs, err := env.JS.Stream(ctx, env.Config.ResultStream)
+	require.NoError(t, err)
+	sc := rs.CachedInfo().Config
+	sc.AllowDirect = true
+	_, err = env.JS.UpdateStream(ctx, sc)
+	require.NoError(t, err)
+	direct, err := env.MustClient(t, nil).Status(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, res.Result, *direct)
+
+	// Before any worker created the result stream, nothing is found.
+	cfg := env.ClientConfig()
+	cfg.ResultStream = env.NS + "_NOSUCH"
+	_, err = env.MustClient(t, cfg).Status(ctx, key)
+	require.ErrorIs(t, err, client.ErrNotFound)
+}

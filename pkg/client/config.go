@@ -1,0 +1,142 @@
+package client
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/idempay/idempay/pkg/messages"
+)
+
+// Defaults of Config and RetryConfig.
+const (
+	// PublishTimeoutDefault bounds one publish attempt: the wait for its PubAck.
+	PublishTimeoutDefault = 5 * time.Second
+	// ResultTimeoutDefault bounds the wait for an answer after the publish.
+	ResultTimeoutDefault = 30 * time.Second
+
+	RetryInitialIntervalDefault = 100 * time.Millisecond
+	RetryMaxIntervalDefault     = 2 * time.Second
+	RetryMaxElapsedTimeDefault  = 30 * time.Second
+	RetryMaxRetriesDefault      = 5
+)
+
+// Config configures a Client. The zero value works against workers started
+// with the contract's defaults.
+type Config struct {
+	// Subjects names the subject roots commands and answers travel on. Each
+	// empty root defaults to the contract's: "cmd", "result", "rejected",
+	// "dlq".
+	Subjects messages.Subjects
+
+	// ResultStream is the JetStream stream that keeps every key's outcome
+	// (last message per subject), read after a duplicate PubAck and by
+	// Status. Defaults to "RESULTS".
+	ResultStream string
+
+	// PublishTimeout bounds one publish attempt. When it passes without a
+	// PubAck the outcome of the publish is unknown (the ack may be lost), so
+	// the client publishes again with the same key; JetStream drops the copy
+	// if the first one was stored. Defaults to 5s.
+	PublishTimeout time.Duration
+
+	// ResultTimeout bounds the wait for an answer once the command has been
+	// accepted by JetStream. When it passes, Send returns ErrResultTimeout:
+	// the command is stored and will still be processed. Defaults to 30s.
+	ResultTimeout time.Duration
+
+	// Retry is the backoff between publish attempts. Defaults to the
+	// RetryConfig defaults.
+	Retry RetryConfig
+
+	// Logger receives a line per retried publish and per ignored answer.
+	// Defaults to a text handler on stderr at Warn level.
+	Logger *slog.Logger
+}
+
+// RetryConfig is the exponential backoff between publish attempts of one
+// command. Every attempt carries the same key, so a retry can never create a
+// second command inside JetStream's duplicate window. Keep MaxElapsedTime
+// well below the workers' dedupe window (2m by default); past it a retry is
+// still safe, because the workers replay the stored outcome, but it costs a
+// delivery.
+type RetryConfig struct {
+	// InitialInterval is the wait before the second attempt. Defaults to 100ms.
+	InitialInterval time.Duration
+	// MaxInterval caps the wait between two attempts. Defaults to 2s.
+	MaxInterval time.Duration
+	// MaxElapsedTime stops retrying once this long has passed since the first
+	// attempt. Defaults to 30s.
+	MaxElapsedTime time.Duration
+	// MaxRetries is the number of attempts after the first one; a negative
+	// value disables retries. Defaults to 5.
+	MaxRetries int
+}
+
+// WithDefaults returns a copy of c with every unset field set to its default.
+// A nil c gives the defaults.
+func (c *Config) WithDefaults() *Config {
+	if c == nil {
+		c = &Config{}
+	}
+	out := *c
+	out.Subjects = out.Subjects.WithDefaults()
+	out.ResultStream = cmp.Or(out.ResultStream, messages.ResultStreamDefault)
+	out.PublishTimeout = cmp.Or(out.PublishTimeout, PublishTimeoutDefault)
+	out.ResultTimeout = cmp.Or(out.ResultTimeout, ResultTimeoutDefault)
+	out.Retry = out.Retry.withDefaults()
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	return &out
+}
+
+func (r RetryConfig) withDefaults() RetryConfig {
+	r.InitialInterval = cmp.Or(r.InitialInterval, RetryInitialIntervalDefault)
+	r.MaxInterval = cmp.Or(r.MaxInterval, RetryMaxIntervalDefault)
+	r.MaxElapsedTime = cmp.Or(r.MaxElapsedTime, RetryMaxElapsedTimeDefault)
+	r.MaxRetries = cmp.Or(r.MaxRetries, RetryMaxRetriesDefault)
+	return r
+}
+
+func (c *Config) validate() error {
+	for name, v := range map[string]string{
+		"Subjects.Command": c.Subjects.Command, "Subjects.Result": c.Subjects.Result,
+		"Subjects.Rejected": c.Subjects.Rejected,
+	} {
+		if strings.ContainsAny(v, " \t\r\n*>") || strings.HasPrefix(v, ".") || strings.HasSuffix(v, ".") {
+			return fmt.Errorf("client: Config.%s %q is not a valid subject root", name, v)
+		}
+	}
+	if strings.ContainsAny(c.ResultStream, " \t\r\n.*>/\\") {
+		return fmt.Errorf("client: Config.ResultStream %q is not a valid stream name", c.ResultStream)
+	}
+	switch {
+	case c.PublishTimeout < 0:
+		return errors.New("client: Config.PublishTimeout must not be negative")
+	case c.ResultTimeout < 0:
+		return errors.New("client: Config.ResultTimeout must not be negative")
+	case c.Retry.InitialInterval < 0 || c.Retry.MaxInterval < 0 || c.Retry.MaxElapsedTime < 0:
+		return errors.New("client: Config.Retry intervals must not be negative")
+	case c.Retry.MaxInterval < c.Retry.InitialInterval:
+		return errors.New("client: Config.Retry.MaxInterval must not be shorter than Config.Retry.InitialInterval")
+	}
+	return nil
+}
+
+// newBackOff returns a fresh backoff for one command: ExponentialBackOff is
+// not safe for concurrent use and keeps per-sequence state.
+func (r RetryConfig) newBackOff() backoff.BackOff {
+	var b backoff.BackOff = backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(r.InitialInterval),
+		backoff.WithMaxInterval(r.MaxInterval),
+		backoff.WithMaxElapsedTime(r.MaxElapsedTime),
+	)
+	retries := max(r.MaxRetries, 0)
+	return backoff.WithMaxRetries(b, uint64(retries))
+}

@@ -1,0 +1,141 @@
+package client_test
+
+import (
+	"bytes"
+	"net"
+	"net/url"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// ackLossProxy is a TCP proxy in front of NATS that loses the PubAck of a
+// publish the way a flaky network does: from the moment the client sends a
+// message carrying marker (the first publish), everything the server sends
+// back is held, until the client has sent marker a second time (the retry).
+// The first attempt therefore times out without its ack, although the
+// server stored the message: exactly the case where only a retry with the
+// same key is safe.
+type ackLossProxy struct {
+	ln     net.Listener
+	target string
+	marker []byte
+
+	mu       sync.Mutex
+	seen     int
+	holding  chan struct{} // closed at the first marker
+	released chan struct{} // closed at the second
+	done     chan struct{} // closed by the test's cleanup
+}
+
+func newAckLossProxy(t *testing.T, natsURL, marker string) *ackLossProxy {
+	t.Helper()
+	u, err := url.Parse(natsURL)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &ackLossProxy{ln: ln, target: u.Host, marker: []byte(marker),
+		holding: make(chan struct{}), released: make(chan struct{}), done: make(chan struct{})}
+	var wg sync.WaitGroup
+	var conns []net.Conn
+	var connsMu sync.Mutex
+	t.Cleanup(func() {
+		close(p.done)
+		ln.Close()
+		connsMu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		connsMu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			connsMu.Lock()
+			conns = append(conns, c, s)
+			connsMu.Unlock()
+			wg.Add(2)
+			go func() { defer wg.Done(); p.upstream(c, s) }()
+			go func() { defer wg.Done(); p.downstream(s, c) }()
+		}
+	}()
+	return p
+}
+
+// URL is the address clients connect to.
+func (p *ackLossProxy) URL() string { return "nats://" + p.ln.Addr().String() }
+
+// Retried is closed once the client re-sent the marked message.
+func (p *ackLossProxy) Retried() <-chan struct{} { return p.released }
+
+func (p *ackLossProxy) upstream(c, s net.Conn) {
+	defer s.Close()
+	buf := make([]byte, 32<<10)
+	var tail []byte // the last len(marker)-1 bytes, for a marker split across reads
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			window := append(tail, buf[:n]...)
+			if k := bytes.Count(window, p.marker); k > 0 {
+				p.mu.Lock()
+				before := p.seen
+				p.seen += k
+				if before < 1 && p.seen >= 1 {
+					close(p.holding)
+				}
+				if before < 2 && p.seen >= 2 {
+					close(p.released)
+				}
+				p.mu.Unlock()
+			}
+			if keep := len(p.marker) - 1; len(window) > keep {
+				tail = append([]byte(nil), window[len(window)-keep:]...)
+			} else {
+				tail = window
+			}
+			if _, werr := s.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *ackLossProxy) downstream(s, c net.Conn) {
+	defer c.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := s.Read(buf)
+		if n > 0 {
+			select {
+			case <-p.holding:
+				select { // hold the acks of the first attempt
+				case <-p.released:
+				case <-p.done:
+					return
+				}
+			default:
+			}
+			if _, werr := c.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,78 @@
+package client
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/idempay/idempay/pkg/messages"
+)
+
+// Source tells where the client read an answer.
+type Source string
+
+const (
+	// SourceReplyTo: the worker's answer to this very message, on the
+	// client's inbox named in the Reply-To header.
+	SourceReplyTo Source = "reply_to"
+	// SourceResultSubject: the key's outcome, live on result.<key>.
+	SourceResultSubject Source = "result_subject"
+	// SourceRejectedSubject: a rejection, live on rejected.<key>. Taken only
+	// after a duplicate PubAck: otherwise the worker's answer to this message
+	// arrives on the inbox.
+	SourceRejectedSubject Source = "rejected_subject"
+	// SourceResultStream: the key's stored outcome, read from the result
+	// stream after a duplicate PubAck, because it may have been published
+	// before the client subscribed.
+	SourceResultStream Source = "result_stream"
+)
+
+// Reply is what Send returns once JetStream has accepted the publish.
+type Reply struct {
+	// Result is the worker's answer, exactly as received. It is the zero
+	// value when Send returns without an answer (ErrResultTimeout, a
+	// cancelled context, or a stored outcome that contradicts the command).
+	Result messages.Result
+
+	// Source tells where Result was read.
+	Source Source
+
+	// Duplicate is JetStream's verdict on the publish: true when an earlier
+	// message with the same key, inside the dedupe window, was stored
+	// instead, so this one never reaches a worker. It is data, not an error:
+	// the answer is then the earlier message's outcome. A publish retried
+	// after a lost PubAck reports true when the lost attempt was stored.
+	Duplicate bool
+
+	// Stream and Sequence locate the stored command: the earlier message's
+	// when Duplicate.
+	Stream   string
+	Sequence uint64
+
+	// PublishAttempts is how many times the command was published (1 unless
+	// an attempt timed out or found no stream).
+	PublishAttempts int
+
+	// Latency is the time from the first publish attempt to the answer.
+	Latency time.Duration
+}
+
+// ChargeResult is the answer to a payment.charge.
+type ChargeResult struct {
+	Reply
+	// Data is the decoded Result.Data of a succeeded charge (charge_id,
+	// account_id, amount, currency); zero otherwise.
+	Data messages.ChargeData
+}
+
+// CartAddResult is the answer to a cart.add.
+type CartAddResult struct {
+	Reply
+	// Data is the decoded Result.Data of a succeeded cart.add (cart_id, sku
+	// and the SKU's quantity in the cart right after it); zero otherwise.
+	Data messages.CartAddData
+}
+
+// hasData reports whether raw holds a JSON value other than null.
+func hasData(raw json.RawMessage) bool {
+	return len(raw) > 0 && string(raw) != "null"
+}
