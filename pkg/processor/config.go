@@ -65,8 +65,9 @@ type Config struct {
 	// Retry is the in-delivery retry policy for handler errors. Defaults to
 	// DefaultRetryPolicy.
 	Retry RetryPolicy
-	// LockedDelay is the redelivery delay of a message whose key is locked by
-	// another worker. Defaults to 250ms.
+	// LockedDelay is the first redelivery delay of a message whose key is
+	// locked by another worker; it doubles with each delivery up to
+	// MaxNakDelay (about 90s over 10 deliveries by default). Defaults to 250ms.
 	LockedDelay time.Duration
 	// NakDelay is the redelivery delay after a delivery's retries ran out; it
 	// doubles with each delivery up to MaxNakDelay. Defaults to 1s.

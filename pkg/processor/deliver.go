@@ -284,7 +284,7 @@ func (p *Processor) whileLocked(ctx context.Context, d *delivery, fp string) {
 	case d.attempt >= p.cfg.MaxDeliver:
 		p.deadLetter(ctx, d, errors.New("key locked by another worker on the last delivery"))
 	default:
-		_ = d.msg.NakWithDelay(p.cfg.LockedDelay)
+		_ = d.msg.NakWithDelay(backoffDelay(p.cfg.LockedDelay, p.cfg.MaxNakDelay, d.attempt))
 	}
 }
 
@@ -374,11 +374,19 @@ func (p *Processor) release(ctx context.Context, lease *dedupe.Lease) {
 }
 
 func (p *Processor) nakDelay(attempt int) time.Duration {
-	d := p.cfg.NakDelay
-	for i := 1; i < attempt && d < p.cfg.MaxNakDelay; i++ {
+	return backoffDelay(p.cfg.NakDelay, p.cfg.MaxNakDelay, attempt)
+}
+
+// backoffDelay doubles base with each delivery after the first, up to max.
+// Every redelivery counts against MaxDeliver, so waits must grow: a key
+// locked by a long operation must not burn a duplicate's deliveries in
+// seconds.
+func backoffDelay(base, max time.Duration, attempt int) time.Duration {
+	d := base
+	for i := 1; i < attempt && d < max; i++ {
 		d *= 2
 	}
-	return min(d, p.cfg.MaxNakDelay)
+	return min(d, max)
 }
 
 func (p *Processor) crash(ctx context.Context, d *delivery, at Failpoint) bool {

@@ -18,7 +18,15 @@ const (
 
 type logger struct{ l *slog.Logger }
 
-func (l logger) debug(ctx context.Context, msg string, args ...any) { l.l.DebugContext(ctx, msg, args...) }
-func (l logger) info(ctx context.Context, msg string, args ...any)  { l.l.InfoContext(ctx, msg, args...) }
-func (l logger) warn(ctx context.Context, msg string, args ...any)  { l.l.WarnContext(ctx, msg, args...) }
-func (l logger) error(ctx context.Context, msg string, args ...any) { l.l.ErrorContext(ctx, msg, args...) }
+func (l logger) debug(ctx context.Context, msg string, args ...any) {
+	l.l.DebugContext(ctx, msg, args...)
+}
+func (l logger) info(ctx context.Context, msg string, args ...any) {
+	l.l.InfoContext(ctx, msg, args...)
+}
+func (l logger) warn(ctx context.Context, msg string, args ...any) {
+	l.l.WarnContext(ctx, msg, args...)
+}
+func (l logger) error(ctx context.Context, msg string, args ...any) {
+	l.l.ErrorContext(ctx, msg, args...)
+}

@@ -1,0 +1,446 @@
+package processor_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/idempay/idempay/pkg/dedupe"
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+)
+
+func TestProcessor_TransientErrors(t *testing.T) {
+	t.Parallel()
+
+	t.Run("RetriedWithinTheDelivery", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		var calls atomic.Int32
+		p := &funcProvider{charge: func(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {
+			if calls.Add(1) <= 2 {
+				return messages.ChargeData{}, processor.TransientError(errBoom)
+			}
+			return b.sim.Charge(ctx, key, req)
+		}}
+		mux := processor.NewMux()
+		mux.Handle(processor.ChargeHandler(p))
+		b.startWorker(t, mux, nil)
+		key := newKey()
+		b.charge(t, key, 42)
+		got := b.answers.waitAnswers(t, key, 1)[0]
+		require.Equal(t, messages.StatusSucceeded, got.Status)
+		require.Equal(t, 1, got.Attempts, "backoff inside the first delivery")
+		require.EqualValues(t, 3, calls.Load())
+		require.Equal(t, 1, b.charges(t))
+	})
+
+	t.Run("RedeliveredWhenRetriesRunOut", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		var calls atomic.Int32
+		p := &funcProvider{charge: func(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {
+			// The bundle's policy makes 4 calls per delivery: fail them all once.
+			if calls.Add(1) <= 4 {
+				return messages.ChargeData{}, processor.AmbiguousError(errBoom)
+			}
+			return b.sim.Charge(ctx, key, req)
+		}}
+		mux := processor.NewMux()
+		mux.Handle(processor.ChargeHandler(p))
+		b.startWorker(t, mux, nil)
+		key := newKey()
+		b.charge(t, key, 42)
+		got := b.answers.waitAnswers(t, key, 1)[0]
+		require.Equal(t, messages.StatusSucceeded, got.Status)
+		require.Equal(t, 2, got.Attempts)
+		require.Equal(t, 1, b.charges(t))
+		require.Equal(t, 1, b.answers.count(key), "an ambiguous error is never answered as failed")
+	})
+}
+
+func TestProcessor_DeadLetters(t *testing.T) {
+	t.Parallel()
+
+	t.Run("ProviderDownForGood", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.cfg.MaxDeliver = 2
+		b.cfg.DedupeWindow = 100 * time.Millisecond
+		var down atomic.Bool
+		down.Store(true)
+		p := &funcProvider{charge: func(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {
+			if down.Load() {
+				return messages.ChargeData{}, processor.TransientError(errors.New("provider unavailable"))
+			}
+			return b.sim.Charge(ctx, key, req)
+		}}
+		mux := processor.NewMux()
+		mux.Handle(processor.ChargeHandler(p))
+		b.startWorker(t, mux, nil)
+
+		key := newKey()
+		body := `{"account_id":"acct_9","amount":300,"currency":"EUR"}`
+		b.publish(t, messages.TypePaymentCharge, key, body, messages.HeaderReplyTo, b.answers.inbox)
+
+		dl := b.deadLetter(t, messages.TypePaymentCharge)
+		require.Equal(t, body, string(dl.Data))
+		require.Equal(t, key, dl.Header.Get(messages.HeaderMsgID))
+		require.Equal(t, b.answers.inbox, dl.Header.Get(messages.HeaderReplyTo))
+		require.Equal(t, "2", dl.Header.Get(messages.HeaderDlqDeliveries))
+		require.Contains(t, dl.Header.Get(messages.HeaderDlqReason), "provider unavailable")
+
+		notice := b.answers.waitAnswers(t, key, 1)[0]
+		require.Equal(t, messages.StatusRejected, notice.Status)
+		require.Equal(t, messages.CodeDeadLettered, notice.Code)
+		require.Equal(t, messages.CodeDeadLettered, b.answers.waitReply(t, key).Code)
+		b.drained(t)
+		requireNoOutcome(t, b, key)
+
+		// The key kept no outcome: re-driven with the same key, it runs.
+		down.Store(false)
+		waitPast(t, 150*time.Millisecond)
+		b.publish(t, messages.TypePaymentCharge, key, body)
+		require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, key, 2)[1].Status)
+		require.Equal(t, 1, b.charges(t))
+	})
+
+	t.Run("PanickingHandlerDoesNotStopOtherWork", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.cfg.MaxDeliver = 3
+		mux := b.defaultMux()
+		mux.Handle(panicHandler{})
+		b.startWorker(t, mux, func(c *processor.Config) { c.Concurrency = 1 })
+
+		poison := newKey()
+		b.publish(t, "test.panic", poison, `{"n":1}`)
+		good := newKey()
+		b.charge(t, good, 5)
+		require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, good, 1)[0].Status)
+
+		dl := b.deadLetter(t, "test.panic")
+		require.Equal(t, poison, dl.Header.Get(messages.HeaderMsgID))
+		require.Equal(t, "3", dl.Header.Get(messages.HeaderDlqDeliveries))
+		require.Contains(t, dl.Header.Get(messages.HeaderDlqReason), "handler panicked: poison")
+		require.Equal(t, messages.CodeDeadLettered, b.answers.waitAnswers(t, poison, 1)[0].Code)
+		requireNoOutcome(t, b, poison)
+	})
+
+	t.Run("PanicOnceThenSucceeds", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		var n atomic.Int32
+		p := &funcProvider{charge: func(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {
+			if n.Add(1) == 1 {
+				panic("nil map somewhere")
+			}
+			return b.sim.Charge(ctx, key, req)
+		}}
+		mux := processor.NewMux()
+		mux.Handle(processor.ChargeHandler(p))
+		b.startWorker(t, mux, nil)
+		key := newKey()
+		b.charge(t, key, 77)
+		got := b.answers.waitAnswers(t, key, 1)[0]
+		require.Equal(t, messages.StatusSucceeded, got.Status)
+		require.Equal(t, 2, got.Attempts, "a panic is not retried in the delivery; the redelivery finishes")
+		require.Equal(t, 1, b.charges(t))
+	})
+}
+
+// panicHandler registers "test.panic", a command that always panics.
+type panicHandler struct{}
+
+type panicCommand struct {
+	N int `json:"n"`
+}
+
+func (panicCommand) Kind() string    { return "test.panic" }
+func (panicCommand) Validate() error { return nil }
+
+func (panicHandler) Kind() string                 { return "test.panic" }
+func (panicHandler) NewCommand() messages.Command { return &panicCommand{} }
+func (panicHandler) Handle(context.Context, *processor.Call) (processor.Outcome, error) {
+	panic("poison")
+}
+
+// deadLetter waits for the first dead letter of kind and returns it.
+func (b *testBundle) deadLetter(t *testing.T, kind string) *jetstream.RawStreamMsg {
+	t.Helper()
+	var msg *jetstream.RawStreamMsg
+	eventually(t, 20*time.Second, func() bool {
+		s, err := b.js.Stream(context.Background(), b.cfg.DeadLetterStream)
+		if err != nil {
+			return false
+		}
+		msg, err = s.GetLastMsgForSubject(context.Background(), b.subjects.DeadLetterFor(kind))
+		return err == nil
+	}, "dead letter of %s", kind)
+	return msg
+}
+
+func requireNoOutcome(t *testing.T, b *testBundle, key string) {
+	t.Helper()
+	s, err := b.js.Stream(context.Background(), b.cfg.ResultStream)
+	require.NoError(t, err)
+	_, err = s.GetLastMsgForSubject(context.Background(), b.subjects.ResultFor(key))
+	require.ErrorIs(t, err, jetstream.ErrMsgNotFound)
+	rec, err := b.rdb.HGet(context.Background(), b.cfg.KeyPrefix+"idem:rec:{"+key+"}", "state").Result()
+	require.NoError(t, err)
+	require.Equal(t, string(dedupe.StateInProgress), rec, "only the fingerprint is pinned")
+}
+
+// TestProcessor_CrashAt kills a delivery at each step - the processor walks
+// away exactly as a SIGKILLed worker would: no nak, no unlock, no ack - and
+// checks that the redelivery finishes the command with one charge (or one
+// cart increment) and answers identical to any earlier one.
+func TestProcessor_CrashAt(t *testing.T) {
+	t.Parallel()
+	for _, point := range processor.Failpoints {
+		for _, kind := range []string{messages.TypePaymentCharge, messages.TypeCartAdd} {
+			t.Run(string(point)+"/"+kind, func(t *testing.T) {
+				t.Parallel()
+				b := setup(t)
+				var fired atomic.Bool
+				crashOnce := func(c *processor.Config) {
+					c.Failpoint = func(at processor.Failpoint) bool { return at == point && fired.CompareAndSwap(false, true) }
+				}
+				b.startWorker(t, nil, crashOnce)
+				b.startWorker(t, nil, nil) // a healthy peer may take the redelivery
+
+				key := newKey()
+				cart := "cart_" + strconv.Itoa(int(time.Now().UnixNano()%1e6))
+				if kind == messages.TypePaymentCharge {
+					b.charge(t, key, 1234)
+				} else {
+					b.publish(t, kind, key, messages.CartAddRequest{CartID: cart, SKU: "SKU-1", Quantity: 3})
+				}
+				first := b.answers.waitAnswers(t, key, 1)[0]
+				b.drained(t)
+				require.True(t, fired.Load(), "the failpoint never fired")
+
+				answers := b.answers.waitAnswers(t, key, 1)
+				for _, a := range answers {
+					require.Equal(t, messages.StatusSucceeded, a.Status)
+					requireSameOutcome(t, first, a)
+				}
+				requireSameOutcome(t, first, b.stored(t, key))
+				if kind == messages.TypePaymentCharge {
+					require.Equal(t, 1, b.charges(t), "exactly one charge")
+					wantCalls := 1
+					if point == processor.AfterOperation {
+						wantCalls = 2 // resumed: the provider is asked again, with the same key
+					}
+					require.Equal(t, wantCalls, b.calls(t, key))
+				} else {
+					require.EqualValues(t, 3, cartQuantity(t, b, cart, "SKU-1"), "added exactly once")
+					require.EqualValues(t, 3, data[messages.CartAddData](t, first).Quantity)
+				}
+				switch point {
+				case processor.AfterCommit, processor.AfterPublish:
+					require.Equal(t, 1, first.Attempts, "stored by the first delivery")
+				default:
+					require.Equal(t, 2, first.Attempts, "stored by the redelivery")
+				}
+				wantAnswers := 1
+				if point == processor.AfterPublish {
+					wantAnswers = 2 // the original, then the redelivery's replay
+				}
+				require.Len(t, b.answers.waitAnswers(t, key, wantAnswers), wantAnswers)
+				require.Equal(t, point == processor.AfterCommit, first.Replayed)
+			})
+		}
+	}
+}
+
+func TestProcessor_LockLost(t *testing.T) {
+	t.Parallel()
+
+	t.Run("WatchdogCancelsTheOperation", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		var calls atomic.Int32
+		inCall := make(chan struct{})
+		p := &funcProvider{charge: func(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {
+			c, err := b.sim.Charge(ctx, key, req)
+			if calls.Add(1) == 1 {
+				close(inCall)
+				<-ctx.Done() // charged, then stuck until the watchdog gives up
+				return messages.ChargeData{}, processor.AmbiguousError(context.Cause(ctx))
+			}
+			return c, err
+		}}
+		mux := processor.NewMux()
+		mux.Handle(processor.ChargeHandler(p))
+		b.startWorker(t, mux, nil)
+		key := newKey()
+		b.charge(t, key, 900)
+		<-inCall
+		// Someone else's value: the lock is no longer ours.
+		require.NoError(t, b.rdb.Set(context.Background(), b.cfg.KeyPrefix+"idem:lock:{"+key+"}", "other", 300*time.Millisecond).Err())
+
+		got := b.answers.waitAnswers(t, key, 1)[0]
+		require.Equal(t, messages.StatusSucceeded, got.Status, "%+v", got)
+		require.Equal(t, 2, got.Attempts)
+		require.EqualValues(t, 2, calls.Load())
+		require.Equal(t, 1, b.charges(t), "the provider key made the second call harmless")
+	})
+
+	t.Run("PausedWorkerPublishesTheStoredOutcome", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		resume := make(chan struct{})
+		var paused atomic.Bool
+		pausedAt := make(chan struct{})
+		// Worker A pauses after its provider call, like a GC pause or a
+		// SIGSTOP, long past its lock and its AckWait.
+		b.startWorker(t, nil, func(c *processor.Config) {
+			c.Failpoint = func(at processor.Failpoint) bool {
+				if at == processor.AfterOperation && paused.CompareAndSwap(false, true) {
+					close(pausedAt)
+					<-resume
+				}
+				return false
+			}
+		})
+		key := newKey()
+		b.charge(t, key, 321)
+		<-pausedAt
+		b.startWorker(t, nil, nil) // worker B takes the redelivery and finishes
+		first := b.answers.waitAnswers(t, key, 1)[0]
+		require.Equal(t, 2, first.Attempts)
+		close(resume) // A wakes up and tries to commit its own outcome
+
+		answers := b.answers.waitAnswers(t, key, 2)
+		for _, a := range answers {
+			requireSameOutcome(t, first, a)
+		}
+		require.Equal(t, 1, b.charges(t))
+		requireSameOutcome(t, first, b.stored(t, key))
+	})
+}
+
+func TestProcessor_Stop(t *testing.T) {
+	t.Parallel()
+
+	t.Run("DrainsInFlightCommands", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		inCall := make(chan struct{})
+		var once sync.Once
+		p := &funcProvider{charge: func(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {
+			once.Do(func() { close(inCall) })
+			time.Sleep(300 * time.Millisecond) // a slow provider
+			return b.sim.Charge(ctx, key, req)
+		}}
+		mux := processor.NewMux()
+		mux.Handle(processor.ChargeHandler(p))
+		env := b.cfg
+		w, err := newProcessor(t, b, mux, &env)
+		require.NoError(t, err)
+		key := newKey()
+		b.charge(t, key, 10)
+		<-inCall
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, w.Stop(ctx))
+		<-w.Stopped()
+		require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, key, 1)[0].Status)
+		b.drained(t)
+	})
+
+	t.Run("ExpiredStopLeavesWorkForRedelivery", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		inCall := make(chan struct{})
+		var n atomic.Int32
+		p := &funcProvider{charge: func(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {
+			if n.Add(1) == 1 {
+				close(inCall)
+				<-ctx.Done() // stuck until the processor gives up
+				return messages.ChargeData{}, processor.AmbiguousError(context.Cause(ctx))
+			}
+			return b.sim.Charge(ctx, key, req)
+		}}
+		mux := processor.NewMux()
+		mux.Handle(processor.ChargeHandler(p))
+		env := b.cfg
+		w, err := newProcessor(t, b, mux, &env)
+		require.NoError(t, err)
+		key := newKey()
+		b.charge(t, key, 10)
+		<-inCall
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		require.ErrorIs(t, w.Stop(ctx), context.DeadlineExceeded)
+
+		b.startWorker(t, mux, nil) // the next worker finishes it
+		require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, key, 1)[0].Status)
+		require.Equal(t, 1, b.charges(t))
+	})
+}
+
+// newProcessor starts a processor whose Stop the test calls itself.
+func newProcessor(t *testing.T, b *testBundle, mux *processor.Mux, cfg *processor.Config) (*processor.Processor, error) {
+	t.Helper()
+	p, err := processor.New(b.nc, b.rdb, mux, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Start(context.Background()); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func TestProcessor_New(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	_, err := processor.New(b.nc, b.rdb, processor.NewMux(), nil)
+	require.ErrorContains(t, err, "no handlers")
+	_, err = processor.New(b.nc, b.rdb, b.defaultMux(), &processor.Config{DedupeWindow: time.Hour, ResultTTL: time.Minute})
+	require.ErrorContains(t, err, "ResultTTL")
+	_, err = processor.New(nil, b.rdb, b.defaultMux(), nil)
+	require.Error(t, err)
+}
+
+func TestProcessor_StreamsMatchTheContract(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t, nil, func(c *processor.Config) { c.AckWait, c.MaxDeliver = 0, 0 })
+	ctx := context.Background()
+
+	cmds, err := b.js.Stream(ctx, b.cfg.CommandStream)
+	require.NoError(t, err)
+	ci, err := cmds.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, jetstream.WorkQueuePolicy, ci.Config.Retention)
+	require.Equal(t, jetstream.FileStorage, ci.Config.Storage)
+	require.Equal(t, 2*time.Minute, ci.Config.Duplicates)
+
+	res, err := b.js.Stream(ctx, b.cfg.ResultStream)
+	require.NoError(t, err)
+	ri, err := res.Info(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, ri.Config.MaxMsgsPerSubject)
+	require.Equal(t, 24*time.Hour, ri.Config.MaxAge)
+	require.Equal(t, jetstream.LimitsPolicy, ri.Config.Retention)
+
+	cons, err := cmds.Consumer(ctx, "workers")
+	require.NoError(t, err)
+	info, err := cons.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, jetstream.AckExplicitPolicy, info.Config.AckPolicy)
+	require.Equal(t, 30*time.Second, info.Config.AckWait)
+	require.Equal(t, 10, info.Config.MaxDeliver)
+
+	// Idempotent: a second worker with the same settings changes nothing.
+	b.startWorker(t, nil, func(c *processor.Config) { c.AckWait, c.MaxDeliver = 0, 0 })
+}
