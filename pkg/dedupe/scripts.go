@@ -40,7 +40,7 @@ return rec
 // result replaces the first occurrence of the placeholder in data.
 //
 // Returns {"completed", field, value, ...} (already stored), {"lost"},
-// {"conflict"} or {"committed", data}.
+// {"conflict"} or {"committed", data, command}.
 var commitScript = redis.NewScript(`
 if redis.call("HGET", KEYS[1], "state") == "completed" then
   local rec = redis.call("HGETALL", KEYS[1])
@@ -65,5 +65,5 @@ redis.call("HSET", KEYS[1], "state", "completed", "status", ARGV[4], "code", ARG
   "message", ARGV[6], "data", data, "attempts", ARGV[8], "processed_at", ARGV[9])
 redis.call("PEXPIRE", KEYS[1], ARGV[3])
 redis.call("DEL", KEYS[2])
-return {"committed", data}
+return {"committed", data, redis.call("HGET", KEYS[1], "command") or ""}
 `)

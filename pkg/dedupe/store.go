@@ -174,7 +174,7 @@ func (s *Store) Commit(ctx context.Context, lease *Lease, fingerprint string, ou
 		o := outcome
 		o.Data = json.RawMessage(res[1])
 		o.ProcessedAt = parseTime(formatTime(outcome.ProcessedAt))
-		return &Record{Key: key, State: StateCompleted, Fingerprint: fingerprint, Outcome: &o}, nil
+		return &Record{Key: key, State: StateCompleted, Command: res[2], Fingerprint: fingerprint, Outcome: &o}, nil
 	default: // "completed": stored earlier
 		return parseRecord(key, pairs(res[1:]))
 	}
