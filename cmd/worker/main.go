@@ -53,6 +53,10 @@ type cli struct {
 	ResultStream    string        `name:"result-stream" env:"RESULT_STREAM" default:"RESULTS" help:"Stream keeping the last outcome of each key."`
 	DeadStream      string        `name:"deadletter-stream" env:"DEADLETTER_STREAM" default:"DEADLETTER" help:"Stream keeping dead-lettered commands."`
 	Consumer        string        `name:"consumer" env:"CONSUMER" default:"workers" help:"Durable consumer shared by all workers."`
+	CommandRoot     string        `name:"command-subjects" env:"COMMAND_SUBJECTS" default:"cmd" help:"Root of command subjects: <root>.<type>."`
+	ResultRoot      string        `name:"result-subjects" env:"RESULT_SUBJECTS" default:"result" help:"Root of outcome subjects: <root>.<key>."`
+	RejectedRoot    string        `name:"rejected-subjects" env:"REJECTED_SUBJECTS" default:"rejected" help:"Root of rejection subjects: <root>.<key>."`
+	DeadRoot        string        `name:"deadletter-subjects" env:"DEADLETTER_SUBJECTS" default:"dlq" help:"Root of dead-letter subjects: <root>.<type>."`
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"SHUTDOWN_TIMEOUT" default:"25s" help:"On SIGTERM/SIGINT, how long in-flight commands may take to finish; the rest are left for redelivery."`
 	LogLevel        string        `name:"log-level" env:"LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error."`
 	LogFormat       string        `name:"log-format" env:"LOG_FORMAT" default:"text" enum:"text,json" help:"Log format: text or json."`
@@ -157,7 +161,9 @@ func serve(ctx context.Context, c *cli, stderr io.Writer) error {
 		return err
 	}
 	cfg := &processor.Config{
-		Subjects:         messages.DefaultSubjects(),
+		Subjects: messages.Subjects{
+			Command: c.CommandRoot, Result: c.ResultRoot, Rejected: c.RejectedRoot, DeadLetter: c.DeadRoot,
+		},
 		CommandStream:    c.CommandStream,
 		ResultStream:     c.ResultStream,
 		DeadLetterStream: c.DeadStream,

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/nats-io/nats.go"
+	"github.com/stretchr/testify/require"
+)
+
+// TestWorker_TwoProcesses drives two worker processes sharing one NATS and
+// one Redis from outside, with a plain NATS client, through every behaviour
+// of the contract.
+func TestWorker_TwoProcesses(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	w1, w2 := d.start(t), d.start(t)
+	got := d.listen(t)
+	ctx := context.Background()
+
+	// Charges, each published twice at once: JetStream drops the copy.
+	const nCharges = 60
+	charges := map[string]messages.ChargeRequest{}
+	for i := range nCharges {
+		key := newKey()
+		req := messages.ChargeRequest{AccountID: "acct_e2e", Amount: int64(100 + i), Currency: "EUR"}
+		charges[key] = req
+		require.False(t, d.publish(t, messages.TypePaymentCharge, key, req).Duplicate)
+		require.True(t, d.publish(t, messages.TypePaymentCharge, key, req).Duplicate)
+	}
+	// Cart adds across four carts.
+	carts := map[string]int64{}
+	cartKeys := map[string]messages.CartAddRequest{}
+	for i := range 40 {
+		req := messages.CartAddRequest{CartID: "cart_" + string(rune('a'+i%4)), SKU: "SKU-1", Quantity: int64(1 + i%3)}
+		key := newKey()
+		cartKeys[key] = req
+		carts[req.CartID] += req.Quantity
+		d.publish(t, messages.TypeCartAdd, key, req)
+	}
+	declined := newKey()
+	d.publish(t, messages.TypePaymentCharge, declined, messages.ChargeRequest{AccountID: "decline_1", Amount: 5, Currency: "EUR"})
+
+	firsts := map[string]messages.Result{}
+	for key := range charges {
+		r := got.wait(t, key, 1)[0]
+		require.Equal(t, messages.StatusSucceeded, r.Status, "%+v", r)
+		firsts[key] = r
+	}
+	for key, req := range cartKeys {
+		r := got.wait(t, key, 1)[0]
+		require.Equal(t, messages.StatusSucceeded, r.Status, "%+v", r)
+		var data messages.CartAddData
+		require.NoError(t, json.Unmarshal(r.Data, &data))
+		require.Equal(t, req.CartID, data.CartID)
+		firsts[key] = r
+	}
+	dr := got.wait(t, declined, 1)[0]
+	require.Equal(t, messages.StatusFailed, dr.Status)
+	require.Equal(t, messages.CodeCardDeclined, dr.Code)
+
+	// Late client retries, after the 1s dedupe window: the workers replay.
+	time.Sleep(1200 * time.Millisecond)
+	retried := 0
+	for key, req := range charges {
+		if retried == 20 {
+			break
+		}
+		require.False(t, d.publish(t, messages.TypePaymentCharge, key, req).Duplicate)
+		retried++
+	}
+	// The same key with another amount is refused and changes nothing.
+	var reusedKey string
+	for key, req := range charges {
+		reusedKey = key
+		req.Amount += 1
+		d.publish(t, messages.TypePaymentCharge, key, req)
+		break
+	}
+
+	// Every rejection code, with a Reply-To.
+	inbox := nats.NewInbox()
+	replies, err := d.nc.SubscribeSync(inbox)
+	require.NoError(t, err)
+	rejections := map[string]string{
+		messages.CodeUnknownCommand:  "refund.issue",
+		messages.CodeInvalidPayload:  messages.TypePaymentCharge,
+		messages.CodePayloadTooLarge: messages.TypeCartAdd,
+	}
+	bodies := map[string]string{
+		messages.CodeUnknownCommand:  `{"x":1}`,
+		messages.CodeInvalidPayload:  `{"account_id":"a","amount":1.5,"currency":"EUR"}`,
+		messages.CodePayloadTooLarge: `{"cart_id":"` + strings.Repeat("c", messages.MaxBodySize) + `"}`,
+	}
+	rejKeys := map[string]string{}
+	for code, kind := range rejections {
+		key := newKey()
+		rejKeys[code] = key
+		d.publish(t, kind, key, bodies[code], messages.HeaderReplyTo, inbox)
+	}
+	d.publish(t, messages.TypeCartAdd, "NOT-A-UUID", `{"cart_id":"c","sku":"s","quantity":1}`, messages.HeaderReplyTo, inbox)
+
+	for code, key := range rejKeys {
+		r := got.wait(t, key, 1)[0]
+		require.Equal(t, messages.StatusRejected, r.Status)
+		require.Equal(t, code, r.Code)
+	}
+	invalidKeyReplies := 0
+	for range len(rejKeys) + 1 {
+		m, err := replies.NextMsg(30 * time.Second)
+		require.NoError(t, err)
+		r, err := messages.DecodeResult(m.Data)
+		require.NoError(t, err)
+		require.Equal(t, messages.StatusRejected, r.Status)
+		if r.Code == messages.CodeInvalidKey {
+			invalidKeyReplies++
+			require.Equal(t, "NOT-A-UUID", r.Key)
+		}
+	}
+	require.Equal(t, 1, invalidKeyReplies)
+
+	reuse := got.wait(t, reusedKey, 2)
+	require.Equal(t, messages.CodeKeyReused, reuse[len(reuse)-1].Code)
+
+	// Every retried charge got a replay identical to its first answer.
+	replays := 0
+	eventually(t, 60*time.Second, func() bool {
+		replays = 0
+		for key := range charges {
+			for _, r := range got.get(key) {
+				if r.Replayed {
+					replays++
+				}
+			}
+		}
+		return replays >= retried
+	}, "replays of the late retries")
+	require.Equal(t, retried, replays)
+	for key := range charges {
+		for _, r := range got.get(key) {
+			if r.Status != messages.StatusRejected {
+				sameOutcome(t, firsts[key], r)
+			}
+		}
+	}
+
+	// The simulated provider's ledger: each charged key reached exactly once.
+	ns := d.ns + ":"
+	for key := range charges {
+		require.EqualValues(t, 1, d.hgetInt(t, ns+"sim:calls", key), "provider calls for %s", key)
+	}
+	nCharged, err := d.rdb.HLen(ctx, ns+"sim:charges").Result()
+	require.NoError(t, err)
+	require.EqualValues(t, nCharges, nCharged)
+	for cart, want := range carts {
+		require.Equal(t, want, d.hgetInt(t, ns+"cart:{"+cart+"}", "SKU-1"), "cart %s", cart)
+	}
+
+	// Both processes took part, and both drain on SIGTERM.
+	require.Contains(t, w1.out.String(), "command done")
+	require.Contains(t, w2.out.String(), "command done")
+	w1.stop(t)
+	w2.stop(t)
+	require.Contains(t, w1.out.String(), "worker stopped")
+}
+
+// TestWorker_KilledMidCharge SIGKILLs a real worker right after the provider
+// charged and before anything was stored; the next worker finishes the
+// command with the same key, so the card is charged once.
+func TestWorker_KilledMidCharge(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	got := d.listen(t)
+	doomed := d.start(t, "IDEMPAY_FAILPOINT=after_operation")
+	key := newKey()
+	d.publish(t, messages.TypePaymentCharge, key, messages.ChargeRequest{AccountID: "acct_k", Amount: 4200, Currency: "EUR"})
+	select {
+	case <-doomed.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the worker did not reach its failpoint")
+	}
+	require.Contains(t, doomed.err.Error(), "killed")
+	require.EqualValues(t, 1, d.hgetInt(t, d.ns+":sim:calls", key), "charged before the kill")
+
+	d.start(t)
+	r := got.wait(t, key, 1)[0]
+	require.Equal(t, messages.StatusSucceeded, r.Status)
+	require.Equal(t, 2, r.Attempts)
+	require.EqualValues(t, 2, d.hgetInt(t, d.ns+":sim:calls", key), "asked again, with the same key")
+	n, err := d.rdb.HLen(context.Background(), d.ns+":sim:charges").Result()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n, "charged once")
+}
+
+func TestWorker_CommandLine(t *testing.T) {
+	t.Parallel()
+	run := func(args []string, env ...string) (string, int) {
+		cmd := exec.Command(workerBin, args...)
+		cmd.Env = append(os.Environ(), env...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return out.String(), code
+	}
+
+	out, code := run([]string{"--help"})
+	require.Equal(t, 0, code)
+	for _, v := range []string{"NATS_URL", "REDIS_URL", "DEDUPE_WINDOW", "RESULT_TTL", "ACK_WAIT", "MAX_DELIVER", "SIM_LATENCY", "SIM_FAILURE_RATE"} {
+		require.Contains(t, out, v)
+	}
+
+	out, code = run([]string{"--max-delivr", "3"})
+	require.Equal(t, 2, code)
+	require.Equal(t, 1, strings.Count(strings.TrimSpace(out), "\n")+1, "one line: %q", out)
+	require.Contains(t, out, "--max-delivr")
+
+	out, code = run(nil, "SIM_FAILURE_RATE=1.5")
+	require.Equal(t, 2, code)
+	require.Contains(t, out, "--sim-failure-rate (SIM_FAILURE_RATE)")
+
+	out, code = run([]string{"--ack-wait", "soon"})
+	require.Equal(t, 2, code)
+	require.Contains(t, out, "--ack-wait")
+
+	out, code = run(nil, "NATS_URL=nats://127.0.0.1:1")
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "cannot connect to NATS at nats://127.0.0.1:1")
+	require.Equal(t, 1, strings.Count(strings.TrimSpace(out), "\n")+1, "one line: %q", out)
+}
