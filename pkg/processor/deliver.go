@@ -311,12 +311,24 @@ func (p *Processor) retryLater(ctx context.Context, d *delivery, lease *dedupe.L
 // keeps no outcome, so it can be re-driven with the same key.
 func (p *Processor) deadLetter(ctx context.Context, d *delivery, cause error) {
 	ctx = context.WithoutCancel(ctx)
+	if err := p.copyToDeadLetters(ctx, d, d.msg.Data(), d.msg.Headers(), cause.Error()); err != nil {
+		return // not copied: leave it un-acked rather than lose it
+	}
+	if err := d.msg.Term(); err != nil {
+		p.log.warn(ctx, "term failed", attrKey, d.key, attrError, err)
+	}
+}
+
+// copyToDeadLetters publishes a command to dlq.<type> with its body and
+// headers, plus Dlq-Reason and Dlq-Deliveries, then sends the client a
+// rejected / dead_lettered notice. It returns an error only when the copy
+// could not be stored.
+func (p *Processor) copyToDeadLetters(ctx context.Context, d *delivery, body []byte, header nats.Header, reason string) error {
 	dl := nats.NewMsg(p.cfg.Subjects.DeadLetterFor(d.kind))
-	dl.Data = d.msg.Data()
-	for k, v := range d.msg.Headers() {
+	dl.Data = body
+	for k, v := range header {
 		dl.Header[k] = append([]string(nil), v...)
 	}
-	reason := cause.Error()
 	dl.Header.Set(messages.HeaderDlqReason, reason)
 	dl.Header.Set(messages.HeaderDlqDeliveries, strconv.Itoa(d.attempt))
 	b := backoff.WithMaxRetries(backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond)), 5)
@@ -327,22 +339,21 @@ func (p *Processor) deadLetter(ctx context.Context, d *delivery, cause error) {
 		return err
 	}, b)
 	if err != nil {
-		// Not copied: leave it un-acked rather than lose it.
 		p.log.error(ctx, "dead-letter copy failed; leaving the command in the work queue",
 			attrKey, d.key, attrKind, d.kind, attrError, err)
-		return
+		return err
 	}
 	p.log.error(ctx, "command dead-lettered", attrKey, d.key, attrKind, d.kind, attrAttempt, d.attempt, "reason", reason)
-	body := messages.Result{
+	notice := messages.Result{
 		Key: d.key, Command: d.kind, Status: messages.StatusRejected, Code: messages.CodeDeadLettered,
 		Message:  "gave up after " + strconv.Itoa(d.attempt) + " deliveries: " + reason + "; the key keeps no outcome and may be sent again",
 		Attempts: d.attempt, ProcessedAt: time.Now().UTC().Truncate(time.Millisecond),
 	}.Marshal()
-	_ = p.nc.Publish(p.cfg.Subjects.RejectedFor(d.key), body)
-	p.reply(ctx, d, body)
-	if err := d.msg.Term(); err != nil {
-		p.log.warn(ctx, "term failed", attrKey, d.key, attrError, err)
+	if messages.ValidKey(d.key) {
+		_ = p.nc.Publish(p.cfg.Subjects.RejectedFor(d.key), notice)
 	}
+	p.reply(ctx, d, notice)
+	return nil
 }
 
 func (p *Processor) reply(ctx context.Context, d *delivery, body []byte) {

@@ -133,6 +133,34 @@ func TestProcessor_DeadLetters(t *testing.T) {
 		requireNoOutcome(t, b, poison)
 	})
 
+	t.Run("WorkerDiesOnTheLastDelivery", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.cfg.MaxDeliver = 2
+		// Every delivery dies mid-operation, so no delivery can copy the
+		// command to the dead letters itself: the max-deliveries advisory
+		// must.
+		var deaths atomic.Int32
+		b.startWorker(t, nil, func(c *processor.Config) {
+			c.Failpoint = func(at processor.Failpoint) bool {
+				return at == processor.AfterBegin && deaths.Add(1) > 0
+			}
+		})
+		key := newKey()
+		body := `{"account_id":"acct_3","amount":30,"currency":"EUR"}`
+		b.publish(t, messages.TypePaymentCharge, key, body, messages.HeaderReplyTo, b.answers.inbox)
+
+		dl := b.deadLetter(t, messages.TypePaymentCharge)
+		require.Equal(t, body, string(dl.Data))
+		require.Equal(t, key, dl.Header.Get(messages.HeaderMsgID))
+		require.Equal(t, "2", dl.Header.Get(messages.HeaderDlqDeliveries))
+		require.Contains(t, dl.Header.Get(messages.HeaderDlqReason), "never finished")
+		require.EqualValues(t, 2, deaths.Load())
+		require.Equal(t, messages.CodeDeadLettered, b.answers.waitReply(t, key).Code)
+		b.drained(t)
+		requireNoOutcome(t, b, key)
+	})
+
 	t.Run("PanicOnceThenSucceeds", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)

@@ -37,6 +37,7 @@ type Processor struct {
 	workCancel context.CancelCauseFunc
 	wg         sync.WaitGroup // the fetch loop and every in-flight delivery
 	loopDone   chan struct{}
+	advisories *nats.Subscription
 	stopped    chan struct{}
 	stopOnce   sync.Once
 }
@@ -109,6 +110,11 @@ func (p *Processor) Start(ctx context.Context) error {
 	fetchCtx, fetchStop := context.WithCancelCause(context.WithoutCancel(ctx))
 	p.workCtx, p.workCancel = context.WithCancelCause(context.WithoutCancel(ctx))
 	p.fetchStop = fetchStop
+	if p.advisories, err = p.watchMaxDeliveries(); err != nil {
+		fetchStop(err)
+		p.workCancel(err)
+		return fmt.Errorf("processor: subscribe to max-deliveries advisories: %w", err)
+	}
 	p.loopDone = make(chan struct{})
 	p.started = true
 	p.goFunc(func() {
@@ -199,6 +205,7 @@ func (p *Processor) Stop(ctx context.Context) error {
 		return nil
 	}
 	p.fetchStop(ErrStop)
+	_ = p.advisories.Unsubscribe()
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	var err error

@@ -26,7 +26,6 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg *Config) (je
 		Storage:           jetstream.FileStorage,
 		MaxMsgsPerSubject: 1,
 		MaxAge:            cfg.ResultTTL,
-		Duplicates:        min(cfg.DedupeWindow, cfg.ResultTTL),
 	}, {
 		Name:      cfg.DeadLetterStream,
 		Subjects:  []string{cfg.Subjects.DeadLetterWildcard()},
