@@ -42,6 +42,7 @@ func TestMain(m *testing.M) {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build worker:", err)
+		testenv.Close()
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -126,6 +127,7 @@ func (d *deployment) start(t *testing.T, extraEnv ...string) *workerProc {
 	w := &workerProc{cmd: exec.Command(workerBin), out: &syncBuffer{}, done: make(chan struct{})}
 	w.cmd.Env = append(append(os.Environ(), d.env...), extraEnv...)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
+	w.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	require.NoError(t, w.cmd.Start())
 	go func() { w.err = w.cmd.Wait(); close(w.done) }()
 	t.Cleanup(func() {

@@ -113,6 +113,7 @@ func StartRedis() (*RedisServer, error) {
 			"--save", "", "--appendonly", "no", "--dir", dir,
 			"--logfile", filepath.Join(dir, "redis.log"))
 		cmd.Stdout, cmd.Stderr = nil, nil
+		cmd.SysProcAttr = childAttr() // dies with the test binary, even on SIGKILL
 		if err := cmd.Start(); err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("testenv: start redis-server: %w", err)
