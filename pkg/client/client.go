@@ -9,9 +9,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/idempay/idempay/pkg/messages"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/idempay/idempay/pkg/messages"
 )
 
 // Log attribute keys.

@@ -7,10 +7,11 @@ import (
 	"log"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/idempay/idempay/internal/load/loadtest"
 	"github.com/idempay/idempay/pkg/client"
 	"github.com/idempay/idempay/pkg/messages"
-	"github.com/nats-io/nats.go"
 )
 
 // exampleDeployment starts a worker in its own namespace on the test
@@ -32,17 +33,18 @@ func exampleDeployment() (*nats.Conn, *client.Config, func()) {
 func Example() {
 	nc, cfg, stop := exampleDeployment()
 	defer stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-
 	c, err := client.New(nc, cfg)
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	key := client.NewKey() // store it with the order before the first attempt
 	res, err := c.Charge(ctx, key, messages.ChargeRequest{AccountID: "acct_42", Amount: 1999, Currency: "EUR"})
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	fmt.Println(res.Result.Status, res.Data.Amount, res.Data.Currency, "duplicate:", res.Duplicate)
 	// Output: succeeded 1999 EUR duplicate: false
@@ -54,23 +56,25 @@ func Example() {
 func ExampleClient_Charge_retry() {
 	nc, cfg, stop := exampleDeployment()
 	defer stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-
 	c, err := client.New(nc, cfg)
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	key := client.NewKey()
 	req := messages.ChargeRequest{AccountID: "acct_42", Amount: 1999, Currency: "EUR", Description: "order 1001"}
 
 	first, err := c.Charge(ctx, key, req)
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	retry, err := c.Charge(ctx, key, req) // the same key: safe to repeat
 	if err != nil {
-		log.Fatal(err)
+		fmt.Println(err)
+		return
 	}
 	fmt.Println("first:", first.Result.Status, "duplicate:", first.Duplicate)
 	fmt.Println("retry:", retry.Result.Status, "duplicate:", retry.Duplicate)

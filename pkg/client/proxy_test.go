@@ -33,7 +33,7 @@ func newAckLossProxy(t *testing.T, natsURL, marker string) *ackLossProxy {
 	t.Helper()
 	u, err := url.Parse(natsURL)
 	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	p := &ackLossProxy{ln: ln, target: u.Host, marker: []byte(marker),
 		holding: make(chan struct{}), released: make(chan struct{}), done: make(chan struct{})}
@@ -50,15 +50,13 @@ func newAckLossProxy(t *testing.T, natsURL, marker string) *ackLossProxy {
 		connsMu.Unlock()
 		wg.Wait()
 	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			s, err := net.Dial("tcp", p.target)
+			s, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", p.target)
 			if err != nil {
 				c.Close()
 				continue
@@ -66,11 +64,10 @@ func newAckLossProxy(t *testing.T, natsURL, marker string) *ackLossProxy {
 			connsMu.Lock()
 			conns = append(conns, c, s)
 			connsMu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); p.upstream(c, s) }()
-			go func() { defer wg.Done(); p.downstream(s, c) }()
+			wg.Go(func() { p.upstream(c, s) })
+			wg.Go(func() { p.downstream(s, c) })
 		}
-	}()
+	})
 	return p
 }
 
@@ -87,7 +84,7 @@ func (p *ackLossProxy) upstream(c, s net.Conn) {
 	for {
 		n, err := c.Read(buf)
 		if n > 0 {
-			window := append(tail, buf[:n]...)
+			window := append(append([]byte(nil), tail...), buf[:n]...)
 			if k := bytes.Count(window, p.marker); k > 0 {
 				p.mu.Lock()
 				before := p.seen

@@ -10,22 +10,23 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/idempay/idempay/internal/testenv"
-	"github.com/idempay/idempay/pkg/client"
-	"github.com/idempay/idempay/pkg/messages"
-	"github.com/idempay/idempay/pkg/processor"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
 )
 
 // Options shape a deployment. The zero value gives one worker with the
@@ -62,7 +63,7 @@ type Env struct {
 // unless IDEMPAY_TEST_LOG is set.
 func Logger() *slog.Logger {
 	if os.Getenv("IDEMPAY_TEST_LOG") == "" {
-		return slog.New(slog.NewTextHandler(io.Discard, nil))
+		return slog.New(slog.DiscardHandler)
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
@@ -150,8 +151,8 @@ func (e *Env) Close() {
 	closers := e.closers
 	e.closers = nil
 	e.mu.Unlock()
-	for i := len(closers) - 1; i >= 0; i-- {
-		closers[i]()
+	for _, f := range slices.Backward(closers) {
+		f()
 	}
 }
 

@@ -1,0 +1,262 @@
+package load
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	mathrand "math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
+)
+
+// Sender sends one command and waits for its answer; *client.Client is one.
+type Sender interface {
+	Send(ctx context.Context, key string, cmd messages.Command) (*client.Reply, error)
+}
+
+var _ Sender = (*client.Client)(nil)
+
+// SendKind says why a command was sent.
+type SendKind string
+
+// The kinds of send, see the package doc.
+const (
+	KindOriginal SendKind = "original"
+	KindRacing   SendKind = "racing"
+	KindAfter    SendKind = "after"
+	KindLate     SendKind = "late"
+)
+
+// Progress is reported after every send.
+type Progress struct {
+	// Done and Total count sends, duplicates included.
+	Done, Total int
+	// Dropped: sends JetStream dropped as duplicates. Replayed: sends a
+	// worker answered with a replay. Errors: sends without an answer.
+	Dropped, Replayed, Errors int
+}
+
+// job is one key: its command and how it will be duplicated.
+type job struct {
+	key string
+	cmd messages.Command
+	dup SendKind // "" for none
+}
+
+// Run sends cfg.Count commands through s and returns what came back. It
+// returns an error only for an invalid cfg; failures of single sends are
+// counted in the Summary. Cancelling ctx, or cfg.Timeout passing, ends the
+// run early with the figures so far.
+func Run(ctx context.Context, s Sender, cfg *Config) (*Summary, error) {
+	if s == nil {
+		return nil, errors.New("load: nil Sender")
+	}
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.RunID == "" {
+		cfg.RunID = randomID()
+	}
+	seed := cfg.Seed
+	if seed == 0 {
+		seed = randomSeed()
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+
+	gen := newGenerator(cfg, seed)
+	jobs := make([]job, cfg.Count)
+	total := 0
+	for i := range jobs {
+		jobs[i] = gen.next(i)
+		total++
+		if jobs[i].dup != "" {
+			total++
+		}
+	}
+
+	r := &runner{s: s, cfg: cfg, agg: newAggregator(cfg, total)}
+	if cfg.Rate > 0 {
+		r.limiter = rate.NewLimiter(rate.Limit(cfg.Rate), 1)
+	}
+	r.late = make(chan lateSend, cfg.Count)
+
+	start := time.Now()
+	var lateWG sync.WaitGroup
+	lateWG.Go(func() { r.dispatchLate(ctx) })
+
+	feed := make(chan job)
+	var wg sync.WaitGroup
+	for range cfg.Concurrency {
+		wg.Go(func() {
+			for j := range feed {
+				r.runJob(ctx, j)
+			}
+		})
+	}
+feeding:
+	for _, j := range jobs {
+		if r.limiter != nil {
+			if err := r.limiter.Wait(ctx); err != nil {
+				break
+			}
+		}
+		select {
+		case feed <- j:
+		case <-ctx.Done():
+			break feeding
+		}
+	}
+	close(feed)
+	wg.Wait()
+	close(r.late)
+	lateWG.Wait()
+
+	return r.agg.summary(time.Since(start), cfg, seed), nil
+}
+
+type runner struct {
+	s       Sender
+	cfg     *Config
+	agg     *aggregator
+	limiter *rate.Limiter
+	late    chan lateSend
+}
+
+type lateSend struct {
+	j   job
+	due time.Time
+}
+
+// runJob sends a key's original and its racing or after duplicate; a late
+// duplicate is queued for dispatchLate.
+func (r *runner) runJob(ctx context.Context, j job) {
+	if j.dup == KindRacing {
+		var wg sync.WaitGroup
+		wg.Go(func() { r.send(ctx, j, KindRacing) })
+		r.send(ctx, j, KindOriginal)
+		wg.Wait()
+		return
+	}
+	answered := r.send(ctx, j, KindOriginal)
+	switch {
+	case j.dup == KindAfter:
+		r.send(ctx, j, KindAfter)
+	case j.dup == KindLate && answered:
+		r.late <- lateSend{j: j, due: time.Now().Add(r.cfg.LateAfter)}
+	case j.dup == KindLate:
+		// The original has no answer: a late duplicate could no longer tell
+		// a replay from a first run. Send it now, as a plain retry.
+		r.send(ctx, j, KindAfter)
+	}
+}
+
+// dispatchLate sends late duplicates when they are due, Concurrency at a
+// time. They are queued in order of their due time, since every one is due
+// LateAfter after its original's answer.
+func (r *runner) dispatchLate(ctx context.Context) {
+	sem := make(chan struct{}, r.cfg.Concurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for ls := range r.late {
+		if wait := time.Until(ls.due); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			r.send(ctx, ls.j, KindLate)
+		})
+	}
+}
+
+// send sends one command and records the reply; it reports whether an
+// answer came back.
+func (r *runner) send(ctx context.Context, j job, kind SendKind) bool {
+	if ctx.Err() != nil {
+		r.agg.record(j, kind, nil, fmt.Errorf("not sent: %w", context.Cause(ctx)))
+		return false
+	}
+	reply, err := r.s.Send(ctx, j.key, j.cmd)
+	r.agg.record(j, kind, reply, err)
+	return reply != nil && reply.Result.Status != ""
+}
+
+// generator makes the commands of a run from one seeded source. It is used
+// from one goroutine.
+type generator struct {
+	cfg *Config
+	rnd *mathrand.Rand
+}
+
+var (
+	currencies = []string{"EUR", "USD", "GBP"}
+	accounts   = 1000 // distinct accounts per run
+	carts      = 200  // distinct carts per run
+	skus       = 20   // distinct SKUs
+)
+
+func newGenerator(cfg *Config, seed uint64) *generator {
+	return &generator{cfg: cfg, rnd: mathrand.New(mathrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+}
+
+func (g *generator) next(i int) job {
+	j := job{key: client.NewKey()}
+	if g.rnd.Float64()*(g.cfg.Mix.Payment+g.cfg.Mix.Cart) < g.cfg.Mix.Payment {
+		account := "acct_" + g.cfg.RunID + "_" + strconv.Itoa(g.rnd.IntN(accounts))
+		if g.rnd.Float64() < g.cfg.DeclineShare {
+			account = processor.SimDeclinePrefix + "_" + g.cfg.RunID + "_" + strconv.Itoa(i)
+		}
+		j.cmd = messages.ChargeRequest{
+			AccountID:   account,
+			Amount:      100 + g.rnd.Int64N(99_900),
+			Currency:    currencies[g.rnd.IntN(len(currencies))],
+			Description: "load " + g.cfg.RunID + " #" + strconv.Itoa(i),
+		}
+	} else {
+		j.cmd = messages.CartAddRequest{
+			CartID:   "cart_" + g.cfg.RunID + "_" + strconv.Itoa(g.rnd.IntN(carts)),
+			SKU:      "SKU-" + strconv.Itoa(g.rnd.IntN(skus)),
+			Quantity: 1 + g.rnd.Int64N(5),
+		}
+	}
+	if g.rnd.Float64() < g.cfg.Duplicates {
+		switch {
+		case g.cfg.LateAfter > 0 && g.rnd.Float64() < g.cfg.LateShare:
+			j.dup = KindLate
+		case g.rnd.IntN(2) == 0:
+			j.dup = KindRacing
+		default:
+			j.dup = KindAfter
+		}
+	}
+	return j
+}
+
+func randomID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return hex.EncodeToString(b[:])
+}
+
+func randomSeed() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return binary.LittleEndian.Uint64(b[:]) | 1
+}

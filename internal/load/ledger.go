@@ -1,0 +1,158 @@
+package load
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
+)
+
+// Ledger compares a run's outcomes with what the workers did in Redis: the
+// simulated provider's sim:calls and sim:charges, and the carts.
+type Ledger struct {
+	// ChargeKeys is the number of answered payment.charge keys; Succeeded
+	// and Failed split them by outcome.
+	ChargeKeys int `json:"charge_keys"`
+	Succeeded  int `json:"charges_succeeded"`
+	Failed     int `json:"charges_failed"`
+	// Charged is how many of those keys the provider holds a charge for;
+	// it must equal Succeeded.
+	Charged int `json:"provider_charges"`
+	// Calls is the provider calls made for those keys. With a provider that
+	// never fails transiently it equals ChargeKeys: once per key.
+	Calls int64 `json:"provider_calls"`
+	// CalledMoreThanOnce lists keys the provider was called for more than
+	// once; the contract allows it only to retry a transient provider error
+	// or recover a crashed worker, always with the same key.
+	CalledMoreThanOnce []string `json:"called_more_than_once"`
+	// CartLines is the number of (cart, SKU) pairs checked.
+	CartLines int `json:"cart_lines"`
+	// Mismatches lists every disagreement, "key: what"; it must be empty.
+	Mismatches []string `json:"mismatches"`
+}
+
+// OK reports whether the ledger agrees with the outcomes.
+func (l *Ledger) OK() bool { return len(l.Mismatches) == 0 }
+
+// CheckLedger reads, for every answered key of s, the provider's ledger
+// (keyPrefix+"sim:calls", keyPrefix+"sim:charges") and the carts the run
+// added to, and compares them with the outcomes: a succeeded charge has
+// exactly the provider charge its answer names, a failed one has none, no
+// key is called but not answered, and each cart line holds the sum of the
+// succeeded adds. It reads only the run's keys, so other traffic on the
+// same Redis does not disturb it, but it is meaningful only for a complete
+// run: an unanswered command may still take effect.
+func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix string, s *Summary) (*Ledger, error) {
+	l := &Ledger{}
+	var chargeKeys []string
+	carts := map[[2]string]int64{} // (cart, sku) -> expected quantity
+	for key, o := range s.Outcomes {
+		switch cmd := o.Command.(type) {
+		case messages.ChargeRequest:
+			chargeKeys = append(chargeKeys, key)
+		case messages.CartAddRequest:
+			line := [2]string{cmd.CartID, cmd.SKU}
+			if _, ok := carts[line]; !ok {
+				carts[line] = 0
+			}
+			if o.Result.Status == messages.StatusSucceeded {
+				carts[line] += cmd.Quantity
+			}
+		}
+	}
+	sort.Strings(chargeKeys)
+	l.ChargeKeys = len(chargeKeys)
+
+	const batch = 1000
+	for start := 0; start < len(chargeKeys); start += batch {
+		keys := chargeKeys[start:min(start+batch, len(chargeKeys))]
+		pipe := rdb.Pipeline()
+		calls := pipe.HMGet(ctx, keyPrefix+"sim:calls", keys...)
+		charges := pipe.HMGet(ctx, keyPrefix+"sim:charges", keys...)
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("load: read the provider ledger: %w", err)
+		}
+		for i, key := range keys {
+			l.checkCharge(key, s.Outcomes[key], calls.Val()[i], charges.Val()[i])
+		}
+	}
+
+	lines := make([][2]string, 0, len(carts))
+	for line := range carts {
+		lines = append(lines, line)
+	}
+	sort.Slice(lines, func(i, j int) bool { return lines[i][0]+"\x00"+lines[i][1] < lines[j][0]+"\x00"+lines[j][1] })
+	pipe := rdb.Pipeline()
+	got := make([]*redis.StringCmd, len(lines))
+	for i, line := range lines {
+		got[i] = pipe.HGet(ctx, processor.CartKey(keyPrefix, line[0]), line[1])
+	}
+	_, _ = pipe.Exec(ctx) // each command's error is checked below
+	for i, line := range lines {
+		var have int64
+		v, err := got[i].Result()
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			return nil, fmt.Errorf("load: read cart %s: %w", line[0], err)
+		default:
+			have, _ = strconv.ParseInt(v, 10, 64)
+		}
+		if want := carts[line]; have != want {
+			l.Mismatches = append(l.Mismatches, fmt.Sprintf("cart %s sku %s: holds %d, the succeeded adds sum to %d", line[0], line[1], have, want))
+		}
+	}
+	l.CartLines = len(lines)
+	return l, nil
+}
+
+func (l *Ledger) checkCharge(key string, o Outcome, rawCalls, rawCharge any) {
+	var calls int64
+	if s, ok := rawCalls.(string); ok {
+		calls, _ = strconv.ParseInt(s, 10, 64)
+	}
+	l.Calls += calls
+	if calls > 1 {
+		l.CalledMoreThanOnce = append(l.CalledMoreThanOnce, key)
+	}
+	charge, charged := rawCharge.(string)
+	if charged {
+		l.Charged++
+	}
+	switch o.Result.Status {
+	case messages.StatusSucceeded:
+		l.Succeeded++
+		var want, have messages.ChargeData
+		if err := json.Unmarshal(o.Result.Data, &want); err != nil {
+			l.Mismatches = append(l.Mismatches, key+": succeeded answer without charge data")
+			return
+		}
+		switch {
+		case !charged:
+			l.Mismatches = append(l.Mismatches, key+": succeeded, but the provider holds no charge")
+		case json.Unmarshal([]byte(charge), &have) != nil:
+			l.Mismatches = append(l.Mismatches, key+": the provider's charge is not JSON")
+		case have != want:
+			l.Mismatches = append(l.Mismatches, fmt.Sprintf("%s: answered %+v, the provider holds %+v", key, want, have))
+		}
+		if calls == 0 {
+			l.Mismatches = append(l.Mismatches, key+": succeeded without a provider call")
+		}
+	case messages.StatusFailed:
+		l.Failed++
+		if charged {
+			l.Mismatches = append(l.Mismatches, key+": failed, but the provider charged it")
+		}
+	case messages.StatusRejected: // nothing may have happened
+		if charged || calls > 0 {
+			l.Mismatches = append(l.Mismatches, key+": rejected, but the provider was called")
+		}
+	}
+}
