@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -61,7 +63,9 @@ func Decode(body []byte, dst Command) error {
 		return invalidPayload("body is not valid JSON: " + jsonReason(err))
 	}
 	allowed := jsonFields(dst)
-	for name := range fields {
+	// Sorted, so that a body with several unknown fields always gets the
+	// same message (map order would pick one at random).
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
 		if _, ok := allowed[name]; !ok {
 			return invalidPayload(fmt.Sprintf("unknown field %q", name))
 		}

@@ -357,6 +357,21 @@ func TestDecode_Body(t *testing.T) {
 	}
 }
 
+func TestDecode_Deterministic(t *testing.T) {
+	t.Parallel()
+
+	// A body with several faults gets the same rejection every time: a
+	// redelivered or re-sent command must not get a different answer.
+	body := []byte(`{"zeta":1,"account_id":"acct_42","Amount":1,"currency":"EUR","alpha":2,"Beta":3}`)
+	var first ChargeRequest
+	want := Decode(body, &first)
+	requireReject(t, want, ErrInvalidPayload, `unknown field "Amount"`) // the first in byte order
+	for range 50 {
+		var c ChargeRequest
+		require.Equal(t, want.Error(), Decode(body, &c).Error())
+	}
+}
+
 // requireReject checks that err is a *RejectError matching the sentinel want
 // (and no other rejection sentinel) whose message contains wantMsg.
 func requireReject(t *testing.T, err error, want *RejectError, wantMsg string) {
