@@ -124,7 +124,9 @@ func (c *Config) WithDefaults() *Config {
 	return &out
 }
 
-func (c *Config) validate() error {
+// Validate returns the first invalid setting of c, naming its field, as Run
+// would. Call it on WithDefaults' result.
+func (c *Config) Validate() error {
 	share := func(name string, v float64) error {
 		if v < 0 || v > 1 || math.IsNaN(v) {
 			return fmt.Errorf("load: %s must be between 0 and 1, got %v", name, v)

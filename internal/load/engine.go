@@ -62,7 +62,7 @@ func Run(ctx context.Context, s Sender, cfg *Config) (*Summary, error) {
 		return nil, errors.New("load: nil Sender")
 	}
 	cfg = cfg.WithDefaults()
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.RunID == "" {

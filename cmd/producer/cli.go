@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/messages"
+)
+
+// cli is the producer's command line. Flag and variable names match the
+// worker's where they mean the same thing.
+type cli struct {
+	Globals
+
+	Charge chargeCmd `cmd:"" help:"Send one payment.charge and print its answer."`
+	Cart   struct {
+		Add cartAddCmd `cmd:"" help:"Send one cart.add and print its answer."`
+	} `cmd:"" help:"Cart commands."`
+	Status statusCmd `cmd:"" help:"Print the stored outcome of a key, without sending anything."`
+	Load   loadCmd   `cmd:"" help:"Send many commands with retries, and check that every key got one outcome."`
+}
+
+// Globals are the flags every command takes.
+type Globals struct {
+	NATSURL        string        `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL(s), comma-separated."`
+	JSON           bool          `name:"json" help:"Print JSON instead of a table."`
+	PublishTimeout time.Duration `name:"publish-timeout" env:"PUBLISH_TIMEOUT" default:"5s" help:"How long one publish attempt waits for JetStream's ack before it is repeated with the same key."`
+	ResultTimeout  time.Duration `name:"result-timeout" env:"RESULT_TIMEOUT" default:"30s" help:"How long to wait for the answer once the command is accepted."`
+	ResultStream   string        `name:"result-stream" env:"RESULT_STREAM" default:"RESULTS" help:"Stream keeping the last outcome of each key."`
+	CommandRoot    string        `name:"command-subjects" env:"COMMAND_SUBJECTS" default:"cmd" help:"Root of command subjects: <root>.<type>."`
+	ResultRoot     string        `name:"result-subjects" env:"RESULT_SUBJECTS" default:"result" help:"Root of outcome subjects: <root>.<key>."`
+	RejectedRoot   string        `name:"rejected-subjects" env:"REJECTED_SUBJECTS" default:"rejected" help:"Root of rejection subjects: <root>.<key>."`
+	LogLevel       string        `name:"log-level" env:"LOG_LEVEL" default:"error" enum:"debug,info,warn,error" help:"Log level of the client's diagnostics on stderr (retries, ignored answers): debug, info, warn or error."`
+}
+
+// connect returns a client on a new NATS connection; close closes it.
+func (g *Globals) connect(out *output) (c *client.Client, closeFn func(), err error) {
+	nc, err := nats.Connect(g.NATSURL, nats.Name("idempay-producer"), nats.Timeout(5*time.Second))
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %w", g.NATSURL, err)
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(g.LogLevel)) // kong checked the enum
+	c, err = client.New(nc, &client.Config{
+		Subjects:       messages.Subjects{Command: g.CommandRoot, Result: g.ResultRoot, Rejected: g.RejectedRoot},
+		ResultStream:   g.ResultStream,
+		PublishTimeout: g.PublishTimeout,
+		ResultTimeout:  g.ResultTimeout,
+		Logger:         slog.New(slog.NewTextHandler(out.stderr, &slog.HandlerOptions{Level: level})),
+	})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return c, nc.Close, nil
+}
+
+// keyFlag is the --key of charge and cart add.
+type keyFlag struct {
+	Key string `name:"key" help:"Idempotency key (a UUID in canonical form). Omit it to generate one; pass the printed key to retry the same command safely."`
+}
+
+func (k *keyFlag) validate() error {
+	if k.Key != "" && !messages.ValidKey(k.Key) {
+		return fmt.Errorf("--key: %q is not a UUID in canonical form (36 characters, lower-case hex, 8-4-4-4-12)", k.Key)
+	}
+	return nil
+}
+
+// key returns --key, or a new key announced on stderr, so that a command
+// interrupted before its answer can be retried with the same key.
+func (k *keyFlag) key(out *output, retry string) string {
+	if k.Key != "" {
+		return k.Key
+	}
+	key := client.NewKey()
+	fmt.Fprintf(out.stderr, "producer: key %s (to retry this command safely: %s --key %s)\n", key, retry, key)
+	return key
+}
+
+type chargeCmd struct {
+	Account     string `name:"account" required:"" help:"Account id: 1-64 characters of [A-Za-z0-9_.-]."`
+	Amount      int64  `name:"amount" required:"" help:"Amount in minor units (cents), 1 to 10^12."`
+	Currency    string `name:"currency" required:"" help:"Three upper-case letters, e.g. EUR."`
+	Description string `name:"description" help:"Optional, at most 255 characters."`
+	keyFlag
+}
+
+func (c *chargeCmd) request() messages.ChargeRequest {
+	return messages.ChargeRequest{AccountID: c.Account, Amount: c.Amount, Currency: c.Currency, Description: c.Description}
+}
+
+// check checks the flags with the contract's rules, naming the flag. It
+// runs in Run, after kong has reported missing flags.
+func (c *chargeCmd) check() error {
+	if err := flagError(c.request().Validate(), chargeFlags); err != nil {
+		return err
+	}
+	return c.validate()
+}
+
+func (c *chargeCmd) Run(ctx context.Context, g *Globals, out *output) error {
+	if err := c.check(); err != nil {
+		return usageError{err: err, command: "charge"}
+	}
+	cl, closeFn, err := g.connect(out)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	retry := fmt.Sprintf("producer charge --account %s --amount %d --currency %s", c.Account, c.Amount, c.Currency)
+	if c.Description != "" {
+		retry += fmt.Sprintf(" --description %q", c.Description)
+	}
+	key := c.key(out, retry)
+	res, err := cl.Charge(ctx, key, c.request())
+	if res == nil {
+		return noAnswer(key, err)
+	}
+	return out.answer(g.JSON, key, &res.Reply, err)
+}
+
+type cartAddCmd struct {
+	CartID   string `name:"cart" required:"" help:"Cart id: 1-64 characters of [A-Za-z0-9_.-]."`
+	SKU      string `name:"sku" required:"" help:"SKU: 1-64 characters of [A-Za-z0-9_.-]."`
+	Quantity int64  `name:"quantity" required:"" help:"Quantity to add, 1 to 1000."`
+	keyFlag
+}
+
+func (c *cartAddCmd) request() messages.CartAddRequest {
+	return messages.CartAddRequest{CartID: c.CartID, SKU: c.SKU, Quantity: c.Quantity}
+}
+
+// check checks the flags with the contract's rules, naming the flag.
+func (c *cartAddCmd) check() error {
+	if err := flagError(c.request().Validate(), cartFlags); err != nil {
+		return err
+	}
+	return c.validate()
+}
+
+func (c *cartAddCmd) Run(ctx context.Context, g *Globals, out *output) error {
+	if err := c.check(); err != nil {
+		return usageError{err: err, command: "cart add"}
+	}
+	cl, closeFn, err := g.connect(out)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	key := c.key(out, fmt.Sprintf("producer cart add --cart %s --sku %s --quantity %d", c.CartID, c.SKU, c.Quantity))
+	res, err := cl.AddToCart(ctx, key, c.request())
+	if res == nil {
+		return noAnswer(key, err)
+	}
+	return out.answer(g.JSON, key, &res.Reply, err)
+}
+
+type statusCmd struct {
+	Key string `arg:"" name:"key" help:"The idempotency key."`
+}
+
+// check checks the key's form.
+func (c *statusCmd) check() error {
+	if !messages.ValidKey(c.Key) {
+		return fmt.Errorf("<key>: %q is not a UUID in canonical form (36 characters, lower-case hex, 8-4-4-4-12)", c.Key)
+	}
+	return nil
+}
+
+func (c *statusCmd) Run(ctx context.Context, g *Globals, out *output) error {
+	if err := c.check(); err != nil {
+		return usageError{err: err, command: "status"}
+	}
+	cl, closeFn, err := g.connect(out)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	res, err := cl.Status(ctx, c.Key)
+	if errors.Is(err, client.ErrNotFound) {
+		return &answerError{code: exitNoAnswer, err: fmt.Errorf(
+			"no stored outcome for %s: never sent, still in flight, rejected, dead-lettered, or expired", c.Key)}
+	}
+	if err != nil {
+		return err
+	}
+	return out.answer(g.JSON, c.Key, &client.Reply{Result: *res, Source: client.SourceResultStream}, client.ResultError(res))
+}
+
+// noAnswer is the error of a send that got no answer: refused by the
+// client (before publishing, or because the key holds another command's
+// outcome), or with no outcome known.
+func noAnswer(key string, err error) error {
+	if _, ok := errors.AsType[*messages.RejectError](err); ok {
+		return &answerError{code: exitRejected, err: fmt.Errorf("%w; key %s", err, key)}
+	}
+	return fmt.Errorf("%w; key %s", err, key)
+}
+
+// The flags that carry each JSON field, to name them in errors.
+var (
+	chargeFlags = map[string]string{"account_id": "--account", "amount": "--amount", "currency": "--currency", "description": "--description"}
+	cartFlags   = map[string]string{"cart_id": "--cart", "sku": "--sku", "quantity": "--quantity"}
+)
+
+// flagError turns a validation error, which names a JSON field first, into
+// one that names the flag.
+func flagError(err error, flags map[string]string) error {
+	var rej *messages.RejectError
+	if !errors.As(err, &rej) {
+		return err
+	}
+	field, rest, _ := strings.Cut(rej.Message, " ")
+	if flag, ok := flags[field]; ok {
+		return fmt.Errorf("%s: %s", flag, rest)
+	}
+	return errors.New(rej.Message)
+}
