@@ -160,6 +160,11 @@ func TestClient_Charge(t *testing.T) {
 		require.True(t, again.Duplicate)
 		require.Equal(t, res.Result.ProcessedAt, again.Result.ProcessedAt)
 		require.Equal(t, int64(1), b.env.SimCalls(t, key))
+
+		// A failure binds the key too: another amount is refused.
+		req.Amount++
+		_, err = b.c.Charge(testCtx(t), key, req)
+		require.ErrorIs(t, err, client.ErrKeyReused)
 	})
 }
 
