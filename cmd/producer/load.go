@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -31,6 +33,7 @@ type loadCmd struct {
 	Seed         uint64        `name:"seed" default:"0" help:"Seed of the random choices; 0 for a random one."`
 	RunID        string        `name:"run-id" help:"Prefix of the generated account and cart ids; random by default."`
 	NoProgress   bool          `name:"no-progress" help:"No progress bar (it is shown only when stderr is a terminal anyway)."`
+	AllowRemote  bool          `name:"allow-remote" env:"LOAD_ALLOW_REMOTE" help:"Allow a load against a NATS server that is not on this machine (loopback). Off by default, so that a load never reaches a shared or production server by accident."`
 
 	VerifyLedger bool   `name:"verify-ledger" help:"After the run, check the outcomes against the simulated provider's ledger and the carts in Redis."`
 	RedisURL     string `name:"redis-url" env:"REDIS_URL" default:"redis://127.0.0.1:6379" help:"Redis of the workers, for --verify-ledger."`
@@ -52,6 +55,30 @@ func (c *loadCmd) check() error {
 	return nil
 }
 
+// checkTarget refuses a NATS URL that is not on this machine, unless
+// --allow-remote: a load is a burst of real commands.
+func (c *loadCmd) checkTarget(natsURL string) error {
+	if c.AllowRemote {
+		return nil
+	}
+	for raw := range strings.SplitSeq(natsURL, ",") {
+		raw = strings.TrimSpace(raw)
+		if !strings.Contains(raw, "://") {
+			raw = "nats://" + raw
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			return fmt.Errorf("--nats-url %q: %w", raw, err)
+		}
+		host := u.Hostname()
+		if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || host == "localhost" {
+			continue
+		}
+		return fmt.Errorf("--nats-url: %s is not on this machine; a load sends real commands, pass --allow-remote (LOAD_ALLOW_REMOTE=1) if you mean it", u.Host)
+	}
+	return nil
+}
+
 func (c *loadCmd) config() *load.Config {
 	return &load.Config{
 		Count: c.Count, Rate: c.Rate, Concurrency: c.Concurrency, Duplicates: c.Duplicates,
@@ -62,6 +89,9 @@ func (c *loadCmd) config() *load.Config {
 
 func (c *loadCmd) Run(ctx context.Context, g *Globals, out *output) error {
 	if err := c.check(); err != nil {
+		return usageError{err: err, command: "load"}
+	}
+	if err := c.checkTarget(g.NATSURL); err != nil {
 		return usageError{err: err, command: "load"}
 	}
 	var rdb *redis.Client

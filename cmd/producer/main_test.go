@@ -105,6 +105,8 @@ func TestRun_UsageErrors(t *testing.T) {
 		"BadConcurrency":    {[]string{"load", "--concurrency", "5000"}, "--concurrency must be between 1 and 4096"},
 		"BadLogLevel":       {append(charge, "--log-level", "loud"), "--log-level must be one of"},
 		"UnknownCommand":    {[]string{"refund"}, "unexpected argument refund"},
+		"RemoteLoad":        {[]string{"load", "--nats-url", "nats://127.0.0.1:4222,nats://10.1.2.3:4222"}, "--nats-url: 10.1.2.3:4222 is not on this machine"},
+		"RemoteLoadByName":  {[]string{"load", "--nats-url", "nats.example.com"}, "--allow-remote"},
 	} {
 		r := runCLI(t, []string{"NATS_URL=nats://127.0.0.1:1"}, tc.args...)
 		require.Equal(t, exitUsage, r.code, name)
