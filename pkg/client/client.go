@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -116,6 +117,8 @@ func (c *Client) AddToCart(ctx context.Context, key string, req messages.CartAdd
 //     outcome is stored; sending the key again returns it again.
 //   - a *messages.RejectError (errors.Is(err, ErrKeyReused) and the other
 //     rejection sentinels): the message was refused and nothing changed.
+//     Reply.Result is the worker's rejection, or zero when the client itself
+//     found the key's stored outcome at odds with cmd (ErrKeyReused).
 //   - ErrResultTimeout, or the context's error: no answer yet, and
 //     Reply.Result is zero. The command is stored and will be processed.
 //
@@ -129,6 +132,11 @@ func (c *Client) Send(ctx context.Context, key string, cmd messages.Command) (*R
 	}
 	if cmd == nil {
 		return nil, &messages.RejectError{Code: messages.CodeInvalidPayload, Message: "nil command"}
+	}
+	if kind := cmd.Kind(); kind == "" || strings.ContainsAny(kind, " \t\r\n*>") ||
+		strings.HasPrefix(kind, ".") || strings.HasSuffix(kind, ".") || strings.Contains(kind, "..") {
+		return nil, &messages.RejectError{Code: messages.CodeUnknownCommand,
+			Message: fmt.Sprintf("command type %q cannot be a subject", kind)}
 	}
 	if err := cmd.Validate(); err != nil {
 		return nil, err
