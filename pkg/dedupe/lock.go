@@ -79,10 +79,12 @@ func (l *Lease) Release(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, l.store.cfg.CallTimeout)
 	defer cancel()
 	ok, err := l.mutex.UnlockContext(ctx)
-	if !ok && err != nil && !errors.Is(err, redsync.ErrLockAlreadyExpired) {
-		return fmt.Errorf("dedupe: release lock: %w", err)
+	var taken *redsync.ErrNodeTaken
+	if ok || err == nil || errors.Is(err, redsync.ErrLockAlreadyExpired) || errors.As(err, &taken) {
+		// Released, or no longer ours to release: either way not held.
+		return nil
 	}
-	return nil
+	return fmt.Errorf("dedupe: release lock: %w", err)
 }
 
 func (l *Lease) released() {

@@ -141,6 +141,7 @@ func (p *Processor) deliver(msg jetstream.Msg) {
 		p.retryLater(ctx, d, lease, err)
 		return
 	}
+	p.release(ctx, lease) // a no-op after our own commit, which deleted the lock
 	if p.crash(ctx, d, AfterCommit) {
 		return
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,7 +44,7 @@ type testBundle struct {
 	answers  *answerLog
 }
 
-func setup(t *testing.T) *testBundle {
+func setup(t testing.TB) *testBundle {
 	t.Helper()
 	env, err := testenv.Shared()
 	require.NoError(t, err)
@@ -93,7 +92,7 @@ func setup(t *testing.T) *testBundle {
 	return b
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 	}
@@ -109,7 +108,7 @@ func (b *testBundle) defaultMux() *processor.Mux {
 }
 
 // startWorker starts a processor with the bundle's config, changed by edit.
-func (b *testBundle) startWorker(t *testing.T, mux *processor.Mux, edit func(*processor.Config)) *processor.Processor {
+func (b *testBundle) startWorker(t testing.TB, mux *processor.Mux, edit func(*processor.Config)) *processor.Processor {
 	t.Helper()
 	env, _ := testenv.Shared()
 	nc, err := testenv.ConnectNATS(env.NATSURL, t.Name()+"-worker")
@@ -208,7 +207,7 @@ type answerLog struct {
 	inbox string
 }
 
-func listen(t *testing.T, nc *nats.Conn, s messages.Subjects) *answerLog {
+func listen(t testing.TB, nc *nats.Conn, s messages.Subjects) *answerLog {
 	t.Helper()
 	a := &answerLog{byKey: map[string][]messages.Result{}, inbox: nats.NewInbox()}
 	collect := func(toReply bool) nats.MsgHandler {
@@ -276,7 +275,7 @@ func (a *answerLog) count(key string) int {
 }
 
 // eventually polls cond every 10ms until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {
+func eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -325,4 +324,10 @@ func data[T any](t *testing.T, r messages.Result) T {
 	return v
 }
 
-var _ = strings.TrimSpace
+
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	data, err := json.Marshal(v)
+	require.NoError(t, err)
+	return data
+}
