@@ -324,7 +324,6 @@ func data[T any](t *testing.T, r messages.Result) T {
 	return v
 }
 
-
 func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
 	data, err := json.Marshal(v)
