@@ -1,0 +1,441 @@
+// Command demo runs the whole of idempay on one machine and audits it: an
+// embedded NATS JetStream server, a Redis, three workers, and a load of
+// mixed commands with duplicates, late client retries and a payment provider
+// that fails a fifth of its calls. It ends with an audit table that checks
+// every answer against the provider's ledger and the carts, and cleans up
+// everything it started.
+//
+//	go run ./cmd/demo            # or: make demo
+//	go run ./cmd/demo --help
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/idempay/idempay/internal/load"
+	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		var usage usageError
+		if errors.As(err, &usage) {
+			fmt.Fprintf(os.Stderr, "demo: error: %v (see demo --help)\n", err)
+			os.Exit(2)
+		}
+		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+type cli struct {
+	Count        int           `name:"count" default:"3000" help:"Commands to send, each with its own key."`
+	Workers      int           `name:"workers" default:"3" help:"Worker processors to run."`
+	Concurrency  int           `name:"concurrency" default:"64" help:"Commands the load keeps in flight."`
+	Duplicates   float64       `name:"duplicates" default:"0.3" help:"Share of keys (0-1) a client sends again, with the same key and payload."`
+	FailureRate  float64       `name:"failure-rate" default:"0.2" help:"Share of provider calls (0-1) that fail transiently."`
+	DeclineShare float64       `name:"decline-share" default:"0.05" help:"Share of charges (0-1) to accounts the provider declines."`
+	DedupeWindow time.Duration `name:"dedupe-window" default:"1s" help:"The workers' JetStream dedupe window; short, so that late retries get past it and reach a worker."`
+	LateAfter    time.Duration `name:"late-after" default:"1500ms" help:"How long after its answer a late retry is sent; longer than --dedupe-window."`
+	Mix          string        `name:"mix" default:"payment=0.7,cart=0.3" help:"Weights of the command types."`
+	Verbose      bool          `name:"verbose" short:"v" help:"Show the workers' logs (info level)."`
+}
+
+func (c *cli) Validate() error {
+	switch {
+	case c.Count < 1 || c.Count > 100_000:
+		return fmt.Errorf("--count must be 1 to 100000, got %d", c.Count)
+	case c.Workers < 1 || c.Workers > 16:
+		return fmt.Errorf("--workers must be 1 to 16, got %d", c.Workers)
+	case c.FailureRate < 0 || c.FailureRate >= 1:
+		return fmt.Errorf("--failure-rate must be at least 0 and below 1, got %v", c.FailureRate)
+	case c.DedupeWindow < 100*time.Millisecond:
+		return fmt.Errorf("--dedupe-window must be at least 100ms, got %v", c.DedupeWindow)
+	}
+	if _, err := load.ParseMix(c.Mix); err != nil {
+		return fmt.Errorf("--mix: %w", err)
+	}
+	return nil
+}
+
+type usageError struct{ error }
+
+type exitRequest int
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	var c cli
+	parser, err := kong.New(&c, kong.Name("demo"),
+		kong.Description("Runs idempay end to end on embedded servers (NATS_URL / REDIS_URL when set) and audits the result."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(exitRequest(code)) }))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			if _, ok := r.(exitRequest); !ok {
+				panic(r)
+			}
+			err = nil
+		}
+	}()
+	if _, err := parser.Parse(args); err != nil {
+		return usageError{err}
+	}
+	return demo(ctx, &c, stdout, stderr)
+}
+
+func demo(ctx context.Context, c *cli, stdout, stderr io.Writer) error {
+	say := func(format string, args ...any) { fmt.Fprintf(stdout, format+"\n", args...) }
+	started := time.Now()
+
+	// Servers: the environment's, or our own.
+	natsURL, redisURL := os.Getenv("NATS_URL"), os.Getenv("REDIS_URL")
+	ns := "" // embedded servers are ours alone: use the contract's names
+	if natsURL == "" {
+		srv, err := testenv.StartNATS()
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown()
+		natsURL = srv.URL
+		say("started an embedded NATS JetStream server at %s", natsURL)
+	} else {
+		ns = "demo" + strconv.FormatInt(time.Now().Unix()%1e6, 10)
+		say("using NATS at %s (NATS_URL); streams and subjects prefixed %q", natsURL, ns)
+	}
+	if redisURL == "" {
+		srv, err := testenv.StartRedis()
+		if errors.Is(err, testenv.ErrNoRedisServer) {
+			return errors.New("redis-server is not installed: apt-get install -y redis-server (Debian/Ubuntu) or brew install redis (macOS), or set REDIS_URL")
+		}
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown()
+		redisURL = srv.URL
+		say("started redis-server at %s", redisURL)
+	} else {
+		if ns == "" {
+			ns = "demo" + strconv.FormatInt(time.Now().Unix()%1e6, 10)
+		}
+		say("using Redis at %s (REDIS_URL); keys prefixed %q", redisURL, ns+":")
+	}
+
+	ropt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return fmt.Errorf("REDIS_URL: %w", err)
+	}
+	rdb := redis.NewClient(ropt)
+	defer rdb.Close()
+
+	subjects, cfg := layout(ns, c)
+	level := slog.LevelError
+	if c.Verbose {
+		level = slog.LevelInfo
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = logger
+
+	// Workers: each its own NATS connection, like separate processes.
+	mux, err := processor.DefaultMux(rdb, &processor.SimConfig{KeyPrefix: cfg.KeyPrefix, FailureRate: c.FailureRate})
+	if err != nil {
+		return err
+	}
+	var workers []*processor.Processor
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+		defer cancel()
+		for _, w := range workers {
+			_ = w.Stop(stopCtx)
+		}
+	}()
+	for i := range c.Workers {
+		nc, err := nats.Connect(natsURL, nats.Name(fmt.Sprintf("idempay-demo-worker-%d", i+1)))
+		if err != nil {
+			return fmt.Errorf("cannot connect to NATS at %s: %w", natsURL, err)
+		}
+		defer nc.Close()
+		w, err := processor.New(nc, rdb, mux, cfg)
+		if err != nil {
+			return err
+		}
+		if err := w.Start(ctx); err != nil {
+			return err
+		}
+		workers = append(workers, w)
+	}
+	say("started %d workers (dedupe window %v, provider failing %.0f%% of calls transiently)",
+		c.Workers, c.DedupeWindow, 100*c.FailureRate)
+	if ns != "" {
+		defer cleanup(natsURL, cfg)
+	}
+
+	// The load: a client like any service would use.
+	nc, err := nats.Connect(natsURL, nats.Name("idempay-demo-client"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	cl, err := client.New(nc, &client.Config{Subjects: subjects, ResultStream: cfg.ResultStream, Logger: logger})
+	if err != nil {
+		return err
+	}
+	mix, _ := load.ParseMix(c.Mix)
+	say("sending %d commands (%s), %.0f%% of them again as client retries, some after the dedupe window...",
+		c.Count, mix, 100*c.Duplicates)
+	progress, finish := newProgress(stderr, c.Count)
+	summary, err := load.Run(ctx, cl, &load.Config{
+		Count: c.Count, Concurrency: c.Concurrency, Duplicates: c.Duplicates,
+		LateAfter: c.LateAfter, LateShare: 0.4, Mix: mix, DeclineShare: c.DeclineShare,
+		Timeout:  5 * time.Minute,
+		Progress: progress,
+	})
+	finish()
+	if err != nil {
+		return err
+	}
+	ledger, err := load.CheckLedger(context.WithoutCancel(ctx), rdb, cfg.KeyPrefix, summary)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	a, err := audit(context.WithoutCancel(ctx), rdb, cfg.KeyPrefix, summary)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	printAudit(stdout, summary, ledger, a)
+
+	ok := summary.OK() && ledger.OK() && a.doubleCharges == 0 && a.cartWrong == 0
+	say("")
+	if ok {
+		say("OK: every command has exactly one outcome, every retry got it back, and nothing was charged twice (%s in all).",
+			time.Since(started).Round(100*time.Millisecond))
+		return nil
+	}
+	return errors.New("the audit found problems: see the table above")
+}
+
+// layout returns the subject roots and worker config of the demo.
+func layout(ns string, c *cli) (messages.Subjects, *processor.Config) {
+	subjects := messages.DefaultSubjects()
+	cfg := &processor.Config{
+		DedupeWindow: c.DedupeWindow,
+		ResultTTL:    time.Hour,
+		AckWait:      5 * time.Second,
+		Concurrency:  32,
+		// Waits short enough for a demo that ends in seconds.
+		NakDelay:    200 * time.Millisecond,
+		MaxNakDelay: 2 * time.Second,
+		LockedDelay: 50 * time.Millisecond,
+	}
+	if ns != "" {
+		subjects = messages.Subjects{Command: ns + ".cmd", Result: ns + ".result", Rejected: ns + ".rejected", DeadLetter: ns + ".dlq"}
+		cfg.CommandStream, cfg.ResultStream, cfg.DeadLetterStream = ns+"_COMMANDS", ns+"_RESULTS", ns+"_DEADLETTER"
+		cfg.KeyPrefix = ns + ":"
+	}
+	cfg.Subjects = subjects
+	return subjects, cfg
+}
+
+// cleanup removes the streams the demo made on servers it did not start.
+func cleanup(natsURL string, cfg *processor.Config) {
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	js, err := nc.JetStream()
+	if err != nil {
+		return
+	}
+	for _, s := range []string{cfg.CommandStream, cfg.ResultStream, cfg.DeadLetterStream} {
+		_ = js.DeleteStream(s)
+	}
+}
+
+// auditFigures are what the demo checks beyond load.CheckLedger.
+type auditFigures struct {
+	callsPerKey   map[int64]int // provider calls -> number of charge keys
+	doubleCharges int           // charges the provider holds beyond one per succeeded key
+	cartLines     int
+	cartWant      int64 // units the succeeded cart.add commands add up to
+	cartUnits     int64 // units found in the carts
+	cartWrong     int   // cart lines whose quantity differs
+}
+
+func audit(ctx context.Context, rdb *redis.Client, prefix string, s *load.Summary) (*auditFigures, error) {
+	a := &auditFigures{callsPerKey: map[int64]int{}}
+	calls, err := rdb.HGetAll(ctx, prefix+"sim:calls").Result()
+	if err != nil {
+		return nil, err
+	}
+	charges, err := rdb.HGetAll(ctx, prefix+"sim:charges").Result()
+	if err != nil {
+		return nil, err
+	}
+	succeeded := 0
+	for key, o := range s.Outcomes {
+		if o.Result.Command != messages.TypePaymentCharge {
+			continue
+		}
+		n, _ := strconv.ParseInt(calls[key], 10, 64)
+		a.callsPerKey[n]++
+		if o.Result.Status == messages.StatusSucceeded {
+			succeeded++
+		}
+	}
+	// The provider never holds two charges for one key (its ledger is keyed
+	// by the idempotency key), so a double charge would show as more charges
+	// than succeeded keys.
+	if extra := len(charges) - succeeded; extra > 0 {
+		a.doubleCharges = extra
+	}
+	// Cart totals: what the succeeded commands add up to, against Redis.
+	want := map[[2]string]int64{}
+	for _, o := range s.Outcomes {
+		if o.Result.Status != messages.StatusSucceeded {
+			continue
+		}
+		var req messages.CartAddRequest
+		switch c := o.Command.(type) {
+		case messages.CartAddRequest:
+			req = c
+		case *messages.CartAddRequest:
+			req = *c
+		default:
+			continue
+		}
+		want[[2]string{req.CartID, req.SKU}] += req.Quantity
+	}
+	for line, units := range want {
+		n, err := rdb.HGet(ctx, processor.CartKey(prefix, line[0]), line[1]).Int64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, err
+		}
+		a.cartWant += units
+		a.cartUnits += n
+		if n != units {
+			a.cartWrong++
+		}
+	}
+	a.cartLines = len(want)
+	return a, nil
+}
+
+func printAudit(w io.Writer, s *load.Summary, l *load.Ledger, a *auditFigures) {
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "audit")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, format string, args ...any) { fmt.Fprintf(tw, "  %s\t%s\n", k, fmt.Sprintf(format, args...)) }
+	row("commands", "%d (%s)", s.Commands, counts(s.ByCommand))
+	row("sends", "%d, of which %d client retries (%s)", s.Sends, s.Sends-s.Commands, counts(s.DuplicatesSent))
+	row("duplicates dropped by JetStream", "%d (inside the dedupe window: never reached a worker)", s.DroppedByJetStream)
+	row("replayed by workers", "%d (after the window: stored outcome returned, nothing re-run)", s.ReplayedByWorkers)
+	row("outcomes", "%s; codes: %s", counts(s.ByStatus), counts(s.ByCode))
+	row("unanswered keys", "%d", s.Unanswered)
+	row("disagreeing keys", "%d (one key, one outcome)", len(s.Disagreeing))
+	row("provider calls per charge key", "%s", callsHistogram(a.callsPerKey))
+	row("charges", "%d succeeded keys, %d provider charges", l.Succeeded, l.Charged)
+	row("cart totals", "%d lines: %d units in Redis, %d added by the succeeded commands; %d lines differ",
+		a.cartLines, a.cartUnits, a.cartWant, a.cartWrong)
+	row("double charges", "%d", a.doubleCharges)
+	row("ledger mismatches", "%d", len(l.Mismatches))
+	for i, m := range l.Mismatches {
+		if i == 10 {
+			row("", "... and %d more", len(l.Mismatches)-10)
+			break
+		}
+		row("", "%s", m)
+	}
+	row("throughput", "%.0f commands/s; latency p50 %v, p99 %v (publish to answer, this machine, this run)",
+		s.CommandsPerSecond, s.Latency.P50.Round(time.Millisecond), s.Latency.P99.Round(time.Millisecond))
+	_ = tw.Flush()
+}
+
+func callsHistogram(m map[int64]int) string {
+	keys := make([]int64, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%d call(s): %d keys", k, m[k]))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ") + " (more than one only for retried transient failures, always with the same key)"
+}
+
+func counts[K ~string](m map[K]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, string(k))
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[K(k)]))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// newProgress draws a progress bar on a terminal and, elsewhere (CI, a
+// pipe), prints a line at every tenth of the run.
+func newProgress(w io.Writer, count int) (func(load.Progress), func()) {
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		bar := progressbar.NewOptions(count,
+			progressbar.OptionSetWriter(w),
+			progressbar.OptionSetDescription("sends"),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("sends"),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionFullWidth(),
+			progressbar.OptionClearOnFinish(),
+		)
+		return func(p load.Progress) {
+				if p.Done == 1 {
+					bar.ChangeMax(p.Total)
+				}
+				_ = bar.Set(p.Done)
+			}, func() {
+				_ = bar.Finish()
+			}
+	}
+	last := 0
+	return func(p load.Progress) {
+		if tenth := p.Done * 10 / max(p.Total, 1); tenth > last {
+			last = tenth
+			fmt.Fprintf(w, "  %3d%%  %d/%d sends, %d dropped by JetStream, %d replayed by workers\n",
+				tenth*10, p.Done, p.Total, p.Dropped, p.Replayed)
+		}
+	}, func() {}
+}

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestRun_Demo runs a small demo end to end, as `make demo` does, on its own
+// embedded NATS and redis-server (or NATS_URL / REDIS_URL), and requires a
+// clean audit.
+func TestRun_Demo(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"--count", "400", "--concurrency", "32"}, &out, &errOut)
+	require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	s := out.String()
+	require.Contains(t, s, "OK: every command has exactly one outcome")
+	require.Contains(t, s, "double charges                   0")
+	require.Contains(t, s, "disagreeing keys                 0")
+	require.Contains(t, errOut.String(), "100%  ", "progress goes to stderr")
+}
+
+func TestRun_UsageErrors(t *testing.T) {
+	for _, args := range [][]string{{"--bogus"}, {"--workers", "0"}, {"--failure-rate", "1"}, {"--mix", "payment=x"}, {"--count", "many"}} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), args, &out, &errOut)
+		var usage usageError
+		require.ErrorAs(t, err, &usage, "%v", args)
+		flag := strings.TrimPrefix(args[0], "--")
+		require.Contains(t, err.Error(), flag, "the error names the flag")
+	}
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"--help"}, &out, &out))
+	require.Contains(t, out.String(), "--failure-rate")
+}
