@@ -42,11 +42,24 @@ help: ## Show this help (the default goal)
 demo: require-redis ## Run the whole system in one process on embedded defaults (go run ./cmd/demo)
 	$(GO) run ./cmd/demo $(DEMO_ARGS)
 
+# The packages that talk to NATS, re-run against a nats-server binary.
+COMPAT_PKGS := ./pkg/processor ./pkg/client ./internal/load ./cmd/worker ./cmd/producer
+
 .PHONY: test
-test: require-redis ## Run every test with the race detector (starts its own NATS and Redis)
+test: require-redis ## Run every test with the race detector (starts its own NATS and Redis), then the NATS-facing ones on nats-server 2.9 if installed
 	$(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 ./...
+	@$(MAKE) --no-print-directory test/compat
 
 ##@ Development
+
+.PHONY: test/compat
+test/compat: require-redis ## Re-run the NATS-facing tests against the nats-server binary on PATH (Debian's is 2.9), if there is one
+	@if ! bin=$$(command -v nats-server); then \
+		echo 'test/compat: no nats-server binary on PATH, skipped (Debian/Ubuntu: apt-get install -y nats-server)'; exit 0; \
+	fi; \
+	echo "test/compat: $$($$bin --version) from $$bin"; \
+	echo 'NATS_SERVER_BIN='"$$bin"' $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(COMPAT_PKGS)'; \
+	NATS_SERVER_BIN="$$bin" $(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 $(COMPAT_PKGS)
 
 .PHONY: test/short
 test/short: require-redis ## Run the tests in -short mode (skips the slow ones), with the race detector

@@ -32,7 +32,8 @@ import (
 // NATSServer is a running JetStream server.
 type NATSServer struct {
 	URL string
-	srv *server.Server // nil when external
+	srv *server.Server // in-process, or
+	cmd *exec.Cmd      // a nats-server child, or neither when external
 	dir string
 }
 
@@ -69,14 +70,56 @@ func StartNATS() (*NATSServer, error) {
 	return &NATSServer{URL: srv.ClientURL(), srv: srv, dir: dir}, nil
 }
 
-// Shutdown stops an in-process server and removes its store. It does nothing
-// for an external server.
+// StartNATSBinary starts a nats-server binary (an older or newer release
+// than the embedded one: Debian's is 2.9) as a child process with JetStream
+// on a free loopback port and a store in a new temporary directory.
+func StartNATSBinary(bin string) (*NATSServer, error) {
+	dir, err := os.MkdirTemp("", "idempay-natsbin-*")
+	if err != nil {
+		return nil, err
+	}
+	for range 5 {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", dir)
+		cmd.SysProcAttr = childAttr()
+		if err := cmd.Start(); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("testenv: start %s: %w", bin, err)
+		}
+		s := &NATSServer{URL: fmt.Sprintf("nats://127.0.0.1:%d", port), cmd: cmd, dir: dir}
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			nc, err := nats.Connect(s.URL, nats.Timeout(time.Second))
+			if err == nil {
+				nc.Close()
+				return s, nil
+			}
+		}
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	os.RemoveAll(dir)
+	return nil, fmt.Errorf("testenv: %s did not start", bin)
+}
+
+// Shutdown stops a server this package started and removes its store. It
+// does nothing for an external server.
 func (s *NATSServer) Shutdown() {
-	if s == nil || s.srv == nil {
+	if s == nil {
 		return
 	}
-	s.srv.Shutdown()
-	s.srv.WaitForShutdown()
+	switch {
+	case s.srv != nil:
+		s.srv.Shutdown()
+		s.srv.WaitForShutdown()
+	case s.cmd != nil:
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+	default:
+		return
+	}
 	os.RemoveAll(s.dir)
 }
 
@@ -194,11 +237,20 @@ var (
 )
 
 // Shared returns the servers of this test binary, starting them on first use:
-// NATS_URL and REDIS_URL when set, otherwise an in-process NATS and a
+// NATS_URL and REDIS_URL when set; otherwise a nats-server child when
+// NATS_SERVER_BIN names a binary (make test runs the NATS-facing packages a
+// second time on Debian's 2.9 this way), else an in-process NATS; and a
 // redis-server child. Call Close from TestMain after m.Run.
 func Shared() (*Env, error) {
 	sharedOnce.Do(func() {
 		e := &Env{NATSURL: os.Getenv("NATS_URL"), RedisURL: os.Getenv("REDIS_URL")}
+		if bin := os.Getenv("NATS_SERVER_BIN"); e.NATSURL == "" && bin != "" {
+			e.nats, sharedErr = StartNATSBinary(bin)
+			if sharedErr != nil {
+				return
+			}
+			e.NATSURL = e.nats.URL
+		}
 		if e.NATSURL == "" {
 			e.nats, sharedErr = StartNATS()
 			if sharedErr != nil {
