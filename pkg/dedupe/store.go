@@ -107,6 +107,17 @@ func (s *Store) Get(ctx context.Context, key string) (*Record, error) {
 	return parseRecord(key, fields)
 }
 
+// Locked reports whether key's mutex is held by anyone.
+func (s *Store) Locked(ctx context.Context, key string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	defer cancel()
+	n, err := s.rdb.Exists(ctx, s.LockKey(key)).Result()
+	if err != nil {
+		return false, fmt.Errorf("dedupe: lock exists: %w", err)
+	}
+	return n == 1, nil
+}
+
 // Begin starts an attempt on key under lease. When the key has no record it
 // is marked in progress with command and fingerprint and Begin returns that
 // new record; otherwise it returns the stored record unchanged, completed or

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
+	"github.com/idempay/idempay/pkg/dedupe"
 	"github.com/idempay/idempay/pkg/messages"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,11 +27,23 @@ type maxDeliveriesAdvisory struct {
 	Deliveries uint64 `json:"deliveries"`
 }
 
+// stuckCommand is a command JetStream reported at its last delivery.
+type stuckCommand struct {
+	adv maxDeliveriesAdvisory
+	due time.Time // not before: its last delivery may still be running
+}
+
 // watchMaxDeliveries dead-letters commands whose last delivery never ended:
 // the worker died or hung on it, so no deliver() call could copy it. JetStream
 // stops redelivering such a message but keeps it in the work queue; its
 // advisory names the stream sequence, which is all we need to copy it to
 // the dead letters and remove it.
+//
+// The advisory is not proof that the last delivery failed: nats-server 2.9
+// sends it when it makes the last delivery, not when that delivery's AckWait
+// runs out. So the command is only looked at AckWait+LockTTL later, and left
+// alone while a worker holds its lock or once its outcome is stored: the
+// living worker will ack or dead-letter it itself.
 func (p *Processor) watchMaxDeliveries() (*nats.Subscription, error) {
 	subject := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", p.cfg.CommandStream, p.cfg.Consumer)
 	return p.nc.QueueSubscribe(subject, advisoryQueue, func(m *nats.Msg) {
@@ -38,43 +52,93 @@ func (p *Processor) watchMaxDeliveries() (*nats.Subscription, error) {
 			p.log.warn(context.Background(), "unreadable max-deliveries advisory", attrError, err)
 			return
 		}
-		// Handled on the subscription's own goroutine: rare, and never
-		// racing Stop's wait for in-flight deliveries.
-		p.deadLetterStuck(context.Background(), adv)
+		select {
+		case p.stuck <- stuckCommand{adv: adv, due: time.Now().Add(p.cfg.AckWait + p.cfg.LockTTL)}:
+		default:
+			p.log.error(context.Background(), "too many max-deliveries advisories queued; this one is dropped",
+				"stream_seq", adv.StreamSeq)
+		}
 	})
 }
 
+// deadLetterLoop handles the queued advisories in arrival order, each no
+// sooner than it is due, until ctx ends.
+func (p *Processor) deadLetterLoop(ctx context.Context) {
+	for {
+		var sc stuckCommand
+		select {
+		case <-ctx.Done():
+			return
+		case sc = <-p.stuck:
+		}
+		sleepCtx(ctx, time.Until(sc.due))
+		if ctx.Err() != nil {
+			return
+		}
+		p.deadLetterStuck(ctx, sc.adv)
+	}
+}
+
+// deadLetterStuck dead-letters one stuck command once nobody works on it.
 func (p *Processor) deadLetterStuck(ctx context.Context, adv maxDeliveriesAdvisory) {
-	ctx = context.WithoutCancel(ctx)
-	ctx, cancel := context.WithTimeout(ctx, 3*callTimeout)
-	defer cancel()
 	stream, err := p.js.Stream(ctx, p.cfg.CommandStream)
 	if err != nil {
 		p.log.error(ctx, "dead-letter after max deliveries: stream", attrError, err)
 		return
 	}
-	raw, err := stream.GetMsg(ctx, adv.StreamSeq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return // finished or dead-lettered after all
-	}
-	if err != nil {
-		p.log.error(ctx, "dead-letter after max deliveries: get message", "stream_seq", adv.StreamSeq, attrError, err)
-		return
-	}
-	d := &delivery{attempt: int(adv.Deliveries)}
-	d.kind, _ = p.cfg.Subjects.CommandType(raw.Subject)
-	if raw.Header != nil {
-		d.key = raw.Header.Get(messages.HeaderMsgID)
-		d.replyTo = raw.Header.Get(messages.HeaderReplyTo)
-		if d.replyTo != "" && !p.validReplyTo(d.replyTo) {
-			d.replyTo = ""
+	// Bounded: a lock held for longer than this belongs to a worker that
+	// keeps extending it, which will finish the command itself.
+	for range 20 {
+		raw, err := stream.GetMsg(ctx, adv.StreamSeq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return // acked, terminated or dead-lettered by its last delivery
 		}
-	}
-	reason := "the last delivery never finished (worker crashed or hung after " + strconv.FormatUint(adv.Deliveries, 10) + " deliveries)"
-	if err := p.copyToDeadLetters(ctx, d, raw.Data, raw.Header, reason); err != nil {
+		if err != nil {
+			p.log.error(ctx, "dead-letter after max deliveries: get message", "stream_seq", adv.StreamSeq, attrError, err)
+			return
+		}
+		d := &delivery{attempt: int(adv.Deliveries)}
+		d.kind, _ = p.cfg.Subjects.CommandType(raw.Subject)
+		if raw.Header != nil {
+			d.key = raw.Header.Get(messages.HeaderMsgID)
+			d.replyTo = raw.Header.Get(messages.HeaderReplyTo)
+			if d.replyTo != "" && !p.validReplyTo(d.replyTo) {
+				d.replyTo = ""
+			}
+		}
+		if messages.ValidKey(d.key) {
+			rec, err := p.store.Get(ctx, d.key)
+			if err != nil {
+				p.log.warn(ctx, "dead-letter after max deliveries: read record", attrKey, d.key, attrError, err)
+				sleepCtx(ctx, p.cfg.LockTTL)
+				continue
+			}
+			if rec != nil && rec.State == dedupe.StateCompleted {
+				// The outcome is stored (a delivery finished but its ack was
+				// lost): nothing to dead-letter; the message is spent.
+				p.deleteStuck(context.WithoutCancel(ctx), stream, adv.StreamSeq)
+				return
+			}
+			if locked, err := p.store.Locked(ctx, d.key); err != nil || locked {
+				sleepCtx(ctx, p.cfg.LockTTL/2)
+				continue
+			}
+		}
+		// From here on, finish even if the processor is stopping: a copy
+		// without the delete would be dead-lettered twice.
+		wctx := context.WithoutCancel(ctx)
+		reason := "the last delivery never finished (worker crashed or hung after " + strconv.FormatUint(adv.Deliveries, 10) + " deliveries)"
+		if err := p.copyToDeadLetters(wctx, d, raw.Data, raw.Header, reason); err != nil {
+			return
+		}
+		p.deleteStuck(wctx, stream, adv.StreamSeq)
 		return
 	}
-	if err := stream.DeleteMsg(ctx, adv.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-		p.log.warn(ctx, "dead-letter after max deliveries: delete from the work queue", "stream_seq", adv.StreamSeq, attrError, err)
+	p.log.warn(ctx, "dead-letter after max deliveries: the key stayed locked; leaving the command", "stream_seq", adv.StreamSeq)
+}
+
+func (p *Processor) deleteStuck(ctx context.Context, stream jetstream.Stream, seq uint64) {
+	if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		p.log.warn(ctx, "dead-letter after max deliveries: delete from the work queue", "stream_seq", seq, attrError, err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/idempay/idempay/pkg/dedupe"
 	"github.com/idempay/idempay/pkg/messages"
 	"github.com/idempay/idempay/pkg/processor"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 )
@@ -159,6 +160,50 @@ func TestProcessor_DeadLetters(t *testing.T) {
 		require.Equal(t, messages.CodeDeadLettered, b.answers.waitReply(t, key).Code)
 		b.drained(t)
 		requireNoOutcome(t, b, key)
+	})
+
+	t.Run("LateLastDeliveryIsNotDeadLettered", func(t *testing.T) {
+		t.Parallel()
+		// The last delivery outlives its AckWait without reporting progress
+		// (a GC pause after the operation, say), so JetStream sends the
+		// max-deliveries advisory while that delivery is still alive. It
+		// then commits and acks: nothing may be dead-lettered, and no
+		// dead_lettered notice may contradict its outcome.
+		b := setup(t)
+		b.cfg.MaxDeliver = 1
+		b.cfg.LockTTL = 3 * time.Second // the paused worker keeps its lock
+		advisories := make(chan struct{}, 1)
+		sub, err := b.nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+b.cfg.CommandStream+".>",
+			func(*nats.Msg) { advisories <- struct{}{} })
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+		var paused atomic.Bool
+		b.startWorker(t, nil, func(c *processor.Config) {
+			c.Failpoint = func(at processor.Failpoint) bool {
+				if at == processor.AfterOperation && paused.CompareAndSwap(false, true) {
+					select { // pause until the advisory is out, then a little more
+					case <-advisories:
+					case <-time.After(5 * time.Second):
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+				return false
+			}
+		})
+		key := newKey()
+		b.charge(t, key, 12)
+		got := b.answers.waitAnswers(t, key, 1)[0]
+		require.Equal(t, messages.StatusSucceeded, got.Status, "%+v", got)
+		require.True(t, paused.Load())
+		// The advisory's command is looked at AckWait+LockTTL after it came.
+		time.Sleep(b.cfg.AckWait + b.cfg.LockTTL + 500*time.Millisecond)
+		require.Equal(t, 1, b.answers.count(key), "no dead_lettered notice")
+		s, err := b.js.Stream(context.Background(), b.cfg.DeadLetterStream)
+		require.NoError(t, err)
+		info, err := s.Info(context.Background())
+		require.NoError(t, err)
+		require.Zero(t, info.State.Msgs, "nothing dead-lettered")
+		b.drained(t)
 	})
 
 	t.Run("PanicOnceThenSucceeds", func(t *testing.T) {
@@ -471,4 +516,30 @@ func TestProcessor_StreamsMatchTheContract(t *testing.T) {
 
 	// Idempotent: a second worker with the same settings changes nothing.
 	b.startWorker(t, nil, func(c *processor.Config) { c.AckWait, c.MaxDeliver = 0, 0 })
+}
+
+// TestProcessor_StartTogether starts several workers at once against an
+// empty server, as a deployment of replicas does: creating the streams and
+// the consumer must be idempotent under that race.
+func TestProcessor_StartTogether(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const n = 4
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			env := b.cfg
+			p, err := newProcessor(t, b, b.defaultMux(), &env)
+			if err == nil {
+				t.Cleanup(func() { _ = p.Stop(context.Background()) })
+			}
+			errs <- err
+		}()
+	}
+	for range n {
+		require.NoError(t, <-errs)
+	}
+	key := newKey()
+	b.charge(t, key, 5)
+	require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, key, 1)[0].Status)
 }

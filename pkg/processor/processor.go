@@ -38,6 +38,7 @@ type Processor struct {
 	wg         sync.WaitGroup // the fetch loop and every in-flight delivery
 	loopDone   chan struct{}
 	advisories *nats.Subscription
+	stuck      chan stuckCommand // max-deliveries advisories waiting to be handled
 	stopped    chan struct{}
 	stopOnce   sync.Once
 }
@@ -73,6 +74,7 @@ func New(nc *nats.Conn, rdb redis.UniversalClient, mux *Mux, cfg *Config) (*Proc
 		nc: nc, js: js, rdb: rdb, store: store, mux: mux, cfg: cfg,
 		log:     logger{cfg.Logger},
 		stopped: make(chan struct{}),
+		stuck:   make(chan stuckCommand, 1024),
 	}, nil
 }
 
@@ -121,6 +123,7 @@ func (p *Processor) Start(ctx context.Context) error {
 		defer close(p.loopDone)
 		p.fetchLoop(fetchCtx, cons)
 	})
+	p.goFunc(func() { p.deadLetterLoop(fetchCtx) })
 	p.log.info(ctx, "processor started", "stream", p.cfg.CommandStream, "consumer", p.cfg.Consumer,
 		"concurrency", p.cfg.Concurrency, "kinds", p.mux.Kinds())
 	return nil
