@@ -70,8 +70,8 @@ func setup(t testing.TB) *testBundle {
 			KeyPrefix:        ns + ":",
 			Concurrency:      4,
 			// Short timings so redelivery tests take seconds, not minutes.
-			AckWait:     time.Second,
-			LockTTL:     600 * time.Millisecond,
+			AckWait:     2 * time.Second,
+			LockTTL:     time.Second,
 			NakDelay:    100 * time.Millisecond,
 			MaxNakDelay: 200 * time.Millisecond,
 			LockedDelay: 50 * time.Millisecond,
