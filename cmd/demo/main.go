@@ -191,7 +191,7 @@ func demo(ctx context.Context, c *cli, stdout, stderr io.Writer) error {
 	say("started %d workers (dedupe window %v, provider failing %.0f%% of calls transiently)",
 		c.Workers, c.DedupeWindow, 100*c.FailureRate)
 	if ns != "" {
-		defer cleanup(natsURL, cfg)
+		defer cleanup(natsURL, rdb, cfg)
 	}
 
 	// The load: a client like any service would use.
@@ -260,8 +260,23 @@ func layout(ns string, c *cli) (messages.Subjects, *processor.Config) {
 	return subjects, cfg
 }
 
-// cleanup removes the streams the demo made on servers it did not start.
-func cleanup(natsURL string, cfg *processor.Config) {
+// cleanup removes the streams and Redis keys the demo made on servers it
+// did not start.
+func cleanup(natsURL string, rdb *redis.Client, cfg *processor.Config) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	iter := rdb.Scan(ctx, 0, cfg.KeyPrefix+"*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+		if len(keys) == 1000 {
+			_ = rdb.Del(ctx, keys...).Err()
+			keys = keys[:0]
+		}
+	}
+	if len(keys) > 0 {
+		_ = rdb.Del(ctx, keys...).Err()
+	}
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		return
