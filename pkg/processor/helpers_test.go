@@ -19,15 +19,26 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
+	before := goleak.IgnoreCurrent()
 	if _, err := testenv.Shared(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
 	testenv.Close()
+	// Every processor, watchdog and fetch loop must be gone once the tests
+	// and the servers are; go-redis and nats.go connection goroutines of
+	// clients closed in Cleanup finish asynchronously, so allow them a moment.
+	if code == 0 {
+		if err := goleak.Find(before); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines leaked:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 
