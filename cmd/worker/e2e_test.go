@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 )
@@ -174,32 +175,49 @@ func TestWorker_TwoProcesses(t *testing.T) {
 	require.Contains(t, w1.out.String(), "worker stopped")
 }
 
-// TestWorker_KilledMidCharge SIGKILLs a real worker right after the provider
-// charged and before anything was stored; the next worker finishes the
-// command with the same key, so the card is charged once.
-func TestWorker_KilledMidCharge(t *testing.T) {
+// TestWorker_KilledAt SIGKILLs a real worker process at each step of a
+// charge - after the lock, after marking the record, right after the
+// provider charged, after the commit, after publishing - and lets the next
+// worker finish the command: the card is charged once, and every answer is
+// the same outcome.
+func TestWorker_KilledAt(t *testing.T) {
 	t.Parallel()
-	d := newDeployment(t)
-	got := d.listen(t)
-	doomed := d.start(t, "IDEMPAY_FAILPOINT=after_operation")
-	key := newKey()
-	d.publish(t, messages.TypePaymentCharge, key, messages.ChargeRequest{AccountID: "acct_k", Amount: 4200, Currency: "EUR"})
-	select {
-	case <-doomed.done:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the worker did not reach its failpoint")
-	}
-	require.Contains(t, doomed.err.Error(), "killed")
-	require.EqualValues(t, 1, d.hgetInt(t, d.ns+":sim:calls", key), "charged before the kill")
+	for _, point := range processor.Failpoints {
+		t.Run(string(point), func(t *testing.T) {
+			t.Parallel()
+			d := newDeployment(t)
+			got := d.listen(t)
+			doomed := d.start(t, "IDEMPAY_FAILPOINT="+string(point))
+			key := newKey()
+			d.publish(t, messages.TypePaymentCharge, key, messages.ChargeRequest{AccountID: "acct_k", Amount: 4200, Currency: "EUR"})
+			select {
+			case <-doomed.done:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the worker did not reach its failpoint")
+			}
+			require.Contains(t, doomed.err.Error(), "killed")
 
-	d.start(t)
-	r := got.wait(t, key, 1)[0]
-	require.Equal(t, messages.StatusSucceeded, r.Status)
-	require.Equal(t, 2, r.Attempts)
-	require.EqualValues(t, 2, d.hgetInt(t, d.ns+":sim:calls", key), "asked again, with the same key")
-	n, err := d.rdb.HLen(context.Background(), d.ns+":sim:charges").Result()
-	require.NoError(t, err)
-	require.EqualValues(t, 1, n, "charged once")
+			d.start(t)
+			answers := got.wait(t, key, 1)
+			first := answers[0]
+			require.Equal(t, messages.StatusSucceeded, first.Status)
+			wantAnswers, wantCalls := 1, int64(1)
+			switch point {
+			case processor.AfterOperation:
+				wantCalls = 2 // asked again after the kill, with the same key
+			case processor.AfterPublish:
+				wantAnswers = 2 // the original, then the redelivery's replay
+			}
+			answers = got.wait(t, key, wantAnswers)
+			for _, a := range answers {
+				sameOutcome(t, first, a)
+			}
+			require.EqualValues(t, wantCalls, d.hgetInt(t, d.ns+":sim:calls", key))
+			n, err := d.rdb.HLen(context.Background(), d.ns+":sim:charges").Result()
+			require.NoError(t, err)
+			require.EqualValues(t, 1, n, "charged once")
+		})
+	}
 }
 
 func TestWorker_CommandLine(t *testing.T) {
