@@ -25,15 +25,16 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
 	"github.com/idempay/idempay/internal/load"
 	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/client"
 	"github.com/idempay/idempay/pkg/messages"
 	"github.com/idempay/idempay/pkg/processor"
-	"github.com/nats-io/nats.go"
-	"github.com/redis/go-redis/v9"
-	"github.com/schollz/progressbar/v3"
-	"golang.org/x/term"
 )
 
 func main() {

@@ -10,10 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idempay/idempay/pkg/messages"
-	"github.com/idempay/idempay/pkg/processor"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
 )
 
 // TestWorker_TwoProcesses drives two worker processes sharing one NATS and

@@ -15,12 +15,13 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/idempay/idempay/internal/testenv"
-	"github.com/idempay/idempay/pkg/messages"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/messages"
 )
 
 // workerBin is the worker, built once with the race detector: these tests

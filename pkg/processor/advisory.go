@@ -8,10 +8,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/idempay/idempay/pkg/dedupe"
-	"github.com/idempay/idempay/pkg/messages"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/idempay/idempay/pkg/dedupe"
+	"github.com/idempay/idempay/pkg/messages"
 )
 
 // advisoryQueue is the queue group in which every processor listens for

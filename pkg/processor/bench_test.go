@@ -8,11 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idempay/idempay/pkg/messages"
-	"github.com/idempay/idempay/pkg/processor"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
 )
 
 // benchConcurrency is the in-flight limit of both the pipeline and its

@@ -10,10 +10,11 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/idempay/idempay/pkg/dedupe"
-	"github.com/idempay/idempay/pkg/messages"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/idempay/idempay/pkg/dedupe"
+	"github.com/idempay/idempay/pkg/messages"
 )
 
 // callTimeout bounds each NATS call a delivery makes.

@@ -9,12 +9,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idempay/idempay/pkg/dedupe"
-	"github.com/idempay/idempay/pkg/messages"
-	"github.com/idempay/idempay/pkg/processor"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/pkg/dedupe"
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
 )
 
 func TestProcessor_TransientErrors(t *testing.T) {

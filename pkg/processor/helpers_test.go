@@ -12,14 +12,15 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/idempay/idempay/internal/testenv"
-	"github.com/idempay/idempay/pkg/messages"
-	"github.com/idempay/idempay/pkg/processor"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
 )
 
 func TestMain(m *testing.M) {

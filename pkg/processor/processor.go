@@ -7,10 +7,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/idempay/idempay/pkg/dedupe"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/idempay/idempay/pkg/dedupe"
 )
 
 // ErrStop is the cause of the contexts a Processor cancels when it stops, so

@@ -8,10 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/idempay/idempay/pkg/messages"
-	"github.com/idempay/idempay/pkg/processor"
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
 )
 
 func TestProcessor_Charge(t *testing.T) {

@@ -11,8 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/idempay/idempay/pkg/messages"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/idempay/idempay/pkg/messages"
 )
 
 // SimConfig configures the simulated payment provider.
