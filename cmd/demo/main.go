@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,8 +43,7 @@ func main() {
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		var usage usageError
-		if errors.As(err, &usage) {
+		if _, ok := errors.AsType[usageError](err); ok {
 			fmt.Fprintf(os.Stderr, "demo: error: %v (see demo --help)\n", err)
 			os.Exit(2)
 		}
@@ -129,7 +129,7 @@ func demo(ctx context.Context, c *cli, stdout, stderr io.Writer) error {
 		say("using NATS at %s (NATS_URL); streams and subjects prefixed %q", natsURL, ns)
 	}
 	if redisURL == "" {
-		srv, err := testenv.StartRedis()
+		srv, err := testenv.StartRedis() //nolint:contextcheck // bounded by its own 10s readiness wait; started before any work, like StartNATS
 		if errors.Is(err, testenv.ErrNoRedisServer) {
 			return errors.New("redis-server is not installed: apt-get install -y redis-server (Debian/Ubuntu) or brew install redis (macOS), or set REDIS_URL")
 		}
@@ -168,7 +168,8 @@ func demo(ctx context.Context, c *cli, stdout, stderr io.Writer) error {
 	}
 	var workers []*processor.Processor
 	defer func() {
-		stopCtx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+		// Not cancelled with ctx: an interrupted demo still drains its workers.
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 25*time.Second)
 		defer cancel()
 		for _, w := range workers {
 			_ = w.Stop(stopCtx)
@@ -192,7 +193,7 @@ func demo(ctx context.Context, c *cli, stdout, stderr io.Writer) error {
 	say("started %d workers (dedupe window %v, provider failing %.0f%% of calls transiently)",
 		c.Workers, c.DedupeWindow, 100*c.FailureRate)
 	if ns != "" {
-		defer cleanup(natsURL, rdb, cfg)
+		defer cleanup(context.WithoutCancel(ctx), natsURL, rdb, cfg)
 	}
 
 	// The load: a client like any service would use.
@@ -262,9 +263,10 @@ func layout(ns string, c *cli) (messages.Subjects, *processor.Config) {
 }
 
 // cleanup removes the streams and Redis keys the demo made on servers it
-// did not start.
-func cleanup(natsURL string, rdb *redis.Client, cfg *processor.Config) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+// did not start. It runs after ctx is cancelled too: pass one without
+// cancellation (context.WithoutCancel).
+func cleanup(ctx context.Context, natsURL string, rdb *redis.Client, cfg *processor.Config) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	iter := rdb.Scan(ctx, 0, cfg.KeyPrefix+"*", 1000).Iterator()
 	var keys []string
@@ -396,7 +398,7 @@ func callsHistogram(m map[int64]int) string {
 	for k := range m {
 		keys = append(keys, k)
 	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	slices.Sort(keys)
 	parts := make([]string, 0, len(keys))
 	for _, k := range keys {
 		parts = append(parts, fmt.Sprintf("%d call(s): %d keys", k, m[k]))

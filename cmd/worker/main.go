@@ -199,7 +199,8 @@ func serve(ctx context.Context, c *cli, stderr io.Writer) error {
 
 	<-ctx.Done()
 	log.Info("draining: no new commands; waiting for in-flight ones", "timeout", c.ShutdownTimeout)
-	stopCtx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	// ctx is done by now; the drain gets its own deadline.
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.ShutdownTimeout)
 	defer cancel()
 	if err := p.Stop(stopCtx); err != nil {
 		log.Warn("drain timed out; unfinished commands will be redelivered", "error", err)
@@ -255,8 +256,7 @@ func exitCode(err error, stderr io.Writer) int {
 	if errors.Is(err, errUsage) {
 		return 2
 	}
-	var ue usageError
-	if errors.As(err, &ue) {
+	if ue, ok := errors.AsType[usageError](err); ok {
 		fmt.Fprintf(stderr, "worker: error: %v (see worker --help)\n", ue.err)
 		return 2
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -39,7 +40,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	workerBin = filepath.Join(dir, "worker")
-	build := exec.Command("go", "build", "-race", "-o", workerBin, ".")
+	build := exec.CommandContext(context.Background(), "go", "build", "-race", "-o", workerBin, ".")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build worker:", err)
@@ -125,7 +126,9 @@ func newDeployment(t *testing.T, extraEnv ...string) *deployment {
 // start runs a worker process and waits until it consumes.
 func (d *deployment) start(t *testing.T, extraEnv ...string) *workerProc {
 	t.Helper()
-	w := &workerProc{cmd: exec.Command(workerBin), out: &syncBuffer{}, done: make(chan struct{})}
+	// Not CommandContext(t.Context()): the tests signal and kill workers
+	// themselves, and t.Cleanup below kills and reaps whatever is left.
+	w := &workerProc{cmd: exec.Command(workerBin), out: &syncBuffer{}, done: make(chan struct{})} //nolint:noctx // lifetime managed by the test and t.Cleanup
 	w.cmd.Env = append(append(os.Environ(), d.env...), extraEnv...)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
 	w.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -219,7 +222,9 @@ func (d *deployment) publish(t *testing.T, kind, key string, body any, hdr ...st
 	if s, ok := body.(string); ok {
 		msg.Data = []byte(s)
 	} else {
-		msg.Data, _ = json.Marshal(body)
+		data, err := json.Marshal(body)
+		require.NoError(t, err)
+		msg.Data = data
 	}
 	if key != "" {
 		msg.Header.Set(messages.HeaderMsgID, key)
@@ -237,7 +242,7 @@ func (d *deployment) publish(t *testing.T, kind, key string, body any, hdr ...st
 func (d *deployment) hgetInt(t *testing.T, key, field string) int64 {
 	t.Helper()
 	n, err := d.rdb.HGet(context.Background(), key, field).Int64()
-	if err == redis.Nil {
+	if errors.Is(err, redis.Nil) {
 		return 0
 	}
 	require.NoError(t, err)

@@ -83,7 +83,9 @@ func StartNATSBinary(bin string) (*NATSServer, error) {
 		if err != nil {
 			return nil, err
 		}
-		cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", dir)
+		// The server lives until Shutdown, not for a context.
+		cmd := exec.CommandContext(context.Background(), bin, //nolint:gosec // bin is NATS_SERVER_BIN, set by whoever runs the tests
+			"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", dir)
 		cmd.SysProcAttr = childAttr()
 		if err := cmd.Start(); err != nil {
 			os.RemoveAll(dir)
@@ -120,7 +122,7 @@ func (s *NATSServer) Shutdown() {
 	default:
 		return
 	}
-	os.RemoveAll(s.dir)
+	os.RemoveAll(s.dir) //nolint:gosec // s.dir is our own os.MkdirTemp directory
 }
 
 // RedisServer is a running Redis.
@@ -151,7 +153,8 @@ func StartRedis() (*RedisServer, error) {
 		if err != nil {
 			return nil, err
 		}
-		cmd := exec.Command(bin,
+		// The server lives until Shutdown, not for a context.
+		cmd := exec.CommandContext(context.Background(), bin,
 			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--dir", dir,
 			"--logfile", filepath.Join(dir, "redis.log"))
@@ -162,7 +165,7 @@ func StartRedis() (*RedisServer, error) {
 			return nil, fmt.Errorf("testenv: start redis-server: %w", err)
 		}
 		rs := &RedisServer{URL: fmt.Sprintf("redis://127.0.0.1:%d", port), cmd: cmd, dir: dir, done: make(chan struct{})}
-		go func() { cmd.Wait(); close(rs.done) }()
+		go func() { _ = cmd.Wait(); close(rs.done) }()
 		if err := rs.waitReady(10 * time.Second); err == nil {
 			return rs, nil
 		}
@@ -196,7 +199,7 @@ func (r *RedisServer) waitReady(timeout time.Duration) error {
 
 func (r *RedisServer) stop() {
 	if r.cmd != nil && r.cmd.Process != nil {
-		r.cmd.Process.Kill()
+		_ = r.cmd.Process.Kill()
 		<-r.done
 	}
 }
@@ -212,12 +215,17 @@ func (r *RedisServer) Shutdown() {
 }
 
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	var lc net.ListenConfig
+	l, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	addr, ok := l.Addr().(*net.TCPAddr)
+	if !ok {
+		return 0, fmt.Errorf("testenv: unexpected listener address %v", l.Addr())
+	}
+	return addr.Port, nil
 }
 
 // Env is the pair of servers one test binary shares.
@@ -231,7 +239,7 @@ type Env struct {
 
 var (
 	shared     *Env
-	sharedErr  error
+	errShared  error
 	sharedOnce sync.Once
 	counter    atomic.Int64
 )
@@ -245,22 +253,22 @@ func Shared() (*Env, error) {
 	sharedOnce.Do(func() {
 		e := &Env{NATSURL: os.Getenv("NATS_URL"), RedisURL: os.Getenv("REDIS_URL")}
 		if bin := os.Getenv("NATS_SERVER_BIN"); e.NATSURL == "" && bin != "" {
-			e.nats, sharedErr = StartNATSBinary(bin)
-			if sharedErr != nil {
+			e.nats, errShared = StartNATSBinary(bin)
+			if errShared != nil {
 				return
 			}
 			e.NATSURL = e.nats.URL
 		}
 		if e.NATSURL == "" {
-			e.nats, sharedErr = StartNATS()
-			if sharedErr != nil {
+			e.nats, errShared = StartNATS()
+			if errShared != nil {
 				return
 			}
 			e.NATSURL = e.nats.URL
 		}
 		if e.RedisURL == "" {
-			e.redis, sharedErr = StartRedis()
-			if sharedErr != nil {
+			e.redis, errShared = StartRedis()
+			if errShared != nil {
 				e.nats.Shutdown()
 				return
 			}
@@ -268,7 +276,7 @@ func Shared() (*Env, error) {
 		}
 		shared = e
 	})
-	return shared, sharedErr
+	return shared, errShared
 }
 
 // Close stops whatever Shared started.
