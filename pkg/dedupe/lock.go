@@ -111,9 +111,7 @@ func (l *Lease) KeepAlive(ctx context.Context, interval time.Duration, tick func
 	ctx, cancel := context.WithCancelCause(ctx)
 	quit := make(chan struct{})
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
@@ -133,7 +131,7 @@ func (l *Lease) KeepAlive(ctx context.Context, interval time.Duration, tick func
 				tick()
 			}
 		}
-	}()
+	})
 	var once sync.Once
 	return ctx, func() {
 		once.Do(func() { close(quit) })

@@ -41,6 +41,8 @@ return rec
 //
 // Returns {"completed", field, value, ...} (already stored), {"lost"},
 // {"conflict"} or {"committed", data, command}.
+//
+//nolint:dupword // Lua: "end end" closes two nested blocks
 var commitScript = redis.NewScript(`
 if redis.call("HGET", KEYS[1], "state") == "completed" then
   local rec = redis.call("HGETALL", KEYS[1])

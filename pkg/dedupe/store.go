@@ -102,7 +102,7 @@ func (s *Store) Get(ctx context.Context, key string) (*Record, error) {
 		return nil, fmt.Errorf("dedupe: get record: %w", err)
 	}
 	if len(fields) == 0 {
-		return nil, nil
+		return nil, nil //nolint:nilnil // documented API: a nil record means "no record"
 	}
 	return parseRecord(key, fields)
 }

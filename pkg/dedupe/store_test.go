@@ -17,7 +17,7 @@ import (
 // of the shared Redis, a plain client to look behind the Store's back, and
 // a fresh idempotency key.
 type testBundle struct {
-	ctx   context.Context
+	ctx   context.Context //nolint:containedctx // the test's t.Context(), held so that helpers and cases need not pass it
 	rdb   *redis.Client
 	store *Store
 	key   string
@@ -55,7 +55,7 @@ func (b *testBundle) acquire(t *testing.T) *Lease {
 }
 
 // begin acquires the key and marks it in progress with fingerprint.
-func (b *testBundle) begin(t *testing.T, fingerprint string) *Lease {
+func (b *testBundle) begin(t *testing.T, fingerprint string) *Lease { //nolint:unparam // callers name the fingerprint their Commit must match
 	t.Helper()
 	lease := b.acquire(t)
 	rec, err := b.store.Begin(b.ctx, lease, "cart.add", fingerprint)
@@ -102,17 +102,20 @@ var lockLosses = map[string]struct {
 }{
 	"LockDeleted": {
 		lose: func(t *testing.T, b *testBundle) {
+			t.Helper()
 			require.NoError(t, b.rdb.Del(b.ctx, b.store.LockKey(b.key)).Err())
 		},
 	},
 	"LockTakenOver": {
 		lose: func(t *testing.T, b *testBundle) {
+			t.Helper()
 			require.NoError(t, b.rdb.Set(b.ctx, b.store.LockKey(b.key), "other-worker", time.Minute).Err())
 		},
 		wantLock: "other-worker",
 	},
 	"LockExpired": {
 		lose: func(t *testing.T, b *testBundle) {
+			t.Helper()
 			// Expire it again until it is gone: a running watchdog may
 			// extend it within the millisecond.
 			waitFor(t, 5*time.Second, func() bool {

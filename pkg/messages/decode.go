@@ -85,20 +85,20 @@ func Decode(body []byte, dst Command) error {
 // jsonReason turns an encoding/json error into a message that names the field
 // and says what was wrong, without Go type names.
 func jsonReason(err error) string {
-	var typeErr *json.UnmarshalTypeError
-	if errors.As(err, &typeErr) {
-		want := "a string"
+	if typeErr, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		var want string
 		switch typeErr.Type.Kind() {
 		case reflect.Int, reflect.Int64, reflect.Int32:
 			want = "an integer (no fraction, no exponent)"
+		default:
+			want = "a string"
 		}
 		if typeErr.Field == "" {
 			return "body must be one JSON object"
 		}
 		return fmt.Sprintf("%s must be %s, got %s", typeErr.Field, want, typeErr.Value)
 	}
-	var syntaxErr *json.SyntaxError
-	if errors.As(err, &syntaxErr) {
+	if syntaxErr, ok := errors.AsType[*json.SyntaxError](err); ok {
 		return fmt.Sprintf("invalid JSON at byte %d: %s", syntaxErr.Offset, syntaxErr.Error())
 	}
 	return strings.TrimPrefix(err.Error(), "json: ")
@@ -111,8 +111,8 @@ func jsonFields(c Command) map[string]struct{} {
 		t = t.Elem()
 	}
 	names := make(map[string]struct{}, t.NumField())
-	for i := range t.NumField() {
-		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
 		if name != "" && name != "-" {
 			names[name] = struct{}{}
 		}

@@ -81,9 +81,11 @@ func FuzzDecode(f *testing.F) {
 func equalCommands(a, b Command) bool {
 	switch a := a.(type) {
 	case *ChargeRequest:
-		return *a == *b.(*ChargeRequest)
+		b, ok := b.(*ChargeRequest)
+		return ok && *a == *b
 	case *CartAddRequest:
-		return *a == *b.(*CartAddRequest)
+		b, ok := b.(*CartAddRequest)
+		return ok && *a == *b
 	}
 	return false
 }
