@@ -98,7 +98,7 @@ func (p *Processor) deadLetterStuck(ctx context.Context, adv maxDeliveriesAdviso
 			p.log.error(ctx, "dead-letter after max deliveries: get message", "stream_seq", adv.StreamSeq, attrError, err)
 			return
 		}
-		d := &delivery{attempt: int(adv.Deliveries)}
+		d := &delivery{attempt: int(adv.Deliveries)} //nolint:gosec // bounded by the consumer's MaxDeliver
 		d.kind, _ = p.cfg.Subjects.CommandType(raw.Subject)
 		if raw.Header != nil {
 			d.key = raw.Header.Get(messages.HeaderMsgID)

@@ -53,7 +53,7 @@ func BenchmarkPipeline(b *testing.B) {
 			var done atomic.Int64
 			sub, err := tb.nc.Subscribe(tb.subjects.ResultWildcard(), func(*nats.Msg) { done.Add(1) })
 			require.NoError(b, err)
-			defer sub.Unsubscribe()
+			defer func() { _ = sub.Unsubscribe() }()
 			require.NoError(b, tb.nc.Flush())
 
 			b.StartTimer()
@@ -62,7 +62,7 @@ func BenchmarkPipeline(b *testing.B) {
 				c.Concurrency = benchConcurrency
 				c.AckWait, c.LockTTL = 30*time.Second, 10*time.Second
 			})
-			eventually(b, 10*time.Minute, func() bool { return done.Load() >= int64(n) }, "pipeline results")
+			eventuallyf(b, 10*time.Minute, func() bool { return done.Load() >= int64(n) }, "pipeline results")
 			elapsed := time.Since(start)
 			b.StopTimer()
 
@@ -74,48 +74,48 @@ func BenchmarkPipeline(b *testing.B) {
 	}
 }
 
-func (tb *testBundle) publishAsync(b testing.TB, kind, key string, body any) {
-	b.Helper()
-	js := tb.js
-	data := mustJSON(b, body)
-	msg := nats.NewMsg(tb.subjects.CommandFor(kind))
+func (bundle *testBundle) publishAsync(tb testing.TB, kind, key string, body any) {
+	tb.Helper()
+	js := bundle.js
+	data := mustJSON(tb, body)
+	msg := nats.NewMsg(bundle.subjects.CommandFor(kind))
 	msg.Data = data
 	msg.Header.Set(messages.HeaderMsgID, key)
 	_, err := js.PublishMsgAsync(msg)
-	require.NoError(b, err)
+	require.NoError(tb, err)
 }
 
-func (tb *testBundle) publishDone(b testing.TB) {
-	b.Helper()
+func (bundle *testBundle) publishDone(tb testing.TB) {
+	tb.Helper()
 	select {
-	case <-tb.js.PublishAsyncComplete():
+	case <-bundle.js.PublishAsyncComplete():
 	case <-time.After(time.Minute):
-		b.Fatal("async publishes not acknowledged within a minute")
+		tb.Fatal("async publishes not acknowledged within a minute")
 	}
 }
 
 // bareConsumeAck measures JetStream alone: n messages in a work-queue
 // stream, pulled with Fetch(up to benchConcurrency) and double-acked, each
 // on its own goroutine. It returns messages per second.
-func bareConsumeAck(b testing.TB, tb *testBundle, n int) float64 {
-	b.Helper()
+func bareConsumeAck(tb testing.TB, bundle *testBundle, n int) float64 {
+	tb.Helper()
 	ctx := context.Background()
-	name := tb.ns + "_BARE"
-	s, err := tb.js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: name, Subjects: []string{tb.ns + ".bare.>"},
+	name := bundle.ns + "_BARE"
+	s, err := bundle.js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: name, Subjects: []string{bundle.ns + ".bare.>"},
 		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage,
 	})
-	require.NoError(b, err)
-	defer tb.js.DeleteStream(ctx, name)
+	require.NoError(tb, err)
+	defer func() { _ = bundle.js.DeleteStream(ctx, name) }()
 	for i := range n {
-		_, err := tb.js.PublishAsync(tb.ns+".bare.x", []byte(fmt.Sprintf(`{"n":%d}`, i)))
-		require.NoError(b, err)
+		_, err := bundle.js.PublishAsync(bundle.ns+".bare.x", []byte(fmt.Sprintf(`{"n":%d}`, i)))
+		require.NoError(tb, err)
 	}
-	tb.publishDone(b)
+	bundle.publishDone(tb)
 	cons, err := s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 		Durable: "bare", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
 	})
-	require.NoError(b, err)
+	require.NoError(tb, err)
 
 	start := time.Now()
 	var acked atomic.Int64
@@ -129,17 +129,15 @@ func bareConsumeAck(b testing.TB, tb *testBundle, n int) float64 {
 			continue
 		}
 		batch, err := cons.Fetch(free, jetstream.FetchMaxWait(time.Second))
-		require.NoError(b, err)
+		require.NoError(tb, err)
 		for msg := range batch.Messages() {
 			slots <- struct{}{}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				defer func() { <-slots }()
 				if err := msg.DoubleAck(ctx); err == nil {
 					acked.Add(1)
 				}
-			}()
+			})
 		}
 	}
 	wg.Wait()

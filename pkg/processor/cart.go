@@ -32,7 +32,7 @@ func (cartAddHandler) Kind() string                 { return messages.TypeCartAd
 func (cartAddHandler) NewCommand() messages.Command { return &messages.CartAddRequest{} }
 
 func (cartAddHandler) Handle(_ context.Context, call *Call) (Outcome, error) {
-	req := call.Command.(*messages.CartAddRequest)
+	req := call.Command.(*messages.CartAddRequest) //nolint:errcheck,forcetypeassert // always NewCommand's type; a bug panics, recovered as a PanicError
 	data := struct {
 		CartID   string          `json:"cart_id"`
 		SKU      string          `json:"sku"`

@@ -52,7 +52,7 @@ func (p *Processor) deliver(msg jetstream.Msg) {
 	}
 	d.kind, _ = p.cfg.Subjects.CommandType(msg.Subject())
 	if meta, err := msg.Metadata(); err == nil {
-		d.attempt = int(meta.NumDelivered)
+		d.attempt = int(meta.NumDelivered) //nolint:gosec // bounded by the consumer's MaxDeliver
 	}
 	defer func() {
 		// A bug in the pipeline itself must not take the worker down with
@@ -390,16 +390,16 @@ func (p *Processor) nakDelay(attempt int) time.Duration {
 	return backoffDelay(p.cfg.NakDelay, p.cfg.MaxNakDelay, attempt)
 }
 
-// backoffDelay doubles base with each delivery after the first, up to max.
+// backoffDelay doubles base with each delivery after the first, up to maxDelay.
 // Every redelivery counts against MaxDeliver, so waits must grow: a key
 // locked by a long operation must not burn a duplicate's deliveries in
 // seconds.
-func backoffDelay(base, max time.Duration, attempt int) time.Duration {
+func backoffDelay(base, maxDelay time.Duration, attempt int) time.Duration {
 	d := base
-	for i := 1; i < attempt && d < max; i++ {
+	for i := 1; i < attempt && d < maxDelay; i++ {
 		d *= 2
 	}
-	return min(d, max)
+	return min(d, maxDelay)
 }
 
 func (p *Processor) crash(ctx context.Context, d *delivery, at Failpoint) bool {
@@ -418,7 +418,7 @@ func (p *Processor) validReplyTo(s string) bool {
 	if len(s) > 512 || strings.HasPrefix(s, "$") || strings.ContainsAny(s, " \t\r\n") {
 		return false
 	}
-	for _, tok := range strings.Split(s, ".") {
+	for tok := range strings.SplitSeq(s, ".") {
 		if tok == "" || tok == "*" || tok == ">" {
 			return false
 		}

@@ -249,7 +249,7 @@ func (panicHandler) Handle(context.Context, *processor.Call) (processor.Outcome,
 func (b *testBundle) deadLetter(t *testing.T, kind string) *jetstream.RawStreamMsg {
 	t.Helper()
 	var msg *jetstream.RawStreamMsg
-	eventually(t, 20*time.Second, func() bool {
+	eventuallyf(t, 20*time.Second, func() bool {
 		s, err := b.js.Stream(context.Background(), b.cfg.DeadLetterStream)
 		if err != nil {
 			return false

@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -70,7 +71,7 @@ func (o Outcome) validate() error {
 		return fmt.Errorf("processor: handler returned status %q; want succeeded or failed", o.Status)
 	}
 	if o.Status == messages.StatusFailed && o.Code == "" {
-		return fmt.Errorf("processor: failed outcome without a code")
+		return errors.New("processor: failed outcome without a code")
 	}
 	return nil
 }

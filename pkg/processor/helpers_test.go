@@ -3,8 +3,8 @@ package processor_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -56,20 +56,20 @@ type testBundle struct {
 	answers  *answerLog
 }
 
-func setup(t testing.TB) *testBundle {
-	t.Helper()
+func setup(tb testing.TB) *testBundle {
+	tb.Helper()
 	env, err := testenv.Shared()
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	ns := testenv.Namespace()
 
-	nc, err := testenv.ConnectNATS(env.NATSURL, t.Name())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
+	nc, err := testenv.ConnectNATS(env.NATSURL, tb.Name())
+	require.NoError(tb, err)
+	tb.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	rdb, err := testenv.ConnectRedis(env.RedisURL)
-	require.NoError(t, err)
-	t.Cleanup(func() { rdb.Close() })
+	require.NoError(tb, err)
+	tb.Cleanup(func() { rdb.Close() })
 
 	subjects := messages.Subjects{Command: ns + ".cmd", Result: ns + ".result", Rejected: ns + ".rejected", DeadLetter: ns + ".dlq"}
 	b := &testBundle{
@@ -90,13 +90,13 @@ func setup(t testing.TB) *testBundle {
 			FetchWait:   200 * time.Millisecond,
 			Retry: &processor.ExponentialRetry{InitialInterval: 10 * time.Millisecond, MaxInterval: 20 * time.Millisecond,
 				MaxElapsedTime: 2 * time.Second, MaxRetries: 3},
-			Logger: testLogger(t),
+			Logger: testLogger(tb),
 		},
 	}
 	b.sim, err = processor.NewSimProvider(rdb, &processor.SimConfig{KeyPrefix: b.cfg.KeyPrefix})
-	require.NoError(t, err)
-	b.answers = listen(t, nc, subjects)
-	t.Cleanup(func() {
+	require.NoError(tb, err)
+	b.answers = listen(tb, nc, subjects)
+	tb.Cleanup(func() {
 		for _, s := range []string{b.cfg.CommandStream, b.cfg.ResultStream, b.cfg.DeadLetterStream} {
 			_ = js.DeleteStream(context.Background(), s)
 		}
@@ -104,11 +104,12 @@ func setup(t testing.TB) *testBundle {
 	return b
 }
 
-func testLogger(t testing.TB) *slog.Logger {
+func testLogger(tb testing.TB) *slog.Logger {
+	tb.Helper()
 	if testing.Verbose() {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", tb.Name())
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	return slog.New(slog.DiscardHandler)
 }
 
 // defaultMux is the production mux on the bundle's simulated provider.
@@ -120,12 +121,12 @@ func (b *testBundle) defaultMux() *processor.Mux {
 }
 
 // startWorker starts a processor with the bundle's config, changed by edit.
-func (b *testBundle) startWorker(t testing.TB, mux *processor.Mux, edit func(*processor.Config)) *processor.Processor {
-	t.Helper()
+func (b *testBundle) startWorker(tb testing.TB, mux *processor.Mux, edit func(*processor.Config)) {
+	tb.Helper()
 	env, _ := testenv.Shared()
-	nc, err := testenv.ConnectNATS(env.NATSURL, t.Name()+"-worker")
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
+	nc, err := testenv.ConnectNATS(env.NATSURL, tb.Name()+"-worker")
+	require.NoError(tb, err)
+	tb.Cleanup(nc.Close)
 	cfg := b.cfg
 	if edit != nil {
 		edit(&cfg)
@@ -134,14 +135,13 @@ func (b *testBundle) startWorker(t testing.TB, mux *processor.Mux, edit func(*pr
 		mux = b.defaultMux()
 	}
 	p, err := processor.New(nc, b.rdb, mux, &cfg)
-	require.NoError(t, err)
-	require.NoError(t, p.Start(context.Background()))
-	t.Cleanup(func() {
+	require.NoError(tb, err)
+	require.NoError(tb, p.Start(context.Background()))
+	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		require.NoError(t, p.Stop(ctx))
+		require.NoError(tb, p.Stop(ctx))
 	})
-	return p
 }
 
 // publish sends a command like any client would: a plain NATS JetStream
@@ -181,7 +181,7 @@ func (b *testBundle) charge(t *testing.T, key string, amount int64) *jetstream.P
 func (b *testBundle) calls(t *testing.T, key string) int {
 	t.Helper()
 	n, err := b.rdb.HGet(context.Background(), b.sim.CallsKey(), key).Int()
-	if err == redis.Nil {
+	if errors.Is(err, redis.Nil) {
 		return 0
 	}
 	require.NoError(t, err)
@@ -219,8 +219,8 @@ type answerLog struct {
 	inbox string
 }
 
-func listen(t testing.TB, nc *nats.Conn, s messages.Subjects) *answerLog {
-	t.Helper()
+func listen(tb testing.TB, nc *nats.Conn, s messages.Subjects) *answerLog {
+	tb.Helper()
 	a := &answerLog{byKey: map[string][]messages.Result{}, inbox: nats.NewInbox()}
 	collect := func(toReply bool) nats.MsgHandler {
 		return func(m *nats.Msg) {
@@ -239,13 +239,13 @@ func listen(t testing.TB, nc *nats.Conn, s messages.Subjects) *answerLog {
 	}
 	for _, subj := range []string{s.ResultWildcard(), s.Rejected + ".>"} {
 		sub, err := nc.Subscribe(subj, collect(false))
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = sub.Unsubscribe() })
+		require.NoError(tb, err)
+		tb.Cleanup(func() { _ = sub.Unsubscribe() })
 	}
 	sub, err := nc.Subscribe(a.inbox, collect(true))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	require.NoError(t, nc.Flush())
+	require.NoError(tb, err)
+	tb.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(tb, nc.Flush())
 	return a
 }
 
@@ -253,7 +253,7 @@ func listen(t testing.TB, nc *nats.Conn, s messages.Subjects) *answerLog {
 func (a *answerLog) waitAnswers(t *testing.T, key string, n int) []messages.Result {
 	t.Helper()
 	var got []messages.Result
-	eventually(t, 20*time.Second, func() bool {
+	eventuallyf(t, 20*time.Second, func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		got = append([]messages.Result(nil), a.byKey[key]...)
@@ -266,7 +266,7 @@ func (a *answerLog) waitAnswers(t *testing.T, key string, n int) []messages.Resu
 func (a *answerLog) waitReply(t *testing.T, key string) messages.Result {
 	t.Helper()
 	var got messages.Result
-	eventually(t, 20*time.Second, func() bool {
+	eventuallyf(t, 20*time.Second, func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		for _, r := range a.reply {
@@ -286,13 +286,13 @@ func (a *answerLog) count(key string) int {
 	return len(a.byKey[key])
 }
 
-// eventually polls cond every 10ms until it holds or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
-	t.Helper()
+// eventuallyf polls cond every 10ms until it holds or timeout passes.
+func eventuallyf(tb testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
+	tb.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v: %s", timeout, fmt.Sprintf(format, args...))
+			tb.Fatalf("timed out after %v: %s", timeout, fmt.Sprintf(format, args...))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -309,7 +309,7 @@ func requireSameOutcome(t *testing.T, want, got messages.Result) {
 // drained waits until the command stream is empty: every command acked.
 func (b *testBundle) drained(t *testing.T) {
 	t.Helper()
-	eventually(t, 20*time.Second, func() bool {
+	eventuallyf(t, 20*time.Second, func() bool {
 		s, err := b.js.Stream(context.Background(), b.cfg.CommandStream)
 		if err != nil {
 			return false
@@ -322,7 +322,7 @@ func (b *testBundle) drained(t *testing.T) {
 func cartQuantity(t *testing.T, b *testBundle, cart, sku string) int64 {
 	t.Helper()
 	n, err := b.rdb.HGet(context.Background(), processor.CartKey(b.cfg.KeyPrefix, cart), sku).Int64()
-	if err == redis.Nil {
+	if errors.Is(err, redis.Nil) {
 		return 0
 	}
 	require.NoError(t, err)
@@ -336,9 +336,9 @@ func data[T any](t *testing.T, r messages.Result) T {
 	return v
 }
 
-func mustJSON(t testing.TB, v any) []byte {
-	t.Helper()
+func mustJSON(tb testing.TB, v any) []byte {
+	tb.Helper()
 	data, err := json.Marshal(v)
-	require.NoError(t, err)
+	require.NoError(tb, err)
 	return data
 }

@@ -88,7 +88,7 @@ func (chargeHandler) Kind() string                 { return messages.TypePayment
 func (chargeHandler) NewCommand() messages.Command { return &messages.ChargeRequest{} }
 
 func (h chargeHandler) Handle(ctx context.Context, call *Call) (Outcome, error) {
-	req := *call.Command.(*messages.ChargeRequest)
+	req := *call.Command.(*messages.ChargeRequest) //nolint:errcheck,forcetypeassert // always NewCommand's type; a bug panics, recovered as a PanicError
 	charge, err := h.p.Charge(ctx, call.Key, req)
 	if err == nil {
 		return Succeeded(charge), nil

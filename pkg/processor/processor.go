@@ -34,7 +34,7 @@ type Processor struct {
 	mu         sync.Mutex
 	started    bool
 	fetchStop  context.CancelCauseFunc
-	workCtx    context.Context
+	workCtx    context.Context //nolint:containedctx // the context of in-flight work: it outlives Start's ctx and is cancelled only by an expired Stop
 	workCancel context.CancelCauseFunc
 	wg         sync.WaitGroup // the fetch loop and every in-flight delivery
 	loopDone   chan struct{}
@@ -113,7 +113,7 @@ func (p *Processor) Start(ctx context.Context) error {
 	fetchCtx, fetchStop := context.WithCancelCause(context.WithoutCancel(ctx))
 	p.workCtx, p.workCancel = context.WithCancelCause(context.WithoutCancel(ctx))
 	p.fetchStop = fetchStop
-	if p.advisories, err = p.watchMaxDeliveries(); err != nil {
+	if p.advisories, err = p.watchMaxDeliveries(); err != nil { //nolint:contextcheck // the subscription outlives Start's ctx; its callback logs with context.Background()
 		fetchStop(err)
 		p.workCancel(err)
 		return fmt.Errorf("processor: subscribe to max-deliveries advisories: %w", err)
@@ -133,11 +133,7 @@ func (p *Processor) Start(ctx context.Context) error {
 // goFunc starts f in a goroutine counted by the processor's WaitGroup; Add
 // happens before the goroutine exists, so Stop can never miss it.
 func (p *Processor) goFunc(f func()) {
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		f()
-	}()
+	p.wg.Go(f)
 }
 
 // fetchLoop pulls at most as many messages as there are free slots, so no
@@ -173,7 +169,7 @@ func (p *Processor) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 		used := 0
 		for msg := range batch.Messages() {
 			used++
-			p.goFunc(func() {
+			p.goFunc(func() { //nolint:contextcheck // deliveries run on p.workCtx, not the fetch context: Stop ends fetching at once, work may finish
 				defer func() { <-slots }()
 				p.deliver(msg)
 			})
@@ -221,7 +217,7 @@ func (p *Processor) Stop(ctx context.Context) error {
 		<-done
 	}
 	p.workCancel(ErrStop)
-	p.stopOnce.Do(func() {
+	p.stopOnce.Do(func() { //nolint:contextcheck // logs with context.Background(): Stop's ctx may have expired by now
 		p.log.info(context.Background(), "processor stopped")
 		close(p.stopped)
 	})

@@ -122,7 +122,7 @@ func TestProcessor_Duplicates(t *testing.T) {
 
 		key := newKey()
 		b.charge(t, key, 700)
-		eventually(t, 10*time.Second, func() bool { return inCall.Load() == 1 }, "first delivery in the provider")
+		eventuallyf(t, 10*time.Second, func() bool { return inCall.Load() == 1 }, "first delivery in the provider")
 		waitPast(t, 150*time.Millisecond)
 		require.False(t, b.charge(t, key, 700).Duplicate)
 		// The second copy meets the lock and is handed back, again and
@@ -288,7 +288,7 @@ func (f *funcProvider) Charge(ctx context.Context, key string, req messages.Char
 
 // waitPast waits out a JetStream duplicate window. It is a sleep on
 // purpose: the window is wall-clock time on the server.
-func waitPast(t *testing.T, d time.Duration) {
+func waitPast(t *testing.T, d time.Duration) { //nolint:unparam // callers name the wait next to the window it outlasts
 	t.Helper()
 	time.Sleep(d)
 }

@@ -54,7 +54,7 @@ func NewSimProvider(rdb redis.UniversalClient, cfg *SimConfig) (*SimProvider, er
 		return nil, fmt.Errorf("processor: SimConfig.FailureRate must be within 0-1, got %v", c.FailureRate)
 	}
 	if c.Latency < 0 {
-		return nil, fmt.Errorf("processor: SimConfig.Latency must not be negative")
+		return nil, errors.New("processor: SimConfig.Latency must not be negative")
 	}
 	return &SimProvider{rdb: rdb, cfg: c}, nil
 }
@@ -98,9 +98,13 @@ func (s *SimProvider) Charge(ctx context.Context, key string, req messages.Charg
 	}
 	var id [12]byte
 	rand.Read(id[:])
-	fresh, _ := json.Marshal(messages.ChargeData{
+	fresh, err := json.Marshal(messages.ChargeData{
 		ChargeID: "ch_" + hex.EncodeToString(id[:]), AccountID: req.AccountID, Amount: req.Amount, Currency: req.Currency,
 	})
+	if err != nil {
+		// Cannot happen for a plain struct; if it did, nothing was charged.
+		return messages.ChargeData{}, TransientError(fmt.Errorf("sim: encode charge: %w", err))
+	}
 	stored, err := simChargeScript.Run(ctx, s.rdb, []string{s.ChargesKey()}, key, fresh).Text()
 	if err != nil {
 		// The script may have run: the outcome is unknown.
