@@ -544,3 +544,20 @@ func TestProcessor_StartTogether(t *testing.T) {
 	b.charge(t, key, 5)
 	require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, key, 1)[0].Status)
 }
+
+// TestProcessor_ConsumerDeleted deletes the durable consumer under a running
+// worker, as a careless operator might: the worker recreates it and goes on.
+func TestProcessor_ConsumerDeleted(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.startWorker(t, nil, nil)
+	ctx := context.Background()
+	first := newKey()
+	b.charge(t, first, 1)
+	b.answers.waitAnswers(t, first, 1)
+
+	require.NoError(t, b.js.DeleteConsumer(ctx, b.cfg.CommandStream, "workers"))
+	key := newKey()
+	b.charge(t, key, 2)
+	require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, key, 1)[0].Status)
+}

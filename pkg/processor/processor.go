@@ -163,6 +163,7 @@ func (p *Processor) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 				<-slots
 			}
 			p.log.warn(ctx, "fetch failed; retrying", "error", err)
+			cons = p.recreateIfGone(ctx, cons, err)
 			sleepCtx(ctx, 500*time.Millisecond)
 			continue
 		}
@@ -179,9 +180,28 @@ func (p *Processor) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
 			p.log.warn(ctx, "fetch ended with an error", "error", err)
+			cons = p.recreateIfGone(ctx, cons, err)
 			sleepCtx(ctx, 200*time.Millisecond)
 		}
 	}
+}
+
+// recreateIfGone puts the streams and the consumer back when err says they
+// are gone - an operator deleted them, or a server lost its memory-backed
+// state - so a worker heals instead of logging the same error forever. It
+// returns the consumer to fetch from next.
+func (p *Processor) recreateIfGone(ctx context.Context, cons jetstream.Consumer, err error) jetstream.Consumer {
+	if !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrConsumerDeleted) &&
+		!errors.Is(err, jetstream.ErrStreamNotFound) {
+		return cons
+	}
+	fresh, ensureErr := EnsureStreams(ctx, p.js, p.cfg)
+	if ensureErr != nil {
+		p.log.error(ctx, "streams or consumer gone, and recreating them failed", attrError, ensureErr)
+		return cons
+	}
+	p.log.warn(ctx, "streams or consumer were gone; recreated them", "cause", err)
+	return fresh
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
