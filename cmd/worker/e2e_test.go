@@ -174,7 +174,7 @@ func TestWorker_TwoProcesses(t *testing.T) {
 	require.Contains(t, w2.out.String(), "command done")
 	w1.stop(t)
 	w2.stop(t)
-	require.Contains(t, w1.out.String(), "worker stopped")
+	require.Regexp(t, `msg="worker stopped" deliveries=[1-9][0-9]* succeeded=[1-9]`, w1.out.String(), "final counters")
 }
 
 // TestWorker_KilledAt SIGKILLs a real worker process at each step of a

@@ -58,6 +58,7 @@ type cli struct {
 	ResultRoot      string        `name:"result-subjects" env:"RESULT_SUBJECTS" default:"result" help:"Root of outcome subjects: <root>.<key>."`
 	RejectedRoot    string        `name:"rejected-subjects" env:"REJECTED_SUBJECTS" default:"rejected" help:"Root of rejection subjects: <root>.<key>."`
 	DeadRoot        string        `name:"deadletter-subjects" env:"DEADLETTER_SUBJECTS" default:"dlq" help:"Root of dead-letter subjects: <root>.<type>."`
+	StatsInterval   time.Duration `name:"stats-interval" env:"STATS_INTERVAL" default:"30s" help:"How often to log what the worker did (deliveries, outcomes, replays, rejections, dead letters); 0 turns it off."`
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"SHUTDOWN_TIMEOUT" default:"25s" help:"On SIGTERM/SIGINT, how long in-flight commands may take to finish; the rest are left for redelivery."`
 	LogLevel        string        `name:"log-level" env:"LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error."`
 	LogFormat       string        `name:"log-format" env:"LOG_FORMAT" default:"text" enum:"text,json" help:"Log format: text or json."`
@@ -197,6 +198,9 @@ func serve(ctx context.Context, c *cli, stderr io.Writer) error {
 	log.Info("worker running", "nats", nc.ConnectedUrlRedacted(), "redis", ropt.Addr,
 		"concurrency", c.Concurrency, "max_deliver", c.MaxDeliver, "ack_wait", c.AckWait)
 
+	if c.StatsInterval > 0 {
+		go logStats(ctx, log, p, c.StatsInterval)
+	}
 	<-ctx.Done()
 	log.Info("draining: no new commands; waiting for in-flight ones", "timeout", c.ShutdownTimeout)
 	// ctx is done by now; the drain gets its own deadline.
@@ -205,8 +209,32 @@ func serve(ctx context.Context, c *cli, stderr io.Writer) error {
 	if err := p.Stop(stopCtx); err != nil {
 		log.Warn("drain timed out; unfinished commands will be redelivered", "error", err)
 	}
-	log.Info("worker stopped")
+	log.Info("worker stopped", statsAttrs(p.Stats())...)
 	return nil
+}
+
+// logStats logs the processor's counters every interval while they change,
+// so an operator sees progress on a long run without enabling debug logs.
+func logStats(ctx context.Context, log *slog.Logger, p *processor.Processor, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var last processor.Stats
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if s := p.Stats(); s != last {
+			log.Info("progress", statsAttrs(s)...)
+			last = s
+		}
+	}
+}
+
+func statsAttrs(s processor.Stats) []any {
+	return []any{"deliveries", s.Deliveries, "succeeded", s.Succeeded, "failed", s.Failed,
+		"replayed", s.Replayed, "rejected", s.Rejected, "redelivered", s.Redelivered, "dead_lettered", s.DeadLettered}
 }
 
 func newLogger(c *cli, w io.Writer) *slog.Logger {

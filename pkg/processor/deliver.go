@@ -46,6 +46,7 @@ type delivery struct {
 func (p *Processor) deliver(msg jetstream.Msg) {
 	ctx := p.workCtx
 	d := &delivery{msg: msg, attempt: 1}
+	p.counters.deliveries.Add(1)
 	if h := msg.Headers(); h != nil {
 		d.key = h.Get(messages.HeaderMsgID)
 		d.replyTo = h.Get(messages.HeaderReplyTo)
@@ -237,10 +238,19 @@ func (p *Processor) finish(ctx context.Context, d *delivery, rec *dedupe.Record,
 	if err != nil {
 		// Stored but not published: the redelivery will replay it.
 		p.log.warn(ctx, "publish result failed; redelivering", attrKey, d.key, attrError, err)
+		p.counters.redelivered.Add(1)
 		_ = d.msg.NakWithDelay(p.nakDelay(d.attempt))
 		return
 	}
 	p.reply(ctx, d, body)
+	switch {
+	case replayed:
+		p.counters.replayed.Add(1)
+	case res.Status == messages.StatusSucceeded:
+		p.counters.succeeded.Add(1)
+	default:
+		p.counters.failed.Add(1)
+	}
 	if p.crash(ctx, d, AfterPublish) {
 		return
 	}
@@ -264,6 +274,7 @@ func (p *Processor) refuse(ctx context.Context, d *delivery, rej *messages.Rejec
 		}
 	}
 	p.reply(ctx, d, body)
+	p.counters.rejected.Add(1)
 	p.log.info(ctx, "command rejected", attrKey, d.key, attrKind, d.kind, attrCode, rej.Code, "message", rej.Message)
 	p.ack(ctx, d)
 }
@@ -286,6 +297,7 @@ func (p *Processor) whileLocked(ctx context.Context, d *delivery, fp string) {
 	case d.attempt >= p.cfg.MaxDeliver:
 		p.deadLetter(ctx, d, errors.New("key locked by another worker on the last delivery"))
 	default:
+		p.counters.redelivered.Add(1)
 		_ = d.msg.NakWithDelay(backoffDelay(p.cfg.LockedDelay, p.cfg.MaxNakDelay, d.attempt))
 	}
 }
@@ -297,10 +309,12 @@ func (p *Processor) retryLater(ctx context.Context, d *delivery, lease *dedupe.L
 	p.release(ctx, lease)
 	switch {
 	case errors.Is(context.Cause(ctx), ErrStop):
+		p.counters.redelivered.Add(1)
 		_ = d.msg.Nak()
 	case d.attempt >= p.cfg.MaxDeliver:
 		p.deadLetter(ctx, d, cause)
 	default:
+		p.counters.redelivered.Add(1)
 		delay := p.nakDelay(d.attempt)
 		p.log.warn(ctx, "command not finished; redelivering", attrKey, d.key, attrKind, d.kind,
 			attrAttempt, d.attempt, attrError, cause, "delay", delay)
@@ -345,6 +359,7 @@ func (p *Processor) copyToDeadLetters(ctx context.Context, d *delivery, body []b
 			attrKey, d.key, attrKind, d.kind, attrError, err)
 		return err
 	}
+	p.counters.deadLettered.Add(1)
 	p.log.error(ctx, "command dead-lettered", attrKey, d.key, attrKind, d.kind, attrAttempt, d.attempt, "reason", reason)
 	notice := messages.Result{
 		Key: d.key, Command: d.kind, Status: messages.StatusRejected, Code: messages.CodeDeadLettered,

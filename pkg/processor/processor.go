@@ -40,6 +40,7 @@ type Processor struct {
 	loopDone   chan struct{}
 	advisories *nats.Subscription
 	stuck      chan stuckCommand // max-deliveries advisories waiting to be handled
+	counters   counters
 	stopped    chan struct{}
 	stopOnce   sync.Once
 }

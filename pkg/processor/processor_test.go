@@ -294,3 +294,30 @@ func waitPast(t *testing.T, d time.Duration) { //nolint:unparam // callers name 
 }
 
 var errBoom = errors.New("boom")
+
+func TestProcessor_Stats(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.cfg.DedupeWindow = 100 * time.Millisecond
+	cfg := b.cfg
+	w, err := newProcessor(t, b, b.defaultMux(), &cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = w.Stop(context.Background()) })
+
+	key := newKey()
+	b.charge(t, key, 10)
+	b.answers.waitAnswers(t, key, 1)
+	waitPast(t, 150*time.Millisecond)
+	b.charge(t, key, 10) // replayed
+	b.answers.waitAnswers(t, key, 2)
+	bad := newKey()
+	b.publish(t, messages.TypeCartAdd, bad, `{"cart_id":"c"}`)
+	b.answers.waitAnswers(t, bad, 1)
+	declined := newKey()
+	b.publish(t, messages.TypePaymentCharge, declined, messages.ChargeRequest{AccountID: "decline_1", Amount: 1, Currency: "EUR"})
+	b.answers.waitAnswers(t, declined, 1)
+
+	want := processor.Stats{Deliveries: 4, Succeeded: 1, Failed: 1, Replayed: 1, Rejected: 1}
+	// Counted just after the answer is published: poll.
+	eventuallyf(t, 5*time.Second, func() bool { return w.Stats() == want }, "stats %+v, want %+v", w.Stats(), want)
+}

@@ -1,0 +1,39 @@
+package processor
+
+import "sync/atomic"
+
+// Stats counts what a Processor did since it was created. Every field is a
+// running total; take two snapshots to get a rate. They are the seed of the
+// metrics a Prometheus exporter will publish.
+type Stats struct {
+	// Deliveries is every message handed to the pipeline, redeliveries
+	// included.
+	Deliveries uint64 `json:"deliveries"`
+	// Succeeded and Failed count outcomes this processor produced and
+	// stored (not replays).
+	Succeeded uint64 `json:"succeeded"`
+	Failed    uint64 `json:"failed"`
+	// Replayed counts deliveries answered with an outcome already stored.
+	Replayed uint64 `json:"replayed"`
+	// Rejected counts rejected answers (invalid input, reused keys).
+	Rejected uint64 `json:"rejected"`
+	// Redelivered counts deliveries handed back for later: a busy key, a
+	// retryable error, a stopping processor.
+	Redelivered uint64 `json:"redelivered"`
+	// DeadLettered counts commands copied to the dead letters.
+	DeadLettered uint64 `json:"dead_lettered"`
+}
+
+type counters struct {
+	deliveries, succeeded, failed, replayed, rejected, redelivered, deadLettered atomic.Uint64
+}
+
+// Stats returns a snapshot of the processor's counters.
+func (p *Processor) Stats() Stats {
+	c := &p.counters
+	return Stats{
+		Deliveries: c.deliveries.Load(), Succeeded: c.succeeded.Load(), Failed: c.failed.Load(),
+		Replayed: c.replayed.Load(), Rejected: c.rejected.Load(), Redelivered: c.redelivered.Load(),
+		DeadLettered: c.deadLettered.Load(),
+	}
+}
