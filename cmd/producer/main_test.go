@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -19,15 +17,7 @@ import (
 	"github.com/idempay/idempay/pkg/messages"
 )
 
-func TestMain(m *testing.M) {
-	if _, err := testenv.Shared(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	testenv.Close()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 type result struct {
 	stdout, stderr string

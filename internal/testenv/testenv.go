@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -305,4 +306,19 @@ func ConnectRedis(url string) (*redis.Client, error) {
 		return nil, err
 	}
 	return redis.NewClient(opt), nil
+}
+
+// Main is a whole TestMain: it starts the shared servers (exiting 1 with the
+// reason when it cannot - a machine without Redis must fail, not skip), runs
+// the tests, stops the servers and exits with the tests' code.
+//
+//	func TestMain(m *testing.M) { testenv.Main(m) }
+func Main(m *testing.M) {
+	if _, err := Shared(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	Close()
+	os.Exit(code)
 }
