@@ -46,9 +46,18 @@ func StartNATS() (*NATSServer, error) {
 	if err != nil {
 		return nil, err
 	}
+	srv, err := runNATS(dir, server.RANDOM_PORT)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	return &NATSServer{URL: srv.ClientURL(), srv: srv, dir: dir}, nil
+}
+
+func runNATS(dir string, port int) (*server.Server, error) {
 	opts := &server.Options{
 		Host:      "127.0.0.1",
-		Port:      server.RANDOM_PORT,
+		Port:      port,
 		JetStream: true,
 		StoreDir:  dir,
 		NoLog:     true,
@@ -59,16 +68,34 @@ func StartNATS() (*NATSServer, error) {
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
-		os.RemoveAll(dir)
 		return nil, fmt.Errorf("testenv: nats server: %w", err)
 	}
 	go srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
-		os.RemoveAll(dir)
 		return nil, errors.New("testenv: nats server did not start within 10s")
 	}
-	return &NATSServer{URL: srv.ClientURL(), srv: srv, dir: dir}, nil
+	return srv, nil
+}
+
+// Restart stops an in-process server abruptly - no lame-duck mode, clients
+// see their connections drop - and starts a new one on the same port with
+// the same store, as after a crash and a supervisor's restart.
+func (s *NATSServer) Restart() error {
+	if s.srv == nil {
+		return errors.New("testenv: only an in-process server can be restarted")
+	}
+	port := s.srv.Addr().(*net.TCPAddr).Port
+	s.srv.Shutdown()
+	s.srv.WaitForShutdown()
+	var err error
+	for range 50 { // the port may linger for a moment
+		if s.srv, err = runNATS(s.dir, port); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
 }
 
 // StartNATSBinary starts a nats-server binary (an older or newer release
