@@ -159,6 +159,10 @@ type RedisServer struct {
 	cmd  *exec.Cmd
 	dir  string
 	done chan struct{}
+
+	bin  string
+	port int
+	args []string
 }
 
 // ErrNoRedisServer is returned when REDIS_URL is unset and no redis-server
@@ -168,6 +172,12 @@ var ErrNoRedisServer = errors.New("testenv: redis-server not found on PATH; inst
 // StartRedis starts a redis-server child on a free loopback port, without
 // persistence, in a new temporary directory.
 func StartRedis() (*RedisServer, error) {
+	return StartRedisWith("--save", "", "--appendonly", "no")
+}
+
+// StartRedisWith starts a redis-server child like StartRedis, with extra
+// arguments (e.g. "--appendonly", "yes", "--appendfsync", "always").
+func StartRedisWith(args ...string) (*RedisServer, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, ErrNoRedisServer
@@ -181,27 +191,37 @@ func StartRedis() (*RedisServer, error) {
 		if err != nil {
 			return nil, err
 		}
-		// The server lives until Shutdown, not for a context.
-		cmd := exec.CommandContext(context.Background(), bin,
-			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", dir,
-			"--logfile", filepath.Join(dir, "redis.log"))
-		cmd.Stdout, cmd.Stderr = nil, nil
-		cmd.SysProcAttr = childAttr() // dies with the test binary, even on SIGKILL
-		if err := cmd.Start(); err != nil {
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("testenv: start redis-server: %w", err)
-		}
-		rs := &RedisServer{URL: fmt.Sprintf("redis://127.0.0.1:%d", port), cmd: cmd, dir: dir, done: make(chan struct{})}
-		go func() { _ = cmd.Wait(); close(rs.done) }()
-		if err := rs.waitReady(10 * time.Second); err == nil {
+		rs := &RedisServer{URL: fmt.Sprintf("redis://127.0.0.1:%d", port), dir: dir, bin: bin, port: port, args: args}
+		if err := rs.run(); err == nil {
 			return rs, nil
 		}
 		rs.stop()
 	}
-	os.RemoveAll(dir)
+	_ = os.RemoveAll(dir)
 	return nil, errors.New("testenv: redis-server did not start; see its log")
 }
+
+func (r *RedisServer) run() error {
+	// The server lives until Shutdown, not for a context.
+	cmd := exec.CommandContext(context.Background(), r.bin, append([]string{
+		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
+		"--logfile", filepath.Join(r.dir, "redis.log")}, r.args...)...)
+	cmd.SysProcAttr = childAttr() // dies with the test binary, even on SIGKILL
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("testenv: start redis-server: %w", err)
+	}
+	r.cmd, r.done = cmd, make(chan struct{})
+	done := r.done
+	go func() { _ = cmd.Wait(); close(done) }()
+	return r.waitReady(10 * time.Second)
+}
+
+// Kill stops the server with SIGKILL, as a crash would; Start brings it
+// back on the same port and directory, with whatever it persisted.
+func (r *RedisServer) Kill() { r.stop() }
+
+// Start starts a killed server again.
+func (r *RedisServer) Start() error { return r.run() }
 
 func (r *RedisServer) waitReady(timeout time.Duration) error {
 	opt, _ := redis.ParseURL(r.URL)

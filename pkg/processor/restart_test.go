@@ -99,3 +99,72 @@ func TestProcessor_NATSRestart(t *testing.T) {
 		require.Equal(t, messages.StatusSucceeded, r.Status)
 	}
 }
+
+// TestProcessor_RedisRestart kills Redis with SIGKILL in the middle of a run
+// and starts it again from its append-only file (appendfsync always, the
+// setting the README requires): every command completes, each charge is
+// made once, no cart line is added twice, and every stored outcome survives.
+func TestProcessor_RedisRestart(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("restarts a Redis server")
+	}
+	rs, err := testenv.StartRedisWith("--save", "", "--appendonly", "yes", "--appendfsync", "always")
+	require.NoError(t, err)
+	t.Cleanup(rs.Shutdown)
+	rdb, err := testenv.ConnectRedis(rs.URL)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rdb.Close() })
+
+	b := setup(t) // NATS, namespace and config; its Redis is not used below
+	sim, err := processor.NewSimProvider(rdb, &processor.SimConfig{KeyPrefix: b.cfg.KeyPrefix})
+	require.NoError(t, err)
+	mux := processor.NewMux()
+	mux.Handle(processor.ChargeHandler(sim))
+	mux.Handle(processor.CartAddHandler())
+	for range 2 {
+		cfg := b.cfg
+		cfg.MaxDeliver = 100 // ride out the outage rather than dead-letter
+		p, err := processor.New(b.nc, rdb, mux, &cfg)
+		require.NoError(t, err)
+		require.NoError(t, p.Start(context.Background()))
+		t.Cleanup(func() { _ = p.Stop(context.Background()) })
+	}
+
+	const charges, adds = 120, 60
+	var keys []string
+	for i := range charges + adds {
+		key := newKey()
+		keys = append(keys, key)
+		if i < charges {
+			b.charge(t, key, int64(i+1))
+		} else {
+			b.publish(t, messages.TypeCartAdd, key, messages.CartAddRequest{CartID: "cart_r", SKU: "SKU", Quantity: 1})
+		}
+		if i == (charges+adds)/2 {
+			rs.Kill()
+			require.NoError(t, rs.Start())
+		}
+	}
+
+	ctx := context.Background()
+	eventuallyf(t, 60*time.Second, func() bool {
+		for _, k := range keys {
+			if state, _ := rdb.HGet(ctx, b.cfg.KeyPrefix+"idem:rec:{"+k+"}", "state").Result(); state != "completed" {
+				return false
+			}
+		}
+		return true
+	}, "every key completed")
+	stored, err := rdb.HGetAll(ctx, sim.ChargesKey()).Result()
+	require.NoError(t, err)
+	require.Len(t, stored, charges, "one charge per key")
+	for _, k := range keys[:charges] {
+		data, err := rdb.HGet(ctx, b.cfg.KeyPrefix+"idem:rec:{"+k+"}", "data").Result()
+		require.NoError(t, err)
+		require.JSONEq(t, stored[k], data, "the outcome names the provider's charge")
+	}
+	qty, err := rdb.HGet(ctx, processor.CartKey(b.cfg.KeyPrefix, "cart_r"), "SKU").Int()
+	require.NoError(t, err)
+	require.Equal(t, adds, qty, "each add applied once")
+}
