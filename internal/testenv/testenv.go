@@ -85,7 +85,11 @@ func (s *NATSServer) Restart() error {
 	if s.srv == nil {
 		return errors.New("testenv: only an in-process server can be restarted")
 	}
-	port := s.srv.Addr().(*net.TCPAddr).Port
+	addr, ok := s.srv.Addr().(*net.TCPAddr)
+	if !ok {
+		return errors.New("testenv: nats server has no TCP address")
+	}
+	port := addr.Port
 	s.srv.Shutdown()
 	s.srv.WaitForShutdown()
 	var err error
@@ -203,7 +207,7 @@ func StartRedisWith(args ...string) (*RedisServer, error) {
 
 func (r *RedisServer) run() error {
 	// The server lives until Shutdown, not for a context.
-	cmd := exec.CommandContext(context.Background(), r.bin, append([]string{
+	cmd := exec.CommandContext(context.Background(), r.bin, append([]string{ //nolint:gosec // G204: the redis-server found on PATH, with the test's own arguments
 		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
 		"--logfile", filepath.Join(r.dir, "redis.log")}, r.args...)...)
 	cmd.SysProcAttr = childAttr() // dies with the test binary, even on SIGKILL

@@ -132,7 +132,7 @@ func TestProcessor_RedisRestart(t *testing.T) {
 	}
 
 	const charges, adds = 120, 60
-	var keys []string
+	keys := make([]string, 0, charges+adds)
 	for i := range charges + adds {
 		key := newKey()
 		keys = append(keys, key)
