@@ -16,6 +16,7 @@ GO ?= go
 TEST_TIMEOUT ?= 12m## go test -timeout for `test` (CI has 2 cores and the race detector)
 BENCHTIME ?= 1s## go test -benchtime for `bench`
 CHAOS_DURATION ?= 30s## how long each chaos scenario runs (read by the chaos tests)
+CHAOS_SHORT ?= 10s## how long `test` runs the chaos suite (CI runs `test`)
 CHAOS_TIMEOUT ?= 15m## go test -timeout for `chaos`
 FUZZ_TARGET ?= FuzzDecode## the fuzz test `fuzz` runs in ./pkg/messages
 FUZZTIME ?= 30s## go test -fuzztime for `fuzz`
@@ -46,9 +47,10 @@ demo: require-redis ## Run the whole system in one process on embedded defaults 
 COMPAT_PKGS := ./pkg/processor ./pkg/client ./internal/load ./cmd/worker ./cmd/producer
 
 .PHONY: test
-test: require-redis ## Run every test with the race detector (starts its own NATS and Redis), then the NATS-facing ones on nats-server 2.9 if installed
+test: require-redis ## Run every test with the race detector (starts its own NATS and Redis), the NATS-facing ones again on nats-server 2.9 if installed, and the chaos suite for CHAOS_SHORT
 	$(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 ./...
 	@$(MAKE) --no-print-directory test/compat
+	@$(MAKE) --no-print-directory chaos CHAOS_DURATION=$(CHAOS_SHORT)
 
 ##@ Development
 
@@ -70,8 +72,8 @@ bench: require-redis ## Run the benchmarks (no tests); set BENCHTIME to run long
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem -count=1 ./...
 
 .PHONY: chaos
-chaos: require-redis ## Run the chaos suite (build tag chaos, tests named *Chaos*) for CHAOS_DURATION each
-	CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -race -tags chaos -run Chaos -timeout $(CHAOS_TIMEOUT) -count=1 -v ./...
+chaos: require-redis ## Run the chaos suite (build tag chaos: workers SIGKILLed at every step under load) for CHAOS_DURATION
+	CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -race -tags chaos -run Chaos -timeout $(CHAOS_TIMEOUT) -count=1 -v ./cmd/worker
 
 .PHONY: fuzz
 fuzz: ## Fuzz the wire decoder for FUZZTIME (go test -fuzz FuzzDecode ./pkg/messages)

@@ -126,6 +126,16 @@ func newDeployment(t *testing.T, extraEnv ...string) *deployment {
 // start runs a worker process and waits until it consumes.
 func (d *deployment) start(t *testing.T, extraEnv ...string) *workerProc {
 	t.Helper()
+	return d.spawn(t, false, extraEnv...)
+}
+
+// quietWorkers keeps a failed test from dumping every worker's output (the
+// chaos test runs dozens).
+var quietWorkers bool
+
+// spawn runs a worker process; unless noWait, it waits until it consumes.
+func (d *deployment) spawn(t *testing.T, noWait bool, extraEnv ...string) *workerProc {
+	t.Helper()
 	// Not CommandContext(t.Context()): the tests signal and kill workers
 	// themselves, and t.Cleanup below kills and reaps whatever is left.
 	w := &workerProc{cmd: exec.Command(workerBin), out: &syncBuffer{}, done: make(chan struct{})} //nolint:noctx // lifetime managed by the test and t.Cleanup
@@ -137,10 +147,13 @@ func (d *deployment) start(t *testing.T, extraEnv ...string) *workerProc {
 	t.Cleanup(func() {
 		_ = w.cmd.Process.Kill()
 		<-w.done
-		if t.Failed() {
+		if t.Failed() && !quietWorkers {
 			t.Logf("worker %d output:\n%s", w.cmd.Process.Pid, w.out.String())
 		}
 	})
+	if noWait {
+		return w
+	}
 	eventually(t, 30*time.Second, func() bool {
 		select {
 		case <-w.done:
