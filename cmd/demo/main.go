@@ -235,6 +235,12 @@ func demo(ctx context.Context, c *cli, stdout, stderr io.Writer) error {
 	if ok {
 		say("OK: every command has exactly one outcome, every retry got it back, and nothing was charged twice (%s in all).",
 			time.Since(started).Round(100*time.Millisecond))
+		say("")
+		say("Next, by hand (NATS with JetStream on :4222 and Redis on :6379):")
+		say("  go run ./cmd/worker &            # as many as you like; --help lists every setting")
+		say("  go run ./cmd/producer charge --account acct_42 --amount 1999 --currency EUR")
+		say("  go run ./cmd/producer charge --account acct_42 --amount 1999 --currency EUR --key <the key it printed>")
+		say("  go run ./cmd/producer load --count 20000 --duplicates 0.2 --verify-ledger")
 		return nil
 	}
 	return errors.New("the audit found problems: see the table above")
