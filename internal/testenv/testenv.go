@@ -105,7 +105,11 @@ func (s *NATSServer) Restart() error {
 // StartNATSBinary starts a nats-server binary (an older or newer release
 // than the embedded one: Debian's is 2.9) as a child process with JetStream
 // on a free loopback port and a store in a new temporary directory.
-func StartNATSBinary(bin string) (*NATSServer, error) {
+func StartNATSBinary(bin string) (*NATSServer, error) { return StartNATSBinaryWith(bin) }
+
+// StartNATSBinaryWith is StartNATSBinary with extra command-line arguments
+// for the server (e.g. "-c", "sync.conf").
+func StartNATSBinaryWith(bin string, extraArgs ...string) (*NATSServer, error) {
 	dir, err := os.MkdirTemp("", "idempay-natsbin-*")
 	if err != nil {
 		return nil, err
@@ -116,8 +120,8 @@ func StartNATSBinary(bin string) (*NATSServer, error) {
 			return nil, err
 		}
 		// The server lives until Shutdown, not for a context.
-		cmd := exec.CommandContext(context.Background(), bin, //nolint:gosec // bin is NATS_SERVER_BIN, set by whoever runs the tests
-			"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", dir)
+		args := append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", dir}, extraArgs...)
+		cmd := exec.CommandContext(context.Background(), bin, args...) //nolint:gosec // bin is NATS_SERVER_BIN or NATSServerBinary's build
 		cmd.SysProcAttr = childAttr()
 		if err := cmd.Start(); err != nil {
 			os.RemoveAll(dir)
@@ -372,4 +376,22 @@ func Main(m *testing.M) {
 	code := m.Run()
 	Close()
 	os.Exit(code)
+}
+
+// Pid returns the process id of a nats-server child, or 0 when the server
+// runs in this process or is external.
+func (s *NATSServer) Pid() int {
+	if s == nil || s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
+// Pid returns the process id of a redis-server child, or 0 for an external
+// server.
+func (r *RedisServer) Pid() int {
+	if r == nil || r.cmd == nil || r.cmd.Process == nil {
+		return 0
+	}
+	return r.cmd.Process.Pid
 }
