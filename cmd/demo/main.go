@@ -25,34 +25,35 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/alecthomas/kong"
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
+	"github.com/idempay/idempay/internal/cli"
 	"github.com/idempay/idempay/internal/load"
 	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/ops"
 	"github.com/idempay/idempay/pkg/processor"
+	"github.com/idempay/idempay/pkg/sim"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		if _, ok := errors.AsType[usageError](err); ok {
-			fmt.Fprintf(os.Stderr, "demo: error: %v (see demo --help)\n", err)
-			os.Exit(2)
-		}
-		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
-		os.Exit(1)
-	}
+	os.Exit(cli.Exit("demo", err, os.Stderr, func(error) (int, bool) { return 1, false }))
 }
 
-type cli struct {
+const description = "Runs idempay end to end on embedded servers (NATS_URL / REDIS_URL when set) and audits the result.\n\n" +
+	"Exit status: 0 when the audit found nothing wrong, 1 otherwise, 64 usage error."
+
+type flags struct {
+	cli.Common
+
 	Count        int           `name:"count" default:"3000" help:"Commands to send, each with its own key."`
 	Workers      int           `name:"workers" default:"3" help:"Worker processors to run."`
 	Concurrency  int           `name:"concurrency" default:"64" help:"Commands the load keeps in flight."`
@@ -65,7 +66,7 @@ type cli struct {
 	Verbose      bool          `name:"verbose" short:"v" help:"Show the workers' logs (info level)."`
 }
 
-func (c *cli) Validate() error {
+func (c *flags) Validate() error {
 	switch {
 	case c.Count < 1 || c.Count > 100_000:
 		return fmt.Errorf("--count must be 1 to 100000, got %d", c.Count)
@@ -82,34 +83,15 @@ func (c *cli) Validate() error {
 	return nil
 }
 
-type usageError struct{ error }
-
-type exitRequest int
-
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
-	var c cli
-	parser, err := kong.New(&c, kong.Name("demo"),
-		kong.Description("Runs idempay end to end on embedded servers (NATS_URL / REDIS_URL when set) and audits the result."),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { panic(exitRequest(code)) }))
-	if err != nil {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c flags
+	if _, err := cli.Parse("demo", description, &c, args, nil, stdout, stderr); err != nil {
 		return err
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(exitRequest); !ok {
-				panic(r)
-			}
-			err = nil
-		}
-	}()
-	if _, err := parser.Parse(args); err != nil {
-		return usageError{err}
 	}
 	return demo(ctx, &c, stdout, stderr)
 }
 
-func demo(ctx context.Context, c *cli, stdout, stderr io.Writer) error {
+func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 	say := func(format string, args ...any) { fmt.Fprintf(stdout, format+"\n", args...) }
 	started := time.Now()
 
@@ -153,7 +135,7 @@ func demo(ctx context.Context, c *cli, stdout, stderr io.Writer) error {
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
 
-	subjects, cfg := layout(ns, c)
+	cfg := demoConfig(ns, c)
 	level := slog.LevelError
 	if c.Verbose {
 		level = slog.LevelInfo
@@ -162,10 +144,12 @@ func demo(ctx context.Context, c *cli, stdout, stderr io.Writer) error {
 	cfg.Logger = logger
 
 	// Workers: each its own NATS connection, like separate processes.
-	mux, err := processor.DefaultMux(rdb, &processor.SimConfig{KeyPrefix: cfg.KeyPrefix, FailureRate: c.FailureRate})
+	provider, err := sim.New(rdb, &sim.Config{KeyPrefix: cfg.KeyPrefix, FailureRate: c.FailureRate})
 	if err != nil {
 		return err
 	}
+	mux := processor.NewMux()
+	ops.Register(mux, provider, cfg.KeyPrefix)
 	var workers []*processor.Processor
 	defer func() {
 		// Not cancelled with ctx: an interrupted demo still drains its workers.
@@ -202,7 +186,7 @@ func demo(ctx context.Context, c *cli, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	cl, err := client.New(nc, &client.Config{Subjects: subjects, ResultStream: cfg.ResultStream, Logger: logger})
+	cl, err := client.New(nc, &client.Config{Topology: cfg.Topology, Logger: logger})
 	if err != nil {
 		return err
 	}
@@ -246,9 +230,9 @@ func demo(ctx context.Context, c *cli, stdout, stderr io.Writer) error {
 	return errors.New("the audit found problems: see the table above")
 }
 
-// layout returns the subject roots and worker config of the demo.
-func layout(ns string, c *cli) (messages.Subjects, *processor.Config) {
-	subjects := messages.DefaultSubjects()
+// demoConfig returns the workers' configuration: the contract's names on
+// servers of our own, names under ns on someone else's.
+func demoConfig(ns string, c *flags) *processor.Config {
 	cfg := &processor.Config{
 		DedupeWindow: c.DedupeWindow,
 		ResultTTL:    time.Hour,
@@ -260,12 +244,11 @@ func layout(ns string, c *cli) (messages.Subjects, *processor.Config) {
 		LockedDelay: 50 * time.Millisecond,
 	}
 	if ns != "" {
-		subjects = messages.Subjects{Command: ns + ".cmd", Result: ns + ".result", Rejected: ns + ".rejected", DeadLetter: ns + ".dlq"}
-		cfg.CommandStream, cfg.ResultStream, cfg.DeadLetterStream = ns+"_COMMANDS", ns+"_RESULTS", ns+"_DEADLETTER"
+		cfg.Topology = testenv.Topology(ns)
 		cfg.KeyPrefix = ns + ":"
 	}
-	cfg.Subjects = subjects
-	return subjects, cfg
+	cfg.Topology = cfg.Topology.WithDefaults()
+	return cfg
 }
 
 // cleanup removes the streams and Redis keys the demo made on servers it
@@ -295,7 +278,7 @@ func cleanup(ctx context.Context, natsURL string, rdb *redis.Client, cfg *proces
 	if err != nil {
 		return
 	}
-	for _, s := range []string{cfg.CommandStream, cfg.ResultStream, cfg.DeadLetterStream} {
+	for _, s := range []string{cfg.Topology.CommandStream, cfg.Topology.ResultStream, cfg.Topology.DeadLetterStream} {
 		_ = js.DeleteStream(s)
 	}
 }
@@ -312,17 +295,17 @@ type auditFigures struct {
 
 func audit(ctx context.Context, rdb *redis.Client, prefix string, s *load.Summary) (*auditFigures, error) {
 	a := &auditFigures{callsPerKey: map[int64]int{}}
-	calls, err := rdb.HGetAll(ctx, prefix+"sim:calls").Result()
+	calls, err := rdb.HGetAll(ctx, layout.SimCalls(prefix)).Result()
 	if err != nil {
 		return nil, err
 	}
-	charges, err := rdb.HGetAll(ctx, prefix+"sim:charges").Result()
+	charges, err := rdb.HGetAll(ctx, layout.SimCharges(prefix)).Result()
 	if err != nil {
 		return nil, err
 	}
 	succeeded := 0
 	for key, o := range s.Outcomes {
-		if o.Result.Command != messages.TypePaymentCharge {
+		if o.Result.Kind != messages.KindPaymentCharge {
 			continue
 		}
 		n, _ := strconv.ParseInt(calls[key], 10, 64)
@@ -355,7 +338,7 @@ func audit(ctx context.Context, rdb *redis.Client, prefix string, s *load.Summar
 		want[[2]string{req.CartID, req.SKU}] += req.Quantity
 	}
 	for line, units := range want {
-		n, err := rdb.HGet(ctx, processor.CartKey(prefix, line[0]), line[1]).Int64()
+		n, err := rdb.HGet(ctx, layout.Cart(prefix, line[0]), line[1]).Int64()
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, err
 		}

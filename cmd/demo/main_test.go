@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/internal/cli"
 )
 
 // TestRun_Demo runs a small demo end to end, as `make demo` does, on its own
@@ -27,12 +29,13 @@ func TestRun_UsageErrors(t *testing.T) {
 	for _, args := range [][]string{{"--bogus"}, {"--workers", "0"}, {"--failure-rate", "1"}, {"--mix", "payment=x"}, {"--count", "many"}} {
 		var out, errOut bytes.Buffer
 		err := run(context.Background(), args, &out, &errOut)
-		var usage usageError
+		var usage *cli.UsageError
 		require.ErrorAs(t, err, &usage, "%v", args)
+		require.Equal(t, cli.ExitUsage, cli.Exit("demo", err, &errOut, nil))
 		flag := strings.TrimPrefix(args[0], "--")
 		require.Contains(t, err.Error(), flag, "the error names the flag")
 	}
 	var out bytes.Buffer
-	require.NoError(t, run(context.Background(), []string{"--help"}, &out, &out))
+	require.ErrorIs(t, run(context.Background(), []string{"--help"}, &out, &out), cli.ErrHelp)
 	require.Contains(t, out.String(), "--failure-rate")
 }

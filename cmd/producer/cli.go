@@ -10,16 +10,19 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/idempay/idempay/internal/cli"
 	"github.com/idempay/idempay/pkg/client"
 	"github.com/idempay/idempay/pkg/messages"
 )
 
-// cli is the producer's command line. Flag and variable names match the
+// grammar is the producer's command line. Flag and variable names match the
 // worker's where they mean the same thing.
-type cli struct {
+type grammar struct {
+	cli.Common
 	Globals
 
 	Charge chargeCmd `cmd:"" help:"Send one payment.charge and print its answer."`
+	Refund refundCmd `cmd:"" help:"Send one payment.refund of an earlier charge and print its answer."`
 	Cart   struct {
 		Add cartAddCmd `cmd:"" help:"Send one cart.add and print its answer."`
 	} `cmd:"" help:"Cart commands."`
@@ -33,24 +36,21 @@ type Globals struct {
 	JSON           bool          `name:"json" help:"Print JSON instead of a table."`
 	PublishTimeout time.Duration `name:"publish-timeout" env:"PUBLISH_TIMEOUT" default:"5s" help:"How long one publish attempt waits for JetStream's ack before it is repeated with the same key."`
 	ResultTimeout  time.Duration `name:"result-timeout" env:"RESULT_TIMEOUT" default:"30s" help:"How long to wait for the answer once the command is accepted."`
-	ResultStream   string        `name:"result-stream" env:"RESULT_STREAM" default:"RESULTS" help:"Stream keeping the last outcome of each key."`
-	CommandRoot    string        `name:"command-subjects" env:"COMMAND_SUBJECTS" default:"cmd" help:"Root of command subjects: <root>.<type>."`
-	ResultRoot     string        `name:"result-subjects" env:"RESULT_SUBJECTS" default:"result" help:"Root of outcome subjects: <root>.<key>."`
-	RejectedRoot   string        `name:"rejected-subjects" env:"REJECTED_SUBJECTS" default:"rejected" help:"Root of rejection subjects: <root>.<key>."`
 	LogLevel       string        `name:"log-level" env:"LOG_LEVEL" default:"error" enum:"debug,info,warn,error" help:"Log level of the client's diagnostics on stderr (retries, ignored answers): debug, info, warn or error."`
+
+	cli.TopologyFlags
 }
 
 // connect returns a client on a new NATS connection; close closes it.
 func (g *Globals) connect(out *output) (c *client.Client, closeFn func(), err error) {
 	nc, err := nats.Connect(g.NATSURL, nats.Name("idempay-producer"), nats.Timeout(5*time.Second))
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %w", g.NATSURL, err)
+		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %w", cli.RedactURLs(g.NATSURL), err)
 	}
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(g.LogLevel)) // kong checked the enum
 	c, err = client.New(nc, &client.Config{
-		Subjects:       messages.Subjects{Command: g.CommandRoot, Result: g.ResultRoot, Rejected: g.RejectedRoot},
-		ResultStream:   g.ResultStream,
+		Topology:       g.Topology(),
 		PublishTimeout: g.PublishTimeout,
 		ResultTimeout:  g.ResultTimeout,
 		Logger:         slog.New(slog.NewTextHandler(out.stderr, &slog.HandlerOptions{Level: level})),
@@ -108,7 +108,7 @@ func (c *chargeCmd) check() error {
 
 func (c *chargeCmd) Run(ctx context.Context, g *Globals, out *output) error {
 	if err := c.check(); err != nil {
-		return usageError{err: err, command: "charge"}
+		return usageError("charge", err)
 	}
 	cl, closeFn, err := g.connect(out)
 	if err != nil {
@@ -148,7 +148,7 @@ func (c *cartAddCmd) check() error {
 
 func (c *cartAddCmd) Run(ctx context.Context, g *Globals, out *output) error {
 	if err := c.check(); err != nil {
-		return usageError{err: err, command: "cart add"}
+		return usageError("cart add", err)
 	}
 	cl, closeFn, err := g.connect(out)
 	if err != nil {
@@ -157,6 +157,46 @@ func (c *cartAddCmd) Run(ctx context.Context, g *Globals, out *output) error {
 	defer closeFn()
 	key := c.key(out, fmt.Sprintf("producer cart add --cart %s --sku %s --quantity %d", c.CartID, c.SKU, c.Quantity))
 	res, err := cl.AddToCart(ctx, key, c.request())
+	if res == nil {
+		return noAnswer(key, err)
+	}
+	return out.answer(g.JSON, key, &res.Reply, err)
+}
+
+type refundCmd struct {
+	ChargeKey string `name:"charge-key" required:"" help:"The idempotency key of the payment.charge to refund."`
+	Amount    int64  `name:"amount" required:"" help:"Amount to refund in minor units, 1 to 10^12, at most what is left of the charge."`
+	Reason    string `name:"reason" help:"Optional, at most 255 characters."`
+	keyFlag
+}
+
+func (c *refundCmd) request() messages.RefundRequest {
+	return messages.RefundRequest{ChargeKey: c.ChargeKey, Amount: c.Amount, Reason: c.Reason}
+}
+
+// check checks the flags with the contract's rules, naming the flag.
+func (c *refundCmd) check() error {
+	if err := flagError(c.request().Validate(), refundFlags); err != nil {
+		return err
+	}
+	return c.validate()
+}
+
+func (c *refundCmd) Run(ctx context.Context, g *Globals, out *output) error {
+	if err := c.check(); err != nil {
+		return usageError("refund", err)
+	}
+	cl, closeFn, err := g.connect(out)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	retry := fmt.Sprintf("producer refund --charge-key %s --amount %d", c.ChargeKey, c.Amount)
+	if c.Reason != "" {
+		retry += fmt.Sprintf(" --reason %q", c.Reason)
+	}
+	key := c.key(out, retry)
+	res, err := cl.Refund(ctx, key, c.request())
 	if res == nil {
 		return noAnswer(key, err)
 	}
@@ -177,7 +217,7 @@ func (c *statusCmd) check() error {
 
 func (c *statusCmd) Run(ctx context.Context, g *Globals, out *output) error {
 	if err := c.check(); err != nil {
-		return usageError{err: err, command: "status"}
+		return usageError("status", err)
 	}
 	cl, closeFn, err := g.connect(out)
 	if err != nil {
@@ -209,6 +249,7 @@ func noAnswer(key string, err error) error {
 var (
 	chargeFlags = map[string]string{"account_id": "--account", "amount": "--amount", "currency": "--currency", "description": "--description"}
 	cartFlags   = map[string]string{"cart_id": "--cart", "sku": "--sku", "quantity": "--quantity"}
+	refundFlags = map[string]string{"charge_key": "--charge-key", "amount": "--amount", "reason": "--reason"}
 )
 
 // flagError turns a validation error, which names a JSON field first, into

@@ -17,6 +17,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
+	"github.com/idempay/idempay/internal/cli"
 	"github.com/idempay/idempay/internal/load"
 )
 
@@ -89,10 +90,10 @@ func (c *loadCmd) config() *load.Config {
 
 func (c *loadCmd) Run(ctx context.Context, g *Globals, out *output) error {
 	if err := c.check(); err != nil {
-		return usageError{err: err, command: "load"}
+		return usageError("load", err)
 	}
 	if err := c.checkTarget(g.NATSURL); err != nil {
-		return usageError{err: err, command: "load"}
+		return usageError("load", err)
 	}
 	var rdb *redis.Client
 	if c.VerifyLedger {
@@ -100,7 +101,7 @@ func (c *loadCmd) Run(ctx context.Context, g *Globals, out *output) error {
 		redis.SetLogger(quietRedis{})
 		opt, err := redis.ParseURL(c.RedisURL)
 		if err != nil {
-			return usageError{err: fmt.Errorf("--redis-url %q: %w", c.RedisURL, err), command: "load"}
+			return usageError("load", fmt.Errorf("--redis-url %s: %w", cli.RedactURLs(c.RedisURL), err))
 		}
 		rdb = redis.NewClient(opt)
 		defer rdb.Close()

@@ -39,11 +39,11 @@ func runCLI(t *testing.T, env []string, args ...string) result {
 // cliEnv points the producer at a test deployment through the environment,
 // as a user's shell would.
 func cliEnv(env *loadtest.Env) []string {
-	s := env.Config.Subjects
+	s := env.Config.Topology.Subjects
 	return []string{
 		"NATS_URL=" + env.NATSURL,
 		"COMMAND_SUBJECTS=" + s.Command, "RESULT_SUBJECTS=" + s.Result, "REJECTED_SUBJECTS=" + s.Rejected,
-		"RESULT_STREAM=" + env.Config.ResultStream,
+		"RESULT_STREAM=" + env.Config.Topology.ResultStream,
 		"REDIS_URL=" + env.RedisURL, "REDIS_KEY_PREFIX=" + env.Config.KeyPrefix,
 	}
 }
@@ -94,7 +94,7 @@ func TestRun_UsageErrors(t *testing.T) {
 		"BadCount":          {[]string{"load", "--count", "0"}, "--count must be between 1 and 1000000"},
 		"BadConcurrency":    {[]string{"load", "--concurrency", "5000"}, "--concurrency must be between 1 and 4096"},
 		"BadLogLevel":       {append(charge, "--log-level", "loud"), "--log-level must be one of"},
-		"UnknownCommand":    {[]string{"refund"}, "unexpected argument refund"},
+		"UnknownCommand":    {[]string{"capture"}, "unexpected argument capture"},
 		"RemoteLoad":        {[]string{"load", "--nats-url", "nats://127.0.0.1:4222,nats://10.1.2.3:4222"}, "--nats-url: 10.1.2.3:4222 is not on this machine"},
 		"RemoteLoadByName":  {[]string{"load", "--nats-url", "nats.example.com"}, "--allow-remote"},
 	} {
@@ -238,11 +238,11 @@ func TestRun_Load(t *testing.T) {
 	require.True(t, l.OK(), "%v", l.Mismatches)
 
 	calls, charges := env.SimLedger(t)
-	require.Len(t, calls, s.ByCommand[messages.TypePaymentCharge], "one provider call per charge key")
+	require.Len(t, calls, s.ByCommand[messages.KindPaymentCharge], "one provider call per charge key")
 	for key, n := range calls {
 		require.Equal(t, int64(1), n, key)
 	}
-	require.Len(t, charges, s.ByStatus[messages.StatusSucceeded]-s.ByCommand[messages.TypeCartAdd])
+	require.Len(t, charges, s.ByStatus[messages.StatusSucceeded]-s.ByCommand[messages.KindCartAdd])
 	require.Equal(t, s.ByStatus[messages.StatusFailed], s.ByCode[messages.CodeCardDeclined])
 	require.Equal(t, len(charges), l.Charged)
 	require.Equal(t, int64(len(calls)), l.Calls)

@@ -81,7 +81,7 @@ func (o *output) table(reply *client.Reply) {
 	w := tabwriter.NewWriter(o.stdout, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(w, "%s\t%s\n", k, v) }
 	row("key", r.Key)
-	row("command", r.Command)
+	row("command", r.Kind)
 	row("status", string(r.Status))
 	if r.Code != "" {
 		row("code", r.Code)

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/idempay/idempay/internal/cli"
 	"github.com/idempay/idempay/pkg/messages"
 	"github.com/idempay/idempay/pkg/processor"
 )
@@ -35,8 +36,8 @@ func TestWorker_TwoProcesses(t *testing.T) {
 		key := newKey()
 		req := messages.ChargeRequest{AccountID: "acct_e2e", Amount: int64(100 + i), Currency: "EUR"}
 		charges[key] = req
-		require.False(t, d.publish(t, messages.TypePaymentCharge, key, req).Duplicate)
-		require.True(t, d.publish(t, messages.TypePaymentCharge, key, req).Duplicate)
+		require.False(t, d.publish(t, messages.KindPaymentCharge, key, req).Duplicate)
+		require.True(t, d.publish(t, messages.KindPaymentCharge, key, req).Duplicate)
 	}
 	// Cart adds across four carts.
 	carts := map[string]int64{}
@@ -46,10 +47,10 @@ func TestWorker_TwoProcesses(t *testing.T) {
 		key := newKey()
 		cartKeys[key] = req
 		carts[req.CartID] += req.Quantity
-		d.publish(t, messages.TypeCartAdd, key, req)
+		d.publish(t, messages.KindCartAdd, key, req)
 	}
 	declined := newKey()
-	d.publish(t, messages.TypePaymentCharge, declined, messages.ChargeRequest{AccountID: "decline_1", Amount: 5, Currency: "EUR"})
+	d.publish(t, messages.KindPaymentCharge, declined, messages.ChargeRequest{AccountID: "decline_1", Amount: 5, Currency: "EUR"})
 
 	firsts := map[string]messages.Result{}
 	for key := range charges {
@@ -76,7 +77,7 @@ func TestWorker_TwoProcesses(t *testing.T) {
 		if len(retried) == 20 {
 			break
 		}
-		require.False(t, d.publish(t, messages.TypePaymentCharge, key, req).Duplicate)
+		require.False(t, d.publish(t, messages.KindPaymentCharge, key, req).Duplicate)
 		retried[key] = true
 	}
 	// The same key with another amount is refused and changes nothing.
@@ -87,7 +88,7 @@ func TestWorker_TwoProcesses(t *testing.T) {
 		}
 		reusedKey = key
 		req.Amount++
-		d.publish(t, messages.TypePaymentCharge, key, req)
+		d.publish(t, messages.KindPaymentCharge, key, req)
 		break
 	}
 
@@ -97,8 +98,8 @@ func TestWorker_TwoProcesses(t *testing.T) {
 	require.NoError(t, err)
 	rejections := map[string]string{
 		messages.CodeUnknownCommand:  "refund.issue",
-		messages.CodeInvalidPayload:  messages.TypePaymentCharge,
-		messages.CodePayloadTooLarge: messages.TypeCartAdd,
+		messages.CodeInvalidPayload:  messages.KindPaymentCharge,
+		messages.CodePayloadTooLarge: messages.KindCartAdd,
 	}
 	bodies := map[string]string{
 		messages.CodeUnknownCommand:  `{"x":1}`,
@@ -111,7 +112,7 @@ func TestWorker_TwoProcesses(t *testing.T) {
 		rejKeys[code] = key
 		d.publish(t, kind, key, bodies[code], messages.HeaderReplyTo, inbox)
 	}
-	d.publish(t, messages.TypeCartAdd, "NOT-A-UUID", `{"cart_id":"c","sku":"s","quantity":1}`, messages.HeaderReplyTo, inbox)
+	d.publish(t, messages.KindCartAdd, "NOT-A-UUID", `{"cart_id":"c","sku":"s","quantity":1}`, messages.HeaderReplyTo, inbox)
 
 	for code, key := range rejKeys {
 		r := got.wait(t, key, 1)[0]
@@ -184,14 +185,15 @@ func TestWorker_TwoProcesses(t *testing.T) {
 // the same outcome.
 func TestWorker_KilledAt(t *testing.T) {
 	t.Parallel()
-	for _, point := range processor.Failpoints {
+	for _, point := range []processor.Failpoint{processor.AfterLock, processor.AfterBegin, processor.AfterOperation,
+		processor.AfterCommit, processor.AfterPublish} {
 		t.Run(string(point), func(t *testing.T) {
 			t.Parallel()
 			d := newDeployment(t)
 			got := d.listen(t)
 			doomed := d.start(t, "IDEMPAY_FAILPOINT="+string(point))
 			key := newKey()
-			d.publish(t, messages.TypePaymentCharge, key, messages.ChargeRequest{AccountID: "acct_k", Amount: 4200, Currency: "EUR"})
+			d.publish(t, messages.KindPaymentCharge, key, messages.ChargeRequest{AccountID: "acct_k", Amount: 4200, Currency: "EUR"})
 			select {
 			case <-doomed.done:
 			case <-time.After(30 * time.Second):
@@ -245,21 +247,31 @@ func TestWorker_CommandLine(t *testing.T) {
 		require.Contains(t, out, v)
 	}
 
+	out, code = run([]string{"--version"})
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "worker ")
+
 	out, code = run([]string{"--max-delivr", "3"})
-	require.Equal(t, 2, code)
+	require.Equal(t, cli.ExitUsage, code)
 	require.Equal(t, 1, strings.Count(strings.TrimSpace(out), "\n")+1, "one line: %q", out)
 	require.Contains(t, out, "--max-delivr")
 
 	out, code = run(nil, "SIM_FAILURE_RATE=1.5")
-	require.Equal(t, 2, code)
+	require.Equal(t, cli.ExitUsage, code)
 	require.Contains(t, out, "--sim-failure-rate (SIM_FAILURE_RATE)")
 
 	out, code = run([]string{"--ack-wait", "soon"})
-	require.Equal(t, 2, code)
+	require.Equal(t, cli.ExitUsage, code)
 	require.Contains(t, out, "--ack-wait")
 
-	out, code = run(nil, "NATS_URL=nats://127.0.0.1:1")
+	out, code = run([]string{"--retry", "payment.refund:sometimes=1s/2s/3s/4"})
+	require.Equal(t, cli.ExitUsage, code)
+	require.Contains(t, out, "--retry (RETRY_POLICIES)")
+	require.Contains(t, out, "sometimes")
+
+	out, code = run(nil, "NATS_URL=nats://alice:s3cret@127.0.0.1:1")
 	require.Equal(t, 1, code)
-	require.Contains(t, out, "cannot connect to NATS at nats://127.0.0.1:1")
+	require.Contains(t, out, "cannot connect to NATS at nats://alice:xxxxx@127.0.0.1:1")
+	require.NotContains(t, out, "s3cret", "a password never reaches the logs")
 	require.Equal(t, 1, strings.Count(strings.TrimSpace(out), "\n")+1, "one line: %q", out)
 }

@@ -4,130 +4,114 @@
 //
 //	worker                      # nats://127.0.0.1:4222, redis://127.0.0.1:6379
 //	worker --help               # every flag and its environment variable
+//
+// This main is the wiring: the operations idempay ships (package ops) on the
+// provider the configuration names. A worker with other operations or a
+// real provider is a main of the same shape; see examples/custom.
 package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/alecthomas/kong"
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/internal/cli"
+	"github.com/idempay/idempay/pkg/ops"
 	"github.com/idempay/idempay/pkg/processor"
+	"github.com/idempay/idempay/pkg/sim"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
 	stop()
-	os.Exit(exitCode(err, os.Stderr))
+	os.Exit(cli.Exit("worker", err, os.Stderr, func(error) (int, bool) { return 1, false }))
 }
 
-// cli is the worker's command line. Every flag has an environment variable;
-// the names of CONTRACT.md come first.
-type cli struct {
+const description = "Executes idempay commands from NATS JetStream exactly once per idempotency key. " +
+	"Every flag can also be set by the environment variable shown in brackets.\n\n" +
+	"Exit status: 0 after a clean stop (SIGTERM or SIGINT drain in-flight commands), " +
+	"1 when it cannot start or keep running, 64 usage error."
+
+// flags is the worker's command line. The names of CONTRACT.md come first.
+type flags struct {
+	cli.Common
+
 	NATSURL        string        `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL(s), comma-separated."`
 	RedisURL       string        `name:"redis-url" env:"REDIS_URL" default:"redis://127.0.0.1:6379" help:"Redis URL (redis:// or rediss://, optional user:password@ and /db)."`
 	DedupeWindow   time.Duration `name:"dedupe-window" env:"DEDUPE_WINDOW" default:"2m" help:"JetStream duplicate window of the command stream: a re-publish of a key within it is dropped before any worker sees it."`
-	ResultTTL      time.Duration `name:"result-ttl" env:"RESULT_TTL" default:"24h" help:"How long outcomes are kept, in Redis and in the results stream. A key retried later than this runs again."`
+	ResultTTL      time.Duration `name:"result-ttl" env:"RESULT_TTL" default:"24h" help:"How long an outcome is kept after it was last answered, in Redis and in the results stream. A key retried later than this runs again."`
 	AckWait        time.Duration `name:"ack-wait" env:"ACK_WAIT" default:"30s" help:"How long a delivery may go without ack or progress before JetStream redelivers it (the worker reports progress while an operation runs)."`
-	MaxDeliver     int           `name:"max-deliver" env:"MAX_DELIVER" default:"10" help:"Deliveries before a command goes to the dead letters (dlq.<type>)."`
-	SimLatency     time.Duration `name:"sim-latency" env:"SIM_LATENCY" default:"0s" help:"Simulated payment provider: time one charge takes."`
+	MaxDeliver     int           `name:"max-deliver" env:"MAX_DELIVER" default:"10" help:"Attempts a key gets before its command goes to the dead letters (dlq.<kind>). Deliveries that only find the key locked by another worker do not count."`
+	SimLatency     time.Duration `name:"sim-latency" env:"SIM_LATENCY" default:"0s" help:"Simulated payment provider: time one call takes."`
 	SimFailureRate float64       `name:"sim-failure-rate" env:"SIM_FAILURE_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that fail transiently."`
 
-	Concurrency     int           `name:"concurrency" env:"CONCURRENCY" default:"16" help:"Commands this worker keeps in flight."`
-	LockTTL         time.Duration `name:"lock-ttl" env:"LOCK_TTL" default:"10s" help:"Expiry of a key's lock; extended every third of it while the operation runs, so it only bounds how long a crashed worker blocks its key."`
-	KeyPrefix       string        `name:"redis-key-prefix" env:"REDIS_KEY_PREFIX" default:"" help:"Prefix put before every Redis key (idem:rec:, idem:lock:, cart:, sim:)."`
-	CommandStream   string        `name:"command-stream" env:"COMMAND_STREAM" default:"COMMANDS" help:"Work-queue stream of commands."`
-	ResultStream    string        `name:"result-stream" env:"RESULT_STREAM" default:"RESULTS" help:"Stream keeping the last outcome of each key."`
-	DeadStream      string        `name:"deadletter-stream" env:"DEADLETTER_STREAM" default:"DEADLETTER" help:"Stream keeping dead-lettered commands."`
-	Consumer        string        `name:"consumer" env:"CONSUMER" default:"workers" help:"Durable consumer shared by all workers."`
-	CommandRoot     string        `name:"command-subjects" env:"COMMAND_SUBJECTS" default:"cmd" help:"Root of command subjects: <root>.<type>."`
-	ResultRoot      string        `name:"result-subjects" env:"RESULT_SUBJECTS" default:"result" help:"Root of outcome subjects: <root>.<key>."`
-	RejectedRoot    string        `name:"rejected-subjects" env:"REJECTED_SUBJECTS" default:"rejected" help:"Root of rejection subjects: <root>.<key>."`
-	DeadRoot        string        `name:"deadletter-subjects" env:"DEADLETTER_SUBJECTS" default:"dlq" help:"Root of dead-letter subjects: <root>.<type>."`
-	StatsInterval   time.Duration `name:"stats-interval" env:"STATS_INTERVAL" default:"30s" help:"How often to log what the worker did (deliveries, outcomes, replays, rejections, dead letters); 0 turns it off."`
-	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"SHUTDOWN_TIMEOUT" default:"25s" help:"On SIGTERM/SIGINT, how long in-flight commands may take to finish; the rest are left for redelivery."`
-	LogLevel        string        `name:"log-level" env:"LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error."`
-	LogFormat       string        `name:"log-format" env:"LOG_FORMAT" default:"text" enum:"text,json" help:"Log format: text or json."`
+	Provider         string        `name:"provider" env:"PROVIDER" default:"sim" enum:"sim" help:"Payment provider: sim (the simulated one, which keeps its ledger in Redis). A real provider is wired in a main of your own; see examples/custom."`
+	SimAmbiguousRate float64       `name:"sim-ambiguous-rate" env:"SIM_AMBIGUOUS_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that take effect and then answer with an ambiguous error (a lost response)."`
+	Concurrency      int           `name:"concurrency" env:"CONCURRENCY" default:"16" help:"Commands this worker keeps in flight."`
+	LockTTL          time.Duration `name:"lock-ttl" env:"LOCK_TTL" default:"10s" help:"Expiry of a key's lock; extended every third of it while the operation runs, so it only bounds how long a crashed worker blocks its key."`
+	KeyPrefix        string        `name:"redis-key-prefix" env:"REDIS_KEY_PREFIX" default:"" help:"Prefix put before every Redis key (idem:rec:, idem:lock:, cart:, sim:)."`
+	Retry            []string      `name:"retry" env:"RETRY_POLICIES" sep:"," placeholder:"KIND:CLASS=INITIAL/MAX/ELAPSED/RETRIES" help:"Override the retry policy of one command kind for one error class (transient, ambiguous, rate_limited) inside a delivery, e.g. payment.refund:transient=1s/10s/2m/30 (first wait, longest wait, time in all, retries). Repeat the flag, or separate with commas."`
+	StatsInterval    time.Duration `name:"stats-interval" env:"STATS_INTERVAL" default:"30s" help:"How often to log what the worker did (deliveries, outcomes, replays, rejections, dead letters); 0 turns it off."`
+	ShutdownTimeout  time.Duration `name:"shutdown-timeout" env:"SHUTDOWN_TIMEOUT" default:"25s" help:"On SIGTERM/SIGINT, how long in-flight commands may take to finish; the rest are left for redelivery."`
+	LogLevel         string        `name:"log-level" env:"LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error."`
+	LogFormat        string        `name:"log-format" env:"LOG_FORMAT" default:"text" enum:"text,json" help:"Log format: text or json."`
 
-	Failpoint string `name:"failpoint" env:"IDEMPAY_FAILPOINT" hidden:"" help:"Fault injection for chaos tests: <step>[@probability] kills this process with SIGKILL at that step."`
+	cli.TopologyFlags
+	failpointFlags
 }
 
-func (c *cli) Validate() error {
-	switch {
-	case c.SimFailureRate < 0 || c.SimFailureRate > 1:
-		return fmt.Errorf("--sim-failure-rate (SIM_FAILURE_RATE) must be between 0 and 1, got %v", c.SimFailureRate)
-	case c.SimLatency < 0:
-		return fmt.Errorf("--sim-latency (SIM_LATENCY) must not be negative, got %v", c.SimLatency)
-	case c.MaxDeliver < 1:
-		return fmt.Errorf("--max-deliver (MAX_DELIVER) must be at least 1, got %d", c.MaxDeliver)
-	case c.Concurrency < 1:
-		return fmt.Errorf("--concurrency (CONCURRENCY) must be at least 1, got %d", c.Concurrency)
-	case c.AckWait < 100*time.Millisecond:
-		return fmt.Errorf("--ack-wait (ACK_WAIT) must be at least 100ms, got %v", c.AckWait)
-	case c.DedupeWindow < 100*time.Millisecond:
-		return fmt.Errorf("--dedupe-window (DEDUPE_WINDOW) must be at least 100ms, got %v", c.DedupeWindow)
-	case c.ResultTTL < c.DedupeWindow:
-		return fmt.Errorf("--result-ttl (RESULT_TTL) must not be shorter than --dedupe-window (%v), got %v", c.DedupeWindow, c.ResultTTL)
-	case c.LockTTL < 30*time.Millisecond:
-		return fmt.Errorf("--lock-ttl (LOCK_TTL) must be at least 30ms, got %v", c.LockTTL)
-	}
-	if _, _, err := parseFailpoint(c.Failpoint); err != nil {
-		return err
-	}
-	return nil
-}
-
-// exitRequest carries kong's exit (after --help) through a panic, so that
-// run returns instead of the process exiting inside the parser.
-type exitRequest int
-
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
-	var c cli
-	parser, err := kong.New(&c,
-		kong.Name("worker"),
-		kong.Description("Executes idempay commands from NATS JetStream exactly once per idempotency key. "+
-			"Every flag can also be set by the environment variable shown in brackets."),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { panic(exitRequest(code)) }),
-	)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			code, ok := r.(exitRequest)
-			if !ok {
-				panic(r)
-			}
-			if code != 0 {
-				err = errUsage
-			}
+// Validate is kong's hook: every error names its flag and variable.
+func (f *flags) Validate() error {
+	for name, v := range map[string]float64{"--sim-failure-rate (SIM_FAILURE_RATE)": f.SimFailureRate,
+		"--sim-ambiguous-rate (SIM_AMBIGUOUS_RATE)": f.SimAmbiguousRate} {
+		if v < 0 || v > 1 {
+			return fmt.Errorf("%s must be between 0 and 1, got %v", name, v)
 		}
-	}()
-	if _, err := parser.Parse(args); err != nil {
-		return usageError{err}
 	}
-	return serve(ctx, &c, stderr)
+	switch {
+	case f.SimLatency < 0:
+		return fmt.Errorf("--sim-latency (SIM_LATENCY) must not be negative, got %v", f.SimLatency)
+	case f.MaxDeliver < 1:
+		return fmt.Errorf("--max-deliver (MAX_DELIVER) must be at least 1, got %d", f.MaxDeliver)
+	case f.Concurrency < 1:
+		return fmt.Errorf("--concurrency (CONCURRENCY) must be at least 1, got %d", f.Concurrency)
+	case f.AckWait < 100*time.Millisecond:
+		return fmt.Errorf("--ack-wait (ACK_WAIT) must be at least 100ms, got %v", f.AckWait)
+	case f.DedupeWindow < 100*time.Millisecond:
+		return fmt.Errorf("--dedupe-window (DEDUPE_WINDOW) must be at least 100ms, got %v", f.DedupeWindow)
+	case f.ResultTTL < f.DedupeWindow:
+		return fmt.Errorf("--result-ttl (RESULT_TTL) must not be shorter than --dedupe-window (%v), got %v", f.DedupeWindow, f.ResultTTL)
+	case f.LockTTL < 30*time.Millisecond:
+		return fmt.Errorf("--lock-ttl (LOCK_TTL) must be at least 30ms, got %v", f.LockTTL)
+	}
+	if _, err := retryOverrides(f.Retry); err != nil {
+		return err
+	}
+	return f.failpointFlags.validate()
 }
 
-func serve(ctx context.Context, c *cli, stderr io.Writer) error {
-	log := newLogger(c, stderr)
+func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
+	var f flags
+	if _, err := cli.Parse("worker", description, &f, args, env, stdout, stderr); err != nil {
+		return err
+	}
+	return serve(ctx, &f, stderr)
+}
 
-	nc, err := nats.Connect(c.NATSURL,
+func serve(ctx context.Context, f *flags, stderr io.Writer) error {
+	log := newLogger(f, stderr)
+
+	nc, err := nats.Connect(f.NATSURL,
 		nats.Name("idempay-worker"),
 		nats.Timeout(5*time.Second),
 		nats.MaxReconnects(-1),
@@ -139,13 +123,13 @@ func serve(ctx context.Context, c *cli, stderr io.Writer) error {
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
 	)
 	if err != nil {
-		return fmt.Errorf("cannot connect to NATS at %s: %w", c.NATSURL, err)
+		return fmt.Errorf("cannot connect to NATS at %s: %w", cli.RedactURLs(f.NATSURL), err)
 	}
 	defer nc.Close()
 
-	ropt, err := redis.ParseURL(c.RedisURL)
+	ropt, err := redis.ParseURL(f.RedisURL)
 	if err != nil {
-		return fmt.Errorf("--redis-url (REDIS_URL) %q: %w", c.RedisURL, err)
+		return fmt.Errorf("--redis-url (REDIS_URL) %s: %w", cli.RedactURLs(f.RedisURL), err)
 	}
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
@@ -153,40 +137,30 @@ func serve(ctx context.Context, c *cli, stderr io.Writer) error {
 	err = rdb.Ping(pingCtx).Err()
 	cancel()
 	if err != nil {
-		return fmt.Errorf("cannot reach Redis at %s: %w", c.RedisURL, err)
+		return fmt.Errorf("cannot reach Redis at %s: %w", ropt.Addr, err)
 	}
 
-	mux, err := processor.DefaultMux(rdb, &processor.SimConfig{
-		KeyPrefix: c.KeyPrefix, Latency: c.SimLatency, FailureRate: c.SimFailureRate,
+	provider, err := sim.New(rdb, &sim.Config{
+		KeyPrefix: f.KeyPrefix, Latency: f.SimLatency, FailureRate: f.SimFailureRate, AmbiguousRate: f.SimAmbiguousRate,
 	})
 	if err != nil {
 		return err
 	}
+	mux := processor.NewMux()
+	ops.Register(mux, provider, f.KeyPrefix)
+	overrides, _ := retryOverrides(f.Retry) // checked by Validate
 	cfg := &processor.Config{
-		Subjects: messages.Subjects{
-			Command: c.CommandRoot, Result: c.ResultRoot, Rejected: c.RejectedRoot, DeadLetter: c.DeadRoot,
-		},
-		CommandStream:    c.CommandStream,
-		ResultStream:     c.ResultStream,
-		DeadLetterStream: c.DeadStream,
-		Consumer:         c.Consumer,
-		DedupeWindow:     c.DedupeWindow,
-		ResultTTL:        c.ResultTTL,
-		AckWait:          c.AckWait,
-		MaxDeliver:       c.MaxDeliver,
-		Concurrency:      c.Concurrency,
-		LockTTL:          c.LockTTL,
-		KeyPrefix:        c.KeyPrefix,
-		Logger:           log,
-	}
-	if point, prob, _ := parseFailpoint(c.Failpoint); point != "" {
-		log.Warn("fault injection armed: this worker kills itself", "failpoint", point, "probability", prob)
-		cfg.Failpoint = func(at processor.Failpoint) bool {
-			if at == point && rand.Float64() < prob {
-				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			}
-			return false
-		}
+		Topology:       f.Topology(),
+		DedupeWindow:   f.DedupeWindow,
+		ResultTTL:      f.ResultTTL,
+		AckWait:        f.AckWait,
+		MaxDeliver:     f.MaxDeliver,
+		Concurrency:    f.Concurrency,
+		LockTTL:        f.LockTTL,
+		KeyPrefix:      f.KeyPrefix,
+		RetryOverrides: overrides,
+		Logger:         log,
+		Failpoint:      f.failpoint(log),
 	}
 	p, err := processor.New(nc, rdb, mux, cfg)
 	if err != nil {
@@ -195,22 +169,58 @@ func serve(ctx context.Context, c *cli, stderr io.Writer) error {
 	if err := p.Start(ctx); err != nil {
 		return err
 	}
-	log.Info("worker running", "nats", nc.ConnectedUrlRedacted(), "redis", ropt.Addr,
-		"concurrency", c.Concurrency, "max_deliver", c.MaxDeliver, "ack_wait", c.AckWait)
+	log.Info("worker running", "version", cli.Version, "nats", nc.ConnectedUrlRedacted(), "redis", ropt.Addr,
+		"provider", f.Provider, "concurrency", f.Concurrency, "max_deliver", f.MaxDeliver, "ack_wait", f.AckWait)
 
-	if c.StatsInterval > 0 {
-		go logStats(ctx, log, p, c.StatsInterval)
+	if f.StatsInterval > 0 {
+		go logStats(ctx, log, p, f.StatsInterval)
 	}
 	<-ctx.Done()
-	log.Info("draining: no new commands; waiting for in-flight ones", "timeout", c.ShutdownTimeout)
+	log.Info("draining: no new commands; waiting for in-flight ones", "timeout", f.ShutdownTimeout)
 	// ctx is done by now; the drain gets its own deadline.
-	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.ShutdownTimeout)
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), f.ShutdownTimeout)
 	defer cancel()
 	if err := p.Stop(stopCtx); err != nil {
 		log.Warn("drain timed out; unfinished commands will be redelivered", "error", err)
 	}
 	log.Info("worker stopped", statsAttrs(p.Stats())...)
 	return nil
+}
+
+// retryOverrides reads --retry: KIND:CLASS=INITIAL/MAX/ELAPSED/RETRIES,
+// each replacing one class of one kind's policy; the classes not named keep
+// the policy the operation registered with.
+func retryOverrides(specs []string) (map[string]processor.RetryPolicy, error) {
+	if len(specs) == 0 {
+		return nil, nil //nolint:nilnil // no overrides
+	}
+	policies := map[string]*processor.Policy{}
+	for _, spec := range specs {
+		target, value, ok := strings.Cut(strings.TrimSpace(spec), "=")
+		kind, class, ok2 := strings.Cut(target, ":")
+		if !ok || !ok2 || kind == "" {
+			return nil, fmt.Errorf("--retry (RETRY_POLICIES) %q: want KIND:CLASS=INITIAL/MAX/ELAPSED/RETRIES, e.g. payment.refund:transient=1s/10s/2m/30", spec)
+		}
+		c, err := processor.ParseClass(class)
+		if err != nil {
+			return nil, fmt.Errorf("--retry (RETRY_POLICIES) %q: %w", spec, err)
+		}
+		b, err := processor.ParseBackoff(value)
+		if err != nil {
+			return nil, fmt.Errorf("--retry (RETRY_POLICIES) %q: %w", spec, err)
+		}
+		p, ok := policies[kind]
+		if !ok {
+			p = ops.RetryPolicy(kind)
+			policies[kind] = p
+		}
+		p.Set(c, b)
+	}
+	out := make(map[string]processor.RetryPolicy, len(policies))
+	for k, p := range policies {
+		out[k] = p
+	}
+	return out, nil
 }
 
 // logStats logs the processor's counters every interval while they change,
@@ -234,60 +244,16 @@ func logStats(ctx context.Context, log *slog.Logger, p *processor.Processor, eve
 
 func statsAttrs(s processor.Stats) []any {
 	return []any{"deliveries", s.Deliveries, "succeeded", s.Succeeded, "failed", s.Failed,
-		"replayed", s.Replayed, "rejected", s.Rejected, "redelivered", s.Redelivered, "dead_lettered", s.DeadLettered}
+		"replayed", s.Replayed, "rejected", s.Rejected, "redelivered", s.Redelivered, "lock_busy", s.LockBusy,
+		"lock_lost", s.LockLost, "dead_lettered", s.DeadLettered, "outcome_unknown", s.OutcomeUnknown}
 }
 
-func newLogger(c *cli, w io.Writer) *slog.Logger {
+func newLogger(f *flags, w io.Writer) *slog.Logger {
 	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.LogLevel))
+	_ = level.UnmarshalText([]byte(f.LogLevel))
 	opts := &slog.HandlerOptions{Level: level}
-	if c.LogFormat == "json" {
+	if f.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
-}
-
-func parseFailpoint(s string) (processor.Failpoint, float64, error) {
-	if s == "" {
-		return "", 0, nil
-	}
-	name, probText, hasProb := strings.Cut(s, "@")
-	prob := 1.0
-	if hasProb {
-		p, err := strconv.ParseFloat(probText, 64)
-		if err != nil || p < 0 || p > 1 {
-			return "", 0, fmt.Errorf("--failpoint (IDEMPAY_FAILPOINT): probability %q must be a number within 0-1", probText)
-		}
-		prob = p
-	}
-	for _, fp := range processor.Failpoints {
-		if string(fp) == name {
-			return fp, prob, nil
-		}
-	}
-	return "", 0, fmt.Errorf("--failpoint (IDEMPAY_FAILPOINT): unknown step %q", name)
-}
-
-var errUsage = errors.New("usage error")
-
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-// exitCode maps run's error to the process's exit status: 0 ok, 2 for a
-// usage error, 1 for anything else; errors are printed on one line.
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil {
-		return 0
-	}
-	if errors.Is(err, errUsage) {
-		return 2
-	}
-	if ue, ok := errors.AsType[usageError](err); ok {
-		fmt.Fprintf(stderr, "worker: error: %v (see worker --help)\n", ue.err)
-		return 2
-	}
-	fmt.Fprintf(stderr, "worker: error: %v\n", err)
-	return 1
 }

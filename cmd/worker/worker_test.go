@@ -25,8 +25,9 @@ import (
 	"github.com/idempay/idempay/pkg/messages"
 )
 
-// workerBin is the worker, built once with the race detector: these tests
-// run real worker processes, as an operator would.
+// workerBin is the worker, built once with the race detector and with its
+// failpoints (-tags failpoint): these tests run real worker processes, as an
+// operator would, and kill them at chosen steps.
 var workerBin string
 
 func TestMain(m *testing.M) {
@@ -40,7 +41,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	workerBin = filepath.Join(dir, "worker")
-	build := exec.CommandContext(context.Background(), "go", "build", "-race", "-o", workerBin, ".")
+	build := exec.CommandContext(context.Background(), "go", "build", "-race", "-tags", "failpoint", "-o", workerBin, ".")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build worker:", err)

@@ -90,9 +90,9 @@ func ParseMix(s string) (Mix, error) {
 			return Mix{}, fmt.Errorf("mix %q: weight of %s must be a non-negative number", s, name)
 		}
 		switch strings.TrimSpace(name) {
-		case "payment", messages.TypePaymentCharge:
+		case "payment", messages.KindPaymentCharge:
 			m.Payment = w
-		case "cart", messages.TypeCartAdd:
+		case "cart", messages.KindCartAdd:
 			m.Cart = w
 		default:
 			return Mix{}, fmt.Errorf("mix %q: unknown type %q (want payment or cart)", s, name)

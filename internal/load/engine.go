@@ -15,8 +15,8 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
-	"github.com/idempay/idempay/pkg/processor"
 )
 
 // Sender sends one command and waits for its answer; *client.Client is one.
@@ -221,7 +221,7 @@ func (g *generator) next(i int) job {
 	if g.rnd.Float64()*(g.cfg.Mix.Payment+g.cfg.Mix.Cart) < g.cfg.Mix.Payment {
 		account := "acct_" + g.cfg.RunID + "_" + strconv.Itoa(g.rnd.IntN(accounts))
 		if g.rnd.Float64() < g.cfg.DeclineShare {
-			account = processor.SimDeclinePrefix + "_" + g.cfg.RunID + "_" + strconv.Itoa(i)
+			account = layout.SimDeclinePrefix + "_" + g.cfg.RunID + "_" + strconv.Itoa(i)
 		}
 		j.cmd = messages.ChargeRequest{
 			AccountID:   account,

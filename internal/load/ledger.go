@@ -10,8 +10,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
-	"github.com/idempay/idempay/pkg/processor"
 )
 
 // Ledger compares a run's outcomes with what the workers did in Redis: the
@@ -42,7 +42,7 @@ type Ledger struct {
 func (l *Ledger) OK() bool { return len(l.Mismatches) == 0 }
 
 // CheckLedger reads, for every answered key of s, the provider's ledger
-// (keyPrefix+"sim:calls", keyPrefix+"sim:charges") and the carts the run
+// (layout.SimCalls(keyPrefix), layout.SimCharges(keyPrefix)) and the carts the run
 // added to, and compares them with the outcomes: a succeeded charge has
 // exactly the provider charge its answer names, a failed one has none, no
 // key is called but not answered, and each cart line holds the sum of the
@@ -74,8 +74,8 @@ func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix strin
 	for start := 0; start < len(chargeKeys); start += batch {
 		keys := chargeKeys[start:min(start+batch, len(chargeKeys))]
 		pipe := rdb.Pipeline()
-		calls := pipe.HMGet(ctx, keyPrefix+"sim:calls", keys...)
-		charges := pipe.HMGet(ctx, keyPrefix+"sim:charges", keys...)
+		calls := pipe.HMGet(ctx, layout.SimCalls(keyPrefix), keys...)
+		charges := pipe.HMGet(ctx, layout.SimCharges(keyPrefix), keys...)
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, fmt.Errorf("load: read the provider ledger: %w", err)
 		}
@@ -92,7 +92,7 @@ func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix strin
 	pipe := rdb.Pipeline()
 	got := make([]*redis.StringCmd, len(lines))
 	for i, line := range lines {
-		got[i] = pipe.HGet(ctx, processor.CartKey(keyPrefix, line[0]), line[1])
+		got[i] = pipe.HGet(ctx, layout.Cart(keyPrefix, line[0]), line[1])
 	}
 	_, _ = pipe.Exec(ctx) // each command's error is checked below
 	for i, line := range lines {

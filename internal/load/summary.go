@@ -111,7 +111,7 @@ func signature(r messages.Result) answerSig {
 		data.Reset()
 		data.Write(r.Data)
 	}
-	return answerSig{command: r.Command, code: r.Code, message: r.Message, data: data.String(),
+	return answerSig{command: r.Kind, code: r.Code, message: r.Message, data: data.String(),
 		status: r.Status, attempts: r.Attempts, processedAt: r.ProcessedAt}
 }
 

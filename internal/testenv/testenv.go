@@ -28,6 +28,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/idempay/idempay/pkg/messages"
 )
 
 // NATSServer is a running JetStream server.
@@ -394,4 +396,15 @@ func (r *RedisServer) Pid() int {
 		return 0
 	}
 	return r.cmd.Process.Pid
+}
+
+// Topology returns the contract's topology with every subject root and
+// stream name under ns, so tests, demos and benchmarks can share servers.
+// The consumer keeps its default name: it lives inside the stream.
+func Topology(ns string) messages.Topology {
+	return messages.Topology{
+		Subjects: messages.Subjects{Command: ns + ".cmd", Result: ns + ".result", Rejected: ns + ".rejected",
+			DeadLetter: ns + ".dlq"},
+		CommandStream: ns + "_COMMANDS", ResultStream: ns + "_RESULTS", DeadLetterStream: ns + "_DEADLETTER",
+	}.WithDefaults()
 }

@@ -66,30 +66,33 @@ func New(nc *nats.Conn, cfg *Config) (*Client, error) {
 // Charge sends a payment.charge with key and waits for its answer. It
 // returns like Send, with Data decoded from a succeeded answer.
 func (c *Client) Charge(ctx context.Context, key string, req messages.ChargeRequest) (*ChargeResult, error) {
-	reply, err := c.Send(ctx, key, req)
-	if reply == nil {
-		return nil, err
-	}
-	out := &ChargeResult{Reply: *reply}
-	if reply.Result.Status == messages.StatusSucceeded && hasData(reply.Result.Data) {
-		if derr := json.Unmarshal(reply.Result.Data, &out.Data); derr != nil && err == nil {
-			err = fmt.Errorf("client: decode charge data: %w", derr)
-		}
-	}
-	return out, err
+	return sendTyped[messages.ChargeData](ctx, c, key, req)
 }
 
 // AddToCart sends a cart.add with key and waits for its answer. It returns
 // like Send, with Data decoded from a succeeded answer.
 func (c *Client) AddToCart(ctx context.Context, key string, req messages.CartAddRequest) (*CartAddResult, error) {
-	reply, err := c.Send(ctx, key, req)
+	return sendTyped[messages.CartAddData](ctx, c, key, req)
+}
+
+// Refund sends a payment.refund with key (the refund's own key, not the
+// charge's) and waits for its answer. It returns like Send, with Data
+// decoded from a succeeded answer; a refused refund is a *FailedError with
+// Code charge_not_found, charge_not_refundable or refund_exceeds_charge.
+func (c *Client) Refund(ctx context.Context, key string, req messages.RefundRequest) (*RefundResult, error) {
+	return sendTyped[messages.RefundData](ctx, c, key, req)
+}
+
+// sendTyped is Send with the Data of a succeeded answer decoded into D.
+func sendTyped[D any](ctx context.Context, c *Client, key string, cmd messages.Command) (*Result[D], error) {
+	reply, err := c.Send(ctx, key, cmd)
 	if reply == nil {
 		return nil, err
 	}
-	out := &CartAddResult{Reply: *reply}
+	out := &Result[D]{Reply: *reply}
 	if reply.Result.Status == messages.StatusSucceeded && hasData(reply.Result.Data) {
 		if derr := json.Unmarshal(reply.Result.Data, &out.Data); derr != nil && err == nil {
-			err = fmt.Errorf("client: decode cart data: %w", derr)
+			err = fmt.Errorf("client: decode %s data: %w", cmd.Kind(), derr)
 		}
 	}
 	return out, err
@@ -159,7 +162,7 @@ func (c *Client) Send(ctx context.Context, key string, cmd messages.Command) (*R
 	defer w.close()
 
 	msg := &nats.Msg{
-		Subject: c.cfg.Subjects.CommandFor(cmd.Kind()),
+		Subject: c.cfg.Topology.Subjects.CommandFor(cmd.Kind()),
 		Data:    body,
 		Header:  nats.Header{messages.HeaderReplyTo: []string{w.inbox}},
 	}
@@ -211,8 +214,8 @@ type waiter struct {
 func (c *Client) listen(key string) (*waiter, error) {
 	w := &waiter{
 		inbox:    c.nc.NewInbox(),
-		result:   c.cfg.Subjects.ResultFor(key),
-		rejected: c.cfg.Subjects.RejectedFor(key),
+		result:   c.cfg.Topology.Subjects.ResultFor(key),
+		rejected: c.cfg.Topology.Subjects.RejectedFor(key),
 		// A handful of answers at most reach one Send: the worker's, a
 		// replay, a second worker's after a redelivery.
 		ch: make(chan *nats.Msg, 16),
@@ -322,53 +325,20 @@ func (c *Client) accept(reply *Reply, res messages.Result, src Source, cmd messa
 }
 
 // sameCommand returns a *messages.RejectError with CodeKeyReused when the
-// stored outcome res cannot be the outcome of cmd: another command type, or
-// data naming another account, amount, currency, cart or SKU. It cannot see
-// every field (a description is not echoed in the data), so it catches
-// mistakes, not every misuse of a key.
+// stored outcome res is not the outcome of cmd: another kind, or another
+// payload fingerprint (contract v1.1: every outcome carries the fingerprint
+// of the command that produced it). An outcome stored by a worker older
+// than v1.1 carries none; only its kind is compared.
 func sameCommand(cmd messages.Command, res messages.Result) error {
-	reused := func(what string) error {
+	if res.Kind != cmd.Kind() {
 		return &messages.RejectError{Code: messages.CodeKeyReused,
-			Message: "the key already holds the outcome of another command (" + what + ")"}
+			Message: fmt.Sprintf("the key already holds the outcome of a %s, not of this %s", res.Kind, cmd.Kind())}
 	}
-	if res.Command != cmd.Kind() {
-		return reused(fmt.Sprintf("type %s, not %s", res.Command, cmd.Kind()))
-	}
-	if !hasData(res.Data) {
-		return nil
-	}
-	// Fields an outcome leaves empty (a failed charge has no charge id, and
-	// may carry less) are not compared.
-	differs := func(stored, sent string) bool { return stored != "" && stored != sent }
-	switch req := deref(cmd).(type) {
-	case messages.ChargeRequest:
-		var d messages.ChargeData
-		if err := json.Unmarshal(res.Data, &d); err != nil {
-			return fmt.Errorf("client: decode stored charge data: %w", err)
-		}
-		if differs(d.AccountID, req.AccountID) || (d.Amount != 0 && d.Amount != req.Amount) || differs(d.Currency, req.Currency) {
-			return reused(fmt.Sprintf("charge of %d %s to %s", d.Amount, d.Currency, d.AccountID))
-		}
-	case messages.CartAddRequest:
-		var d messages.CartAddData
-		if err := json.Unmarshal(res.Data, &d); err != nil {
-			return fmt.Errorf("client: decode stored cart data: %w", err)
-		}
-		if differs(d.CartID, req.CartID) || differs(d.SKU, req.SKU) {
-			return reused(fmt.Sprintf("%s in cart %s", d.SKU, d.CartID))
-		}
+	if res.Fingerprint != "" && res.Fingerprint != messages.Fingerprint(cmd) {
+		return &messages.RejectError{Code: messages.CodeKeyReused,
+			Message: "the key already holds the outcome of another " + cmd.Kind() + " (another payload); use a new key for a new operation"}
 	}
 	return nil
-}
-
-func deref(cmd messages.Command) messages.Command {
-	switch c := cmd.(type) {
-	case *messages.ChargeRequest:
-		return *c
-	case *messages.CartAddRequest:
-		return *c
-	}
-	return cmd
 }
 
 // storedOutcome reads the last message on result.<key> from the result
@@ -379,11 +349,11 @@ func (c *Client) storedOutcome(ctx context.Context, key string) (res messages.Re
 		return res, false, nil
 	}
 	if err != nil {
-		return res, false, fmt.Errorf("client: look up stream %s: %w", c.cfg.ResultStream, err)
+		return res, false, fmt.Errorf("client: look up stream %s: %w", c.cfg.Topology.ResultStream, err)
 	}
 	// GetLastMsgForSubject uses a direct get only when the stream allows it
 	// (AllowDirect, nats-server 2.9+), and the STREAM.MSG.GET API otherwise.
-	m, err := stream.GetLastMsgForSubject(ctx, c.cfg.Subjects.ResultFor(key))
+	m, err := stream.GetLastMsgForSubject(ctx, c.cfg.Topology.Subjects.ResultFor(key))
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
 		return res, false, nil
@@ -391,7 +361,7 @@ func (c *Client) storedOutcome(ctx context.Context, key string) (res messages.Re
 		c.forgetResultStream()
 		return res, false, nil
 	case err != nil:
-		return res, false, fmt.Errorf("client: read %s from %s: %w", c.cfg.Subjects.ResultFor(key), c.cfg.ResultStream, err)
+		return res, false, fmt.Errorf("client: read %s from %s: %w", c.cfg.Topology.Subjects.ResultFor(key), c.cfg.Topology.ResultStream, err)
 	}
 	res, err = messages.DecodeResult(m.Data)
 	if err != nil {
@@ -412,7 +382,7 @@ func (c *Client) resultStream(ctx context.Context) (jetstream.Stream, error) {
 	if s != nil {
 		return s, nil
 	}
-	s, err := c.js.Stream(ctx, c.cfg.ResultStream)
+	s, err := c.js.Stream(ctx, c.cfg.Topology.ResultStream)
 	if err != nil {
 		return nil, err
 	}

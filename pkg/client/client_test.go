@@ -16,8 +16,10 @@ import (
 	"github.com/idempay/idempay/internal/load/loadtest"
 	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
 	"github.com/idempay/idempay/pkg/processor"
+	"github.com/idempay/idempay/pkg/sim"
 )
 
 // rawCommand is a Command whose body is sent verbatim, to send what the
@@ -78,8 +80,8 @@ func TestNew(t *testing.T) {
 		t.Cleanup(nc.Close)
 		for field, cfg := range map[string]*client.Config{
 			"PublishTimeout":    {PublishTimeout: -time.Second},
-			"ResultStream":      {ResultStream: "RESULTS.x"},
-			"Subjects.Result":   {Subjects: messages.Subjects{Result: "result.>"}},
+			"ResultStream":      {Topology: messages.Topology{ResultStream: "RESULTS.x"}},
+			"Subjects.Result":   {Topology: messages.Topology{Subjects: messages.Subjects{Result: "result.>"}}},
 			"Retry.MaxInterval": {Retry: client.RetryConfig{InitialInterval: time.Minute, MaxInterval: time.Second}},
 		} {
 			_, err := client.New(nc, cfg)
@@ -89,8 +91,7 @@ func TestNew(t *testing.T) {
 	t.Run("Defaults", func(t *testing.T) {
 		t.Parallel()
 		cfg := (*client.Config)(nil).WithDefaults()
-		require.Equal(t, messages.DefaultSubjects(), cfg.Subjects)
-		require.Equal(t, "RESULTS", cfg.ResultStream)
+		require.Equal(t, messages.DefaultTopology(), cfg.Topology)
 		require.Equal(t, client.PublishTimeoutDefault, cfg.PublishTimeout)
 		require.Equal(t, client.ResultTimeoutDefault, cfg.ResultTimeout)
 		require.Equal(t, client.RetryMaxRetriesDefault, cfg.Retry.MaxRetries)
@@ -120,13 +121,13 @@ func TestClient_Charge(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, messages.StatusSucceeded, res.Result.Status)
 		require.Equal(t, key, res.Result.Key)
-		require.Equal(t, messages.TypePaymentCharge, res.Result.Command)
+		require.Equal(t, messages.KindPaymentCharge, res.Result.Kind)
 		require.False(t, res.Result.Replayed)
 		require.Equal(t, 1, res.Result.Attempts)
 		require.False(t, res.Duplicate)
 		// The worker publishes on result.<key>, then answers Reply-To.
 		require.Contains(t, []client.Source{client.SourceResultSubject, client.SourceReplyTo}, res.Source)
-		require.Equal(t, b.env.Config.CommandStream, res.Stream)
+		require.Equal(t, b.env.Config.Topology.CommandStream, res.Stream)
 		require.Equal(t, uint64(1), res.Sequence)
 		require.Equal(t, 1, res.PublishAttempts)
 		require.Positive(t, res.Latency)
@@ -140,7 +141,7 @@ func TestClient_Charge(t *testing.T) {
 		b := setup(t)
 		key := client.NewKey()
 		req := charge(500)
-		req.AccountID = processor.SimDeclinePrefix + "_7"
+		req.AccountID = layout.SimDeclinePrefix + "_7"
 
 		res, err := b.c.Charge(testCtx(t), key, req)
 		require.ErrorIs(t, err, client.ErrFailed)
@@ -188,7 +189,7 @@ func TestClient_AddToCart(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, retry.Duplicate)
 	require.Equal(t, int64(5), retry.Data.Quantity)
-	qty, err := env.RDB.HGet(ctx, processor.CartKey(env.Config.KeyPrefix, "cart_7"), "SKU-RED-M").Int64()
+	qty, err := env.RDB.HGet(ctx, layout.Cart(env.Config.KeyPrefix, "cart_7"), "SKU-RED-M").Int64()
 	require.NoError(t, err)
 	require.Equal(t, int64(5), qty)
 }
@@ -206,7 +207,7 @@ func TestClient_Send_ResultBeforeListen(t *testing.T) {
 	// Another process published the command and went away.
 	body, err := json.Marshal(charge(1999))
 	require.NoError(t, err)
-	_, err = env.JS.Publish(ctx, env.Config.Subjects.CommandFor(messages.TypePaymentCharge), body, jetstream.WithMsgID(key))
+	_, err = env.JS.Publish(ctx, env.Config.Topology.Subjects.CommandFor(messages.KindPaymentCharge), body, jetstream.WithMsgID(key))
 	require.NoError(t, err)
 	stored := waitStored(t, c, key)
 
@@ -321,16 +322,16 @@ func TestClient_Send_Rejections(t *testing.T) {
 		msg  string
 	}{
 		"InvalidPayload": {
-			rawCommand{kind: messages.TypePaymentCharge, body: json.RawMessage(`{"account_id":"a","amount":1,"currency":"EUR","tip":5}`)},
+			rawCommand{kind: messages.KindPaymentCharge, body: json.RawMessage(`{"account_id":"a","amount":1,"currency":"EUR","tip":5}`)},
 			client.ErrInvalidPayload, `"tip"`,
 		},
 		"IntegerWithFraction": {
-			rawCommand{kind: messages.TypeCartAdd, body: json.RawMessage(`{"cart_id":"c","sku":"s","quantity":1.5}`)},
+			rawCommand{kind: messages.KindCartAdd, body: json.RawMessage(`{"cart_id":"c","sku":"s","quantity":1.5}`)},
 			client.ErrInvalidPayload, "quantity",
 		},
 		"UnknownCommand": {
-			rawCommand{kind: "payment.refund", body: json.RawMessage(`{"charge_id":"ch_1"}`)},
-			client.ErrUnknownCommand, "payment.refund",
+			rawCommand{kind: "payment.capture", body: json.RawMessage(`{"charge_id":"ch_1"}`)},
+			client.ErrUnknownCommand, "payment.capture",
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -356,10 +357,10 @@ func TestClient_Send_Rejections(t *testing.T) {
 		ctx := testCtx(t)
 		key := client.NewKey()
 		answers := make(chan *nats.Msg, 4)
-		sub, err := env.NC.ChanSubscribe(env.Config.Subjects.RejectedFor(key), answers)
+		sub, err := env.NC.ChanSubscribe(env.Config.Topology.Subjects.RejectedFor(key), answers)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = sub.Unsubscribe() })
-		_, err = env.JS.Publish(ctx, env.Config.Subjects.CommandFor(messages.TypePaymentCharge), bigBody(), jetstream.WithMsgID(key))
+		_, err = env.JS.Publish(ctx, env.Config.Topology.Subjects.CommandFor(messages.KindPaymentCharge), bigBody(), jetstream.WithMsgID(key))
 		require.NoError(t, err)
 		select {
 		case m := <-answers:
@@ -431,8 +432,8 @@ func TestClient_Send_KeyReused(t *testing.T) {
 func TestClient_Send_DeadLettered(t *testing.T) {
 	t.Parallel()
 	env := loadtest.Setup(t, &loadtest.Options{
-		Processor: processor.Config{MaxDeliver: 1, Retry: &processor.ExponentialRetry{MaxRetries: 0, InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, MaxElapsedTime: time.Second}},
-		Sim:       processor.SimConfig{FailureRate: 1},
+		Processor: processor.Config{MaxDeliver: 1, Retry: noRetries()},
+		Sim:       sim.Config{FailureRate: 1},
 	})
 	c := env.MustClient(t, nil)
 	key := client.NewKey()
@@ -448,7 +449,7 @@ func TestClient_Send_NoStream(t *testing.T) {
 	t.Parallel()
 	env := loadtest.Setup(t, &loadtest.Options{Workers: -1})
 	cfg := env.ClientConfig()
-	cfg.Subjects.Command = env.NS + ".nowhere"
+	cfg.Topology.Subjects.Command = env.NS + ".nowhere"
 	cfg.Retry = client.RetryConfig{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, MaxRetries: 2}
 	c := env.MustClient(t, cfg)
 
@@ -509,7 +510,7 @@ func TestClient_Status(t *testing.T) {
 
 	// Direct gets, when the stream allows them (nats-server 2.9+), read the
 	// same outcome.
-	rs, err := env.JS.Stream(ctx, env.Config.ResultStream)
+	rs, err := env.JS.Stream(ctx, env.Config.Topology.ResultStream)
 	require.NoError(t, err)
 	sc := rs.CachedInfo().Config
 	sc.AllowDirect = true
@@ -521,7 +522,13 @@ func TestClient_Status(t *testing.T) {
 
 	// Before any worker created the result stream, nothing is found.
 	cfg := env.ClientConfig()
-	cfg.ResultStream = env.NS + "_NOSUCH"
+	cfg.Topology.ResultStream = env.NS + "_NOSUCH"
 	_, err = env.MustClient(t, cfg).Status(ctx, key)
 	require.ErrorIs(t, err, client.ErrNotFound)
+}
+
+// noRetries is a policy that gives up a delivery at its first error.
+func noRetries() *processor.Policy {
+	b := processor.Backoff{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, MaxElapsedTime: time.Second}
+	return &processor.Policy{Transient: b, Ambiguous: b, RateLimited: b}
 }

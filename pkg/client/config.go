@@ -30,15 +30,12 @@ const (
 // Config configures a Client. The zero value works against workers started
 // with the contract's defaults.
 type Config struct {
-	// Subjects names the subject roots commands and answers travel on. Each
-	// empty root defaults to the contract's: "cmd", "result", "rejected",
-	// "dlq".
-	Subjects messages.Subjects
-
-	// ResultStream is the JetStream stream that keeps every key's outcome
-	// (last message per subject), read after a duplicate PubAck and by
-	// Status. Defaults to "RESULTS".
-	ResultStream string
+	// Topology names the subjects commands and answers travel on and the
+	// streams: the client publishes on <Subjects.Command>.<kind>, listens on
+	// result.<key> and rejected.<key>, and reads a key's outcome from
+	// ResultStream (last message per subject) after a duplicate PubAck and
+	// in Status. Defaults to the contract's names.
+	Topology messages.Topology
 
 	// PublishTimeout bounds one publish attempt. When it passes without a
 	// PubAck the outcome of the publish is unknown (the ack may be lost), so
@@ -86,8 +83,7 @@ func (c *Config) WithDefaults() *Config {
 		c = &Config{}
 	}
 	out := *c
-	out.Subjects = out.Subjects.WithDefaults()
-	out.ResultStream = cmp.Or(out.ResultStream, messages.ResultStreamDefault)
+	out.Topology = out.Topology.WithDefaults()
 	out.PublishTimeout = cmp.Or(out.PublishTimeout, PublishTimeoutDefault)
 	out.ResultTimeout = cmp.Or(out.ResultTimeout, ResultTimeoutDefault)
 	out.Retry = out.Retry.withDefaults()
@@ -106,16 +102,8 @@ func (r RetryConfig) withDefaults() RetryConfig {
 }
 
 func (c *Config) validate() error {
-	for name, v := range map[string]string{
-		"Subjects.Command": c.Subjects.Command, "Subjects.Result": c.Subjects.Result,
-		"Subjects.Rejected": c.Subjects.Rejected,
-	} {
-		if strings.ContainsAny(v, " \t\r\n*>") || strings.HasPrefix(v, ".") || strings.HasSuffix(v, ".") {
-			return fmt.Errorf("client: Config.%s %q is not a valid subject root", name, v)
-		}
-	}
-	if strings.ContainsAny(c.ResultStream, " \t\r\n.*>/\\") {
-		return fmt.Errorf("client: Config.ResultStream %q is not a valid stream name", c.ResultStream)
+	if err := c.Topology.Validate(); err != nil {
+		return fmt.Errorf("client: Config.%s", strings.TrimPrefix(err.Error(), "messages: "))
 	}
 	switch {
 	case c.PublishTimeout < 0:

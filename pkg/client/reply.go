@@ -56,21 +56,24 @@ type Reply struct {
 	Latency time.Duration
 }
 
-// ChargeResult is the answer to a payment.charge.
-type ChargeResult struct {
+// Result is the answer to a typed command: the Reply, and the decoded Data
+// of a succeeded answer (zero otherwise).
+type Result[D any] struct {
 	Reply
-	// Data is the decoded Result.Data of a succeeded charge (charge_id,
-	// account_id, amount, currency); zero otherwise.
-	Data messages.ChargeData
+	Data D
 }
 
-// CartAddResult is the answer to a cart.add.
-type CartAddResult struct {
-	Reply
-	// Data is the decoded Result.Data of a succeeded cart.add (cart_id, sku
-	// and the SKU's quantity in the cart right after it); zero otherwise.
-	Data messages.CartAddData
-}
+// ChargeResult is the answer to a payment.charge: Data holds charge_id,
+// account_id, amount and currency.
+type ChargeResult = Result[messages.ChargeData]
+
+// CartAddResult is the answer to a cart.add: Data holds cart_id, sku and
+// the SKU's quantity in the cart right after it.
+type CartAddResult = Result[messages.CartAddData]
+
+// RefundResult is the answer to a payment.refund: Data holds refund_id,
+// charge_id, amount, currency and the charge's refunded_total.
+type RefundResult = Result[messages.RefundData]
 
 // hasData reports whether raw holds a JSON value other than null.
 func hasData(raw json.RawMessage) bool {

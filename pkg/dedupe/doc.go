@@ -15,19 +15,29 @@
 //
 // # Protocol
 //
-// One command costs three Redis round trips on the happy path:
+// One command costs three Redis round trips on the happy path, two for an
+// operation whose whole effect is a counter:
 //
 //  1. [Store.Acquire] takes the mutex with a single SET NX PX (redsync with
 //     one try): a key held elsewhere returns [ErrLocked] at once, so a
 //     worker never blocks a slot waiting for it.
-//  2. [Store.Begin], one script, reads the record and, when there is none,
-//     marks it in progress with the payload fingerprint, only while the
-//     caller still holds the mutex. A completed record is returned as is.
+//  2. [Store.Begin], one script, holding the mutex, decides whether this
+//     delivery runs the operation ([BeginStatus]): a new key is marked in
+//     progress with the payload fingerprint; a completed key is answered
+//     (its retention extended); another fingerprint is a conflict; a
+//     command that was dead-lettered stays so; a key that has used its
+//     tries runs nothing. Begin counts the key's tries, and marks the
+//     record Unknown when the previous attempt never reported back.
 //  3. [Store.Commit], one script, writes the outcome only if the caller
 //     still holds the mutex and the record is in progress with the same
 //     fingerprint, applies an optional counter effect (HINCRBY) in the same
 //     script, and deletes the mutex: a fenced commit. A worker that was
 //     paused past its lock gets [ErrLockLost] and changes nothing.
+//     [Store.BeginAndCommit] does 2 and 3 in one script.
+//
+// An attempt that produced no outcome ends with [Store.Settle], which
+// records whether it may have taken effect; a command that has used its
+// tries ends with [Store.Condemn], which fences every later delivery of it.
 //
 // A key is never marked completed before its operation succeeded; "in
 // progress" only pins the fingerprint, so a crashed attempt is resumed by the

@@ -95,48 +95,67 @@ func (l *Lease) released() {
 
 // KeepAlive starts the lease's watchdog and returns a context derived from
 // ctx and a stop function. Every interval (LockTTL/3 when zero or longer)
-// the watchdog extends the mutex
-// and then calls tick (nil for none), which is where a worker tells JetStream
-// the message is still in progress. When an extension fails, or the mutex's
-// validity has run out before one could succeed, the returned context is
-// cancelled with ErrLockLost as its cause: the operation must stop starting
-// side effects. A failed extension because Redis is unreachable is retried
-// on the next tick while the mutex is still valid.
+// the watchdog extends the mutex and then calls tick (nil for none), which
+// is where a worker tells JetStream the message is still in progress. When
+// an extension fails, or the mutex's validity has run out before one could
+// succeed, the returned context is cancelled with ErrLockLost as its cause:
+// the operation must stop starting side effects. A failed extension because
+// Redis is unreachable is retried on the next tick while the mutex is still
+// valid.
 //
-// stop ends the watchdog and waits for it; it does not release the lease.
+// The watchdog is a timer, not a goroutine: an operation that ends before
+// the first interval costs no goroutine and no Redis call.
+//
+// stop ends the watchdog and waits for an extension under way; it does not
+// release the lease.
 func (l *Lease) KeepAlive(ctx context.Context, interval time.Duration, tick func()) (context.Context, func()) {
 	if interval <= 0 || interval > l.store.cfg.LockTTL/3 {
 		interval = l.store.cfg.LockTTL / 3
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	quit := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-quit:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			err := l.Extend(ctx)
-			if errors.Is(err, ErrLockLost) || (err != nil && time.Now().After(l.until())) {
-				cancel(ErrLockLost)
-				return
-			}
-			if tick != nil {
-				tick()
-			}
+	var (
+		mu      sync.Mutex // guards stopped and the timer's re-arming
+		firing  sync.Mutex // held while an extension runs, so stop can wait for it
+		stopped bool
+		timer   *time.Timer
+	)
+	fire := func() {
+		firing.Lock()
+		defer firing.Unlock()
+		mu.Lock()
+		done := stopped
+		mu.Unlock()
+		if done || ctx.Err() != nil {
+			return
 		}
-	})
+		err := l.Extend(ctx)
+		if errors.Is(err, ErrLockLost) || (err != nil && time.Now().After(l.until())) {
+			cancel(ErrLockLost)
+			return
+		}
+		if tick != nil {
+			tick()
+		}
+		mu.Lock()
+		if !stopped {
+			timer.Reset(interval)
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	timer = time.AfterFunc(interval, fire)
+	mu.Unlock()
 	var once sync.Once
 	return ctx, func() {
-		once.Do(func() { close(quit) })
-		wg.Wait()
-		cancel(nil)
+		once.Do(func() {
+			mu.Lock()
+			stopped = true
+			timer.Stop()
+			mu.Unlock()
+			firing.Lock()   // wait for an extension under way
+			firing.Unlock() //nolint:staticcheck // an empty critical section: waiting is the point
+			cancel(nil)
+		})
 	}
 }
 

@@ -6,11 +6,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/messages"
 )
 
 // roundTrips is a go-redis hook that records every request the client sends:
@@ -107,9 +109,9 @@ func TestStore_RoundTrips(t *testing.T) {
 		// A duplicate delivery: the outcome is read and the lock released.
 		lease, err := b.store.Acquire(b.ctx, b.key)
 		require.NoError(t, err)
-		rec, err := b.store.Begin(b.ctx, lease, "cart.add", fpA)
+		got, err := b.store.Begin(b.ctx, lease, attempt(fpA, time.Now()))
 		require.NoError(t, err)
-		require.Equal(t, StateCompleted, rec.State)
+		require.Equal(t, BeginCompleted, got.Status)
 		require.NoError(t, lease.Release(b.ctx))
 		sent := counter.take()
 		t.Logf("duplicate Acquire -> Begin -> Release: %d Redis round trips %v", len(sent), sent)
@@ -122,10 +124,10 @@ func (b *testBundle) happyPath(t *testing.T, key string) {
 	t.Helper()
 	lease, err := b.store.Acquire(b.ctx, key)
 	require.NoError(t, err)
-	rec, err := b.store.Begin(b.ctx, lease, "cart.add", fpA)
+	got, err := b.store.Begin(b.ctx, lease, attempt(fpA, time.Now()))
 	require.NoError(t, err)
-	require.Equal(t, StateInProgress, rec.State)
-	rec, err = b.store.Commit(b.ctx, lease, fpA, Outcome{Status: "succeeded", Attempts: 1}, nil)
+	require.Equal(t, BeginRun, got.Status)
+	rec, err := b.store.Commit(b.ctx, lease, fpA, messages.Result{Status: messages.StatusSucceeded, Attempts: 1}, nil)
 	require.NoError(t, err)
 	require.Equal(t, StateCompleted, rec.State)
 }

@@ -11,6 +11,8 @@ import (
 	"github.com/go-redsync/redsync/v4"
 	"github.com/go-redsync/redsync/v4/redis/goredis/v9"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/idempay/idempay/pkg/messages"
 )
 
 // State is where a key stands.
@@ -24,24 +26,44 @@ const (
 	StateCompleted State = "completed"
 )
 
-// Outcome is the definitive result of a key, as stored.
-type Outcome struct {
-	Status      string
-	Code        string
-	Message     string
-	Data        json.RawMessage
-	Attempts    int
-	ProcessedAt time.Time
-}
+// Effect on the dead letter of a key: what its client was told.
+const (
+	// EffectNone: the operation certainly did not take effect.
+	EffectNone = "none"
+	// EffectUnknown: an attempt may have taken effect; nothing confirmed it.
+	EffectUnknown = "unknown"
+)
 
 // Record is the stored state of one key.
 type Record struct {
 	Key         string
 	State       State
-	Command     string
+	Kind        string
 	Fingerprint string
-	// Outcome is set when State is StateCompleted.
-	Outcome *Outcome
+	// Tries counts the attempts started since the key was last
+	// dead-lettered (in progress only).
+	Tries int
+	// Unknown is set once an attempt may have taken effect without leaving
+	// an outcome: it died mid-operation, lost its lock, or got an ambiguous
+	// error.
+	Unknown bool
+	// DeadBefore, when not zero, is the publish time of the last command of
+	// this key that was dead-lettered; DeadEffect is what its client was
+	// told (EffectNone or EffectUnknown).
+	DeadBefore time.Time
+	DeadEffect string
+	// Result is the outcome once State is StateCompleted: an answer with
+	// Replayed false.
+	Result *messages.Result
+}
+
+// Answer returns the stored outcome as an answer: identical for every
+// delivery but for replayed. It is the one place an outcome becomes an
+// answer. Answer panics on a record that is not completed.
+func (r *Record) Answer(replayed bool) messages.Result {
+	res := *r.Result
+	res.Replayed = replayed
+	return res
 }
 
 // Effect is a counter update applied in the same script as the commit, so
@@ -55,9 +77,49 @@ type Effect struct {
 	By    int64
 }
 
-// Placeholder is the JSON value in Outcome.Data that a commit with an Effect
-// replaces by the counter's new value.
+// Placeholder is the JSON value in an outcome's Data that a commit with an
+// Effect replaces by the counter's new value.
 const Placeholder = `"$EFFECT$"`
+
+// Attempt describes the delivery that begins an attempt on a key.
+type Attempt struct {
+	// Kind and Fingerprint identify the command; a key holding another
+	// fingerprint is refused (BeginConflict).
+	Kind        string
+	Fingerprint string
+	// Published is when the message was stored in the command stream; a
+	// message published at or before the key's last dead letter is that
+	// dead letter's (BeginCondemned).
+	Published time.Time
+	// MaxTries is how many attempts the key may start between dead letters.
+	MaxTries int
+}
+
+// BeginStatus is what Begin decided.
+type BeginStatus string
+
+// What Begin returns.
+const (
+	// BeginRun: run the operation; the record counts this attempt.
+	BeginRun BeginStatus = "run"
+	// BeginCompleted: the outcome is stored; answer it (its retention was
+	// extended).
+	BeginCompleted BeginStatus = "completed"
+	// BeginConflict: the key holds another fingerprint; nothing was written.
+	BeginConflict BeginStatus = "conflict"
+	// BeginCondemned: this message's command was dead-lettered.
+	BeginCondemned BeginStatus = "condemned"
+	// BeginExhausted: the key has no tries left; nothing was run.
+	BeginExhausted BeginStatus = "exhausted"
+	// BeginCommitted: BeginAndCommit stored the outcome.
+	BeginCommitted BeginStatus = "committed"
+)
+
+// Begun is Begin's answer: its decision and the record as it stands after.
+type Begun struct {
+	Status BeginStatus
+	Record *Record
+}
 
 // Store is the Redis idempotency store. It is safe for concurrent use.
 type Store struct {
@@ -92,8 +154,9 @@ func (s *Store) LockKey(key string) string {
 	return s.cfg.Namespace + s.cfg.LockPrefix + "{" + key + "}"
 }
 
-// Get returns key's record, or nil when there is none. It takes no lock: a
-// completed record never changes, so a reader can trust it.
+// Get returns key's record, or nil when there is none. It takes no lock and
+// writes nothing: a completed record never changes, so a reader can trust
+// it; an in-progress one is a snapshot.
 func (s *Store) Get(ctx context.Context, key string) (*Record, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 	defer cancel()
@@ -107,70 +170,72 @@ func (s *Store) Get(ctx context.Context, key string) (*Record, error) {
 	return parseRecord(key, fields)
 }
 
-// Locked reports whether key's mutex is held by anyone.
-func (s *Store) Locked(ctx context.Context, key string) (bool, error) {
+// Peek is Get for a delivery that will answer from the record without the
+// lock: a completed record's retention is extended, as every answer of an
+// outcome must extend it.
+func (s *Store) Peek(ctx context.Context, key string) (*Record, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 	defer cancel()
-	n, err := s.rdb.Exists(ctx, s.LockKey(key)).Result()
+	flat, err := peekScript.Run(ctx, s.rdb, []string{s.RecordKey(key)}, s.cfg.Retention.Milliseconds()).StringSlice()
 	if err != nil {
-		return false, fmt.Errorf("dedupe: lock exists: %w", err)
+		return nil, fmt.Errorf("dedupe: peek record: %w", err)
 	}
-	return n == 1, nil
+	if len(flat) == 0 {
+		return nil, nil //nolint:nilnil // documented API: a nil record means "no record"
+	}
+	return parseRecord(key, pairs(flat))
 }
 
-// Begin starts an attempt on key under lease. When the key has no record it
-// is marked in progress with command and fingerprint and Begin returns that
-// new record; otherwise it returns the stored record unchanged, completed or
-// in progress, with whatever fingerprint it holds: comparing is the caller's
-// decision. ErrLockLost means the lease had expired; nothing was written.
-func (s *Store) Begin(ctx context.Context, lease *Lease, command, fingerprint string) (*Record, error) {
+// Begin starts an attempt on the key of lease: the record decides, holding
+// the lock, whether this delivery runs the operation (see BeginStatus). A
+// new key is marked in progress with a's kind and fingerprint. An attempt
+// that began and never reported back (Settle or Commit) makes the next
+// Begin mark the record Unknown. ErrLockLost means the lease had expired;
+// nothing was written.
+func (s *Store) Begin(ctx context.Context, lease *Lease, a Attempt) (Begun, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 	defer cancel()
 	key := lease.key
 	res, err := beginScript.Run(ctx, s.rdb,
 		[]string{s.RecordKey(key), s.LockKey(key)},
-		lease.Value(), command, fingerprint, s.cfg.Retention.Milliseconds()).StringSlice()
+		lease.Value(), a.Kind, a.Fingerprint, s.cfg.Retention.Milliseconds(),
+		a.Published.UnixMicro(), a.MaxTries).StringSlice()
 	if err != nil {
-		return nil, fmt.Errorf("dedupe: begin: %w", err)
+		return Begun{}, fmt.Errorf("dedupe: begin: %w", err)
 	}
-	switch res[0] {
-	case "lost":
-		return nil, ErrLockLost
-	case "new":
-		return &Record{Key: key, State: StateInProgress, Command: command, Fingerprint: fingerprint}, nil
+	switch status := BeginStatus(res[0]); {
+	case res[0] == "lost":
+		return Begun{}, ErrLockLost
+	case len(res) == 1 && status == BeginRun:
+		return Begun{Status: BeginRun, Record: &Record{Key: key, State: StateInProgress, Kind: a.Kind,
+			Fingerprint: a.Fingerprint, Tries: 1}}, nil
 	default:
-		return parseRecord(key, pairs(res[1:]))
+		rec, err := parseRecord(key, pairs(res[1:]))
+		return Begun{Status: status, Record: rec}, err
 	}
 }
 
-// Commit stores outcome as key's final result: the fenced commit. It writes
+// Commit stores result as the key's outcome: the fenced commit. It writes
 // only while lease is still held and the record is in progress with
 // fingerprint; it applies effect (if not nil) in the same script, and
-// releases the lease. It returns the record as stored.
+// releases the lease. Of result it stores Status, Code, Message, Data,
+// Attempts and ProcessedAt (at millisecond precision). It returns the
+// record as stored.
 //
 // If the record was already completed - by this worker in a call whose reply
 // was lost, or by another worker after this one lost its lock - Commit writes
 // nothing and returns that stored record: callers must publish what Commit
 // returns, never what they computed. ErrLockLost and ErrFingerprintMismatch
 // mean nothing was written.
-func (s *Store) Commit(ctx context.Context, lease *Lease, fingerprint string, outcome Outcome, effect *Effect) (*Record, error) {
+func (s *Store) Commit(ctx context.Context, lease *Lease, fingerprint string, result messages.Result, effect *Effect) (*Record, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 	defer cancel()
 	key := lease.key
-	keys := []string{s.RecordKey(key), s.LockKey(key)}
-	field, by := "", int64(0)
-	if effect != nil {
-		keys = append(keys, effect.Key)
-		field, by = effect.Field, effect.By
-	}
-	data := outcome.Data
-	if len(data) == 0 {
-		data = json.RawMessage("null")
-	}
+	keys, field, by := s.effectKeys(key, effect)
 	res, err := commitScript.Run(ctx, s.rdb, keys,
 		lease.Value(), fingerprint, s.cfg.Retention.Milliseconds(),
-		outcome.Status, outcome.Code, outcome.Message, string(data),
-		outcome.Attempts, formatTime(outcome.ProcessedAt),
+		string(result.Status), result.Code, result.Message, string(dataOf(result)),
+		result.Attempts, formatTime(result.ProcessedAt),
 		field, by, Placeholder).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("dedupe: commit: %w", err)
@@ -182,13 +247,117 @@ func (s *Store) Commit(ctx context.Context, lease *Lease, fingerprint string, ou
 		return nil, ErrFingerprintMismatch
 	case "committed":
 		lease.released()
-		o := outcome
-		o.Data = json.RawMessage(res[1])
-		o.ProcessedAt = parseTime(formatTime(outcome.ProcessedAt))
-		return &Record{Key: key, State: StateCompleted, Command: res[2], Fingerprint: fingerprint, Outcome: &o}, nil
+		return committed(key, res[2], fingerprint, result, res[1]), nil
 	default: // "completed": stored earlier
 		return parseRecord(key, pairs(res[1:]))
 	}
+}
+
+// BeginAndCommit is Begin and Commit in one script, for an operation whose
+// whole effect is the commit's effect (nothing runs in between). Where
+// Begin would say BeginRun it stores result and returns BeginCommitted with
+// the stored record, releasing the lease; every other status is Begin's,
+// with nothing written.
+func (s *Store) BeginAndCommit(ctx context.Context, lease *Lease, a Attempt, result messages.Result, effect *Effect) (Begun, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	defer cancel()
+	key := lease.key
+	keys, field, by := s.effectKeys(key, effect)
+	res, err := beginCommitScript.Run(ctx, s.rdb, keys,
+		lease.Value(), a.Kind, a.Fingerprint, s.cfg.Retention.Milliseconds(), a.Published.UnixMicro(),
+		string(result.Status), result.Code, result.Message, string(dataOf(result)),
+		result.Attempts, formatTime(result.ProcessedAt),
+		field, by, Placeholder).StringSlice()
+	if err != nil {
+		return Begun{}, fmt.Errorf("dedupe: begin and commit: %w", err)
+	}
+	switch res[0] {
+	case "lost":
+		return Begun{}, ErrLockLost
+	case "committed":
+		lease.released()
+		return Begun{Status: BeginCommitted, Record: committed(key, res[2], a.Fingerprint, result, res[1])}, nil
+	default:
+		rec, err := parseRecord(key, pairs(res[1:]))
+		return Begun{Status: BeginStatus(res[0]), Record: rec}, err
+	}
+}
+
+// Settle ends an attempt that produced no outcome and releases the lease.
+// certain says the attempt certainly had no effect; otherwise the record
+// remembers that an effect may exist (Record.Unknown). ErrLockLost means
+// the lease had expired and nothing was written: the next Begin then marks
+// the record Unknown itself.
+func (s *Store) Settle(ctx context.Context, lease *Lease, certain bool) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	defer cancel()
+	key := lease.key
+	flag := "0"
+	if certain {
+		flag = "1"
+	}
+	res, err := settleScript.Run(ctx, s.rdb, []string{s.RecordKey(key), s.LockKey(key)}, lease.Value(), flag).Text()
+	if err != nil {
+		return fmt.Errorf("dedupe: settle: %w", err)
+	}
+	lease.released()
+	if res == "lost" {
+		return ErrLockLost
+	}
+	return nil
+}
+
+// Condemn records that the command of this key published at published was
+// dead-lettered, with effect (EffectNone or EffectUnknown) as what its
+// client is told, resets the key's tries for a re-drive, and releases the
+// lease. It returns nil and the record if an outcome is stored instead
+// (nothing written; answer that outcome), ErrLockLost if the lease had
+// expired.
+func (s *Store) Condemn(ctx context.Context, lease *Lease, published time.Time, effect string) (*Record, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	defer cancel()
+	key := lease.key
+	res, err := condemnScript.Run(ctx, s.rdb, []string{s.RecordKey(key), s.LockKey(key)},
+		lease.Value(), published.UnixMicro(), effect, s.cfg.Retention.Milliseconds()).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("dedupe: condemn: %w", err)
+	}
+	switch res[0] {
+	case "lost":
+		return nil, ErrLockLost
+	case "completed":
+		return parseRecord(key, pairs(res[1:]))
+	default:
+		lease.released()
+		return nil, nil //nolint:nilnil // documented API: nil record, nil error means condemned
+	}
+}
+
+func (s *Store) effectKeys(key string, effect *Effect) (keys []string, field string, by int64) {
+	keys = []string{s.RecordKey(key), s.LockKey(key)}
+	if effect != nil {
+		keys = append(keys, effect.Key)
+		field, by = effect.Field, effect.By
+	}
+	return keys, field, by
+}
+
+func dataOf(r messages.Result) json.RawMessage {
+	if len(r.Data) == 0 {
+		return json.RawMessage("null")
+	}
+	return r.Data
+}
+
+// committed is the record a commit just wrote, as parseRecord would read it
+// back.
+func committed(key, kind, fingerprint string, result messages.Result, data string) *Record {
+	res := messages.Result{
+		Key: key, Kind: kind, Status: result.Status, Code: result.Code, Message: result.Message,
+		Data: json.RawMessage(data), Attempts: result.Attempts, ProcessedAt: parseTime(formatTime(result.ProcessedAt)),
+		Fingerprint: fingerprint,
+	}
+	return &Record{Key: key, State: StateCompleted, Kind: kind, Fingerprint: fingerprint, Result: &res}
 }
 
 func pairs(flat []string) map[string]string {
@@ -200,22 +369,25 @@ func pairs(flat []string) map[string]string {
 }
 
 func parseRecord(key string, f map[string]string) (*Record, error) {
-	r := &Record{Key: key, State: State(f["state"]), Command: f["command"], Fingerprint: f["fingerprint"]}
+	r := &Record{Key: key, State: State(f["state"]), Kind: f["command"], Fingerprint: f["fingerprint"]}
 	switch r.State {
 	case StateInProgress:
+		r.Tries, _ = strconv.Atoi(f["tries"]) // absent in records of older versions: 0
+		r.Unknown = f["unknown"] != ""
+		if us, err := strconv.ParseInt(f["dead_before"], 10, 64); err == nil && us > 0 {
+			r.DeadBefore = time.UnixMicro(us)
+			r.DeadEffect = f["dead_effect"]
+		}
 		return r, nil
 	case StateCompleted:
 		attempts, err := strconv.Atoi(f["attempts"])
 		if err != nil {
 			return nil, fmt.Errorf("dedupe: record %s: bad attempts %q", key, f["attempts"])
 		}
-		r.Outcome = &Outcome{
-			Status:      f["status"],
-			Code:        f["code"],
-			Message:     f["message"],
-			Data:        json.RawMessage(f["data"]),
-			Attempts:    attempts,
-			ProcessedAt: parseTime(f["processed_at"]),
+		r.Result = &messages.Result{
+			Key: key, Kind: r.Kind, Status: messages.Status(f["status"]), Code: f["code"], Message: f["message"],
+			Data: json.RawMessage(f["data"]), Attempts: attempts, ProcessedAt: parseTime(f["processed_at"]),
+			Fingerprint: r.Fingerprint,
 		}
 		return r, nil
 	default:

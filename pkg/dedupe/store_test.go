@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/messages"
 )
 
 // testBundle is what a dedupe test works with: a Store in its own namespace
@@ -54,13 +55,19 @@ func (b *testBundle) acquire(t *testing.T) *Lease {
 	return lease
 }
 
-// begin acquires the key and marks it in progress with fingerprint.
+// attempt is a delivery of the bundle's command published at published.
+func attempt(fingerprint string, published time.Time) Attempt {
+	return Attempt{Kind: "cart.add", Fingerprint: fingerprint, Published: published, MaxTries: 3}
+}
+
+// begin acquires the key and begins an attempt with fingerprint that runs.
 func (b *testBundle) begin(t *testing.T, fingerprint string) *Lease { //nolint:unparam // callers name the fingerprint their Commit must match
 	t.Helper()
 	lease := b.acquire(t)
-	rec, err := b.store.Begin(b.ctx, lease, "cart.add", fingerprint)
+	got, err := b.store.Begin(b.ctx, lease, attempt(fingerprint, time.Now()))
 	require.NoError(t, err)
-	require.Equal(t, StateInProgress, rec.State)
+	require.Equal(t, BeginRun, got.Status)
+	require.Equal(t, StateInProgress, got.Record.State)
 	return lease
 }
 
@@ -135,7 +142,7 @@ const (
 )
 
 // cartOutcome is a cart.add outcome whose quantity a commit's Effect fills in.
-func cartOutcome(t *testing.T) Outcome {
+func cartOutcome(t *testing.T) messages.Result {
 	t.Helper()
 	data, err := json.Marshal(struct {
 		CartID   string          `json:"cart_id"`
@@ -143,8 +150,8 @@ func cartOutcome(t *testing.T) Outcome {
 		Quantity json.RawMessage `json:"quantity"`
 	}{"cart_7", "SKU-RED-M", json.RawMessage(Placeholder)})
 	require.NoError(t, err)
-	return Outcome{
-		Status: "succeeded", Data: data, Attempts: 1,
+	return messages.Result{
+		Status: messages.StatusSucceeded, Data: data, Attempts: 1,
 		ProcessedAt: time.Date(2026, 11, 27, 11, 0, 0, 123_456_789, time.FixedZone("CET", 3600)),
 	}
 }
@@ -368,7 +375,7 @@ func TestStore_Get(t *testing.T) {
 		b.begin(t, fpA)
 		rec, err := b.store.Get(b.ctx, b.key)
 		require.NoError(t, err)
-		require.Equal(t, &Record{Key: b.key, State: StateInProgress, Command: "cart.add", Fingerprint: fpA}, rec)
+		require.Equal(t, &Record{Key: b.key, State: StateInProgress, Kind: "cart.add", Fingerprint: fpA, Tries: 1}, rec)
 	})
 
 	corrupt := map[string][]any{
@@ -388,47 +395,80 @@ func TestStore_Get(t *testing.T) {
 
 func TestStore_Begin(t *testing.T) {
 	t.Parallel()
+	now := time.Now()
 
 	t.Run("NewKey", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, &Config{Retention: time.Hour})
 		lease := b.acquire(t)
-		rec, err := b.store.Begin(b.ctx, lease, "payment.charge", fpA)
+		got, err := b.store.Begin(b.ctx, lease, Attempt{Kind: "payment.charge", Fingerprint: fpA, Published: now, MaxTries: 3})
 		require.NoError(t, err)
-		require.Equal(t, &Record{Key: b.key, State: StateInProgress, Command: "payment.charge", Fingerprint: fpA}, rec)
-		require.Equal(t, map[string]string{"state": "in_progress", "command": "payment.charge", "fingerprint": fpA}, b.raw(t))
+		require.Equal(t, Begun{Status: BeginRun, Record: &Record{Key: b.key, State: StateInProgress, Kind: "payment.charge",
+			Fingerprint: fpA, Tries: 1}}, got)
+		require.Equal(t, map[string]string{"state": "in_progress", "command": "payment.charge", "fingerprint": fpA,
+			"tries": "1", "running": "1"}, b.raw(t))
 		requireTTL(t, b, b.store.RecordKey(b.key), time.Hour)
 		require.Equal(t, lease.Value(), b.lockValue(t), "Begin keeps the lock")
 	})
 
-	t.Run("ResumesInProgress", func(t *testing.T) {
+	t.Run("CountsTriesUntilExhausted", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		for try := 1; try <= 3; try++ {
+			lease := b.acquire(t)
+			got, err := b.store.Begin(b.ctx, lease, attempt(fpA, now))
+			require.NoError(t, err)
+			require.Equal(t, BeginRun, got.Status, "try %d", try)
+			require.Equal(t, try, got.Record.Tries)
+			require.NoError(t, b.store.Settle(b.ctx, lease, true))
+		}
+		lease := b.acquire(t)
+		got, err := b.store.Begin(b.ctx, lease, attempt(fpA, now))
+		require.NoError(t, err)
+		require.Equal(t, BeginExhausted, got.Status)
+		require.Equal(t, 3, got.Record.Tries)
+		require.False(t, got.Record.Unknown, "every try settled as certainly without effect")
+		require.NotContains(t, b.raw(t), "running", "an exhausted delivery runs nothing")
+	})
+
+	t.Run("AttemptThatNeverReportedBackIsUnknown", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
 		first := b.begin(t, fpA)
-		before := b.raw(t)
-		require.NoError(t, first.Release(b.ctx))
+		require.NoError(t, first.Release(b.ctx)) // the worker died: no Settle, no Commit
 
-		// The next delivery, after a crash or a lost lock, resumes the key:
-		// it gets the in-progress record as it was, whatever it asks for.
-		second := b.acquire(t)
-		for _, fp := range []string{fpA, fpB} {
-			rec, err := b.store.Begin(b.ctx, second, "payment.charge", fp)
-			require.NoError(t, err)
-			require.Equal(t, &Record{Key: b.key, State: StateInProgress, Command: "cart.add", Fingerprint: fpA}, rec)
-			require.Equal(t, before, b.raw(t))
-		}
+		got, err := b.store.Begin(b.ctx, b.acquire(t), attempt(fpA, now))
+		require.NoError(t, err)
+		require.Equal(t, BeginRun, got.Status)
+		require.True(t, got.Record.Unknown, "the dead attempt may have taken effect")
+		require.Equal(t, 2, got.Record.Tries)
 	})
 
-	t.Run("ReturnsCompleted", func(t *testing.T) {
+	t.Run("ReturnsCompletedAndExtendsIt", func(t *testing.T) {
 		t.Parallel()
-		b := setup(t, nil)
+		b := setup(t, &Config{Retention: time.Hour})
 		committed, err := b.store.Commit(b.ctx, b.begin(t, fpA), fpA, cartOutcome(t), nil)
 		require.NoError(t, err)
+		require.NoError(t, b.rdb.PExpire(b.ctx, b.store.RecordKey(b.key), time.Minute).Err())
 
-		rec, err := b.store.Begin(b.ctx, b.acquire(t), "cart.add", fpA)
+		got, err := b.store.Begin(b.ctx, b.acquire(t), attempt(fpA, now))
 		require.NoError(t, err)
-		require.Equal(t, StateCompleted, rec.State)
-		require.Equal(t, committed.Outcome, rec.Outcome)
+		require.Equal(t, BeginCompleted, got.Status)
+		require.Equal(t, committed, got.Record)
+		requireTTL(t, b, b.store.RecordKey(b.key), time.Hour) // a replay answers the outcome: retention again
+	})
+
+	t.Run("ConflictWritesNothing", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		b.begin(t, fpA)
+		before := b.raw(t)
+		require.NoError(t, b.rdb.Del(b.ctx, b.store.LockKey(b.key)).Err())
+		got, err := b.store.Begin(b.ctx, b.acquire(t), attempt(fpB, now))
+		require.NoError(t, err)
+		require.Equal(t, BeginConflict, got.Status)
+		require.Equal(t, fpA, got.Record.Fingerprint)
+		require.Equal(t, before, b.raw(t))
 	})
 
 	for name, loss := range lockLosses {
@@ -437,11 +477,195 @@ func TestStore_Begin(t *testing.T) {
 			b := setup(t, nil)
 			lease := b.acquire(t)
 			loss.lose(t, b)
-			rec, err := b.store.Begin(b.ctx, lease, "cart.add", fpA)
+			_, err := b.store.Begin(b.ctx, lease, attempt(fpA, now))
 			require.ErrorIs(t, err, ErrLockLost)
-			require.Nil(t, rec)
 			require.Empty(t, b.raw(t), "nothing written")
 			require.Equal(t, loss.wantLock, b.lockValue(t))
+		})
+	}
+}
+
+func TestStore_Condemn(t *testing.T) {
+	t.Parallel()
+	published := time.Now().Add(-time.Minute).Truncate(time.Microsecond)
+
+	t.Run("FencesTheDeadCommandAndResetsTries", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		lease := b.begin(t, fpA)
+		require.NoError(t, b.store.Settle(b.ctx, lease, false))
+		lease = b.acquire(t)
+		_, err := b.store.Begin(b.ctx, lease, attempt(fpA, published))
+		require.NoError(t, err)
+		rec, err := b.store.Condemn(b.ctx, lease, published, EffectUnknown)
+		require.NoError(t, err)
+		require.Nil(t, rec)
+		require.Empty(t, b.lockValue(t), "Condemn releases the lock")
+
+		// A late delivery of that command (a worker paused before its lock,
+		// a redelivery after a crash) ends as that dead letter.
+		for _, at := range []time.Time{published, published.Add(-time.Second)} {
+			got, err := b.store.Begin(b.ctx, b.acquire(t), attempt(fpA, at))
+			require.NoError(t, err)
+			require.Equal(t, BeginCondemned, got.Status)
+			require.Equal(t, published, got.Record.DeadBefore)
+			require.Equal(t, EffectUnknown, got.Record.DeadEffect)
+			require.NoError(t, b.rdb.Del(b.ctx, b.store.LockKey(b.key)).Err())
+		}
+		// A re-drive, published later, runs with fresh tries, still
+		// knowing that an earlier effect may exist.
+		got, err := b.store.Begin(b.ctx, b.acquire(t), attempt(fpA, published.Add(time.Microsecond)))
+		require.NoError(t, err)
+		require.Equal(t, BeginRun, got.Status)
+		require.Equal(t, 1, got.Record.Tries)
+		require.True(t, got.Record.Unknown)
+	})
+
+	t.Run("NeverMovesTheFenceBack", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		lease := b.begin(t, fpA)
+		_, err := b.store.Condemn(b.ctx, lease, published, EffectNone)
+		require.NoError(t, err)
+		lease = b.acquire(t)
+		_, err = b.store.Condemn(b.ctx, lease, published.Add(-time.Hour), EffectNone)
+		require.NoError(t, err)
+		rec, err := b.store.Get(b.ctx, b.key)
+		require.NoError(t, err)
+		require.Equal(t, published, rec.DeadBefore)
+	})
+
+	t.Run("CompletedIsNotCondemned", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		committed, err := b.store.Commit(b.ctx, b.begin(t, fpA), fpA, cartOutcome(t), nil)
+		require.NoError(t, err)
+		before := b.raw(t)
+		rec, err := b.store.Condemn(b.ctx, b.acquire(t), published, EffectNone)
+		require.NoError(t, err)
+		require.Equal(t, committed, rec, "the stored outcome is answered instead")
+		require.Equal(t, before, b.raw(t))
+	})
+
+	for name, loss := range lockLosses {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, nil)
+			lease := b.begin(t, fpA)
+			before := b.raw(t)
+			loss.lose(t, b)
+			_, err := b.store.Condemn(b.ctx, lease, published, EffectNone)
+			require.ErrorIs(t, err, ErrLockLost)
+			require.Equal(t, before, b.raw(t))
+		})
+	}
+}
+
+func TestStore_Settle(t *testing.T) {
+	t.Parallel()
+
+	t.Run("Certain", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		require.NoError(t, b.store.Settle(b.ctx, b.begin(t, fpA), true))
+		require.Equal(t, map[string]string{"state": "in_progress", "command": "cart.add", "fingerprint": fpA, "tries": "1"}, b.raw(t))
+		require.Empty(t, b.lockValue(t))
+	})
+
+	t.Run("Uncertain", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		require.NoError(t, b.store.Settle(b.ctx, b.begin(t, fpA), false))
+		require.Equal(t, "1", b.raw(t)["unknown"])
+		require.NotContains(t, b.raw(t), "running")
+	})
+
+	for name, loss := range lockLosses {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, nil)
+			lease := b.begin(t, fpA)
+			before := b.raw(t)
+			loss.lose(t, b)
+			require.ErrorIs(t, b.store.Settle(b.ctx, lease, true), ErrLockLost)
+			require.Equal(t, before, b.raw(t), "a lost lock writes nothing; the next Begin sees running")
+			require.Equal(t, loss.wantLock, b.lockValue(t))
+		})
+	}
+}
+
+func TestStore_Peek(t *testing.T) {
+	t.Parallel()
+	b := setup(t, &Config{Retention: time.Hour})
+	rec, err := b.store.Peek(b.ctx, b.key)
+	require.NoError(t, err)
+	require.Nil(t, rec)
+
+	lease := b.begin(t, fpA)
+	rec, err = b.store.Peek(b.ctx, b.key)
+	require.NoError(t, err)
+	require.Equal(t, StateInProgress, rec.State)
+
+	committed, err := b.store.Commit(b.ctx, lease, fpA, cartOutcome(t), nil)
+	require.NoError(t, err)
+	require.NoError(t, b.rdb.PExpire(b.ctx, b.store.RecordKey(b.key), time.Minute).Err())
+	rec, err = b.store.Peek(b.ctx, b.key)
+	require.NoError(t, err)
+	require.Equal(t, committed, rec)
+	requireTTL(t, b, b.store.RecordKey(b.key), time.Hour)
+}
+
+func TestStore_BeginAndCommit(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+
+	t.Run("NewKeyAppliesTheEffectOnce", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		cart := b.store.Config().Namespace + "cart:{cart_7}"
+		effect := &Effect{Key: cart, Field: "SKU-RED-M", By: 2}
+		got, err := b.store.BeginAndCommit(b.ctx, b.acquire(t), attempt(fpA, now), cartOutcome(t), effect)
+		require.NoError(t, err)
+		require.Equal(t, BeginCommitted, got.Status)
+		require.JSONEq(t, `{"cart_id":"cart_7","sku":"SKU-RED-M","quantity":2}`, string(got.Record.Result.Data))
+		require.Empty(t, b.lockValue(t))
+		stored, err := b.store.Get(b.ctx, b.key)
+		require.NoError(t, err)
+		require.Equal(t, got.Record, stored)
+
+		lease := b.acquire(t)
+		again, err := b.store.BeginAndCommit(b.ctx, lease, attempt(fpA, now), cartOutcome(t), effect)
+		require.NoError(t, err)
+		require.Equal(t, BeginCompleted, again.Status)
+		require.NoError(t, lease.Release(b.ctx), "a replay leaves the lock to its holder")
+		require.Equal(t, stored, again.Record)
+		require.Equal(t, "2", b.rdb.HGet(b.ctx, cart, "SKU-RED-M").Val(), "applied once")
+
+		other, err := b.store.BeginAndCommit(b.ctx, b.acquire(t), attempt(fpB, now), cartOutcome(t), effect)
+		require.NoError(t, err)
+		require.Equal(t, BeginConflict, other.Status)
+		require.Equal(t, "2", b.rdb.HGet(b.ctx, cart, "SKU-RED-M").Val())
+	})
+
+	t.Run("Condemned", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, nil)
+		_, err := b.store.Condemn(b.ctx, b.begin(t, fpA), now, EffectNone)
+		require.NoError(t, err)
+		got, err := b.store.BeginAndCommit(b.ctx, b.acquire(t), attempt(fpA, now), cartOutcome(t), nil)
+		require.NoError(t, err)
+		require.Equal(t, BeginCondemned, got.Status)
+	})
+
+	for name, loss := range lockLosses {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t, nil)
+			lease := b.acquire(t)
+			loss.lose(t, b)
+			_, err := b.store.BeginAndCommit(b.ctx, lease, attempt(fpA, now), cartOutcome(t), nil)
+			require.ErrorIs(t, err, ErrLockLost)
+			require.Empty(t, b.raw(t))
 		})
 	}
 }
@@ -453,8 +677,8 @@ func TestStore_Commit(t *testing.T) {
 		t.Parallel()
 		b := setup(t, &Config{Retention: time.Hour})
 		lease := b.begin(t, fpA)
-		outcome := Outcome{
-			Status: "failed", Code: "card_declined", Message: "insufficient funds",
+		outcome := messages.Result{
+			Status: messages.StatusFailed, Code: "card_declined", Message: "insufficient funds",
 			Data:     json.RawMessage(`{"charge_id":"ch_1","account_id":"acct_42","amount":1999,"currency":"EUR"}`),
 			Attempts: 3,
 			// Stored at millisecond precision, in UTC.
@@ -464,8 +688,9 @@ func TestStore_Commit(t *testing.T) {
 		require.NoError(t, err)
 
 		want := outcome
+		want.Key, want.Kind, want.Fingerprint = b.key, "cart.add", fpA
 		want.ProcessedAt = time.Date(2026, 11, 27, 10, 0, 0, 123_000_000, time.UTC)
-		require.Equal(t, &Record{Key: b.key, State: StateCompleted, Command: "cart.add", Fingerprint: fpA, Outcome: &want}, committed)
+		require.Equal(t, &Record{Key: b.key, State: StateCompleted, Kind: "cart.add", Fingerprint: fpA, Result: &want}, committed)
 
 		require.Empty(t, b.lockValue(t), "the commit deletes the lock")
 		requireTTL(t, b, b.store.RecordKey(b.key), time.Hour)
@@ -473,7 +698,14 @@ func TestStore_Commit(t *testing.T) {
 		got, err := b.store.Get(b.ctx, b.key)
 		require.NoError(t, err)
 		require.Equal(t, committed, got, "a reader gets exactly what the committer published")
-		require.Equal(t, "2026-11-27T10:00:00.123Z", b.raw(t)["processed_at"])
+		raw := b.raw(t)
+		require.Equal(t, "2026-11-27T10:00:00.123Z", raw["processed_at"])
+		for _, attemptField := range []string{"tries", "running", "unknown", "dead_before", "dead_effect"} {
+			require.NotContains(t, raw, attemptField)
+		}
+		answer := got.Answer(true)
+		require.True(t, answer.Replayed)
+		require.False(t, got.Result.Replayed, "Answer copies")
 
 		require.NoError(t, lease.Release(b.ctx), "release after commit does nothing")
 		require.ErrorIs(t, lease.Extend(b.ctx), ErrLockLost)
@@ -482,9 +714,9 @@ func TestStore_Commit(t *testing.T) {
 	t.Run("NilData", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		committed, err := b.store.Commit(b.ctx, b.begin(t, fpA), fpA, Outcome{Status: "succeeded", Attempts: 1}, nil)
+		committed, err := b.store.Commit(b.ctx, b.begin(t, fpA), fpA, messages.Result{Status: messages.StatusSucceeded, Attempts: 1}, nil)
 		require.NoError(t, err)
-		require.JSONEq(t, `null`, string(committed.Outcome.Data))
+		require.JSONEq(t, `null`, string(committed.Result.Data))
 		got, err := b.store.Get(b.ctx, b.key)
 		require.NoError(t, err)
 		require.Equal(t, committed, got)
@@ -499,23 +731,12 @@ func TestStore_Commit(t *testing.T) {
 		committed, err := b.store.Commit(b.ctx, b.begin(t, fpA), fpA, cartOutcome(t),
 			&Effect{Key: cart, Field: "SKU-RED-M", By: 2})
 		require.NoError(t, err)
-		require.JSONEq(t, `{"cart_id":"cart_7","sku":"SKU-RED-M","quantity":7}`, string(committed.Outcome.Data))
+		require.JSONEq(t, `{"cart_id":"cart_7","sku":"SKU-RED-M","quantity":7}`, string(committed.Result.Data))
 		require.Equal(t, "7", b.rdb.HGet(b.ctx, cart, "SKU-RED-M").Val())
 
 		got, err := b.store.Get(b.ctx, b.key)
 		require.NoError(t, err)
 		require.Equal(t, committed, got)
-	})
-
-	t.Run("EffectOnNewCounter", func(t *testing.T) {
-		t.Parallel()
-		b := setup(t, nil)
-		cart := b.store.Config().Namespace + "cart:{cart_7}"
-		committed, err := b.store.Commit(b.ctx, b.begin(t, fpA), fpA, cartOutcome(t),
-			&Effect{Key: cart, Field: "SKU-RED-M", By: 3})
-		require.NoError(t, err)
-		require.JSONEq(t, `{"cart_id":"cart_7","sku":"SKU-RED-M","quantity":3}`, string(committed.Outcome.Data))
-		require.Equal(t, "3", b.rdb.HGet(b.ctx, cart, "SKU-RED-M").Val())
 	})
 
 	t.Run("SecondCommitReturnsStored", func(t *testing.T) {
@@ -530,7 +751,7 @@ func TestStore_Commit(t *testing.T) {
 		// Another worker, with another lease, commits again: a redelivery
 		// that raced the first, or a retried commit whose reply was lost.
 		second := b.acquire(t)
-		other := Outcome{Status: "failed", Code: "internal_error", Data: json.RawMessage(Placeholder),
+		other := messages.Result{Status: messages.StatusFailed, Code: "other", Data: json.RawMessage(Placeholder),
 			Attempts: 2, ProcessedAt: time.Now()}
 		rec, err := b.store.Commit(b.ctx, second, fpA, other, effect)
 		require.NoError(t, err)
@@ -589,7 +810,7 @@ func TestStore_Commit(t *testing.T) {
 }
 
 func inProgress(fingerprint string) map[string]string {
-	return map[string]string{"state": "in_progress", "command": "cart.add", "fingerprint": fingerprint}
+	return map[string]string{"state": "in_progress", "command": "cart.add", "fingerprint": fingerprint, "tries": "1", "running": "1"}
 }
 
 // TestStore_Layout checks that every key the Store writes follows its

@@ -2,8 +2,6 @@ package messages
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,24 +116,4 @@ func jsonFields(c Command) map[string]struct{} {
 		}
 	}
 	return names
-}
-
-// Canonical returns the canonical JSON of a validated command: its fields in
-// declaration order, no white space, empty optional fields omitted.
-func Canonical(c Command) []byte {
-	b, err := json.Marshal(c)
-	if err != nil {
-		panic("messages: canonical form: " + err.Error()) // plain structs cannot fail
-	}
-	return b
-}
-
-// Fingerprint returns the payload fingerprint of a validated command: the hex
-// SHA-256 of its type, a newline, and its canonical JSON.
-func Fingerprint(c Command) string {
-	h := sha256.New()
-	h.Write([]byte(c.Kind()))
-	h.Write([]byte{'\n'})
-	h.Write(Canonical(c))
-	return hex.EncodeToString(h.Sum(nil))
 }

@@ -389,53 +389,80 @@ func requireReject(t *testing.T, err error, want *RejectError, wantMsg string) {
 	require.Contains(t, err.Error(), "rejected: "+want.Code+": ")
 }
 
-// otherKind has the same JSON fields as ChargeRequest under another type, so
-// its canonical form is identical: only the type in the fingerprint differs.
-type otherKind struct{ ChargeRequest }
+// otherKind has the same JSON fields as ChargeRequest under another kind,
+// so its canonical form is identical: only the kind in the fingerprint
+// differs.
+type otherKind ChargeRequest
 
-func (otherKind) Kind() string { return "payment.refund" }
+func (otherKind) Kind() string    { return "test.other" }
+func (otherKind) Validate() error { return nil }
 
 func TestFingerprint(t *testing.T) {
 	t.Parallel()
 
-	// decode decodes body as a command of type kind: payment.charge,
-	// cart.add, or payment.refund (otherKind, for the other-type case).
+	// decode decodes body as a command of kind: payment.charge, cart.add,
+	// payment.refund, or otherKind (a charge under another kind).
 	decode := func(t *testing.T, kind, body string) Command {
 		t.Helper()
 		switch kind {
-		case TypeCartAdd:
+		case KindCartAdd:
 			var c CartAddRequest
+			require.NoError(t, Decode([]byte(body), &c))
+			return c
+		case KindPaymentRefund:
+			var c RefundRequest
 			require.NoError(t, Decode([]byte(body), &c))
 			return c
 		default:
 			var c ChargeRequest
 			require.NoError(t, Decode([]byte(body), &c))
 			if kind == (otherKind{}).Kind() {
-				return otherKind{c}
+				return otherKind(c)
 			}
 			return c
 		}
 	}
 	const (
-		charge = TypePaymentCharge
-		cart   = TypeCartAdd
-		refund = "payment.refund"
+		charge = KindPaymentCharge
+		cart   = KindCartAdd
+		refund = KindPaymentRefund
+		other  = "test.other"
 		base   = `{"account_id":"acct_42","amount":1999,"currency":"EUR","description":"order 1001"}`
 	)
 
-	t.Run("Golden", func(t *testing.T) {
-		t.Parallel()
-		// The fingerprint is part of what is stored: changing it would make
-		// every in-flight key look reused after an upgrade. Pin it.
-		sum := sha256.Sum256([]byte("payment.charge\n" + base))
-		c := decode(t, charge, `{ "description": "order 1001", "currency": "EUR", "amount": 1999, "account_id": "acct_42" }`)
-		require.Equal(t, base, string(Canonical(c))) //nolint:testifylint // the canonical form is pinned byte for byte; JSONEq would accept any field order
-		require.Equal(t, hex.EncodeToString(sum[:]), Fingerprint(c))
-
-		cartSum := sha256.Sum256([]byte("cart.add\n" + `{"cart_id":"cart_7","sku":"SKU-RED-M","quantity":2}`))
-		c = decode(t, cart, `{"quantity":2,"sku":"SKU-RED-M","cart_id":"cart_7"}`)
-		require.Equal(t, hex.EncodeToString(cartSum[:]), Fingerprint(c))
-	})
+	// The fingerprint is part of what is stored, and clients in other
+	// languages compute it too: pin it. The canonical forms and digests
+	// below were computed independently, with Python's
+	// json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+	// which writes these flat objects exactly as RFC 8785 does.
+	golden := map[string]struct {
+		kind, body, canonical, fingerprint string
+	}{
+		"Charge": {charge, `{ "description": "order 1001", "currency": "EUR", "amount": 1999, "account_id": "acct_42" }`,
+			base, "1a4b4750a5da821234e8dd6ad2e96c9948a6dcd010f45a3e986f74190d96b50e"},
+		// v1 kept cart.add's fields in declaration order; v1.1 sorts them.
+		"CartSorted": {cart, `{"cart_id":"cart_7","sku":"SKU-RED-M","quantity":2}`,
+			`{"cart_id":"cart_7","quantity":2,"sku":"SKU-RED-M"}`, "ffbc350d0b60f4f5b97636de4fbb365048b1cc3252a2ade6a389fcc481d82610"},
+		"Refund": {refund, `{"reason":"requested_by_customer","charge_key":"0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6f","amount":500}`,
+			`{"amount":500,"charge_key":"0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6f","reason":"requested_by_customer"}`,
+			"986096e6488ee4642d421a27e697c5e1958fb2493d42acebaa9108699839d1ca"},
+		// RFC 8785 escapes only '"', '\' and control characters: no HTML
+		// escaping of <, > and & (which encoding/json would do), non-ASCII
+		// and U+2028 as literal UTF-8, lower-case \u00xx.
+		"Escapes": {charge, `{"account_id":"acct_42","amount":1,"currency":"EUR","description":"<b>&\"q\"\\ \n\t\u0001\u001F \u00e9 \ud83d\ude00 \u2028/"}`,
+			"{\"account_id\":\"acct_42\",\"amount\":1,\"currency\":\"EUR\",\"description\":\"<b>&\\\"q\\\"\\\\ \\n\\t\\u0001\\u001f \u00e9 \U0001F600 \u2028/\"}",
+			"f887d46cc4b040be4dac3e4b807e647bcd602a2afb4299b83bbcfea3e4cc742f"},
+	}
+	for name, g := range golden {
+		t.Run("Golden"+name, func(t *testing.T) {
+			t.Parallel()
+			c := decode(t, g.kind, g.body)
+			require.Equal(t, g.canonical, string(Canonical(c))) //nolint:testifylint // pinned byte for byte; JSONEq would accept any field order
+			require.Equal(t, g.fingerprint, Fingerprint(c))
+			sum := sha256.Sum256([]byte(g.kind + "\n" + g.canonical))
+			require.Equal(t, hex.EncodeToString(sum[:]), Fingerprint(c))
+		})
+	}
 
 	tests := map[string]struct {
 		kindA, bodyA string
@@ -458,6 +485,10 @@ func TestFingerprint(t *testing.T) {
 			charge, `{"account_id":"acct_42","amount":1999,"currency":"EUR"}`,
 			charge, `{"account_id":"acct_42","amount":1999,"currency":"EUR","description":""}`, true,
 		},
+		"ReasonAbsentEqualsEmpty": {
+			refund, `{"charge_key":"0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6f","amount":5}`,
+			refund, `{"charge_key":"0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6f","amount":5,"reason":""}`, true,
+		},
 		"CartReordered": {
 			cart, `{"cart_id":"cart_7","sku":"SKU-RED-M","quantity":2}`,
 			cart, `{"quantity":2,"cart_id":"cart_7","sku":"SKU-RED-M"}`, true,
@@ -467,7 +498,7 @@ func TestFingerprint(t *testing.T) {
 		"DifferentDescription":       {charge, base, charge, chargeBody("description", `"order 1002"`), false},
 		"DescriptionAbsentVersusSet": {charge, chargeBody("description", ""), charge, base, false},
 		"DifferentQuantity":          {cart, cartBody("", ""), cart, cartBody("quantity", "3"), false},
-		"OtherTypeSameFields":        {charge, base, refund, base, false},
+		"OtherKindSameFields":        {charge, base, other, base, false},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -482,11 +513,11 @@ func TestFingerprint(t *testing.T) {
 		})
 	}
 
-	t.Run("OtherTypeSameCanonical", func(t *testing.T) {
+	t.Run("OtherKindSameCanonical", func(t *testing.T) {
 		t.Parallel()
-		// Guard OtherTypeSameFields: it only proves that the type is part of
+		// Guard OtherKindSameFields: it only proves that the kind is part of
 		// the fingerprint if the canonical forms really are equal.
-		a, b := decode(t, charge, base), decode(t, refund, base)
+		a, b := decode(t, charge, base), decode(t, other, base)
 		require.Equal(t, string(Canonical(a)), string(Canonical(b)))
 	})
 

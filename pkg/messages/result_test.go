@@ -38,14 +38,14 @@ func TestResult_Marshal(t *testing.T) {
 		data, err := json.Marshal(ChargeData{ChargeID: "ch_1", AccountID: "acct_42", Amount: 1999, Currency: "EUR"})
 		require.NoError(t, err)
 		r := Result{
-			Key: "0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6f", Command: TypePaymentCharge, Status: StatusSucceeded,
-			Data: data, Attempts: 2, Replayed: true,
+			Key: "0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6f", Kind: KindPaymentCharge, Status: StatusSucceeded,
+			Data: data, Attempts: 2, Replayed: true, Fingerprint: "1a4b",
 			ProcessedAt: time.Date(2026, 11, 27, 10, 0, 0, 123_000_000, time.UTC),
 		}
 		require.JSONEq(t, `{"key":"0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6f","command":"payment.charge",
 			"status":"succeeded","code":"","message":"",
 			"data":{"charge_id":"ch_1","account_id":"acct_42","amount":1999,"currency":"EUR"},
-			"attempts":2,"replayed":true,"processed_at":"2026-11-27T10:00:00.123Z"}`, string(r.Marshal()))
+			"attempts":2,"replayed":true,"processed_at":"2026-11-27T10:00:00.123Z","fingerprint":"1a4b"}`, string(r.Marshal()))
 	})
 
 	tests := map[string]struct {
@@ -62,7 +62,7 @@ func TestResult_Marshal(t *testing.T) {
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			r := Result{Key: "k", Command: TypeCartAdd, Status: StatusFailed, Code: CodeCardDeclined,
+			r := Result{Key: "k", Kind: KindCartAdd, Status: StatusFailed, Code: CodeCardDeclined,
 				Message: "card declined", Data: tt.data, Attempts: 1,
 				ProcessedAt: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 			body := r.Marshal()

@@ -12,6 +12,18 @@ const (
 	HeaderDlqReason = "Dlq-Reason"
 	// HeaderDlqDeliveries is added to a dead letter: how many deliveries it had.
 	HeaderDlqDeliveries = "Dlq-Deliveries"
+	// HeaderDlqKey is added to a dead letter: the command's idempotency key.
+	// The copy's own Nats-Msg-Id names the copy, not the key, so that the
+	// dead-letter stream's duplicate window never drops the dead letter of a
+	// key that was dead-lettered before (a re-drive that failed again).
+	HeaderDlqKey = "Dlq-Key"
+	// HeaderDlqEffect is added to a dead letter: "none" when the operation
+	// certainly did not take effect for the key, "unknown" when an attempt
+	// may have (see CodeOutcomeUnknown).
+	HeaderDlqEffect = "Dlq-Effect"
+	// HeaderDlqStreamSeq is added to a dead letter: the command's sequence
+	// in the command stream.
+	HeaderDlqStreamSeq = "Dlq-Stream-Seq"
 )
 
 // Default subject roots and stream names of the contract.
@@ -62,8 +74,8 @@ func (s Subjects) WithDefaults() Subjects {
 	return s
 }
 
-// CommandFor returns the subject a command of type t is published on.
-func (s Subjects) CommandFor(t string) string { return s.Command + "." + t }
+// CommandFor returns the subject a command of kind is published on.
+func (s Subjects) CommandFor(kind string) string { return s.Command + "." + kind }
 
 // CommandWildcard matches every command subject.
 func (s Subjects) CommandWildcard() string { return s.Command + ".>" }
@@ -77,14 +89,17 @@ func (s Subjects) ResultWildcard() string { return s.Result + ".>" }
 // RejectedFor returns the subject a rejection of key is published on.
 func (s Subjects) RejectedFor(key string) string { return s.Rejected + "." + key }
 
-// DeadLetterFor returns the subject a dead command of type t is copied to.
-func (s Subjects) DeadLetterFor(t string) string { return s.DeadLetter + "." + t }
+// RejectedWildcard matches every rejection subject.
+func (s Subjects) RejectedWildcard() string { return s.Rejected + ".>" }
+
+// DeadLetterFor returns the subject a dead command of kind is copied to.
+func (s Subjects) DeadLetterFor(kind string) string { return s.DeadLetter + "." + kind }
 
 // DeadLetterWildcard matches every dead-letter subject.
 func (s Subjects) DeadLetterWildcard() string { return s.DeadLetter + ".>" }
 
-// CommandType returns the type named by a command subject, and false when
+// KindOf returns the command kind a command subject names, and false when
 // subject is not under the command root.
-func (s Subjects) CommandType(subject string) (string, bool) {
+func (s Subjects) KindOf(subject string) (string, bool) {
 	return strings.CutPrefix(subject, s.Command+".")
 }

@@ -54,22 +54,22 @@ func TestSubjects_Helpers(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			s := tt.subjects
-			require.Equal(t, tt.command, s.CommandFor(TypePaymentCharge))
+			require.Equal(t, tt.command, s.CommandFor(KindPaymentCharge))
 			require.Equal(t, tt.commandWild, s.CommandWildcard())
 			require.Equal(t, tt.result, s.ResultFor(key))
 			require.Equal(t, tt.resultWild, s.ResultWildcard())
 			require.Equal(t, tt.rejected, s.RejectedFor(key))
-			require.Equal(t, tt.deadLetter, s.DeadLetterFor(TypePaymentCharge))
+			require.Equal(t, tt.deadLetter, s.DeadLetterFor(KindPaymentCharge))
 			require.Equal(t, tt.deadLetterWild, s.DeadLetterWildcard())
 
-			typ, ok := s.CommandType(s.CommandFor(TypeCartAdd))
+			typ, ok := s.KindOf(s.CommandFor(KindCartAdd))
 			require.True(t, ok)
-			require.Equal(t, TypeCartAdd, typ)
+			require.Equal(t, KindCartAdd, typ)
 		})
 	}
 }
 
-func TestSubjects_CommandType(t *testing.T) {
+func TestSubjects_KindOf(t *testing.T) {
 	t.Parallel()
 
 	s := Subjects{Command: "cmd"}.WithDefaults()
@@ -78,8 +78,8 @@ func TestSubjects_CommandType(t *testing.T) {
 		want    string
 		ok      bool
 	}{
-		"Charge":        {"cmd.payment.charge", TypePaymentCharge, true},
-		"Cart":          {"cmd.cart.add", TypeCartAdd, true},
+		"Charge":        {"cmd.payment.charge", KindPaymentCharge, true},
+		"Cart":          {"cmd.cart.add", KindCartAdd, true},
 		"UnknownType":   {"cmd.refund", "refund", true},
 		"ResultSubject": {"result.payment.charge", "", false},
 		"RootOnly":      {"cmd", "", false},
@@ -89,11 +89,45 @@ func TestSubjects_CommandType(t *testing.T) {
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			got, ok := s.CommandType(tt.subject)
+			got, ok := s.KindOf(tt.subject)
 			require.Equal(t, tt.ok, ok)
 			if ok {
 				require.Equal(t, tt.want, got)
 			}
+		})
+	}
+}
+
+func TestTopology(t *testing.T) {
+	t.Parallel()
+
+	t.Run("Defaults", func(t *testing.T) {
+		t.Parallel()
+		got := Topology{}.WithDefaults()
+		require.Equal(t, Topology{Subjects: DefaultSubjects(), CommandStream: "COMMANDS", ResultStream: "RESULTS",
+			DeadLetterStream: "DEADLETTER", Consumer: "workers"}, got)
+		require.Equal(t, got, DefaultTopology())
+		require.NoError(t, got.Validate())
+	})
+
+	invalid := map[string]struct {
+		edit    func(*Topology)
+		wantErr string
+	}{
+		"Wildcard":     {func(t *Topology) { t.Subjects.Command = "cmd.*" }, "Subjects.Command"},
+		"EmptyToken":   {func(t *Topology) { t.Subjects.Result = "a..b" }, "Subjects.Result"},
+		"TrailingDot":  {func(t *Topology) { t.Subjects.Rejected = "rej." }, "Subjects.Rejected"},
+		"Space":        {func(t *Topology) { t.Subjects.DeadLetter = "d lq" }, "Subjects.DeadLetter"},
+		"SameRoot":     {func(t *Topology) { t.Subjects.Rejected = "result" }, "Subjects.Result and Topology.Subjects.Rejected"},
+		"StreamDot":    {func(t *Topology) { t.CommandStream = "A.B" }, "CommandStream"},
+		"ConsumerStar": {func(t *Topology) { t.Consumer = "w*" }, "Consumer"},
+	}
+	for name, tt := range invalid {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			top := DefaultTopology()
+			tt.edit(&top)
+			require.ErrorContains(t, top.Validate(), tt.wantErr)
 		})
 	}
 }

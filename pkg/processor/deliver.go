@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idempay/idempay/pkg/dedupe"
@@ -22,38 +20,56 @@ const callTimeout = 5 * time.Second
 
 // delivery is one JetStream delivery of a command.
 type delivery struct {
-	msg     jetstream.Msg
-	key     string
-	kind    string
-	replyTo string
-	attempt int
+	msg        jetstream.Msg
+	key        string
+	kind       string
+	replyTo    string
+	deliveries int       // the message's delivery count
+	published  time.Time // when the command stream stored it
+	seq        uint64    // its sequence in the command stream
+
+	route *route
+	cmd   messages.Command
+	fp    string
+	lease *dedupe.Lease
 }
 
-// deliver runs one message through the pipeline. Every exit acks, naks,
-// terminates, or - at an injected crash - does nothing, leaving the message
-// to JetStream's redelivery; none of them can crash the worker.
+// deliver runs one message through the pipeline: examine learns what there
+// is to learn, decide turns that into one verdict, report carries it out.
+// Nothing a message holds can crash the worker.
 //
 //	validate -> lock -> begin -> operation -> fenced commit -> publish -> ack
 //
-// What the next delivery finds after a crash at each step:
+// What the next delivery finds after a crash (or a pause past the lock) at
+// each step:
 //
 //	after lock:      the lock (expires after LockTTL), no record: starts afresh
-//	after begin:     an in-progress record: resumes, same key to the provider
-//	after operation: an in-progress record: re-runs; the provider returns the
-//	                 charge it made for this key, so nothing is charged twice
+//	after begin:     an in-progress record whose attempt never reported back:
+//	                 marked unknown, then resumed with the same key
+//	after operation: the same; the provider returns the charge it made for
+//	                 this key, so nothing is charged twice
 //	after commit:    a completed record: replays it, runs nothing
 //	after publish:   a completed record: replays it (identical but replayed)
+//	after the dead-letter copy: the key has no tries left: the copy is made
+//	                 again (deduplicated by its own message id) and the
+//	                 command condemned; a later delivery of a condemned
+//	                 command is answered as that dead letter and terminated
+//
+// No step keeps anything in memory that decides whether the message ever
+// leaves the work queue: JetStream redelivers every message nobody ended,
+// without limit, and each delivery decides again from the record.
 func (p *Processor) deliver(msg jetstream.Msg) {
 	ctx := p.workCtx
-	d := &delivery{msg: msg, attempt: 1}
+	d := &delivery{msg: msg, deliveries: 1}
 	p.counters.deliveries.Add(1)
 	if h := msg.Headers(); h != nil {
 		d.key = h.Get(messages.HeaderMsgID)
 		d.replyTo = h.Get(messages.HeaderReplyTo)
 	}
-	d.kind, _ = p.cfg.Subjects.CommandType(msg.Subject())
+	d.kind, _ = p.cfg.Topology.Subjects.KindOf(msg.Subject())
 	if meta, err := msg.Metadata(); err == nil {
-		d.attempt = int(meta.NumDelivered) //nolint:gosec // bounded by the consumer's MaxDeliver
+		d.deliveries = int(min(meta.NumDelivered, 1<<31)) //nolint:gosec // clamped
+		d.published, d.seq = meta.Timestamp, meta.Sequence.Stream
 	}
 	defer func() {
 		// A bug in the pipeline itself must not take the worker down with
@@ -61,388 +77,444 @@ func (p *Processor) deliver(msg jetstream.Msg) {
 		if r := recover(); r != nil {
 			p.log.error(ctx, "delivery panicked; redelivering", attrKey, d.key, attrKind, d.kind,
 				attrError, fmt.Sprint(r), "stack", string(debug.Stack()))
-			_ = msg.NakWithDelay(p.nakDelay(d.attempt))
+			p.release(ctx, d)
+			_ = msg.NakWithDelay(p.cfg.MaxNakDelay)
 		}
 	}()
+	if p.stopping.Load() {
+		// Pulled before Stop, not started: another worker takes it now.
+		p.counters.redelivered.Add(1)
+		_ = msg.Nak()
+		return
+	}
 	if d.replyTo != "" && !p.validReplyTo(d.replyTo) {
 		p.log.warn(ctx, "ignoring unsafe Reply-To", attrKey, d.key, "reply_to", d.replyTo)
 		d.replyTo = ""
 	}
+	f := p.examine(ctx, d)
+	p.report(ctx, d, decide(f, p.cfg))
+}
 
-	if !messages.ValidKey(d.key) {
-		p.refuse(ctx, d, &messages.RejectError{Code: messages.CodeInvalidKey,
-			Message: "header " + messages.HeaderMsgID + " must be a UUID in canonical form (36 characters, lower-case hex, 8-4-4-4-12)"})
-		return
+// facts is what one delivery learned, in pipeline order; examine stops
+// filling it at the first step that settles the delivery.
+type facts struct {
+	deliveries int
+	stopping   bool // the processor is stopping: hand back, never give up
+	abandoned  bool // a failpoint fired: do nothing, as a dead process would
+
+	reject *messages.RejectError // refused before any state was read
+	fp     string                // the command's fingerprint
+
+	locked  bool           // another worker holds the key
+	peeked  *dedupe.Record // the record, read without the lock (locked only)
+	peekErr error
+
+	storeErr error // Redis or a lost lock before the operation: nothing known
+
+	begun dedupe.Begun // what Begin decided, and the record
+
+	ran        bool
+	opErr      error // the attempt's error; nil with ran means an outcome
+	certain    bool  // opErr certainly left no effect
+	retryAfter time.Duration
+
+	resolveErr    error // the Resolver could not tell
+	confirmedNone bool  // the Resolver confirmed that nothing took effect
+
+	stored    *dedupe.Record // the outcome this delivery stored, or found stored
+	commitErr error
+}
+
+// lastTry reports whether the key has no tries left after this delivery's.
+func (f *facts) lastTry(maxTries int) bool {
+	return f.begun.Record != nil && f.begun.Record.Tries >= maxTries
+}
+
+// examine runs the pipeline up to the verdict: validation, the lock, Begin,
+// the operation with its in-delivery retries, the fenced commit, and, when a
+// key's last try left its effect unknown, the operation's Resolver.
+func (p *Processor) examine(ctx context.Context, d *delivery) *facts {
+	f := &facts{deliveries: d.deliveries}
+	if f.reject = p.validate(d); f.reject != nil {
+		return f
 	}
-	h, ok := p.mux.Handler(d.kind)
-	if !ok {
-		p.refuse(ctx, d, &messages.RejectError{Code: messages.CodeUnknownCommand,
-			Message: fmt.Sprintf("no operation for command type %q; known: %s", d.kind, strings.Join(p.mux.Kinds(), ", "))})
-		return
-	}
-	cmd := h.NewCommand()
-	if err := messages.Decode(msg.Data(), cmd); err != nil {
-		var rej *messages.RejectError
-		if !errors.As(err, &rej) {
-			rej = &messages.RejectError{Code: messages.CodeInvalidPayload, Message: err.Error()}
-		}
-		p.refuse(ctx, d, rej)
-		return
-	}
-	fp := messages.Fingerprint(cmd)
+	f.fp = d.fp
 
 	lease, err := p.store.Acquire(ctx, d.key)
 	if errors.Is(err, dedupe.ErrLocked) {
-		p.whileLocked(ctx, d, fp)
-		return
+		f.locked = true
+		f.peeked, f.peekErr = p.store.Peek(ctx, d.key)
+		return f
 	}
 	if err != nil {
-		p.retryLater(ctx, d, nil, err)
-		return
+		f.storeErr = err
+		return f
 	}
-	if p.crash(ctx, d, AfterLock) {
-		return
+	d.lease = lease
+	if f.abandoned = p.crash(ctx, d, AfterLock); f.abandoned {
+		return f
+	}
+	attempt := dedupe.Attempt{Kind: d.kind, Fingerprint: d.fp, Published: d.published, MaxTries: p.cfg.MaxDeliver}
+
+	if d.route.cfg.EffectInCommit {
+		p.beginAndCommit(ctx, d, attempt, f)
+		return f
+	}
+	if f.begun, err = p.store.Begin(ctx, lease, attempt); err != nil {
+		f.storeErr = err
+		return f
+	}
+	switch f.begun.Status {
+	case dedupe.BeginRun:
+		if f.abandoned = p.crash(ctx, d, AfterBegin); f.abandoned {
+			return f
+		}
+	case dedupe.BeginExhausted:
+		if f.begun.Record.Unknown {
+			p.resolve(ctx, d, f)
+		}
+		return f
+	default:
+		return f
 	}
 
-	rec, err := p.store.Begin(ctx, lease, d.kind, fp)
+	o, err := p.attempt(ctx, d, f.begun.Record.Tries)
+	f.ran = true
+	if f.abandoned = p.crash(ctx, d, AfterOperation); f.abandoned {
+		return f
+	}
 	if err != nil {
-		p.retryLater(ctx, d, lease, err)
-		return
+		f.opErr = err
+		class, after := ClassOf(err)
+		// An operation cut off by a lost lock may have stopped half-way,
+		// whatever its own error says.
+		f.certain, f.retryAfter = class != Ambiguous && !errors.Is(err, dedupe.ErrLockLost), after
+		f.stopping = errors.Is(context.Cause(ctx), ErrStop)
+		if f.lastTry(p.cfg.MaxDeliver) && !f.stopping && (!f.certain || f.begun.Record.Unknown) {
+			p.resolve(ctx, d, f)
+		}
+		return f
 	}
-	if rec.Fingerprint != fp {
-		p.release(ctx, lease)
-		p.refuse(ctx, d, keyReused(d.key))
-		return
+	f.stored, f.commitErr = p.commit(ctx, d, o)
+	if f.commitErr == nil {
+		f.abandoned = p.crash(ctx, d, AfterCommit)
 	}
-	if rec.State == dedupe.StateCompleted {
-		p.release(ctx, lease)
-		p.finish(ctx, d, rec, true)
-		return
-	}
-	if p.crash(ctx, d, AfterBegin) {
-		return
-	}
+	return f
+}
 
-	call := &Call{Key: d.key, Command: cmd, Attempt: d.attempt, KeyPrefix: p.cfg.KeyPrefix}
-	opCtx, stopWatchdog := lease.KeepAlive(ctx, min(p.cfg.LockTTL, p.cfg.AckWait)/3, func() { _ = msg.InProgress() })
-	outcome, err := p.execute(opCtx, d, h, call)
+// validate decodes and checks the message; a rejection names what is wrong.
+func (p *Processor) validate(d *delivery) *messages.RejectError {
+	if !messages.ValidKey(d.key) {
+		return &messages.RejectError{Code: messages.CodeInvalidKey,
+			Message: "header " + messages.HeaderMsgID + " must be a UUID in canonical form (36 characters, lower-case hex, 8-4-4-4-12)"}
+	}
+	r, ok := p.mux.route(d.kind)
+	if !ok {
+		return &messages.RejectError{Code: messages.CodeUnknownCommand,
+			Message: fmt.Sprintf("no operation for command kind %q; known: %s", d.kind, strings.Join(p.mux.Kinds(), ", "))}
+	}
+	cmd, err := r.decode(d.msg.Data())
+	if err != nil {
+		rej, ok := errors.AsType[*messages.RejectError](err)
+		if !ok {
+			rej = &messages.RejectError{Code: messages.CodeInvalidPayload, Message: err.Error()}
+		}
+		return rej
+	}
+	d.route, d.cmd, d.fp = r, cmd, messages.Fingerprint(cmd)
+	return nil
+}
+
+func (p *Processor) env(d *delivery, try int) callEnv {
+	return callEnv{key: d.key, attempt: d.deliveries, try: try, lookup: p.lookup}
+}
+
+// lookup is Call.Lookup: another key's state, read without its lock.
+func (p *Processor) lookup(ctx context.Context, key string) (KeyState, error) {
+	rec, err := p.store.Get(ctx, key)
+	switch {
+	case err != nil:
+		return KeyState{}, err
+	case rec == nil:
+		return KeyState{Status: KeyAbsent}, nil
+	case rec.State == dedupe.StateCompleted:
+		return KeyState{Status: KeyCompleted, Kind: rec.Kind, Outcome: rec.Result}, nil
+	default:
+		return KeyState{Status: KeyInProgress, Kind: rec.Kind}, nil
+	}
+}
+
+// attempt runs the operation under the lock's watchdog, with the in-delivery
+// retries of its policy. The watchdog extends the lock and tells JetStream
+// the message is in progress; if the lock is lost the operation's context
+// is cancelled with dedupe.ErrLockLost as its cause.
+func (p *Processor) attempt(ctx context.Context, d *delivery, try int) (Outcome, error) {
+	opCtx, stopWatchdog := d.lease.KeepAlive(ctx, min(p.cfg.LockTTL, p.cfg.AckWait)/3, func() { _ = d.msg.InProgress() })
+	defer stopWatchdog()
+	o, err := p.execute(opCtx, d, try)
 	if err != nil && errors.Is(context.Cause(opCtx), dedupe.ErrLockLost) {
+		p.counters.lockLost.Add(1)
+		// The operation may have been cut off half-way: not certain.
 		err = fmt.Errorf("%w (operation cancelled): %w", dedupe.ErrLockLost, err)
 	}
-	stopWatchdog()
-	if p.crash(ctx, d, AfterOperation) {
-		return
-	}
-	if err != nil {
-		p.retryLater(ctx, d, lease, err)
-		return
-	}
-
-	stored, err := p.commit(ctx, d, lease, fp, outcome)
-	if err != nil {
-		p.retryLater(ctx, d, lease, err)
-		return
-	}
-	p.release(ctx, lease) // a no-op after our own commit, which deleted the lock
-	if p.crash(ctx, d, AfterCommit) {
-		return
-	}
-	// What Commit returns is what is stored; if another worker committed
-	// first, that is the outcome to publish, not ours.
-	p.finish(ctx, d, stored, false)
+	return o, err
 }
 
-// execute runs the handler with in-delivery retries. A panic is recovered
-// into an error and not retried here: it is likely to repeat, so it goes to
-// JetStream's slower redelivery and, in the end, to the dead letters.
-func (p *Processor) execute(ctx context.Context, d *delivery, h Handler, call *Call) (Outcome, error) {
-	op := func() (Outcome, error) {
-		o, err := safeHandle(ctx, h, call)
-		var pe *PanicError
-		switch {
-		case errors.As(err, &pe):
-			return o, backoff.Permanent(err)
-		case err != nil && ctx.Err() != nil:
-			return o, backoff.Permanent(err)
-		case err == nil:
+// execute calls the operation, retrying its errors by their Class with the
+// operation's policy until one call gives an outcome, a retry budget runs
+// out, or ctx ends. A panic is not retried here (it is likely to repeat);
+// neither is a RateLimited error asking to wait longer than the policy's
+// MaxInterval: the message is handed back for that long instead.
+func (p *Processor) execute(ctx context.Context, d *delivery, try int) (Outcome, error) {
+	policy := p.cfg.retryFor(d.route)
+	var backoffs [3]backoff.BackOff
+	env := p.env(d, try)
+	for {
+		o, err := d.route.handle(ctx, env, d.cmd)
+		if err == nil {
 			if verr := o.validate(); verr != nil {
-				return o, backoff.Permanent(verr)
+				return Outcome{}, &PanicError{Value: verr}
 			}
+			return o, nil
 		}
-		return o, err
-	}
-	notify := func(err error, wait time.Duration) {
+		if _, panicked := errors.AsType[*PanicError](err); panicked || ctx.Err() != nil {
+			return Outcome{}, err
+		}
+		class, after := ClassOf(err)
+		if backoffs[class] == nil {
+			backoffs[class] = policy.NewBackOff(class)
+		}
+		wait := backoffs[class].NextBackOff()
+		if wait == backoff.Stop {
+			return Outcome{}, err
+		}
+		if class == RateLimited && after > wait {
+			if pol, ok := policy.(*Policy); ok && after > pol.RateLimited.MaxInterval {
+				return Outcome{}, err
+			}
+			wait = after
+		}
 		p.log.info(ctx, "operation failed; retrying", attrKey, d.key, attrKind, d.kind,
-			attrAttempt, d.attempt, attrError, err, "wait", wait)
-	}
-	b := backoff.WithContext(p.cfg.Retry.NewBackOff(), ctx)
-	return backoff.RetryNotifyWithData(op, b, notify)
-}
-
-// PanicError is a handler panic, recovered.
-type PanicError struct {
-	Value any
-	Stack string
-}
-
-func (e *PanicError) Error() string { return fmt.Sprintf("handler panicked: %v", e.Value) }
-
-func safeHandle(ctx context.Context, h Handler, call *Call) (o Outcome, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &PanicError{Value: r, Stack: string(debug.Stack())}
+			attrAttempt, d.deliveries, "class", class.String(), attrError, err, "wait", wait)
+		sleepCtx(ctx, wait)
+		if ctx.Err() != nil {
+			return Outcome{}, err
 		}
-	}()
-	return h.Handle(ctx, call)
+	}
 }
 
-// commit stores the outcome with the fenced commit. It runs to completion
-// even while the processor stops, and retries a Redis error a few times: the
-// script is idempotent, so running it twice is safe.
-func (p *Processor) commit(ctx context.Context, d *delivery, lease *dedupe.Lease, fp string, o Outcome) (*dedupe.Record, error) {
+// commit stores the operation's outcome with the fenced commit. It runs to
+// completion even while the processor stops, and retries a Redis error a
+// few times: the script is idempotent, so running it twice is safe.
+func (p *Processor) commit(ctx context.Context, d *delivery, o Outcome) (*dedupe.Record, error) {
 	ctx = context.WithoutCancel(ctx)
-	data, err := o.data()
+	res, err := p.result(d, o)
 	if err != nil {
-		return nil, fmt.Errorf("encode outcome data: %w", err)
-	}
-	out := dedupe.Outcome{
-		Status: string(o.Status), Code: o.Code, Message: o.Message, Data: data,
-		Attempts: d.attempt, ProcessedAt: time.Now(),
+		return nil, err
 	}
 	b := backoff.WithMaxRetries(backoff.NewExponentialBackOff(backoff.WithInitialInterval(50*time.Millisecond)), 3)
-	return backoff.RetryWithData(func() (*dedupe.Record, error) {
-		rec, err := p.store.Commit(ctx, lease, fp, out, o.Effect)
+	rec, err := backoff.RetryWithData(func() (*dedupe.Record, error) {
+		rec, err := p.store.Commit(ctx, d.lease, d.fp, res, o.Effect)
 		if errors.Is(err, dedupe.ErrLockLost) || errors.Is(err, dedupe.ErrFingerprintMismatch) {
 			return nil, backoff.Permanent(err)
 		}
 		return rec, err
 	}, b)
+	if errors.Is(err, dedupe.ErrLockLost) {
+		p.counters.lockLost.Add(1)
+	}
+	return rec, err
 }
 
-// finish publishes a stored outcome and acks the message.
-func (p *Processor) finish(ctx context.Context, d *delivery, rec *dedupe.Record, replayed bool) {
-	ctx = context.WithoutCancel(ctx)
-	res := messages.Result{
-		Key: d.key, Command: d.kind, Status: messages.Status(rec.Outcome.Status),
-		Code: rec.Outcome.Code, Message: rec.Outcome.Message, Data: rec.Outcome.Data,
-		Attempts: rec.Outcome.Attempts, Replayed: replayed, ProcessedAt: rec.Outcome.ProcessedAt,
-	}
-	body := res.Marshal()
-	b := backoff.WithMaxRetries(backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond)), 3)
-	err := backoff.Retry(func() error {
-		pctx, cancel := context.WithTimeout(ctx, callTimeout)
-		defer cancel()
-		_, err := p.js.Publish(pctx, p.cfg.Subjects.ResultFor(d.key), body)
-		return err
-	}, b)
+// result is the answer an outcome becomes when stored.
+func (p *Processor) result(d *delivery, o Outcome) (messages.Result, error) {
+	data, err := o.data()
 	if err != nil {
-		// Stored but not published: the redelivery will replay it.
-		p.log.warn(ctx, "publish result failed; redelivering", attrKey, d.key, attrError, err)
-		p.counters.redelivered.Add(1)
-		_ = d.msg.NakWithDelay(p.nakDelay(d.attempt))
-		return
+		return messages.Result{}, fmt.Errorf("encode outcome data: %w", err)
 	}
-	p.reply(ctx, d, body)
-	switch {
-	case replayed:
-		p.counters.replayed.Add(1)
-	case res.Status == messages.StatusSucceeded:
-		p.counters.succeeded.Add(1)
-	default:
-		p.counters.failed.Add(1)
-	}
-	if p.crash(ctx, d, AfterPublish) {
-		return
-	}
-	p.ack(ctx, d)
-	p.log.debug(ctx, "command done", attrKey, d.key, attrKind, d.kind, attrStatus, res.Status,
-		attrCode, res.Code, attrAttempt, d.attempt, attrReplayed, replayed)
+	return messages.Result{Status: o.Status, Code: o.Code, Message: o.Message, Data: data,
+		Attempts: d.deliveries, ProcessedAt: time.Now()}, nil
 }
 
-// refuse answers a rejected message and acks it. A rejection is never
-// stored: it goes to rejected.<key> (except for an invalid key, which has no
-// subject of its own) and to Reply-To.
-func (p *Processor) refuse(ctx context.Context, d *delivery, rej *messages.RejectError) {
-	ctx = context.WithoutCancel(ctx)
-	body := messages.Result{
-		Key: d.key, Command: d.kind, Status: messages.StatusRejected, Code: rej.Code, Message: rej.Message,
-		Attempts: d.attempt, ProcessedAt: time.Now().UTC().Truncate(time.Millisecond),
-	}.Marshal()
-	if rej.Code != messages.CodeInvalidKey {
-		if err := p.nc.Publish(p.cfg.Subjects.RejectedFor(d.key), body); err != nil {
-			p.log.warn(ctx, "publish rejection failed", attrKey, d.key, attrError, err)
-		}
+// beginAndCommit is the whole pipeline of an EffectInCommit operation:
+// compute the outcome, then begin and commit in one script.
+func (p *Processor) beginAndCommit(ctx context.Context, d *delivery, attempt dedupe.Attempt, f *facts) {
+	o, err := d.route.handle(ctx, p.env(d, 1), d.cmd)
+	if err == nil {
+		err = o.validate()
 	}
-	p.reply(ctx, d, body)
-	p.counters.rejected.Add(1)
-	p.log.info(ctx, "command rejected", attrKey, d.key, attrKind, d.kind, attrCode, rej.Code, "message", rej.Message)
-	p.ack(ctx, d)
-}
-
-func keyReused(key string) *messages.RejectError {
-	return &messages.RejectError{Code: messages.CodeKeyReused,
-		Message: "key " + key + " is bound to another command or payload; use a new key for a new operation"}
-}
-
-// whileLocked handles a message whose key another worker holds: a stored
-// outcome can be answered without the lock (it never changes), anything else
-// comes back later.
-func (p *Processor) whileLocked(ctx context.Context, d *delivery, fp string) {
-	rec, err := p.store.Get(ctx, d.key)
-	switch {
-	case err == nil && rec != nil && rec.Fingerprint != fp:
-		p.refuse(ctx, d, keyReused(d.key))
-	case err == nil && rec != nil && rec.State == dedupe.StateCompleted:
-		p.finish(ctx, d, rec, true)
-	case d.attempt >= p.cfg.MaxDeliver:
-		p.deadLetter(ctx, d, errors.New("key locked by another worker on the last delivery"))
-	default:
-		p.counters.redelivered.Add(1)
-		_ = d.msg.NakWithDelay(backoffDelay(p.cfg.LockedDelay, p.cfg.MaxNakDelay, d.attempt))
+	var res messages.Result
+	if err == nil {
+		res, err = p.result(d, o)
 	}
-}
-
-// retryLater gives a delivery up without an outcome: release the lock, then
-// redeliver later, or dead-letter on the last delivery. A processor that is
-// stopping hands the message back at once for another worker.
-func (p *Processor) retryLater(ctx context.Context, d *delivery, lease *dedupe.Lease, cause error) {
-	p.release(ctx, lease)
-	switch {
-	case errors.Is(context.Cause(ctx), ErrStop):
-		p.counters.redelivered.Add(1)
-		_ = d.msg.Nak()
-	case d.attempt >= p.cfg.MaxDeliver:
-		p.deadLetter(ctx, d, cause)
-	default:
-		p.counters.redelivered.Add(1)
-		delay := p.nakDelay(d.attempt)
-		p.log.warn(ctx, "command not finished; redelivering", attrKey, d.key, attrKind, d.kind,
-			attrAttempt, d.attempt, attrError, cause, "delay", delay)
-		_ = d.msg.NakWithDelay(delay)
-	}
-}
-
-// deadLetter copies the command, with its headers and the reason, to
-// dlq.<type>, tells the client, and removes it from the work queue. The key
-// keeps no outcome, so it can be re-driven with the same key.
-func (p *Processor) deadLetter(ctx context.Context, d *delivery, cause error) {
-	ctx = context.WithoutCancel(ctx)
-	if err := p.copyToDeadLetters(ctx, d, d.msg.Data(), d.msg.Headers(), cause.Error()); err != nil {
-		return // not copied: leave it un-acked rather than lose it
-	}
-	if err := d.msg.Term(); err != nil {
-		p.log.warn(ctx, "term failed", attrKey, d.key, attrError, err)
-	}
-}
-
-// copyToDeadLetters publishes a command to dlq.<type> with its body and
-// headers, plus Dlq-Reason and Dlq-Deliveries, then sends the client a
-// rejected / dead_lettered notice. It returns an error only when the copy
-// could not be stored.
-func (p *Processor) copyToDeadLetters(ctx context.Context, d *delivery, body []byte, header nats.Header, reason string) error {
-	dl := nats.NewMsg(p.cfg.Subjects.DeadLetterFor(d.kind))
-	dl.Data = body
-	for k, v := range header {
-		dl.Header[k] = append([]string(nil), v...)
-	}
-	dl.Header.Set(messages.HeaderDlqReason, reason)
-	dl.Header.Set(messages.HeaderDlqDeliveries, strconv.Itoa(d.attempt))
-	b := backoff.WithMaxRetries(backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond)), 5)
-	err := backoff.Retry(func() error {
-		pctx, cancel := context.WithTimeout(ctx, callTimeout)
-		defer cancel()
-		_, err := p.js.PublishMsg(pctx, dl)
-		return err
-	}, b)
 	if err != nil {
-		p.log.error(ctx, "dead-letter copy failed; leaving the command in the work queue",
-			attrKey, d.key, attrKind, d.kind, attrError, err)
-		return err
-	}
-	p.counters.deadLettered.Add(1)
-	p.log.error(ctx, "command dead-lettered", attrKey, d.key, attrKind, d.kind, attrAttempt, d.attempt, "reason", reason)
-	notice := messages.Result{
-		Key: d.key, Command: d.kind, Status: messages.StatusRejected, Code: messages.CodeDeadLettered,
-		Message:  "gave up after " + strconv.Itoa(d.attempt) + " deliveries: " + reason + "; the key keeps no outcome and may be sent again",
-		Attempts: d.attempt, ProcessedAt: time.Now().UTC().Truncate(time.Millisecond),
-	}.Marshal()
-	if messages.ValidKey(d.key) {
-		_ = p.nc.Publish(p.cfg.Subjects.RejectedFor(d.key), notice)
-	}
-	p.reply(ctx, d, notice)
-	return nil
-}
-
-func (p *Processor) reply(ctx context.Context, d *delivery, body []byte) {
-	if d.replyTo == "" {
+		// Nothing ran and nothing is stored: a bug, or a command the
+		// operation cannot serve yet. Try again later, like a store error.
+		f.storeErr = fmt.Errorf("operation %s: %w", d.kind, err)
 		return
 	}
-	if err := p.nc.Publish(d.replyTo, body); err != nil {
-		p.log.warn(ctx, "reply failed", attrKey, d.key, "reply_to", d.replyTo, attrError, err)
+	f.begun, f.storeErr = p.store.BeginAndCommit(context.WithoutCancel(ctx), d.lease, attempt, res, o.Effect)
+	if f.storeErr == nil && f.begun.Status == dedupe.BeginCommitted {
+		f.ran, f.stored = true, f.begun.Record
+		f.abandoned = p.crash(ctx, d, AfterCommit)
 	}
 }
 
-// ack double-acks: when it returns nil the server has the ack and will not
-// redeliver. If it fails, the redelivery replays the stored outcome.
-func (p *Processor) ack(ctx context.Context, d *delivery) {
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
+// resolve asks the operation's Resolver whether an earlier attempt took
+// effect, and stores what it found.
+func (p *Processor) resolve(ctx context.Context, d *delivery, f *facts) {
+	if d.route.resolve == nil {
+		f.resolveErr = errors.New("the operation cannot look up its effect")
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	if err := d.msg.DoubleAck(actx); err != nil {
-		p.log.warn(ctx, "ack failed; the redelivery will replay", attrKey, d.key, attrError, err)
+	o, found, err := d.route.resolve(rctx, p.env(d, f.begun.Record.Tries), d.cmd)
+	switch {
+	case err == nil && !found:
+		f.confirmedNone = true
+	case err == nil:
+		if err = o.validate(); err == nil {
+			f.stored, err = p.commit(ctx, d, o)
+		}
+		if err != nil {
+			f.resolveErr = err
+		}
+	default:
+		f.resolveErr = err
+	}
+	if f.resolveErr != nil {
+		p.log.warn(ctx, "could not resolve the effect of an earlier attempt", attrKey, d.key, attrKind, d.kind, attrError, f.resolveErr)
 	}
 }
 
-func (p *Processor) release(ctx context.Context, lease *dedupe.Lease) {
-	if lease == nil {
-		return
-	}
-	if err := lease.Release(context.WithoutCancel(ctx)); err != nil {
-		p.log.warn(ctx, "release lock failed; it expires by itself", attrKey, lease.Key(), attrError, err)
-	}
+// verdict is what a delivery comes to; report carries it out.
+type verdict struct {
+	kind     verdictKind
+	answer   *dedupe.Record        // vAnswer: the stored outcome
+	replayed bool                  // vAnswer: found stored, not produced by this delivery
+	reject   *messages.RejectError // vReject
+	delay    time.Duration         // vRetry: NakWithDelay (0: Nak now)
+	settle   settleKind            // vRetry: what the held lock's release records
+	effect   string                // vDeadLetter, vCondemned: dedupe.EffectNone or EffectUnknown
+	reason   string                // vDeadLetter, vRetry: why
+	busy     bool                  // vRetry: the key is locked by another worker
 }
 
-func (p *Processor) nakDelay(attempt int) time.Duration {
-	return backoffDelay(p.cfg.NakDelay, p.cfg.MaxNakDelay, attempt)
+type verdictKind int
+
+const (
+	vAbandon    verdictKind = iota // a failpoint fired: nothing
+	vAnswer                        // publish the outcome to RESULTS and Reply-To, then Ack
+	vReject                        // publish the rejection, then Ack
+	vRetry                         // release or settle the lock, then Nak (with a delay)
+	vDeadLetter                    // copy to the dead letters, condemn the key, answer, Term
+	vCondemned                     // already dead-lettered: answer as the dead letter, Term
+)
+
+type settleKind int
+
+const (
+	settleRelease settleKind = iota // release the lock, record nothing
+	settleCertain                   // the attempt certainly had no effect
+	settleUnknown                   // the attempt may have had an effect
+)
+
+// decide turns what a delivery learned into its one verdict. It is the
+// whole decision table of the engine, and has no I/O. Its rules, in order:
+//
+//   - a rejection before any state was read is answered as such;
+//   - a key locked by another worker is never dead-lettered: its stored
+//     outcome (if any) is answered, otherwise the message comes back later,
+//     for as long as the lock is held (its TTL bounds a dead holder's);
+//   - a store error before the operation ran tells nothing: come back later;
+//   - a stored outcome is answered, never dead-lettered;
+//   - an error on a try that is not the key's last comes back later;
+//   - on the last try, or with no tries left, the command is dead-lettered:
+//     as dead_lettered only when no attempt can have taken effect, or the
+//     operation's Resolver confirmed none did; otherwise as outcome_unknown;
+//   - a stopping processor hands every unfinished message back at once.
+func decide(f *facts, cfg *Config) verdict {
+	switch {
+	case f.abandoned:
+		return verdict{kind: vAbandon}
+	case f.reject != nil:
+		return verdict{kind: vReject, reject: f.reject}
+	case f.locked:
+		switch {
+		case f.peekErr == nil && f.peeked != nil && f.peeked.Fingerprint != f.fp:
+			return verdict{kind: vReject, reject: keyReused()}
+		case f.peekErr == nil && f.peeked != nil && f.peeked.State == dedupe.StateCompleted:
+			return verdict{kind: vAnswer, answer: f.peeked, replayed: true}
+		default:
+			return verdict{kind: vRetry, delay: backoffDelay(cfg.LockedDelay, cfg.MaxNakDelay, f.deliveries),
+				reason: "key locked by another worker", busy: true}
+		}
+	case f.storeErr != nil:
+		return verdict{kind: vRetry, delay: backoffDelay(cfg.NakDelay, cfg.MaxNakDelay, f.deliveries),
+			reason: f.storeErr.Error()}
+	}
+	switch f.begun.Status {
+	case dedupe.BeginCompleted:
+		return verdict{kind: vAnswer, answer: f.begun.Record, replayed: true}
+	case dedupe.BeginCommitted:
+		return verdict{kind: vAnswer, answer: f.stored}
+	case dedupe.BeginConflict:
+		return verdict{kind: vReject, reject: keyReused()}
+	case dedupe.BeginCondemned:
+		return verdict{kind: vCondemned, effect: f.begun.Record.DeadEffect}
+	case dedupe.BeginExhausted:
+		return deadLetterOrAnswer(f, !f.begun.Record.Unknown, "the key has no tries left")
+	}
+	// The operation ran.
+	if f.stored != nil {
+		return verdict{kind: vAnswer, answer: f.stored}
+	}
+	if f.opErr == nil {
+		// The outcome is known but its commit failed: it may or may not be
+		// stored, and the effect happened. Never a dead letter: the next
+		// delivery finds the record completed, or runs again with the key.
+		return verdict{kind: vRetry, delay: backoffDelay(cfg.NakDelay, cfg.MaxNakDelay, f.deliveries),
+			settle: settleUnknown, reason: "commit: " + f.commitErr.Error()}
+	}
+	settle := settleUnknown
+	if f.certain {
+		settle = settleCertain
+	}
+	if f.stopping {
+		return verdict{kind: vRetry, settle: settle, reason: "stopping: " + f.opErr.Error()}
+	}
+	if !f.lastTry(cfg.MaxDeliver) {
+		delay := max(backoffDelay(cfg.NakDelay, cfg.MaxNakDelay, f.begun.Record.Tries), f.retryAfter)
+		return verdict{kind: vRetry, delay: delay, settle: settle, reason: f.opErr.Error()}
+	}
+	return deadLetterOrAnswer(f, f.certain && !f.begun.Record.Unknown, f.opErr.Error())
 }
 
-// backoffDelay doubles base with each delivery after the first, up to maxDelay.
-// Every redelivery counts against MaxDeliver, so waits must grow: a key
-// locked by a long operation must not burn a duplicate's deliveries in
-// seconds.
-func backoffDelay(base, maxDelay time.Duration, attempt int) time.Duration {
+// deadLetterOrAnswer is the verdict of a key without tries left: the
+// outcome the Resolver found, or a dead letter whose effect is none when
+// that is certain.
+func deadLetterOrAnswer(f *facts, certain bool, reason string) verdict {
+	if f.stored != nil {
+		return verdict{kind: vAnswer, answer: f.stored}
+	}
+	effect := dedupe.EffectUnknown
+	if certain || f.confirmedNone {
+		effect = dedupe.EffectNone
+	}
+	return verdict{kind: vDeadLetter, effect: effect, reason: reason}
+}
+
+func keyReused() *messages.RejectError {
+	return &messages.RejectError{Code: messages.CodeKeyReused,
+		Message: "the key is bound to another command or payload; use a new key for a new operation"}
+}
+
+// backoffDelay doubles base with each count after the first, up to maxDelay.
+func backoffDelay(base, maxDelay time.Duration, count int) time.Duration {
 	d := base
-	for i := 1; i < attempt && d < maxDelay; i++ {
+	for i := 1; i < count && d < maxDelay; i++ {
 		d *= 2
 	}
 	return min(d, maxDelay)
-}
-
-func (p *Processor) crash(ctx context.Context, d *delivery, at Failpoint) bool {
-	if p.cfg.Failpoint == nil || !p.cfg.Failpoint(at) {
-		return false
-	}
-	p.log.warn(ctx, "failpoint: abandoning delivery", "failpoint", string(at), attrKey, d.key, attrAttempt, d.attempt)
-	return true
-}
-
-// validReplyTo refuses Reply-To subjects that would let a client make the
-// worker publish where only the system may: wildcards, the JetStream and
-// system APIs ($JS.API... could delete a stream), and idempay's own subject
-// roots (result.<other key> would forge another key's outcome).
-func (p *Processor) validReplyTo(s string) bool {
-	if len(s) > 512 || strings.HasPrefix(s, "$") || strings.ContainsAny(s, " \t\r\n") {
-		return false
-	}
-	for tok := range strings.SplitSeq(s, ".") {
-		if tok == "" || tok == "*" || tok == ">" {
-			return false
-		}
-	}
-	sub := p.cfg.Subjects
-	for _, root := range []string{sub.Command, sub.Result, sub.Rejected, sub.DeadLetter} {
-		if s == root || strings.HasPrefix(s, root+".") {
-			return false
-		}
-	}
-	return true
 }

@@ -1,25 +1,34 @@
-// Package processor owns idempay's worker engine and its operations.
+// Package processor owns idempay's worker engine: it knows how to run a
+// command exactly once per idempotency key, and nothing about payments or
+// carts. Operations (package ops/...) register on a [Mux] with [Register];
+// the wiring of a worker (cmd/worker, examples/) chooses them.
 //
-// A [Processor] pulls commands from the durable consumer that every worker
-// shares, and runs each through one pipeline:
+// A [Processor] pulls commands from the durable consumer every worker
+// shares and runs each through one pipeline:
 //
-//	validate -> lock -> begin -> operation (with backoff) -> fenced commit -> publish -> ack
+//	validate -> lock -> begin -> operation (with retries) -> fenced commit -> publish -> ack
 //
-// Validation failures become rejected answers (never stored). The lock and
-// the record live in package dedupe: a key held by another worker is handed
-// back with NakWithDelay, never waited for; a completed key is replayed with
-// replayed: true; a key bound to another fingerprint is rejected with
-// idempotency_key_reused. The operation runs under a watchdog that extends
-// the lock and tells JetStream the message is in progress, and it is
-// cancelled if the lock is lost. Errors are retried with exponential backoff
-// inside the delivery, then by JetStream's redelivery, and a command that
-// fails its last delivery is copied to the dead letters. An operation's
-// outcome is stored before it is published and published before the message
-// is acked, so a crash anywhere leaves a state the next delivery completes;
-// deliver.go walks through every crash point.
+// Each delivery first learns what there is to learn (deliver.go: examine),
+// then one pure function decides its verdict (decide: answer an outcome,
+// reject, retry later, dead-letter), and one step carries it out (report.go:
+// publish, reply, ack / nak / term, counters, logs).
 //
-// Operations register on a [Mux] by command type. [ChargeHandler] charges
-// through a [Provider] that takes the idempotency key with every call;
-// [SimProvider] is the simulated provider of the demo and the tests.
-// [CartAddHandler] applies its HINCRBY in the commit script itself.
+// The lock and the record live in package dedupe. A key held by another
+// worker is handed back with a growing delay, never given up on while it is
+// held; a completed key is answered with its stored outcome (replayed:
+// true); a key bound to another fingerprint is rejected. The operation runs
+// under a watchdog that extends the lock and tells JetStream the message is
+// in progress, and it is cancelled if the lock is lost.
+//
+// Errors are retried by their [Class] with the operation's [RetryPolicy]
+// inside the delivery, then by redelivery. The engine counts a key's
+// attempts in its record and, after [Config.MaxDeliver] of them, dead-letters
+// the command holding the key's lock: as dead_lettered only when no attempt
+// can have taken effect (or the operation's [Resolver] confirms none did),
+// as outcome_unknown otherwise. The consumer itself has no delivery limit,
+// so no message is ever left in the work queue without an end.
+//
+// An outcome is stored before it is published and published before the
+// message is acked, so a crash anywhere leaves a state the next delivery
+// completes; deliver.go walks through every crash point.
 package processor

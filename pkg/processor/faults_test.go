@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/pkg/dedupe"
 	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/ops/charge"
 	"github.com/idempay/idempay/pkg/processor"
 )
 
@@ -32,7 +32,7 @@ func TestProcessor_TransientErrors(t *testing.T) {
 			return b.sim.Charge(ctx, key, req)
 		}}
 		mux := processor.NewMux()
-		mux.Handle(processor.ChargeHandler(p))
+		charge.Register(mux, p)
 		b.startWorker(t, mux, nil)
 		key := newKey()
 		b.charge(t, key, 42)
@@ -55,7 +55,7 @@ func TestProcessor_TransientErrors(t *testing.T) {
 			return b.sim.Charge(ctx, key, req)
 		}}
 		mux := processor.NewMux()
-		mux.Handle(processor.ChargeHandler(p))
+		charge.Register(mux, p)
 		b.startWorker(t, mux, nil)
 		key := newKey()
 		b.charge(t, key, 42)
@@ -84,18 +84,20 @@ func TestProcessor_DeadLetters(t *testing.T) {
 			return b.sim.Charge(ctx, key, req)
 		}}
 		mux := processor.NewMux()
-		mux.Handle(processor.ChargeHandler(p))
+		charge.Register(mux, p)
 		b.startWorker(t, mux, nil)
 
 		key := newKey()
 		body := `{"account_id":"acct_9","amount":300,"currency":"EUR"}`
-		b.publish(t, messages.TypePaymentCharge, key, body, messages.HeaderReplyTo, b.answers.inbox)
+		b.publish(t, messages.KindPaymentCharge, key, body, messages.HeaderReplyTo, b.answers.inbox)
 
-		dl := b.deadLetter(t, messages.TypePaymentCharge)
+		dl := b.deadLetter(t, messages.KindPaymentCharge)
 		require.Equal(t, body, string(dl.Data))
-		require.Equal(t, key, dl.Header.Get(messages.HeaderMsgID))
+		require.Equal(t, key, dl.Header.Get(messages.HeaderDlqKey))
+		require.NotEqual(t, key, dl.Header.Get(messages.HeaderMsgID), "the copy has its own message id")
 		require.Equal(t, b.answers.inbox, dl.Header.Get(messages.HeaderReplyTo))
 		require.Equal(t, "2", dl.Header.Get(messages.HeaderDlqDeliveries))
+		require.Equal(t, dedupe.EffectNone, dl.Header.Get(messages.HeaderDlqEffect), "a transient error certainly charged nothing")
 		require.Contains(t, dl.Header.Get(messages.HeaderDlqReason), "provider unavailable")
 
 		notice := b.answers.waitAnswers(t, key, 1)[0]
@@ -108,40 +110,44 @@ func TestProcessor_DeadLetters(t *testing.T) {
 		// The key kept no outcome: re-driven with the same key, it runs.
 		down.Store(false)
 		waitPast(t, 150*time.Millisecond)
-		b.publish(t, messages.TypePaymentCharge, key, body)
+		b.publish(t, messages.KindPaymentCharge, key, body)
 		require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, key, 2)[1].Status)
 		require.Equal(t, 1, b.charges(t))
 	})
 
-	t.Run("PanickingHandlerDoesNotStopOtherWork", func(t *testing.T) {
+	t.Run("PanickingOperationIsOutcomeUnknown", func(t *testing.T) {
 		t.Parallel()
+		// A panic may come after a side effect, and this operation cannot
+		// look its effect up: the client must not be told "not done".
 		b := setup(t)
 		b.cfg.MaxDeliver = 3
 		mux := b.defaultMux()
-		mux.Handle(panicHandler{})
+		processor.Register(mux, panicOp{}, nil)
 		b.startWorker(t, mux, func(c *processor.Config) { c.Concurrency = 1 })
 
 		poison := newKey()
-		b.publish(t, "test.panic", poison, `{"n":1}`)
+		b.publish(t, panicKind, poison, `{"n":1}`)
 		good := newKey()
 		b.charge(t, good, 5)
-		require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, good, 1)[0].Status)
+		require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, good, 1)[0].Status, "other work flows")
 
-		dl := b.deadLetter(t, "test.panic")
-		require.Equal(t, poison, dl.Header.Get(messages.HeaderMsgID))
+		dl := b.deadLetter(t, panicKind)
+		require.Equal(t, poison, dl.Header.Get(messages.HeaderDlqKey))
 		require.Equal(t, "3", dl.Header.Get(messages.HeaderDlqDeliveries))
-		require.Contains(t, dl.Header.Get(messages.HeaderDlqReason), "handler panicked: poison")
-		require.Equal(t, messages.CodeDeadLettered, b.answers.waitAnswers(t, poison, 1)[0].Code)
+		require.Equal(t, dedupe.EffectUnknown, dl.Header.Get(messages.HeaderDlqEffect))
+		require.Contains(t, dl.Header.Get(messages.HeaderDlqReason), "operation panicked: poison")
+		require.Equal(t, messages.CodeOutcomeUnknown, b.answers.waitAnswers(t, poison, 1)[0].Code)
+		b.drained(t)
 		requireNoOutcome(t, b, poison)
 	})
 
-	t.Run("WorkerDiesOnTheLastDelivery", func(t *testing.T) {
+	t.Run("WorkerDiesOnEveryDelivery", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		b.cfg.MaxDeliver = 2
-		// Every delivery dies mid-operation, so no delivery can copy the
-		// command to the dead letters itself: the max-deliveries advisory
-		// must.
+		// Every attempt dies before the provider call: no delivery ends
+		// itself. After its tries, the key is dead-lettered by the next
+		// delivery, which asks the provider whether a charge exists: none.
 		var deaths atomic.Int32
 		b.startWorker(t, nil, func(c *processor.Config) {
 			c.Failpoint = func(at processor.Failpoint) bool {
@@ -150,61 +156,41 @@ func TestProcessor_DeadLetters(t *testing.T) {
 		})
 		key := newKey()
 		body := `{"account_id":"acct_3","amount":30,"currency":"EUR"}`
-		b.publish(t, messages.TypePaymentCharge, key, body, messages.HeaderReplyTo, b.answers.inbox)
+		b.publish(t, messages.KindPaymentCharge, key, body, messages.HeaderReplyTo, b.answers.inbox)
 
-		dl := b.deadLetter(t, messages.TypePaymentCharge)
+		dl := b.deadLetter(t, messages.KindPaymentCharge)
 		require.Equal(t, body, string(dl.Data))
-		require.Equal(t, key, dl.Header.Get(messages.HeaderMsgID))
-		require.Equal(t, "2", dl.Header.Get(messages.HeaderDlqDeliveries))
-		require.Contains(t, dl.Header.Get(messages.HeaderDlqReason), "never finished")
+		require.Equal(t, key, dl.Header.Get(messages.HeaderDlqKey))
+		require.Equal(t, "3", dl.Header.Get(messages.HeaderDlqDeliveries))
+		require.Equal(t, dedupe.EffectNone, dl.Header.Get(messages.HeaderDlqEffect), "the provider confirmed no charge")
 		require.EqualValues(t, 2, deaths.Load())
 		require.Equal(t, messages.CodeDeadLettered, b.answers.waitReply(t, key).Code)
 		b.drained(t)
 		requireNoOutcome(t, b, key)
 	})
 
-	t.Run("LateLastDeliveryIsNotDeadLettered", func(t *testing.T) {
+	t.Run("DiedAfterChargingIsAnsweredWithTheCharge", func(t *testing.T) {
 		t.Parallel()
-		// The last delivery outlives its AckWait without reporting progress
-		// (a GC pause after the operation, say), so JetStream sends the
-		// max-deliveries advisory while that delivery is still alive. It
-		// then commits and acks: nothing may be dead-lettered, and no
-		// dead_lettered notice may contradict its outcome.
 		b := setup(t)
 		b.cfg.MaxDeliver = 1
-		b.cfg.LockTTL = 3 * time.Second // the paused worker keeps its lock
-		advisories := make(chan struct{}, 1)
-		sub, err := b.nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+b.cfg.CommandStream+".>",
-			func(*nats.Msg) { advisories <- struct{}{} })
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = sub.Unsubscribe() })
-		var paused atomic.Bool
+		// The only try charges the card and dies before the commit. With no
+		// tries left, the next delivery finds the charge at the provider:
+		// it is the key's outcome, not a dead letter.
+		var died atomic.Bool
 		b.startWorker(t, nil, func(c *processor.Config) {
 			c.Failpoint = func(at processor.Failpoint) bool {
-				if at == processor.AfterOperation && paused.CompareAndSwap(false, true) {
-					select { // pause until the advisory is out, then a little more
-					case <-advisories:
-					case <-time.After(5 * time.Second):
-					}
-					time.Sleep(100 * time.Millisecond)
-				}
-				return false
+				return at == processor.AfterOperation && died.CompareAndSwap(false, true)
 			}
 		})
 		key := newKey()
-		b.charge(t, key, 12)
+		b.charge(t, key, 31)
 		got := b.answers.waitAnswers(t, key, 1)[0]
 		require.Equal(t, messages.StatusSucceeded, got.Status, "%+v", got)
-		require.True(t, paused.Load())
-		// The advisory's command is looked at AckWait+LockTTL after it came.
-		time.Sleep(b.cfg.AckWait + b.cfg.LockTTL + 500*time.Millisecond)
-		require.Equal(t, 1, b.answers.count(key), "no dead_lettered notice")
-		s, err := b.js.Stream(context.Background(), b.cfg.DeadLetterStream)
-		require.NoError(t, err)
-		info, err := s.Info(context.Background())
-		require.NoError(t, err)
-		require.Zero(t, info.State.Msgs, "nothing dead-lettered")
+		require.Equal(t, 1, b.charges(t))
+		require.Equal(t, 1, b.calls(t, key), "found by lookup, not charged again")
+		requireSameOutcome(t, got, b.stored(t, key))
 		b.drained(t)
+		requireNoDeadLetters(t, b)
 	})
 
 	t.Run("PanicOnceThenSucceeds", func(t *testing.T) {
@@ -218,7 +204,7 @@ func TestProcessor_DeadLetters(t *testing.T) {
 			return b.sim.Charge(ctx, key, req)
 		}}
 		mux := processor.NewMux()
-		mux.Handle(processor.ChargeHandler(p))
+		charge.Register(mux, p)
 		b.startWorker(t, mux, nil)
 		key := newKey()
 		b.charge(t, key, 77)
@@ -229,20 +215,30 @@ func TestProcessor_DeadLetters(t *testing.T) {
 	})
 }
 
-// panicHandler registers "test.panic", a command that always panics.
-type panicHandler struct{}
+const panicKind = "test.panic"
+
+// panicOp is the operation of "test.panic", which always panics.
+type panicOp struct{}
 
 type panicCommand struct {
 	N int `json:"n"`
 }
 
-func (panicCommand) Kind() string    { return "test.panic" }
+func (panicCommand) Kind() string    { return panicKind }
 func (panicCommand) Validate() error { return nil }
 
-func (panicHandler) Kind() string                 { return "test.panic" }
-func (panicHandler) NewCommand() messages.Command { return &panicCommand{} }
-func (panicHandler) Handle(context.Context, *processor.Call) (processor.Outcome, error) {
+func (panicOp) Handle(context.Context, *processor.Call[panicCommand]) (processor.Outcome, error) {
 	panic("poison")
+}
+
+// requireNoDeadLetters checks that the dead-letter stream is empty.
+func requireNoDeadLetters(t *testing.T, b *testBundle) {
+	t.Helper()
+	s, err := b.js.Stream(context.Background(), b.cfg.Topology.DeadLetterStream)
+	require.NoError(t, err)
+	info, err := s.Info(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, info.State.Msgs, "nothing dead-lettered")
 }
 
 // deadLetter waits for the first dead letter of kind and returns it.
@@ -250,7 +246,7 @@ func (b *testBundle) deadLetter(t *testing.T, kind string) *jetstream.RawStreamM
 	t.Helper()
 	var msg *jetstream.RawStreamMsg
 	eventuallyf(t, 20*time.Second, func() bool {
-		s, err := b.js.Stream(context.Background(), b.cfg.DeadLetterStream)
+		s, err := b.js.Stream(context.Background(), b.cfg.Topology.DeadLetterStream)
 		if err != nil {
 			return false
 		}
@@ -262,23 +258,30 @@ func (b *testBundle) deadLetter(t *testing.T, kind string) *jetstream.RawStreamM
 
 func requireNoOutcome(t *testing.T, b *testBundle, key string) {
 	t.Helper()
-	s, err := b.js.Stream(context.Background(), b.cfg.ResultStream)
+	s, err := b.js.Stream(context.Background(), b.cfg.Topology.ResultStream)
 	require.NoError(t, err)
 	_, err = s.GetLastMsgForSubject(context.Background(), b.subjects.ResultFor(key))
 	require.ErrorIs(t, err, jetstream.ErrMsgNotFound)
 	rec, err := b.rdb.HGet(context.Background(), b.cfg.KeyPrefix+"idem:rec:{"+key+"}", "state").Result()
 	require.NoError(t, err)
-	require.Equal(t, string(dedupe.StateInProgress), rec, "only the fingerprint is pinned")
+	require.Equal(t, string(dedupe.StateInProgress), rec, "no outcome: only the fingerprint is pinned")
 }
 
-// TestProcessor_CrashAt kills a delivery at each step - the processor walks
-// away exactly as a SIGKILLed worker would: no nak, no unlock, no ack - and
-// checks that the redelivery finishes the command with one charge (or one
-// cart increment) and answers identical to any earlier one.
+// TestProcessor_CrashAt kills a delivery at each step of the happy path -
+// the processor walks away exactly as a SIGKILLed worker would: no nak, no
+// unlock, no ack - and checks that the redelivery finishes the command with
+// one charge (or one cart increment) and answers identical to any earlier
+// one. cart.add has no steps between its lock and its commit: its effect is
+// in the script that begins and commits.
 func TestProcessor_CrashAt(t *testing.T) {
 	t.Parallel()
-	for _, point := range processor.Failpoints {
-		for _, kind := range []string{messages.TypePaymentCharge, messages.TypeCartAdd} {
+	steps := map[string][]processor.Failpoint{
+		messages.KindPaymentCharge: {processor.AfterLock, processor.AfterBegin, processor.AfterOperation,
+			processor.AfterCommit, processor.AfterPublish},
+		messages.KindCartAdd: {processor.AfterLock, processor.AfterCommit, processor.AfterPublish},
+	}
+	for kind, points := range steps {
+		for _, point := range points {
 			t.Run(string(point)+"/"+kind, func(t *testing.T) {
 				t.Parallel()
 				b := setup(t)
@@ -291,7 +294,7 @@ func TestProcessor_CrashAt(t *testing.T) {
 
 				key := newKey()
 				cart := "cart_" + strconv.Itoa(int(time.Now().UnixNano()%1e6))
-				if kind == messages.TypePaymentCharge {
+				if kind == messages.KindPaymentCharge {
 					b.charge(t, key, 1234)
 				} else {
 					b.publish(t, kind, key, messages.CartAddRequest{CartID: cart, SKU: "SKU-1", Quantity: 3})
@@ -306,7 +309,7 @@ func TestProcessor_CrashAt(t *testing.T) {
 					requireSameOutcome(t, first, a)
 				}
 				requireSameOutcome(t, first, b.stored(t, key))
-				if kind == messages.TypePaymentCharge {
+				if kind == messages.KindPaymentCharge {
 					require.Equal(t, 1, b.charges(t), "exactly one charge")
 					wantCalls := 1
 					if point == processor.AfterOperation {
@@ -352,7 +355,7 @@ func TestProcessor_LockLost(t *testing.T) {
 			return c, err
 		}}
 		mux := processor.NewMux()
-		mux.Handle(processor.ChargeHandler(p))
+		charge.Register(mux, p)
 		b.startWorker(t, mux, nil)
 		key := newKey()
 		b.charge(t, key, 900)
@@ -415,7 +418,7 @@ func TestProcessor_Stop(t *testing.T) {
 			return b.sim.Charge(ctx, key, req)
 		}}
 		mux := processor.NewMux()
-		mux.Handle(processor.ChargeHandler(p))
+		charge.Register(mux, p)
 		env := b.cfg
 		w, err := newProcessor(t, b, mux, &env)
 		require.NoError(t, err)
@@ -444,7 +447,7 @@ func TestProcessor_Stop(t *testing.T) {
 			return b.sim.Charge(ctx, key, req)
 		}}
 		mux := processor.NewMux()
-		mux.Handle(processor.ChargeHandler(p))
+		charge.Register(mux, p)
 		env := b.cfg
 		w, err := newProcessor(t, b, mux, &env)
 		require.NoError(t, err)
@@ -478,7 +481,7 @@ func TestProcessor_New(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	_, err := processor.New(b.nc, b.rdb, processor.NewMux(), nil)
-	require.ErrorContains(t, err, "no handlers")
+	require.ErrorContains(t, err, "no operations")
 	_, err = processor.New(b.nc, b.rdb, b.defaultMux(), &processor.Config{DedupeWindow: time.Hour, ResultTTL: time.Minute})
 	require.ErrorContains(t, err, "ResultTTL")
 	_, err = processor.New(nil, b.rdb, b.defaultMux(), nil)
@@ -491,7 +494,7 @@ func TestProcessor_StreamsMatchTheContract(t *testing.T) {
 	b.startWorker(t, nil, func(c *processor.Config) { c.AckWait, c.MaxDeliver = 0, 0 })
 	ctx := context.Background()
 
-	cmds, err := b.js.Stream(ctx, b.cfg.CommandStream)
+	cmds, err := b.js.Stream(ctx, b.cfg.Topology.CommandStream)
 	require.NoError(t, err)
 	ci, err := cmds.Info(ctx)
 	require.NoError(t, err)
@@ -499,7 +502,7 @@ func TestProcessor_StreamsMatchTheContract(t *testing.T) {
 	require.Equal(t, jetstream.FileStorage, ci.Config.Storage)
 	require.Equal(t, 2*time.Minute, ci.Config.Duplicates)
 
-	res, err := b.js.Stream(ctx, b.cfg.ResultStream)
+	res, err := b.js.Stream(ctx, b.cfg.Topology.ResultStream)
 	require.NoError(t, err)
 	ri, err := res.Info(ctx)
 	require.NoError(t, err)
@@ -513,7 +516,10 @@ func TestProcessor_StreamsMatchTheContract(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, jetstream.AckExplicitPolicy, info.Config.AckPolicy)
 	require.Equal(t, 30*time.Second, info.Config.AckWait)
-	require.Equal(t, 10, info.Config.MaxDeliver)
+	// The contract's "at most 10 deliveries" is counted by the workers, per
+	// key (Config.MaxDeliver): the consumer itself never stops redelivering,
+	// so no message can be left in the work queue without an end.
+	require.Equal(t, -1, info.Config.MaxDeliver)
 
 	// Idempotent: a second worker with the same settings changes nothing.
 	b.startWorker(t, nil, func(c *processor.Config) { c.AckWait, c.MaxDeliver = 0, 0 })
@@ -556,7 +562,7 @@ func TestProcessor_ConsumerDeleted(t *testing.T) {
 	b.charge(t, first, 1)
 	b.answers.waitAnswers(t, first, 1)
 
-	require.NoError(t, b.js.DeleteConsumer(ctx, b.cfg.CommandStream, "workers"))
+	require.NoError(t, b.js.DeleteConsumer(ctx, b.cfg.Topology.CommandStream, "workers"))
 	key := newKey()
 	b.charge(t, key, 2)
 	require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, key, 1)[0].Status)

@@ -19,8 +19,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/ops"
 	"github.com/idempay/idempay/pkg/processor"
+	"github.com/idempay/idempay/pkg/sim"
 )
 
 func TestMain(m *testing.M) {
@@ -52,7 +55,7 @@ type testBundle struct {
 	rdb      *redis.Client
 	subjects messages.Subjects
 	cfg      processor.Config // base config for workers of this test
-	sim      *processor.SimProvider
+	sim      *sim.Provider
 	answers  *answerLog
 }
 
@@ -71,33 +74,29 @@ func setup(tb testing.TB) *testBundle {
 	require.NoError(tb, err)
 	tb.Cleanup(func() { rdb.Close() })
 
-	subjects := messages.Subjects{Command: ns + ".cmd", Result: ns + ".result", Rejected: ns + ".rejected", DeadLetter: ns + ".dlq"}
+	top := testenv.Topology(ns)
+	subjects := top.Subjects
 	b := &testBundle{
 		ns: ns, nc: nc, js: js, rdb: rdb, subjects: subjects,
 		cfg: processor.Config{
-			Subjects:         subjects,
-			CommandStream:    ns + "_COMMANDS",
-			ResultStream:     ns + "_RESULTS",
-			DeadLetterStream: ns + "_DEADLETTER",
-			KeyPrefix:        ns + ":",
-			Concurrency:      4,
+			Topology:    top,
+			KeyPrefix:   ns + ":",
+			Concurrency: 4,
 			// Short timings so redelivery tests take seconds, not minutes.
 			AckWait:     2 * time.Second,
 			LockTTL:     time.Second,
 			NakDelay:    100 * time.Millisecond,
 			MaxNakDelay: 200 * time.Millisecond,
 			LockedDelay: 50 * time.Millisecond,
-			FetchWait:   200 * time.Millisecond,
-			Retry: &processor.ExponentialRetry{InitialInterval: 10 * time.Millisecond, MaxInterval: 20 * time.Millisecond,
-				MaxElapsedTime: 2 * time.Second, MaxRetries: 3},
-			Logger: testLogger(tb),
+			Retry:       quickPolicy(3),
+			Logger:      testLogger(tb),
 		},
 	}
-	b.sim, err = processor.NewSimProvider(rdb, &processor.SimConfig{KeyPrefix: b.cfg.KeyPrefix})
+	b.sim, err = sim.New(rdb, &sim.Config{KeyPrefix: b.cfg.KeyPrefix})
 	require.NoError(tb, err)
 	b.answers = listen(tb, nc, subjects)
 	tb.Cleanup(func() {
-		for _, s := range []string{b.cfg.CommandStream, b.cfg.ResultStream, b.cfg.DeadLetterStream} {
+		for _, s := range []string{top.CommandStream, top.ResultStream, top.DeadLetterStream} {
 			_ = js.DeleteStream(context.Background(), s)
 		}
 	})
@@ -112,11 +111,18 @@ func testLogger(tb testing.TB) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
+// quickPolicy retries every class after 10ms, 20ms, ... (no jitter) at most
+// retries times inside a delivery, so redelivery tests take seconds.
+func quickPolicy(retries uint64) *processor.Policy {
+	b := processor.Backoff{InitialInterval: 10 * time.Millisecond, MaxInterval: 20 * time.Millisecond,
+		MaxElapsedTime: 2 * time.Second, MaxRetries: retries}
+	return &processor.Policy{Transient: b, Ambiguous: b, RateLimited: b}
+}
+
 // defaultMux is the production mux on the bundle's simulated provider.
 func (b *testBundle) defaultMux() *processor.Mux {
 	mux := processor.NewMux()
-	mux.Handle(processor.ChargeHandler(b.sim))
-	mux.Handle(processor.CartAddHandler())
+	ops.Register(mux, b.sim, b.cfg.KeyPrefix)
 	return mux
 }
 
@@ -174,13 +180,13 @@ func (b *testBundle) publish(t *testing.T, kind, key string, body any, headers .
 
 func (b *testBundle) charge(t *testing.T, key string, amount int64) *jetstream.PubAck {
 	t.Helper()
-	return b.publish(t, messages.TypePaymentCharge, key, messages.ChargeRequest{AccountID: "acct_42", Amount: amount, Currency: "EUR"})
+	return b.publish(t, messages.KindPaymentCharge, key, messages.ChargeRequest{AccountID: "acct_42", Amount: amount, Currency: "EUR"})
 }
 
 // calls returns how often the simulated provider was reached for key.
 func (b *testBundle) calls(t *testing.T, key string) int {
 	t.Helper()
-	n, err := b.rdb.HGet(context.Background(), b.sim.CallsKey(), key).Int()
+	n, err := b.rdb.HGet(context.Background(), layout.SimCalls(b.cfg.KeyPrefix), key).Int()
 	if errors.Is(err, redis.Nil) {
 		return 0
 	}
@@ -191,7 +197,7 @@ func (b *testBundle) calls(t *testing.T, key string) int {
 // charges returns how many charges the simulated provider holds.
 func (b *testBundle) charges(t *testing.T) int {
 	t.Helper()
-	n, err := b.rdb.HLen(context.Background(), b.sim.ChargesKey()).Result()
+	n, err := b.rdb.HLen(context.Background(), layout.SimCharges(b.cfg.KeyPrefix)).Result()
 	require.NoError(t, err)
 	return int(n)
 }
@@ -199,7 +205,7 @@ func (b *testBundle) charges(t *testing.T) int {
 // stored returns the outcome RESULTS keeps for key.
 func (b *testBundle) stored(t *testing.T, key string) messages.Result {
 	t.Helper()
-	s, err := b.js.Stream(context.Background(), b.cfg.ResultStream)
+	s, err := b.js.Stream(context.Background(), b.cfg.Topology.ResultStream)
 	require.NoError(t, err)
 	m, err := s.GetLastMsgForSubject(context.Background(), b.subjects.ResultFor(key))
 	require.NoError(t, err)
@@ -310,18 +316,18 @@ func requireSameOutcome(t *testing.T, want, got messages.Result) {
 func (b *testBundle) drained(t *testing.T) {
 	t.Helper()
 	eventuallyf(t, 20*time.Second, func() bool {
-		s, err := b.js.Stream(context.Background(), b.cfg.CommandStream)
+		s, err := b.js.Stream(context.Background(), b.cfg.Topology.CommandStream)
 		if err != nil {
 			return false
 		}
 		info, err := s.Info(context.Background())
 		return err == nil && info.State.Msgs == 0
-	}, "command stream %s not drained", b.cfg.CommandStream)
+	}, "command stream %s not drained", b.cfg.Topology.CommandStream)
 }
 
 func cartQuantity(t *testing.T, b *testBundle, cart, sku string) int64 {
 	t.Helper()
-	n, err := b.rdb.HGet(context.Background(), processor.CartKey(b.cfg.KeyPrefix, cart), sku).Int64()
+	n, err := b.rdb.HGet(context.Background(), layout.Cart(b.cfg.KeyPrefix, cart), sku).Int64()
 	if errors.Is(err, redis.Nil) {
 		return 0
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,14 +15,9 @@ import (
 	"github.com/idempay/idempay/pkg/dedupe"
 )
 
-// ErrStop is the cause of the contexts a Processor cancels when it stops, so
-// that work can tell "stopping" from "failed".
-var ErrStop = errors.New("processor: stopping")
-
 // Processor is a worker engine: it pulls commands from the shared durable
-// consumer and runs each through lock, record check, operation, fenced
-// commit, publish and ack. Run one per process; run as many processes as
-// you like.
+// consumer and runs each through lock, record, operation, fenced commit,
+// publish and ack. Run one per process; run as many processes as you like.
 type Processor struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
@@ -33,19 +29,17 @@ type Processor struct {
 
 	mu         sync.Mutex
 	started    bool
-	fetchStop  context.CancelCauseFunc
+	stopping   atomic.Bool
+	feedStop   context.CancelCauseFunc
 	workCtx    context.Context //nolint:containedctx // the context of in-flight work: it outlives Start's ctx and is cancelled only by an expired Stop
 	workCancel context.CancelCauseFunc
-	wg         sync.WaitGroup // the fetch loop and every in-flight delivery
-	loopDone   chan struct{}
-	advisories *nats.Subscription
-	stuck      chan stuckCommand // max-deliveries advisories waiting to be handled
+	wg         sync.WaitGroup // the feeder and the workers
 	counters   counters
 	stopped    chan struct{}
 	stopOnce   sync.Once
 }
 
-// New returns a Processor that serves the handlers of mux. nc must be
+// New returns a Processor that serves the operations of mux. nc must be
 // connected; rdb may be a single-node, Sentinel or Cluster client.
 func New(nc *nats.Conn, rdb redis.UniversalClient, mux *Mux, cfg *Config) (*Processor, error) {
 	switch {
@@ -54,7 +48,7 @@ func New(nc *nats.Conn, rdb redis.UniversalClient, mux *Mux, cfg *Config) (*Proc
 	case rdb == nil:
 		return nil, errors.New("processor: nil Redis client")
 	case mux == nil || len(mux.Kinds()) == 0:
-		return nil, errors.New("processor: no handlers; register some on a Mux (see DefaultMux)")
+		return nil, errors.New("processor: no operations; register some on a Mux with Register")
 	}
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
@@ -76,15 +70,8 @@ func New(nc *nats.Conn, rdb redis.UniversalClient, mux *Mux, cfg *Config) (*Proc
 		nc: nc, js: js, rdb: rdb, store: store, mux: mux, cfg: cfg,
 		log:     logger{cfg.Logger},
 		stopped: make(chan struct{}),
-		stuck:   make(chan stuckCommand, 1024),
 	}, nil
 }
-
-// Store returns the processor's idempotency store.
-func (p *Processor) Store() *dedupe.Store { return p.store }
-
-// Config returns the effective configuration.
-func (p *Processor) Config() Config { return *p.cfg }
 
 // Start checks NATS and Redis, creates or updates the streams and the
 // consumer, and starts consuming. It returns once consuming has begun, or
@@ -108,93 +95,94 @@ func (p *Processor) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-
-	// Fetching and working use separate contexts: Stop ends fetching at once
-	// but lets in-flight work finish; only an expired Stop cancels the work.
-	fetchCtx, fetchStop := context.WithCancelCause(context.WithoutCancel(ctx))
-	p.workCtx, p.workCancel = context.WithCancelCause(context.WithoutCancel(ctx))
-	p.fetchStop = fetchStop
-	if p.advisories, err = p.watchMaxDeliveries(); err != nil { //nolint:contextcheck // the subscription outlives Start's ctx; its callback logs with context.Background()
-		fetchStop(err)
-		p.workCancel(err)
-		return fmt.Errorf("processor: subscribe to max-deliveries advisories: %w", err)
+	iter, err := p.messages(cons)
+	if err != nil {
+		return err
 	}
-	p.loopDone = make(chan struct{})
+
+	// Feeding and working use separate contexts: Stop ends feeding at once
+	// but lets in-flight work finish; only an expired Stop cancels the work.
+	feedCtx, feedStop := context.WithCancelCause(context.WithoutCancel(ctx))
+	p.workCtx, p.workCancel = context.WithCancelCause(context.WithoutCancel(ctx))
+	p.feedStop = feedStop
 	p.started = true
-	p.goFunc(func() {
-		defer close(p.loopDone)
-		p.fetchLoop(fetchCtx, cons)
+
+	// One feeder hands messages to a fixed pool of workers over an
+	// unbuffered channel: at most Concurrency commands run, no goroutine is
+	// started per command, and the feeder is the one place that recovers a
+	// consumer deleted under it.
+	work := make(chan jetstream.Msg)
+	p.wg.Go(func() {
+		defer close(work)
+		p.feed(feedCtx, cons, iter, work)
 	})
-	p.goFunc(func() { p.deadLetterLoop(fetchCtx) })
-	p.log.info(ctx, "processor started", "stream", p.cfg.CommandStream, "consumer", p.cfg.Consumer,
+	for range p.cfg.Concurrency {
+		p.wg.Go(func() {
+			for msg := range work {
+				p.deliver(msg) //nolint:contextcheck // deliveries run on p.workCtx, not Start's ctx
+			}
+		})
+	}
+	p.log.info(ctx, "processor started", "stream", p.cfg.Topology.CommandStream, "consumer", p.cfg.Topology.Consumer,
 		"concurrency", p.cfg.Concurrency, "kinds", p.mux.Kinds())
 	return nil
 }
 
-// goFunc starts f in a goroutine counted by the processor's WaitGroup; Add
-// happens before the goroutine exists, so Stop can never miss it.
-func (p *Processor) goFunc(f func()) {
-	p.wg.Go(f)
+// messages opens the long-lived pull: a buffer of up to Concurrency
+// messages, refilled as it drains, so a worker rarely waits for a fetch and
+// no message waits long in the buffer while its AckWait runs.
+func (p *Processor) messages(cons jetstream.Consumer) (jetstream.MessagesContext, error) {
+	iter, err := cons.Messages(jetstream.PullMaxMessages(max(p.cfg.Concurrency, 2)))
+	if err != nil {
+		return nil, fmt.Errorf("processor: pull from consumer %s: %w", p.cfg.Topology.Consumer, err)
+	}
+	return iter, nil
 }
 
-// fetchLoop pulls at most as many messages as there are free slots, so no
-// message waits in a client buffer while its AckWait runs out.
-func (p *Processor) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
-	slots := make(chan struct{}, p.cfg.Concurrency)
-	for ctx.Err() == nil {
-		// Block for one free slot, then take all free ones.
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		n := 1
-	more:
-		for n < p.cfg.Concurrency {
-			select {
-			case slots <- struct{}{}:
-				n++
-			default:
-				break more
-			}
-		}
-		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(p.cfg.FetchWait))
-		if err != nil {
-			for range n {
-				<-slots
-			}
-			p.log.warn(ctx, "fetch failed; retrying", "error", err)
-			cons = p.recreateIfGone(ctx, cons, err)
-			sleepCtx(ctx, 500*time.Millisecond)
+// feed moves messages from the iterator to the workers until ctx ends, then
+// drains the iterator's buffer: those messages reach the workers too, which
+// hand them straight back (Nak) for another worker.
+func (p *Processor) feed(ctx context.Context, cons jetstream.Consumer, iter jetstream.MessagesContext, work chan<- jetstream.Msg) {
+	stop := context.AfterFunc(ctx, iter.Drain)
+	defer stop()
+	for {
+		msg, err := iter.Next()
+		if err == nil {
+			work <- msg
 			continue
 		}
-		used := 0
-		for msg := range batch.Messages() {
-			used++
-			p.goFunc(func() { //nolint:contextcheck // deliveries run on p.workCtx, not the fetch context: Stop ends fetching at once, work may finish
-				defer func() { <-slots }()
-				p.deliver(msg)
-			})
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) && ctx.Err() != nil {
+			return
 		}
-		for range n - used {
-			<-slots
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && ctx.Err() == nil {
-			p.log.warn(ctx, "fetch ended with an error", "error", err)
+		p.log.warn(ctx, "pull from the consumer failed; pulling again", attrError, err)
+		iter.Stop()
+		for ctx.Err() == nil {
+			sleepCtx(ctx, 500*time.Millisecond)
 			cons = p.recreateIfGone(ctx, cons, err)
-			sleepCtx(ctx, 200*time.Millisecond)
+			if iter, err = p.messages(cons); err == nil {
+				break
+			}
 		}
+		if ctx.Err() != nil {
+			return
+		}
+		stop()
+		stop = context.AfterFunc(ctx, iter.Drain)
 	}
 }
 
 // recreateIfGone puts the streams and the consumer back when err says they
-// are gone - an operator deleted them, or a server lost its memory-backed
-// state - so a worker heals instead of logging the same error forever. It
-// returns the consumer to fetch from next.
+// are gone - an operator deleted them, or a server lost its state - so a
+// worker heals instead of logging the same error forever. It returns the
+// consumer to pull from next.
 func (p *Processor) recreateIfGone(ctx context.Context, cons jetstream.Consumer, err error) jetstream.Consumer {
 	if !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrConsumerDeleted) &&
 		!errors.Is(err, jetstream.ErrStreamNotFound) {
-		return cons
+		if fresh, lookErr := p.js.Consumer(ctx, p.cfg.Topology.CommandStream, p.cfg.Topology.Consumer); lookErr == nil {
+			return fresh
+		} else if !errors.Is(lookErr, jetstream.ErrConsumerNotFound) && !errors.Is(lookErr, jetstream.ErrStreamNotFound) {
+			return cons
+		}
 	}
 	fresh, ensureErr := EnsureStreams(ctx, p.js, p.cfg)
 	if ensureErr != nil {
@@ -214,10 +202,11 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	}
 }
 
-// Stop drains the processor: no new commands are fetched, in-flight ones
-// finish. If ctx expires first, in-flight work is cancelled with ErrStop
-// (those messages are left for redelivery), Stop waits for the goroutines to
-// return and returns ctx.Err(). Stop before Start, or twice, returns nil.
+// Stop drains the processor: no new commands are taken (those already
+// pulled are handed back at once), in-flight ones finish. If ctx expires
+// first, in-flight work is cancelled with ErrStop (those messages are left
+// for redelivery), Stop waits for the goroutines to return and returns
+// ctx.Err(). Stop before Start, or twice, returns nil.
 func (p *Processor) Stop(ctx context.Context) error {
 	p.mu.Lock()
 	started := p.started
@@ -225,8 +214,8 @@ func (p *Processor) Stop(ctx context.Context) error {
 	if !started {
 		return nil
 	}
-	p.fetchStop(ErrStop)
-	_ = p.advisories.Unsubscribe()
+	p.stopping.Store(true)
+	p.feedStop(ErrStop)
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	var err error

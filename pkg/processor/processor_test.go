@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/ops/charge"
 	"github.com/idempay/idempay/pkg/processor"
 )
 
@@ -23,13 +24,13 @@ func TestProcessor_Charge(t *testing.T) {
 		b := setup(t)
 		b.startWorker(t, nil, nil)
 		key := newKey()
-		b.publish(t, messages.TypePaymentCharge, key,
+		b.publish(t, messages.KindPaymentCharge, key,
 			`{"currency":"EUR", "amount":1999, "account_id":"acct_42", "description":"order 1001"}`,
 			messages.HeaderReplyTo, b.answers.inbox)
 
 		got := b.answers.waitAnswers(t, key, 1)[0]
 		require.Equal(t, messages.StatusSucceeded, got.Status)
-		require.Equal(t, messages.TypePaymentCharge, got.Command)
+		require.Equal(t, messages.KindPaymentCharge, got.Kind)
 		require.Equal(t, key, got.Key)
 		require.Equal(t, 1, got.Attempts)
 		require.False(t, got.Replayed)
@@ -51,7 +52,7 @@ func TestProcessor_Charge(t *testing.T) {
 		b.startWorker(t, nil, nil)
 		key := newKey()
 		body := messages.ChargeRequest{AccountID: "decline_7", Amount: 500, Currency: "USD"}
-		b.publish(t, messages.TypePaymentCharge, key, body)
+		b.publish(t, messages.KindPaymentCharge, key, body)
 		first := b.answers.waitAnswers(t, key, 1)[0]
 		require.Equal(t, messages.StatusFailed, first.Status)
 		require.Equal(t, messages.CodeCardDeclined, first.Code)
@@ -60,7 +61,7 @@ func TestProcessor_Charge(t *testing.T) {
 		// A retry after the dedupe window replays the failure; the provider
 		// is not asked again.
 		waitPast(t, 150*time.Millisecond)
-		require.False(t, b.publish(t, messages.TypePaymentCharge, key, body).Duplicate)
+		require.False(t, b.publish(t, messages.KindPaymentCharge, key, body).Duplicate)
 		second := b.answers.waitAnswers(t, key, 2)[1]
 		require.True(t, second.Replayed)
 		requireSameOutcome(t, first, second)
@@ -116,7 +117,7 @@ func TestProcessor_Duplicates(t *testing.T) {
 			return b.sim.Charge(ctx, key, req)
 		}}
 		mux := processor.NewMux()
-		mux.Handle(processor.ChargeHandler(slow))
+		charge.Register(mux, slow)
 		b.startWorker(t, mux, nil)
 		b.startWorker(t, mux, nil)
 
@@ -149,7 +150,7 @@ func TestProcessor_Duplicates(t *testing.T) {
 		first := b.answers.waitAnswers(t, key, 1)[0]
 		waitPast(t, 150*time.Millisecond)
 
-		b.publish(t, messages.TypePaymentCharge, key, messages.ChargeRequest{AccountID: "acct_42", Amount: 2000, Currency: "EUR"},
+		b.publish(t, messages.KindPaymentCharge, key, messages.ChargeRequest{AccountID: "acct_42", Amount: 2000, Currency: "EUR"},
 			messages.HeaderReplyTo, b.answers.inbox)
 		rej := b.answers.waitAnswers(t, key, 2)[1]
 		require.Equal(t, messages.StatusRejected, rej.Status)
@@ -158,7 +159,7 @@ func TestProcessor_Duplicates(t *testing.T) {
 
 		// Another command type under the same key is reuse too.
 		waitPast(t, 150*time.Millisecond)
-		b.publish(t, messages.TypeCartAdd, key, messages.CartAddRequest{CartID: "c", SKU: "s", Quantity: 1})
+		b.publish(t, messages.KindCartAdd, key, messages.CartAddRequest{CartID: "c", SKU: "s", Quantity: 1})
 		require.Equal(t, messages.CodeKeyReused, b.answers.waitAnswers(t, key, 3)[2].Code)
 
 		// Nothing changed: one charge, of the first amount, still stored.
@@ -180,20 +181,20 @@ func TestProcessor_Rejections(t *testing.T) {
 		code string
 	}{
 		"UnknownCommand":      {"refund.issue", valid, messages.CodeUnknownCommand},
-		"UnknownField":        {messages.TypePaymentCharge, `{"account_id":"a","amount":10,"currency":"EUR","cvv":"123"}`, messages.CodeInvalidPayload},
-		"FractionalAmount":    {messages.TypePaymentCharge, `{"account_id":"a","amount":10.5,"currency":"EUR"}`, messages.CodeInvalidPayload},
-		"ExponentAmount":      {messages.TypePaymentCharge, `{"account_id":"a","amount":1e3,"currency":"EUR"}`, messages.CodeInvalidPayload},
-		"ZeroAmount":          {messages.TypePaymentCharge, `{"account_id":"a","amount":0,"currency":"EUR"}`, messages.CodeInvalidPayload},
-		"LowerCaseCurrency":   {messages.TypePaymentCharge, `{"account_id":"a","amount":1,"currency":"eur"}`, messages.CodeInvalidPayload},
-		"NotJSON":             {messages.TypePaymentCharge, `amount=10`, messages.CodeInvalidPayload},
-		"QuantityTooLarge":    {messages.TypeCartAdd, `{"cart_id":"c","sku":"s","quantity":1001}`, messages.CodeInvalidPayload},
-		"BadCartID":           {messages.TypeCartAdd, `{"cart_id":"c 1","sku":"s","quantity":1}`, messages.CodeInvalidPayload},
-		"PayloadTooLarge":     {messages.TypeCartAdd, `{"cart_id":"c","sku":"s","quantity":1,"x":"` + strings.Repeat("a", messages.MaxBodySize) + `"}`, messages.CodePayloadTooLarge},
-		"EmptyBody":           {messages.TypeCartAdd, ``, messages.CodeInvalidPayload},
-		"ArrayBody":           {messages.TypeCartAdd, `[]`, messages.CodeInvalidPayload},
-		"TrailingGarbage":     {messages.TypeCartAdd, `{"cart_id":"c","sku":"s","quantity":1} x`, messages.CodeInvalidPayload},
-		"MisCasedFieldName":   {messages.TypeCartAdd, `{"Cart_ID":"c","sku":"s","quantity":1}`, messages.CodeInvalidPayload},
-		"InvalidPayloadFirst": {messages.TypePaymentCharge, `{"amount":"10"}`, messages.CodeInvalidPayload},
+		"UnknownField":        {messages.KindPaymentCharge, `{"account_id":"a","amount":10,"currency":"EUR","cvv":"123"}`, messages.CodeInvalidPayload},
+		"FractionalAmount":    {messages.KindPaymentCharge, `{"account_id":"a","amount":10.5,"currency":"EUR"}`, messages.CodeInvalidPayload},
+		"ExponentAmount":      {messages.KindPaymentCharge, `{"account_id":"a","amount":1e3,"currency":"EUR"}`, messages.CodeInvalidPayload},
+		"ZeroAmount":          {messages.KindPaymentCharge, `{"account_id":"a","amount":0,"currency":"EUR"}`, messages.CodeInvalidPayload},
+		"LowerCaseCurrency":   {messages.KindPaymentCharge, `{"account_id":"a","amount":1,"currency":"eur"}`, messages.CodeInvalidPayload},
+		"NotJSON":             {messages.KindPaymentCharge, `amount=10`, messages.CodeInvalidPayload},
+		"QuantityTooLarge":    {messages.KindCartAdd, `{"cart_id":"c","sku":"s","quantity":1001}`, messages.CodeInvalidPayload},
+		"BadCartID":           {messages.KindCartAdd, `{"cart_id":"c 1","sku":"s","quantity":1}`, messages.CodeInvalidPayload},
+		"PayloadTooLarge":     {messages.KindCartAdd, `{"cart_id":"c","sku":"s","quantity":1,"x":"` + strings.Repeat("a", messages.MaxBodySize) + `"}`, messages.CodePayloadTooLarge},
+		"EmptyBody":           {messages.KindCartAdd, ``, messages.CodeInvalidPayload},
+		"ArrayBody":           {messages.KindCartAdd, `[]`, messages.CodeInvalidPayload},
+		"TrailingGarbage":     {messages.KindCartAdd, `{"cart_id":"c","sku":"s","quantity":1} x`, messages.CodeInvalidPayload},
+		"MisCasedFieldName":   {messages.KindCartAdd, `{"Cart_ID":"c","sku":"s","quantity":1}`, messages.CodeInvalidPayload},
+		"InvalidPayloadFirst": {messages.KindPaymentCharge, `{"amount":"10"}`, messages.CodeInvalidPayload},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -204,7 +205,7 @@ func TestProcessor_Rejections(t *testing.T) {
 			require.Equal(t, messages.StatusRejected, got.Status)
 			require.Equal(t, tc.code, got.Code, got.Message)
 			require.NotEmpty(t, got.Message)
-			require.Equal(t, tc.kind, got.Command)
+			require.Equal(t, tc.kind, got.Kind)
 			require.Equal(t, got, b.answers.waitReply(t, key))
 		})
 	}
@@ -216,7 +217,7 @@ func TestProcessor_Rejections(t *testing.T) {
 			inbox := nats.NewInbox()
 			sub, err := b.nc.SubscribeSync(inbox)
 			require.NoError(t, err)
-			b.publish(t, messages.TypePaymentCharge, key, `{"account_id":"`+marker+`","amount":1,"currency":"EUR"}`,
+			b.publish(t, messages.KindPaymentCharge, key, `{"account_id":"`+marker+`","amount":1,"currency":"EUR"}`,
 				messages.HeaderReplyTo, inbox)
 			m, err := sub.NextMsg(10 * time.Second)
 			require.NoError(t, err, "key %q", key)
@@ -235,7 +236,7 @@ func TestProcessor_Rejections(t *testing.T) {
 		b.cfg.DedupeWindow = 100 * time.Millisecond
 		b.startWorker(t, nil, nil)
 		key := newKey()
-		b.publish(t, messages.TypePaymentCharge, key, `{"account_id":"a","amount":-1,"currency":"EUR"}`)
+		b.publish(t, messages.KindPaymentCharge, key, `{"account_id":"a","amount":-1,"currency":"EUR"}`)
 		require.Equal(t, messages.CodeInvalidPayload, b.answers.waitAnswers(t, key, 1)[0].Code)
 		waitPast(t, 150*time.Millisecond)
 		b.charge(t, key, 10)
@@ -246,7 +247,7 @@ func TestProcessor_Rejections(t *testing.T) {
 		t.Parallel()
 		key, victim := newKey(), newKey()
 		// A client must not be able to forge another key's outcome.
-		b.publish(t, messages.TypePaymentCharge, key, valid, messages.HeaderReplyTo, b.subjects.ResultFor(victim))
+		b.publish(t, messages.KindPaymentCharge, key, valid, messages.HeaderReplyTo, b.subjects.ResultFor(victim))
 		require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, key, 1)[0].Status)
 		require.Zero(t, b.answers.count(victim))
 	})
@@ -259,16 +260,16 @@ func TestProcessor_Cart(t *testing.T) {
 	b.startWorker(t, nil, nil)
 
 	k1, k2 := newKey(), newKey()
-	b.publish(t, messages.TypeCartAdd, k1, messages.CartAddRequest{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: 2})
+	b.publish(t, messages.KindCartAdd, k1, messages.CartAddRequest{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: 2})
 	r1 := b.answers.waitAnswers(t, k1, 1)[0]
 	require.Equal(t, messages.CartAddData{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: 2}, data[messages.CartAddData](t, r1))
-	b.publish(t, messages.TypeCartAdd, k2, messages.CartAddRequest{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: 3})
+	b.publish(t, messages.KindCartAdd, k2, messages.CartAddRequest{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: 3})
 	require.EqualValues(t, 5, data[messages.CartAddData](t, b.answers.waitAnswers(t, k2, 1)[0]).Quantity)
 
 	// A late duplicate of the first replays "2", the quantity right after
 	// that command, and adds nothing.
 	waitPast(t, 150*time.Millisecond)
-	b.publish(t, messages.TypeCartAdd, k1, messages.CartAddRequest{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: 2})
+	b.publish(t, messages.KindCartAdd, k1, messages.CartAddRequest{CartID: "cart_7", SKU: "SKU-RED-M", Quantity: 2})
 	replay := b.answers.waitAnswers(t, k1, 2)[1]
 	require.True(t, replay.Replayed)
 	requireSameOutcome(t, r1, replay)
@@ -280,7 +281,7 @@ type funcProvider struct {
 	charge func(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error)
 }
 
-var _ processor.Provider = (*funcProvider)(nil)
+var _ charge.Provider = (*funcProvider)(nil)
 
 func (f *funcProvider) Charge(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {
 	return f.charge(ctx, key, req)
@@ -311,10 +312,10 @@ func TestProcessor_Stats(t *testing.T) {
 	b.charge(t, key, 10) // replayed
 	b.answers.waitAnswers(t, key, 2)
 	bad := newKey()
-	b.publish(t, messages.TypeCartAdd, bad, `{"cart_id":"c"}`)
+	b.publish(t, messages.KindCartAdd, bad, `{"cart_id":"c"}`)
 	b.answers.waitAnswers(t, bad, 1)
 	declined := newKey()
-	b.publish(t, messages.TypePaymentCharge, declined, messages.ChargeRequest{AccountID: "decline_1", Amount: 1, Currency: "EUR"})
+	b.publish(t, messages.KindPaymentCharge, declined, messages.ChargeRequest{AccountID: "decline_1", Amount: 1, Currency: "EUR"})
 	b.answers.waitAnswers(t, declined, 1)
 
 	want := processor.Stats{Deliveries: 4, Succeeded: 1, Failed: 1, Replayed: 1, Rejected: 1}

@@ -11,8 +11,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/ops/cart"
+	"github.com/idempay/idempay/pkg/ops/charge"
 	"github.com/idempay/idempay/pkg/processor"
+	"github.com/idempay/idempay/pkg/sim"
 )
 
 // TestProcessor_NATSRestart crashes the NATS server in the middle of a run
@@ -49,7 +53,7 @@ func TestProcessor_NATSRestart(t *testing.T) {
 	// A client that retries a failed publish with the same key, as
 	// pkg/client does.
 	publish := func(key string, amount int64) {
-		msg := nats.NewMsg(b.subjects.CommandFor(messages.TypePaymentCharge))
+		msg := nats.NewMsg(b.subjects.CommandFor(messages.KindPaymentCharge))
 		msg.Data = mustJSON(t, messages.ChargeRequest{AccountID: "acct_r", Amount: amount, Currency: "EUR"})
 		msg.Header.Set(messages.HeaderMsgID, key)
 		deadline := time.Now().Add(30 * time.Second)
@@ -84,7 +88,7 @@ func TestProcessor_NATSRestart(t *testing.T) {
 		return true
 	}, "every key completed")
 	require.Equal(t, n, b.charges(t))
-	s, err := js.Stream(context.Background(), b.cfg.ResultStream)
+	s, err := js.Stream(context.Background(), b.cfg.Topology.ResultStream)
 	require.NoError(t, err)
 	for _, k := range keys {
 		require.Equal(t, 1, b.calls(t, k), "provider calls for %s", k)
@@ -117,11 +121,11 @@ func TestProcessor_RedisRestart(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 
 	b := setup(t) // NATS, namespace and config; its Redis is not used below
-	sim, err := processor.NewSimProvider(rdb, &processor.SimConfig{KeyPrefix: b.cfg.KeyPrefix})
+	provider, err := sim.New(rdb, &sim.Config{KeyPrefix: b.cfg.KeyPrefix})
 	require.NoError(t, err)
 	mux := processor.NewMux()
-	mux.Handle(processor.ChargeHandler(sim))
-	mux.Handle(processor.CartAddHandler())
+	charge.Register(mux, provider)
+	cart.Register(mux, b.cfg.KeyPrefix)
 	for range 2 {
 		cfg := b.cfg
 		cfg.MaxDeliver = 100 // ride out the outage rather than dead-letter
@@ -139,7 +143,7 @@ func TestProcessor_RedisRestart(t *testing.T) {
 		if i < charges {
 			b.charge(t, key, int64(i+1))
 		} else {
-			b.publish(t, messages.TypeCartAdd, key, messages.CartAddRequest{CartID: "cart_r", SKU: "SKU", Quantity: 1})
+			b.publish(t, messages.KindCartAdd, key, messages.CartAddRequest{CartID: "cart_r", SKU: "SKU", Quantity: 1})
 		}
 		if i == (charges+adds)/2 {
 			rs.Kill()
@@ -156,7 +160,7 @@ func TestProcessor_RedisRestart(t *testing.T) {
 		}
 		return true
 	}, "every key completed")
-	stored, err := rdb.HGetAll(ctx, sim.ChargesKey()).Result()
+	stored, err := rdb.HGetAll(ctx, layout.SimCharges(b.cfg.KeyPrefix)).Result()
 	require.NoError(t, err)
 	require.Len(t, stored, charges, "one charge per key")
 	for _, k := range keys[:charges] {
@@ -164,7 +168,7 @@ func TestProcessor_RedisRestart(t *testing.T) {
 		require.NoError(t, err)
 		require.JSONEq(t, stored[k], data, "the outcome names the provider's charge")
 	}
-	qty, err := rdb.HGet(ctx, processor.CartKey(b.cfg.KeyPrefix, "cart_r"), "SKU").Int()
+	qty, err := rdb.HGet(ctx, layout.Cart(b.cfg.KeyPrefix, "cart_r"), "SKU").Int()
 	require.NoError(t, err)
 	require.Equal(t, adds, qty, "each add applied once")
 }

@@ -11,24 +11,30 @@ import (
 // consumer of the contract. It is idempotent: every worker calls it at
 // start, so a worker against an empty NATS server just works. It uses only
 // settings that nats-server 2.9 knows.
+//
+// The consumer has no MaxDeliver (-1): the engine counts a key's attempts
+// itself and dead-letters at Config.MaxDeliver, holding the key's lock. A
+// consumer limit would make JetStream stop redelivering a message whose
+// last deliveries all died, and leave it in the work queue for good.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg *Config) (jetstream.Consumer, error) {
 	cfg = cfg.WithDefaults()
+	top := cfg.Topology
 	streams := []jetstream.StreamConfig{{
-		Name:       cfg.CommandStream,
-		Subjects:   []string{cfg.Subjects.CommandWildcard()},
+		Name:       top.CommandStream,
+		Subjects:   []string{top.Subjects.CommandWildcard()},
 		Retention:  jetstream.WorkQueuePolicy,
 		Storage:    jetstream.FileStorage,
 		Duplicates: cfg.DedupeWindow,
 	}, {
-		Name:              cfg.ResultStream,
-		Subjects:          []string{cfg.Subjects.ResultWildcard()},
+		Name:              top.ResultStream,
+		Subjects:          []string{top.Subjects.ResultWildcard()},
 		Retention:         jetstream.LimitsPolicy,
 		Storage:           jetstream.FileStorage,
 		MaxMsgsPerSubject: 1,
 		MaxAge:            cfg.ResultTTL,
 	}, {
-		Name:      cfg.DeadLetterStream,
-		Subjects:  []string{cfg.Subjects.DeadLetterWildcard()},
+		Name:      top.DeadLetterStream,
+		Subjects:  []string{top.Subjects.DeadLetterWildcard()},
 		Retention: jetstream.LimitsPolicy,
 		Storage:   jetstream.FileStorage,
 	}}
@@ -37,16 +43,16 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg *Config) (je
 			return nil, fmt.Errorf("processor: create or update stream %s: %w", sc.Name, err)
 		}
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, cfg.CommandStream, jetstream.ConsumerConfig{
-		Durable:       cfg.Consumer,
+	cons, err := js.CreateOrUpdateConsumer(ctx, top.CommandStream, jetstream.ConsumerConfig{
+		Durable:       top.Consumer,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       cfg.AckWait,
-		MaxDeliver:    cfg.MaxDeliver,
-		FilterSubject: cfg.Subjects.CommandWildcard(),
+		MaxDeliver:    -1,
+		FilterSubject: top.Subjects.CommandWildcard(),
 		MaxAckPending: max(1000, 4*cfg.Concurrency),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("processor: create or update consumer %s: %w", cfg.Consumer, err)
+		return nil, fmt.Errorf("processor: create or update consumer %s: %w", top.Consumer, err)
 	}
 	return cons, nil
 }

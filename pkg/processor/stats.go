@@ -3,8 +3,7 @@ package processor
 import "sync/atomic"
 
 // Stats counts what a Processor did since it was created. Every field is a
-// running total; take two snapshots to get a rate. They are the seed of the
-// metrics a Prometheus exporter will publish.
+// running total; take two snapshots to get a rate.
 type Stats struct {
 	// Deliveries is every message handed to the pipeline, redeliveries
 	// included.
@@ -20,12 +19,22 @@ type Stats struct {
 	// Redelivered counts deliveries handed back for later: a busy key, a
 	// retryable error, a stopping processor.
 	Redelivered uint64 `json:"redelivered"`
-	// DeadLettered counts commands copied to the dead letters.
-	DeadLettered uint64 `json:"dead_lettered"`
+	// LockBusy counts deliveries that found their key locked by another
+	// worker.
+	LockBusy uint64 `json:"lock_busy"`
+	// LockLost counts attempts that lost their lock (the watchdog's
+	// extension failed, or the fenced commit was refused).
+	LockLost uint64 `json:"lock_lost"`
+	// DeadLettered counts commands copied to the dead letters; of those,
+	// OutcomeUnknown were answered outcome_unknown rather than
+	// dead_lettered.
+	DeadLettered   uint64 `json:"dead_lettered"`
+	OutcomeUnknown uint64 `json:"outcome_unknown"`
 }
 
 type counters struct {
-	deliveries, succeeded, failed, replayed, rejected, redelivered, deadLettered atomic.Uint64
+	deliveries, succeeded, failed, replayed, rejected, redelivered,
+	lockBusy, lockLost, deadLettered, outcomeUnknown atomic.Uint64
 }
 
 // Stats returns a snapshot of the processor's counters.
@@ -34,6 +43,7 @@ func (p *Processor) Stats() Stats {
 	return Stats{
 		Deliveries: c.deliveries.Load(), Succeeded: c.succeeded.Load(), Failed: c.failed.Load(),
 		Replayed: c.replayed.Load(), Rejected: c.rejected.Load(), Redelivered: c.redelivered.Load(),
-		DeadLettered: c.deadLettered.Load(),
+		LockBusy: c.lockBusy.Load(), LockLost: c.lockLost.Load(),
+		DeadLettered: c.deadLettered.Load(), OutcomeUnknown: c.outcomeUnknown.Load(),
 	}
 }

@@ -6,7 +6,6 @@
 package loadtest
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -25,8 +24,10 @@ import (
 
 	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/client"
-	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/layout"
+	"github.com/idempay/idempay/pkg/ops"
 	"github.com/idempay/idempay/pkg/processor"
+	"github.com/idempay/idempay/pkg/sim"
 )
 
 // Options shape a deployment. The zero value gives one worker with the
@@ -39,7 +40,7 @@ type Options struct {
 	// KeyPrefix and Logger are always set by Start.
 	Processor processor.Config
 	// Sim configures the simulated provider; KeyPrefix is set by Start.
-	Sim processor.SimConfig
+	Sim sim.Config
 }
 
 // Env is one test's deployment.
@@ -109,17 +110,15 @@ func Start(opts *Options) (_ *Env, err error) {
 	env.onClose(func() { _ = env.RDB.Close() })
 
 	pcfg := opts.Processor
-	pcfg.Subjects = messages.Subjects{Command: ns + ".cmd", Result: ns + ".result", Rejected: ns + ".rejected", DeadLetter: ns + ".dlq"}
-	pcfg.CommandStream, pcfg.ResultStream, pcfg.DeadLetterStream = ns+"_COMMANDS", ns+"_RESULTS", ns+"_DEADLETTER"
+	pcfg.Topology = testenv.Topology(ns)
 	pcfg.KeyPrefix = ns + ":"
 	pcfg.Logger = Logger()
-	// A short fetch wait makes Stop, which waits for the pending pull, quick.
-	pcfg.FetchWait = cmp.Or(pcfg.FetchWait, 100*time.Millisecond)
 	env.Config = *pcfg.WithDefaults()
 	env.onClose(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		for _, s := range []string{env.Config.CommandStream, env.Config.ResultStream, env.Config.DeadLetterStream} {
+		top := env.Config.Topology
+		for _, s := range []string{top.CommandStream, top.ResultStream, top.DeadLetterStream} {
 			_ = env.JS.DeleteStream(ctx, s)
 		}
 		if keys, err := env.RDB.Keys(ctx, ns+":*").Result(); err == nil && len(keys) > 0 {
@@ -164,21 +163,23 @@ func (e *Env) onClose(f func()) {
 
 // StartWorker starts one more processor, on its own NATS connection; Close
 // stops it.
-func (e *Env) StartWorker(sim *processor.SimConfig) (*processor.Processor, error) {
+func (e *Env) StartWorker(simCfg *sim.Config) (*processor.Processor, error) {
 	nc, err := testenv.ConnectNATS(e.NATSURL, e.NS+"-worker")
 	if err != nil {
 		return nil, err
 	}
-	simCfg := processor.SimConfig{}
-	if sim != nil {
-		simCfg = *sim
+	var sc sim.Config
+	if simCfg != nil {
+		sc = *simCfg
 	}
-	simCfg.KeyPrefix = e.Config.KeyPrefix
-	mux, err := processor.DefaultMux(e.RDB, &simCfg)
+	sc.KeyPrefix = e.Config.KeyPrefix
+	provider, err := sim.New(e.RDB, &sc)
 	if err != nil {
 		nc.Close()
 		return nil, err
 	}
+	mux := processor.NewMux()
+	ops.Register(mux, provider, e.Config.KeyPrefix)
 	cfg := e.Config
 	p, err := processor.New(nc, e.RDB, mux, &cfg)
 	if err == nil {
@@ -199,11 +200,7 @@ func (e *Env) StartWorker(sim *processor.SimConfig) (*processor.Processor, error
 
 // ClientConfig returns a client configuration for this deployment.
 func (e *Env) ClientConfig() *client.Config {
-	return &client.Config{
-		Subjects:     e.Config.Subjects,
-		ResultStream: e.Config.ResultStream,
-		Logger:       Logger(),
-	}
+	return &client.Config{Topology: e.Config.Topology, Logger: Logger()}
 }
 
 // NewClient returns a client of this deployment on its own NATS connection
@@ -229,8 +226,8 @@ func (e *Env) MustClient(tb testing.TB, cfg *client.Config) *client.Client {
 }
 
 // SimCallsKey and SimChargesKey are the simulated provider's ledger hashes.
-func (e *Env) SimCallsKey() string   { return e.Config.KeyPrefix + "sim:calls" }
-func (e *Env) SimChargesKey() string { return e.Config.KeyPrefix + "sim:charges" }
+func (e *Env) SimCallsKey() string   { return layout.SimCalls(e.Config.KeyPrefix) }
+func (e *Env) SimChargesKey() string { return layout.SimCharges(e.Config.KeyPrefix) }
 
 // SimCalls returns how many Charge calls the simulated provider received
 // for key.
@@ -267,7 +264,7 @@ func (e *Env) SimLedger(tb testing.TB) (calls map[string]int64, charges map[stri
 // count says nothing about duplicates.
 func (e *Env) CommandsStored(tb testing.TB) uint64 {
 	tb.Helper()
-	s, err := e.JS.Stream(context.Background(), e.Config.CommandStream)
+	s, err := e.JS.Stream(context.Background(), e.Config.Topology.CommandStream)
 	require.NoError(tb, err)
 	return s.CachedInfo().State.LastSeq
 }

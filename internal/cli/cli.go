@@ -1,0 +1,226 @@
+// Package cli owns what idempay's command-line programs share: parsing
+// with kong (flags with environment variables, --help, --version), one
+// exit status for usage errors, errors on one line that name the flag, and
+// the topology flags (stream, consumer and subject names) every program
+// that talks to NATS takes.
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/idempay/idempay/pkg/messages"
+)
+
+// ExitUsage is the exit status of a wrong command line, in every program
+// (EX_USAGE of sysexits.h).
+const ExitUsage = 64
+
+// Version is the programs' version, stamped at build time:
+//
+//	go build -ldflags "-X github.com/idempay/idempay/internal/cli.Version=v1.2.0" ./cmd/...
+//
+// (make build does it from git describe).
+var Version = "dev"
+
+// Common are the flags of every program.
+type Common struct {
+	Version kong.VersionFlag `name:"version" help:"Print the version and exit."`
+}
+
+// ErrHelp means --help or --version was printed: exit 0.
+var ErrHelp = errors.New("cli: help shown")
+
+// errUsageShown means kong printed a usage error itself.
+var errUsageShown = errors.New("cli: usage error shown")
+
+// UsageError is a wrong command line. Command names the subcommand, for the
+// hint to its --help.
+type UsageError struct {
+	Err     error
+	Command string
+}
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Usagef returns a *UsageError, for checks a program makes after parsing.
+func Usagef(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// exitRequest carries kong's exit (after --help) through a panic, so that
+// Parse returns instead of the process exiting inside the parser.
+type exitRequest int
+
+// Parse parses args (without the program name) into grammar, with env
+// ("NAME=value" entries, as os.Environ gives them) supplying the flags'
+// environment variables, so that a program is testable in parallel. It
+// returns the kong context to run, ErrHelp after --help or --version, or a
+// *UsageError. description should end with the program's exit statuses.
+func Parse(name, description string, grammar any, args, env []string, stdout, stderr io.Writer, opts ...kong.Option) (kctx *kong.Context, err error) {
+	opts = append([]kong.Option{
+		kong.Name(name),
+		kong.Description(description),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(exitRequest(code)) }),
+		kong.Resolvers(envResolver(env)),
+		kong.Vars{"version": name + " " + Version},
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	}, opts...)
+	parser, err := kong.New(grammar, opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			code, ok := r.(exitRequest)
+			if !ok {
+				panic(r)
+			}
+			kctx, err = nil, ErrHelp
+			if code != 0 {
+				err = errUsageShown
+			}
+		}
+	}()
+	kctx, err = parser.Parse(args)
+	if err != nil {
+		return nil, &UsageError{Err: err, Command: commandPath(err)}
+	}
+	return kctx, nil
+}
+
+// envResolver resolves flags from env instead of the process's environment.
+func envResolver(env []string) kong.Resolver {
+	vars := make(map[string]string, len(env))
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			vars[k] = v
+		}
+	}
+	return kong.ResolverFunc(func(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
+		for _, name := range flag.Envs {
+			if v, ok := vars[name]; ok {
+				return v, nil
+			}
+		}
+		return nil, nil // kong's contract: nil means "not resolved"
+	})
+}
+
+func commandPath(err error) string {
+	pe, ok := errors.AsType[*kong.ParseError](err)
+	if !ok || pe.Context == nil {
+		return ""
+	}
+	var words []string
+	for w := range strings.FieldsSeq(pe.Context.Command()) {
+		if !strings.HasPrefix(w, "<") { // "cart add <key>": keep the command words
+			words = append(words, w)
+		}
+	}
+	return strings.Join(words, " ")
+}
+
+// Exit maps a program's error to its exit status and prints the error on
+// one line to stderr: 0 for nil and ErrHelp, ExitUsage for a usage error
+// (with a hint to the right --help), otherwise status(err), which also
+// decides how the error is printed by returning printed=true when the
+// program has said everything already.
+func Exit(name string, err error, stderr io.Writer, status func(error) (code int, printed bool)) int {
+	switch ue, isUsage := errors.AsType[*UsageError](err); {
+	case err == nil, errors.Is(err, ErrHelp):
+		return 0
+	case errors.Is(err, errUsageShown):
+		return ExitUsage
+	case isUsage:
+		hint := name + " --help"
+		if ue.Command != "" {
+			hint = name + " " + ue.Command + " --help"
+		}
+		fmt.Fprintf(stderr, "%s: error: %s (see %s)\n", name, OneLine(ue.Err), hint)
+		return ExitUsage
+	}
+	code, printed := status(err)
+	if !printed {
+		fmt.Fprintf(stderr, "%s: error: %s\n", name, OneLine(err))
+	}
+	return code
+}
+
+// OneLine collapses an error's message onto one line.
+func OneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
+
+// TopologyFlags are the names on NATS, with the contract's defaults: every
+// program that talks to NATS embeds them, so the worker, the producer, the
+// gateway and the demo take them under the same flags and variables.
+type TopologyFlags struct {
+	CommandStream    string `name:"command-stream" env:"COMMAND_STREAM" default:"COMMANDS" group:"Topology" help:"Work-queue stream of commands."`
+	ResultStream     string `name:"result-stream" env:"RESULT_STREAM" default:"RESULTS" group:"Topology" help:"Stream keeping the last outcome of each key."`
+	DeadLetterStream string `name:"deadletter-stream" env:"DEADLETTER_STREAM" default:"DEADLETTER" group:"Topology" help:"Stream keeping dead-lettered commands."`
+	Consumer         string `name:"consumer" env:"CONSUMER" default:"workers" group:"Topology" help:"Durable consumer shared by all workers."`
+	CommandRoot      string `name:"command-subjects" env:"COMMAND_SUBJECTS" default:"cmd" group:"Topology" help:"Root of command subjects: <root>.<kind>."`
+	ResultRoot       string `name:"result-subjects" env:"RESULT_SUBJECTS" default:"result" group:"Topology" help:"Root of outcome subjects: <root>.<key>."`
+	RejectedRoot     string `name:"rejected-subjects" env:"REJECTED_SUBJECTS" default:"rejected" group:"Topology" help:"Root of rejection subjects: <root>.<key>."`
+	DeadLetterRoot   string `name:"deadletter-subjects" env:"DEADLETTER_SUBJECTS" default:"dlq" group:"Topology" help:"Root of dead-letter subjects: <root>.<kind>."`
+}
+
+// Topology returns the flags as a messages.Topology.
+func (t *TopologyFlags) Topology() messages.Topology {
+	return messages.Topology{
+		Subjects: messages.Subjects{Command: t.CommandRoot, Result: t.ResultRoot, Rejected: t.RejectedRoot,
+			DeadLetter: t.DeadLetterRoot},
+		CommandStream: t.CommandStream, ResultStream: t.ResultStream, DeadLetterStream: t.DeadLetterStream,
+		Consumer: t.Consumer,
+	}
+}
+
+// Validate implements kong's validation hook: a name NATS would refuse is a
+// usage error naming the flag.
+func (t *TopologyFlags) Validate() error {
+	if err := t.Topology().Validate(); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "messages: ")
+		for field, flag := range map[string]string{
+			"Topology.Subjects.Command": "--command-subjects", "Topology.Subjects.Result": "--result-subjects",
+			"Topology.Subjects.Rejected": "--rejected-subjects", "Topology.Subjects.DeadLetter": "--deadletter-subjects",
+			"Topology.CommandStream": "--command-stream", "Topology.ResultStream": "--result-stream",
+			"Topology.DeadLetterStream": "--deadletter-stream", "Topology.Consumer": "--consumer",
+		} {
+			msg = strings.ReplaceAll(msg, field+" ", flag+" ")
+		}
+		return errors.New(msg)
+	}
+	return nil
+}
+
+// RedactURLs returns a comma-separated list of URLs with every password
+// replaced by "xxxxx", for error messages and logs: a URL's credentials
+// must never reach them.
+func RedactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, raw := range parts {
+		u, err := url.Parse(strings.TrimSpace(raw))
+		if err != nil {
+			// Unparseable: keep only what cannot hold a secret.
+			if at := strings.LastIndex(raw, "@"); at >= 0 {
+				parts[i] = "xxxxx@" + raw[at+1:]
+			}
+			continue
+		}
+		if u.User != nil {
+			if _, has := u.User.Password(); has {
+				u.User = url.UserPassword(u.User.Username(), "xxxxx")
+			} else if u.User.Username() != "" {
+				u.User = url.User("xxxxx") // a bare token
+			}
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
+}

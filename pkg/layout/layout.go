@@ -1,0 +1,29 @@
+// Package layout owns the names of idempay's Redis keys outside the
+// idempotency store: the carts that cart.add increments, and the ledger of
+// the simulated payment provider (contract: "Redis layout"). It is a leaf:
+// it imports nothing, so the operations, the simulated provider, the load
+// generator's ledger check and the demo's audit all name the same keys
+// without pulling in the worker engine. Every function takes the
+// deployment's key prefix (REDIS_KEY_PREFIX, "" by default).
+//
+// The idempotency record and lock (idem:rec:{<key>}, idem:lock:{<key>})
+// belong to package dedupe, whose prefixes are configurable.
+package layout
+
+// Cart returns the hash of a cart, SKU -> quantity: cart:{<cart_id>}.
+func Cart(prefix, cartID string) string { return prefix + "cart:{" + cartID + "}" }
+
+// The simulated provider's ledger, one hash each.
+//
+//	sim:charges   idempotency key -> charge JSON (one per key)
+//	sim:calls     idempotency key -> number of Charge calls it received
+//	sim:refunds   refund key -> refund JSON (one per key)
+//	sim:refunded  charge key -> total refunded
+func SimCharges(prefix string) string  { return prefix + "sim:charges" }
+func SimCalls(prefix string) string    { return prefix + "sim:calls" }
+func SimRefunds(prefix string) string  { return prefix + "sim:refunds" }
+func SimRefunded(prefix string) string { return prefix + "sim:refunded" }
+
+// SimDeclinePrefix: the simulated provider declines every charge to an
+// account whose id starts with it, with code card_declined.
+const SimDeclinePrefix = "decline"

@@ -1,0 +1,255 @@
+package processor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"runtime/debug"
+	"sort"
+	"sync"
+
+	"github.com/idempay/idempay/pkg/dedupe"
+	"github.com/idempay/idempay/pkg/messages"
+)
+
+// Operation performs one kind of command: T is its command type (a struct
+// with value-receiver Kind and Validate, like messages.ChargeRequest),
+// decoded strictly and validated before Handle sees it. Register it on a
+// Mux with Register.
+type Operation[T messages.Command] interface {
+	// Handle performs the operation once. It returns a definitive Outcome
+	// (succeeded, or failed when the effect certainly did not happen), or an
+	// error when there is none: the engine retries it by the error's Class
+	// (see TransientError, AmbiguousError, RateLimitedError; an error
+	// without one is Ambiguous) and never turns an error into a failed
+	// outcome. Handle may run more than once for one key (a retry, a crashed
+	// worker, a lost lock), always with the same key, so everything it calls
+	// outside must be idempotent on call.Key.
+	Handle(ctx context.Context, call *Call[T]) (Outcome, error)
+}
+
+// Resolver is implemented by operations that can learn, without causing
+// any effect, whether an earlier attempt for call.Key took effect: a
+// payment provider looked up by idempotency key. When a key has used its
+// tries after an attempt that may have taken effect, the engine asks
+// Resolve before it dead-letters: found returns that effect's Outcome,
+// which is stored and answered; not found confirms that nothing happened,
+// so the client can be told dead_lettered; an error leaves it unknown
+// (outcome_unknown).
+type Resolver[T messages.Command] interface {
+	Resolve(ctx context.Context, call *Call[T]) (o Outcome, found bool, err error)
+}
+
+// Call is one execution of a command.
+type Call[T messages.Command] struct {
+	// Key is the idempotency key. Pass it to every external system.
+	Key string
+	// Command is the decoded, validated body.
+	Command T
+	// Attempt is the JetStream delivery count of the message (1 on the first).
+	Attempt int
+	// Try is the key's attempt number since it was last dead-lettered (1 on
+	// the first); the key is dead-lettered after Config.MaxDeliver tries.
+	Try int
+
+	lookup func(ctx context.Context, key string) (KeyState, error)
+}
+
+// Lookup returns what the store holds for another key, e.g. the charge a
+// refund refunds. It takes no lock.
+func (c *Call[T]) Lookup(ctx context.Context, key string) (KeyState, error) {
+	if c.lookup == nil {
+		return KeyState{}, errors.New("processor: Call.Lookup outside the engine")
+	}
+	return c.lookup(ctx, key)
+}
+
+// KeyState is what the store knows of a key.
+type KeyState struct {
+	// Status is KeyAbsent, KeyInProgress or KeyCompleted.
+	Status KeyStatus
+	// Kind is the key's command kind, when it has a record.
+	Kind string
+	// Outcome is the stored outcome, when Status is KeyCompleted.
+	Outcome *messages.Result
+}
+
+// KeyStatus is where a key stands.
+type KeyStatus int
+
+// The states of a key.
+const (
+	KeyAbsent KeyStatus = iota
+	KeyInProgress
+	KeyCompleted
+)
+
+// Effect is a Redis counter update applied atomically with the commit of an
+// outcome; its new value replaces Placeholder in the outcome's Data.
+type Effect = dedupe.Effect
+
+// Placeholder is the JSON value in Outcome.Data that the commit of an
+// Effect replaces with the counter's new value.
+const Placeholder = dedupe.Placeholder
+
+// Outcome is what an operation returns when it knows the result.
+type Outcome struct {
+	// Status is messages.StatusSucceeded or messages.StatusFailed.
+	Status messages.Status
+	// Code and Message explain a failure, e.g. "card_declined".
+	Code    string
+	Message string
+	// Data is the operation's output, encoded as JSON in the answer.
+	Data any
+	// Effect, if set, is applied by the commit script together with the
+	// outcome, so there is no moment where the effect happened and the key
+	// is not completed. An operation whose whole effect is such a counter
+	// does nothing itself (see OpConfig.EffectInCommit).
+	Effect *Effect
+}
+
+// Succeeded returns a succeeded Outcome carrying data.
+func Succeeded(data any) Outcome { return Outcome{Status: messages.StatusSucceeded, Data: data} }
+
+// Failed returns a failed Outcome: the operation definitively did not take
+// effect.
+func Failed(code, message string, data any) Outcome {
+	return Outcome{Status: messages.StatusFailed, Code: code, Message: message, Data: data}
+}
+
+func (o Outcome) validate() error {
+	if !o.Status.IsOutcome() {
+		return fmt.Errorf("processor: operation returned status %q; want succeeded or failed", o.Status)
+	}
+	if o.Status == messages.StatusFailed && o.Code == "" {
+		return errors.New("processor: failed outcome without a code")
+	}
+	return nil
+}
+
+func (o Outcome) data() (json.RawMessage, error) {
+	if o.Data == nil {
+		return json.RawMessage("null"), nil
+	}
+	if raw, ok := o.Data.(json.RawMessage); ok {
+		return raw, nil
+	}
+	return json.Marshal(o.Data)
+}
+
+// OpConfig is how an operation is registered.
+type OpConfig struct {
+	// Retry is the operation's retry policy per error class: a refund may
+	// wait for its charge longer than a charge retries a flaky provider.
+	// Config.RetryOverrides wins over it for the kind. Defaults to
+	// Config.Retry.
+	Retry RetryPolicy
+	// EffectInCommit declares that Handle has no side effect of its own:
+	// it only computes the Outcome and its Effect from the command. The
+	// engine then calls Handle before Begin and stores the outcome in the
+	// same script that begins the attempt (one Redis round trip fewer).
+	EffectInCommit bool
+}
+
+// route is a registered operation with its types erased: the engine's view.
+type route struct {
+	kind    string
+	cfg     OpConfig
+	decode  func(body []byte) (messages.Command, error)
+	handle  func(ctx context.Context, env callEnv, cmd messages.Command) (Outcome, error)
+	resolve func(ctx context.Context, env callEnv, cmd messages.Command) (Outcome, bool, error) // nil: none
+}
+
+// callEnv is what a Call carries besides its command.
+type callEnv struct {
+	key          string
+	attempt, try int
+	lookup       func(ctx context.Context, key string) (KeyState, error)
+}
+
+// Register registers op for T's kind on mux, like river's AddWorker: the
+// engine decodes a body into a T once, so no operation type-asserts. cfg
+// may be nil. Register panics if the kind is empty or already registered,
+// or if *T is not a messages.Command (T's methods must have value
+// receivers): both are programming errors, like http.ServeMux's.
+func Register[T messages.Command](mux *Mux, op Operation[T], cfg *OpConfig) {
+	var zero T
+	kind := zero.Kind()
+	if _, ok := any(&zero).(messages.Command); !ok || reflect.TypeOf(zero).Kind() != reflect.Struct {
+		panic(fmt.Sprintf("processor: %T must be a struct with value-receiver Kind and Validate", zero))
+	}
+	r := &route{kind: kind}
+	if cfg != nil {
+		r.cfg = *cfg
+	}
+	r.decode = func(body []byte) (messages.Command, error) {
+		var c T
+		dst, _ := any(&c).(messages.Command)
+		if err := messages.Decode(body, dst); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	call := func(env callEnv, cmd messages.Command) *Call[T] {
+		return &Call[T]{Key: env.key, Command: cmd.(T), Attempt: env.attempt, Try: env.try, lookup: env.lookup} //nolint:forcetypeassert // always decode's T
+	}
+	r.handle = func(ctx context.Context, env callEnv, cmd messages.Command) (o Outcome, err error) {
+		defer recoverPanic(&err)
+		return op.Handle(ctx, call(env, cmd))
+	}
+	if res, ok := op.(Resolver[T]); ok {
+		r.resolve = func(ctx context.Context, env callEnv, cmd messages.Command) (o Outcome, found bool, err error) {
+			defer recoverPanic(&err)
+			return res.Resolve(ctx, call(env, cmd))
+		}
+	}
+	mux.add(r)
+}
+
+func recoverPanic(err *error) {
+	if r := recover(); r != nil {
+		*err = &PanicError{Value: r, Stack: string(debug.Stack())}
+	}
+}
+
+// Mux routes command kinds to operations. It is safe for concurrent use.
+type Mux struct {
+	mu     sync.RWMutex
+	routes map[string]*route
+}
+
+// NewMux returns an empty Mux.
+func NewMux() *Mux { return &Mux{routes: make(map[string]*route)} }
+
+func (m *Mux) add(r *route) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r.kind == "" {
+		panic("processor: operation with an empty kind")
+	}
+	if _, dup := m.routes[r.kind]; dup {
+		panic("processor: an operation is already registered for " + r.kind)
+	}
+	m.routes[r.kind] = r
+}
+
+func (m *Mux) route(kind string) (*route, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	r, ok := m.routes[kind]
+	return r, ok
+}
+
+// Kinds returns the registered command kinds, sorted.
+func (m *Mux) Kinds() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	kinds := make([]string, 0, len(m.routes))
+	for k := range m.routes {
+		kinds = append(kinds, k)
+	}
+	sort.Strings(kinds)
+	return kinds
+}

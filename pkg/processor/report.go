@@ -1,0 +1,323 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
+
+	"github.com/idempay/idempay/pkg/dedupe"
+	"github.com/idempay/idempay/pkg/messages"
+)
+
+// report carries out a delivery's verdict: the lock, the answers on NATS,
+// and the message's end (ack, nak or term), with the counters and logs.
+// Every step that must finish does so on a context that Stop cannot cancel.
+func (p *Processor) report(ctx context.Context, d *delivery, v verdict) {
+	ctx = context.WithoutCancel(ctx)
+	switch v.kind {
+	case vAbandon:
+	case vReject:
+		p.release(ctx, d)
+		p.refuse(ctx, d, v.reject)
+	case vAnswer:
+		p.release(ctx, d)
+		p.answer(ctx, d, v.answer, v.replayed)
+	case vRetry:
+		p.retry(ctx, d, v)
+	case vCondemned:
+		p.release(ctx, d)
+		p.notifyDeadLetter(ctx, d, v.effect)
+		p.terminate(ctx, d, "dead-lettered earlier")
+	case vDeadLetter:
+		p.deadLetter(ctx, d, v)
+	}
+}
+
+// answer publishes a stored outcome to RESULTS (waiting for its PubAck: an
+// outcome is in RESULTS before its message leaves COMMANDS) and to
+// Reply-To, then acks. If the publish fails the message comes back and the
+// next delivery replays the outcome.
+func (p *Processor) answer(ctx context.Context, d *delivery, rec *dedupe.Record, replayed bool) {
+	res := rec.Answer(replayed)
+	res.Key = d.key // the record's key is this key; set for clarity
+	body := res.Marshal()
+	if err := p.publishResult(ctx, d, body); err != nil {
+		p.log.warn(ctx, "publish result failed; redelivering", attrKey, d.key, attrError, err)
+		p.counters.redelivered.Add(1)
+		_ = d.msg.NakWithDelay(backoffDelay(p.cfg.NakDelay, p.cfg.MaxNakDelay, d.deliveries))
+		return
+	}
+	p.reply(ctx, d, body)
+	switch {
+	case replayed:
+		p.counters.replayed.Add(1)
+	case res.Status == messages.StatusSucceeded:
+		p.counters.succeeded.Add(1)
+	default:
+		p.counters.failed.Add(1)
+	}
+	if p.crash(ctx, d, AfterPublish) {
+		return
+	}
+	p.ack(ctx, d)
+	p.log.debug(ctx, "command done", attrKey, d.key, attrKind, d.kind, attrStatus, res.Status,
+		attrCode, res.Code, attrAttempt, d.deliveries, attrReplayed, replayed)
+}
+
+// publishResult publishes an outcome to result.<key> and waits for the
+// stream's PubAck, retrying a few times. The publish is asynchronous, so
+// the connection's single PubAck subscription serves every delivery in
+// flight.
+func (p *Processor) publishResult(ctx context.Context, d *delivery, body []byte) error {
+	subject := p.cfg.Topology.Subjects.ResultFor(d.key)
+	b := backoff.WithMaxRetries(backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond)), 3)
+	return backoff.Retry(func() error {
+		fut, err := p.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: body})
+		if err != nil {
+			return err
+		}
+		t := time.NewTimer(callTimeout)
+		defer t.Stop()
+		select {
+		case <-fut.Ok():
+			return nil
+		case err := <-fut.Err():
+			return err
+		case <-t.C:
+			return fmt.Errorf("no PubAck from %s within %v", p.cfg.Topology.ResultStream, callTimeout)
+		case <-ctx.Done():
+			return backoff.Permanent(ctx.Err())
+		}
+	}, b)
+}
+
+// refuse answers a rejected message and acks it. A rejection is never
+// stored: it goes to rejected.<key> (except for an invalid key, which has no
+// subject of its own) and to Reply-To.
+func (p *Processor) refuse(ctx context.Context, d *delivery, rej *messages.RejectError) {
+	body := messages.Result{
+		Key: d.key, Kind: d.kind, Status: messages.StatusRejected, Code: rej.Code, Message: rej.Message,
+		Attempts: d.deliveries, ProcessedAt: now(),
+	}.Marshal()
+	if rej.Code != messages.CodeInvalidKey {
+		if err := p.nc.Publish(p.cfg.Topology.Subjects.RejectedFor(d.key), body); err != nil {
+			p.log.warn(ctx, "publish rejection failed", attrKey, d.key, attrError, err)
+		}
+	}
+	p.reply(ctx, d, body)
+	p.counters.rejected.Add(1)
+	p.log.info(ctx, "command rejected", attrKey, d.key, attrKind, d.kind, attrCode, rej.Code, "message", rej.Message)
+	p.ack(ctx, d)
+}
+
+// retry hands the message back for later. A held lock is released, and the
+// record told what the attempt may have done.
+func (p *Processor) retry(ctx context.Context, d *delivery, v verdict) {
+	if d.lease != nil {
+		switch v.settle {
+		case settleRelease:
+			p.release(ctx, d)
+		default:
+			if err := p.store.Settle(ctx, d.lease, v.settle == settleCertain); err != nil && !errors.Is(err, dedupe.ErrLockLost) {
+				p.log.warn(ctx, "settle failed; the lock expires by itself", attrKey, d.key, attrError, err)
+			}
+		}
+	}
+	p.counters.redelivered.Add(1)
+	if v.busy {
+		p.counters.lockBusy.Add(1)
+	}
+	if p.stopping.Load() {
+		_ = d.msg.Nak() // for another worker, now
+		return
+	}
+	p.log.info(ctx, "command not finished; redelivering", attrKey, d.key, attrKind, d.kind,
+		attrAttempt, d.deliveries, "reason", v.reason, "delay", v.delay)
+	_ = d.msg.NakWithDelay(v.delay)
+}
+
+// deadLetter ends a command whose key has no tries left, holding its lock:
+// copy it to dlq.<kind>, condemn it in the record (which releases the lock),
+// tell the client, and terminate the message. A step that fails hands the
+// message back: the next delivery, finding no tries left, does it again,
+// and the copy's own message id keeps it from being stored twice.
+func (p *Processor) deadLetter(ctx context.Context, d *delivery, v verdict) {
+	if err := p.copyToDeadLetters(ctx, d, v); err != nil {
+		p.log.error(ctx, "dead-letter copy failed; redelivering", attrKey, d.key, attrKind, d.kind, attrError, err)
+		p.release(ctx, d)
+		_ = d.msg.NakWithDelay(p.cfg.MaxNakDelay)
+		return
+	}
+	if p.crash(ctx, d, AfterDeadLetterCopy) {
+		return
+	}
+	stored, err := p.store.Condemn(ctx, d.lease, d.published, v.effect)
+	switch {
+	case err != nil:
+		p.log.error(ctx, "condemn after the dead-letter copy failed; redelivering", attrKey, d.key, attrError, err)
+		p.release(ctx, d)
+		_ = d.msg.NakWithDelay(p.cfg.NakDelay)
+		return
+	case stored != nil:
+		// An outcome is stored after all: answer it; the copy is moot.
+		p.release(ctx, d)
+		p.answer(ctx, d, stored, true)
+		return
+	}
+	p.counters.deadLettered.Add(1)
+	if v.effect != dedupe.EffectNone {
+		p.counters.outcomeUnknown.Add(1)
+	}
+	p.log.error(ctx, "command dead-lettered", attrKey, d.key, attrKind, d.kind, attrAttempt, d.deliveries,
+		"effect", v.effect, "reason", v.reason)
+	p.notifyDeadLetter(ctx, d, v.effect)
+	p.terminate(ctx, d, "dead-lettered: "+v.reason)
+}
+
+// copyToDeadLetters publishes the command to dlq.<kind> with its body and
+// headers, plus Dlq-Reason, Dlq-Deliveries, Dlq-Key, Dlq-Effect and
+// Dlq-Stream-Seq. The copy's Nats-Msg-Id names this dead letter (key,
+// stream sequence, publish time), not the key: the stream keeps every dead
+// letter of a key, and drops only a repeat of this same one.
+func (p *Processor) copyToDeadLetters(ctx context.Context, d *delivery, v verdict) error {
+	dl := nats.NewMsg(p.cfg.Topology.Subjects.DeadLetterFor(d.kind))
+	dl.Data = d.msg.Data()
+	for k, vals := range d.msg.Headers() {
+		dl.Header[k] = append([]string(nil), vals...)
+	}
+	seq := strconv.FormatUint(d.seq, 10)
+	dl.Header.Set(messages.HeaderMsgID, "dlq:"+d.key+":"+seq+":"+strconv.FormatInt(d.published.UnixMicro(), 10))
+	dl.Header.Set(messages.HeaderDlqKey, d.key)
+	dl.Header.Set(messages.HeaderDlqReason, v.reason)
+	dl.Header.Set(messages.HeaderDlqDeliveries, strconv.Itoa(d.deliveries))
+	dl.Header.Set(messages.HeaderDlqEffect, v.effect)
+	dl.Header.Set(messages.HeaderDlqStreamSeq, seq)
+	b := backoff.WithMaxRetries(backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond)), 5)
+	return backoff.Retry(func() error {
+		pctx, cancel := context.WithTimeout(ctx, callTimeout)
+		defer cancel()
+		_, err := p.js.PublishMsg(pctx, dl)
+		return err
+	}, b)
+}
+
+// notifyDeadLetter tells the client its command was dead-lettered, on
+// rejected.<key> and Reply-To: dead_lettered when the operation certainly
+// did not take effect, outcome_unknown when it may have.
+func (p *Processor) notifyDeadLetter(ctx context.Context, d *delivery, effect string) {
+	n := messages.Result{Key: d.key, Kind: d.kind, Status: messages.StatusRejected, Attempts: d.deliveries, ProcessedAt: now()}
+	if effect == dedupe.EffectNone {
+		n.Code = messages.CodeDeadLettered
+		n.Message = "the command was dead-lettered after its tries; it did not take effect, and the key keeps no outcome: it may be sent again"
+	} else {
+		n.Code = messages.CodeOutcomeUnknown
+		n.Message = "the command was dead-lettered after its tries, and an attempt may have taken effect: send it again with the same key (never a new one) to learn its outcome"
+	}
+	body := n.Marshal()
+	if err := p.nc.Publish(p.cfg.Topology.Subjects.RejectedFor(d.key), body); err != nil {
+		p.log.warn(ctx, "publish dead-letter notice failed", attrKey, d.key, attrError, err)
+	}
+	p.reply(ctx, d, body)
+}
+
+func (p *Processor) reply(ctx context.Context, d *delivery, body []byte) {
+	if d.replyTo == "" {
+		return
+	}
+	if err := p.nc.Publish(d.replyTo, body); err != nil {
+		p.log.warn(ctx, "reply failed", attrKey, d.key, "reply_to", d.replyTo, attrError, err)
+	}
+}
+
+// ack acks the message: a plain ack, without waiting for the server's
+// confirmation. Everything the ack stands for is stored first (the outcome
+// in Redis and RESULTS), so a lost ack costs only a redelivery that
+// replays the stored outcome.
+func (p *Processor) ack(ctx context.Context, d *delivery) {
+	if err := d.msg.Ack(); err != nil {
+		p.log.warn(ctx, "ack failed; the redelivery will replay", attrKey, d.key, attrError, err)
+	}
+}
+
+// terminate ends a message without redelivery. TermWithReason puts the
+// reason in JetStream's advisory; servers before 2.10.4 ignore a term with
+// a reason altogether, so they get a plain Term.
+func (p *Processor) terminate(ctx context.Context, d *delivery, reason string) {
+	var err error
+	if serverAtLeast(p.nc.ConnectedServerVersion(), 2, 10, 4) {
+		err = d.msg.TermWithReason(reason)
+	} else {
+		err = d.msg.Term()
+	}
+	if err != nil {
+		p.log.warn(ctx, "term failed; the redelivery will end it again", attrKey, d.key, attrError, err)
+	}
+}
+
+// release gives up the delivery's lock, if it still holds one.
+func (p *Processor) release(ctx context.Context, d *delivery) {
+	if d.lease == nil {
+		return
+	}
+	if err := d.lease.Release(context.WithoutCancel(ctx)); err != nil {
+		p.log.warn(ctx, "release lock failed; it expires by itself", attrKey, d.key, attrError, err)
+	}
+}
+
+func (p *Processor) crash(ctx context.Context, d *delivery, at Failpoint) bool {
+	if p.cfg.Failpoint == nil || !p.cfg.Failpoint(at) {
+		return false
+	}
+	p.log.warn(ctx, "failpoint: abandoning delivery", "failpoint", string(at), attrKey, d.key, attrAttempt, d.deliveries)
+	return true
+}
+
+// validReplyTo refuses Reply-To subjects that would let a client make the
+// worker publish where only the system may: wildcards, the JetStream and
+// system APIs ($JS.API... could delete a stream), and idempay's own subject
+// roots (result.<other key> would forge another key's outcome).
+func (p *Processor) validReplyTo(s string) bool {
+	if len(s) > 512 || strings.HasPrefix(s, "$") || strings.ContainsAny(s, " \t\r\n") {
+		return false
+	}
+	for tok := range strings.SplitSeq(s, ".") {
+		if tok == "" || tok == "*" || tok == ">" {
+			return false
+		}
+	}
+	sub := p.cfg.Topology.Subjects
+	for _, root := range []string{sub.Command, sub.Result, sub.Rejected, sub.DeadLetter} {
+		if s == root || strings.HasPrefix(s, root+".") {
+			return false
+		}
+	}
+	return true
+}
+
+func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
+// serverAtLeast reports whether a "2.10.4"-style version is at least
+// major.minor.patch; an unreadable version is taken as old.
+func serverAtLeast(version string, major, minor, patch int) bool {
+	want := [3]int{major, minor, patch}
+	parts := strings.SplitN(strings.SplitN(version, "-", 2)[0], ".", 3)
+	for i, w := range want {
+		if i >= len(parts) {
+			return false
+		}
+		n, err := strconv.Atoi(parts[i])
+		if err != nil {
+			return false
+		}
+		if n != w {
+			return n > w
+		}
+	}
+	return true
+}
