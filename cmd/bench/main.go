@@ -97,9 +97,9 @@ func (c *runCmd) Validate() error {
 	return c.validate()
 }
 
-func (c *runCmd) Run(ctx context.Context, stdout, stderr io.Writer) error {
+func (c *runCmd) Run(ctx context.Context, out *streams) error {
 	cfg := &bench.Config{Count: c.Count, Rounds: c.Rounds, ClientInFlight: c.ClientInFlight,
-		Durable: c.Durable, WorkerBin: c.Worker, Progress: stderr}
+		Durable: c.Durable, WorkerBin: c.Worker, Progress: out.stderr}
 	if c.Short {
 		if cfg.Count == 0 {
 			cfg.Count = bench.ShortCount
@@ -115,7 +115,7 @@ func (c *runCmd) Run(ctx context.Context, stdout, stderr io.Writer) error {
 	if err := c.writeJSON(rep.WriteJSON); err != nil {
 		return err
 	}
-	rep.WriteTable(stdout)
+	rep.WriteTable(out.stdout)
 	return nil
 }
 
@@ -138,18 +138,23 @@ func (c *soakCmd) Validate() error {
 	return c.validate()
 }
 
-func (c *soakCmd) Run(ctx context.Context, stdout, stderr io.Writer) error {
+func (c *soakCmd) Run(ctx context.Context, out *streams) error {
 	rep, err := bench.Soak(ctx, &bench.SoakConfig{Duration: c.Duration, Interval: c.Interval, PeakCount: c.PeakCount,
-		ClientInFlight: c.ClientInFlight, Durable: c.Durable, WorkerBin: c.Worker, Progress: stderr})
+		ClientInFlight: c.ClientInFlight, Durable: c.Durable, WorkerBin: c.Worker, Progress: out.stderr})
 	if err != nil {
 		return err
 	}
 	if err := c.writeJSON(rep.WriteJSON); err != nil {
 		return err
 	}
-	rep.WriteTable(stdout)
+	rep.WriteTable(out.stdout)
 	return nil
 }
+
+// streams are where a command writes: the table to stdout, progress to
+// stderr. A struct, because kong binds Run's parameters by type and two
+// io.Writers would be one.
+type streams struct{ stdout, stderr io.Writer }
 
 // exitRequest carries kong's exit (after --help) through a panic, so that
 // run returns instead of the process exiting inside the parser.
@@ -169,7 +174,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		kong.Exit(func(code int) { panic(exitRequest(code)) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: false}),
 		kong.BindTo(ctx, (*context.Context)(nil)),
-		kong.BindTo(stdout, (*io.Writer)(nil)),
+		kong.Bind(&streams{stdout: stdout, stderr: stderr}),
 	)
 	if err != nil {
 		return err
@@ -189,7 +194,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return usageError{err}
 	}
-	return kctx.Run(ctx, stdout, stderr)
+	return kctx.Run()
 }
 
 // goFlags rewrites Go-style long flags with one dash (-short, -count=5)

@@ -150,3 +150,11 @@ func TestRun(t *testing.T) {
 	rep.WriteTable(&out)
 	require.Regexp(t, regexp.MustCompile(`\nthroughput_ratio=[0-9.]+\n$`), out.String())
 }
+
+func TestParseMachineBusy(t *testing.T) {
+	d, err := parseMachineBusy([]byte("cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 1 2 3 4\n"))
+	require.NoError(t, err)
+	require.Equal(t, ticks(161), d)
+	_, err = parseMachineBusy([]byte("intr 1 2 3"))
+	require.Error(t, err)
+}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"os"
+	"runtime"
 	"time"
 )
 
@@ -18,9 +19,14 @@ type meter struct {
 	// workers maps each worker's pid to its CPU at the moment it was
 	// running (its start-up is not the commands' cost).
 	workers map[int]time.Duration
-	// self is this process's CPU, for the ceiling, whose consumer runs here.
+	// self is this process's CPU: the ceiling's consumer, the end-to-end
+	// client, the answer watch.
 	self   time.Duration
 	selfOK bool
+	// busy is the whole machine's CPU time, at wall time started.
+	busy    time.Duration
+	busyOK  bool
+	started time.Time
 }
 
 // begin samples the servers and this process. Call it before the workers
@@ -36,6 +42,9 @@ func (s *servers) begin(ctx context.Context) *meter {
 	m.countersOK = err == nil
 	self, err := readProc(os.Getpid())
 	m.self, m.selfOK = self.CPU, err == nil
+	m.busy, err = machineBusy()
+	m.busyOK = err == nil
+	m.started = time.Now()
 	return m
 }
 
@@ -56,34 +65,51 @@ func (m *meter) end(ctx context.Context, r *Result, workers []*workerProc, selfA
 		return
 	}
 	perCmd := func(d time.Duration) *float64 { v := float64(d.Microseconds()) / n; return &v }
-	if p, err := readProc(m.s.natsPid); err == nil && m.natsOK {
-		r.CPU.NATS = perCmd(p.CPU - m.nats.CPU)
-	}
-	if p, err := readProc(m.s.redisPid); err == nil && m.redOK {
-		r.CPU.Redis = perCmd(p.CPU - m.redis.CPU)
-	}
 	if c, err := readRedisCounters(ctx, m.s.rdb); err == nil && m.countersOK {
 		calls := float64(c.Calls-m.counters.Calls) / n
 		// The later sample's own INFO calls are read events too.
 		reads := float64(c.Reads-m.counters.Reads-ownReadsPerSample) / n
 		r.RedisCommands, r.RedisRoundTrips = &calls, &reads
 	}
-	if selfAsWorker {
-		if p, err := readProc(os.Getpid()); err == nil && m.selfOK {
+
+	// ours adds up the CPU every process of the benchmark used in the
+	// window, to tell the machine's other load apart; known turns false
+	// when one of them cannot be read.
+	var ours time.Duration
+	known := true
+	if p, err := readProc(m.s.natsPid); err == nil && m.natsOK {
+		r.CPU.NATS = perCmd(p.CPU - m.nats.CPU)
+		ours += p.CPU - m.nats.CPU
+	} else if m.s.natsPid != 0 { // 0: in this process, counted as self
+		known = false
+	}
+	if p, err := readProc(m.s.redisPid); err == nil && m.redOK {
+		r.CPU.Redis = perCmd(p.CPU - m.redis.CPU)
+		ours += p.CPU - m.redis.CPU
+	} else {
+		known = false
+	}
+	if p, err := readProc(os.Getpid()); err == nil && m.selfOK {
+		ours += p.CPU - m.self
+		if selfAsWorker {
 			r.CPU.Worker = perCmd(p.CPU - m.self)
 		}
-		return
+	} else {
+		known = false
 	}
+
 	var cpu time.Duration
 	complete := len(workers) > 0
 	for _, w := range workers {
 		p, err := readProc(w.pid())
 		before, ok := m.workers[w.pid()]
 		if err != nil || !ok {
-			complete = false
+			complete, known = false, false
 			continue
 		}
 		cpu += p.CPU - before
+		// Every worker started inside the window: all its CPU is ours.
+		ours += p.CPU
 		r.WorkerRSS = max(r.WorkerRSS, p.RSS)
 		if g, ok := w.goroutines(ctx); ok {
 			r.Goroutines = max(r.Goroutines, g)
@@ -91,5 +117,13 @@ func (m *meter) end(ctx context.Context, r *Result, workers []*workerProc, selfA
 	}
 	if complete {
 		r.CPU.Worker = perCmd(cpu)
+	}
+
+	// CPU time comes in clock ticks (10ms): below 100 ticks of capacity a
+	// single tick would be more than 1%, so short windows say nothing.
+	capacity := time.Since(m.started).Seconds() * float64(runtime.NumCPU())
+	if busy, err := machineBusy(); err == nil && known && m.busyOK && capacity*float64(clkTck()) >= 100 {
+		others := max(0, 100*(busy-m.busy-ours).Seconds()/capacity)
+		r.OthersCPU = &others
 	}
 }

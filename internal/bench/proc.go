@@ -105,3 +105,35 @@ func auxvValue(auxv []byte, key uint64) (uint64, bool) {
 	}
 	return 0, false
 }
+
+// machineBusy returns the CPU time all processes of the machine have used
+// (the first line of /proc/stat, all but idle and iowait), as a duration.
+func machineBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	return parseMachineBusy(b)
+}
+
+func parseMachineBusy(stat []byte) (time.Duration, error) {
+	line, _, _ := strings.Cut(string(stat), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, errors.New("bench: malformed /proc/stat")
+	}
+	var busy int64
+	// user nice system idle iowait irq softirq steal (guest and guest_nice
+	// are already counted in user and nice).
+	for i, v := range f[1:min(len(f), 9)] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, errors.New("bench: malformed /proc/stat")
+		}
+		busy += n
+	}
+	return ticks(busy), nil
+}

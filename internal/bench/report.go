@@ -54,6 +54,11 @@ type Result struct {
 	// Goroutines is go_goroutines from the worker's /metrics at the end,
 	// when it serves them.
 	Goroutines int `json:"worker_goroutines,omitempty"`
+	// OthersCPU is the CPU that processes outside the benchmark used
+	// during the measurement, in percent of the machine (every CPU for the
+	// whole window): a high figure means the row was measured on a busy
+	// machine and is worth less.
+	OthersCPU *float64 `json:"others_cpu_percent,omitempty"`
 	// Notes say what else the run saw (duplicates dropped and replayed).
 	Notes []string `json:"notes,omitempty"`
 }
@@ -115,7 +120,7 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	cols := []string{"scenario", "cmds", "cmd/s", "xceil", "p50ms", "p95ms", "p99ms",
-		"redis cmd/cmd", "redis rt/cmd", "cpu us/cmd: worker", "nats", "redis", "RSS MiB", "goroutines"}
+		"redis cmd/cmd", "redis rt/cmd", "cpu us/cmd: worker", "nats", "redis", "RSS MiB", "goroutines", "others cpu%"}
 	rows := [][]string{cols}
 	for i := range r.Results {
 		rows = append(rows, r.Results[i].cells())
@@ -125,7 +130,9 @@ func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintln(w, "cmd/s: keys answered (acked, for the ceiling) per second, first to last; xceil: over the same round's ceiling for")
 	fmt.Fprintln(w, "the rounds, over the median ceiling otherwise; latency: publish to answer through pkg/client; redis rt: read events")
 	fmt.Fprintln(w, "(client writes or pipelines); cpu: user+system, all worker processes together (the ceiling: its consumer, in this")
-	fmt.Fprintln(w, "process); RSS: VmRSS of the largest worker at the end; goroutines: from the worker's /metrics, when served.")
+	fmt.Fprintln(w, "process); RSS: VmRSS of the largest worker at the end; goroutines: from the worker's /metrics, when served;")
+	fmt.Fprintln(w, "others cpu%: CPU used meanwhile by processes outside this benchmark, in % of the whole machine (high: a noisy row).")
+	fmt.Fprintf(w, "CPU is counted in clock ticks of %v, so short runs (-short) give coarse CPU figures.\n", ticks(1))
 	for i := range r.Results {
 		for _, n := range r.Results[i].Notes {
 			fmt.Fprintf(w, "  %s: %s\n", r.Results[i].Name, n)
@@ -165,7 +172,7 @@ func (r *Result) cells() []string {
 	} else {
 		c = append(c, dash)
 	}
-	return c
+	return append(c, f(r.OthersCPU, "%.0f"))
 }
 
 // writeAligned prints rows as columns: the first left-aligned, the others
