@@ -83,8 +83,11 @@ type SoakSample struct {
 	// WorkerRSS (VmRSS) and Goroutines (from /metrics, 0 when not served).
 	WorkerRSS  int64 `json:"worker_rss_bytes"`
 	Goroutines int   `json:"worker_goroutines,omitempty"`
-	// WorkerCPU is the worker's CPU time so far, of the steady load.
-	WorkerCPU time.Duration `json:"worker_cpu_ns"`
+	// WorkerCPU is the worker's CPU time so far, of the steady load;
+	// WorkerCPUPerCommand its growth over this interval's commands, in
+	// microseconds.
+	WorkerCPU           time.Duration `json:"worker_cpu_ns"`
+	WorkerCPUPerCommand float64       `json:"worker_cpu_us_per_command"`
 	// NATSRSS and RedisMemory (INFO used_memory) show the servers' growth.
 	NATSRSS     int64 `json:"nats_rss_bytes,omitempty"`
 	RedisMemory int64 `json:"redis_used_memory_bytes"`
@@ -160,6 +163,9 @@ func Soak(ctx context.Context, cfg *SoakConfig) (*SoakReport, error) {
 			s.Failures += n
 		}
 		s.Failures += len(sum.Disagreeing)
+		if prev := rep.Samples[len(rep.Samples)-1]; s.Commands > 0 {
+			s.WorkerCPUPerCommand = float64((s.WorkerCPU - prev.WorkerCPU).Microseconds()) / float64(s.Commands)
+		}
 		rep.Samples = append(rep.Samples, s)
 		b.progressf("%7s  %5d commands  %6.0f/s  p99 %6.1fms  worker RSS %6.1f MiB  goroutines %s",
 			s.At.Round(time.Second), s.Commands, s.PerSecond, s.Latency.P99, mib(s.WorkerRSS), intOrDash(s.Goroutines))
@@ -192,15 +198,19 @@ func (r *SoakReport) WriteTable(w io.Writer) {
 		fmt.Fprintln(w, line)
 	}
 	fmt.Fprintf(w, "peak %.0f commands/s; steady rate %.0f/s (half)\n\n", r.Peak, r.Rate)
-	rows := [][]string{{"at", "cmds", "cmd/s", "p50ms", "p95ms", "p99ms", "failures", "worker RSS MiB", "goroutines", "worker cpu s", "nats RSS MiB", "redis used MiB"}}
+	rows := [][]string{{"at", "cmds", "cmd/s", "p50ms", "p95ms", "p99ms", "failures", "worker RSS MiB", "goroutines", "worker cpu us/cmd", "nats RSS MiB", "redis used MiB"}}
 	for _, s := range r.Samples {
+		// The first sample is the state before the steady load: no load
+		// figures yet.
 		row := []string{s.At.Round(time.Second).String(), "-", "-", "-", "-", "-", "-"}
+		cpu := "-"
 		if s.At > 0 {
 			row = []string{s.At.Round(time.Second).String(), itoa(s.Commands), fmt.Sprintf("%.0f", s.PerSecond),
 				fmt.Sprintf("%.1f", s.Latency.P50), fmt.Sprintf("%.1f", s.Latency.P95), fmt.Sprintf("%.1f", s.Latency.P99), itoa(s.Failures)}
+			cpu = fmt.Sprintf("%.0f", s.WorkerCPUPerCommand)
 		}
 		rows = append(rows, append(row, fmt.Sprintf("%.1f", mib(s.WorkerRSS)), intOrDash(s.Goroutines),
-			fmt.Sprintf("%.1f", s.WorkerCPU.Seconds()), fmt.Sprintf("%.1f", mib(s.NATSRSS)), fmt.Sprintf("%.1f", mib(s.RedisMemory))))
+			cpu, fmt.Sprintf("%.1f", mib(s.NATSRSS)), fmt.Sprintf("%.1f", mib(s.RedisMemory))))
 	}
 	writeAligned(w, rows)
 	if len(r.Samples) < 2 {
@@ -221,6 +231,7 @@ func (r *SoakReport) WriteTable(w io.Writer) {
 		p99s = append(p99s, s.Latency.P99)
 	}
 	sp := spreadOf(p99s)
+	fmt.Fprintf(w, "  worker cpu/cmd  %s\n", drift(r.Samples[1].WorkerCPUPerCommand, last.WorkerCPUPerCommand, "us"))
 	fmt.Fprintf(w, "  p99 latency     first %.1fms, last %.1fms (min %.1f, median %.1f, max %.1f over the samples)\n",
 		r.Samples[1].Latency.P99, last.Latency.P99, sp.Min, sp.Median, sp.Max)
 }
