@@ -2,12 +2,16 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 )
+
+// errStalled says a scenario stopped making progress.
+var errStalled = errors.New("bench: no progress")
 
 // answerWatch counts the distinct keys answered on <root>.> and when the
 // first and the last of them were first answered. The rate of every worker

@@ -101,7 +101,7 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	b := &bencher{cfg: cfg, started: time.Now()}
 	b.progressf("starting nats-server and redis-server; building the worker")
 	var err error
-	if b.s, err = startServers(cfg.Durable); err != nil {
+	if b.s, err = startServers(cfg.Durable); err != nil { //nolint:contextcheck // testenv bounds each start by its own readiness wait; started before any work
 		return nil, err
 	}
 	defer b.s.close()

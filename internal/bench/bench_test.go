@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -148,7 +147,7 @@ func TestRun(t *testing.T) {
 	}
 	var out bytes.Buffer
 	rep.WriteTable(&out)
-	require.Regexp(t, regexp.MustCompile(`\nthroughput_ratio=[0-9.]+\n$`), out.String())
+	require.Regexp(t, `\nthroughput_ratio=[0-9.]+\n$`, out.String())
 }
 
 func TestParseMachineBusy(t *testing.T) {

@@ -121,7 +121,8 @@ func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintln(w)
 	cols := []string{"scenario", "cmds", "cmd/s", "xceil", "p50ms", "p95ms", "p99ms",
 		"redis cmd/cmd", "redis rt/cmd", "cpu us/cmd: worker", "nats", "redis", "RSS MiB", "goroutines", "others cpu%"}
-	rows := [][]string{cols}
+	rows := make([][]string, 0, 1+len(r.Results))
+	rows = append(rows, cols)
 	for i := range r.Results {
 		rows = append(rows, r.Results[i].cells())
 	}

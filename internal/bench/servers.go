@@ -66,7 +66,7 @@ func startServers(durable bool) (_ *servers, err error) {
 		s.describe = append(s.describe, fmt.Sprintf("NATS:  %s (child process, pid %d, file storage, %s)", natsVersion(bin), s.natsPid, sync))
 	} else {
 		if s.nats, err = testenv.StartNATS(); err != nil {
-			return nil, fmt.Errorf("bench: no nats-server binary (%v), and the in-process server failed too: %w", buildErr, err)
+			return nil, fmt.Errorf("bench: no nats-server binary (%w), and the in-process server failed too: %w", buildErr, err)
 		}
 		s.describe = append(s.describe,
 			"NATS:  IN-PROCESS server (file storage, sync always): building the nats-server binary failed, so the broker shares this process and its CPU is not measured",
@@ -124,7 +124,7 @@ func (s *servers) reset(ctx context.Context, ns *namespace) {
 }
 
 func natsVersion(bin string) string {
-	out, err := exec.Command(bin, "--version").Output() //nolint:gosec // testenv's own build or NATS_SERVER_BIN
+	out, err := exec.CommandContext(context.Background(), bin, "--version").Output()
 	if err != nil {
 		return "nats-server (version unknown)"
 	}
@@ -132,12 +132,12 @@ func natsVersion(bin string) string {
 }
 
 func redisVersion() string {
-	out, err := exec.Command("redis-server", "--version").Output()
+	out, err := exec.CommandContext(context.Background(), "redis-server", "--version").Output()
 	if err != nil {
 		return "redis-server"
 	}
-	f := strings.Fields(string(out)) // "Redis server v=7.0.15 sha=..."
-	for _, w := range f {
+	// "Redis server v=7.0.15 sha=..."
+	for w := range strings.FieldsSeq(string(out)) {
 		if v, ok := strings.CutPrefix(w, "v="); ok {
 			return "redis-server " + v
 		}

@@ -115,7 +115,7 @@ func Soak(ctx context.Context, cfg *SoakConfig) (*SoakReport, error) {
 	b := &bencher{cfg: &Config{ClientInFlight: cfg.ClientInFlight, WorkerBin: cfg.WorkerBin, Progress: cfg.Progress}, started: time.Now()}
 	b.progressf("starting nats-server and redis-server; building the worker")
 	var err error
-	if b.s, err = startServers(cfg.Durable); err != nil {
+	if b.s, err = startServers(cfg.Durable); err != nil { //nolint:contextcheck // testenv bounds each start by its own readiness wait; started before any work
 		return nil, err
 	}
 	defer b.s.close()
@@ -198,19 +198,25 @@ func (r *SoakReport) WriteTable(w io.Writer) {
 		fmt.Fprintln(w, line)
 	}
 	fmt.Fprintf(w, "peak %.0f commands/s; steady rate %.0f/s (half)\n\n", r.Peak, r.Rate)
-	rows := [][]string{{"at", "cmds", "cmd/s", "p50ms", "p95ms", "p99ms", "failures", "worker RSS MiB", "goroutines", "worker cpu us/cmd", "nats RSS MiB", "redis used MiB"}}
+	rows := make([][]string, 0, 1+len(r.Samples))
+	rows = append(rows, []string{"at", "cmds", "cmd/s", "p50ms", "p95ms", "p99ms", "failures", "worker RSS MiB", "goroutines", "worker cpu us/cmd", "nats RSS MiB", "redis used MiB"})
 	for _, s := range r.Samples {
-		// The first sample is the state before the steady load: no load
-		// figures yet.
-		row := []string{s.At.Round(time.Second).String(), "-", "-", "-", "-", "-", "-"}
-		cpu := "-"
-		if s.At > 0 {
-			row = []string{s.At.Round(time.Second).String(), itoa(s.Commands), fmt.Sprintf("%.0f", s.PerSecond),
-				fmt.Sprintf("%.1f", s.Latency.P50), fmt.Sprintf("%.1f", s.Latency.P95), fmt.Sprintf("%.1f", s.Latency.P99), itoa(s.Failures)}
-			cpu = fmt.Sprintf("%.0f", s.WorkerCPUPerCommand)
+		row := make([]string, 0, len(rows[0]))
+		row = append(row, s.At.Round(time.Second).String())
+		if s.At == 0 {
+			// The state before the steady load: no load figures yet.
+			row = append(row, "-", "-", "-", "-", "-", "-")
+		} else {
+			row = append(row, itoa(s.Commands), fmt.Sprintf("%.0f", s.PerSecond), fmt.Sprintf("%.1f", s.Latency.P50),
+				fmt.Sprintf("%.1f", s.Latency.P95), fmt.Sprintf("%.1f", s.Latency.P99), itoa(s.Failures))
 		}
-		rows = append(rows, append(row, fmt.Sprintf("%.1f", mib(s.WorkerRSS)), intOrDash(s.Goroutines),
-			cpu, fmt.Sprintf("%.1f", mib(s.NATSRSS)), fmt.Sprintf("%.1f", mib(s.RedisMemory))))
+		row = append(row, fmt.Sprintf("%.1f", mib(s.WorkerRSS)), intOrDash(s.Goroutines))
+		if s.At == 0 {
+			row = append(row, "-")
+		} else {
+			row = append(row, fmt.Sprintf("%.0f", s.WorkerCPUPerCommand))
+		}
+		rows = append(rows, append(row, fmt.Sprintf("%.1f", mib(s.NATSRSS)), fmt.Sprintf("%.1f", mib(s.RedisMemory))))
 	}
 	writeAligned(w, rows)
 	if len(r.Samples) < 2 {

@@ -3,7 +3,6 @@ package bench
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -54,7 +53,7 @@ var passEnv = []string{"PATH", "HOME", "TMPDIR", "GOMAXPROCS", "GOGC", "GOMEMLIM
 // waits until it is running.
 func startWorker(ctx context.Context, bin string, env []string) (*workerProc, error) {
 	w := &workerProc{ready: make(chan struct{}), exited: make(chan struct{}), tail: &lineTail{max: 40}}
-	if addr, err := freeAddr(); err == nil {
+	if addr, err := freeAddr(ctx); err == nil {
 		w.metricsAddr = addr
 		env = append(env, "METRICS_ADDR="+addr)
 	}
@@ -64,7 +63,7 @@ func startWorker(ctx context.Context, bin string, env []string) (*workerProc, er
 		}
 	}
 	// The worker lives until stop, not for a context: stop drains it.
-	w.cmd = exec.CommandContext(context.WithoutCancel(ctx), bin) //nolint:gosec // our own build of ./cmd/worker
+	w.cmd = exec.CommandContext(context.WithoutCancel(ctx), bin)
 	w.cmd.Env = env
 	// A benchmark killed midway leaves no worker behind.
 	w.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -92,7 +91,7 @@ func startWorker(ctx context.Context, bin string, env []string) (*workerProc, er
 	case <-w.ready:
 		return w, nil
 	case <-w.exited:
-		return nil, fmt.Errorf("bench: worker exited before it was running (%v); its output:\n%s", w.exitErr, w.tail)
+		return nil, fmt.Errorf("bench: worker exited before it was running (%w); its output:\n%s", w.exitErr, w.tail)
 	case <-time.After(30 * time.Second):
 		_ = w.cmd.Process.Kill()
 		<-w.exited
@@ -132,7 +131,7 @@ func (w *workerProc) stop() error {
 		return fmt.Errorf("bench: worker did not exit within 40s of SIGTERM; its output:\n%s", w.tail)
 	}
 	if w.exitErr != nil {
-		return fmt.Errorf("bench: worker exited with %v after SIGTERM; its output:\n%s", w.exitErr, w.tail)
+		return fmt.Errorf("bench: worker exited with %w after SIGTERM; its output:\n%s", w.exitErr, w.tail)
 	}
 	return nil
 }
@@ -181,9 +180,9 @@ func promValue(r io.Reader, name string) (float64, bool) {
 	return 0, false
 }
 
-func freeAddr() (string, error) {
+func freeAddr(ctx context.Context) (string, error) {
 	var lc net.ListenConfig
-	l, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
@@ -216,5 +215,3 @@ func (t *lineTail) String() string {
 	}
 	return "  " + strings.Join(t.lines, "\n  ")
 }
-
-var errStalled = errors.New("bench: no progress")
