@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -156,4 +158,28 @@ func TestParseMachineBusy(t *testing.T) {
 	require.Equal(t, ticks(161), d)
 	_, err = parseMachineBusy([]byte("intr 1 2 3"))
 	require.Error(t, err)
+}
+
+// TestGoroutines: the worker's /metrics, once it serves them, are read;
+// until then (or on any error) the figure is simply absent.
+func TestGoroutines(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write([]byte("# TYPE go_goroutines gauge\ngo_goroutines 97\n"))
+	}))
+	defer srv.Close()
+	w := &workerProc{metricsAddr: strings.TrimPrefix(srv.URL, "http://")}
+	n, ok := w.goroutines(context.Background())
+	require.True(t, ok)
+	require.Equal(t, 97, n)
+
+	addr, err := freeAddr(context.Background()) // nothing listens there
+	require.NoError(t, err)
+	_, ok = (&workerProc{metricsAddr: addr}).goroutines(context.Background())
+	require.False(t, ok)
+	_, ok = (&workerProc{}).goroutines(context.Background())
+	require.False(t, ok)
 }
