@@ -91,7 +91,9 @@ func (m *meter) end(ctx context.Context, r *Result, workers []*workerProc, selfA
 	}
 	if p, err := readProc(os.Getpid()); err == nil && m.selfOK {
 		ours += p.CPU - m.self
-		if selfAsWorker {
+		// With an in-process broker this process's CPU is the broker's too:
+		// it would not be the bare consumer's alone.
+		if selfAsWorker && m.s.natsPid != 0 {
 			r.CPU.Worker = perCmd(p.CPU - m.self)
 		}
 	} else {

@@ -85,6 +85,9 @@ func startServers(durable bool) (_ *servers, err error) {
 	}
 	s.redisURL, s.redisPid = s.redis.URL, s.redis.Pid()
 	s.describe = append(s.describe, fmt.Sprintf("Redis: %s (child process, pid %d, %s)", redisVersion(), s.redisPid, persist))
+	if durable {
+		s.describe = append(s.describe, "       (fsync work done by kernel threads for these servers counts under others cpu%)")
+	}
 
 	if s.nc, err = nats.Connect(s.natsURL, nats.Name("idempay-bench"), nats.Timeout(5*time.Second)); err != nil {
 		return nil, err
