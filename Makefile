@@ -14,7 +14,9 @@ GO ?= go
 
 # Variables: override on the command line, e.g. `make test TEST_TIMEOUT=20m`.
 TEST_TIMEOUT ?= 12m## go test -timeout for `test` (CI has 2 cores and the race detector)
-BENCHTIME ?= 1s## go test -benchtime for `bench`
+BENCHTIME ?= 1s## go test -benchtime for the pkg/messages micro benchmarks `bench` runs first
+BENCH_ARGS ?=## extra arguments for `bench` and `bench/short`, e.g. BENCH_ARGS='-rounds 5 -json bench.json' (go run ./cmd/bench --help)
+SOAK_DURATION ?= 5m## how long `soak` runs its steady load
 CHAOS_DURATION ?= 30s## how long each chaos scenario runs (read by the chaos tests)
 CHAOS_SHORT ?= 10s## how long `test` runs the chaos suite (CI runs `test`)
 CHAOS_TIMEOUT ?= 15m## go test -timeout for `chaos`
@@ -68,8 +70,17 @@ test/short: require-redis ## Run the tests in -short mode (skips the slow ones),
 	$(GO) test -race -short -timeout 5m -count=1 ./...
 
 .PHONY: bench
-bench: require-redis ## Run the benchmarks (no tests); set BENCHTIME to run longer
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem -count=1 ./...
+bench: require-redis ## Benchmark idempay against the bare JetStream ceiling on its own servers (go run ./cmd/bench, ~5 min; last line throughput_ratio=), after the pkg/messages micro benchmarks
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem -count=1 ./pkg/messages/...
+	$(GO) run ./cmd/bench $(BENCH_ARGS)
+
+.PHONY: bench/short
+bench/short: require-redis ## The CI-sized benchmark: every scenario with 1000 commands, one round, well under a minute (go run ./cmd/bench -short)
+	$(GO) run ./cmd/bench -short $(BENCH_ARGS)
+
+.PHONY: soak
+soak: require-redis ## Send commands end to end for SOAK_DURATION at half a quick peak, sampling the worker's RSS and goroutines every 10s, then print the drift
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) run ./cmd/bench soak
 
 .PHONY: chaos
 chaos: require-redis ## Run the chaos suite (build tag chaos: workers SIGKILLed at every step under load) for CHAOS_DURATION

@@ -1,0 +1,257 @@
+// Command bench measures idempay against the bare JetStream ceiling on this
+// machine, in one run: it starts its own nats-server and redis-server,
+// builds and runs the real worker binary, and prints a table whose last
+// line is throughput_ratio=<payment.charge at 64 in flight / ceiling>.
+//
+//	bench                 # the full run (make bench): 30000 commands per scenario, 3 rounds
+//	bench -short          # the CI-sized run (make bench/short), under a minute
+//	bench soak            # 5 minutes at a steady rate, sampling the worker (make soak)
+//	bench --help          # every flag and its environment variable
+//
+// Go-style single-dash flags (-short, -count=1000) are accepted as well as
+// --short. Exit status: 0 measured, 1 a scenario could not run, 2 usage
+// error. No speed is ever a failure.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/idempay/idempay/internal/bench"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// cli is the command line: the benchmark (the default command) and soak.
+type cli struct {
+	Run  runCmd  `cmd:"" default:"withargs" help:"Measure the bare JetStream ceiling, the worker draining a preload at CONCURRENCY 1, 16 and 64, and the end-to-end path, and print the table (the default command)."`
+	Soak soakCmd `cmd:"" help:"Run an end-to-end load at half of a quick peak for --duration and sample the worker's RSS and goroutines every --interval."`
+}
+
+// shared are the flags both commands take.
+type shared struct {
+	JSON           string `name:"json" placeholder:"FILE" help:"Also write the results as JSON to FILE."`
+	Durable        bool   `name:"durable" env:"BENCH_DURABLE" help:"Run the servers with the README's production settings (JetStream sync_interval always, Redis AOF appendfsync always) instead of their defaults."`
+	Worker         string `name:"worker" env:"BENCH_WORKER" placeholder:"PATH" help:"Measure this worker binary instead of building ./cmd/worker."`
+	ClientInFlight int    `name:"client-in-flight" env:"BENCH_CLIENT_IN_FLIGHT" default:"128" help:"Commands the end-to-end client keeps in flight."`
+}
+
+func (s *shared) validate() error {
+	if s.ClientInFlight < 1 {
+		return fmt.Errorf("--client-in-flight must be at least 1, got %d", s.ClientInFlight)
+	}
+	return nil
+}
+
+func (s *shared) writeJSON(write func(io.Writer) error) error {
+	if s.JSON == "" {
+		return nil
+	}
+	f, err := os.Create(s.JSON)
+	if err != nil {
+		return fmt.Errorf("--json: %w", err)
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("--json: %w", err)
+	}
+	return f.Close()
+}
+
+type runCmd struct {
+	Count  int  `name:"count" env:"BENCH_COUNT" help:"Commands per scenario: the preload of every drain, the keys of every end-to-end run (default 30000; 1000 with --short)."`
+	Rounds int  `name:"rounds" env:"BENCH_ROUNDS" help:"How often the headline pair (ceiling, then payment.charge at 64 in flight on a fresh preload) is repeated; the table gives min/median/max of its ratio (default 3; 1 with --short)."`
+	Short  bool `name:"short" env:"BENCH_SHORT" help:"CI-sized run: every scenario with 1000 commands and one round, in well under a minute."`
+	shared `embed:""`
+}
+
+// Help is the detail of `bench --help`.
+func (c *runCmd) Help() string {
+	return `Scenarios, each on fresh streams and Redis keys: the bare JetStream ceiling (batched fetch, plain ack, 64 in flight) and the worker
+draining the same preload of payment.charge at CONCURRENCY 64 (repeated --rounds times); payment.charge at 1 and 16, cart.add at 1, 16
+and 64; two worker processes; end to end through pkg/client at the peak rate and at half of it, without and with 20% duplicates.
+For the soak (make soak): bench soak --help.`
+}
+
+func (c *runCmd) Validate() error {
+	switch {
+	case c.Count < 0 || c.Count == 1 || c.Count > 1_000_000:
+		return fmt.Errorf("--count must be between 2 and 1000000, got %d", c.Count)
+	case c.Rounds < 0:
+		return fmt.Errorf("--rounds must be at least 1, got %d", c.Rounds)
+	}
+	return c.validate()
+}
+
+func (c *runCmd) Run(ctx context.Context, out *streams) error {
+	cfg := &bench.Config{Count: c.Count, Rounds: c.Rounds, ClientInFlight: c.ClientInFlight,
+		Durable: c.Durable, WorkerBin: c.Worker, Progress: out.stderr}
+	if c.Short {
+		if cfg.Count == 0 {
+			cfg.Count = bench.ShortCount
+		}
+		if cfg.Rounds == 0 {
+			cfg.Rounds = bench.ShortRounds
+		}
+	}
+	rep, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if err := c.writeJSON(rep.WriteJSON); err != nil {
+		return err
+	}
+	rep.WriteTable(out.stdout)
+	return nil
+}
+
+type soakCmd struct {
+	Duration  time.Duration `name:"duration" env:"SOAK_DURATION" default:"5m" help:"How long the steady load runs."`
+	Interval  time.Duration `name:"interval" env:"SOAK_INTERVAL" default:"10s" help:"Time between samples of the worker."`
+	PeakCount int           `name:"peak-count" env:"SOAK_PEAK_COUNT" default:"5000" help:"Commands of the quick peak measurement; the soak runs at half its rate."`
+	shared    `embed:""`
+}
+
+func (c *soakCmd) Validate() error {
+	switch {
+	case c.Duration < time.Second:
+		return fmt.Errorf("--duration (SOAK_DURATION) must be at least 1s, got %v", c.Duration)
+	case c.Interval < time.Second || c.Interval > c.Duration:
+		return fmt.Errorf("--interval (SOAK_INTERVAL) must be between 1s and --duration (%v), got %v", c.Duration, c.Interval)
+	case c.PeakCount < 100:
+		return fmt.Errorf("--peak-count must be at least 100, got %d", c.PeakCount)
+	}
+	return c.validate()
+}
+
+func (c *soakCmd) Run(ctx context.Context, out *streams) error {
+	rep, err := bench.Soak(ctx, &bench.SoakConfig{Duration: c.Duration, Interval: c.Interval, PeakCount: c.PeakCount,
+		ClientInFlight: c.ClientInFlight, Durable: c.Durable, WorkerBin: c.Worker, Progress: out.stderr})
+	if err != nil {
+		return err
+	}
+	if err := c.writeJSON(rep.WriteJSON); err != nil {
+		return err
+	}
+	rep.WriteTable(out.stdout)
+	return nil
+}
+
+// streams are where a command writes: the table to stdout, progress to
+// stderr. A struct, because kong binds Run's parameters by type and two
+// io.Writers would be one.
+type streams struct{ stdout, stderr io.Writer }
+
+// exitRequest carries kong's exit (after --help) through a panic, so that
+// run returns instead of the process exiting inside the parser.
+type exitRequest int
+
+// run parses args (without the program name) and runs the command; the
+// table goes to stdout, progress and errors to stderr.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
+	var c cli
+	parser, err := kong.New(&c,
+		kong.Name("bench"),
+		kong.Description("Measures idempay against the bare JetStream ceiling on this machine, in one run, on servers it starts "+
+			"itself (nats-server built from go.mod's version, redis-server from PATH) and the real worker binary. "+
+			"The table goes to stdout, its last line throughput_ratio=<payment.charge at 64 in flight / ceiling>, the median over the rounds; "+
+			"progress goes to stderr. Go-style -flag spellings (-short, -count=1000) work too. Nothing is judged: only measured."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(exitRequest(code)) }),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: false}),
+		kong.BindTo(ctx, (*context.Context)(nil)),
+		kong.Bind(&streams{stdout: stdout, stderr: stderr}),
+	)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			code, ok := r.(exitRequest)
+			if !ok {
+				panic(r)
+			}
+			if code != 0 {
+				err = errUsage
+			}
+		}
+	}()
+	kctx, err := parser.Parse(helpOfRun(goFlags(args)))
+	if err != nil {
+		return usageError{err}
+	}
+	return kctx.Run()
+}
+
+// goFlags rewrites Go-style long flags with one dash (-short, -count=5)
+// to kong's two, up to a "--". Single letters (-h) are left alone.
+func goFlags(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		name, _, _ := strings.Cut(a, "=")
+		if strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && len(name) > 2 {
+			a = "-" + a
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// helpOfRun makes a bare `bench --help` show the flags of run, the
+// default command, which the root's help would only list as "run [flags]".
+func helpOfRun(args []string) []string {
+	help := false
+	for _, a := range args {
+		switch a {
+		case "run", "soak":
+			return args
+		case "-h", "--help":
+			help = true
+		}
+	}
+	if help {
+		return append([]string{"run"}, args...)
+	}
+	return args
+}
+
+var errUsage = errors.New("usage error")
+
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// exitCode maps run's error to the exit status: 0 ok, 2 usage error, 1
+// anything else; errors are printed.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	if ue, ok := errors.AsType[usageError](err); ok {
+		fmt.Fprintf(stderr, "bench: error: %v (see bench --help)\n", ue.err)
+		return 2
+	}
+	fmt.Fprintf(stderr, "bench: error: %v\n", err)
+	return 1
+}

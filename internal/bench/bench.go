@@ -1,0 +1,217 @@
+package bench
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// Defaults of Config.
+const (
+	CountDefault          = 30_000
+	RoundsDefault         = 3
+	ClientInFlightDefault = 128
+	// HeadlineInFlight is the in-flight limit of the headline pair: the
+	// bare consumer's slots and the worker's CONCURRENCY.
+	HeadlineInFlight = 64
+
+	// ShortCount and ShortRounds size the CI variant (-short).
+	ShortCount  = 1000
+	ShortRounds = 1
+)
+
+// Config configures a Run.
+type Config struct {
+	// Count is the commands of every scenario: the preload of a drain, the
+	// keys of an end-to-end run. Defaults to 30000.
+	Count int
+	// Rounds is how often the headline pair (ceiling, then payment.charge
+	// at HeadlineInFlight) is repeated. Defaults to 3.
+	Rounds int
+	// ClientInFlight is the end-to-end client's commands in flight
+	// (load.Config.Concurrency): twice the worker's, so the worker always
+	// has work queued while answers travel back. Defaults to 128.
+	ClientInFlight int
+	// Durable runs the servers with the README's production settings
+	// (JetStream sync_interval always, Redis AOF appendfsync always)
+	// instead of their defaults.
+	Durable bool
+	// WorkerBin is a worker binary to measure; empty builds ./cmd/worker
+	// of this module.
+	WorkerBin string
+	// Progress receives a line per scenario; nil discards them.
+	Progress io.Writer
+}
+
+// WithDefaults returns a copy of c with every unset field set.
+func (c *Config) WithDefaults() *Config {
+	out := *c
+	out.Count = cmp.Or(out.Count, CountDefault)
+	out.Rounds = cmp.Or(out.Rounds, RoundsDefault)
+	out.ClientInFlight = cmp.Or(out.ClientInFlight, ClientInFlightDefault)
+	if out.Progress == nil {
+		out.Progress = io.Discard
+	}
+	return &out
+}
+
+// Validate reports the first invalid setting.
+func (c *Config) Validate() error {
+	switch {
+	case c.Count < 2:
+		return fmt.Errorf("bench: count must be at least 2, got %d", c.Count)
+	case c.Count > 1_000_000:
+		return fmt.Errorf("bench: count must be at most 1000000, got %d", c.Count)
+	case c.Rounds < 1:
+		return fmt.Errorf("bench: rounds must be at least 1, got %d", c.Rounds)
+	case c.ClientInFlight < 1:
+		return fmt.Errorf("bench: client in-flight must be at least 1, got %d", c.ClientInFlight)
+	}
+	return nil
+}
+
+// bencher is one Run's state.
+type bencher struct {
+	cfg       *Config
+	s         *servers
+	workerBin string
+	seq       int
+	// step and steps number the progress lines.
+	step, steps int
+	started     time.Time
+}
+
+func (b *bencher) nextNamespace() *namespace {
+	b.seq++
+	return newNamespace(b.seq)
+}
+
+// Run starts the servers, runs every scenario once (the headline pair
+// Rounds times) and returns what it measured. It fails when a scenario
+// cannot complete; it never judges a speed.
+func Run(ctx context.Context, cfg *Config) (*Report, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	b := &bencher{cfg: cfg, started: time.Now()}
+	b.progressf("starting nats-server and redis-server; building the worker")
+	var err error
+	if b.s, err = startServers(cfg.Durable); err != nil { //nolint:contextcheck // testenv bounds each start by its own readiness wait; started before any work
+		return nil, err
+	}
+	defer b.s.close()
+	if b.workerBin, err = b.worker(ctx); err != nil {
+		return nil, err
+	}
+
+	rep := &Report{Rounds: cfg.Rounds, HeadlineInFlight: HeadlineInFlight}
+	rep.Setup = append(rep.Setup, b.s.describe...)
+	rep.Setup = append(rep.Setup,
+		fmt.Sprintf("Worker: %s, one process per worker, CONCURRENCY as shown, the servers' and worker's defaults otherwise", b.workerBin),
+		fmt.Sprintf("Load: %d commands per scenario; headline pair repeated %d times; end to end through pkg/client with %d in flight, in this process; %s",
+			cfg.Count, cfg.Rounds, cfg.ClientInFlight, machine()))
+
+	type drainCase struct {
+		kind              string
+		inFlight, workers int
+	}
+	drains := []drainCase{
+		{kindCharge, 1, 1}, {kindCharge, 16, 1},
+		{kindCart, 1, 1}, {kindCart, 16, 1}, {kindCart, HeadlineInFlight, 1},
+		{kindCharge, HeadlineInFlight, 2},
+	}
+	b.steps = 2*cfg.Rounds + len(drains) + 4
+
+	var ceilings, ratios []float64
+	for round := 1; round <= cfg.Rounds; round++ {
+		c, err := b.measure(ctx, fmt.Sprintf("round %d: ceiling", round), func() (*Result, error) { return b.ceiling(ctx, round, HeadlineInFlight) })
+		if err != nil {
+			return nil, err
+		}
+		c.Ratio = 1
+		w, err := b.measure(ctx, fmt.Sprintf("round %d: payment.charge @%d", round, HeadlineInFlight), func() (*Result, error) {
+			return b.drain(ctx, kindCharge, HeadlineInFlight, 1, round)
+		})
+		if err != nil {
+			return nil, err
+		}
+		w.Ratio = w.PerSecond / c.PerSecond
+		ceilings, ratios = append(ceilings, c.PerSecond), append(ratios, w.Ratio)
+		c.Name, w.Name = fmt.Sprintf("%s (round %d)", c.Name, round), fmt.Sprintf("%s (round %d)", w.Name, round)
+		rep.Results = append(rep.Results, *c, *w)
+	}
+	rep.Ceiling, rep.Ratio = spreadOf(ceilings), spreadOf(ratios)
+
+	var others []*Result
+	for _, d := range drains {
+		r, err := b.measure(ctx, fmt.Sprintf("%s @%d, %d worker(s)", d.kind, d.inFlight, d.workers), func() (*Result, error) {
+			return b.drain(ctx, d.kind, d.inFlight, d.workers, 0)
+		})
+		if err != nil {
+			return nil, err
+		}
+		others = append(others, r)
+	}
+	for _, dup := range []bool{false, true} {
+		label := "e2e"
+		if dup {
+			label = "e2e 20% dup"
+		}
+		peak, err := b.measure(ctx, label+" at peak", func() (*Result, error) {
+			return b.e2e(ctx, e2eRun{name: label + " peak", duplicates: dup})
+		})
+		if err != nil {
+			return nil, err
+		}
+		half, err := b.measure(ctx, label+" at half the peak", func() (*Result, error) {
+			return b.e2e(ctx, e2eRun{name: label + " half", rate: peak.PerSecond / 2, duplicates: dup})
+		})
+		if err != nil {
+			return nil, err
+		}
+		others = append(others, peak, half)
+	}
+	for _, r := range others {
+		r.Ratio = r.PerSecond / rep.Ceiling.Median
+		rep.Results = append(rep.Results, *r)
+	}
+	rep.Seconds = time.Since(b.started).Seconds()
+	return rep, nil
+}
+
+// measure runs one scenario and prints its progress line.
+func (b *bencher) measure(ctx context.Context, what string, f func() (*Result, error)) (*Result, error) {
+	b.step++
+	start := time.Now()
+	r, err := f()
+	if err != nil {
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+			err = fmt.Errorf("interrupted during %s", what)
+		}
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	b.progressf("[%2d/%d] %-40s %6d commands in %6.2fs: %7.0f/s (scenario %.1fs)",
+		b.step, b.steps, what, r.Commands, r.Seconds, r.PerSecond, time.Since(start).Seconds())
+	return r, nil
+}
+
+func (b *bencher) progressf(format string, args ...any) {
+	fmt.Fprintf(b.cfg.Progress, "bench: "+format+"\n", args...)
+}
+
+// worker returns the worker binary: Config.WorkerBin, or a fresh build of
+// ./cmd/worker in the servers' temporary directory.
+func (b *bencher) worker(ctx context.Context) (string, error) {
+	if b.cfg.WorkerBin != "" {
+		if _, err := os.Stat(b.cfg.WorkerBin); err != nil {
+			return "", fmt.Errorf("bench: worker binary: %w", err)
+		}
+		return b.cfg.WorkerBin, nil
+	}
+	return buildWorker(ctx, b.s.dir)
+}

@@ -1,0 +1,103 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// stallTimeout ends a scenario in which no new key was answered for this
+// long: a stuck worker fails the run instead of hanging it.
+const stallTimeout = 30 * time.Second
+
+// setupWorker starts a worker on ns and stops it again: the worker, not
+// the harness, creates the streams and the consumer, so the harness never
+// needs to know their configuration.
+func (b *bencher) setupWorker(ctx context.Context, ns *namespace, ws workerSettings) error {
+	w, err := startWorker(ctx, b.workerBin, ns.workerEnv(b.s, ws))
+	if err != nil {
+		return err
+	}
+	return w.stop()
+}
+
+// drain measures workers worker processes at inFlight each draining a
+// preload of Count commands of kind.
+func (b *bencher) drain(ctx context.Context, kind string, inFlight, workers, round int) (*Result, error) {
+	ns := b.nextNamespace()
+	defer b.s.reset(ctx, ns)
+	ws := workerSettings{Concurrency: inFlight}
+	if err := b.setupWorker(ctx, ns, ws); err != nil {
+		return nil, err
+	}
+	if err := preload(ctx, b.s.js, ns.commandRoot()+"."+kind, kind, b.cfg.Count); err != nil {
+		return nil, err
+	}
+	if err := expectMessages(ctx, b.s.js, ns.commandStream(), b.cfg.Count); err != nil {
+		return nil, err
+	}
+
+	name := fmt.Sprintf("%s @%d", kind, inFlight)
+	if workers > 1 {
+		name = fmt.Sprintf("%s @%d x%d workers", kind, inFlight, workers)
+	}
+	r := &Result{Name: name, Kind: "drain", Command: kind, InFlight: inFlight, Workers: workers, Round: round}
+	watch, err := watchAnswers(b.s.nc, ns.resultRoot(), b.cfg.Count)
+	if err != nil {
+		return nil, err
+	}
+	defer watch.stop()
+	m := b.s.begin(ctx)
+	procs, err := b.startWorkers(ctx, ns, ws, workers, m)
+	if err != nil {
+		return nil, err
+	}
+	if err := watch.wait(ctx, stallTimeout); err != nil {
+		killAll(procs)
+		return nil, fmt.Errorf("%s: %w; first worker's output:\n%s", name, err, procs[0].tail)
+	}
+	n, span := watch.span()
+	r.Commands, r.Seconds, r.PerSecond = n, span.Seconds(), rate(n, span)
+	m.end(ctx, r, procs, false)
+	return r, stopAll(procs)
+}
+
+// startWorkers starts count workers on ns, sampling each as it becomes
+// ready.
+func (b *bencher) startWorkers(ctx context.Context, ns *namespace, ws workerSettings, count int, m *meter) ([]*workerProc, error) {
+	procs := make([]*workerProc, 0, count)
+	for range count {
+		w, err := startWorker(ctx, b.workerBin, ns.workerEnv(b.s, ws))
+		if err != nil {
+			killAll(procs)
+			return nil, err
+		}
+		m.addWorker(w)
+		procs = append(procs, w)
+	}
+	return procs, nil
+}
+
+func stopAll(procs []*workerProc) error {
+	var first error
+	for _, w := range procs {
+		if err := w.stop(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func killAll(procs []*workerProc) {
+	for _, w := range procs {
+		w.kill()
+	}
+}
+
+// rate is n events over d, 0 for an empty span.
+func rate(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}

@@ -1,0 +1,154 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/idempay/idempay/internal/testenv"
+)
+
+// servers are the nats-server and redis-server of one run, and the
+// harness's own connections to them.
+type servers struct {
+	natsURL, redisURL string
+	natsPid, redisPid int // 0 when the process cannot be observed
+	// describe says which servers run and how, for the output.
+	describe []string
+
+	nats  *testenv.NATSServer
+	redis *testenv.RedisServer
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	rdb   *redis.Client
+	dir   string
+}
+
+// startServers starts a nats-server child (built from the version go.mod
+// pins) with file storage, falling back to an in-process server when the
+// binary cannot be built, and a redis-server child. durable turns on the
+// settings the README prescribes for production: JetStream fsync before
+// every ack, Redis AOF with appendfsync always.
+func startServers(durable bool) (_ *servers, err error) {
+	s := &servers{}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if s.dir, err = os.MkdirTemp("", "idempay-bench-*"); err != nil {
+		return nil, err
+	}
+
+	bin, buildErr := testenv.NATSServerBinary()
+	if buildErr == nil {
+		var args []string
+		sync := "default sync_interval (2m)"
+		if durable {
+			conf := filepath.Join(s.dir, "nats.conf")
+			if err := os.WriteFile(conf, []byte("jetstream { sync_interval: always }\n"), 0o600); err != nil {
+				return nil, err
+			}
+			args, sync = []string{"-c", conf}, "sync_interval always"
+		}
+		if s.nats, err = testenv.StartNATSBinaryWith(bin, args...); err != nil {
+			return nil, err
+		}
+		s.natsPid = s.nats.Pid()
+		s.describe = append(s.describe, fmt.Sprintf("NATS:  %s (child process, pid %d, file storage, %s)", natsVersion(bin), s.natsPid, sync))
+	} else {
+		if s.nats, err = testenv.StartNATS(); err != nil {
+			return nil, fmt.Errorf("bench: no nats-server binary (%w), and the in-process server failed too: %w", buildErr, err)
+		}
+		s.describe = append(s.describe,
+			"NATS:  IN-PROCESS server (file storage, sync always): building the nats-server binary failed, so the broker shares this process and its CPU is not measured",
+			"       build error: "+firstLine(buildErr.Error()))
+	}
+	s.natsURL = s.nats.URL
+
+	redisArgs := []string{"--save", "", "--appendonly", "no"}
+	persist := "no persistence"
+	if durable {
+		redisArgs = []string{"--save", "", "--appendonly", "yes", "--appendfsync", "always"}
+		persist = "AOF, appendfsync always"
+	}
+	if s.redis, err = testenv.StartRedisWith(redisArgs...); err != nil {
+		return nil, err
+	}
+	s.redisURL, s.redisPid = s.redis.URL, s.redis.Pid()
+	s.describe = append(s.describe, fmt.Sprintf("Redis: %s (child process, pid %d, %s)", redisVersion(), s.redisPid, persist))
+	if durable {
+		s.describe = append(s.describe, "       (fsync work done by kernel threads for these servers counts under others cpu%)")
+	}
+
+	if s.nc, err = nats.Connect(s.natsURL, nats.Name("idempay-bench"), nats.Timeout(5*time.Second)); err != nil {
+		return nil, err
+	}
+	// The harness's own async publishes are chunked (see preload) far below
+	// this limit; it is set explicitly so the two stay visibly related.
+	if s.js, err = jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(4*preloadChunk)); err != nil {
+		return nil, err
+	}
+	if s.rdb, err = testenv.ConnectRedis(s.redisURL); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *servers) close() {
+	if s.nc != nil {
+		s.nc.Close()
+	}
+	if s.rdb != nil {
+		_ = s.rdb.Close()
+	}
+	s.nats.Shutdown()
+	s.redis.Shutdown()
+	if s.dir != "" {
+		_ = os.RemoveAll(s.dir)
+	}
+}
+
+// reset removes what a scenario left behind: its streams (and with them
+// their consumers) and every Redis key. The Redis server is the run's own.
+func (s *servers) reset(ctx context.Context, ns *namespace) {
+	for _, name := range ns.streams() {
+		_ = s.js.DeleteStream(ctx, name)
+	}
+	_ = s.rdb.FlushAll(ctx).Err()
+}
+
+func natsVersion(bin string) string {
+	out, err := exec.CommandContext(context.Background(), bin, "--version").Output()
+	if err != nil {
+		return "nats-server (version unknown)"
+	}
+	return strings.TrimSpace(string(out)) // "nats-server: v2.15.2"
+}
+
+func redisVersion() string {
+	out, err := exec.CommandContext(context.Background(), "redis-server", "--version").Output()
+	if err != nil {
+		return "redis-server"
+	}
+	// "Redis server v=7.0.15 sha=..."
+	for w := range strings.FieldsSeq(string(out)) {
+		if v, ok := strings.CutPrefix(w, "v="); ok {
+			return "redis-server " + v
+		}
+	}
+	return "redis-server"
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}
