@@ -92,9 +92,11 @@ func (b *bencher) sendLoad(ctx context.Context, ns *namespace, count int, perSec
 	}
 	defer nc.Close()
 	c, err := client.New(nc, &client.Config{
-		Subjects:     messages.Subjects{Command: ns.commandRoot(), Result: ns.resultRoot(), Rejected: ns.rejectedRoot(), DeadLetter: ns.deadRoot()},
-		ResultStream: ns.resultStream(),
-		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		Topology: messages.Topology{
+			Subjects:     messages.Subjects{Command: ns.commandRoot(), Result: ns.resultRoot(), Rejected: ns.rejectedRoot(), DeadLetter: ns.deadRoot()},
+			ResultStream: ns.resultStream(),
+		},
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
 	})
 	if err != nil {
 		return nil, err
