@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -42,6 +43,18 @@ func ValidKey(key string) bool {
 // field, a wrongly typed value, a number with a fraction or exponent, a rule
 // of dst's Validate).
 func Decode(body []byte, dst Command) error {
+	// The fast path decodes a well-formed body in one pass; anything it does
+	// not accept gets the slow path, which names what is wrong.
+	if len(body) <= MaxBodySize && utf8.Valid(body) && knownKeysOnly(body, fieldSet(dst)) &&
+		json.Unmarshal(body, dst) == nil {
+		return dst.Validate()
+	}
+	return decodeSlow(body, dst)
+}
+
+// decodeSlow is Decode's careful path: every check in turn, each with its
+// own message.
+func decodeSlow(body []byte, dst Command) error {
 	if len(body) > MaxBodySize {
 		return &RejectError{Code: CodePayloadTooLarge,
 			Message: fmt.Sprintf("body is %d bytes; at most %d are accepted", len(body), MaxBodySize)}
@@ -60,7 +73,7 @@ func Decode(body []byte, dst Command) error {
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return invalidPayload("body is not valid JSON: " + jsonReason(err))
 	}
-	allowed := jsonFields(dst)
+	allowed := fieldSet(dst)
 	// Sorted, so that a body with several unknown fields always gets the
 	// same message (map order would pick one at random).
 	for _, name := range slices.Sorted(maps.Keys(fields)) {
@@ -102,11 +115,17 @@ func jsonReason(err error) string {
 	return strings.TrimPrefix(err.Error(), "json: ")
 }
 
-// jsonFields returns the JSON names of the struct behind c.
-func jsonFields(c Command) map[string]struct{} {
+var fieldSets sync.Map // reflect.Type -> map[string]struct{}
+
+// fieldSet returns the JSON names of the struct behind c, computed once per
+// type.
+func fieldSet(c Command) map[string]struct{} {
 	t := reflect.TypeOf(c)
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if names, ok := fieldSets.Load(t); ok {
+		return names.(map[string]struct{}) //nolint:forcetypeassert // only this function stores
 	}
 	names := make(map[string]struct{}, t.NumField())
 	for f := range t.Fields() {
@@ -115,5 +134,110 @@ func jsonFields(c Command) map[string]struct{} {
 			names[name] = struct{}{}
 		}
 	}
+	fieldSets.Store(t, names)
 	return names
+}
+
+// knownKeysOnly reports whether body is one JSON object, with nothing but
+// white space after it, whose top-level member names are all in allowed and
+// written without escapes. It allocates nothing; it does not check the
+// values (json.Unmarshal does). False sends the body to the slow path.
+func knownKeysOnly(body []byte, allowed map[string]struct{}) bool {
+	i := skipSpace(body, 0)
+	if i >= len(body) || body[i] != '{' {
+		return false
+	}
+	i = skipSpace(body, i+1)
+	if i < len(body) && body[i] == '}' {
+		return skipSpace(body, i+1) == len(body)
+	}
+	for {
+		// A member name, without escapes.
+		if i >= len(body) || body[i] != '"' {
+			return false
+		}
+		start := i + 1
+		end := start
+		for end < len(body) && body[end] != '"' {
+			if body[end] == '\\' {
+				return false
+			}
+			end++
+		}
+		if end >= len(body) {
+			return false
+		}
+		if _, ok := allowed[string(body[start:end])]; !ok { // no allocation: the compiler looks the bytes up
+			return false
+		}
+		i = skipSpace(body, end+1)
+		if i >= len(body) || body[i] != ':' {
+			return false
+		}
+		if i = skipValue(body, skipSpace(body, i+1)); i < 0 {
+			return false
+		}
+		i = skipSpace(body, i)
+		switch {
+		case i >= len(body):
+			return false
+		case body[i] == ',':
+			i = skipSpace(body, i+1)
+		case body[i] == '}':
+			return skipSpace(body, i+1) == len(body)
+		default:
+			return false
+		}
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the index just past the JSON value at b[i:], or -1.
+// It balances brackets and skips strings; the value's own validity is
+// json.Unmarshal's to check.
+func skipValue(b []byte, i int) int {
+	depth := 0
+	for i < len(b) {
+		switch c := b[i]; {
+		case c == '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++ // the escaped character
+				}
+			}
+			if i >= len(b) {
+				return -1
+			}
+			i++ // the closing quote
+			if depth == 0 {
+				return i
+			}
+		case c == '{' || c == '[':
+			depth++
+			i++
+		case c == '}' || c == ']':
+			if depth == 0 {
+				return i // the enclosing object ends here
+			}
+			depth--
+			i++
+			if depth == 0 {
+				return i
+			}
+		case depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r'):
+			return i // the end of a number or literal
+		default:
+			i++
+		}
+	}
+	if depth != 0 {
+		return -1
+	}
+	return i
 }
