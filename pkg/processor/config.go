@@ -76,6 +76,9 @@ type Config struct {
 	// Logger receives the processor's logs. Defaults to a Warn-level text
 	// logger on stderr.
 	Logger *slog.Logger
+	// Metrics, if set, receives the engine's Prometheus metrics (see
+	// NewMetrics). Defaults to none.
+	Metrics *Metrics
 
 	// Failpoint, if set, is called at each named step of a delivery; when it
 	// returns true the delivery is abandoned on the spot - no nak, no

@@ -39,13 +39,13 @@ func TestDecide(t *testing.T) {
 		"LockedStoredOutcome": {facts{fp: fp, locked: true, peeked: completed}, verdict{kind: vAnswer, answer: completed, replayed: true}},
 		"LockedOtherPayload":  {facts{fp: "fp-b", locked: true, peeked: completed}, verdict{kind: vReject, reject: reused}},
 		"LockedInProgress": {facts{fp: fp, locked: true, peeked: inProgress(3, true), deliveries: 1},
-			verdict{kind: vRetry, delay: 250 * time.Millisecond, reason: "key locked by another worker", busy: true}},
+			verdict{kind: vRetry, delay: 250 * time.Millisecond, reason: "key locked by another worker", busy: true, why: "lock_busy"}},
 		"LockedForever": {facts{fp: fp, locked: true, deliveries: 500},
-			verdict{kind: vRetry, delay: 30 * time.Second, reason: "key locked by another worker", busy: true}},
+			verdict{kind: vRetry, delay: 30 * time.Second, reason: "key locked by another worker", busy: true, why: "lock_busy"}},
 		"LockedPeekFailed": {facts{fp: fp, locked: true, peekErr: errors.New("redis down"), deliveries: 2},
-			verdict{kind: vRetry, delay: 500 * time.Millisecond, reason: "key locked by another worker", busy: true}},
+			verdict{kind: vRetry, delay: 500 * time.Millisecond, reason: "key locked by another worker", busy: true, why: "lock_busy"}},
 		"StoreDown": {facts{storeErr: errors.New("redis down"), deliveries: 50},
-			verdict{kind: vRetry, delay: 30 * time.Second, reason: "redis down"}},
+			verdict{kind: vRetry, delay: 30 * time.Second, reason: "redis down", why: "store"}},
 
 		"Replay":    {facts{begun: dedupe.Begun{Status: dedupe.BeginCompleted, Record: completed}}, verdict{kind: vAnswer, answer: completed, replayed: true}},
 		"Committed": {facts{begun: dedupe.Begun{Status: dedupe.BeginCommitted, Record: completed}, stored: completed}, verdict{kind: vAnswer, answer: completed}},
@@ -66,13 +66,13 @@ func TestDecide(t *testing.T) {
 		// The effect happened and its record may or may not be stored: come
 		// back, on the last try too; never a dead letter.
 		"CommitFailedOnTheLastTry": {facts{begun: ran(3, false), ran: true, commitErr: errors.New("i/o timeout"), deliveries: 1},
-			verdict{kind: vRetry, delay: time.Second, settle: settleUnknown, reason: "commit: i/o timeout"}},
+			verdict{kind: vRetry, delay: time.Second, settle: settleUnknown, reason: "commit: i/o timeout", why: "store"}},
 		"TransientNotLast": {facts{begun: ran(2, false), ran: true, opErr: errTransient, certain: true},
-			verdict{kind: vRetry, delay: 2 * time.Second, settle: settleCertain, reason: errTransient.Error()}},
+			verdict{kind: vRetry, delay: 2 * time.Second, settle: settleCertain, reason: errTransient.Error(), why: "retry"}},
 		"AmbiguousNotLast": {facts{begun: ran(1, false), ran: true, opErr: errAmbiguous},
-			verdict{kind: vRetry, delay: time.Second, settle: settleUnknown, reason: errAmbiguous.Error()}},
+			verdict{kind: vRetry, delay: time.Second, settle: settleUnknown, reason: errAmbiguous.Error(), why: "retry"}},
 		"RateLimitedWaitsWhatItAsked": {facts{begun: ran(1, false), ran: true, opErr: errTransient, certain: true, retryAfter: 45 * time.Second},
-			verdict{kind: vRetry, delay: 45 * time.Second, settle: settleCertain, reason: errTransient.Error()}},
+			verdict{kind: vRetry, delay: 45 * time.Second, settle: settleCertain, reason: errTransient.Error(), why: "retry"}},
 		"TransientLastTry": {facts{begun: ran(3, false), ran: true, opErr: errTransient, certain: true},
 			verdict{kind: vDeadLetter, effect: dedupe.EffectNone, reason: errTransient.Error()}},
 		"TransientLastTryAfterAnUnknownOne": {facts{begun: ran(3, true), ran: true, opErr: errTransient, certain: true, resolveErr: errors.New("x")},
@@ -84,7 +84,7 @@ func TestDecide(t *testing.T) {
 		"AmbiguousLastTryUnresolved": {facts{begun: ran(3, false), ran: true, opErr: errAmbiguous, resolveErr: errors.New("x")},
 			verdict{kind: vDeadLetter, effect: dedupe.EffectUnknown, reason: errAmbiguous.Error()}},
 		"StoppingOnTheLastTry": {facts{begun: ran(3, false), ran: true, opErr: errTransient, certain: true, stopping: true},
-			verdict{kind: vRetry, settle: settleCertain, reason: "stopping: " + errTransient.Error()}},
+			verdict{kind: vRetry, settle: settleCertain, reason: "stopping: " + errTransient.Error(), why: "stopping"}},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -62,6 +62,10 @@ func (p *Processor) deliver(msg jetstream.Msg) {
 	ctx := p.workCtx
 	d := &delivery{msg: msg, deliveries: 1}
 	p.counters.deliveries.Add(1)
+	m := p.cfg.Metrics
+	start := time.Now()
+	m.flight(1)
+	defer m.flight(-1)
 	if h := msg.Headers(); h != nil {
 		d.key = h.Get(messages.HeaderMsgID)
 		d.replyTo = h.Get(messages.HeaderReplyTo)
@@ -84,6 +88,7 @@ func (p *Processor) deliver(msg jetstream.Msg) {
 	if p.stopping.Load() {
 		// Pulled before Stop, not started: another worker takes it now.
 		p.counters.redelivered.Add(1)
+		m.redelivered("stopping")
 		_ = msg.Nak()
 		return
 	}
@@ -93,6 +98,16 @@ func (p *Processor) deliver(msg jetstream.Msg) {
 	}
 	f := p.examine(ctx, d)
 	p.report(ctx, d, decide(f, p.cfg))
+	m.observe(p.kindLabel(d.kind), start)
+}
+
+// kindLabel is the command's kind as a metric label: a kind no operation
+// is registered for (any subject a client makes up) is "unknown".
+func (p *Processor) kindLabel(kind string) string {
+	if _, ok := p.mux.route(kind); ok {
+		return kind
+	}
+	return "unknown"
 }
 
 // facts is what one delivery learned, in pipeline order; examine stops
@@ -254,6 +269,7 @@ func (p *Processor) attempt(ctx context.Context, d *delivery, try int) (Outcome,
 	o, err := p.execute(opCtx, d, try)
 	if err != nil && errors.Is(context.Cause(opCtx), dedupe.ErrLockLost) {
 		p.counters.lockLost.Add(1)
+		p.cfg.Metrics.inc(p.cfg.Metrics.lockLostCounter())
 		// The operation may have been cut off half-way: not certain.
 		err = fmt.Errorf("%w (operation cancelled): %w", dedupe.ErrLockLost, err)
 	}
@@ -322,6 +338,8 @@ func (p *Processor) commit(ctx context.Context, d *delivery, o Outcome) (*dedupe
 	}, b)
 	if errors.Is(err, dedupe.ErrLockLost) {
 		p.counters.lockLost.Add(1)
+		p.cfg.Metrics.inc(p.cfg.Metrics.lockLostCounter())
+		p.cfg.Metrics.inc(p.cfg.Metrics.commitRefusedCounter())
 	}
 	return rec, err
 }
@@ -396,6 +414,7 @@ type verdict struct {
 	reject   *messages.RejectError // vReject
 	delay    time.Duration         // vRetry: NakWithDelay (0: Nak now)
 	settle   settleKind            // vRetry: what the held lock's release records
+	why      string                // vRetry: the metric's reason (lock_busy, retry, store, stopping)
 	effect   string                // vDeadLetter, vCondemned: dedupe.EffectNone or EffectUnknown
 	reason   string                // vDeadLetter, vRetry: why
 	busy     bool                  // vRetry: the key is locked by another worker
@@ -448,11 +467,11 @@ func decide(f *facts, cfg *Config) verdict {
 			return verdict{kind: vAnswer, answer: f.peeked, replayed: true}
 		default:
 			return verdict{kind: vRetry, delay: backoffDelay(cfg.LockedDelay, cfg.MaxNakDelay, f.deliveries),
-				reason: "key locked by another worker", busy: true}
+				reason: "key locked by another worker", busy: true, why: "lock_busy"}
 		}
 	case f.storeErr != nil:
 		return verdict{kind: vRetry, delay: backoffDelay(cfg.NakDelay, cfg.MaxNakDelay, f.deliveries),
-			reason: f.storeErr.Error()}
+			reason: f.storeErr.Error(), why: "store"}
 	}
 	switch f.begun.Status {
 	case dedupe.BeginCompleted:
@@ -475,18 +494,18 @@ func decide(f *facts, cfg *Config) verdict {
 		// stored, and the effect happened. Never a dead letter: the next
 		// delivery finds the record completed, or runs again with the key.
 		return verdict{kind: vRetry, delay: backoffDelay(cfg.NakDelay, cfg.MaxNakDelay, f.deliveries),
-			settle: settleUnknown, reason: "commit: " + f.commitErr.Error()}
+			settle: settleUnknown, reason: "commit: " + f.commitErr.Error(), why: "store"}
 	}
 	settle := settleUnknown
 	if f.certain {
 		settle = settleCertain
 	}
 	if f.stopping {
-		return verdict{kind: vRetry, settle: settle, reason: "stopping: " + f.opErr.Error()}
+		return verdict{kind: vRetry, settle: settle, reason: "stopping: " + f.opErr.Error(), why: "stopping"}
 	}
 	if !f.lastTry(cfg.MaxDeliver) {
 		delay := max(backoffDelay(cfg.NakDelay, cfg.MaxNakDelay, f.begun.Record.Tries), f.retryAfter)
-		return verdict{kind: vRetry, delay: delay, settle: settle, reason: f.opErr.Error()}
+		return verdict{kind: vRetry, delay: delay, settle: settle, reason: f.opErr.Error(), why: "retry"}
 	}
 	return deadLetterOrAnswer(f, f.certain && !f.begun.Record.Unknown, f.opErr.Error())
 }

@@ -95,3 +95,17 @@ type PanicError struct {
 }
 
 func (e *PanicError) Error() string { return fmt.Sprintf("operation panicked: %v", e.Value) }
+
+// Reasons a processor is not ready.
+var (
+	errNotStarted = errors.New("processor: not started")
+	errNATSDown   = errors.New("processor: not connected to NATS")
+)
+
+type readyError struct {
+	what string
+	err  error
+}
+
+func (e *readyError) Error() string { return "processor: " + e.what + " unreachable: " + e.err.Error() }
+func (e *readyError) Unwrap() error { return e.err }

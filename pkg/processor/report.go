@@ -50,10 +50,12 @@ func (p *Processor) answer(ctx context.Context, d *delivery, rec *dedupe.Record,
 	if err := p.publishResult(ctx, d, body); err != nil {
 		p.log.warn(ctx, "publish result failed; redelivering", attrKey, d.key, attrError, err)
 		p.counters.redelivered.Add(1)
+		p.cfg.Metrics.redelivered("publish")
 		_ = d.msg.NakWithDelay(backoffDelay(p.cfg.NakDelay, p.cfg.MaxNakDelay, d.deliveries))
 		return
 	}
 	p.reply(ctx, d, body)
+	p.cfg.Metrics.answered(p.kindLabel(d.kind), string(res.Status), res.Code, replayed)
 	switch {
 	case replayed:
 		p.counters.replayed.Add(1)
@@ -112,6 +114,7 @@ func (p *Processor) refuse(ctx context.Context, d *delivery, rej *messages.Rejec
 	}
 	p.reply(ctx, d, body)
 	p.counters.rejected.Add(1)
+	p.cfg.Metrics.answered(p.kindLabel(d.kind), string(messages.StatusRejected), rej.Code, false)
 	p.log.info(ctx, "command rejected", attrKey, d.key, attrKind, d.kind, attrCode, rej.Code, "message", rej.Message)
 	p.ack(ctx, d)
 }
@@ -130,8 +133,10 @@ func (p *Processor) retry(ctx context.Context, d *delivery, v verdict) {
 		}
 	}
 	p.counters.redelivered.Add(1)
+	p.cfg.Metrics.redelivered(v.why)
 	if v.busy {
 		p.counters.lockBusy.Add(1)
+		p.cfg.Metrics.inc(p.cfg.Metrics.lockBusyCounter())
 	}
 	if p.stopping.Load() {
 		_ = d.msg.Nak() // for another worker, now
@@ -171,6 +176,7 @@ func (p *Processor) deadLetter(ctx context.Context, d *delivery, v verdict) {
 		return
 	}
 	p.counters.deadLettered.Add(1)
+	p.cfg.Metrics.deadLettered(p.kindLabel(d.kind), v.effect)
 	if v.effect != dedupe.EffectNone {
 		p.counters.outcomeUnknown.Add(1)
 	}
@@ -224,6 +230,7 @@ func (p *Processor) notifyDeadLetter(ctx context.Context, d *delivery, effect st
 		p.log.warn(ctx, "publish dead-letter notice failed", attrKey, d.key, attrError, err)
 	}
 	p.reply(ctx, d, body)
+	p.cfg.Metrics.answered(p.kindLabel(d.kind), string(messages.StatusRejected), n.Code, false)
 }
 
 func (p *Processor) reply(ctx context.Context, d *delivery, body []byte) {
