@@ -70,7 +70,7 @@ type flags struct {
 	MetricsAddr      string        `name:"metrics-addr" env:"METRICS_ADDR" default:"" help:"Where /metrics (Prometheus), /healthz, /readyz and /debug/pprof/ are served, e.g. 127.0.0.1:9464; empty: not served."`
 	Provider         string        `name:"provider" env:"PROVIDER" default:"sim" enum:"sim" help:"Payment provider: sim (the simulated one, which keeps its ledger in Redis). A real provider is wired in a main of your own; see examples/custom."`
 	SimAmbiguousRate float64       `name:"sim-ambiguous-rate" env:"SIM_AMBIGUOUS_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that take effect and then answer with an ambiguous error (a lost response)."`
-	Concurrency      int           `name:"concurrency" env:"CONCURRENCY" default:"16" help:"Commands this worker keeps in flight."`
+	Concurrency      int           `name:"concurrency" env:"CONCURRENCY" default:"64" help:"Commands this worker keeps in flight: each waits on a few round trips in turn, so it takes tens to keep a CPU busy."`
 	LockTTL          time.Duration `name:"lock-ttl" env:"LOCK_TTL" default:"10s" help:"Expiry of a key's lock; extended every third of it while the operation runs, so it only bounds how long a crashed worker blocks its key."`
 	RedisPipeline    bool          `name:"redis-pipeline" env:"REDIS_PIPELINE" default:"true" negatable:"" help:"Send the Redis calls of the commands in flight together, as pipelines (one round trip for many calls under load); --no-redis-pipeline sends each alone."`
 	KeyPrefix        string        `name:"redis-key-prefix" env:"REDIS_KEY_PREFIX" default:"" help:"Prefix put before every Redis key (idem:rec:, idem:lock:, cart:, sim:)."`

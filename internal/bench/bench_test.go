@@ -142,7 +142,7 @@ func TestRun(t *testing.T) {
 	var progress bytes.Buffer
 	rep, err := Run(context.Background(), &Config{Count: 100, Rounds: 1, Progress: &progress})
 	require.NoError(t, err, progress.String())
-	require.Len(t, rep.Results, 12)
+	require.Len(t, rep.Results, 15) // 2 headline rows, 9 drains, 4 end-to-end rows
 	for _, r := range rep.Results {
 		require.Equal(t, 100, r.Commands, r.Name)
 		require.Positive(t, r.PerSecond, r.Name)

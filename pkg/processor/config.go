@@ -17,7 +17,7 @@ const (
 	ResultTTLDefault    = 24 * time.Hour
 	AckWaitDefault      = 30 * time.Second
 	MaxDeliverDefault   = 10
-	ConcurrencyDefault  = 16
+	ConcurrencyDefault  = 64
 	LockTTLDefault      = 10 * time.Second
 	LockedDelayDefault  = 250 * time.Millisecond
 	NakDelayDefault     = time.Second
@@ -47,7 +47,8 @@ type Config struct {
 	MaxDeliver int
 
 	// Concurrency is how many commands this processor keeps in flight.
-	// Defaults to 16.
+	// Each waits on a few round trips in turn, so it takes tens in flight
+	// to keep a CPU busy. Defaults to 64.
 	Concurrency int
 	// LockTTL is the expiry of a key's lock; the watchdog extends it every
 	// third of it (or of AckWait, if shorter) while an operation runs.

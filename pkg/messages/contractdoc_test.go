@@ -1,0 +1,31 @@
+package messages
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestContractDoc keeps docs/contract.md in step with this package: every
+// command kind, answer code and header defined here is documented there.
+func TestContractDoc(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/contract.md")
+	require.NoError(t, err)
+	text := string(doc)
+	for _, name := range []string{
+		KindPaymentCharge, KindCartAdd, KindPaymentRefund,
+		CodeInvalidKey, CodeInvalidPayload, CodeUnknownCommand, CodePayloadTooLarge, CodeKeyReused,
+		CodeDeadLettered, CodeOutcomeUnknown, CodeCardDeclined, CodeChargeNotFound, CodeChargeNotRefundable,
+		CodeRefundExceedsCharge,
+		HeaderMsgID, HeaderReplyTo, HeaderDlqKey, HeaderDlqReason, HeaderDlqDeliveries, HeaderDlqEffect, HeaderDlqStreamSeq,
+		CommandStreamDefault, ResultStreamDefault, DeadLetterStreamDefault, ConsumerDefault,
+	} {
+		require.True(t, strings.Contains(text, "`"+name+"`"), "docs/contract.md does not name %q", name)
+	}
+	for _, field := range []string{"key", "command", "status", "code", "message", "data", "attempts", "replayed", "processed_at", "fingerprint"} {
+		require.Contains(t, text, `"`+field+`"`, "the answer example has no field %q", field)
+	}
+}
