@@ -328,14 +328,18 @@ func (p *Processor) commit(ctx context.Context, d *delivery, o Outcome) (*dedupe
 	if err != nil {
 		return nil, err
 	}
-	b := backoff.WithMaxRetries(backoff.NewExponentialBackOff(backoff.WithInitialInterval(50*time.Millisecond)), 3)
-	rec, err := backoff.RetryWithData(func() (*dedupe.Record, error) {
+	commit := func() (*dedupe.Record, error) {
 		rec, err := p.store.Commit(ctx, d.lease, d.fp, res, o.Effect)
 		if errors.Is(err, dedupe.ErrLockLost) || errors.Is(err, dedupe.ErrFingerprintMismatch) {
 			return nil, backoff.Permanent(err)
 		}
 		return rec, err
-	}, b)
+	}
+	rec, err := commit()
+	if err != nil && !errors.Is(err, dedupe.ErrLockLost) && !errors.Is(err, dedupe.ErrFingerprintMismatch) {
+		b := backoff.WithMaxRetries(backoff.NewExponentialBackOff(backoff.WithInitialInterval(50*time.Millisecond)), 3)
+		rec, err = backoff.RetryWithData(commit, b)
+	}
 	if errors.Is(err, dedupe.ErrLockLost) {
 		p.counters.lockLost.Add(1)
 		p.cfg.Metrics.inc(p.cfg.Metrics.lockLostCounter())

@@ -30,3 +30,5 @@ func (l logger) warn(ctx context.Context, msg string, args ...any) {
 func (l logger) error(ctx context.Context, msg string, args ...any) {
 	l.l.ErrorContext(ctx, msg, args...)
 }
+
+func (l logger) enabled(ctx context.Context, level slog.Level) bool { return l.l.Enabled(ctx, level) }

@@ -54,7 +54,11 @@ func New(nc *nats.Conn, rdb redis.UniversalClient, mux *Mux, cfg *Config) (*Proc
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
+	// Result publishes are asynchronous, so one PubAck subscription serves
+	// every delivery in flight; the library times each out, so no delivery
+	// needs a timer of its own.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(callTimeout),
+		jetstream.WithPublishAsyncMaxPending(max(256, 4*cfg.Concurrency)))
 	if err != nil {
 		return nil, fmt.Errorf("processor: jetstream: %w", err)
 	}

@@ -3,7 +3,7 @@ package processor
 import (
 	"context"
 	"errors"
-	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -68,35 +68,37 @@ func (p *Processor) answer(ctx context.Context, d *delivery, rec *dedupe.Record,
 		return
 	}
 	p.ack(ctx, d)
-	p.log.debug(ctx, "command done", attrKey, d.key, attrKind, d.kind, attrStatus, res.Status,
-		attrCode, res.Code, attrAttempt, d.deliveries, attrReplayed, replayed)
+	if p.log.enabled(ctx, slog.LevelDebug) { // the arguments alone would cost allocations on every command
+		p.log.debug(ctx, "command done", attrKey, d.key, attrKind, d.kind, attrStatus, res.Status,
+			attrCode, res.Code, attrAttempt, d.deliveries, attrReplayed, replayed)
+	}
 }
 
 // publishResult publishes an outcome to result.<key> and waits for the
-// stream's PubAck, retrying a few times. The publish is asynchronous, so
-// the connection's single PubAck subscription serves every delivery in
-// flight.
+// stream's PubAck (or the library's timeout of callTimeout), retrying a few
+// times. The publish is asynchronous, so the connection's single PubAck
+// subscription serves every delivery in flight.
 func (p *Processor) publishResult(ctx context.Context, d *delivery, body []byte) error {
 	subject := p.cfg.Topology.Subjects.ResultFor(d.key)
-	b := backoff.WithMaxRetries(backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond)), 3)
-	return backoff.Retry(func() error {
+	publish := func() error {
 		fut, err := p.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: body})
 		if err != nil {
 			return err
 		}
-		t := time.NewTimer(callTimeout)
-		defer t.Stop()
 		select {
 		case <-fut.Ok():
 			return nil
 		case err := <-fut.Err():
 			return err
-		case <-t.C:
-			return fmt.Errorf("no PubAck from %s within %v", p.cfg.Topology.ResultStream, callTimeout)
 		case <-ctx.Done():
 			return backoff.Permanent(ctx.Err())
 		}
-	}, b)
+	}
+	if err := publish(); err == nil {
+		return nil // the common case, without a backoff to build
+	}
+	b := backoff.WithMaxRetries(backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond)), 3)
+	return backoff.Retry(publish, b)
 }
 
 // refuse answers a rejected message and acks it. A rejection is never

@@ -108,9 +108,8 @@ func (s *Provider) Charge(ctx context.Context, key string, req messages.ChargeRe
 	if strings.HasPrefix(req.AccountID, layout.SimDeclinePrefix) {
 		decline = "1"
 	}
-	fresh, _ := json.Marshal(messages.ChargeData{ //nolint:errchkjson // a struct of strings and ints
-		ChargeID: "ch_" + randomID(), AccountID: req.AccountID, Amount: req.Amount, Currency: req.Currency,
-	})
+	made := messages.ChargeData{ChargeID: "ch_" + randomID(), AccountID: req.AccountID, Amount: req.Amount, Currency: req.Currency}
+	fresh, _ := json.Marshal(made) //nolint:errchkjson // a struct of strings and ints
 	stored, err := chargeScript.Run(ctx, s.rdb, []string{layout.SimCalls(s.cfg.KeyPrefix), layout.SimCharges(s.cfg.KeyPrefix)},
 		key, fresh, decline).Text()
 	switch {
@@ -120,9 +119,11 @@ func (s *Provider) Charge(ctx context.Context, key string, req messages.ChargeRe
 		// The script may have run: the outcome is unknown.
 		return messages.ChargeData{}, processor.AmbiguousError(fmt.Errorf("sim: charge: %w", err))
 	}
-	var c messages.ChargeData
-	if err := json.Unmarshal([]byte(stored), &c); err != nil {
-		return messages.ChargeData{}, processor.AmbiguousError(fmt.Errorf("sim: stored charge: %w", err))
+	c := made
+	if stored != string(fresh) { // charged before, by an earlier call with this key
+		if err := json.Unmarshal([]byte(stored), &c); err != nil {
+			return messages.ChargeData{}, processor.AmbiguousError(fmt.Errorf("sim: stored charge: %w", err))
+		}
 	}
 	if s.roll(s.cfg.AmbiguousRate) {
 		return messages.ChargeData{}, processor.AmbiguousError(errors.New("sim: charged, then the response was lost"))
