@@ -49,7 +49,8 @@ demo: require-redis ## Run the whole system in one process on embedded defaults 
 COMPAT_PKGS := ./pkg/processor ./pkg/client ./internal/load ./cmd/worker ./cmd/producer
 
 .PHONY: test
-test: require-redis ## Run every test with the race detector (starts its own NATS and Redis), the NATS-facing ones again on nats-server 2.9 if installed, and the chaos suite for CHAOS_SHORT
+test: require-redis ## Lint, then run every test with the race detector (starts its own NATS and Redis), the NATS-facing ones again on nats-server 2.9 if installed, and the chaos suite for CHAOS_SHORT
+	@$(MAKE) --no-print-directory lint
 	$(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 ./...
 	@$(MAKE) --no-print-directory test/compat
 	@$(MAKE) --no-print-directory chaos CHAOS_DURATION=$(CHAOS_SHORT)
@@ -90,22 +91,32 @@ chaos: require-redis ## Run the chaos suite (build tag chaos: workers SIGKILLed 
 fuzz: ## Fuzz the wire decoder for FUZZTIME (go test -fuzz FuzzDecode ./pkg/messages)
 	$(GO) test -run '^$$' -fuzz '^$(FUZZ_TARGET)$$' -fuzztime $(FUZZTIME) ./pkg/messages
 
+GOLANGCI_LINT_VERSION := v2.15.0
+
 .PHONY: lint
-lint: ## Lint with golangci-lint (.golangci.yaml) if installed, else go vet
+lint: ## Lint with golangci-lint v2.15.0 (.golangci.yaml; make lint/install installs it) if on PATH, else go vet
 	@if command -v golangci-lint >/dev/null 2>&1; then \
 		echo 'golangci-lint run ./...'; golangci-lint run ./...; \
 	else \
-		echo 'golangci-lint not on PATH (see https://golangci-lint.run); running go vet only'; \
+		echo 'golangci-lint not on PATH (make lint/install, or https://golangci-lint.run); running go vet only'; \
 		echo '$(GO) vet ./...'; $(GO) vet ./...; \
 	fi
+
+.PHONY: lint/install
+lint/install: ## Install golangci-lint v2.15.0 into $(go env GOPATH)/bin from the Go module proxy (a few minutes)
+	$(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
 .PHONY: tidy
 tidy: ## Tidy go.mod and go.sum
 	$(GO) mod tidy
 
+# The version every binary prints with --version: git describe, or "dev".
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/idempay/idempay/internal/cli.Version=$(VERSION)
+
 .PHONY: build
-build: ## Build bin/worker and bin/producer
-	$(GO) build -trimpath -o bin/ ./cmd/worker ./cmd/producer
+build: ## Build bin/worker, bin/producer and bin/demo, with VERSION stamped in (--version prints it)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/worker ./cmd/producer ./cmd/demo
 
 .PHONY: clean
 clean: ## Remove bin/

@@ -213,6 +213,8 @@ func TestWorker_KilledAt(t *testing.T) {
 				wantCalls = 2 // asked again after the kill, with the same key
 			case processor.AfterPublish:
 				wantAnswers = 2 // the original, then the redelivery's replay
+			case processor.AfterDeadLetterCopy:
+				t.Fatal("not a step of a charge that succeeds")
 			}
 			answers = got.wait(t, key, wantAnswers)
 			for _, a := range answers {

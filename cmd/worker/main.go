@@ -111,7 +111,7 @@ func (f *flags) Validate() error {
 	if _, err := retryOverrides(f.Retry); err != nil {
 		return err
 	}
-	return f.failpointFlags.validate()
+	return f.validate()
 }
 
 func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
@@ -200,11 +200,11 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	}
 	if reg != nil {
 		reg.MustRegister(p.ConsumerCollector())
-		srv, err := telemetry.Serve(f.MetricsAddr, reg, p.Ready, log)
+		srv, err := telemetry.Serve(ctx, f.MetricsAddr, reg, p.Ready, log)
 		if err != nil {
 			return fmt.Errorf("--metrics-addr (METRICS_ADDR): %w", err)
 		}
-		defer srv.Close()
+		defer srv.Close(ctx)
 		log.Info("serving /metrics, /healthz, /readyz", "addr", srv.Addr())
 	}
 	if err := p.Start(ctx); err != nil {

@@ -113,7 +113,7 @@ func (h *Hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			h.mu.RUnlock()
 			return next(ctx, cmd)
 		}
-		c := calls.Get().(*call) //nolint:forcetypeassert // the pool holds *call only
+		c := calls.Get().(*call) //nolint:errcheck,forcetypeassert // the pool holds *call only
 		c.cmd = cmd
 		h.queue <- c // the senders run until Close, which waits for this read lock
 		h.mu.RUnlock()

@@ -2,7 +2,6 @@ package autopipe_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -131,5 +130,5 @@ func TestHook_AfterClose(t *testing.T) {
 	before := w.singles.Load()
 	require.NoError(t, rdb.Set(context.Background(), ns+":c", 1, 0).Err())
 	require.Equal(t, before+1, w.singles.Load(), "after Close, a command goes out alone")
-	require.False(t, errors.Is(rdb.Get(context.Background(), ns+":c").Err(), redis.Nil))
+	require.NotErrorIs(t, rdb.Get(context.Background(), ns+":c").Err(), redis.Nil)
 }

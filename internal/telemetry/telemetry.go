@@ -37,7 +37,7 @@ type Server struct {
 // Serve listens on addr and serves /metrics from reg and /readyz from ready
 // (nil error: ready; the error's text is the body of a 503 otherwise). It
 // returns once listening, so a port already taken is an error at start.
-func Serve(addr string, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (*Server, error) {
+func Serve(ctx context.Context, addr string, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogErrors{log}}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -57,7 +57,7 @@ func Serve(addr string, reg *prometheus.Registry, ready func(context.Context) er
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	var lc net.ListenConfig
-	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
@@ -78,9 +78,10 @@ func Serve(addr string, reg *prometheus.Registry, ready func(context.Context) er
 // Addr returns the address the server listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-// Close stops the server, waiting up to 5s for scrapes under way.
-func (s *Server) Close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// Close stops the server, waiting up to 5s for scrapes under way, even
+// when ctx is already done (a worker closes it as it exits).
+func (s *Server) Close(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_ = s.srv.Shutdown(ctx)
 	<-s.done

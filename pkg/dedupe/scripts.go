@@ -152,6 +152,8 @@ return {"committed", data, ARGV[2]}
 // commonLua defines complete(), which applies the optional effect (KEYS[3])
 // and writes the outcome into the record (KEYS[1]), dropping the attempt
 // fields and the lock (KEYS[2]). It returns the stored data.
+//
+//nolint:dupword // Lua: "end end" closes two nested blocks
 const commonLua = `
 local function complete(status, code, message, data, attempts, processed_at, field, by, placeholder, retention)
   if KEYS[3] then

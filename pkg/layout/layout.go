@@ -13,15 +13,20 @@ package layout
 // Cart returns the hash of a cart, SKU -> quantity: cart:{<cart_id>}.
 func Cart(prefix, cartID string) string { return prefix + "cart:{" + cartID + "}" }
 
-// The simulated provider's ledger, one hash each.
-//
-//	sim:charges   idempotency key -> charge JSON (one per key)
-//	sim:calls     idempotency key -> number of Charge calls it received
-//	sim:refunds   refund key -> refund JSON (one per key)
-//	sim:refunded  charge key -> total refunded
-func SimCharges(prefix string) string  { return prefix + "sim:charges" }
-func SimCalls(prefix string) string    { return prefix + "sim:calls" }
-func SimRefunds(prefix string) string  { return prefix + "sim:refunds" }
+// SimCharges is the simulated provider's hash of charges: idempotency key
+// -> charge JSON (one per key).
+func SimCharges(prefix string) string { return prefix + "sim:charges" }
+
+// SimCalls is the simulated provider's hash of calls: idempotency key ->
+// number of Charge calls it received.
+func SimCalls(prefix string) string { return prefix + "sim:calls" }
+
+// SimRefunds is the simulated provider's hash of refunds: refund key ->
+// refund JSON (one per key).
+func SimRefunds(prefix string) string { return prefix + "sim:refunds" }
+
+// SimRefunded is the simulated provider's hash of refunded totals: charge
+// key -> total refunded.
 func SimRefunded(prefix string) string { return prefix + "sim:refunded" }
 
 // SimDeclinePrefix: the simulated provider declines every charge to an

@@ -63,7 +63,10 @@ func BenchmarkFingerprint(b *testing.B) {
 }
 
 func BenchmarkResultMarshal(b *testing.B) {
-	data, _ := json.Marshal(ChargeData{ChargeID: "ch_0123456789abcdef01234567", AccountID: "acct_42", Amount: 1999, Currency: "EUR"})
+	data, err := json.Marshal(ChargeData{ChargeID: "ch_0123456789abcdef01234567", AccountID: "acct_42", Amount: 1999, Currency: "EUR"})
+	if err != nil {
+		b.Fatal(err)
+	}
 	r := Result{Key: "0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6f", Kind: KindPaymentCharge, Status: StatusSucceeded,
 		Data: data, Attempts: 1, ProcessedAt: time.Now().UTC(), Fingerprint: "1a4b4750a5da821234e8dd6ad2e96c9948a6dcd010f45a3e986f74190d96b50e"}
 	b.ReportAllocs()

@@ -2,7 +2,6 @@ package messages
 
 import (
 	"os"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -23,7 +22,7 @@ func TestContractDoc(t *testing.T) {
 		HeaderMsgID, HeaderReplyTo, HeaderDlqKey, HeaderDlqReason, HeaderDlqDeliveries, HeaderDlqEffect, HeaderDlqStreamSeq,
 		CommandStreamDefault, ResultStreamDefault, DeadLetterStreamDefault, ConsumerDefault,
 	} {
-		require.True(t, strings.Contains(text, "`"+name+"`"), "docs/contract.md does not name %q", name)
+		require.Contains(t, text, "`"+name+"`", "docs/contract.md does not name %q", name)
 	}
 	for _, field := range []string{"key", "command", "status", "code", "message", "data", "attempts", "replayed", "processed_at", "fingerprint"} {
 		require.Contains(t, text, `"`+field+`"`, "the answer example has no field %q", field)

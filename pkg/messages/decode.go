@@ -125,7 +125,7 @@ func fieldSet(c Command) map[string]struct{} {
 		t = t.Elem()
 	}
 	if names, ok := fieldSets.Load(t); ok {
-		return names.(map[string]struct{}) //nolint:forcetypeassert // only this function stores
+		return names.(map[string]struct{}) //nolint:errcheck,forcetypeassert // only this function stores
 	}
 	names := make(map[string]struct{}, t.NumField())
 	for f := range t.Fields() {

@@ -457,7 +457,7 @@ func TestFingerprint(t *testing.T) {
 		t.Run("Golden"+name, func(t *testing.T) {
 			t.Parallel()
 			c := decode(t, g.kind, g.body)
-			require.Equal(t, g.canonical, string(Canonical(c))) //nolint:testifylint // pinned byte for byte; JSONEq would accept any field order
+			require.Equal(t, g.canonical, string(Canonical(c))) // pinned byte for byte: JSONEq would accept any field order
 			require.Equal(t, g.fingerprint, Fingerprint(c))
 			sum := sha256.Sum256([]byte(g.kind + "\n" + g.canonical))
 			require.Equal(t, hex.EncodeToString(sum[:]), Fingerprint(c))

@@ -50,7 +50,7 @@ var canonFields sync.Map // reflect.Type -> []canonField, sorted by name
 
 func fieldsOf(t reflect.Type) []canonField {
 	if f, ok := canonFields.Load(t); ok {
-		return f.([]canonField) //nolint:forcetypeassert // only this function stores
+		return f.([]canonField) //nolint:errcheck,forcetypeassert // only this function stores
 	}
 	var fields []canonField
 	for i := range t.NumField() {

@@ -47,11 +47,13 @@ const (
 // effect.
 const (
 	CodeCardDeclined = "card_declined"
-	// payment.refund (v1.1): the charge key has no succeeded charge and none
-	// in progress; that charge failed; the amount is more than what is left
-	// of the charge.
-	CodeChargeNotFound      = "charge_not_found"
+	// CodeChargeNotFound (payment.refund, v1.1): the charge key has no
+	// succeeded charge and none in progress.
+	CodeChargeNotFound = "charge_not_found"
+	// CodeChargeNotRefundable (payment.refund): that charge failed.
 	CodeChargeNotRefundable = "charge_not_refundable"
+	// CodeRefundExceedsCharge (payment.refund): the amount is more than
+	// what is left of the charge.
 	CodeRefundExceedsCharge = "refund_exceeds_charge"
 )
 

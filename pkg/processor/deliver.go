@@ -72,7 +72,7 @@ func (p *Processor) deliver(msg jetstream.Msg) {
 	}
 	d.kind, _ = p.cfg.Topology.Subjects.KindOf(msg.Subject())
 	if meta, err := msg.Metadata(); err == nil {
-		d.deliveries = int(min(meta.NumDelivered, 1<<31)) //nolint:gosec // clamped
+		d.deliveries = int(min(meta.NumDelivered, 1<<31))
 		d.published, d.seq = meta.Timestamp, meta.Sequence.Stream
 	}
 	defer func() {
@@ -488,8 +488,8 @@ func decide(f *facts, cfg *Config) verdict {
 		return verdict{kind: vCondemned, effect: f.begun.Record.DeadEffect}
 	case dedupe.BeginExhausted:
 		return deadLetterOrAnswer(f, !f.begun.Record.Unknown, "the key has no tries left")
+	case dedupe.BeginRun: // the operation ran: below
 	}
-	// The operation ran.
 	if f.stored != nil {
 		return verdict{kind: vAnswer, answer: f.stored}
 	}

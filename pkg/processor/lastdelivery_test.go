@@ -279,7 +279,7 @@ func (gatedCharge) Kind() string { return gatedKind }
 
 func (c gatedCharge) Validate() error {
 	if v, ok := gates.Load(c.AccountID); ok {
-		if g := v.(*gate); g.once.CompareAndSwap(false, true) { //nolint:forcetypeassert // only *gate is stored
+		if g := v.(*gate); g.once.CompareAndSwap(false, true) { //nolint:errcheck,forcetypeassert // only *gate is stored
 			close(g.paused)
 			<-g.resume
 		}

@@ -193,7 +193,7 @@ func Register[T messages.Command](mux *Mux, op Operation[T], cfg *OpConfig) {
 		return c, nil
 	}
 	call := func(env callEnv, cmd messages.Command) *Call[T] {
-		return &Call[T]{Key: env.key, Command: cmd.(T), Attempt: env.attempt, Try: env.try, lookup: env.lookup} //nolint:forcetypeassert // always decode's T
+		return &Call[T]{Key: env.key, Command: cmd.(T), Attempt: env.attempt, Try: env.try, lookup: env.lookup} //nolint:errcheck,forcetypeassert // always decode's T
 	}
 	r.handle = func(ctx context.Context, env callEnv, cmd messages.Command) (o Outcome, err error) {
 		defer recoverPanic(&err)

@@ -121,9 +121,9 @@ func (p *Processor) Start(ctx context.Context) error {
 		p.feed(feedCtx, cons, iter, work)
 	})
 	for range p.cfg.Concurrency {
-		p.wg.Go(func() {
+		p.wg.Go(func() { //nolint:contextcheck // deliveries run on p.workCtx, not Start's ctx: Stop ends them, not the caller
 			for msg := range work {
-				p.deliver(msg) //nolint:contextcheck // deliveries run on p.workCtx, not Start's ctx
+				p.deliver(msg)
 			}
 		})
 	}
