@@ -334,12 +334,13 @@ func (c *NATSCluster) Kill(i int) { c.nodes[i].proc.kill() }
 
 // Stop stops node i gracefully with SIGTERM and waits for it to exit (after
 // 30s it is killed and Stop returns an error). SIGTERM is what systemd and
-// Kubernetes send; nats-server then shuts down at once, and since 2.10 it
-// first steps down from the Raft groups it leads, so its streams elect a new
-// leader quickly instead of after an election timeout. Lame-duck mode
-// (SIGUSR2) was not chosen: it waits out lame_duck_grace_period (10s by
-// default) and spreads client disconnects over lame_duck_duration (2m), too
-// slow for a test, and it ends in the same shutdown.
+// Kubernetes send, and nats-server then shuts down at once; 2.15 first steps
+// down from the Raft groups it leads, so its streams get a new leader within
+// about a second or two instead of after an election timeout (4-9s, as after
+// Kill). Lame-duck mode (SIGUSR2) was not chosen: it waits out
+// lame_duck_grace_period (10s by default) and spreads client disconnects
+// over lame_duck_duration (2m), too slow for a test, and ends in the same
+// shutdown.
 func (c *NATSCluster) Stop(i int) error {
 	node := c.nodes[i]
 	if !node.proc.stop(syscall.SIGTERM, natsStopGrace) {
