@@ -49,10 +49,10 @@ const (
 	natsReadyStream   = "TESTENV_READY"
 )
 
-// StartNATSCluster starts an n-node JetStream cluster (n >= 1; 3 is the
+// StartNATSCluster starts an n-node JetStream cluster (n >= 2; 3 is the
 // usual size) of the nats-server NATSServerBinary returns (NATS_SERVER_BIN
 // when set, else the version go.mod pins), with file storage and, when the
-// binary supports it (2.10 and later; Debian's 2.9 does not), sync_interval:
+// binary supports it (2.15 does, Debian's 2.9 does not), sync_interval:
 // always, so that an acknowledged publish is on disk on the nodes that
 // acknowledged it.
 //
@@ -65,8 +65,9 @@ const (
 func StartNATSCluster(n int) (*NATSCluster, error) { return startNATSCluster(n, freePorts) }
 
 func startNATSCluster(n int, ports func(int) ([]int, error)) (*NATSCluster, error) {
-	if n < 1 {
-		return nil, fmt.Errorf("testenv: a NATS cluster needs at least one node, not %d", n)
+	if n < 2 {
+		// nats-server refuses a JetStream cluster without routes.
+		return nil, fmt.Errorf("testenv: a NATS cluster needs at least two nodes, not %d (StartNATS or StartNATSBinary start one server)", n)
 	}
 	bin, err := NATSServerBinary()
 	if err != nil {
@@ -337,10 +338,10 @@ func (c *NATSCluster) Kill(i int) { c.nodes[i].proc.kill() }
 // Kubernetes send, and nats-server then shuts down at once, first stepping
 // down from the Raft groups it leads: its streams had a new leader within
 // 0.5s in our runs, on 2.15 and 2.9 alike, where after Kill they wait out an
-// election timeout (4-9s). Lame-duck mode (SIGUSR2) was not chosen: it waits out
-// lame_duck_grace_period (10s by default) and spreads client disconnects
-// over lame_duck_duration (2m), too slow for a test, and ends in the same
-// shutdown.
+// election timeout (4-9s). Lame-duck mode (SIGUSR2) was not chosen: it
+// waits out lame_duck_grace_period (10s by default) and spreads client
+// disconnects over lame_duck_duration (2m), too slow for a test, and ends
+// in the same shutdown.
 func (c *NATSCluster) Stop(i int) error {
 	node := c.nodes[i]
 	if !node.proc.stop(syscall.SIGTERM, natsStopGrace) {

@@ -181,10 +181,12 @@ func freePorts(n int) ([]int, error) {
 // poll calls check every interval until it returns nil, ctx ends, or check
 // returns an error wrapped in stopPollingError (a condition that waiting cannot
 // fix, such as a server that exited). On timeout it returns check's last
-// error, so the caller learns what was still missing.
+// error (the last one ctx's end did not cause), so the caller learns what
+// was still missing.
 func poll(ctx context.Context, interval time.Duration, check func(ctx context.Context) error) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var last error // the last failure not caused by ctx ending mid-check
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := check(cctx)
@@ -195,9 +197,12 @@ func poll(ctx context.Context, interval time.Duration, check func(ctx context.Co
 		if stop, ok := errors.AsType[*stopPollingError](err); ok {
 			return stop.err
 		}
+		if ctx.Err() == nil || last == nil {
+			last = err
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), last)
 		case <-t.C:
 		}
 	}
