@@ -60,6 +60,7 @@ type flags struct {
 	Duplicates   float64       `name:"duplicates" default:"0.3" help:"Share of keys (0-1) a client sends again, with the same key and payload."`
 	FailureRate  float64       `name:"failure-rate" default:"0.2" help:"Share of provider calls (0-1) that fail transiently."`
 	DeclineShare float64       `name:"decline-share" default:"0.05" help:"Share of charges (0-1) to accounts the provider declines."`
+	RefundShare  float64       `name:"refund-share" default:"0.2" help:"Share of charges (0-1) refunded afterwards, under keys of their own."`
 	DedupeWindow time.Duration `name:"dedupe-window" default:"1s" help:"The workers' JetStream dedupe window; short, so that late retries get past it and reach a worker."`
 	LateAfter    time.Duration `name:"late-after" default:"1500ms" help:"How long after its answer a late retry is sent; longer than --dedupe-window."`
 	Mix          string        `name:"mix" default:"payment=0.7,cart=0.3" help:"Weights of the command types."`
@@ -196,7 +197,7 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 	progress, finish := newProgress(stderr, c.Count)
 	summary, err := load.Run(ctx, cl, &load.Config{
 		Count: c.Count, Concurrency: c.Concurrency, Duplicates: c.Duplicates,
-		LateAfter: c.LateAfter, LateShare: 0.4, Mix: mix, DeclineShare: c.DeclineShare,
+		LateAfter: c.LateAfter, LateShare: 0.4, Mix: mix, DeclineShare: c.DeclineShare, RefundShare: c.RefundShare,
 		Timeout:  5 * time.Minute,
 		Progress: progress,
 	})
@@ -224,6 +225,7 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 		say("  go run ./cmd/worker &            # as many as you like; --help lists every setting")
 		say("  go run ./cmd/producer charge --account acct_42 --amount 1999 --currency EUR")
 		say("  go run ./cmd/producer charge --account acct_42 --amount 1999 --currency EUR --key <the key it printed>")
+		say("  go run ./cmd/producer refund --charge-key <that key> --amount 500")
 		say("  go run ./cmd/producer load --count 20000 --duplicates 0.2 --verify-ledger")
 		return nil
 	}
@@ -366,6 +368,7 @@ func printAudit(w io.Writer, s *load.Summary, l *load.Ledger, a *auditFigures) {
 	row("disagreeing keys", "%d (one key, one outcome)", len(s.Disagreeing))
 	row("provider calls per charge key", "%s", callsHistogram(a.callsPerKey))
 	row("charges", "%d succeeded keys, %d provider charges", l.Succeeded, l.Charged)
+	row("refunds", "%d keys, %d succeeded (checked against sim:refunds and sim:refunded, below)", l.RefundKeys, l.Refunded)
 	row("cart totals", "%d lines: %d units in Redis, %d added by the succeeded commands; %d lines differ",
 		a.cartLines, a.cartUnits, a.cartWant, a.cartWrong)
 	row("double charges", "%d", a.doubleCharges)

@@ -30,6 +30,7 @@ type loadCmd struct {
 	LateShare    float64       `name:"late-share" default:"0.5" help:"Share of the duplicates (0-1) that are late, with --late-after; the others race the original or follow its answer at once."`
 	Mix          string        `name:"mix" default:"payment=0.7,cart=0.3" help:"Weights of the command types."`
 	DeclineShare float64       `name:"decline-share" default:"0" help:"Share of charges (0-1) to accounts the simulated provider declines, to see failed outcomes."`
+	RefundShare  float64       `name:"refund-share" default:"0" help:"Share of charges (0-1) followed, once succeeded, by a payment.refund under its own key (one in ten asks for more than was charged, to see refund_exceeds_charge)."`
 	Timeout      time.Duration `name:"timeout" default:"10m" help:"Bound on the whole run."`
 	Seed         uint64        `name:"seed" default:"0" help:"Seed of the random choices; 0 for a random one."`
 	RunID        string        `name:"run-id" help:"Prefix of the generated account and cart ids; random by default."`
@@ -83,7 +84,7 @@ func (c *loadCmd) checkTarget(natsURL string) error {
 func (c *loadCmd) config() *load.Config {
 	return &load.Config{
 		Count: c.Count, Rate: c.Rate, Concurrency: c.Concurrency, Duplicates: c.Duplicates,
-		LateAfter: c.LateAfter, LateShare: c.LateShare, Mix: c.mix, DeclineShare: c.DeclineShare,
+		LateAfter: c.LateAfter, LateShare: c.LateShare, Mix: c.mix, DeclineShare: c.DeclineShare, RefundShare: c.RefundShare,
 		Timeout: c.Timeout, Seed: c.Seed, RunID: c.RunID,
 	}
 }
@@ -256,7 +257,7 @@ func loadFlagError(err error) error {
 	msg := strings.TrimPrefix(err.Error(), "load: ")
 	for field, flag := range map[string]string{
 		"Count": "--count", "Rate": "--rate", "Concurrency": "--concurrency", "Duplicates": "--duplicates",
-		"LateAfter": "--late-after", "LateShare": "--late-share", "Mix": "--mix", "DeclineShare": "--decline-share",
+		"LateAfter": "--late-after", "LateShare": "--late-share", "Mix": "--mix", "DeclineShare": "--decline-share", "RefundShare": "--refund-share",
 		"Timeout": "--timeout", "RunID": "--run-id",
 	} {
 		if rest, ok := strings.CutPrefix(msg, field+" "); ok {

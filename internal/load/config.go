@@ -48,6 +48,11 @@ type Config struct {
 	LateShare float64
 	// Mix weighs the command types. Defaults to payment=0.7,cart=0.3.
 	Mix Mix
+	// RefundShare is the share of charges (0-1) followed, once answered
+	// succeeded, by a payment.refund of part of the amount under its own
+	// key; one in ten of those refunds asks for more than was charged, to
+	// be refused with refund_exceeds_charge. Defaults to 0.
+	RefundShare float64
 	// DeclineShare is the share of charges (0-1) made to accounts the
 	// simulated provider declines (ids starting with "decline"), so that
 	// failed outcomes show up too. Defaults to 0.
@@ -149,7 +154,8 @@ func (c *Config) Validate() error {
 	case !runIDPattern.MatchString(c.RunID):
 		return fmt.Errorf("load: RunID %q must be at most 20 characters of [A-Za-z0-9_.-]", c.RunID)
 	}
-	for name, v := range map[string]float64{"Duplicates": c.Duplicates, "LateShare": c.LateShare, "DeclineShare": c.DeclineShare} {
+	for name, v := range map[string]float64{"Duplicates": c.Duplicates, "LateShare": c.LateShare, "DeclineShare": c.DeclineShare,
+		"RefundShare": c.RefundShare} {
 		if err := share(name, v); err != nil {
 			return err
 		}

@@ -48,9 +48,10 @@ type Progress struct {
 
 // job is one key: its command and how it will be duplicated.
 type job struct {
-	key string
-	cmd messages.Command
-	dup SendKind // "" for none
+	key    string
+	cmd    messages.Command
+	dup    SendKind // "" for none
+	refund int64    // a charge's: the amount to refund once it succeeded; 0 for none
 }
 
 // Run sends cfg.Count commands through s and returns what came back. It
@@ -77,16 +78,20 @@ func Run(ctx context.Context, s Sender, cfg *Config) (*Summary, error) {
 
 	gen := newGenerator(cfg, seed)
 	jobs := make([]job, cfg.Count)
-	total := 0
+	total, refunds := 0, 0
 	for i := range jobs {
 		jobs[i] = gen.next(i)
 		total++
 		if jobs[i].dup != "" {
 			total++
 		}
+		if jobs[i].refund > 0 {
+			total++
+			refunds++
+		}
 	}
 
-	r := &runner{s: s, cfg: cfg, agg: newAggregator(cfg, total)}
+	r := &runner{s: s, cfg: cfg, agg: newAggregator(cfg, cfg.Count+refunds, total)}
 	if cfg.Rate > 0 {
 		r.limiter = rate.NewLimiter(rate.Limit(cfg.Rate), 1)
 	}
@@ -139,17 +144,24 @@ type lateSend struct {
 	due time.Time
 }
 
-// runJob sends a key's original and its racing or after duplicate; a late
-// duplicate is queued for dispatchLate.
+// runJob sends a key's original and its racing or after duplicate (a late
+// duplicate is queued for dispatchLate), then a charge's refund.
 func (r *runner) runJob(ctx context.Context, j job) {
+	var status messages.Status
+	defer func() {
+		if j.refund > 0 && status == messages.StatusSucceeded {
+			r.send(ctx, job{key: client.NewKey(), cmd: messages.RefundRequest{ChargeKey: j.key, Amount: j.refund}}, KindOriginal)
+		}
+	}()
 	if j.dup == KindRacing {
 		var wg sync.WaitGroup
 		wg.Go(func() { r.send(ctx, j, KindRacing) })
-		r.send(ctx, j, KindOriginal)
+		status = r.send(ctx, j, KindOriginal)
 		wg.Wait()
 		return
 	}
-	answered := r.send(ctx, j, KindOriginal)
+	status = r.send(ctx, j, KindOriginal)
+	answered := status != ""
 	switch {
 	case j.dup == KindAfter:
 		r.send(ctx, j, KindAfter)
@@ -186,16 +198,19 @@ func (r *runner) dispatchLate(ctx context.Context) {
 	}
 }
 
-// send sends one command and records the reply; it reports whether an
-// answer came back.
-func (r *runner) send(ctx context.Context, j job, kind SendKind) bool {
+// send sends one command and records the reply; it returns the answer's
+// status, "" when none came back.
+func (r *runner) send(ctx context.Context, j job, kind SendKind) messages.Status {
 	if ctx.Err() != nil {
 		r.agg.record(j, kind, nil, fmt.Errorf("not sent: %w", context.Cause(ctx)))
-		return false
+		return ""
 	}
 	reply, err := r.s.Send(ctx, j.key, j.cmd)
 	r.agg.record(j, kind, reply, err)
-	return reply != nil && reply.Result.Status != ""
+	if reply == nil {
+		return ""
+	}
+	return reply.Result.Status
 }
 
 // generator makes the commands of a run from one seeded source. It is used
@@ -220,14 +235,24 @@ func (g *generator) next(i int) job {
 	j := job{key: client.NewKey()}
 	if g.rnd.Float64()*(g.cfg.Mix.Payment+g.cfg.Mix.Cart) < g.cfg.Mix.Payment {
 		account := "acct_" + g.cfg.RunID + "_" + strconv.Itoa(g.rnd.IntN(accounts))
-		if g.rnd.Float64() < g.cfg.DeclineShare {
+		declined := g.rnd.Float64() < g.cfg.DeclineShare
+		if declined {
 			account = layout.SimDeclinePrefix + "_" + g.cfg.RunID + "_" + strconv.Itoa(i)
 		}
-		j.cmd = messages.ChargeRequest{
+		req := messages.ChargeRequest{
 			AccountID:   account,
 			Amount:      100 + g.rnd.Int64N(99_900),
 			Currency:    currencies[g.rnd.IntN(len(currencies))],
 			Description: "load " + g.cfg.RunID + " #" + strconv.Itoa(i),
+		}
+		j.cmd = req
+		// Seeded draws only when refunds are asked for, so a seed without
+		// them reproduces the same commands as before refunds existed.
+		if g.cfg.RefundShare > 0 && !declined && g.rnd.Float64() < g.cfg.RefundShare {
+			j.refund = 1 + g.rnd.Int64N(req.Amount)
+			if g.rnd.IntN(10) == 0 {
+				j.refund = req.Amount + 1 // more than was charged: refused
+			}
 		}
 	} else {
 		j.cmd = messages.CartAddRequest{

@@ -53,6 +53,7 @@ func TestRun_Config(t *testing.T) {
 		"Concurrency":  {Count: 1, Concurrency: load.MaxConcurrency + 1},
 		"Duplicates":   {Count: 1, Duplicates: 1.5},
 		"DeclineShare": {Count: 1, DeclineShare: -0.1},
+		"RefundShare":  {Count: 1, RefundShare: 2},
 		"RunID":        {Count: 1, RunID: "no spaces"},
 		"Mix":          {Count: 1, Mix: load.Mix{Payment: -1, Cart: 1}},
 	} {
@@ -138,6 +139,28 @@ func TestRun_LateDuplicates(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ledger.OK(), "%v", ledger.Mismatches)
 	require.Equal(t, int64(ledger.ChargeKeys), ledger.Calls, "replays never call the provider")
+}
+
+// TestRun_Refunds follows charges with refunds, some of them asking for
+// more than was charged, and checks them against the provider's ledger.
+func TestRun_Refunds(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, &loadtest.Options{Workers: 2})
+	c := env.MustClient(t, nil)
+	s, err := load.Run(context.Background(), c, &load.Config{
+		Count: 120, Concurrency: 16, Mix: load.Mix{Payment: 1}, RefundShare: 1, Duplicates: 0.3, Seed: 7,
+	})
+	require.NoError(t, err)
+	require.True(t, s.OK(), "%+v", s)
+	require.Equal(t, 120, s.ByCommand[messages.KindPaymentRefund], "every succeeded charge got its refund")
+	require.Equal(t, 240, s.Commands)
+	require.Zero(t, s.Unanswered)
+	require.Positive(t, s.ByCode[messages.CodeRefundExceedsCharge], "some refunds asked for too much: %v", s.ByCode)
+	ledger, err := load.CheckLedger(context.Background(), env.RDB, env.Config.KeyPrefix, s)
+	require.NoError(t, err)
+	require.True(t, ledger.OK(), "%v", ledger.Mismatches)
+	require.Equal(t, 120, ledger.RefundKeys)
+	require.Equal(t, 120-s.ByCode[messages.CodeRefundExceedsCharge], ledger.Refunded)
 }
 
 func TestRun_Rate(t *testing.T) {

@@ -34,6 +34,12 @@ type Ledger struct {
 	CalledMoreThanOnce []string `json:"called_more_than_once"`
 	// CartLines is the number of (cart, SKU) pairs checked.
 	CartLines int `json:"cart_lines"`
+	// RefundKeys is the number of answered payment.refund keys; Refunded
+	// the ones that succeeded, each of which the provider must hold, and
+	// whose amounts must add up, per charge, to what the provider says was
+	// refunded of it (never more than the charge).
+	RefundKeys int `json:"refund_keys"`
+	Refunded   int `json:"refunds_succeeded"`
 	// Mismatches lists every disagreement, "key: what"; it must be empty.
 	Mismatches []string `json:"mismatches"`
 }
@@ -51,12 +57,14 @@ func (l *Ledger) OK() bool { return len(l.Mismatches) == 0 }
 // run: an unanswered command may still take effect.
 func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix string, s *Summary) (*Ledger, error) {
 	l := &Ledger{}
-	var chargeKeys []string
+	var chargeKeys, refundKeys []string
 	carts := map[[2]string]int64{} // (cart, sku) -> expected quantity
 	for key, o := range s.Outcomes {
 		switch cmd := o.Command.(type) {
 		case messages.ChargeRequest:
 			chargeKeys = append(chargeKeys, key)
+		case messages.RefundRequest:
+			refundKeys = append(refundKeys, key)
 		case messages.CartAddRequest:
 			line := [2]string{cmd.CartID, cmd.SKU}
 			if _, ok := carts[line]; !ok {
@@ -110,7 +118,65 @@ func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix strin
 		}
 	}
 	l.CartLines = len(lines)
+	if err := l.checkRefunds(ctx, rdb, keyPrefix, s, refundKeys); err != nil {
+		return nil, err
+	}
 	return l, nil
+}
+
+// checkRefunds compares the succeeded refunds with the provider's ledger:
+// each is held under its key with the data its answer named, none other is,
+// and per charge they add up to sim:refunded, within the charge's amount.
+func (l *Ledger) checkRefunds(ctx context.Context, rdb redis.UniversalClient, keyPrefix string, s *Summary, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	sort.Strings(keys)
+	l.RefundKeys = len(keys)
+	held, err := rdb.HMGet(ctx, layout.SimRefunds(keyPrefix), keys...).Result()
+	if err != nil {
+		return fmt.Errorf("load: read the provider's refunds: %w", err)
+	}
+	perCharge := map[string]int64{}
+	for i, key := range keys {
+		o := s.Outcomes[key]
+		req, _ := o.Command.(messages.RefundRequest)
+		raw, isHeld := held[i].(string)
+		switch o.Result.Status {
+		case messages.StatusSucceeded:
+			l.Refunded++
+			var want, have messages.RefundData
+			if json.Unmarshal(o.Result.Data, &want) != nil || !isHeld || json.Unmarshal([]byte(raw), &have) != nil || want != have {
+				l.Mismatches = append(l.Mismatches, fmt.Sprintf("refund %s: answered %s, the provider holds %v", key, o.Result.Data, held[i]))
+			}
+			perCharge[req.ChargeKey] += req.Amount
+		default:
+			if isHeld {
+				l.Mismatches = append(l.Mismatches, "refund "+key+": "+string(o.Result.Status)+", but the provider refunded it")
+			}
+		}
+	}
+	charges := make([]string, 0, len(perCharge))
+	for c := range perCharge {
+		charges = append(charges, c)
+	}
+	sort.Strings(charges)
+	totals, err := rdb.HMGet(ctx, layout.SimRefunded(keyPrefix), charges...).Result()
+	if err != nil {
+		return fmt.Errorf("load: read the provider's refunded totals: %w", err)
+	}
+	for i, c := range charges {
+		have, _ := strconv.ParseInt(fmt.Sprint(totals[i]), 10, 64)
+		if have != perCharge[c] {
+			l.Mismatches = append(l.Mismatches, fmt.Sprintf("charge %s: refunds add up to %d, the provider refunded %d", c, perCharge[c], have))
+		}
+		if co, ok := s.Outcomes[c]; ok {
+			if cr, ok := co.Command.(messages.ChargeRequest); ok && have > cr.Amount {
+				l.Mismatches = append(l.Mismatches, fmt.Sprintf("charge %s: %d refunded of %d", c, have, cr.Amount))
+			}
+		}
+	}
+	return nil
 }
 
 func (l *Ledger) checkCharge(key string, o Outcome, rawCalls, rawCharge any) {

@@ -21,7 +21,7 @@ type Summary struct {
 	RunID string `json:"run_id"`
 	Seed  uint64 `json:"seed"`
 
-	// Commands is the number of keys; Sends the number of sends, duplicates
+	// Commands is the number of keys (refunds included); Sends the number of sends, duplicates
 	// included; NotSent the sends planned but not made (the run was cut
 	// short).
 	Commands int `json:"commands"`
@@ -115,12 +115,12 @@ func signature(r messages.Result) answerSig {
 		status: r.Status, attempts: r.Attempts, processedAt: r.ProcessedAt}
 }
 
-func newAggregator(cfg *Config, total int) *aggregator {
+func newAggregator(cfg *Config, keys, total int) *aggregator {
 	return &aggregator{
 		progress: cfg.Progress,
 		p:        Progress{Total: total},
 		s: Summary{
-			Commands:       cfg.Count,
+			Commands:       keys,
 			DuplicatesSent: map[SendKind]int{},
 			ByStatus:       map[messages.Status]int{},
 			ByCode:         map[string]int{},
