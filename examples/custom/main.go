@@ -28,9 +28,10 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	cfg := config{nats: env("NATS_URL", nats.DefaultURL), redis: env("REDIS_URL", "redis://127.0.0.1:6379")}
-	if err := run(ctx, cfg, func() {}); err != nil {
+	err := run(ctx, cfg, func() {})
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "custom:", err)
 		os.Exit(1)
 	}
@@ -152,4 +153,3 @@ func env(name, def string) string {
 	}
 	return def
 }
-

@@ -179,7 +179,7 @@ func (l *Ledger) checkRefunds(ctx context.Context, rdb redis.UniversalClient, ke
 	return nil
 }
 
-func (l *Ledger) checkCharge(key string, o Outcome, rawCalls, rawCharge any) {
+func (l *Ledger) checkCharge(key string, o Answered, rawCalls, rawCharge any) {
 	var calls int64
 	if s, ok := rawCalls.(string); ok {
 		calls, _ = strconv.ParseInt(s, 10, 64)

@@ -65,7 +65,7 @@ type Summary struct {
 
 	// Outcomes maps every answered key to its command and first answer, for
 	// CheckLedger. Not encoded.
-	Outcomes map[string]Outcome `json:"-"`
+	Outcomes map[string]Answered `json:"-"`
 }
 
 // Latency percentiles, in the Summary's JSON as nanoseconds.
@@ -76,8 +76,8 @@ type Latency struct {
 	Max time.Duration `json:"max_ns"`
 }
 
-// Outcome is a key's command and its answer.
-type Outcome struct {
+// Answered is a key's command and its first answer.
+type Answered struct {
 	Command messages.Command
 	Result  messages.Result
 }
@@ -126,7 +126,7 @@ func newAggregator(cfg *Config, keys, total int) *aggregator {
 			ByCode:         map[string]int{},
 			ByCommand:      map[string]int{},
 			Errors:         map[string]int{},
-			Outcomes:       make(map[string]Outcome, cfg.Count),
+			Outcomes:       make(map[string]Answered, cfg.Count),
 		},
 		first:    make(map[string]answerSig, cfg.Count),
 		disagree: map[string]bool{},
@@ -166,7 +166,7 @@ func (a *aggregator) record(j job, kind SendKind, reply *client.Reply, err error
 	sig := signature(res)
 	if first, ok := a.first[j.key]; !ok {
 		a.first[j.key] = sig
-		a.s.Outcomes[j.key] = Outcome{Command: j.cmd, Result: res}
+		a.s.Outcomes[j.key] = Answered{Command: j.cmd, Result: res}
 		a.s.ByStatus[res.Status]++
 		if res.Code != "" {
 			a.s.ByCode[res.Code]++

@@ -105,10 +105,7 @@ func (p *Processor) publishResult(ctx context.Context, d *delivery, body []byte)
 // stored: it goes to rejected.<key> (except for an invalid key, which has no
 // subject of its own) and to Reply-To.
 func (p *Processor) refuse(ctx context.Context, d *delivery, rej *messages.RejectError) {
-	body := messages.Result{
-		Key: d.key, Kind: d.kind, Status: messages.StatusRejected, Code: rej.Code, Message: rej.Message,
-		Attempts: d.deliveries, ProcessedAt: now(),
-	}.Marshal()
+	body := rejection(d, rej.Code, rej.Message).Marshal()
 	if rej.Code != messages.CodeInvalidKey {
 		if err := p.nc.Publish(p.cfg.Topology.Subjects.RejectedFor(d.key), body); err != nil {
 			p.log.warn(ctx, "publish rejection failed", attrKey, d.key, attrError, err)
@@ -219,13 +216,11 @@ func (p *Processor) copyToDeadLetters(ctx context.Context, d *delivery, v verdic
 // rejected.<key> and Reply-To: dead_lettered when the operation certainly
 // did not take effect, outcome_unknown when it may have.
 func (p *Processor) notifyDeadLetter(ctx context.Context, d *delivery, effect string) {
-	n := messages.Result{Key: d.key, Kind: d.kind, Status: messages.StatusRejected, Attempts: d.deliveries, ProcessedAt: now()}
+	n := rejection(d, messages.CodeOutcomeUnknown,
+		"the command was dead-lettered after its tries, and an attempt may have taken effect: send it again with the same key (never a new one) to learn its outcome")
 	if effect == dedupe.EffectNone {
-		n.Code = messages.CodeDeadLettered
-		n.Message = "the command was dead-lettered after its tries; it did not take effect, and the key keeps no outcome: it may be sent again"
-	} else {
-		n.Code = messages.CodeOutcomeUnknown
-		n.Message = "the command was dead-lettered after its tries, and an attempt may have taken effect: send it again with the same key (never a new one) to learn its outcome"
+		n = rejection(d, messages.CodeDeadLettered,
+			"the command was dead-lettered after its tries; it did not take effect, and the key keeps no outcome: it may be sent again")
 	}
 	body := n.Marshal()
 	if err := p.nc.Publish(p.cfg.Topology.Subjects.RejectedFor(d.key), body); err != nil {
@@ -309,7 +304,12 @@ func (p *Processor) validReplyTo(s string) bool {
 	return true
 }
 
-func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+// rejection is every rejected answer: never stored, so it carries no
+// fingerprint. (Outcomes become answers in dedupe.Record.Answer.)
+func rejection(d *delivery, code, message string) messages.Result {
+	return messages.Result{Key: d.key, Kind: d.kind, Status: messages.StatusRejected, Code: code, Message: message,
+		Attempts: d.deliveries, ProcessedAt: time.Now().UTC().Truncate(time.Millisecond)}
+}
 
 // serverAtLeast reports whether a "2.10.4"-style version is at least
 // major.minor.patch; an unreadable version is taken as old.
