@@ -34,32 +34,19 @@ import "github.com/redis/go-redis/v9"
 // "conflict" (another fingerprint; nothing written), "condemned" (the
 // message was dead-lettered), "exhausted" (no tries left; not run) or "run"
 // (tries incremented, running set).
-var beginScript = redis.NewScript(`
+var beginScript = redis.NewScript(commonLua + `
 if redis.call("GET", KEYS[2]) ~= ARGV[1] then
   return {"lost"}
 end
-local state = redis.call("HGET", KEYS[1], "state")
-if not state then
+if not redis.call("HGET", KEYS[1], "state") then
   redis.call("HSET", KEYS[1], "state", "in_progress", "command", ARGV[2], "fingerprint", ARGV[3],
     "tries", 1, "running", 1)
   redis.call("PEXPIRE", KEYS[1], ARGV[4])
   return {"run"}
 end
-local function reply(status)
-  local rec = redis.call("HGETALL", KEYS[1])
-  table.insert(rec, 1, status)
-  return rec
-end
-if redis.call("HGET", KEYS[1], "fingerprint") ~= ARGV[3] then
-  return reply("conflict")
-end
-if state == "completed" then
-  redis.call("PEXPIRE", KEYS[1], ARGV[4])
-  return reply("completed")
-end
-local dead = redis.call("HGET", KEYS[1], "dead_before")
-if dead and tonumber(ARGV[5]) <= tonumber(dead) then
-  return reply("condemned")
+local settled = settled_by_record(ARGV[3], ARGV[5], ARGV[4])
+if settled then
+  return settled
 end
 if redis.call("HGET", KEYS[1], "running") then
   redis.call("HSET", KEYS[1], "unknown", 1)
@@ -67,11 +54,11 @@ end
 local tries = tonumber(redis.call("HGET", KEYS[1], "tries") or "0")
 if tries >= tonumber(ARGV[6]) then
   redis.call("HDEL", KEYS[1], "running")
-  return reply("exhausted")
+  return record_reply("exhausted")
 end
 redis.call("HSET", KEYS[1], "tries", tries + 1, "running", 1)
 redis.call("PEXPIRE", KEYS[1], ARGV[4])
-return reply("run")
+return record_reply("run")
 `)
 
 // commitScript stores an outcome: the fenced commit.
@@ -124,23 +111,10 @@ var beginCommitScript = redis.NewScript(commonLua + `
 if redis.call("GET", KEYS[2]) ~= ARGV[1] then
   return {"lost"}
 end
-local state = redis.call("HGET", KEYS[1], "state")
-if state then
-  local function reply(status)
-    local rec = redis.call("HGETALL", KEYS[1])
-    table.insert(rec, 1, status)
-    return rec
-  end
-  if redis.call("HGET", KEYS[1], "fingerprint") ~= ARGV[3] then
-    return reply("conflict")
-  end
-  if state == "completed" then
-    redis.call("PEXPIRE", KEYS[1], ARGV[4])
-    return reply("completed")
-  end
-  local dead = redis.call("HGET", KEYS[1], "dead_before")
-  if dead and tonumber(ARGV[5]) <= tonumber(dead) then
-    return reply("condemned")
+if redis.call("HGET", KEYS[1], "state") then
+  local settled = settled_by_record(ARGV[3], ARGV[5], ARGV[4])
+  if settled then
+    return settled
   end
 else
   redis.call("HSET", KEYS[1], "command", ARGV[2], "fingerprint", ARGV[3])
@@ -149,12 +123,40 @@ local data = complete(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], AR
 return {"committed", data, ARGV[2]}
 `)
 
-// commonLua defines complete(), which applies the optional effect (KEYS[3])
-// and writes the outcome into the record (KEYS[1]), dropping the attempt
-// fields and the lock (KEYS[2]). It returns the stored data.
+// commonLua defines the functions the scripts share, on KEYS[1] the record
+// and KEYS[2] the lock:
+//
+//   - record_reply(status): {status, field, value, ...} of the record;
+//   - settled_by_record(fingerprint, published_us, retention_ms): for an
+//     existing record, the reply that ends an attempt before it runs -
+//     "conflict" (another fingerprint), "completed" (retention extended: a
+//     replay is an answer) or "condemned" (a message published at or
+//     before the key's last dead letter) - or nil to go on;
+//   - complete(...): applies the optional effect (KEYS[3]) and writes the
+//     outcome into the record, dropping the attempt fields and the lock;
+//     it returns the stored data.
 //
 //nolint:dupword // Lua: "end end" closes two nested blocks
 const commonLua = `
+local function record_reply(status)
+  local rec = redis.call("HGETALL", KEYS[1])
+  table.insert(rec, 1, status)
+  return rec
+end
+local function settled_by_record(fingerprint, published, retention)
+  if redis.call("HGET", KEYS[1], "fingerprint") ~= fingerprint then
+    return record_reply("conflict")
+  end
+  if redis.call("HGET", KEYS[1], "state") == "completed" then
+    redis.call("PEXPIRE", KEYS[1], retention)
+    return record_reply("completed")
+  end
+  local dead = redis.call("HGET", KEYS[1], "dead_before")
+  if dead and tonumber(published) <= tonumber(dead) then
+    return record_reply("condemned")
+  end
+  return nil
+end
 local function complete(status, code, message, data, attempts, processed_at, field, by, placeholder, retention)
   if KEYS[3] then
     local n = redis.call("HINCRBY", KEYS[3], field, by)
