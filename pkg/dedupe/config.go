@@ -34,7 +34,11 @@ type Config struct {
 	// while an operation runs, so it only bounds how long a crashed worker
 	// keeps a key locked. Defaults to 10s.
 	LockTTL time.Duration
-	// CallTimeout bounds each Redis call made by the Store. Defaults to 5s.
+	// CallTimeout bounds each extension and release of a lock, which the
+	// watchdog must not wait on for long. The store's other calls, on every
+	// command's path, are bounded by the Redis client's own read and write
+	// timeouts (go-redis: 3s by default), without a timer each. Defaults to
+	// 5s.
 	CallTimeout time.Duration
 }
 

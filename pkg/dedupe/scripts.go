@@ -79,19 +79,18 @@ return record_reply("run")
 // Returns {"completed", field, value, ...} (stored earlier), {"lost"},
 // {"conflict"} or {"committed", data, command}.
 var commitScript = redis.NewScript(commonLua + `
-if redis.call("HGET", KEYS[1], "state") == "completed" then
-  local rec = redis.call("HGETALL", KEYS[1])
-  table.insert(rec, 1, "completed")
-  return rec
+local rec = redis.call("HMGET", KEYS[1], "state", "fingerprint", "command")
+if rec[1] == "completed" then
+  return record_reply("completed")
 end
 if redis.call("GET", KEYS[2]) ~= ARGV[1] then
   return {"lost"}
 end
-if redis.call("HGET", KEYS[1], "fingerprint") ~= ARGV[2] then
+if rec[2] ~= ARGV[2] then
   return {"conflict"}
 end
 local data = complete(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[3])
-return {"committed", data, redis.call("HGET", KEYS[1], "command") or ""}
+return {"committed", data, rec[3] or ""}
 `)
 
 // beginCommitScript is beginScript and commitScript in one round trip, for

@@ -158,8 +158,6 @@ func (s *Store) LockKey(key string) string {
 // writes nothing: a completed record never changes, so a reader can trust
 // it; an in-progress one is a snapshot.
 func (s *Store) Get(ctx context.Context, key string) (*Record, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-	defer cancel()
 	fields, err := s.rdb.HGetAll(ctx, s.RecordKey(key)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("dedupe: get record: %w", err)
@@ -174,8 +172,6 @@ func (s *Store) Get(ctx context.Context, key string) (*Record, error) {
 // lock: a completed record's retention is extended, as every answer of an
 // outcome must extend it.
 func (s *Store) Peek(ctx context.Context, key string) (*Record, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-	defer cancel()
 	flat, err := peekScript.Run(ctx, s.rdb, []string{s.RecordKey(key)}, s.cfg.Retention.Milliseconds()).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("dedupe: peek record: %w", err)
@@ -193,8 +189,6 @@ func (s *Store) Peek(ctx context.Context, key string) (*Record, error) {
 // Begin mark the record Unknown. ErrLockLost means the lease had expired;
 // nothing was written.
 func (s *Store) Begin(ctx context.Context, lease *Lease, a Attempt) (Begun, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-	defer cancel()
 	key := lease.key
 	res, err := beginScript.Run(ctx, s.rdb,
 		[]string{s.RecordKey(key), s.LockKey(key)},
@@ -228,8 +222,6 @@ func (s *Store) Begin(ctx context.Context, lease *Lease, a Attempt) (Begun, erro
 // returns, never what they computed. ErrLockLost and ErrFingerprintMismatch
 // mean nothing was written.
 func (s *Store) Commit(ctx context.Context, lease *Lease, fingerprint string, result messages.Result, effect *Effect) (*Record, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-	defer cancel()
 	key := lease.key
 	keys, field, by := s.effectKeys(key, effect)
 	res, err := commitScript.Run(ctx, s.rdb, keys,
@@ -259,8 +251,6 @@ func (s *Store) Commit(ctx context.Context, lease *Lease, fingerprint string, re
 // the stored record, releasing the lease; every other status is Begin's,
 // with nothing written.
 func (s *Store) BeginAndCommit(ctx context.Context, lease *Lease, a Attempt, result messages.Result, effect *Effect) (Begun, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-	defer cancel()
 	key := lease.key
 	keys, field, by := s.effectKeys(key, effect)
 	res, err := beginCommitScript.Run(ctx, s.rdb, keys,
@@ -289,8 +279,6 @@ func (s *Store) BeginAndCommit(ctx context.Context, lease *Lease, a Attempt, res
 // the lease had expired and nothing was written: the next Begin then marks
 // the record Unknown itself.
 func (s *Store) Settle(ctx context.Context, lease *Lease, certain bool) error {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-	defer cancel()
 	key := lease.key
 	flag := "0"
 	if certain {
@@ -314,8 +302,6 @@ func (s *Store) Settle(ctx context.Context, lease *Lease, certain bool) error {
 // (nothing written; answer that outcome), ErrLockLost if the lease had
 // expired.
 func (s *Store) Condemn(ctx context.Context, lease *Lease, published time.Time, effect string) (*Record, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-	defer cancel()
 	key := lease.key
 	res, err := condemnScript.Run(ctx, s.rdb, []string{s.RecordKey(key), s.LockKey(key)},
 		lease.Value(), published.UnixMicro(), effect, s.cfg.Retention.Milliseconds()).StringSlice()

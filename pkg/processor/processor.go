@@ -35,6 +35,7 @@ type Processor struct {
 	workCancel context.CancelCauseFunc
 	wg         sync.WaitGroup // the feeder and the workers
 	counters   counters
+	lookupFn   func(ctx context.Context, key string) (KeyState, error) // p.lookup, made once: a method value allocates
 	stopped    chan struct{}
 	stopOnce   sync.Once
 }
@@ -70,11 +71,13 @@ func New(nc *nats.Conn, rdb redis.UniversalClient, mux *Mux, cfg *Config) (*Proc
 	if err != nil {
 		return nil, err
 	}
-	return &Processor{
+	p := &Processor{
 		nc: nc, js: js, rdb: rdb, store: store, mux: mux, cfg: cfg,
 		log:     logger{cfg.Logger},
 		stopped: make(chan struct{}),
-	}, nil
+	}
+	p.lookupFn = p.lookup
+	return p, nil
 }
 
 // Start checks NATS and Redis, creates or updates the streams and the
