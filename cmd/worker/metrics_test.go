@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/internal/load"
+	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/messages"
+)
+
+// TestWorker_Metrics runs a load with duplicates (racing, after the answer,
+// and late, past the dedupe window), declines, refunds and a flaky provider
+// through a real worker process, then scrapes its /metrics: the counts agree
+// with what the load saw and with the simulated provider's ledger.
+func TestWorker_Metrics(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t, "METRICS_ADDR=127.0.0.1:0", "SIM_FAILURE_RATE=0.2", "MAX_DELIVER=50")
+	w := d.start(t)
+	addr := regexp.MustCompile(`serving /metrics, /healthz, /readyz" addr=(\S+)`).FindStringSubmatch(w.out.String())
+	require.NotNil(t, addr, "the worker logs where it serves:\n%s", w.out.String())
+	base := "http://" + addr[1]
+
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200} {
+		resp, err := http.Get(base + path) //nolint:noctx // a test's one-off request
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		require.Equal(t, want, resp.StatusCode, path)
+	}
+
+	env, _ := testenv.Shared()
+	nc, err := testenv.ConnectNATS(env.NATSURL, t.Name()+"-client")
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	c, err := client.New(nc, &client.Config{Topology: testenv.Topology(d.ns), ResultTimeout: 30 * time.Second})
+	require.NoError(t, err)
+	s, err := load.Run(context.Background(), c, &load.Config{
+		Count: 300, Concurrency: 16, Duplicates: 0.4, LateAfter: 1500 * time.Millisecond, LateShare: 0.5,
+		DeclineShare: 0.1, RefundShare: 0.2, Seed: 42,
+	})
+	require.NoError(t, err)
+	require.True(t, s.OK(), "%+v", s)
+	ledger, err := load.CheckLedger(context.Background(), d.rdb, d.ns+":", s)
+	require.NoError(t, err)
+	require.True(t, ledger.OK(), "%v", ledger.Mismatches)
+
+	m := scrape(t, base+"/metrics")
+	sum := func(name string, labels ...string) float64 {
+		total := 0.0
+		for series, v := range m {
+			if !strings.HasPrefix(series, name+"{") && series != name {
+				continue
+			}
+			ok := true
+			for _, l := range labels {
+				ok = ok && strings.Contains(series, l)
+			}
+			if ok {
+				total += v
+			}
+		}
+		return total
+	}
+	require.EqualValues(t, s.ByStatus[messages.StatusSucceeded], sum("idempay_commands_total", `status="succeeded"`, `replayed="false"`),
+		"one succeeded answer per succeeded key")
+	require.EqualValues(t, s.ByStatus[messages.StatusFailed], sum("idempay_commands_total", `status="failed"`, `replayed="false"`))
+	require.EqualValues(t, s.ByCode[messages.CodeCardDeclined], sum("idempay_commands_total", `code="card_declined"`, `replayed="false"`))
+	require.EqualValues(t, s.ReplayedByWorkers, sum("idempay_commands_total", `replayed="true"`), "replays: the late duplicates")
+	require.EqualValues(t, ledger.Calls, sum("idempay_provider_calls_total", `kind="charge"`), "every charge call the provider received")
+	require.EqualValues(t, s.ByCode[messages.CodeCardDeclined], sum("idempay_provider_calls_total", `kind="charge"`, `result="declined"`))
+	require.Positive(t, sum("idempay_provider_calls_total", `result="transient"`), "the flaky provider's failures are counted")
+	require.EqualValues(t, sum("idempay_provider_calls_total", `result="transient"`), sum("idempay_redeliveries_total", `reason="retry"`)+
+		inDeliveryRetries(t, w), "each transient failure was retried, in the delivery or by redelivery")
+	require.Zero(t, sum("idempay_dead_letters_total"))
+	require.Zero(t, sum("idempay_in_flight"))
+	require.Positive(t, sum("idempay_command_duration_seconds_count", `kind="payment.charge"`))
+	require.Contains(t, m, "idempay_consumer_pending_messages")
+	require.Positive(t, sum("go_goroutines"))
+}
+
+// inDeliveryRetries counts the worker's "operation failed; retrying" lines:
+// the retries inside a delivery, which no redelivery counter sees.
+func inDeliveryRetries(t *testing.T, w *workerProc) float64 {
+	t.Helper()
+	return float64(strings.Count(w.out.String(), `msg="operation failed; retrying"`))
+}
+
+// scrape reads a Prometheus text exposition into series -> value.
+func scrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url) //nolint:noctx // a test's one-off request
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	out := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(string(body)))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		require.NoError(t, err, line)
+		out[line[:i]] = v
+	}
+	return out
+}
