@@ -334,7 +334,7 @@ func sameCommand(cmd messages.Command, res messages.Result) error {
 		return &messages.RejectError{Code: messages.CodeKeyReused,
 			Message: fmt.Sprintf("the key already holds the outcome of a %s, not of this %s", res.Kind, cmd.Kind())}
 	}
-	if res.Fingerprint != "" && res.Fingerprint != messages.Fingerprint(cmd) {
+	if fp := fingerprintOf(cmd); res.Fingerprint != "" && fp != "" && res.Fingerprint != fp {
 		return &messages.RejectError{Code: messages.CodeKeyReused,
 			Message: "the key already holds the outcome of another " + cmd.Kind() + " (another payload); use a new key for a new operation"}
 	}
@@ -396,4 +396,15 @@ func (c *Client) forgetResultStream() {
 	c.mu.Lock()
 	c.results = nil
 	c.mu.Unlock()
+}
+
+// fingerprintOf is the payload fingerprint of cmd, or "" when the client
+// cannot compute it (a command it only holds as bytes).
+func fingerprintOf(cmd messages.Command) string {
+	if f, ok := cmd.(interface{ fingerprint() string }); ok {
+		if fp := f.fingerprint(); fp == "" {
+			return ""
+		}
+	}
+	return messages.Fingerprint(cmd)
 }

@@ -137,3 +137,17 @@ func (r RefundRequest) Validate() error {
 	}
 	return nil
 }
+
+// NewCommand returns a new zero command of one of the contract's kinds, to
+// decode a body into, and false for a kind the contract does not define.
+func NewCommand(kind string) (Command, bool) {
+	switch kind {
+	case KindPaymentCharge:
+		return &ChargeRequest{}, true
+	case KindCartAdd:
+		return &CartAddRequest{}, true
+	case KindPaymentRefund:
+		return &RefundRequest{}, true
+	}
+	return nil, false
+}

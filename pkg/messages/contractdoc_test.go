@@ -19,7 +19,7 @@ func TestContractDoc(t *testing.T) {
 		CodeInvalidKey, CodeInvalidPayload, CodeUnknownCommand, CodePayloadTooLarge, CodeKeyReused,
 		CodeDeadLettered, CodeOutcomeUnknown, CodeCardDeclined, CodeChargeNotFound, CodeChargeNotRefundable,
 		CodeRefundExceedsCharge,
-		HeaderMsgID, HeaderReplyTo, HeaderDlqKey, HeaderDlqReason, HeaderDlqDeliveries, HeaderDlqEffect, HeaderDlqStreamSeq,
+		HeaderMsgID, HeaderReplyTo, HeaderDlqKey, HeaderDlqReason, HeaderDlqDeliveries, HeaderDlqEffect, HeaderDlqStreamSeq, HeaderDlqPublished,
 		CommandStreamDefault, ResultStreamDefault, DeadLetterStreamDefault, ConsumerDefault,
 	} {
 		require.Contains(t, text, "`"+name+"`", "docs/contract.md does not name %q", name)

@@ -24,6 +24,10 @@ const (
 	// HeaderDlqStreamSeq is added to a dead letter: the command's sequence
 	// in the command stream.
 	HeaderDlqStreamSeq = "Dlq-Stream-Seq"
+	// HeaderDlqPublished is added to a dead letter: when the command was
+	// published (RFC 3339, UTC), so a re-drive can tell when the command
+	// stream's duplicate window lets the key in again.
+	HeaderDlqPublished = "Dlq-Published"
 )
 
 // Default subject roots and stream names of the contract.
@@ -102,4 +106,10 @@ func (s Subjects) DeadLetterWildcard() string { return s.DeadLetter + ".>" }
 // subject is not under the command root.
 func (s Subjects) KindOf(subject string) (string, bool) {
 	return strings.CutPrefix(subject, s.Command+".")
+}
+
+// KindOfDeadLetter returns the command kind a dead-letter subject names,
+// and false when subject is not under the dead-letter root.
+func (s Subjects) KindOfDeadLetter(subject string) (string, bool) {
+	return strings.CutPrefix(subject, s.DeadLetter+".")
 }

@@ -203,6 +203,7 @@ func (p *Processor) copyToDeadLetters(ctx context.Context, d *delivery, v verdic
 	dl.Header.Set(messages.HeaderDlqDeliveries, strconv.Itoa(d.deliveries))
 	dl.Header.Set(messages.HeaderDlqEffect, v.effect)
 	dl.Header.Set(messages.HeaderDlqStreamSeq, seq)
+	dl.Header.Set(messages.HeaderDlqPublished, d.published.UTC().Format(time.RFC3339Nano))
 	b := backoff.WithMaxRetries(backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond)), 5)
 	return backoff.Retry(func() error {
 		pctx, cancel := context.WithTimeout(ctx, callTimeout)
