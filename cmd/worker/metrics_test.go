@@ -54,8 +54,16 @@ func TestWorker_Metrics(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ledger.OK(), "%v", ledger.Mismatches)
 
-	m := scrape(t, base+"/metrics")
-	sum := func(name string, labels ...string) float64 {
+	// A delivery counts its answer after sending it, and leaves the
+	// in-flight gauge after that: wait for the gauge to read 0 (and for no
+	// command to wait), so that every answer the load saw is counted.
+	var m map[string]float64
+	eventually(t, 30*time.Second, func() bool {
+		m = scrape(t, base+"/metrics")
+		return m["idempay_in_flight"] == 0 && m["idempay_consumer_ack_pending_messages"] == 0 && m["idempay_consumer_pending_messages"] == 0
+	}, "the worker is idle")
+	// Counters are whole numbers: compare them as such.
+	sum := func(name string, labels ...string) int {
 		total := 0.0
 		for series, v := range m {
 			if !strings.HasPrefix(series, name+"{") && series != name {
@@ -69,20 +77,23 @@ func TestWorker_Metrics(t *testing.T) {
 				total += v
 			}
 		}
-		return total
+		return int(total)
 	}
-	require.EqualValues(t, s.ByStatus[messages.StatusSucceeded], sum("idempay_commands_total", `status="succeeded"`, `replayed="false"`),
+	require.Equal(t, s.ByStatus[messages.StatusSucceeded], sum("idempay_commands_total", `status="succeeded"`, `replayed="false"`),
 		"one succeeded answer per succeeded key")
-	require.EqualValues(t, s.ByStatus[messages.StatusFailed], sum("idempay_commands_total", `status="failed"`, `replayed="false"`))
-	require.EqualValues(t, s.ByCode[messages.CodeCardDeclined], sum("idempay_commands_total", `code="card_declined"`, `replayed="false"`))
-	require.EqualValues(t, s.ReplayedByWorkers, sum("idempay_commands_total", `replayed="true"`), "replays: the late duplicates")
+	require.Equal(t, s.ByStatus[messages.StatusFailed], sum("idempay_commands_total", `status="failed"`, `replayed="false"`))
+	require.Equal(t, s.ByCode[messages.CodeCardDeclined], sum("idempay_commands_total", `code="card_declined"`, `replayed="false"`))
+	// Every late duplicate the load sent was replayed; the worker may have
+	// replayed more: a message that waited in the pull buffer past its
+	// 2s ack wait on this busy machine is delivered again and finds its
+	// outcome stored (harmless: it runs nothing).
+	require.GreaterOrEqual(t, sum("idempay_commands_total", `replayed="true"`), s.ReplayedByWorkers, "replays: at least the late duplicates")
 	require.EqualValues(t, ledger.Calls, sum("idempay_provider_calls_total", `kind="charge"`), "every charge call the provider received")
-	require.EqualValues(t, s.ByCode[messages.CodeCardDeclined], sum("idempay_provider_calls_total", `kind="charge"`, `result="declined"`))
+	require.Equal(t, s.ByCode[messages.CodeCardDeclined], sum("idempay_provider_calls_total", `kind="charge"`, `result="declined"`))
 	require.Positive(t, sum("idempay_provider_calls_total", `result="transient"`), "the flaky provider's failures are counted")
-	require.EqualValues(t, sum("idempay_provider_calls_total", `result="transient"`), sum("idempay_redeliveries_total", `reason="retry"`)+
+	require.Equal(t, sum("idempay_provider_calls_total", `result="transient"`), sum("idempay_redeliveries_total", `reason="retry"`)+
 		inDeliveryRetries(t, w), "each transient failure was retried, in the delivery or by redelivery")
 	require.Zero(t, sum("idempay_dead_letters_total"))
-	require.Zero(t, sum("idempay_in_flight"))
 	require.Positive(t, sum("idempay_command_duration_seconds_count", `kind="payment.charge"`))
 	require.Contains(t, m, "idempay_consumer_pending_messages")
 	require.Positive(t, sum("go_goroutines"))
@@ -90,15 +101,15 @@ func TestWorker_Metrics(t *testing.T) {
 
 // inDeliveryRetries counts the worker's "operation failed; retrying" lines:
 // the retries inside a delivery, which no redelivery counter sees.
-func inDeliveryRetries(t *testing.T, w *workerProc) float64 {
+func inDeliveryRetries(t *testing.T, w *workerProc) int {
 	t.Helper()
-	return float64(strings.Count(w.out.String(), `msg="operation failed; retrying"`))
+	return strings.Count(w.out.String(), `msg="operation failed; retrying"`)
 }
 
 // scrape reads a Prometheus text exposition into series -> value.
 func scrape(t *testing.T, url string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(url) //nolint:noctx // a test's one-off request
+	resp, err := http.Get(url) //nolint:noctx,gosec // a test's one-off request to the worker it started
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
