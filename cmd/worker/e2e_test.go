@@ -271,6 +271,14 @@ func TestWorker_CommandLine(t *testing.T) {
 	require.Contains(t, out, "--retry (RETRY_POLICIES)")
 	require.Contains(t, out, "sometimes")
 
+	out, code = run(nil, "RESULT_TTL=2m", "MAX_DELIVER=20", "ACK_WAIT=30s")
+	require.Equal(t, cli.ExitUsage, code)
+	require.Contains(t, out, "--result-ttl (RESULT_TTL) 2m0s must cover the longest redelivery horizon")
+
+	out, code = run([]string{"--lock-ttl", "10m", "--ack-wait", "5s"})
+	require.Equal(t, cli.ExitUsage, code)
+	require.Contains(t, out, "--lock-ttl (LOCK_TTL) 10m0s must not exceed 10 x --ack-wait (ACK_WAIT) 5s")
+
 	out, code = run(nil, "NATS_URL=nats://alice:s3cret@127.0.0.1:1")
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "cannot connect to NATS at nats://alice:xxxxx@127.0.0.1:1")

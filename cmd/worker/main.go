@@ -107,6 +107,14 @@ func (f *flags) Validate() error {
 		return fmt.Errorf("--result-ttl (RESULT_TTL) must not be shorter than --dedupe-window (%v), got %v", f.DedupeWindow, f.ResultTTL)
 	case f.LockTTL < 30*time.Millisecond:
 		return fmt.Errorf("--lock-ttl (LOCK_TTL) must be at least 30ms, got %v", f.LockTTL)
+	case f.LockTTL > 10*f.AckWait:
+		return fmt.Errorf("--lock-ttl (LOCK_TTL) %v must not exceed 10 x --ack-wait (ACK_WAIT) %v: a crashed worker would block its key that long", f.LockTTL, f.AckWait)
+	}
+	// The engine's own check, in the flags' words: the record of a key must
+	// outlive every delivery of its command.
+	if horizon := time.Duration(f.MaxDeliver)*(f.AckWait+processor.MaxNakDelayDefault) + f.DedupeWindow; f.ResultTTL < horizon {
+		return fmt.Errorf("--result-ttl (RESULT_TTL) %v must cover the longest redelivery horizon: --max-deliver (MAX_DELIVER) %d x (--ack-wait (ACK_WAIT) %v + the longest retry delay %v) + --dedupe-window (DEDUPE_WINDOW) %v = %v",
+			f.ResultTTL, f.MaxDeliver, f.AckWait, processor.MaxNakDelayDefault, f.DedupeWindow, horizon)
 	}
 	if _, err := retryOverrides(f.Retry); err != nil {
 		return err
@@ -123,7 +131,8 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 }
 
 func serve(ctx context.Context, f *flags, stderr io.Writer) error {
-	log := newLogger(f, stderr)
+	log := cli.NewLogger(stderr, f.LogFormat, f.LogLevel)
+	redis.SetLogger(cli.RedisLogger{Log: log})
 
 	nc, err := nats.Connect(f.NATSURL,
 		nats.Name("idempay-worker"),
@@ -287,14 +296,4 @@ func statsAttrs(s processor.Stats) []any {
 	return []any{"deliveries", s.Deliveries, "succeeded", s.Succeeded, "failed", s.Failed,
 		"replayed", s.Replayed, "rejected", s.Rejected, "redelivered", s.Redelivered, "lock_busy", s.LockBusy,
 		"lock_lost", s.LockLost, "dead_lettered", s.DeadLettered, "outcome_unknown", s.OutcomeUnknown}
-}
-
-func newLogger(f *flags, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(f.LogLevel))
-	opts := &slog.HandlerOptions{Level: level}
-	if f.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -33,6 +33,8 @@ func (n *namespace) streams() []string {
 // workerSettings are the worker's tunables a scenario chooses; everything
 // else is the worker's default.
 type workerSettings struct {
+	// MaxDeliver, when set, is the worker's MAX_DELIVER.
+	MaxDeliver   int
 	Concurrency  int
 	DedupeWindow time.Duration // 0: the worker's default (2m)
 	ResultTTL    time.Duration // 0: the worker's default (24h)
@@ -66,6 +68,9 @@ func (n *namespace) workerEnv(s *servers, w workerSettings) []string {
 	}
 	if w.ResultTTL > 0 {
 		env = append(env, "RESULT_TTL="+w.ResultTTL.String())
+	}
+	if w.MaxDeliver > 0 {
+		env = append(env, "MAX_DELIVER="+strconv.Itoa(w.MaxDeliver))
 	}
 	return env
 }

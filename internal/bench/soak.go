@@ -123,14 +123,17 @@ func Soak(ctx context.Context, cfg *SoakConfig) (*SoakReport, error) {
 		return nil, err
 	}
 	ns := b.nextNamespace()
-	w, err := startWorker(ctx, b.workerBin, ns.workerEnv(b.s, workerSettings{Concurrency: e2eInFlight, ResultTTL: soakResultTTL}))
+	// RESULT_TTL must cover the redelivery horizon (the worker checks):
+	// a soak has no failures, so one try and a 30s duplicate window fit.
+	w, err := startWorker(ctx, b.workerBin, ns.workerEnv(b.s, workerSettings{Concurrency: e2eInFlight, ResultTTL: soakResultTTL,
+		MaxDeliver: 1, DedupeWindow: 30 * time.Second}))
 	if err != nil {
 		return nil, err
 	}
 	defer w.kill() // after stop, a no-op
 
 	rep := &SoakReport{Setup: append(slices.Clone(b.s.describe),
-		fmt.Sprintf("Worker: %s, one process, CONCURRENCY=%d, RESULT_TTL=%v (so Redis and RESULTS reach a steady size)", b.workerBin, e2eInFlight, soakResultTTL),
+		fmt.Sprintf("Worker: %s, one process, CONCURRENCY=%d, RESULT_TTL=%v, MAX_DELIVER=1, DEDUPE_WINDOW=30s (so Redis and RESULTS reach a steady size)", b.workerBin, e2eInFlight, soakResultTTL),
 		fmt.Sprintf("Load: internal/load's mix through pkg/client, %d in flight, one run per %v sample; %s", cfg.ClientInFlight, cfg.Interval, machine()))}
 
 	peak, err := b.sendLoad(ctx, ns, cfg.PeakCount, 0, false)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 	"time"
 
@@ -52,8 +51,9 @@ type Config struct {
 	// RetryConfig defaults.
 	Retry RetryConfig
 
-	// Logger receives a line per retried publish and per ignored answer.
-	// Defaults to a text handler on stderr at Warn level.
+	// Logger receives a line per retried publish and per ignored answer. A
+	// library stays quiet in its caller's process unless asked: defaults to
+	// none.
 	Logger *slog.Logger
 }
 
@@ -88,7 +88,7 @@ func (c *Config) WithDefaults() *Config {
 	out.ResultTimeout = cmp.Or(out.ResultTimeout, ResultTimeoutDefault)
 	out.Retry = out.Retry.withDefaults()
 	if out.Logger == nil {
-		out.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		out.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &out
 }

@@ -130,8 +130,27 @@ func (c *Config) validate() error {
 		return fmt.Errorf("processor: LockTTL must be at least 30ms, got %v", c.LockTTL)
 	case c.NakDelay < 0 || c.MaxNakDelay < c.NakDelay:
 		return errors.New("processor: NakDelay must be between 0 and MaxNakDelay")
+	case c.ResultTTL < c.redeliveryHorizon():
+		// A record must outlive every delivery of its command: one that
+		// expired under a command still being retried would let the
+		// command start over with fresh tries, as if never attempted.
+		return fmt.Errorf("processor: ResultTTL (%v) must cover the longest redelivery horizon, MaxDeliver (%d) x (AckWait (%v) + MaxNakDelay (%v)) + DedupeWindow (%v) = %v",
+			c.ResultTTL, c.MaxDeliver, c.AckWait, c.MaxNakDelay, c.DedupeWindow, c.redeliveryHorizon())
+	case c.LockTTL > 10*c.AckWait:
+		// A dead worker's lock holds its key this long; the redeliveries
+		// meanwhile only meet the lock.
+		return fmt.Errorf("processor: LockTTL (%v) must not exceed 10 x AckWait (%v): a crashed worker would block its key for that long", c.LockTTL, c.AckWait)
 	}
 	return c.Topology.Validate()
+}
+
+// redeliveryHorizon is how long a command can still be delivered after it
+// was published, ignoring waits for a lock held by a live worker (which
+// keeps the record alive itself): every try's ack wait and the longest
+// delay between tries, plus the duplicate window, inside which a re-send
+// is dropped rather than delivered.
+func (c *Config) redeliveryHorizon() time.Duration {
+	return time.Duration(c.MaxDeliver)*(c.AckWait+c.MaxNakDelay) + c.DedupeWindow
 }
 
 // retryFor returns the retry policy of r: the operator's override, the

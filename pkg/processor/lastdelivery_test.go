@@ -220,6 +220,7 @@ func TestProcessor_LastDelivery(t *testing.T) {
 		b := setup(t)
 		b.cfg.ResultTTL = 3 * time.Second
 		b.cfg.DedupeWindow = 100 * time.Millisecond
+		b.cfg.MaxDeliver = 1 // a 3s retention must cover the redelivery horizon
 		b.startWorker(t, nil, nil)
 		key := newKey()
 		start := time.Now()

@@ -130,6 +130,8 @@ func (p *Processor) Start(ctx context.Context) error {
 			}
 		})
 	}
+	monitor := newHealthMonitor(p)
+	p.wg.Go(func() { monitor.run(feedCtx) })
 	p.log.info(ctx, "processor started", "stream", p.cfg.Topology.CommandStream, "consumer", p.cfg.Topology.Consumer,
 		"concurrency", p.cfg.Concurrency, "kinds", p.mux.Kinds())
 	return nil

@@ -1,0 +1,38 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+)
+
+// NewLogger returns the programs' logger: text or JSON on w at level (one
+// of debug, info, warn, error). Durations are written as Go durations
+// ("1.5s"), not nanoseconds, in JSON too.
+func NewLogger(w io.Writer, format, level string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level)) // kong checked the enum
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Value.Kind() == slog.KindDuration {
+			return slog.String(a.Key, a.Value.Duration().String())
+		}
+		return a
+	}}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// RedisLogger adapts log for go-redis's own messages (redis.SetLogger), so
+// that its connection-pool warnings arrive in the program's format and
+// level instead of raw on stderr. Its messages are warnings: go-redis logs
+// only what went wrong.
+type RedisLogger struct{ Log *slog.Logger }
+
+// Printf implements go-redis's internal.Logging.
+func (l RedisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.Log.WarnContext(ctx, "redis: "+strings.TrimSpace(fmt.Sprintf(format, v...)))
+}

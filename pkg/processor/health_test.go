@@ -1,0 +1,62 @@
+package processor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestHealthMonitor_BoundedRate: an outage is told once when it starts,
+// again only every healthRepeatEvery while it lasts, and once when it
+// ends; a server that keeps answering is never mentioned.
+func TestHealthMonitor_BoundedRate(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	p := &Processor{log: logger{slog.New(slog.NewTextHandler(&buf, nil))}}
+	h := newHealthMonitor(p)
+	ctx := context.Background()
+	refused := errors.New("dial tcp 127.0.0.1:6379: connect: connection refused")
+	lines := func() []string {
+		defer buf.Reset()
+		return strings.FieldsFunc(buf.String(), func(r rune) bool { return r == '\n' })
+	}
+
+	t0 := time.Now()
+	h.check(ctx, "NATS", nil, t0)
+	h.check(ctx, "Redis", refused, t0)
+	got := lines()
+	require.Len(t, got, 1, "one warning when Redis stops answering, nothing about NATS")
+	require.Contains(t, got[0], "level=WARN")
+	require.Contains(t, got[0], "Redis unreachable")
+	require.Contains(t, got[0], "connection refused")
+
+	for s := 2 * time.Second; s < healthRepeatEvery; s += 2 * time.Second {
+		h.check(ctx, "Redis", refused, t0.Add(s))
+	}
+	require.Empty(t, lines(), "no repeat inside %v", healthRepeatEvery)
+
+	h.check(ctx, "Redis", refused, t0.Add(healthRepeatEvery))
+	got = lines()
+	require.Len(t, got, 1)
+	require.Contains(t, got[0], "Redis still unreachable")
+	require.Contains(t, got[0], "down_for=15s")
+
+	h.check(ctx, "Redis", refused, t0.Add(healthRepeatEvery+2*time.Second))
+	require.Empty(t, lines(), "the repeat clock restarts at each repeat")
+
+	h.check(ctx, "Redis", nil, t0.Add(20*time.Second))
+	got = lines()
+	require.Len(t, got, 1)
+	require.Contains(t, got[0], "level=INFO")
+	require.Contains(t, got[0], "Redis answers again")
+	require.Contains(t, got[0], "down_for=20s")
+
+	h.check(ctx, "Redis", nil, t0.Add(22*time.Second))
+	require.Empty(t, lines(), "nothing while it answers")
+}
