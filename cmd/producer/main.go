@@ -28,6 +28,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/idempay/idempay/internal/cli"
+	"github.com/idempay/idempay/internal/telemetry"
 )
 
 func main() {
@@ -69,6 +70,13 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	// OTEL_TRACES_EXPORTER and the other OTEL_* variables turn on a span
+	// per command sent, whose traceparent the worker continues.
+	shutdown, _, err := telemetry.SetupTracing(ctx, "idempay-producer", cli.Version)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = shutdown(context.WithoutCancel(ctx)) }()
 	return kctx.Run()
 }
 

@@ -174,6 +174,11 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	shutdownTracing, tracing, err := telemetry.SetupTracing(ctx, "idempay-worker", cli.Version)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = shutdownTracing(context.WithoutCancel(ctx)) }()
 	var reg *prometheus.Registry
 	var metrics *processor.Metrics
 	var opsProvider ops.Provider = provider
@@ -182,7 +187,13 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		if metrics, err = processor.NewMetrics(reg); err != nil {
 			return err
 		}
-		if opsProvider, err = ops.Instrument(provider, reg); err != nil {
+	}
+	if reg != nil || tracing {
+		var r prometheus.Registerer
+		if reg != nil {
+			r = reg
+		}
+		if opsProvider, err = ops.Instrument(provider, r, nil); err != nil {
 			return err
 		}
 	}
@@ -220,7 +231,8 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		return err
 	}
 	log.Info("worker running", "version", cli.Version, "nats", nc.ConnectedUrlRedacted(), "redis", ropt.Addr,
-		"provider", f.Provider, "concurrency", f.Concurrency, "max_deliver", f.MaxDeliver, "ack_wait", f.AckWait)
+		"provider", f.Provider, "concurrency", f.Concurrency, "max_deliver", f.MaxDeliver, "ack_wait", f.AckWait,
+		"tracing", tracing)
 
 	if f.StatsInterval > 0 {
 		go logStats(ctx, log, p, f.StatsInterval)

@@ -12,7 +12,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/idempay/idempay/internal/tracing"
 	"github.com/idempay/idempay/pkg/messages"
 )
 
@@ -42,6 +46,8 @@ type Client struct {
 	cfg *Config
 	log *slog.Logger
 
+	tracer trace.Tracer
+
 	mu      sync.Mutex
 	results jetstream.Stream // handle of cfg.ResultStream, once it exists
 }
@@ -60,7 +66,10 @@ func New(nc *nats.Conn, cfg *Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: jetstream: %w", err)
 	}
-	return &Client{nc: nc, js: js, cfg: cfg, log: cfg.Logger}, nil
+	return &Client{nc: nc, js: js, cfg: cfg,
+		log:    slog.New(tracing.LogHandler(cfg.Logger.Handler())),
+		tracer: cfg.TracerProvider.Tracer(tracing.Scope),
+	}, nil
 }
 
 // Charge sends a payment.charge with key and waits for its answer. It
@@ -153,6 +162,18 @@ func (c *Client) Send(ctx context.Context, key string, cmd messages.Command) (*R
 			Message: fmt.Sprintf("body is %d bytes; at most %d are accepted", len(body), messages.MaxBodySize)}
 	}
 
+	subject := c.cfg.Topology.Subjects.CommandFor(cmd.Kind())
+	ctx, span := c.tracer.Start(ctx, "send "+subject, trace.WithSpanKind(trace.SpanKindProducer))
+	defer span.End()
+	reply, err := c.send(ctx, key, cmd, subject, body)
+	if span.IsRecording() {
+		traceReply(span, subject, key, reply, err)
+	}
+	return reply, err
+}
+
+// send publishes and waits; ctx carries the send span.
+func (c *Client) send(ctx context.Context, key string, cmd messages.Command, subject string, body []byte) (*Reply, error) {
 	// Listen first: an answer published before the subscription exists is
 	// gone for core NATS.
 	w, err := c.listen(key)
@@ -162,10 +183,11 @@ func (c *Client) Send(ctx context.Context, key string, cmd messages.Command) (*R
 	defer w.close()
 
 	msg := &nats.Msg{
-		Subject: c.cfg.Topology.Subjects.CommandFor(cmd.Kind()),
+		Subject: subject,
 		Data:    body,
 		Header:  nats.Header{messages.HeaderReplyTo: []string{w.inbox}},
 	}
+	tracing.Inject(ctx, msg.Header)
 	start := time.Now()
 	ack, attempts, err := c.publish(ctx, key, msg)
 	if err != nil {
@@ -179,6 +201,26 @@ func (c *Client) Send(ctx context.Context, key string, cmd messages.Command) (*R
 	reply.Latency = time.Since(start)
 	return reply, ResultError(&reply.Result)
 }
+
+// traceReply records on the send span what came of it: the answer, or an
+// error when there is none (a failed or rejected answer is an answer).
+func traceReply(span trace.Span, subject, key string, reply *Reply, err error) {
+	span.SetAttributes(tracing.Attributes(tracing.Send, subject, key, "")...)
+	if reply == nil || reply.Result.Status == "" {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		return
+	}
+	span.SetAttributes(tracing.AttrStatus.String(string(reply.Result.Status)),
+		tracing.AttrReplayed.Bool(reply.Result.Replayed), attrDuplicate.Bool(reply.Duplicate))
+	if reply.Result.Code != "" {
+		span.SetAttributes(tracing.AttrCode.String(reply.Result.Code))
+	}
+}
+
+const attrDuplicate = attribute.Key("idempay.duplicate")
 
 // Status returns the outcome stored for key in the result stream: succeeded
 // or failed, possibly a replay. It returns ErrNotFound when there is none

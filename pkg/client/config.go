@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/idempay/idempay/pkg/messages"
 )
@@ -55,6 +57,12 @@ type Config struct {
 	// library stays quiet in its caller's process unless asked: defaults to
 	// none.
 	Logger *slog.Logger
+	// TracerProvider makes a span per Send, "send <subject>", whose W3C
+	// traceparent the command carries to the worker's span. Defaults to
+	// otel.GetTracerProvider(): no spans until the program installs a
+	// provider, though a span already in the caller's context still goes
+	// out with the command.
+	TracerProvider trace.TracerProvider
 }
 
 // RetryConfig is the exponential backoff between publish attempts of one
@@ -87,6 +95,9 @@ func (c *Config) WithDefaults() *Config {
 	out.PublishTimeout = cmp.Or(out.PublishTimeout, PublishTimeoutDefault)
 	out.ResultTimeout = cmp.Or(out.ResultTimeout, ResultTimeoutDefault)
 	out.Retry = out.Retry.withDefaults()
+	if out.TracerProvider == nil {
+		out.TracerProvider = otel.GetTracerProvider()
+	}
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.DiscardHandler)
 	}

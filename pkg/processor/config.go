@@ -8,6 +8,9 @@ import (
 	"os"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/idempay/idempay/pkg/messages"
 )
 
@@ -80,6 +83,13 @@ type Config struct {
 	// Metrics, if set, receives the engine's Prometheus metrics (see
 	// NewMetrics). Defaults to none.
 	Metrics *Metrics
+	// TracerProvider makes a span for each delivery, "process <subject>",
+	// the child of the span whose W3C traceparent the command carries; the
+	// operation runs inside it and the answers carry it on in their own
+	// traceparent. Defaults to otel.GetTracerProvider(): no spans until the
+	// program installs a provider, though a command's traceparent still
+	// reaches its answers and the log lines about it.
+	TracerProvider trace.TracerProvider
 
 	// Failpoint, if set, is called at each named step of a delivery; when it
 	// returns true the delivery is abandoned on the spot - no nak, no
@@ -106,6 +116,9 @@ func (c *Config) WithDefaults() *Config {
 	d.MaxNakDelay = cmp.Or(c.MaxNakDelay, MaxNakDelayDefault)
 	if d.Retry == nil {
 		d.Retry = DefaultPolicy()
+	}
+	if d.TracerProvider == nil {
+		d.TracerProvider = otel.GetTracerProvider()
 	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

@@ -10,7 +10,9 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/idempay/idempay/internal/tracing"
 	"github.com/idempay/idempay/pkg/dedupe"
 	"github.com/idempay/idempay/pkg/messages"
 )
@@ -59,14 +61,14 @@ type delivery struct {
 // leaves the work queue: JetStream redelivers every message nobody ended,
 // without limit, and each delivery decides again from the record.
 func (p *Processor) deliver(msg jetstream.Msg) {
-	ctx := p.workCtx
 	d := &delivery{msg: msg, deliveries: 1}
 	p.counters.deliveries.Add(1)
 	m := p.cfg.Metrics
 	start := time.Now()
 	m.flight(1)
 	defer m.flight(-1)
-	if h := msg.Headers(); h != nil {
+	h := msg.Headers()
+	if h != nil {
 		d.key = h.Get(messages.HeaderMsgID)
 		d.replyTo = h.Get(messages.HeaderReplyTo)
 	}
@@ -75,6 +77,8 @@ func (p *Processor) deliver(msg jetstream.Msg) {
 		d.deliveries = int(min(meta.NumDelivered, 1<<31))
 		d.published, d.seq = meta.Timestamp, meta.Sequence.Stream
 	}
+	ctx, span := p.startSpan(tracing.Extract(p.workCtx, h), d, msg.Subject())
+	defer span.End()
 	defer func() {
 		// A bug in the pipeline itself must not take the worker down with
 		// the other commands in flight.
@@ -99,6 +103,21 @@ func (p *Processor) deliver(msg jetstream.Msg) {
 	f := p.examine(ctx, d)
 	p.report(ctx, d, decide(f, p.cfg))
 	m.observe(p.kindLabel(d.kind), start)
+}
+
+// startSpan starts the delivery's span, a child of the command's
+// traceparent (extracted into ctx), with the messaging attributes.
+func (p *Processor) startSpan(ctx context.Context, d *delivery, subject string) (context.Context, trace.Span) {
+	name, ok := p.spanNames[d.kind]
+	if !ok {
+		name = "process " + subject
+	}
+	ctx, span := p.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindConsumer))
+	if span.IsRecording() {
+		span.SetAttributes(tracing.Attributes(tracing.Process, subject, d.key, p.cfg.Topology.Consumer)...)
+		span.SetAttributes(tracing.AttrKind.String(d.kind), tracing.AttrDelivery.Int(d.deliveries))
+	}
+	return ctx, span
 }
 
 // kindLabel is the command's kind as a metric label: a kind no operation

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,7 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/idempay/idempay/internal/tracing"
 	"github.com/idempay/idempay/pkg/dedupe"
 )
 
@@ -26,6 +29,9 @@ type Processor struct {
 	mux   *Mux
 	cfg   *Config
 	log   logger
+
+	tracer    trace.Tracer
+	spanNames map[string]string // kind -> "process <subject>", made once
 
 	mu         sync.Mutex
 	started    bool
@@ -73,8 +79,13 @@ func New(nc *nats.Conn, rdb redis.UniversalClient, mux *Mux, cfg *Config) (*Proc
 	}
 	p := &Processor{
 		nc: nc, js: js, rdb: rdb, store: store, mux: mux, cfg: cfg,
-		log:     logger{cfg.Logger},
-		stopped: make(chan struct{}),
+		log:       logger{slog.New(tracing.LogHandler(cfg.Logger.Handler()))},
+		tracer:    cfg.TracerProvider.Tracer(tracing.Scope),
+		spanNames: map[string]string{},
+		stopped:   make(chan struct{}),
+	}
+	for _, kind := range mux.Kinds() {
+		p.spanNames[kind] = "process " + cfg.Topology.Subjects.CommandFor(kind)
 	}
 	p.lookupFn = p.lookup
 	return p, nil

@@ -10,7 +10,10 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/idempay/idempay/internal/tracing"
 	"github.com/idempay/idempay/pkg/dedupe"
 	"github.com/idempay/idempay/pkg/messages"
 )
@@ -56,6 +59,7 @@ func (p *Processor) answer(ctx context.Context, d *delivery, rec *dedupe.Record,
 	}
 	p.reply(ctx, d, body)
 	p.cfg.Metrics.answered(p.kindLabel(d.kind), string(res.Status), res.Code, replayed)
+	traceAnswer(ctx, res.Status, res.Code, replayed)
 	switch {
 	case replayed:
 		p.counters.replayed.Add(1)
@@ -81,7 +85,7 @@ func (p *Processor) answer(ctx context.Context, d *delivery, rec *dedupe.Record,
 func (p *Processor) publishResult(ctx context.Context, d *delivery, body []byte) error {
 	subject := p.cfg.Topology.Subjects.ResultFor(d.key)
 	publish := func() error {
-		fut, err := p.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: body})
+		fut, err := p.js.PublishMsgAsync(p.outMsg(ctx, subject, body))
 		if err != nil {
 			return err
 		}
@@ -107,13 +111,14 @@ func (p *Processor) publishResult(ctx context.Context, d *delivery, body []byte)
 func (p *Processor) refuse(ctx context.Context, d *delivery, rej *messages.RejectError) {
 	body := rejection(d, rej.Code, rej.Message).Marshal()
 	if rej.Code != messages.CodeInvalidKey {
-		if err := p.nc.Publish(p.cfg.Topology.Subjects.RejectedFor(d.key), body); err != nil {
+		if err := p.nc.PublishMsg(p.outMsg(ctx, p.cfg.Topology.Subjects.RejectedFor(d.key), body)); err != nil {
 			p.log.warn(ctx, "publish rejection failed", attrKey, d.key, attrError, err)
 		}
 	}
 	p.reply(ctx, d, body)
 	p.counters.rejected.Add(1)
 	p.cfg.Metrics.answered(p.kindLabel(d.kind), string(messages.StatusRejected), rej.Code, false)
+	traceAnswer(ctx, messages.StatusRejected, rej.Code, false)
 	p.log.info(ctx, "command rejected", attrKey, d.key, attrKind, d.kind, attrCode, rej.Code, "message", rej.Message)
 	p.ack(ctx, d)
 }
@@ -133,6 +138,9 @@ func (p *Processor) retry(ctx context.Context, d *delivery, v verdict) {
 	}
 	p.counters.redelivered.Add(1)
 	p.cfg.Metrics.redelivered(v.why)
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(tracing.AttrRedelivered.String(v.why))
+	}
 	if v.busy {
 		p.counters.lockBusy.Add(1)
 		p.cfg.Metrics.inc(p.cfg.Metrics.lockBusyCounter())
@@ -224,18 +232,41 @@ func (p *Processor) notifyDeadLetter(ctx context.Context, d *delivery, effect st
 			"the command was dead-lettered after its tries; it did not take effect, and the key keeps no outcome: it may be sent again")
 	}
 	body := n.Marshal()
-	if err := p.nc.Publish(p.cfg.Topology.Subjects.RejectedFor(d.key), body); err != nil {
+	if err := p.nc.PublishMsg(p.outMsg(ctx, p.cfg.Topology.Subjects.RejectedFor(d.key), body)); err != nil {
 		p.log.warn(ctx, "publish dead-letter notice failed", attrKey, d.key, attrError, err)
 	}
 	p.reply(ctx, d, body)
 	p.cfg.Metrics.answered(p.kindLabel(d.kind), string(messages.StatusRejected), n.Code, false)
+	traceAnswer(ctx, messages.StatusRejected, n.Code, false)
+	trace.SpanFromContext(ctx).SetStatus(codes.Error, n.Code)
+}
+
+// outMsg is an answer on subject, with the delivery's span as its
+// traceparent when there is one.
+func (p *Processor) outMsg(ctx context.Context, subject string, body []byte) *nats.Msg {
+	msg := &nats.Msg{Subject: subject, Data: body}
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		msg.Header = nats.Header{}
+		tracing.Inject(ctx, msg.Header)
+	}
+	return msg
+}
+
+// traceAnswer records on the delivery's span what it answered.
+func traceAnswer(ctx context.Context, status messages.Status, code string, replayed bool) {
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(tracing.AttrStatus.String(string(status)), tracing.AttrReplayed.Bool(replayed))
+		if code != "" {
+			span.SetAttributes(tracing.AttrCode.String(code))
+		}
+	}
 }
 
 func (p *Processor) reply(ctx context.Context, d *delivery, body []byte) {
 	if d.replyTo == "" {
 		return
 	}
-	if err := p.nc.Publish(d.replyTo, body); err != nil {
+	if err := p.nc.PublishMsg(p.outMsg(ctx, d.replyTo, body)); err != nil {
 		p.log.warn(ctx, "reply failed", attrKey, d.key, "reply_to", d.replyTo, attrError, err)
 	}
 }
