@@ -249,7 +249,11 @@ func (w *waiter) close() {
 //     Otherwise the rejection may be another message's, and this message's
 //     own answer will come on the inbox.
 func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.Command, reply *Reply) error {
-	timer := time.NewTimer(c.cfg.ResultTimeout)
+	wait := c.cfg.ResultTimeout
+	if reply.Duplicate && c.cfg.DuplicateWait > 0 {
+		wait = c.cfg.DuplicateWait
+	}
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 
 	// After a duplicate PubAck the earlier message may have been answered
@@ -276,6 +280,9 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 	if reply.Duplicate {
 		if done, err := checkStream(); done {
 			return err
+		}
+		if c.cfg.DuplicateWait < 0 {
+			return fmt.Errorf("%w (key %s: a duplicate of message %d, which has no stored outcome yet)", ErrResultTimeout, key, reply.Sequence)
 		}
 	}
 
@@ -307,7 +314,7 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 				return err
 			}
 		case <-timer.C:
-			return fmt.Errorf("%w (key %s, after %s)", ErrResultTimeout, key, c.cfg.ResultTimeout)
+			return fmt.Errorf("%w (key %s, after %s)", ErrResultTimeout, key, wait)
 		case <-ctx.Done():
 			return fmt.Errorf("client: wait for the answer to %s: %w", key, context.Cause(ctx))
 		}

@@ -532,3 +532,41 @@ func noRetries() *processor.Policy {
 	b := processor.Backoff{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, MaxElapsedTime: time.Second}
 	return &processor.Policy{Transient: b, Ambiguous: b, RateLimited: b}
 }
+
+// TestClient_Send_DuplicateWait: with a negative DuplicateWait, a publish
+// that JetStream drops as a duplicate of a message still in flight returns
+// at once, naming the earlier message; once that message has an outcome,
+// the same call returns it.
+func TestClient_Send_DuplicateWait(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, &loadtest.Options{Workers: -1})
+	cfg := env.ClientConfig()
+	cfg.ResultTimeout = 100 * time.Millisecond
+	first := env.MustClient(t, cfg)
+	cfg = env.ClientConfig()
+	cfg.DuplicateWait = -1
+	eager := env.MustClient(t, cfg)
+	ctx := testCtx(t)
+	key := client.NewKey()
+
+	reply, err := first.Charge(ctx, key, charge(100))
+	require.ErrorIs(t, err, client.ErrResultTimeout)
+	require.False(t, reply.Duplicate)
+
+	start := time.Now()
+	again, err := eager.Charge(ctx, key, charge(100))
+	require.ErrorIs(t, err, client.ErrResultTimeout)
+	require.Less(t, time.Since(start), 5*time.Second, "a negative DuplicateWait does not wait for the answer")
+	require.True(t, again.Duplicate)
+	require.Equal(t, reply.Sequence, again.Sequence, "the Reply names the earlier message")
+	require.Empty(t, again.Result.Status)
+
+	_, err = env.StartWorker(nil)
+	require.NoError(t, err)
+	waitStored(t, eager, key)
+	res, err := eager.Charge(ctx, key, charge(100))
+	require.NoError(t, err)
+	require.True(t, res.Duplicate)
+	require.Equal(t, client.SourceResultStream, res.Source)
+	require.Equal(t, int64(1), env.SimCalls(t, key))
+}
