@@ -249,8 +249,13 @@ func (w *waiter) close() {
 //     Otherwise the rejection may be another message's, and this message's
 //     own answer will come on the inbox.
 func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.Command, reply *Reply) error {
+	// A duplicate of a later publish attempt may be of this Send's own
+	// earlier attempt, whose PubAck was lost: that message carries our
+	// inbox and is waited for like any answer. Only a first attempt's
+	// duplicate is surely another message's.
+	othersMessage := reply.Duplicate && reply.PublishAttempts == 1
 	wait := c.cfg.ResultTimeout
-	if reply.Duplicate && c.cfg.DuplicateWait > 0 {
+	if othersMessage && c.cfg.DuplicateWait > 0 {
 		wait = c.cfg.DuplicateWait
 	}
 	timer := time.NewTimer(wait)
@@ -281,7 +286,7 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 		if done, err := checkStream(); done {
 			return err
 		}
-		if c.cfg.DuplicateWait < 0 {
+		if othersMessage && c.cfg.DuplicateWait < 0 {
 			return fmt.Errorf("%w (key %s: a duplicate of message %d, which has no stored outcome yet)", ErrResultTimeout, key, reply.Sequence)
 		}
 	}

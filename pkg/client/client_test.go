@@ -224,8 +224,21 @@ func TestClient_Send_ResultBeforeListen(t *testing.T) {
 // TestClient_Send_LostAck: the PubAck of the first publish is lost on the
 // way back; the client publishes again with the same key, JetStream drops
 // the copy, and the one command is processed once.
+//
+// With a negative DuplicateWait too: the duplicate is of the Send's own
+// lost attempt, whose answer is waited for.
 func TestClient_Send_LostAck(t *testing.T) {
 	t.Parallel()
+	for name, wait := range map[string]time.Duration{"DuplicateWaitDefault": 0, "DuplicateWaitNegative": -1} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testLostAck(t, wait)
+		})
+	}
+}
+
+func testLostAck(t *testing.T, duplicateWait time.Duration) {
+	t.Helper()
 	env := loadtest.Setup(t, nil)
 	key := client.NewKey()
 	proxy := newAckLossProxy(t, env.NATSURL, messages.HeaderMsgID+": "+key)
@@ -236,6 +249,7 @@ func TestClient_Send_LostAck(t *testing.T) {
 	cfg := env.ClientConfig()
 	cfg.PublishTimeout = 300 * time.Millisecond
 	cfg.Retry = client.RetryConfig{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond}
+	cfg.DuplicateWait = duplicateWait
 	c, err := client.New(nc, cfg)
 	require.NoError(t, err)
 

@@ -49,6 +49,8 @@ type Config struct {
 	ResultTimeout time.Duration
 
 	// DuplicateWait bounds the wait for the answer after a duplicate PubAck
+	// of the first publish attempt (a later attempt's duplicate may be of
+	// this Send's own earlier attempt, and is waited for like any answer)
 	// when the result stream holds no outcome for the key yet: the earlier
 	// message with the key is then still in flight, or ended without an
 	// outcome (rejected, dead-lettered). Zero waits up to ResultTimeout,
