@@ -3,6 +3,7 @@ package gateway
 import (
 	"encoding/json"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -145,4 +146,17 @@ func TestGateway_CORS(t *testing.T) {
 
 	_, err := New(b.env.NC, &Config{AllowedOrigins: []string{"https://shop.example.com/"}})
 	require.ErrorContains(t, err, "not an origin")
+}
+
+// TestContractDoc: docs/contract.md names every code the gateway answers.
+func TestContractDoc(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../../docs/contract.md")
+	require.NoError(t, err)
+	for _, p := range problemTypes {
+		if p.Code == CodeNotFound || p.Code == CodeMethodNotAllowed || p.Code == CodeOriginNotAllowed {
+			continue // plain HTTP, documented in openapi.json
+		}
+		require.Contains(t, string(doc), "`"+p.Code+"`", "docs/contract.md does not name %q", p.Code)
+	}
 }
