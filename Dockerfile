@@ -1,10 +1,12 @@
 # syntax=docker/dockerfile:1
 #
-# One image with both programs: `worker` (the entrypoint) and `producer`.
+# One image with the programs: `worker` (the entrypoint), `producer` and
+# `gateway` (the HTTP API).
 #   docker build -t idempay .
 #   docker run --rm idempay --help
 #   docker run --rm --entrypoint producer idempay --help
-# docker-compose.yml builds it for the worker and producer services.
+#   docker run --rm --entrypoint gateway idempay --help
+# docker-compose.yml builds it for the worker, gateway and producer services.
 
 ARG GO_VERSION=1.26
 
@@ -20,11 +22,11 @@ ARG TARGETOS TARGETARCH
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH} \
-    go build -trimpath -ldflags='-s -w' -o /out/ ./cmd/worker ./cmd/producer
+    go build -trimpath -ldflags='-s -w' -o /out/ ./cmd/worker ./cmd/producer ./cmd/gateway
 
 # distroless/static: no shell, no package manager, CA certificates and a
 # non-root user (uid 65532) only.
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /out/worker /out/producer /usr/local/bin/
+COPY --from=build /out/worker /out/producer /out/gateway /usr/local/bin/
 USER nonroot:nonroot
 ENTRYPOINT ["/usr/local/bin/worker"]

@@ -46,7 +46,7 @@ demo: require-redis ## Run the whole system in one process on embedded defaults 
 	$(GO) run ./cmd/demo $(DEMO_ARGS)
 
 # The packages that talk to NATS, re-run against a nats-server binary.
-COMPAT_PKGS := ./pkg/processor ./pkg/client ./internal/load ./cmd/worker ./cmd/producer
+COMPAT_PKGS := ./pkg/processor ./pkg/client ./internal/load ./cmd/worker ./cmd/producer ./pkg/gateway ./cmd/gateway
 
 .PHONY: test
 test: require-redis ## Lint, then run every test with the race detector (starts its own NATS and Redis), the NATS-facing ones again on nats-server 2.9 if installed, and the chaos suite for CHAOS_SHORT
@@ -74,6 +74,10 @@ test/short: require-redis ## Run the tests in -short mode (skips the slow ones),
 bench: require-redis ## Benchmark idempay against the bare JetStream ceiling on its own servers (go run ./cmd/bench, ~5 min; last line throughput_ratio=), after the pkg/messages micro benchmarks
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem -count=1 ./pkg/messages/...
 	$(GO) run ./cmd/bench $(BENCH_ARGS)
+
+.PHONY: bench/gateway
+bench/gateway: require-redis ## The gateway's overhead: end to end through pkg/client, then through the HTTP gateway, on the same servers and worker (go run ./cmd/bench gateway, ~1 min; last line gateway_ratio=)
+	$(GO) run ./cmd/bench gateway $(BENCH_ARGS)
 
 .PHONY: bench/short
 bench/short: require-redis ## The CI-sized benchmark: every scenario with 1000 commands, one round, well under a minute (go run ./cmd/bench -short)
@@ -115,8 +119,8 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/idempay/idempay/internal/cli.Version=$(VERSION)
 
 .PHONY: build
-build: ## Build bin/worker, bin/producer and bin/demo, with VERSION stamped in (--version prints it)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/worker ./cmd/producer ./cmd/demo
+build: ## Build bin/worker, bin/producer, bin/gateway and bin/demo, with VERSION stamped in (--version prints it)
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/worker ./cmd/producer ./cmd/gateway ./cmd/demo
 
 .PHONY: clean
 clean: ## Remove bin/
@@ -125,7 +129,7 @@ clean: ## Remove bin/
 ##@ Docker Compose (needs a Docker engine; for humans, not CI)
 
 .PHONY: up
-up: ## Start NATS, Redis and 3 workers in Docker, and wait until healthy
+up: ## Start NATS, Redis, 3 workers and the HTTP gateway (127.0.0.1:8080) in Docker, and wait until healthy
 	$(COMPOSE) up --build --detach --wait
 
 .PHONY: load

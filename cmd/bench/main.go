@@ -6,6 +6,7 @@
 //	bench                 # the full run (make bench): 30000 commands per scenario, 3 rounds
 //	bench -short          # the CI-sized run (make bench/short), under a minute
 //	bench soak            # 5 minutes at a steady rate, sampling the worker (make soak)
+//	bench gateway         # the HTTP gateway against pkg/client, end to end (make bench/gateway)
 //	bench --help          # every flag and its environment variable
 //
 // Go-style single-dash flags (-short, -count=1000) are accepted as well as
@@ -38,8 +39,9 @@ func main() {
 
 // cli is the command line: the benchmark (the default command) and soak.
 type cli struct {
-	Run  runCmd  `cmd:"" default:"withargs" help:"Measure the bare JetStream ceiling, the worker draining a preload at CONCURRENCY 1, 16 and 64, and the end-to-end path, and print the table (the default command)."`
-	Soak soakCmd `cmd:"" help:"Run an end-to-end load at half of a quick peak for --duration and sample the worker's RSS and goroutines every --interval."`
+	Run     runCmd     `cmd:"" default:"withargs" help:"Measure the bare JetStream ceiling, the worker draining a preload at CONCURRENCY 1, 16 and 64, and the end-to-end path, and print the table (the default command)."`
+	Soak    soakCmd    `cmd:"" help:"Run an end-to-end load at half of a quick peak for --duration and sample the worker's RSS and goroutines every --interval."`
+	Gateway gatewayCmd `cmd:"" help:"Measure the HTTP gateway's overhead: the end-to-end peak through pkg/client, then through ./cmd/gateway, --rounds times; last line gateway_ratio=<gateway / pkg/client>."`
 }
 
 // shared are the flags both commands take.
@@ -153,6 +155,35 @@ func (c *soakCmd) Run(ctx context.Context, out *streams) error {
 	return nil
 }
 
+type gatewayCmd struct {
+	Count  int `name:"count" env:"BENCH_COUNT" default:"10000" help:"Commands per scenario."`
+	Rounds int `name:"rounds" env:"BENCH_ROUNDS" default:"3" help:"How often the pair (pkg/client, then the gateway) is measured; the table gives min/median/max of the ratio."`
+	shared `embed:""`
+}
+
+func (c *gatewayCmd) Validate() error {
+	switch {
+	case c.Count < 2 || c.Count > 1_000_000:
+		return fmt.Errorf("--count must be between 2 and 1000000, got %d", c.Count)
+	case c.Rounds < 1:
+		return fmt.Errorf("--rounds must be at least 1, got %d", c.Rounds)
+	}
+	return c.validate()
+}
+
+func (c *gatewayCmd) Run(ctx context.Context, out *streams) error {
+	rep, err := bench.Gateway(ctx, &bench.GatewayConfig{Count: c.Count, Rounds: c.Rounds, ClientInFlight: c.ClientInFlight,
+		Durable: c.Durable, WorkerBin: c.Worker, Progress: out.stderr})
+	if err != nil {
+		return err
+	}
+	if err := c.writeJSON(rep.WriteJSON); err != nil {
+		return err
+	}
+	rep.WriteTable(out.stdout)
+	return nil
+}
+
 // streams are where a command writes: the table to stdout, progress to
 // stderr. A struct, because kong binds Run's parameters by type and two
 // io.Writers would be one.
@@ -222,7 +253,7 @@ func helpOfRun(args []string) []string {
 	help := false
 	for _, a := range args {
 		switch a {
-		case "run", "soak":
+		case "run", "soak", "gateway":
 			return args
 		case "-h", "--help":
 			help = true

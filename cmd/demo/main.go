@@ -227,6 +227,9 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 		say("  go run ./cmd/producer charge --account acct_42 --amount 1999 --currency EUR --key <the key it printed>")
 		say("  go run ./cmd/producer refund --charge-key <that key> --amount 500")
 		say("  go run ./cmd/producer load --count 20000 --duplicates 0.2 --verify-ledger")
+		say("  go run ./cmd/gateway &           # the HTTP API and a checkout page on http://127.0.0.1:8080/")
+		say(`  curl -i -H 'Content-Type: application/json' -H "Idempotency-Key: $(cat /proc/sys/kernel/random/uuid)" \`)
+		say(`       -d '{"account_id":"acct_42","amount":1999,"currency":"EUR"}' http://127.0.0.1:8080/v1/payments`)
 		return nil
 	}
 	return errors.New("the audit found problems: see the table above")

@@ -83,10 +83,11 @@ func (c *Config) Validate() error {
 
 // bencher is one Run's state.
 type bencher struct {
-	cfg       *Config
-	s         *servers
-	workerBin string
-	seq       int
+	cfg        *Config
+	s          *servers
+	workerBin  string
+	gatewayBin string // built on first use
+	seq        int
 	// step and steps number the progress lines.
 	step, steps int
 	started     time.Time
@@ -137,7 +138,7 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 		drains = append(drains, drainCase{kindCharge, 64, 1})
 	}
 	drains = uniqueDrains(drains)
-	b.steps = 2*cfg.Rounds + len(drains) + 4
+	b.steps = 2*cfg.Rounds + len(drains) + 5
 
 	var ceilings, ratios []float64
 	for round := 1; round <= cfg.Rounds; round++ {
@@ -160,6 +161,7 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	rep.Ceiling, rep.Ratio = spreadOf(ceilings), spreadOf(ratios)
 
 	var others []*Result
+	var clientPeak *Result
 	for _, d := range drains {
 		r, err := b.measure(ctx, fmt.Sprintf("%s @%d, %d worker(s)", d.kind, d.inFlight, d.workers), func() (*Result, error) {
 			return b.drain(ctx, d.kind, d.inFlight, d.workers, 0)
@@ -187,7 +189,19 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 			return nil, err
 		}
 		others = append(others, peak, half)
+		if !dup {
+			clientPeak = peak
+		}
 	}
+	// The gateway's overhead: the same peak, as HTTP requests.
+	gw, err := b.measure(ctx, "e2e via gateway at peak", func() (*Result, error) { return b.e2eGateway(ctx, "e2e peak via gateway") })
+	if err != nil {
+		return nil, err
+	}
+	gr := gw.PerSecond / clientPeak.PerSecond
+	gw.Notes = append(gw.Notes, fmt.Sprintf("%.3f of e2e peak (through pkg/client) in this run", gr))
+	rep.GatewayRatio = &Spread{Min: gr, Median: gr, Max: gr}
+	others = append(others, gw)
 	for _, r := range others {
 		r.Ratio = r.PerSecond / rep.Ceiling.Median
 		rep.Results = append(rep.Results, *r)

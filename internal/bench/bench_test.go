@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,7 +143,7 @@ func TestRun(t *testing.T) {
 	var progress bytes.Buffer
 	rep, err := Run(context.Background(), &Config{Count: 100, Rounds: 1, Progress: &progress})
 	require.NoError(t, err, progress.String())
-	require.Len(t, rep.Results, 15) // 2 headline rows, 9 drains, 4 end-to-end rows
+	require.Len(t, rep.Results, 16) // 2 headline rows, 9 drains, 4 end-to-end rows, 1 through the gateway
 	for _, r := range rep.Results {
 		require.Equal(t, 100, r.Commands, r.Name)
 		require.Positive(t, r.PerSecond, r.Name)
@@ -150,6 +151,27 @@ func TestRun(t *testing.T) {
 	var out bytes.Buffer
 	rep.WriteTable(&out)
 	require.Regexp(t, `\nthroughput_ratio=[0-9.]+\n$`, out.String())
+	require.Regexp(t, `\ngateway_ratio=[0-9.]+\n`, out.String())
+}
+
+// TestGateway runs the gateway pair once with a handful of commands: the
+// harness completes, both rows are there, and the last line is the ratio.
+func TestGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts servers, a worker and a gateway process")
+	}
+	var progress bytes.Buffer
+	rep, err := Gateway(context.Background(), &GatewayConfig{Count: 100, Rounds: 1, Progress: &progress})
+	require.NoError(t, err, progress.String())
+	require.Len(t, rep.Results, 2)
+	for _, r := range rep.Results {
+		require.Equal(t, 100, r.Commands, r.Name)
+		require.Empty(t, slices.DeleteFunc(slices.Clone(r.Notes), func(n string) bool { return !strings.HasPrefix(n, "NOT OK") }), r.Name)
+	}
+	require.NotNil(t, rep.Results[1].CPU.Gateway, "the gateway's CPU is measured")
+	var out bytes.Buffer
+	rep.WriteTable(&out)
+	require.Regexp(t, `\ngateway_ratio=[0-9.]+\n$`, out.String())
 }
 
 func TestParseMachineBusy(t *testing.T) {

@@ -19,6 +19,10 @@ type meter struct {
 	// workers maps each worker's pid to its CPU at the moment it was
 	// running (its start-up is not the commands' cost).
 	workers map[int]time.Duration
+	// gateway is the HTTP gateway process, if the scenario has one, and
+	// its CPU once it was running.
+	gateway    *workerProc
+	gatewayCPU time.Duration
 	// self is this process's CPU: the ceiling's consumer, the end-to-end
 	// client, the answer watch.
 	self   time.Duration
@@ -52,6 +56,13 @@ func (s *servers) begin(ctx context.Context) *meter {
 func (m *meter) addWorker(w *workerProc) {
 	if p, err := readProc(w.pid()); err == nil {
 		m.workers[w.pid()] = p.CPU
+	}
+}
+
+// addGateway samples the gateway process that just became ready.
+func (m *meter) addGateway(g *workerProc) {
+	if p, err := readProc(g.pid()); err == nil {
+		m.gateway, m.gatewayCPU = g, p.CPU
 	}
 }
 
@@ -119,6 +130,14 @@ func (m *meter) end(ctx context.Context, r *Result, workers []*workerProc, selfA
 	}
 	if complete {
 		r.CPU.Worker = perCmd(cpu)
+	}
+	if m.gateway != nil {
+		if p, err := readProc(m.gateway.pid()); err == nil {
+			r.CPU.Gateway = perCmd(p.CPU - m.gatewayCPU)
+			ours += p.CPU // started inside the window, like the workers
+		} else {
+			known = false
+		}
 	}
 
 	// CPU time comes in clock ticks (10ms): below 100 ticks of capacity a

@@ -48,6 +48,8 @@ type Result struct {
 		Worker *float64 `json:"worker,omitempty"`
 		NATS   *float64 `json:"nats_server,omitempty"`
 		Redis  *float64 `json:"redis_server,omitempty"`
+		// Gateway is the HTTP gateway process (the gateway scenarios).
+		Gateway *float64 `json:"gateway,omitempty"`
 	} `json:"cpu_us_per_command"`
 	// WorkerRSS is VmRSS of the largest worker at the end, in bytes.
 	WorkerRSS int64 `json:"worker_rss_bytes,omitempty"`
@@ -99,10 +101,13 @@ type Report struct {
 	Ceiling Spread `json:"ceiling_per_s"`
 	// Ratio spreads payment.charge @HeadlineInFlight over the same round's
 	// ceiling; its median is the headline.
-	Ratio            Spread  `json:"throughput_ratio"`
-	HeadlineInFlight int     `json:"headline_in_flight"`
-	Rounds           int     `json:"rounds"`
-	Seconds          float64 `json:"seconds"`
+	Ratio            Spread `json:"throughput_ratio"`
+	HeadlineInFlight int    `json:"headline_in_flight"`
+	// GatewayRatio spreads the end-to-end rate through the HTTP gateway
+	// over the rate through pkg/client, each pair measured in one round.
+	GatewayRatio *Spread `json:"gateway_ratio,omitempty"`
+	Rounds       int     `json:"rounds"`
+	Seconds      float64 `json:"seconds"`
 }
 
 // WriteJSON writes r as indented JSON.
@@ -120,7 +125,7 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	cols := []string{"scenario", "cmds", "cmd/s", "xceil", "p50ms", "p95ms", "p99ms",
-		"redis cmd/cmd", "redis rt/cmd", "cpu us/cmd: worker", "nats", "redis", "RSS MiB", "goroutines", "others cpu%"}
+		"redis cmd/cmd", "redis rt/cmd", "cpu us/cmd: worker", "nats", "redis", "gateway", "RSS MiB", "goroutines", "others cpu%"}
 	rows := make([][]string, 0, 1+len(r.Results))
 	rows = append(rows, cols)
 	for i := range r.Results {
@@ -129,7 +134,8 @@ func (r *Report) WriteTable(w io.Writer) {
 	writeAligned(w, rows)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "cmd/s: keys answered (acked, for the ceiling) per second, first to last; xceil: over the same round's ceiling for")
-	fmt.Fprintln(w, "the rounds, over the median ceiling otherwise; latency: publish to answer through pkg/client; redis rt: read events")
+	fmt.Fprintln(w, "the rounds, over the median ceiling otherwise; latency: publish to answer through pkg/client (via gateway: HTTP request")
+	fmt.Fprintln(w, "to response, the gateway a process of its own, its CPU under gateway); redis rt: read events")
 	fmt.Fprintln(w, "(client writes or pipelines); cpu: user+system, all worker processes together (the ceiling: its consumer, in this")
 	fmt.Fprintln(w, "process); RSS: VmRSS of the largest worker at the end; goroutines: from the worker's /metrics, when served;")
 	fmt.Fprintln(w, "others cpu%: CPU used meanwhile by processes outside this benchmark, in % of the whole machine (high: a noisy row).")
@@ -140,6 +146,14 @@ func (r *Report) WriteTable(w io.Writer) {
 		}
 	}
 	fmt.Fprintln(w)
+	if r.GatewayRatio != nil {
+		fmt.Fprintf(w, "gateway ratio, end to end through the HTTP gateway / through pkg/client, same worker and servers, %d pair(s): min %.4f, median %.4f, max %.4f\n",
+			max(r.Rounds, 1), r.GatewayRatio.Min, r.GatewayRatio.Median, r.GatewayRatio.Max)
+		fmt.Fprintf(w, "gateway_ratio=%.4f\n", r.GatewayRatio.Median)
+	}
+	if r.HeadlineInFlight == 0 { // a gateway-only run (bench gateway): no ceiling was measured
+		return
+	}
 	fmt.Fprintf(w, "ceiling over %d round(s): min %.0f/s, median %.0f/s, max %.0f/s; whole run %s\n",
 		r.Rounds, r.Ceiling.Min, r.Ceiling.Median, r.Ceiling.Max, time.Duration(r.Seconds*float64(time.Second)).Round(time.Second))
 	fmt.Fprintf(w, "throughput ratio, idempay payment.charge at %d in flight (one worker, CONCURRENCY=%d) / bare JetStream at %d in flight, %d round(s): min %.4f, median %.4f, max %.4f\n",
@@ -156,13 +170,16 @@ func (r *Result) cells() []string {
 		return fmt.Sprintf(format, *p)
 	}
 	c := []string{r.Name, itoa(r.Commands), fmt.Sprintf("%.0f", r.PerSecond), fmt.Sprintf("%.3f", r.Ratio)}
+	if r.Ratio == 0 { // bench gateway measures no ceiling
+		c[3] = dash
+	}
 	if r.Latency != nil {
 		c = append(c, fmt.Sprintf("%.1f", r.Latency.P50), fmt.Sprintf("%.1f", r.Latency.P95), fmt.Sprintf("%.1f", r.Latency.P99))
 	} else {
 		c = append(c, dash, dash, dash)
 	}
 	c = append(c, f(r.RedisCommands, "%.2f"), f(r.RedisRoundTrips, "%.2f"),
-		f(r.CPU.Worker, "%.0f"), f(r.CPU.NATS, "%.0f"), f(r.CPU.Redis, "%.0f"))
+		f(r.CPU.Worker, "%.0f"), f(r.CPU.NATS, "%.0f"), f(r.CPU.Redis, "%.0f"), f(r.CPU.Gateway, "%.0f"))
 	if r.WorkerRSS > 0 {
 		c = append(c, fmt.Sprintf("%.0f", float64(r.WorkerRSS)/(1<<20)))
 	} else {

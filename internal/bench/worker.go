@@ -20,15 +20,20 @@ import (
 // buildWorker builds ./cmd/worker of the module this harness belongs to
 // into dir and returns the binary's path.
 func buildWorker(ctx context.Context, dir string) (string, error) {
+	return buildCommand(ctx, dir, "worker")
+}
+
+// buildCommand builds ./cmd/<name> of this module into dir.
+func buildCommand(ctx context.Context, dir, name string) (string, error) {
 	root, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}").Output()
 	if err != nil {
 		return "", fmt.Errorf("bench: find the module root (run from the repository): %w", err)
 	}
-	bin := filepath.Join(dir, "worker")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/worker")
+	bin := filepath.Join(dir, name)
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/"+name)
 	build.Dir = strings.TrimSpace(string(root))
 	if out, err := build.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("bench: go build ./cmd/worker: %w\n%s", err, out)
+		return "", fmt.Errorf("bench: go build ./cmd/%s: %w\n%s", name, err, out)
 	}
 	return bin, nil
 }
@@ -37,7 +42,8 @@ func buildWorker(ctx context.Context, dir string) (string, error) {
 type workerProc struct {
 	cmd         *exec.Cmd
 	metricsAddr string
-	ready       chan struct{} // closed once the worker logged "worker running"
+	readyMarker string        // the log line that says it is running
+	ready       chan struct{} // closed once the process logged readyMarker
 	exited      chan struct{} // closed once the process is gone
 	exitErr     error
 	tail        *lineTail
@@ -52,7 +58,13 @@ var passEnv = []string{"PATH", "HOME", "TMPDIR", "GOMAXPROCS", "GOGC", "GOMEMLIM
 // startWorker starts bin with env (plus METRICS_ADDR on a free port) and
 // waits until it is running.
 func startWorker(ctx context.Context, bin string, env []string) (*workerProc, error) {
-	w := &workerProc{ready: make(chan struct{}), exited: make(chan struct{}), tail: &lineTail{max: 40}}
+	return startProcess(ctx, bin, env, "worker running")
+}
+
+// startProcess starts one of idempay's programs and waits until it logs
+// readyMarker; the worker and the gateway share the shape.
+func startProcess(ctx context.Context, bin string, env []string, readyMarker string) (*workerProc, error) {
+	w := &workerProc{readyMarker: readyMarker, ready: make(chan struct{}), exited: make(chan struct{}), tail: &lineTail{max: 40}}
 	if addr, err := freeAddr(ctx); err == nil {
 		w.metricsAddr = addr
 		env = append(env, "METRICS_ADDR="+addr)
@@ -73,7 +85,7 @@ func startWorker(ctx context.Context, bin string, env []string) (*workerProc, er
 	}
 	w.cmd.Stderr = w.cmd.Stdout // one pipe, read by one goroutine
 	if err := w.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("bench: start worker: %w", err)
+		return nil, fmt.Errorf("bench: start %s: %w", filepath.Base(bin), err)
 	}
 	// Read the output to the end even after "worker running": a pipe
 	// nobody reads would block the worker once it fills.
@@ -91,11 +103,11 @@ func startWorker(ctx context.Context, bin string, env []string) (*workerProc, er
 	case <-w.ready:
 		return w, nil
 	case <-w.exited:
-		return nil, fmt.Errorf("bench: worker exited before it was running (%w); its output:\n%s", w.exitErr, w.tail)
+		return nil, fmt.Errorf("bench: %s exited before it was running (%w); its output:\n%s", filepath.Base(bin), w.exitErr, w.tail)
 	case <-time.After(30 * time.Second):
 		_ = w.cmd.Process.Kill()
 		<-w.exited
-		return nil, fmt.Errorf("bench: worker not running after 30s; its output:\n%s", w.tail)
+		return nil, fmt.Errorf("bench: %s not running after 30s; its output:\n%s", filepath.Base(bin), w.tail)
 	case <-ctx.Done():
 		_ = w.cmd.Process.Kill()
 		<-w.exited
@@ -110,7 +122,7 @@ func (w *workerProc) scan(r io.Reader) {
 	for sc.Scan() {
 		line := sc.Text()
 		w.tail.add(line)
-		if strings.Contains(line, "worker running") {
+		if strings.Contains(line, w.readyMarker) {
 			once()
 		}
 	}

@@ -27,18 +27,12 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Server serves the endpoints until Close.
-type Server struct {
-	srv  *http.Server
-	ln   net.Listener
-	done chan struct{}
-}
-
-// Serve listens on addr and serves /metrics from reg and /readyz from ready
-// (nil error: ready; the error's text is the body of a 503 otherwise). It
-// returns once listening, so a port already taken is an error at start.
-func Serve(ctx context.Context, addr string, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (*Server, error) {
-	mux := http.NewServeMux()
+// Register adds GET /metrics (from reg), /healthz and /readyz (from ready:
+// nil error means ready; the error's text is the body of a 503 otherwise)
+// to mux, for a program that serves them on its own listener, like the
+// gateway. It leaves /debug/pprof/ out: that belongs on an operator's
+// address (Serve), never on a public one.
+func Register(mux *http.ServeMux, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogErrors{log}}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -53,6 +47,21 @@ func Serve(ctx context.Context, addr string, reg *prometheus.Registry, ready fun
 		}
 		_, _ = fmt.Fprintln(w, "ready")
 	})
+}
+
+// Server serves the endpoints until Close.
+type Server struct {
+	srv  *http.Server
+	ln   net.Listener
+	done chan struct{}
+}
+
+// Serve listens on addr and serves /metrics from reg and /readyz from ready
+// (nil error: ready; the error's text is the body of a 503 otherwise). It
+// returns once listening, so a port already taken is an error at start.
+func Serve(ctx context.Context, addr string, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (*Server, error) {
+	mux := http.NewServeMux()
+	Register(mux, reg, ready, log)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)

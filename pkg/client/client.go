@@ -291,7 +291,16 @@ func (w *waiter) close() {
 //     Otherwise the rejection may be another message's, and this message's
 //     own answer will come on the inbox.
 func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.Command, reply *Reply) error {
-	timer := time.NewTimer(c.cfg.ResultTimeout)
+	// A duplicate of a later publish attempt may be of this Send's own
+	// earlier attempt, whose PubAck was lost: that message carries our
+	// inbox and is waited for like any answer. Only a first attempt's
+	// duplicate is surely another message's.
+	othersMessage := reply.Duplicate && reply.PublishAttempts == 1
+	wait := c.cfg.ResultTimeout
+	if othersMessage && c.cfg.DuplicateWait > 0 {
+		wait = c.cfg.DuplicateWait
+	}
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 
 	// After a duplicate PubAck the earlier message may have been answered
@@ -318,6 +327,9 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 	if reply.Duplicate {
 		if done, err := checkStream(); done {
 			return err
+		}
+		if othersMessage && c.cfg.DuplicateWait < 0 {
+			return fmt.Errorf("%w (key %s: a duplicate of message %d, which has no stored outcome yet)", ErrResultTimeout, key, reply.Sequence)
 		}
 	}
 
@@ -349,7 +361,7 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 				return err
 			}
 		case <-timer.C:
-			return fmt.Errorf("%w (key %s, after %s)", ErrResultTimeout, key, c.cfg.ResultTimeout)
+			return fmt.Errorf("%w (key %s, after %s)", ErrResultTimeout, key, wait)
 		case <-ctx.Done():
 			return fmt.Errorf("client: wait for the answer to %s: %w", key, context.Cause(ctx))
 		}

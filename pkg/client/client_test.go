@@ -224,8 +224,21 @@ func TestClient_Send_ResultBeforeListen(t *testing.T) {
 // TestClient_Send_LostAck: the PubAck of the first publish is lost on the
 // way back; the client publishes again with the same key, JetStream drops
 // the copy, and the one command is processed once.
+//
+// With a negative DuplicateWait too: the duplicate is of the Send's own
+// lost attempt, whose answer is waited for.
 func TestClient_Send_LostAck(t *testing.T) {
 	t.Parallel()
+	for name, wait := range map[string]time.Duration{"DuplicateWaitDefault": 0, "DuplicateWaitNegative": -1} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testLostAck(t, wait)
+		})
+	}
+}
+
+func testLostAck(t *testing.T, duplicateWait time.Duration) {
+	t.Helper()
 	env := loadtest.Setup(t, nil)
 	key := client.NewKey()
 	proxy := newAckLossProxy(t, env.NATSURL, messages.HeaderMsgID+": "+key)
@@ -236,6 +249,7 @@ func TestClient_Send_LostAck(t *testing.T) {
 	cfg := env.ClientConfig()
 	cfg.PublishTimeout = 300 * time.Millisecond
 	cfg.Retry = client.RetryConfig{InitialInterval: 10 * time.Millisecond, MaxInterval: 50 * time.Millisecond}
+	cfg.DuplicateWait = duplicateWait
 	c, err := client.New(nc, cfg)
 	require.NoError(t, err)
 
@@ -531,4 +545,42 @@ func TestClient_Status(t *testing.T) {
 func noRetries() *processor.Policy {
 	b := processor.Backoff{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond, MaxElapsedTime: time.Second}
 	return &processor.Policy{Transient: b, Ambiguous: b, RateLimited: b}
+}
+
+// TestClient_Send_DuplicateWait: with a negative DuplicateWait, a publish
+// that JetStream drops as a duplicate of a message still in flight returns
+// at once, naming the earlier message; once that message has an outcome,
+// the same call returns it.
+func TestClient_Send_DuplicateWait(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, &loadtest.Options{Workers: -1})
+	cfg := env.ClientConfig()
+	cfg.ResultTimeout = 100 * time.Millisecond
+	first := env.MustClient(t, cfg)
+	cfg = env.ClientConfig()
+	cfg.DuplicateWait = -1
+	eager := env.MustClient(t, cfg)
+	ctx := testCtx(t)
+	key := client.NewKey()
+
+	reply, err := first.Charge(ctx, key, charge(100))
+	require.ErrorIs(t, err, client.ErrResultTimeout)
+	require.False(t, reply.Duplicate)
+
+	start := time.Now()
+	again, err := eager.Charge(ctx, key, charge(100))
+	require.ErrorIs(t, err, client.ErrResultTimeout)
+	require.Less(t, time.Since(start), 5*time.Second, "a negative DuplicateWait does not wait for the answer")
+	require.True(t, again.Duplicate)
+	require.Equal(t, reply.Sequence, again.Sequence, "the Reply names the earlier message")
+	require.Empty(t, again.Result.Status)
+
+	_, err = env.StartWorker(nil)
+	require.NoError(t, err)
+	waitStored(t, eager, key)
+	res, err := eager.Charge(ctx, key, charge(100))
+	require.NoError(t, err)
+	require.True(t, res.Duplicate)
+	require.Equal(t, client.SourceResultStream, res.Source)
+	require.Equal(t, int64(1), env.SimCalls(t, key))
 }

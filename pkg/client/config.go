@@ -49,6 +49,19 @@ type Config struct {
 	// the command is stored and will still be processed. Defaults to 30s.
 	ResultTimeout time.Duration
 
+	// DuplicateWait bounds the wait for the answer after a duplicate PubAck
+	// of the first publish attempt (a later attempt's duplicate may be of
+	// this Send's own earlier attempt, and is waited for like any answer)
+	// when the result stream holds no outcome for the key yet: the earlier
+	// message with the key is then still in flight, or ended without an
+	// outcome (rejected, dead-lettered). Zero waits up to ResultTimeout,
+	// like any answer. A negative value does not wait: Send returns the
+	// Reply at once (Duplicate true, Stream and Sequence naming the earlier
+	// message) with ErrResultTimeout, for a caller that decides itself what
+	// a key still in flight means (the HTTP gateway answers 409). Defaults
+	// to 0.
+	DuplicateWait time.Duration
+
 	// Retry is the backoff between publish attempts. Defaults to the
 	// RetryConfig defaults.
 	Retry RetryConfig

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/fetch"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/internal/load/loadtest"
+)
+
+// chromiumHint is the failure when Debian's chromium is missing: the
+// browser test never skips (.ci/run installs it; nothing downloads a
+// browser).
+const chromiumHint = "chromium not found (looked for $CHROMIUM, /usr/bin/chromium and chromium on PATH): " +
+	"install Debian's package: sudo apt-get install -y chromium"
+
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{os.Getenv("CHROMIUM"), "/usr/bin/chromium"} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err == nil { //nolint:gosec // G703: the test's own CHROMIUM setting
+			return p
+		}
+	}
+	p, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal(chromiumHint)
+	}
+	return p
+}
+
+// outcome is what the checkout page shows for an answer.
+type outcome struct {
+	Key      string `json:"key"`
+	Status   string `json:"status"`
+	Replayed string `json:"replayed"`
+	Code     string `json:"code"`
+}
+
+// outcomeOf returns a JS expression that is the page's newest answer to a
+// command of kind (and key, if not empty), or null.
+func outcomeOf(kind, key string) string {
+	sel := `li.outcome[data-kind="` + kind + `"]`
+	if key != "" {
+		sel += `[data-key="` + key + `"]`
+	}
+	return `(() => { const li = document.querySelector('` + sel + `');
+		return li && {key: li.dataset.key, status: li.dataset.status, replayed: li.dataset.replayed, code: li.dataset.code}; })()`
+}
+
+// Interception modes of the payments' responses.
+const (
+	passAll        int32 = iota
+	loseFirst201         // the first 201 is lost on its way to the page: the server charged, the page sees a network error
+	loseEvery201         // every 201 is lost, until the test says otherwise
+	passAfterwards       // set once the lost 201 was lost
+)
+
+// TestBrowser_Checkout drives the checkout page in headless Debian
+// Chromium against the real gateway process and in-process workers: a
+// double click on Pay charges once; a payment whose answer is lost once on
+// its way to the page is retried with its key and charges once; a payment
+// whose answers are all lost, then the page reloaded, is sent again with
+// the key localStorage kept, and charges once. It saves a screenshot (IDEMPAY_SCREENSHOT, or
+// idempay-checkout.png in the temporary directory).
+func TestBrowser_Checkout(t *testing.T) {
+	t.Parallel()
+	chromium := chromiumPath(t)
+	env := loadtest.Setup(t, nil)
+	gw := startGateway(t, env, "HTTP_WAIT=5s")
+
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromium),
+		chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(900, 1300),
+	}
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.WithoutCancel(t.Context()), opts...)
+	defer cancelAlloc()
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	defer cancel()
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(gw.url+"/")), "start chromium and open the page")
+	// Bound each step from here; the first Do's context is the browser's.
+	wait := func(js string) outcome {
+		t.Helper()
+		o, err := chromedp.Run(ctx, chromedp.Poll[outcome](js, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second)))
+		require.NoError(t, err, "waiting for %s", js)
+		return o
+	}
+	until := func(js string) {
+		t.Helper()
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](js, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second)))
+		require.NoError(t, err, "waiting for %s", js)
+	}
+
+	// Interception of the payments' responses, to lose answers.
+	var mode atomic.Int32
+	var lost atomic.Int32
+	paused := chromedp.Events(ctx, fetch.RequestPaused)
+	go func() {
+		for ev, err := range paused {
+			if err != nil {
+				return
+			}
+			lose := false
+			if ev.ResponseStatusCode == http.StatusCreated {
+				switch mode.Load() {
+				case loseFirst201:
+					lose = mode.CompareAndSwap(loseFirst201, passAfterwards)
+				case loseEvery201:
+					lose = true
+				}
+			}
+			if lose {
+				lost.Add(1)
+				_, _ = chromedp.Call(ctx, fetch.FailRequest, fetch.FailRequestParams{RequestID: ev.RequestID, ErrorReason: network.ErrorReasonConnectionReset})
+			} else {
+				_, _ = chromedp.Call(ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: ev.RequestID})
+			}
+		}
+	}()
+	_, err := chromedp.Call(ctx, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{
+		{URLPattern: "*/v1/payments", RequestStage: fetch.RequestStageResponse},
+	}})
+	require.NoError(t, err)
+
+	// A double click on Pay: both clicks send the payment, with one key.
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("add-SKU-RED-M"))))
+	require.Equal(t, "201", wait(outcomeOf("cart.add", "")).Status)
+	posts := paymentPosts(t, gw.url)
+	doubleClick(t, ctx, "pay")
+	paid := wait(outcomeOf("payment.charge", ""))
+	require.Equal(t, "201", paid.Status)
+	calls, charges := env.SimLedger(t)
+	require.Len(t, charges, 1, "one charge in sim:charges")
+	require.Contains(t, charges[paid.Key], `"amount":1999`)
+	require.Equal(t, int64(1), calls[paid.Key], "the provider was called once")
+	require.Equal(t, posts+2, paymentPosts(t, gw.url), "both clicks reached the gateway")
+
+	// A payment whose first answer (201) is lost on its way to the page:
+	// the server charged, the page saw a network error and retried with the
+	// same key, and shows the replay.
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("add-SKU-MUG"))))
+	until(`document.querySelectorAll('li.outcome[data-kind="cart.add"]').length === 2`)
+	posts = paymentPosts(t, gw.url)
+	mode.Store(loseFirst201)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("pay"))))
+	until(`document.querySelectorAll('li.outcome[data-kind="payment.charge"]').length === 2`)
+	retried := wait(outcomeOf("payment.charge", ""))
+	require.Equal(t, "201", retried.Status)
+	require.Equal(t, "true", retried.Replayed, "the answer the page shows is the replay of the lost one")
+	require.Equal(t, int32(1), lost.Load(), "one answer was lost")
+	require.Equal(t, posts+2, paymentPosts(t, gw.url), "the lost request and its retry")
+	calls, charges = env.SimLedger(t)
+	require.Len(t, charges, 2)
+	require.Contains(t, charges[retried.Key], `"amount":900`)
+	require.Equal(t, int64(1), calls[retried.Key], "the provider was called once")
+
+	// Lose every answer of the next payment, then reload the page: the
+	// pending payment survives in localStorage and is sent again with its
+	// key.
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("add-SKU-BLUE-L"))))
+	until(`document.querySelectorAll('li.outcome[data-kind="cart.add"]').length === 3`)
+	mode.Store(loseEvery201)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("pay"))))
+	until(`(() => { const s = JSON.parse(localStorage.getItem('idempay.checkout.v1')); return s.pending.length === 1 && s.pending[0].attempts >= 2; })()`)
+	key, err := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.parse(localStorage.getItem('idempay.checkout.v1')).pending[0].key`))
+	require.NoError(t, err)
+	require.Greater(t, lost.Load(), int32(1), "the third payment's answers were lost")
+	mode.Store(passAll)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Reload()))
+	again := wait(outcomeOf("payment.charge", key))
+	require.Equal(t, "201", again.Status)
+	require.Equal(t, "true", again.Replayed)
+	calls, charges = env.SimLedger(t)
+	require.Len(t, charges, 3, "three payments, three charges")
+	require.Contains(t, charges[key], `"amount":4950`)
+	require.Equal(t, int64(1), calls[key])
+
+	// Something in the cart, for the picture.
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("add-SKU-MUG"))))
+	until(`document.querySelectorAll('li.outcome[data-kind="cart.add"]').length === 4`)
+	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG
+	require.NoError(t, err)
+	path := os.Getenv("IDEMPAY_SCREENSHOT")
+	if path == "" {
+		path = filepath.Join(os.TempDir(), "idempay-checkout.png")
+	}
+	require.NoError(t, os.WriteFile(path, shot, 0o600)) //nolint:gosec // G703: where the developer asked for it
+	t.Logf("screenshot of the checkout page: %s", path)
+}
+
+// doubleClick double-clicks the element with id as a mouse does: two
+// press-release pairs, the second with click count 2, so the page gets two
+// click events and a dblclick. (chromedp.DoubleClick sends the second pair
+// only, which makes one click event.)
+func doubleClick(t *testing.T, ctx context.Context, id string) {
+	t.Helper()
+	nodes, err := chromedp.Run(ctx, chromedp.Nodes(chromedp.ID(id), chromedp.NodeVisible))
+	require.NoError(t, err)
+	require.NotEmpty(t, nodes)
+	box, err := chromedp.Run(ctx, chromedp.Dimensions(chromedp.ID(id)))
+	require.NoError(t, err)
+	q := box.Content // x1,y1 .. x4,y4 of the content quad
+	x, y := (q[0]+q[4])/2, (q[1]+q[5])/2
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.MouseClickXY(x, y, chromedp.ClickCount(1)),
+		chromedp.MouseClickXY(x, y, chromedp.ClickCount(2)),
+	))
+}
+
+// paymentPosts sums the gateway's idempay_gateway_requests_total for POST
+// /v1/payments, read from its /metrics.
+func paymentPosts(t *testing.T, url string) int {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url+"/metrics", http.NoBody)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	n := 0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, `idempay_gateway_requests_total{route="/v1/payments"`) {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			require.NoError(t, err, line)
+			n += int(v)
+		}
+	}
+	require.NoError(t, sc.Err())
+	return n
+}

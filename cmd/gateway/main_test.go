@@ -1,0 +1,244 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/internal/cli"
+	"github.com/idempay/idempay/internal/load/loadtest"
+	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/sim"
+)
+
+// gatewayBin is this command, built once: the tests run it as a process,
+// as an operator would, and stop it with SIGTERM.
+var gatewayBin string
+
+func TestMain(m *testing.M) {
+	if _, err := testenv.Shared(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "idempay-gateway-bin-*")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	gatewayBin = filepath.Join(dir, "gateway")
+	build := exec.CommandContext(context.Background(), "go", "build", "-o", gatewayBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build gateway:", err)
+		testenv.Close()
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	testenv.Close()
+	os.Exit(code)
+}
+
+func TestRun_UsageErrors(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		env  []string
+		flag string
+	}{
+		{[]string{"--http-wait", "1ms"}, nil, "--http-wait"},
+		{nil, []string{"HTTP_WAIT=soon"}, "--http-wait"},
+		{[]string{"--http-addr", "8080"}, nil, "--http-addr"},
+		{[]string{"--cors-origins", "https://shop.example.com/checkout"}, nil, "--cors-origins"},
+		{nil, []string{"CORS_ORIGINS=shop.example.com"}, "--cors-origins"},
+		{[]string{"--command-subjects", "cmd.*"}, nil, "--command-subjects"},
+		{[]string{"--bogus"}, nil, "--bogus"},
+	} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), c.args, c.env, &out, &errOut)
+		require.Equal(t, cli.ExitUsage, cli.Exit("gateway", err, &errOut, nil), "%v %v: %v", c.args, c.env, err)
+		require.Contains(t, errOut.String(), c.flag, "the error names the flag")
+		require.Equal(t, 1, strings.Count(strings.TrimSpace(errOut.String()), "\n")+1, "one line: %q", errOut.String())
+	}
+	var out bytes.Buffer
+	require.ErrorIs(t, run(context.Background(), []string{"--help"}, nil, &out, &out), cli.ErrHelp)
+	for _, want := range []string{"HTTP_ADDR", "NATS_URL", "HTTP_WAIT", "CORS_ORIGINS", "127.0.0.1:8080", "10s"} {
+		require.Contains(t, out.String(), want)
+	}
+	out.Reset()
+	require.ErrorIs(t, run(context.Background(), []string{"--version"}, nil, &out, &out), cli.ErrHelp)
+	require.Contains(t, out.String(), "gateway ")
+
+	// Nothing listens: one line naming the server, exit 1, no password.
+	var errOut bytes.Buffer
+	err := run(context.Background(), []string{"--nats-url", "nats://u:secret@127.0.0.1:1"}, nil, &out, &errOut)
+	require.Equal(t, 1, cli.Exit("gateway", err, &errOut, func(error) (int, bool) { return 1, false }))
+	require.Contains(t, errOut.String(), "cannot connect to NATS at nats://u:xxxxx@127.0.0.1:1")
+	require.NotContains(t, errOut.String(), "secret")
+}
+
+// gatewayProc is a running gateway process.
+type gatewayProc struct {
+	cmd  *exec.Cmd
+	url  string
+	out  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+var listening = regexp.MustCompile(`msg="gateway listening" addr=(\S+)`)
+
+// startGateway runs the gateway binary against env's topology, configured
+// only through its environment, and waits until it listens.
+func startGateway(t *testing.T, env *loadtest.Env, extra ...string) *gatewayProc {
+	t.Helper()
+	top := env.Config.Topology
+	p := &gatewayProc{out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.CommandContext(context.WithoutCancel(t.Context()), gatewayBin) // lives until stop
+	p.cmd.Env = append([]string{
+		"PATH=" + os.Getenv("PATH"), "HTTP_ADDR=127.0.0.1:0", "NATS_URL=" + env.NATSURL,
+		"COMMAND_STREAM=" + top.CommandStream, "RESULT_STREAM=" + top.ResultStream, "DEADLETTER_STREAM=" + top.DeadLetterStream,
+		"COMMAND_SUBJECTS=" + top.Subjects.Command, "RESULT_SUBJECTS=" + top.Subjects.Result,
+		"REJECTED_SUBJECTS=" + top.Subjects.Rejected, "DEADLETTER_SUBJECTS=" + top.Subjects.DeadLetter,
+	}, extra...)
+	stderr, err := p.cmd.StderrPipe()
+	require.NoError(t, err)
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	require.NoError(t, p.cmd.Start())
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(io.TeeReader(stderr, p.out))
+		for sc.Scan() {
+			if m := listening.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	})
+	select {
+	case a := <-addr:
+		p.url = "http://" + a
+	case <-p.done:
+		t.Fatalf("gateway exited before listening: %v\n%s", p.err, p.out)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("gateway not listening after 20s:\n%s", p.out)
+	}
+	return p
+}
+
+// TestGateway_Process runs the binary as a user would: a payment gets
+// 201, a repeat its replay; SIGTERM while a request is under way lets that
+// request finish, and the process exits 0.
+func TestGateway_Process(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, &loadtest.Options{Sim: sim.Config{Latency: 500 * time.Millisecond}})
+	p := startGateway(t, env, "HTTP_WAIT=5s", "LOG_LEVEL=info")
+
+	ready, err := http.Get(p.url + "/readyz") //nolint:noctx // a test's one-off request
+	require.NoError(t, err)
+	ready.Body.Close()
+	require.Equal(t, http.StatusOK, ready.StatusCode)
+
+	key := uuid.NewString()
+	status, replayed := post(t, p.url, key)
+	require.Equal(t, http.StatusCreated, status)
+	require.False(t, replayed)
+	status, replayed = post(t, p.url, key)
+	require.Equal(t, http.StatusCreated, status)
+	require.True(t, replayed)
+
+	// A request under way when SIGTERM comes is answered before the exit.
+	type result struct {
+		status int
+		err    error
+	}
+	under := make(chan result, 1)
+	slow := uuid.NewString()
+	go func() {
+		resp, err := postRaw(p.url, slow)
+		if err != nil {
+			under <- result{err: err}
+			return
+		}
+		resp.Body.Close()
+		under <- result{status: resp.StatusCode}
+	}()
+	loadtest.WaitFor(t, 5*time.Second, func() bool { return env.CommandsStored(t) == 2 }, "the slow request's command was not stored")
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	r := <-under
+	require.NoError(t, r.err)
+	require.Equal(t, http.StatusCreated, r.status)
+	select {
+	case <-p.done:
+	case <-time.After(25 * time.Second):
+		t.Fatalf("no exit within 25s of SIGTERM:\n%s", p.out)
+	}
+	require.NoError(t, p.err, "exit status 0 after SIGTERM:\n%s", p.out)
+	require.Contains(t, p.out.String(), "gateway stopped")
+	_, charges := env.SimLedger(t)
+	require.Len(t, charges, 2)
+}
+
+func postRaw(url, key string) (*http.Response, error) {
+	body := `{"account_id":"acct_42","amount":1999,"currency":"EUR"}`
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, url+"/v1/payments", strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", key)
+	return http.DefaultClient.Do(req)
+}
+
+func post(t *testing.T, url, key string) (status int, replayed bool) {
+	t.Helper()
+	resp, err := postRaw(url, key)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	res, err := messages.DecodeResult(body)
+	require.NoError(t, err)
+	require.Equal(t, key, res.Key)
+	return resp.StatusCode, resp.Header.Get("Idempotent-Replayed") == "true"
+}
+
+// syncBuffer is a goroutine-safe bytes.Buffer for a child's output.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

@@ -1,0 +1,199 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/messages"
+)
+
+// Bounds of the dead-letter lookup. Dead letters are rare, so the scan
+// of one dedupe window of them is short; past these bounds the answer is
+// the cautious one (outcome_unknown).
+const (
+	deadLetterScanMax = 10_000
+	deadLetterBatch   = 256
+	// deadLetterSlack widens the scan's start for clock skew between this
+	// host and the NATS server.
+	deadLetterSlack = time.Minute
+)
+
+// settleDuplicate answers a request whose publish JetStream dropped as a
+// duplicate of message seq, another request's, when the result stream had
+// no outcome for the key. What NATS holds decides, never this process's
+// memory, so any gateway gives the same answer:
+//
+//   - seq is still in the command stream: the first request is in flight.
+//     409 if it is this command, 422 idempotency_key_reused if another.
+//   - seq is gone: a message leaves the command stream only once its
+//     key's outcome, if it has one, is in the result stream. So the
+//     outcome is read again: if there is one, it is replayed (or 422 if it
+//     is another command's).
+//   - gone without an outcome: it was rejected or dead-lettered. Its dead
+//     letter tells dead_lettered (503: certainly not done) from
+//     outcome_unknown (504); without one, the answer is outcome_unknown,
+//     since nothing says the operation did not take effect.
+func (g *Gateway) settleDuplicate(ctx context.Context, w http.ResponseWriter, key string, cmd messages.Command, seq uint64) {
+	top := g.cfg.Topology
+	stream, err := g.js.Stream(ctx, top.CommandStream)
+	if err != nil {
+		g.cannotSettle(ctx, w, key, fmt.Errorf("look up stream %s: %w", top.CommandStream, err))
+		return
+	}
+	msg, err := stream.GetMsg(ctx, seq)
+	switch {
+	case err == nil:
+		if sameCommand(top, msg, key, cmd) {
+			writeProblem(w, problemOf(CodeRequestInFlight), key,
+				"the first request with this key is still in flight; send the same request again after Retry-After seconds to get its outcome", retrySoon)
+		} else {
+			writeProblem(w, problemOf(messages.CodeKeyReused), key,
+				"the key belongs to another command, still in flight; use a new key for a new operation", 0)
+		}
+		return
+	case !errors.Is(err, jetstream.ErrMsgNotFound):
+		g.cannotSettle(ctx, w, key, fmt.Errorf("read message %d of %s: %w", seq, top.CommandStream, err))
+		return
+	}
+
+	res, err := g.client.Status(ctx, key)
+	switch {
+	case err == nil:
+		if res.Kind != cmd.Kind() || (res.Fingerprint != "" && res.Fingerprint != messages.Fingerprint(cmd)) {
+			writeProblem(w, problemOf(messages.CodeKeyReused), key,
+				fmt.Sprintf("the key already holds the outcome of another %s; use a new key for a new operation", res.Kind), 0)
+			return
+		}
+		writeOutcome(w, *res, true)
+		return
+	case !errors.Is(err, client.ErrNotFound):
+		g.cannotSettle(ctx, w, key, err)
+		return
+	}
+
+	window := stream.CachedInfo().Config.Duplicates
+	effect, found, err := g.deadLetterEffect(ctx, key, seq, cmd.Kind(), window)
+	if err != nil {
+		g.log.WarnContext(ctx, "gateway: look up dead letter; answering outcome_unknown", attrKey, key, attrError, err)
+	}
+	switch {
+	case found && effect == "none":
+		writeProblem(w, problemOf(messages.CodeDeadLettered), key,
+			"the key's command used its tries and was dead-lettered; it certainly did not take effect. Send the same request again with the same key after Retry-After seconds: it runs afresh", window)
+	case found:
+		writeProblem(w, problemOf(messages.CodeOutcomeUnknown), key,
+			"the key's command was dead-lettered and may have taken effect. Send the same request again with the SAME key after Retry-After seconds to learn its outcome; never use a new key for it", window)
+	default:
+		writeProblem(w, problemOf(messages.CodeOutcomeUnknown), key,
+			"the key's earlier command ended without an outcome (rejected or dead-lettered), and nothing says it did not take effect. Send the same request again with the SAME key after Retry-After seconds; never use a new key for it", window)
+	}
+}
+
+// cannotSettle answers when NATS could not be read: the key's earlier
+// command exists, its state is unknown here.
+func (g *Gateway) cannotSettle(ctx context.Context, w http.ResponseWriter, key string, err error) {
+	g.log.WarnContext(ctx, "gateway: cannot read the state of a duplicate", attrKey, key, attrError, err)
+	writeProblem(w, problemOf(CodeServiceUnavailable), key,
+		"the key's earlier command exists, but its state could not be read; send the same request again with the same key", retrySoon)
+}
+
+// sameCommand reports whether msg, a stored command message, is cmd under
+// key: same kind, same payload fingerprint.
+func sameCommand(top messages.Topology, msg *jetstream.RawStreamMsg, key string, cmd messages.Command) bool {
+	if id := msg.Header.Get(messages.HeaderMsgID); id != "" && id != key {
+		return false
+	}
+	kind, ok := top.Subjects.KindOf(msg.Subject)
+	if !ok || kind != cmd.Kind() {
+		return false
+	}
+	stored, err := decodeKind(kind, msg.Data)
+	return err == nil && messages.Fingerprint(stored) == messages.Fingerprint(cmd)
+}
+
+// decodeKind decodes a command body of a kind the gateway sends.
+func decodeKind(kind string, body []byte) (messages.Command, error) {
+	switch kind {
+	case messages.KindPaymentCharge:
+		var c messages.ChargeRequest
+		return c, messages.Decode(body, &c)
+	case messages.KindPaymentRefund:
+		var c messages.RefundRequest
+		return c, messages.Decode(body, &c)
+	case messages.KindCartAdd:
+		var c messages.CartAddRequest
+		return c, messages.Decode(body, &c)
+	default:
+		return nil, fmt.Errorf("gateway: unknown command kind %q", kind)
+	}
+}
+
+// dedupeWindow returns the command stream's duplicate window: how long a
+// key cannot be sent again. Zero when it cannot be read.
+func (g *Gateway) dedupeWindow(ctx context.Context) time.Duration {
+	s, err := g.js.Stream(ctx, g.cfg.Topology.CommandStream)
+	if err != nil {
+		return 0
+	}
+	return s.CachedInfo().Config.Duplicates
+}
+
+// deadLetterEffect looks for the dead letter of message seq of key among
+// the dead letters of kind written since the message can have been
+// published (one dedupe window ago: a duplicate was dropped against it),
+// and returns its Dlq-Effect ("none" or "unknown").
+func (g *Gateway) deadLetterEffect(ctx context.Context, key string, seq uint64, kind string, window time.Duration) (effect string, found bool, err error) {
+	top := g.cfg.Topology
+	start := time.Now().Add(-window - deadLetterSlack)
+	cons, err := g.js.CreateConsumer(ctx, top.DeadLetterStream, jetstream.ConsumerConfig{
+		FilterSubject:     top.Subjects.DeadLetterFor(kind),
+		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
+		OptStartTime:      &start,
+		AckPolicy:         jetstream.AckNonePolicy,
+		HeadersOnly:       true,
+		InactiveThreshold: 30 * time.Second, // removed by the server if our Delete is lost
+		MemoryStorage:     true,
+	})
+	if err != nil {
+		return "", false, fmt.Errorf("consumer on %s: %w", top.DeadLetterStream, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = g.js.DeleteConsumer(dctx, top.DeadLetterStream, cons.CachedInfo().Name) // InactiveThreshold removes it otherwise
+	}()
+	pending := cons.CachedInfo().NumPending
+	wantSeq := strconv.FormatUint(seq, 10)
+	for scanned := uint64(0); pending > 0 && scanned < deadLetterScanMax; {
+		batch, err := cons.Fetch(int(min(pending, deadLetterBatch)), jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return "", false, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			h := m.Headers()
+			if h.Get(messages.HeaderDlqKey) == key && h.Get(messages.HeaderDlqStreamSeq) == wantSeq {
+				effect, found = h.Get(messages.HeaderDlqEffect), true
+			}
+			if md, err := m.Metadata(); err == nil {
+				pending = md.NumPending
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return effect, found, err
+		}
+		if n == 0 {
+			break
+		}
+		scanned += uint64(n)
+	}
+	return effect, found, nil
+}

@@ -1,0 +1,9 @@
+package gateway
+
+import (
+	"testing"
+
+	"github.com/idempay/idempay/internal/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
