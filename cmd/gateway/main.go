@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/idempay/idempay/internal/cli"
 	"github.com/idempay/idempay/internal/telemetry"
@@ -101,7 +102,12 @@ const (
 )
 
 func serve(ctx context.Context, f *flags, stderr io.Writer) error {
-	log := newLogger(f, stderr)
+	log := cli.NewLogger(stderr, f.LogFormat, f.LogLevel)
+	shutdownTracing, tracing, err := telemetry.SetupTracing(ctx, "idempay-gateway", cli.Version)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = shutdownTracing(context.WithoutCancel(ctx)) }()
 	nc, err := nats.Connect(f.NATSURL,
 		nats.Name("idempay-gateway"),
 		nats.Timeout(5*time.Second),
@@ -144,7 +150,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		return fmt.Errorf("--http-addr (HTTP_ADDR): %w", err)
 	}
 	srv := &http.Server{
-		Handler:           gw.Handler(),
+		Handler:           traced(gw.Handler(), tracing),
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		// A POST may wait f.Wait for its answer, then a few seconds for
@@ -183,12 +189,17 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	return nil
 }
 
-func newLogger(f *flags, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(f.LogLevel)) // kong checked the enum
-	opts := &slog.HandlerOptions{Level: level}
-	if f.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+// traced wraps h, when tracing is on, in a server span per request named
+// by its route ("POST /v1/payments"), the child of the request's own
+// traceparent if it has one; pkg/client's send span is its child.
+func traced(h http.Handler, on bool) http.Handler {
+	if !on {
+		return h
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return otelhttp.NewHandler(h, "gateway", otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string {
+		if r.Pattern != "" {
+			return r.Pattern
+		}
+		return "HTTP " + r.Method
+	}))
 }
