@@ -1,0 +1,143 @@
+// Package deploy holds what an operator deploys beside the binaries: the
+// NATS and Redis configurations of the compose file, a Grafana dashboard
+// (grafana/idempay.json) and example Prometheus alerting rules
+// (prometheus/alerts.yml). Its test keeps the last two in step with the
+// metrics the code exports.
+package deploy
+
+import (
+	"encoding/json"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// metricSources are the files that name the metrics idempay exports.
+var metricSources = []string{
+	"../pkg/processor/metrics.go",
+	"../pkg/ops/instrument.go",
+	"../pkg/gateway/metrics.go",
+}
+
+var metricName = regexp.MustCompile(`\bidempay_[a-z_]+`)
+
+// exported returns the idempay_ metric names the code registers.
+func exported(t *testing.T) map[string]bool {
+	t.Helper()
+	names := map[string]bool{}
+	for _, f := range metricSources {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`"(idempay_[a-z_]+)"`).FindAllStringSubmatch(string(src), -1) {
+			names[m[1]] = true
+		}
+	}
+	if len(names) < 10 {
+		t.Fatalf("found only %d metric names in %v: has the code moved?", len(names), metricSources)
+	}
+	return names
+}
+
+// checkExpr fails for an idempay_ metric in expr that the code does not
+// export (histograms are queried by their _bucket, _sum and _count series).
+func checkExpr(t *testing.T, where, expr string, names map[string]bool, used map[string]bool) {
+	t.Helper()
+	for _, n := range metricName.FindAllString(expr, -1) {
+		base := n
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if strings.HasSuffix(n, suffix) && names[strings.TrimSuffix(n, suffix)] {
+				base = strings.TrimSuffix(n, suffix)
+			}
+		}
+		if !names[base] {
+			t.Errorf("%s: %s is not a metric idempay exports", where, n)
+		}
+		used[base] = true
+	}
+}
+
+func TestDashboard_QueriesExportedMetrics(t *testing.T) {
+	t.Parallel()
+	names := exported(t)
+	raw, err := os.ReadFile("grafana/idempay.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		UID    string `json:"uid"`
+		Panels []struct {
+			ID      int    `json:"id"`
+			Type    string `json:"type"`
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("grafana/idempay.json: %v", err)
+	}
+	used := map[string]bool{}
+	ids := map[int]bool{}
+	for _, p := range dash.Panels {
+		if ids[p.ID] {
+			t.Errorf("panel id %d twice", p.ID)
+		}
+		ids[p.ID] = true
+		if p.Type != "row" && len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		for _, tg := range p.Targets {
+			checkExpr(t, "panel "+p.Title, tg.Expr, names, used)
+		}
+	}
+	for n := range names {
+		if !used[n] {
+			t.Errorf("the dashboard shows nothing of %s", n)
+		}
+	}
+}
+
+func TestAlerts_UseExportedMetrics(t *testing.T) {
+	t.Parallel()
+	names := exported(t)
+	raw, err := os.ReadFile("prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []struct {
+			Rules []struct {
+				Alert       string            `yaml:"alert"`
+				Expr        string            `yaml:"expr"`
+				Labels      map[string]string `yaml:"labels"`
+				Annotations map[string]string `yaml:"annotations"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(raw, &rules); err != nil {
+		t.Fatalf("prometheus/alerts.yml: %v", err)
+	}
+	used := map[string]bool{}
+	alerts := map[string]bool{}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" || r.Expr == "" || r.Labels["severity"] == "" || r.Annotations["summary"] == "" {
+				t.Errorf("rule %q: wants alert, expr, a severity label and a summary", r.Alert)
+			}
+			alerts[r.Alert] = true
+			checkExpr(t, "alert "+r.Alert, r.Expr, names, used)
+		}
+	}
+	// The issue's three: a dead letter, a refused fenced commit, pending growing.
+	for _, want := range []string{"IdempayDeadLetter", "IdempayOutcomeUnknown", "IdempayFencedCommitRefused", "IdempayPendingGrowing"} {
+		if !alerts[want] {
+			t.Errorf("no alert %s", want)
+		}
+	}
+}
