@@ -18,6 +18,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -50,9 +51,36 @@ type Hook struct {
 var _ redis.Hook = (*Hook)(nil)
 
 type call struct {
-	cmd  redis.Cmder
-	done chan struct{}
+	cmd       redis.Cmder
+	followers []redis.Cmder // sent right behind cmd, in the same pipeline
+	done      chan struct{}
 }
+
+// Followers are commands that go out right behind the first command issued
+// with the context Follow returned, in the same pipeline: in order, on one
+// connection, in one round trip. A caller that must wait for one command's
+// reply before the next (a lock, then the script that checks it) saves the
+// round trip when the next is safe to send regardless: the script sees
+// whether the lock was taken.
+type Followers struct {
+	cmds  []redis.Cmder
+	taken atomic.Bool
+}
+
+type followersKey struct{}
+
+// Follow returns ctx carrying cmds (unexecuted, e.g. redis.NewCmd). Taken
+// says whether they went out; they have their replies once the command
+// they followed has returned. Without the hook (a client it was not added
+// to, or a closed one) they do not go: Taken is false and the caller sends
+// them itself.
+func Follow(ctx context.Context, cmds ...redis.Cmder) (context.Context, *Followers) {
+	f := &Followers{cmds: cmds}
+	return context.WithValue(ctx, followersKey{}, f), f
+}
+
+// Taken reports whether the followers went out behind a command.
+func (f *Followers) Taken() bool { return f.taken.Load() }
 
 var calls = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
 
@@ -115,10 +143,13 @@ func (h *Hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		}
 		c := calls.Get().(*call) //nolint:errcheck,forcetypeassert // the pool holds *call only
 		c.cmd = cmd
+		if f, ok := ctx.Value(followersKey{}).(*Followers); ok && f.taken.CompareAndSwap(false, true) {
+			c.followers = f.cmds
+		}
 		h.queue <- c // the senders run until Close, which waits for this read lock
 		h.mu.RUnlock()
 		<-c.done
-		c.cmd = nil
+		c.cmd, c.followers = nil, nil
 		calls.Put(c)
 		return cmd.Err()
 	}
@@ -173,6 +204,9 @@ func (h *Hook) exec(ctx context.Context, batch []*call) {
 	pipe := h.rdb.Pipeline()
 	for _, c := range batch {
 		_ = pipe.Process(ctx, c.cmd) // queued; the replies come with Exec
+		for _, f := range c.followers {
+			_ = pipe.Process(ctx, f)
+		}
 	}
 	_, _ = pipe.Exec(ctx) // each command carries its own reply and error
 	for _, c := range batch {

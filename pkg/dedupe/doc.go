@@ -15,8 +15,9 @@
 //
 // # Protocol
 //
-// One command costs three Redis round trips on the happy path, two for an
-// operation whose whole effect is a counter:
+// One command costs two Redis round trips on the happy path on an
+// auto-pipelining client (internal/autopipe, the worker's), one for an
+// operation whose whole effect is a counter; without pipelining, one more:
 //
 //  1. [Store.Acquire] takes the mutex with a single SET NX PX (redsync with
 //     one try): a key held elsewhere returns [ErrLocked] at once, so a
@@ -34,6 +35,11 @@
 //     script, and deletes the mutex: a fenced commit. A worker that was
 //     paused past its lock gets [ErrLockLost] and changes nothing.
 //     [Store.BeginAndCommit] does 2 and 3 in one script.
+//
+// [Store.AcquireBegin] and [Store.AcquireBeginAndCommit] are 1 and 2 (or 1
+// and 2+3) in one round trip: the script goes out right behind the SET NX,
+// in the same pipeline, and, checking the mutex first as every script
+// does, writes nothing when the SET did not take it.
 //
 // An attempt that produced no outcome ends with [Store.Settle], which
 // records whether it may have taken effect; a command that has used its

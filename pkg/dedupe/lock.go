@@ -2,12 +2,17 @@ package dedupe
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/idempay/idempay/internal/autopipe"
 )
 
 // Lease is a held per-key mutex. Its methods are safe for concurrent use by
@@ -24,12 +29,20 @@ type Lease struct {
 // Acquire takes key's mutex with a single attempt. ErrLocked means another
 // worker holds it; any other error is Redis being unreachable or slow.
 func (s *Store) Acquire(ctx context.Context, key string) (*Lease, error) {
-	m := s.rs.NewMutex(s.LockKey(key),
+	return s.acquire(ctx, key, s.rs.NewMutex(s.LockKey(key), s.mutexOptions()...))
+}
+
+func (s *Store) mutexOptions(extra ...redsync.Option) []redsync.Option {
+	return append([]redsync.Option{
 		redsync.WithExpiry(s.cfg.LockTTL),
 		redsync.WithTries(1),
 		// redsync bounds each call at TimeoutFactor*expiry (5% by default,
 		// 500ms at 10s): too tight for a busy Redis. Allow a third.
-		redsync.WithTimeoutFactor(1.0/3))
+		redsync.WithTimeoutFactor(1.0 / 3),
+	}, extra...)
+}
+
+func (s *Store) acquire(ctx context.Context, key string, m *redsync.Mutex) (*Lease, error) {
 	if err := m.TryLockContext(ctx); err != nil {
 		var taken *redsync.ErrTaken
 		if errors.As(err, &taken) || errors.Is(err, redsync.ErrFailed) {
@@ -38,6 +51,37 @@ func (s *Store) Acquire(ctx context.Context, key string) (*Lease, error) {
 		return nil, fmt.Errorf("dedupe: acquire lock: %w", err)
 	}
 	return &Lease{store: s, key: key, mutex: m}, nil
+}
+
+// acquireWith takes key's mutex like Acquire, with the command script(v)
+// (v: the mutex's value) sent right behind the mutex's SET NX in the same
+// pipeline when the client auto-pipelines (internal/autopipe): one round
+// trip for both. script must find the mutex its own before it writes
+// anything, as every script of the store does, so it is harmless when the
+// SET did not take the mutex. sent says whether it went; if not (another
+// client, or the lock not taken), the caller runs it itself.
+func (s *Store) acquireWith(ctx context.Context, key string, script func(value string) *redis.Cmd) (lease *Lease, cmd *redis.Cmd, sent bool, err error) {
+	value, err := lockValue()
+	if err != nil {
+		return nil, nil, false, err
+	}
+	cmd = script(value)
+	fctx, followers := autopipe.Follow(ctx, cmd)
+	m := s.rs.NewMutex(s.LockKey(key), s.mutexOptions(redsync.WithGenValueFunc(func() (string, error) { return value, nil }))...)
+	lease, err = s.acquire(fctx, key, m)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return lease, cmd, followers.Taken(), nil
+}
+
+// lockValue is a mutex's random token, made as redsync makes its own.
+func lockValue() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("dedupe: lock value: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(b[:]), nil
 }
 
 // Key returns the idempotency key the lease is for.

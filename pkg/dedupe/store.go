@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-redsync/redsync/v4"
@@ -190,10 +191,51 @@ func (s *Store) Peek(ctx context.Context, key string) (*Record, error) {
 // nothing was written.
 func (s *Store) Begin(ctx context.Context, lease *Lease, a Attempt) (Begun, error) {
 	key := lease.key
-	res, err := beginScript.Run(ctx, s.rdb,
-		[]string{s.RecordKey(key), s.LockKey(key)},
-		lease.Value(), a.Kind, a.Fingerprint, s.cfg.Retention.Milliseconds(),
-		a.Published.UnixMicro(), a.MaxTries).StringSlice()
+	res, err := beginScript.Run(ctx, s.rdb, []string{s.RecordKey(key), s.LockKey(key)}, s.beginArgs(lease.Value(), a)...).StringSlice()
+	return parseBegin(key, a, res, err)
+}
+
+// AcquireBegin is Acquire then Begin, in one round trip where the client
+// auto-pipelines: the begin script goes out right behind the mutex's SET
+// NX and finds the mutex its own only if the SET took it.
+func (s *Store) AcquireBegin(ctx context.Context, key string, a Attempt) (*Lease, Begun, error) {
+	keys := []string{s.RecordKey(key), s.LockKey(key)}
+	lease, cmd, sent, err := s.acquireWith(ctx, key, func(value string) *redis.Cmd {
+		return evalSha(ctx, beginScript, keys, s.beginArgs(value, a)...)
+	})
+	if err != nil {
+		return nil, Begun{}, err
+	}
+	if !sent || isNoScript(cmd.Err()) {
+		b, err := s.Begin(ctx, lease, a)
+		return lease, b, err
+	}
+	res, err := cmd.StringSlice()
+	b, err := parseBegin(key, a, res, err)
+	return lease, b, err
+}
+
+func (s *Store) beginArgs(value string, a Attempt) []any {
+	return []any{value, a.Kind, a.Fingerprint, s.cfg.Retention.Milliseconds(), a.Published.UnixMicro(), a.MaxTries}
+}
+
+// evalSha is an unexecuted EVALSHA of script, to go out behind a lock.
+func evalSha(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	cmdArgs := make([]any, 0, 3+len(keys)+len(args))
+	cmdArgs = append(cmdArgs, "evalsha", script.Hash(), len(keys))
+	for _, k := range keys {
+		cmdArgs = append(cmdArgs, k)
+	}
+	return redis.NewCmd(ctx, append(cmdArgs, args...)...)
+}
+
+// isNoScript reports a script not loaded yet (a new or restarted server):
+// the caller runs it again through Script.Run, which loads it.
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
+
+func parseBegin(key string, a Attempt, res []string, err error) (Begun, error) {
 	if err != nil {
 		return Begun{}, fmt.Errorf("dedupe: begin: %w", err)
 	}
@@ -251,13 +293,40 @@ func (s *Store) Commit(ctx context.Context, lease *Lease, fingerprint string, re
 // the stored record, releasing the lease; every other status is Begin's,
 // with nothing written.
 func (s *Store) BeginAndCommit(ctx context.Context, lease *Lease, a Attempt, result messages.Result, effect *Effect) (Begun, error) {
-	key := lease.key
+	keys, args := s.beginCommitArgs(lease.key, lease.Value(), a, result, effect)
+	res, err := beginCommitScript.Run(ctx, s.rdb, keys, args...).StringSlice()
+	return parseBeginCommit(lease, a, result, res, err)
+}
+
+// AcquireBeginAndCommit is Acquire then BeginAndCommit, in one round trip
+// where the client auto-pipelines, as AcquireBegin.
+func (s *Store) AcquireBeginAndCommit(ctx context.Context, key string, a Attempt, result messages.Result, effect *Effect) (*Lease, Begun, error) {
+	lease, cmd, sent, err := s.acquireWith(ctx, key, func(value string) *redis.Cmd {
+		keys, args := s.beginCommitArgs(key, value, a, result, effect)
+		return evalSha(ctx, beginCommitScript, keys, args...)
+	})
+	if err != nil {
+		return nil, Begun{}, err
+	}
+	if !sent || isNoScript(cmd.Err()) {
+		b, err := s.BeginAndCommit(ctx, lease, a, result, effect)
+		return lease, b, err
+	}
+	res, err := cmd.StringSlice()
+	b, err := parseBeginCommit(lease, a, result, res, err)
+	return lease, b, err
+}
+
+func (s *Store) beginCommitArgs(key, value string, a Attempt, result messages.Result, effect *Effect) ([]string, []any) {
 	keys, field, by := s.effectKeys(key, effect)
-	res, err := beginCommitScript.Run(ctx, s.rdb, keys,
-		lease.Value(), a.Kind, a.Fingerprint, s.cfg.Retention.Milliseconds(), a.Published.UnixMicro(),
+	return keys, []any{value, a.Kind, a.Fingerprint, s.cfg.Retention.Milliseconds(), a.Published.UnixMicro(),
 		string(result.Status), result.Code, result.Message, string(dataOf(result)),
 		result.Attempts, formatTime(result.ProcessedAt),
-		field, by, Placeholder).StringSlice()
+		field, by, Placeholder}
+}
+
+func parseBeginCommit(lease *Lease, a Attempt, result messages.Result, res []string, err error) (Begun, error) {
+	key := lease.key
 	if err != nil {
 		return Begun{}, fmt.Errorf("dedupe: begin and commit: %w", err)
 	}

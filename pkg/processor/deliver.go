@@ -173,29 +173,27 @@ func (p *Processor) examine(ctx context.Context, d *delivery) *facts {
 		return f
 	}
 	f.fp = d.fp
-
-	lease, err := p.store.Acquire(ctx, d.key)
-	if errors.Is(err, dedupe.ErrLocked) {
-		f.locked = true
-		f.peeked, f.peekErr = p.store.Peek(ctx, d.key)
-		return f
-	}
-	if err != nil {
-		f.storeErr = err
-		return f
-	}
-	d.lease = lease
-	if f.abandoned = p.crash(ctx, d, AfterLock); f.abandoned {
-		return f
-	}
 	attempt := dedupe.Attempt{Kind: d.kind, Fingerprint: d.fp, Published: d.published, MaxTries: p.cfg.MaxDeliver}
-
 	if d.route.cfg.EffectInCommit {
 		p.beginAndCommit(ctx, d, attempt, f)
 		return f
 	}
-	if f.begun, err = p.store.Begin(ctx, lease, attempt); err != nil {
-		f.storeErr = err
+
+	// The lock and Begin, in one round trip unless a failpoint must be able
+	// to fire between them.
+	var err error
+	if p.cfg.Failpoint == nil {
+		d.lease, f.begun, err = p.store.AcquireBegin(ctx, d.key, attempt)
+	} else {
+		d.lease, err = p.store.Acquire(ctx, d.key)
+		if err == nil {
+			if f.abandoned = p.crash(ctx, d, AfterLock); f.abandoned {
+				return f
+			}
+			f.begun, err = p.store.Begin(ctx, d.lease, attempt)
+		}
+	}
+	if p.lockFailed(ctx, d, f, err) || err != nil {
 		return f
 	}
 	switch f.begun.Status {
@@ -379,6 +377,26 @@ func (p *Processor) result(d *delivery, o Outcome) (messages.Result, error) {
 
 // beginAndCommit is the whole pipeline of an EffectInCommit operation:
 // compute the outcome, then begin and commit in one script.
+// lockFailed reports whether the delivery ends for want of the lock (taken
+// by another worker, or a store error), recording it in f; any other
+// error of a call made holding the lock is a store error too.
+func (p *Processor) lockFailed(ctx context.Context, d *delivery, f *facts, err error) bool {
+	switch {
+	case errors.Is(err, dedupe.ErrLocked):
+		f.locked = true
+		f.peeked, f.peekErr = p.store.Peek(ctx, d.key)
+		return true
+	case err != nil:
+		f.storeErr = err
+		return true
+	}
+	return false
+}
+
+// beginAndCommit runs an operation whose whole effect is its commit's
+// (OpConfig.EffectInCommit): the operation first, holding nothing, then the
+// lock and one script that begins and commits, in one round trip unless a
+// failpoint must be able to fire after the lock.
 func (p *Processor) beginAndCommit(ctx context.Context, d *delivery, attempt dedupe.Attempt, f *facts) {
 	o, err := d.route.handle(ctx, p.env(d, 1), d.cmd)
 	if err == nil {
@@ -394,8 +412,21 @@ func (p *Processor) beginAndCommit(ctx context.Context, d *delivery, attempt ded
 		f.storeErr = fmt.Errorf("operation %s: %w", d.kind, err)
 		return
 	}
-	f.begun, f.storeErr = p.store.BeginAndCommit(context.WithoutCancel(ctx), d.lease, attempt, res, o.Effect)
-	if f.storeErr == nil && f.begun.Status == dedupe.BeginCommitted {
+	if p.cfg.Failpoint == nil {
+		d.lease, f.begun, err = p.store.AcquireBeginAndCommit(context.WithoutCancel(ctx), d.key, attempt, res, o.Effect)
+	} else {
+		d.lease, err = p.store.Acquire(ctx, d.key)
+		if err == nil {
+			if f.abandoned = p.crash(ctx, d, AfterLock); f.abandoned {
+				return
+			}
+			f.begun, err = p.store.BeginAndCommit(context.WithoutCancel(ctx), d.lease, attempt, res, o.Effect)
+		}
+	}
+	if p.lockFailed(ctx, d, f, err) {
+		return
+	}
+	if f.begun.Status == dedupe.BeginCommitted {
 		f.ran, f.stored = true, f.begun.Record
 		f.abandoned = p.crash(ctx, d, AfterCommit)
 	}

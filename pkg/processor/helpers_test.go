@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/idempay/idempay/internal/autopipe"
 	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
@@ -73,6 +74,11 @@ func setup(tb testing.TB) *testBundle {
 	rdb, err := testenv.ConnectRedis(env.RedisURL)
 	require.NoError(tb, err)
 	tb.Cleanup(func() { rdb.Close() })
+	// Pipelined as the worker's client is, so the engine's tests take the
+	// path production takes (the lock and Begin in one round trip).
+	pipe := autopipe.New(rdb, nil)
+	rdb.AddHook(pipe)
+	tb.Cleanup(pipe.Close)
 
 	top := testenv.Topology(ns)
 	subjects := top.Subjects

@@ -20,7 +20,7 @@ func TestLogs_NoPaymentFieldsAtInfo(t *testing.T) {
 	b.startWorker(t, nil, func(c *processor.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	})
-	const secretAccount, secretText = "acct_SECRET.4242", "gift for SECRET-PERSON"
+	const secretAccount, secretText = "acct_SECRET.4242", "gift for SECRET-PERSON" //nolint:gosec // test data, not a credential
 	keys := []string{newKey(), newKey(), newKey()}
 	b.publish(t, messages.KindPaymentCharge, keys[0], messages.ChargeRequest{AccountID: secretAccount, Amount: 100, Currency: "EUR", Description: secretText})
 	b.publish(t, messages.KindPaymentCharge, keys[1], messages.ChargeRequest{AccountID: "decline_" + secretAccount, Amount: 100, Currency: "EUR", Description: secretText})
