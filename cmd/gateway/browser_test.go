@@ -66,6 +66,7 @@ func outcomeOf(kind, key string) string {
 // Interception modes of the payments' responses.
 const (
 	passAll        int32 = iota
+	holdAll              // every response waits in held until the test releases it
 	loseFirst201         // the first 201 is lost on its way to the page: the server charged, the page sees a network error
 	loseEvery201         // every 201 is lost, until the test says otherwise
 	passAfterwards       // set once the lost 201 was lost
@@ -112,14 +113,19 @@ func TestBrowser_Checkout(t *testing.T) {
 		require.NoError(t, err, "waiting for %s", js)
 	}
 
-	// Interception of the payments' responses, to lose answers.
+	// Interception of the payments' responses, to hold or lose answers.
 	var mode atomic.Int32
 	var lost atomic.Int32
+	held := make(chan fetch.RequestID, 16)
 	paused := chromedp.Events(ctx, fetch.RequestPaused)
 	go func() {
 		for ev, err := range paused {
 			if err != nil {
 				return
+			}
+			if mode.Load() == holdAll {
+				held <- ev.RequestID
+				continue
 			}
 			lose := false
 			if ev.ResponseStatusCode == http.StatusCreated {
@@ -144,10 +150,29 @@ func TestBrowser_Checkout(t *testing.T) {
 	require.NoError(t, err)
 
 	// A double click on Pay: both clicks send the payment, with one key.
+	// The first answer is held until the second click has been sent too:
+	// else, on a fast machine, the first answer can arrive between the two
+	// clicks, the cart is then paid and empty, and the second click rightly
+	// sends nothing.
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("add-SKU-RED-M"))))
 	require.Equal(t, "201", wait(outcomeOf("cart.add", "")).Status)
 	posts := paymentPosts(t, gw.url)
+	mode.Store(holdAll)
 	doubleClick(t, ctx, "pay")
+	var both []fetch.RequestID
+	for len(both) < 2 {
+		select {
+		case id := <-held:
+			both = append(both, id)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the double click sent %d payment request(s), want 2", len(both))
+		}
+	}
+	mode.Store(passAll)
+	for _, id := range both {
+		_, err = chromedp.Call(ctx, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: id})
+		require.NoError(t, err)
+	}
 	paid := wait(outcomeOf("payment.charge", ""))
 	require.Equal(t, "201", paid.Status)
 	calls, charges := env.SimLedger(t)
