@@ -13,6 +13,13 @@
 // Both keys carry the idempotency key as hash tag, so the two land in one
 // slot and the scripts that touch both work on Redis Cluster.
 //
+// An [Effect] (a counter an operation only describes, like cart.add's
+// cart:{<cart_id>}) hashes to its own slot. On a single Redis it is applied
+// by the commit script; where no script may span two slots it is applied
+// by [Store.ApplyEffect] between Begin and Commit, idempotent by itself: it
+// remembers "<key>:<fingerprint>" -> the counter's new value in
+// <counter>:applied, a hash in the counter's slot.
+//
 // # Protocol
 //
 // One command costs two Redis round trips on the happy path on an
@@ -34,7 +41,9 @@
 //     fingerprint, applies an optional counter effect (HINCRBY) in the same
 //     script, and deletes the mutex: a fenced commit. A worker that was
 //     paused past its lock gets [ErrLockLost] and changes nothing.
-//     [Store.BeginAndCommit] does 2 and 3 in one script.
+//     [Store.BeginAndCommit] does 2 and 3 in one script. On a Redis
+//     Cluster an effect goes apart instead, between 2 and 3
+//     ([Store.ApplyEffect]): one round trip more.
 //
 // [Store.AcquireBegin] and [Store.AcquireBeginAndCommit] are 1 and 2 (or 1
 // and 2+3) in one round trip: the script goes out right behind the SET NX,

@@ -145,3 +145,28 @@ func TestAcquireBeginAndCommit_OneRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, BeginCompleted, again.Status, "a repeat finds the outcome")
 }
+
+// TestAcquireBegin_ApplyEffectRoundTrips: cart.add with its effect apart
+// from the commit, as on a Redis Cluster, costs three round trips on the
+// worker's client: the lock and Begin in one, the effect's script, the
+// commit.
+func TestAcquireBegin_ApplyEffectRoundTrips(t *testing.T) {
+	t.Parallel()
+	b, rec := pipelined(t)
+	a := attempt("fp", time.Now())
+	effect := &Effect{Key: b.store.Config().Namespace + "cart:{c}", Field: "SKU", By: 2}
+	res := messages.Result{Status: messages.StatusSucceeded, Data: []byte(`{"quantity":2}`), Attempts: 1, ProcessedAt: time.Now()}
+	run := func(key string) {
+		lease, begun, err := b.store.AcquireBegin(b.ctx, key, a)
+		require.NoError(t, err)
+		require.Equal(t, BeginRun, begun.Status)
+		_, err = b.store.ApplyEffect(b.ctx, key, "fp", effect)
+		require.NoError(t, err)
+		_, err = b.store.Commit(b.ctx, lease, "fp", res, nil)
+		require.NoError(t, err)
+	}
+	run(newKey()) // loads the scripts
+	rec.take()
+	run(b.key)
+	require.Equal(t, [][]string{{"set", "evalsha"}, {"evalsha"}, {"evalsha"}}, rec.take())
+}

@@ -67,21 +67,6 @@ func (r *Record) Answer(replayed bool) messages.Result {
 	return res
 }
 
-// Effect is a counter update applied in the same script as the commit, so
-// there is no moment where the effect happened and the key is not completed.
-// The counter's new value replaces Placeholder in the outcome's Data.
-type Effect struct {
-	// Key is the full Redis key of the hash, e.g. Namespace+"cart:{cart_7}".
-	Key string
-	// Field and By: HINCRBY Key Field By.
-	Field string
-	By    int64
-}
-
-// Placeholder is the JSON value in an outcome's Data that a commit with an
-// Effect replaces by the counter's new value.
-const Placeholder = `"$EFFECT$"`
-
 // Attempt describes the delivery that begins an attempt on a key.
 type Attempt struct {
 	// Kind and Fingerprint identify the command; a key holding another

@@ -13,6 +13,14 @@ package layout
 // Cart returns the hash of a cart, SKU -> quantity: cart:{<cart_id>}.
 func Cart(prefix, cartID string) string { return prefix + "cart:{" + cartID + "}" }
 
+// CartApplied returns the hash that remembers, on a Redis Cluster, which
+// cart.add commands were applied to a cart: "<idempotency key>:<payload
+// fingerprint>" -> the SKU's quantity right after that add. It shares the
+// cart's hash tag, and so its Cluster slot; it expires a retention
+// (RESULT_TTL) after the cart's last add. On a single Redis the commit
+// script applies the add with the record, and this hash is not written.
+func CartApplied(prefix, cartID string) string { return Cart(prefix, cartID) + ":applied" }
+
 // SimCharges is the simulated provider's hash of charges: idempotency key
 // -> charge JSON (one per key).
 func SimCharges(prefix string) string { return prefix + "sim:charges" }

@@ -60,6 +60,14 @@ type Config struct {
 	// KeyPrefix is prepended to the store's Redis keys (records and locks).
 	// Defaults to "".
 	KeyPrefix string
+	// SeparateEffects makes the engine apply the Effect of an
+	// EffectInCommit operation with its own script, idempotent by itself,
+	// between Begin and the commit, instead of inside the commit script. The
+	// engine always does so on a client other than a *redis.Client (a
+	// Redis Cluster, whose slots keep a counter and a record out of one
+	// script); set it for a single-node client whose server refuses such a
+	// script too (a cluster proxy). Defaults to false.
+	SeparateEffects bool
 
 	// Retry is the retry policy of operations registered without one.
 	// Defaults to DefaultPolicy.

@@ -57,6 +57,29 @@ type delivery struct {
 //	                 command condemned; a later delivery of a condemned
 //	                 command is answered as that dead letter and terminated
 //
+// An effect-only operation (OpConfig.EffectInCommit, cart.add) on a single
+// Redis has no step between lock and commit: Begin, the effect and the
+// outcome are one script, which runs whole or not at all. On a Redis
+// Cluster the effect's counter (cart:{<cart_id>}) and the record
+// (idem:rec:{<key>}) hash to different slots, so the effect is the
+// operation above, applied by its own script in the counter's slot that
+// also records, in <counter>:applied, this key, its payload fingerprint and
+// the value it produced:
+//
+//	validate -> lock -> begin -> apply effect -> fenced commit -> publish -> ack
+//
+//	after lock:   the lock, no record, nothing applied: starts afresh
+//	after begin:  an in-progress record, nothing applied: marked unknown,
+//	              then run again; the effect is applied now, once
+//	after effect: an in-progress record, the effect applied and remembered:
+//	              the next run's script finds the key in <counter>:applied,
+//	              returns the value the first run produced and changes
+//	              nothing; that value is committed and answered
+//	after commit, after publish: as above, a completed record is replayed
+//	on the last try: the Resolver reads <counter>:applied: an applied
+//	              effect is committed as the outcome, none is a certain
+//	              dead letter (dead_lettered, never outcome_unknown)
+//
 // No step keeps anything in memory that decides whether the message ever
 // leaves the work queue: JetStream redelivers every message nobody ended,
 // without limit, and each delivery decides again from the record.
@@ -174,7 +197,7 @@ func (p *Processor) examine(ctx context.Context, d *delivery) *facts {
 	}
 	f.fp = d.fp
 	attempt := dedupe.Attempt{Kind: d.kind, Fingerprint: d.fp, Published: d.published, MaxTries: p.cfg.MaxDeliver}
-	if d.route.cfg.EffectInCommit {
+	if d.route.cfg.EffectInCommit && p.effectsInCommit {
 		p.beginAndCommit(ctx, d, attempt, f)
 		return f
 	}
@@ -303,7 +326,7 @@ func (p *Processor) execute(ctx context.Context, d *delivery, try int) (Outcome,
 	var backoffs [3]backoff.BackOff
 	env := p.env(d, try)
 	for {
-		o, err := d.route.handle(ctx, env, d.cmd)
+		o, err := p.handle(ctx, d, env)
 		if err == nil {
 			if verr := o.validate(); verr != nil {
 				return Outcome{}, &PanicError{Value: verr}
@@ -334,6 +357,42 @@ func (p *Processor) execute(ctx context.Context, d *delivery, try int) (Outcome,
 			return Outcome{}, err
 		}
 	}
+}
+
+// handle calls the operation once. For an EffectInCommit operation whose
+// effect is not applied by the commit script (a Redis Cluster), applying
+// the effect is the operation: once per key, however often it runs, so a
+// redelivery after a crash between it and the commit gets the value the
+// first run produced and changes nothing.
+func (p *Processor) handle(ctx context.Context, d *delivery, env callEnv) (Outcome, error) {
+	o, err := d.route.handle(ctx, env, d.cmd)
+	if err != nil || !d.route.cfg.EffectInCommit || o.Effect == nil {
+		return o, err
+	}
+	if err := o.Effect.Validate(); err != nil {
+		return Outcome{}, &PanicError{Value: err} // a bug in the operation: not retried
+	}
+	n, err := p.store.ApplyEffect(ctx, d.key, d.fp, o.Effect)
+	if err != nil {
+		return Outcome{}, AmbiguousError(err) // the script may have run
+	}
+	return o.withEffect(n)
+}
+
+// resolveEffect is the Resolver of an EffectInCommit operation whose effect
+// is applied on its own: found when ApplyEffect ran for this key and
+// payload, with the value it produced.
+func (p *Processor) resolveEffect(ctx context.Context, d *delivery, env callEnv) (Outcome, bool, error) {
+	o, err := d.route.handle(ctx, env, d.cmd)
+	if err != nil || o.Effect == nil {
+		return o, err == nil, err
+	}
+	n, found, err := p.store.LookupEffect(ctx, d.key, d.fp, o.Effect)
+	if err != nil || !found {
+		return Outcome{}, false, err
+	}
+	o, err = o.withEffect(n)
+	return o, err == nil, err
 }
 
 // commit stores the operation's outcome with the fenced commit. It runs to
@@ -435,13 +494,17 @@ func (p *Processor) beginAndCommit(ctx context.Context, d *delivery, attempt ded
 // resolve asks the operation's Resolver whether an earlier attempt took
 // effect, and stores what it found.
 func (p *Processor) resolve(ctx context.Context, d *delivery, f *facts) {
-	if d.route.resolve == nil {
+	resolve := func(ctx context.Context, env callEnv) (Outcome, bool, error) { return d.route.resolve(ctx, env, d.cmd) }
+	switch {
+	case d.route.cfg.EffectInCommit:
+		resolve = func(ctx context.Context, env callEnv) (Outcome, bool, error) { return p.resolveEffect(ctx, d, env) }
+	case d.route.resolve == nil:
 		f.resolveErr = errors.New("the operation cannot look up its effect")
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	o, found, err := d.route.resolve(rctx, p.env(d, f.begun.Record.Tries), d.cmd)
+	o, found, err := resolve(rctx, p.env(d, f.begun.Record.Tries))
 	switch {
 	case err == nil && !found:
 		f.confirmedNone = true

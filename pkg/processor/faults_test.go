@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/pkg/dedupe"
+	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
 	"github.com/idempay/idempay/pkg/ops/charge"
 	"github.com/idempay/idempay/pkg/processor"
@@ -271,70 +273,105 @@ func requireNoOutcome(t *testing.T, b *testBundle, key string) {
 // the processor walks away exactly as a SIGKILLed worker would: no nak, no
 // unlock, no ack - and checks that the redelivery finishes the command with
 // one charge (or one cart increment) and answers identical to any earlier
-// one. cart.add has no steps between its lock and its commit: its effect is
-// in the script that begins and commits.
+// one. On a single Redis cart.add has no steps between its lock and its
+// commit: its effect is in the script that begins and commits. With
+// SeparateEffects (what a Redis Cluster gets; TestProcessor_RedisCluster
+// runs the same cases there) its effect is applied between Begin and the
+// commit, and each step between them is a crash point of its own.
 func TestProcessor_CrashAt(t *testing.T) {
 	t.Parallel()
 	steps := map[string][]processor.Failpoint{
 		messages.KindPaymentCharge: {processor.AfterLock, processor.AfterBegin, processor.AfterOperation,
 			processor.AfterCommit, processor.AfterPublish},
 		messages.KindCartAdd: {processor.AfterLock, processor.AfterCommit, processor.AfterPublish},
+		cartApart:            cartApartSteps,
 	}
 	for kind, points := range steps {
 		for _, point := range points {
 			t.Run(string(point)+"/"+kind, func(t *testing.T) {
 				t.Parallel()
-				b := setup(t)
-				var fired atomic.Bool
-				crashOnce := func(c *processor.Config) {
-					c.Failpoint = func(at processor.Failpoint) bool { return at == point && fired.CompareAndSwap(false, true) }
-				}
-				b.startWorker(t, nil, crashOnce)
-				b.startWorker(t, nil, nil) // a healthy peer may take the redelivery
-
-				key := newKey()
-				cart := "cart_" + strconv.Itoa(int(time.Now().UnixNano()%1e6))
-				if kind == messages.KindPaymentCharge {
-					b.charge(t, key, 1234)
-				} else {
-					b.publish(t, kind, key, messages.CartAddRequest{CartID: cart, SKU: "SKU-1", Quantity: 3})
-				}
-				first := b.answers.waitAnswers(t, key, 1)[0]
-				b.drained(t)
-				require.True(t, fired.Load(), "the failpoint never fired")
-
-				answers := b.answers.waitAnswers(t, key, 1)
-				for _, a := range answers {
-					require.Equal(t, messages.StatusSucceeded, a.Status)
-					requireSameOutcome(t, first, a)
-				}
-				requireSameOutcome(t, first, b.stored(t, key))
-				if kind == messages.KindPaymentCharge {
-					require.Equal(t, 1, b.charges(t), "exactly one charge")
-					wantCalls := 1
-					if point == processor.AfterOperation {
-						wantCalls = 2 // resumed: the provider is asked again, with the same key
-					}
-					require.Equal(t, wantCalls, b.calls(t, key))
-				} else {
-					require.EqualValues(t, 3, cartQuantity(t, b, cart, "SKU-1"), "added exactly once")
-					require.EqualValues(t, 3, data[messages.CartAddData](t, first).Quantity)
-				}
-				switch point {
-				case processor.AfterCommit, processor.AfterPublish:
-					require.Equal(t, 1, first.Attempts, "stored by the first delivery")
-				default:
-					require.Equal(t, 2, first.Attempts, "stored by the redelivery")
-				}
-				wantAnswers := 1
-				if point == processor.AfterPublish {
-					wantAnswers = 2 // the original, then the redelivery's replay
-				}
-				require.Len(t, b.answers.waitAnswers(t, key, wantAnswers), wantAnswers)
-				require.Equal(t, point == processor.AfterCommit, first.Replayed)
+				crashAt(t, setup(t), kind, point)
 			})
 		}
 	}
+}
+
+// cartApart is cart.add with its effect applied apart from the commit
+// (Config.SeparateEffects, or any Redis Cluster), in the crash tests.
+const cartApart = messages.KindCartAdd + "(apart)"
+
+// cartApartSteps are its crash points: every step has one.
+var cartApartSteps = []processor.Failpoint{processor.AfterLock, processor.AfterBegin, processor.AfterOperation,
+	processor.AfterCommit, processor.AfterPublish}
+
+// crashAt runs one command of kind (cartApart: cart.add, separate effects)
+// with a worker that dies once at point and a healthy peer, and checks
+// that it ends with one effect and one outcome.
+func crashAt(t *testing.T, b *testBundle, kind string, point processor.Failpoint) {
+	t.Helper()
+	apart := kind == cartApart
+	if apart {
+		kind = messages.KindCartAdd
+		b.cfg.SeparateEffects = true
+	}
+	var fired atomic.Bool
+	crashOnce := func(c *processor.Config) {
+		c.Failpoint = func(at processor.Failpoint) bool { return at == point && fired.CompareAndSwap(false, true) }
+	}
+	b.startWorker(t, nil, crashOnce)
+	b.startWorker(t, nil, nil) // a healthy peer may take the redelivery
+
+	key := newKey()
+	cart := "cart_" + strconv.Itoa(int(time.Now().UnixNano()%1e6))
+	if kind == messages.KindPaymentCharge {
+		b.charge(t, key, 1234)
+	} else {
+		b.publish(t, kind, key, messages.CartAddRequest{CartID: cart, SKU: "SKU-1", Quantity: 3})
+	}
+	first := b.answers.waitAnswers(t, key, 1)[0]
+	b.drained(t)
+	require.True(t, fired.Load(), "the failpoint never fired")
+
+	answers := b.answers.waitAnswers(t, key, 1)
+	for _, a := range answers {
+		require.Equal(t, messages.StatusSucceeded, a.Status)
+		requireSameOutcome(t, first, a)
+	}
+	requireSameOutcome(t, first, b.stored(t, key))
+	if kind == messages.KindPaymentCharge {
+		require.Equal(t, 1, b.charges(t), "exactly one charge")
+		wantCalls := 1
+		if point == processor.AfterOperation {
+			wantCalls = 2 // resumed: the provider is asked again, with the same key
+		}
+		require.Equal(t, wantCalls, b.calls(t, key))
+	} else {
+		require.EqualValues(t, 3, cartQuantity(t, b, cart, "SKU-1"), "added exactly once")
+		require.EqualValues(t, 3, data[messages.CartAddData](t, first).Quantity)
+		applied, err := b.rdb.HGetAll(context.Background(), layout.CartApplied(b.cfg.KeyPrefix, cart)).Result()
+		require.NoError(t, err)
+		if apart && point != processor.AfterLock {
+			require.Len(t, applied, 1, "the add is remembered in the cart's slot")
+			for field, v := range applied {
+				require.True(t, strings.HasPrefix(field, key+":"), field)
+				require.Equal(t, "3", v)
+			}
+		} else if !apart {
+			require.Empty(t, applied, "the commit script applies the add: nothing to remember")
+		}
+	}
+	switch point {
+	case processor.AfterCommit, processor.AfterPublish:
+		require.Equal(t, 1, first.Attempts, "stored by the first delivery")
+	default:
+		require.Equal(t, 2, first.Attempts, "stored by the redelivery")
+	}
+	wantAnswers := 1
+	if point == processor.AfterPublish {
+		wantAnswers = 2 // the original, then the redelivery's replay
+	}
+	require.Len(t, b.answers.waitAnswers(t, key, wantAnswers), wantAnswers)
+	require.Equal(t, point == processor.AfterCommit, first.Replayed)
 }
 
 func TestProcessor_LockLost(t *testing.T) {

@@ -35,6 +35,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	testenv.Close()
+	cluster.Shutdown()
 	// Every processor, watchdog and fetch loop must be gone once the tests
 	// and the servers are; go-redis and nats.go connection goroutines of
 	// clients closed in Cleanup finish asynchronously, so allow them a moment.
@@ -53,7 +54,7 @@ type testBundle struct {
 	ns       string
 	nc       *nats.Conn
 	js       jetstream.JetStream
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	subjects messages.Subjects
 	cfg      processor.Config // base config for workers of this test
 	sim      *sim.Provider
@@ -64,14 +65,22 @@ func setup(tb testing.TB) *testBundle {
 	tb.Helper()
 	env, err := testenv.Shared()
 	require.NoError(tb, err)
+	rdb, err := testenv.ConnectRedis(env.RedisURL)
+	require.NoError(tb, err)
+	return setupOn(tb, rdb)
+}
+
+// setupOn is setup on rdb, which it closes at the end of the test.
+func setupOn(tb testing.TB, rdb redis.UniversalClient) *testBundle {
+	tb.Helper()
+	env, err := testenv.Shared()
+	require.NoError(tb, err)
 	ns := testenv.Namespace()
 
 	nc, err := testenv.ConnectNATS(env.NATSURL, tb.Name())
 	require.NoError(tb, err)
 	tb.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
-	require.NoError(tb, err)
-	rdb, err := testenv.ConnectRedis(env.RedisURL)
 	require.NoError(tb, err)
 	tb.Cleanup(func() { rdb.Close() })
 	// Pipelined as the worker's client is, so the engine's tests take the

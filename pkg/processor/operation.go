@@ -1,6 +1,7 @@
 package processor
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"reflect"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"sync"
 
 	"github.com/idempay/idempay/pkg/dedupe"
@@ -86,8 +88,11 @@ const (
 	KeyCompleted
 )
 
-// Effect is a Redis counter update applied atomically with the commit of an
-// outcome; its new value replaces Placeholder in the outcome's Data.
+// Effect is a Redis counter update that is an operation's whole effect; its
+// new value replaces Placeholder in the outcome's Data. The engine applies
+// it once per key: in the commit script on a single Redis, by its own
+// idempotent script before the commit on a Redis Cluster (see
+// dedupe.Effect). Its Key must carry a hash tag ({...}).
 type Effect = dedupe.Effect
 
 // Placeholder is the JSON value in Outcome.Data that the commit of an
@@ -103,10 +108,9 @@ type Outcome struct {
 	Message string
 	// Data is the operation's output, encoded as JSON in the answer.
 	Data any
-	// Effect, if set, is applied by the commit script together with the
-	// outcome, so there is no moment where the effect happened and the key
-	// is not completed. An operation whose whole effect is such a counter
-	// does nothing itself (see OpConfig.EffectInCommit).
+	// Effect, if set, is the operation's whole effect, applied by the
+	// engine once per key (see OpConfig.EffectInCommit): an operation whose
+	// whole effect is such a counter does nothing itself.
 	Effect *Effect
 }
 
@@ -129,6 +133,18 @@ func (o Outcome) validate() error {
 	return nil
 }
 
+// withEffect returns o with its effect done: n, the counter's value after
+// it, in place of Placeholder in Data, and no Effect left to apply.
+func (o Outcome) withEffect(n int64) (Outcome, error) {
+	data, err := o.data()
+	if err != nil {
+		return Outcome{}, fmt.Errorf("encode outcome data: %w", err)
+	}
+	o.Data = json.RawMessage(bytes.Replace(data, []byte(Placeholder), strconv.AppendInt(nil, n, 10), 1))
+	o.Effect = nil
+	return o, nil
+}
+
 func (o Outcome) data() (json.RawMessage, error) {
 	if o.Data == nil {
 		return json.RawMessage("null"), nil
@@ -147,9 +163,15 @@ type OpConfig struct {
 	// Config.Retry.
 	Retry RetryPolicy
 	// EffectInCommit declares that Handle has no side effect of its own:
-	// it only computes the Outcome and its Effect from the command. The
-	// engine then calls Handle before Begin and stores the outcome in the
-	// same script that begins the attempt (one Redis round trip fewer).
+	// it only computes the Outcome and its Effect from the command. On a
+	// single Redis the engine then calls Handle before Begin and applies
+	// the effect and stores the outcome in the script that begins the
+	// attempt (one round trip, and no moment where the effect happened and
+	// the key is not completed). On a Redis Cluster (or with
+	// Config.SeparateEffects) the effect is the operation: applied between
+	// Begin and the commit by a script that remembers, in the effect's
+	// slot, that this key applied it, so that a crash between the two
+	// leaves nothing a redelivery could apply twice (see deliver.go).
 	EffectInCommit bool
 }
 

@@ -29,6 +29,10 @@ type Processor struct {
 	mux   *Mux
 	cfg   *Config
 	log   logger
+	// effectsInCommit: an Effect is applied by the commit script, with the
+	// record. Only on a *redis.Client (one node, or Sentinel's master):
+	// elsewhere the counter and the record may live in different slots.
+	effectsInCommit bool
 
 	tracer    trace.Tracer
 	spanNames map[string]string // kind -> "process <subject>", made once
@@ -88,6 +92,8 @@ func New(nc *nats.Conn, rdb redis.UniversalClient, mux *Mux, cfg *Config) (*Proc
 		p.spanNames[kind] = "process " + cfg.Topology.Subjects.CommandFor(kind)
 	}
 	p.lookupFn = p.lookup
+	_, single := rdb.(*redis.Client)
+	p.effectsInCommit = single && !cfg.SeparateEffects
 	return p, nil
 }
 

@@ -11,14 +11,21 @@ import (
 	"github.com/idempay/idempay/pkg/processor"
 )
 
-// Operation is cart.add. Its whole effect, HINCRBY on cart:{<cart_id>}, is
-// applied by the engine's commit script together with the idempotency
-// record, so there is no moment where the cart changed and the key is not
-// completed, and no attempt can die half-way.
+// Operation is cart.add. Its whole effect is HINCRBY on cart:{<cart_id>},
+// which the engine applies once per idempotency key (an EffectInCommit
+// operation):
 //
-// On Redis Cluster the cart hash and the record hash to different slots and
-// the script is refused (CROSSSLOT); cart.add needs a single node or
-// Sentinel.
+//   - on a single Redis or Sentinel, in the commit script, together with
+//     the idempotency record: there is no moment where the cart changed and
+//     the key is not completed, and no attempt can die half-way;
+//   - on a Redis Cluster, where the cart and the record hash to different
+//     slots (one script over both is refused with CROSSSLOT), by a script
+//     of its own in the cart's slot, between Begin and the commit. It
+//     increments the line and records, in cart:{<cart_id>}:applied, the
+//     key, its payload fingerprint and the quantity it produced; run again
+//     for that key (a redelivery after a crash before the commit), it
+//     returns that quantity and changes nothing. pkg/processor's deliver.go
+//     walks through what each crash point leaves.
 type Operation struct{ keyPrefix string }
 
 // New returns the cart.add operation for the carts under keyPrefix (the
