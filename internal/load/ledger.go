@@ -48,7 +48,8 @@ type Ledger struct {
 func (l *Ledger) OK() bool { return len(l.Mismatches) == 0 }
 
 // CheckLedger reads, for every answered key of s, the provider's ledger
-// (layout.SimCalls(keyPrefix), layout.SimCharges(keyPrefix)) and the carts the run
+// (layout.Sim(keyPrefix, cluster): sim:calls and sim:charges, {sim}:... on a
+// Redis Cluster client) and the carts the run
 // added to, and compares them with the outcomes: a succeeded charge has
 // exactly the provider charge its answer names, a failed one has none, no
 // key is called but not answered, and each cart line holds the sum of the
@@ -57,6 +58,8 @@ func (l *Ledger) OK() bool { return len(l.Mismatches) == 0 }
 // run: an unanswered command may still take effect.
 func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix string, s *Summary) (*Ledger, error) {
 	l := &Ledger{}
+	_, cluster := rdb.(*redis.ClusterClient)
+	sim := layout.Sim(keyPrefix, cluster)
 	var chargeKeys, refundKeys []string
 	carts := map[[2]string]int64{} // (cart, sku) -> expected quantity
 	for key, o := range s.Outcomes {
@@ -82,8 +85,8 @@ func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix strin
 	for start := 0; start < len(chargeKeys); start += batch {
 		keys := chargeKeys[start:min(start+batch, len(chargeKeys))]
 		pipe := rdb.Pipeline()
-		calls := pipe.HMGet(ctx, layout.SimCalls(keyPrefix), keys...)
-		charges := pipe.HMGet(ctx, layout.SimCharges(keyPrefix), keys...)
+		calls := pipe.HMGet(ctx, sim.Calls, keys...)
+		charges := pipe.HMGet(ctx, sim.Charges, keys...)
 		if _, err := pipe.Exec(ctx); err != nil {
 			return nil, fmt.Errorf("load: read the provider ledger: %w", err)
 		}
@@ -118,7 +121,7 @@ func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix strin
 		}
 	}
 	l.CartLines = len(lines)
-	if err := l.checkRefunds(ctx, rdb, keyPrefix, s, refundKeys); err != nil {
+	if err := l.checkRefunds(ctx, rdb, sim, s, refundKeys); err != nil {
 		return nil, err
 	}
 	return l, nil
@@ -127,13 +130,13 @@ func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix strin
 // checkRefunds compares the succeeded refunds with the provider's ledger:
 // each is held under its key with the data its answer named, none other is,
 // and per charge they add up to sim:refunded, within the charge's amount.
-func (l *Ledger) checkRefunds(ctx context.Context, rdb redis.UniversalClient, keyPrefix string, s *Summary, keys []string) error {
+func (l *Ledger) checkRefunds(ctx context.Context, rdb redis.UniversalClient, sim layout.SimLedger, s *Summary, keys []string) error {
 	if len(keys) == 0 {
 		return nil
 	}
 	sort.Strings(keys)
 	l.RefundKeys = len(keys)
-	held, err := rdb.HMGet(ctx, layout.SimRefunds(keyPrefix), keys...).Result()
+	held, err := rdb.HMGet(ctx, sim.Refunds, keys...).Result()
 	if err != nil {
 		return fmt.Errorf("load: read the provider's refunds: %w", err)
 	}
@@ -161,7 +164,7 @@ func (l *Ledger) checkRefunds(ctx context.Context, rdb redis.UniversalClient, ke
 		charges = append(charges, c)
 	}
 	sort.Strings(charges)
-	totals, err := rdb.HMGet(ctx, layout.SimRefunded(keyPrefix), charges...).Result()
+	totals, err := rdb.HMGet(ctx, sim.Refunded, charges...).Result()
 	if err != nil {
 		return fmt.Errorf("load: read the provider's refunded totals: %w", err)
 	}

@@ -21,8 +21,40 @@ func Cart(prefix, cartID string) string { return prefix + "cart:{" + cartID + "}
 // script applies the add with the record, and this hash is not written.
 func CartApplied(prefix, cartID string) string { return Cart(prefix, cartID) + ":applied" }
 
-// SimCharges is the simulated provider's hash of charges: idempotency key
-// -> charge JSON (one per key).
+// SimLedger names the simulated provider's four ledger hashes.
+type SimLedger struct {
+	// Charges: idempotency key -> charge JSON (one per key).
+	Charges string
+	// Calls: idempotency key -> number of Charge calls it received.
+	Calls string
+	// Refunds: refund key -> refund JSON (one per key).
+	Refunds string
+	// Refunded: charge key -> total refunded.
+	Refunded string
+}
+
+// SimClusterTag is the hash tag of the simulated provider's ledger on a
+// Redis Cluster.
+const SimClusterTag = "{sim}"
+
+// Sim returns the simulated provider's ledger under prefix. On a single
+// Redis or Sentinel (cluster false) they are the contract's sim:charges,
+// sim:calls, sim:refunds and sim:refunded. On a Redis Cluster they are
+// {sim}:charges, {sim}:calls, {sim}:refunds and {sim}:refunded: the
+// provider's scripts touch two or three of them at once (a charge counts
+// its call; a refund checks the charge and the refunded total), and the
+// shared hash tag keeps them in one slot, where a script may touch them
+// all.
+func Sim(prefix string, cluster bool) SimLedger {
+	base := prefix + "sim:"
+	if cluster {
+		base = prefix + SimClusterTag + ":"
+	}
+	return SimLedger{Charges: base + "charges", Calls: base + "calls", Refunds: base + "refunds", Refunded: base + "refunded"}
+}
+
+// SimCharges is the simulated provider's hash of charges on a single Redis
+// (Sim names the Cluster's): idempotency key -> charge JSON (one per key).
 func SimCharges(prefix string) string { return prefix + "sim:charges" }
 
 // SimCalls is the simulated provider's hash of calls: idempotency key ->

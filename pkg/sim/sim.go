@@ -4,7 +4,9 @@
 // key with every call, never charges or refunds one key twice, and never
 // lets the refunds of a charge exceed it. It keeps its ledger in Redis
 // (package layout names the keys): sim:charges, sim:calls, sim:refunds,
-// sim:refunded.
+// sim:refunded; on a Redis Cluster {sim}:charges, {sim}:calls,
+// {sim}:refunds, {sim}:refunded, one hash tag for all four, so that each
+// of its scripts touches keys of one slot.
 package sim
 
 import (
@@ -46,8 +48,9 @@ type Config struct {
 // Provider is the simulated provider. It implements charge.Provider,
 // charge.Lookup, refund.Provider and refund.Lookup.
 type Provider struct {
-	rdb redis.UniversalClient
-	cfg Config
+	rdb  redis.UniversalClient
+	cfg  Config
+	keys layout.SimLedger
 }
 
 var (
@@ -74,8 +77,14 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Provider, error) {
 	if c.Latency < 0 {
 		return nil, errors.New("sim: Config.Latency must not be negative")
 	}
-	return &Provider{rdb: rdb, cfg: c}, nil
+	_, cluster := rdb.(*redis.ClusterClient)
+	return &Provider{rdb: rdb, cfg: c, keys: layout.Sim(c.KeyPrefix, cluster)}, nil
 }
+
+// Ledger returns the names of the provider's ledger hashes: the contract's
+// sim:* on a single Redis or Sentinel, the {sim}-tagged ones on a Redis
+// Cluster client.
+func (s *Provider) Ledger() layout.SimLedger { return s.keys }
 
 // chargeScript counts the call and returns the key's charge, making it if
 // there is none; a declined account is counted and charged nothing.
@@ -99,7 +108,7 @@ func (s *Provider) Charge(ctx context.Context, key string, req messages.ChargeRe
 	if s.roll(s.cfg.FailureRate) {
 		// The call reached the provider (counted) and was refused before
 		// anything was charged.
-		if err := s.rdb.HIncrBy(ctx, layout.SimCalls(s.cfg.KeyPrefix), key, 1).Err(); err != nil {
+		if err := s.rdb.HIncrBy(ctx, s.keys.Calls, key, 1).Err(); err != nil {
 			return messages.ChargeData{}, processor.TransientError(fmt.Errorf("sim: count call: %w", err))
 		}
 		return messages.ChargeData{}, processor.TransientError(errors.New("sim: provider temporarily unavailable"))
@@ -110,7 +119,7 @@ func (s *Provider) Charge(ctx context.Context, key string, req messages.ChargeRe
 	}
 	made := messages.ChargeData{ChargeID: "ch_" + randomID(), AccountID: req.AccountID, Amount: req.Amount, Currency: req.Currency}
 	fresh, _ := json.Marshal(made) //nolint:errchkjson // a struct of strings and ints
-	stored, err := chargeScript.Run(ctx, s.rdb, []string{layout.SimCalls(s.cfg.KeyPrefix), layout.SimCharges(s.cfg.KeyPrefix)},
+	stored, err := chargeScript.Run(ctx, s.rdb, []string{s.keys.Calls, s.keys.Charges},
 		key, fresh, decline).Text()
 	switch {
 	case errors.Is(err, redis.Nil):
@@ -134,7 +143,7 @@ func (s *Provider) Charge(ctx context.Context, key string, req messages.ChargeRe
 // LookupCharge implements charge.Lookup.
 func (s *Provider) LookupCharge(ctx context.Context, key string) (messages.ChargeData, bool, error) {
 	var c messages.ChargeData
-	found, err := s.lookup(ctx, layout.SimCharges(s.cfg.KeyPrefix), key, &c)
+	found, err := s.lookup(ctx, s.keys.Charges, key, &c)
 	return c, found, err
 }
 
@@ -170,8 +179,7 @@ func (s *Provider) Refund(ctx context.Context, key string, req refund.Request) (
 	if s.roll(s.cfg.FailureRate) {
 		return messages.RefundData{}, processor.TransientError(errors.New("sim: provider temporarily unavailable"))
 	}
-	p := s.cfg.KeyPrefix
-	res, err := refundScript.Run(ctx, s.rdb, []string{layout.SimRefunds(p), layout.SimRefunded(p), layout.SimCharges(p)},
+	res, err := refundScript.Run(ctx, s.rdb, []string{s.keys.Refunds, s.keys.Refunded, s.keys.Charges},
 		key, req.ChargeKey, req.Amount, "re_"+randomID()).StringSlice()
 	if err != nil {
 		return messages.RefundData{}, processor.AmbiguousError(fmt.Errorf("sim: refund: %w", err))
@@ -198,7 +206,7 @@ func (s *Provider) Refund(ctx context.Context, key string, req refund.Request) (
 // LookupRefund implements refund.Lookup.
 func (s *Provider) LookupRefund(ctx context.Context, key string) (messages.RefundData, bool, error) {
 	var r messages.RefundData
-	found, err := s.lookup(ctx, layout.SimRefunds(s.cfg.KeyPrefix), key, &r)
+	found, err := s.lookup(ctx, s.keys.Refunds, key, &r)
 	return r, found, err
 }
 

@@ -52,7 +52,7 @@ type Env struct {
 	// NC is a connection for the test itself, not shared with the workers.
 	NC  *nats.Conn
 	JS  jetstream.JetStream
-	RDB *redis.Client
+	RDB redis.UniversalClient
 	// Config is the processors' effective configuration.
 	Config processor.Config
 
@@ -226,8 +226,13 @@ func (e *Env) MustClient(tb testing.TB, cfg *client.Config) *client.Client {
 }
 
 // SimCallsKey and SimChargesKey are the simulated provider's ledger hashes.
-func (e *Env) SimCallsKey() string   { return layout.SimCalls(e.Config.KeyPrefix) }
-func (e *Env) SimChargesKey() string { return layout.SimCharges(e.Config.KeyPrefix) }
+func (e *Env) SimCallsKey() string   { return e.simLedger().Calls }
+func (e *Env) SimChargesKey() string { return e.simLedger().Charges }
+
+func (e *Env) simLedger() layout.SimLedger {
+	_, cluster := e.RDB.(*redis.ClusterClient)
+	return layout.Sim(e.Config.KeyPrefix, cluster)
+}
 
 // SimCalls returns how many Charge calls the simulated provider received
 // for key.
