@@ -81,6 +81,7 @@ type flags struct {
 	LogFormat        string        `name:"log-format" env:"LOG_FORMAT" default:"text" enum:"text,json" help:"Log format: text or json."`
 
 	cli.TopologyFlags
+	streamFlags
 	failpointFlags
 }
 
@@ -117,6 +118,9 @@ func (f *flags) Validate() error {
 			f.ResultTTL, f.MaxDeliver, f.AckWait, processor.MaxNakDelayDefault, f.DedupeWindow, horizon)
 	}
 	if _, err := retryOverrides(f.Retry); err != nil {
+		return err
+	}
+	if err := f.streamFlags.Validate(); err != nil {
 		return err
 	}
 	return f.validate()
@@ -214,6 +218,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		Metrics:        metrics,
 		Failpoint:      f.failpoint(log),
 	}
+	f.apply(cfg)
 	p, err := processor.New(nc, rdb, mux, cfg)
 	if err != nil {
 		return err
@@ -228,7 +233,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		log.Info("serving /metrics, /healthz, /readyz", "addr", srv.Addr())
 	}
 	if err := p.Start(ctx); err != nil {
-		return err
+		return startErr(err)
 	}
 	log.Info("worker running", "version", cli.Version, "nats", nc.ConnectedUrlRedacted(), "redis", ropt.Addr,
 		"provider", f.Provider, "concurrency", f.Concurrency, "max_deliver", f.MaxDeliver, "ack_wait", f.AckWait,

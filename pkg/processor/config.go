@@ -25,6 +25,10 @@ const (
 	LockedDelayDefault  = 250 * time.Millisecond
 	NakDelayDefault     = time.Second
 	MaxNakDelayDefault  = 30 * time.Second
+
+	StreamReplicasDefault     = 1
+	DeadLetterMaxAgeDefault   = 30 * 24 * time.Hour
+	DeadLetterMaxBytesDefault = 1 << 30
 )
 
 // Config configures a Processor. The zero value is usable: every field has
@@ -48,6 +52,25 @@ type Config struct {
 	// found the key locked is no attempt, and JetStream never stops
 	// redelivering a message nobody has ended. Defaults to 10.
 	MaxDeliver int
+
+	// NoProvision makes the engine create nothing on NATS: the streams and
+	// the consumer are the operator's (made with the nats CLI or
+	// Terraform), and Start only checks them, failing with
+	// ErrNotProvisioned when one is missing. Defaults to false: what is
+	// missing is created.
+	NoProvision bool
+	// StreamReplicas is the replica count of the streams the engine creates
+	// (1 to 5; 3 on a three-node NATS cluster). An existing stream keeps its
+	// own. Defaults to 1.
+	StreamReplicas int
+	// DeadLetterMaxAge is how long the dead-letter stream, when the engine
+	// creates it, keeps a dead letter; negative: for ever. Defaults to 30
+	// days.
+	DeadLetterMaxAge time.Duration
+	// DeadLetterMaxBytes is the size limit of the dead-letter stream when
+	// the engine creates it (the oldest dead letters go first); negative:
+	// none. Defaults to 1 GiB.
+	DeadLetterMaxBytes int64
 
 	// Concurrency is how many commands this processor keeps in flight.
 	// Each waits on a few round trips in turn, so it takes tens in flight
@@ -118,6 +141,9 @@ func (c *Config) WithDefaults() *Config {
 	d.AckWait = cmp.Or(c.AckWait, AckWaitDefault)
 	d.MaxDeliver = cmp.Or(c.MaxDeliver, MaxDeliverDefault)
 	d.Concurrency = cmp.Or(c.Concurrency, ConcurrencyDefault)
+	d.StreamReplicas = cmp.Or(c.StreamReplicas, StreamReplicasDefault)
+	d.DeadLetterMaxAge = cmp.Or(c.DeadLetterMaxAge, DeadLetterMaxAgeDefault)
+	d.DeadLetterMaxBytes = cmp.Or(c.DeadLetterMaxBytes, DeadLetterMaxBytesDefault)
 	d.LockTTL = cmp.Or(c.LockTTL, LockTTLDefault)
 	d.LockedDelay = cmp.Or(c.LockedDelay, LockedDelayDefault)
 	d.NakDelay = cmp.Or(c.NakDelay, NakDelayDefault)
@@ -147,6 +173,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("processor: MaxDeliver must be at least 1, got %d", c.MaxDeliver)
 	case c.Concurrency < 1:
 		return fmt.Errorf("processor: Concurrency must be at least 1, got %d", c.Concurrency)
+	case c.StreamReplicas < 1 || c.StreamReplicas > 5:
+		return fmt.Errorf("processor: StreamReplicas must be between 1 and 5 (JetStream's limit), got %d", c.StreamReplicas)
 	case c.LockTTL < 30*time.Millisecond:
 		return fmt.Errorf("processor: LockTTL must be at least 30ms, got %v", c.LockTTL)
 	case c.NakDelay < 0 || c.MaxNakDelay < c.NakDelay:

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/idempay/idempay/pkg/processor"
+)
+
+// streamFlags are the settings of the streams the worker creates, and
+// whether it creates any.
+type streamFlags struct {
+	Provision          bool          `name:"provision" env:"PROVISION" default:"true" negatable:"" group:"Streams" help:"Create the streams and the consumer when they are missing (an existing stream is only checked, never changed). --provision=false (PROVISION=false): create nothing, for streams an operator made (the README gives the nats commands); the worker then needs no stream-admin rights."`
+	StreamReplicas     int           `name:"stream-replicas" env:"STREAM_REPLICAS" default:"1" group:"Streams" help:"Replicas of the COMMANDS, RESULTS and DEADLETTER streams the worker creates (1-5; 3 on a three-node NATS cluster). An existing stream keeps its own."`
+	DeadLetterMaxAge   time.Duration `name:"deadletter-max-age" env:"DEADLETTER_MAX_AGE" default:"720h" group:"Streams" help:"How long the DEADLETTER stream keeps a dead letter, when the worker creates it; 0: for ever."`
+	DeadLetterMaxBytes int64         `name:"deadletter-max-bytes" env:"DEADLETTER_MAX_BYTES" default:"1073741824" group:"Streams" help:"Size limit in bytes of the DEADLETTER stream (1073741824: 1 GiB), when the worker creates it; the oldest dead letters go first. 0: none."`
+}
+
+// Validate is kong's hook.
+func (f *streamFlags) Validate() error {
+	switch {
+	case f.StreamReplicas < 1 || f.StreamReplicas > 5:
+		return fmt.Errorf("--stream-replicas (STREAM_REPLICAS) must be between 1 and 5 (JetStream's limit), got %d", f.StreamReplicas)
+	case f.DeadLetterMaxAge < 0:
+		return fmt.Errorf("--deadletter-max-age (DEADLETTER_MAX_AGE) must not be negative (0: for ever), got %v", f.DeadLetterMaxAge)
+	case f.DeadLetterMaxBytes < 0:
+		return fmt.Errorf("--deadletter-max-bytes (DEADLETTER_MAX_BYTES) must not be negative (0: no limit), got %d", f.DeadLetterMaxBytes)
+	}
+	return nil
+}
+
+// apply sets the engine's stream settings.
+func (f *streamFlags) apply(cfg *processor.Config) {
+	cfg.NoProvision = !f.Provision
+	cfg.StreamReplicas = f.StreamReplicas
+	// 0 on the command line is "no limit", which the engine spells -1.
+	cfg.DeadLetterMaxAge = cmp.Or(f.DeadLetterMaxAge, -1)
+	cfg.DeadLetterMaxBytes = cmp.Or(f.DeadLetterMaxBytes, -1)
+}
+
+// startErr names the flag behind an engine's start error where one does.
+func startErr(err error) error {
+	if errors.Is(err, processor.ErrNotProvisioned) {
+		return fmt.Errorf("%w (--provision=false, PROVISION=false)", err)
+	}
+	return err
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The streams are the operator's once they exist: a limit edited on
+// DEADLETTER (nats stream edit DEADLETTER --max-age 7d) survives the next
+// worker start, which only checks the streams. Without provisioning and
+// without streams the worker fails at start, naming the stream and the
+// setting.
+func TestWorker_Streams(t *testing.T) {
+	t.Parallel()
+
+	t.Run("AnOperatorsEditSurvivesARestart", func(t *testing.T) {
+		t.Parallel()
+		d := newDeployment(t, "DEADLETTER_MAX_AGE=48h", "STREAM_REPLICAS=1")
+		d.start(t).stop(t)
+		ctx := context.Background()
+		s, err := d.js.Stream(ctx, d.ns+"_DEADLETTER")
+		require.NoError(t, err)
+		sc := s.CachedInfo().Config
+		require.Equal(t, 48*time.Hour, sc.MaxAge, "DEADLETTER_MAX_AGE made it")
+		require.EqualValues(t, 1<<30, sc.MaxBytes, "the default byte limit")
+		sc.MaxAge = 7 * 24 * time.Hour
+		_, err = d.js.UpdateStream(ctx, sc)
+		require.NoError(t, err)
+
+		d.start(t).stop(t)
+		s, err = d.js.Stream(ctx, d.ns+"_DEADLETTER")
+		require.NoError(t, err)
+		require.Equal(t, 7*24*time.Hour, s.CachedInfo().Config.MaxAge)
+	})
+
+	t.Run("NoProvisionWithoutStreamsFails", func(t *testing.T) {
+		t.Parallel()
+		d := newDeployment(t)
+		w := d.spawn(t, true, "PROVISION=false")
+		select {
+		case <-w.done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the worker did not exit")
+		}
+		require.Error(t, w.err)
+		out := w.out.String()
+		require.Contains(t, out, "stream "+d.ns+"_COMMANDS does not exist")
+		require.Contains(t, out, "--provision=false, PROVISION=false")
+	})
+}

@@ -1,0 +1,193 @@
+package processor_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
+)
+
+// streamConfig returns the configuration NATS holds for stream.
+func (b *testBundle) streamConfig(t *testing.T, stream string) jetstream.StreamConfig {
+	t.Helper()
+	s, err := b.js.Stream(context.Background(), stream)
+	require.NoError(t, err)
+	return s.CachedInfo().Config
+}
+
+// startErr starts a processor with the bundle's config changed by edit and
+// returns Start's error (stopping it if it started).
+func (b *testBundle) startErr(t *testing.T, edit func(*processor.Config)) error {
+	t.Helper()
+	cfg := b.cfg
+	if edit != nil {
+		edit(&cfg)
+	}
+	p, err := processor.New(b.nc, b.rdb, b.defaultMux(), &cfg)
+	require.NoError(t, err)
+	err = p.Start(context.Background())
+	if err == nil {
+		stopNow(t, p)
+	}
+	return err
+}
+
+func TestEnsureStreams(t *testing.T) {
+	t.Parallel()
+
+	t.Run("ZeroConfigurationCreatesEverything", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		cons, err := processor.EnsureStreams(context.Background(), b.js, &processor.Config{Topology: b.cfg.Topology})
+		require.NoError(t, err)
+		top := b.cfg.Topology
+		cmds := b.streamConfig(t, top.CommandStream)
+		require.Equal(t, jetstream.WorkQueuePolicy, cmds.Retention)
+		require.Equal(t, processor.DedupeWindowDefault, cmds.Duplicates)
+		require.Equal(t, 1, cmds.Replicas)
+		results := b.streamConfig(t, top.ResultStream)
+		require.EqualValues(t, 1, results.MaxMsgsPerSubject)
+		require.Equal(t, processor.ResultTTLDefault, results.MaxAge)
+		dlq := b.streamConfig(t, top.DeadLetterStream)
+		require.Equal(t, processor.DeadLetterMaxAgeDefault, dlq.MaxAge)
+		require.EqualValues(t, processor.DeadLetterMaxBytesDefault, dlq.MaxBytes)
+		info := cons.CachedInfo().Config
+		require.Equal(t, -1, info.MaxDeliver)
+		require.Equal(t, processor.AckWaitDefault, info.AckWait)
+
+		// Idempotent: a second worker's start changes nothing and fails nothing.
+		_, err = processor.EnsureStreams(context.Background(), b.js, &processor.Config{Topology: b.cfg.Topology})
+		require.NoError(t, err)
+	})
+
+	// Seen failing before streams became the operator's: every start ran
+	// CreateOrUpdateStream and put the max age back to none.
+	t.Run("AnOperatorsLimitsSurviveAWorkerRestart", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		require.NoError(t, b.startErr(t, nil))
+		ctx := context.Background()
+		dlq := b.streamConfig(t, b.cfg.Topology.DeadLetterStream)
+		dlq.MaxAge, dlq.MaxBytes = 7*24*time.Hour, 5<<20 // nats stream edit DEADLETTER --max-age 7d --max-bytes 5MB
+		_, err := b.js.UpdateStream(ctx, dlq)
+		require.NoError(t, err)
+		cons, err := b.js.Consumer(ctx, b.cfg.Topology.CommandStream, b.cfg.Topology.Consumer)
+		require.NoError(t, err)
+		cc := cons.CachedInfo().Config
+		cc.Description = "the operator's"
+		_, err = b.js.UpdateConsumer(ctx, b.cfg.Topology.CommandStream, cc)
+		require.NoError(t, err)
+
+		require.NoError(t, b.startErr(t, func(c *processor.Config) { c.AckWait = 3 * time.Second; c.StreamReplicas = 1 }))
+		got := b.streamConfig(t, b.cfg.Topology.DeadLetterStream)
+		require.Equal(t, 7*24*time.Hour, got.MaxAge)
+		require.EqualValues(t, 5<<20, got.MaxBytes)
+		cons, err = b.js.Consumer(ctx, b.cfg.Topology.CommandStream, b.cfg.Topology.Consumer)
+		require.NoError(t, err)
+		require.Equal(t, "the operator's", cons.CachedInfo().Config.Description)
+		require.Equal(t, 3*time.Second, cons.CachedInfo().Config.AckWait, "the ack wait is the worker's")
+	})
+
+	t.Run("AStreamTheGuaranteesCannotRestOnFailsNamingIt", func(t *testing.T) {
+		t.Parallel()
+		top := func(b *testBundle) messages.Topology { return b.cfg.Topology }
+		cases := map[string]struct {
+			stream func(b *testBundle) jetstream.StreamConfig
+			want   []string
+		}{
+			"CommandsRetention": {func(b *testBundle) jetstream.StreamConfig {
+				return jetstream.StreamConfig{Name: top(b).CommandStream, Subjects: []string{top(b).Subjects.CommandWildcard()},
+					Retention: jetstream.LimitsPolicy, Duplicates: b.cfg.DedupeWindow}
+			}, []string{"stream %s: retention is Limits", "WorkQueue"}},
+			"CommandsWindowAndAge": {func(b *testBundle) jetstream.StreamConfig {
+				return jetstream.StreamConfig{Name: top(b).CommandStream, Subjects: []string{top(b).Subjects.CommandWildcard()},
+					Retention: jetstream.WorkQueuePolicy, Duplicates: time.Minute, MaxAge: time.Hour}
+			}, []string{"stream %s: the duplicate window is 1m0s", "stream %s: max age is 1h0m0s"}},
+			"ResultsPerSubject": {func(b *testBundle) jetstream.StreamConfig {
+				return jetstream.StreamConfig{Name: top(b).ResultStream, Subjects: []string{top(b).Subjects.ResultWildcard()},
+					MaxAge: processor.ResultTTLDefault, MaxMsgsPerSubject: 5, Storage: jetstream.MemoryStorage}
+			}, []string{"stream %s: max messages per subject is 5", "stream %s: storage is Memory"}},
+		}
+		for name, tc := range cases {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				b := setup(t)
+				b.cfg.DedupeWindow = 2 * time.Minute
+				sc := tc.stream(b)
+				_, err := b.js.CreateStream(context.Background(), sc)
+				require.NoError(t, err)
+				err = b.startErr(t, nil)
+				require.Error(t, err)
+				for _, w := range tc.want {
+					if len(w) > 7 && w[:7] == "stream " {
+						w = "stream " + sc.Name + w[9:]
+					}
+					require.ErrorContains(t, err, w)
+				}
+				require.Equal(t, sc.Retention, b.streamConfig(t, sc.Name).Retention, "nothing changed")
+			})
+		}
+	})
+
+	t.Run("NoProvisionWithoutStreamsFailsClearly", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		err := b.startErr(t, func(c *processor.Config) { c.NoProvision = true })
+		require.ErrorIs(t, err, processor.ErrNotProvisioned)
+		require.ErrorContains(t, err, "stream "+b.cfg.Topology.CommandStream+" does not exist")
+		_, err = b.js.Stream(context.Background(), b.cfg.Topology.CommandStream)
+		require.ErrorIs(t, err, jetstream.ErrStreamNotFound, "nothing was created")
+	})
+
+	t.Run("NoProvisionServesTheOperatorsStreams", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		ctx := context.Background()
+		top := b.cfg.Topology
+		// What the README's nats stream add and nats consumer add make.
+		for _, sc := range []jetstream.StreamConfig{
+			{Name: top.CommandStream, Subjects: []string{top.Subjects.CommandWildcard()}, Retention: jetstream.WorkQueuePolicy,
+				Duplicates: processor.DedupeWindowDefault, MaxMsgs: 1_000_000, Discard: jetstream.DiscardNew},
+			{Name: top.ResultStream, Subjects: []string{top.Subjects.ResultWildcard()}, MaxMsgsPerSubject: 1, MaxAge: processor.ResultTTLDefault},
+			{Name: top.DeadLetterStream, Subjects: []string{top.Subjects.DeadLetterWildcard()}, MaxAge: time.Hour},
+		} {
+			_, err := b.js.CreateStream(ctx, sc)
+			require.NoError(t, err)
+		}
+		err := b.startErr(t, func(c *processor.Config) { c.NoProvision = true })
+		require.ErrorIs(t, err, processor.ErrNotProvisioned)
+		require.ErrorContains(t, err, "consumer "+top.Consumer)
+		_, err = b.js.CreateConsumer(ctx, top.CommandStream, jetstream.ConsumerConfig{Durable: top.Consumer,
+			AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxDeliver: -1,
+			FilterSubject: top.Subjects.CommandWildcard(), MaxAckPending: 1000})
+		require.NoError(t, err)
+
+		b.cfg.AckWait = 30 * time.Second
+		b.startWorker(t, nil, func(c *processor.Config) { c.NoProvision = true })
+		key := newKey()
+		b.charge(t, key, 100)
+		require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, key, 1)[0].Status)
+		require.Equal(t, time.Hour, b.streamConfig(t, top.DeadLetterStream).MaxAge)
+	})
+
+	t.Run("AConsumerThatWouldStopRedeliveringFails", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		ctx := context.Background()
+		_, err := processor.EnsureStreams(ctx, b.js, &b.cfg)
+		require.NoError(t, err)
+		top := b.cfg.Topology
+		cons, err := b.js.Consumer(ctx, top.CommandStream, top.Consumer)
+		require.NoError(t, err)
+		cc := cons.CachedInfo().Config
+		cc.MaxDeliver = 5
+		_, err = b.js.UpdateConsumer(ctx, top.CommandStream, cc)
+		require.NoError(t, err)
+		require.ErrorContains(t, b.startErr(t, nil), "consumer "+top.Consumer+" on stream "+top.CommandStream+": max deliver is 5")
+	})
+}
