@@ -82,6 +82,7 @@ type flags struct {
 
 	cli.TopologyFlags
 	streamFlags
+	waitFlags
 	failpointFlags
 }
 
@@ -121,6 +122,9 @@ func (f *flags) Validate() error {
 		return err
 	}
 	if err := f.streamFlags.Validate(); err != nil {
+		return err
+	}
+	if err := f.waitFlags.Validate(); err != nil {
 		return err
 	}
 	return f.validate()
@@ -218,7 +222,8 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		Metrics:        metrics,
 		Failpoint:      f.failpoint(log),
 	}
-	f.apply(cfg)
+	f.streamFlags.apply(cfg)
+	f.waitFlags.apply(cfg)
 	p, err := processor.New(nc, rdb, mux, cfg)
 	if err != nil {
 		return err
@@ -312,5 +317,6 @@ func logStats(ctx context.Context, log *slog.Logger, p *processor.Processor, eve
 func statsAttrs(s processor.Stats) []any {
 	return []any{"deliveries", s.Deliveries, "succeeded", s.Succeeded, "failed", s.Failed,
 		"replayed", s.Replayed, "rejected", s.Rejected, "redelivered", s.Redelivered, "lock_busy", s.LockBusy,
-		"lock_lost", s.LockLost, "dead_lettered", s.DeadLettered, "outcome_unknown", s.OutcomeUnknown}
+		"lock_lost", s.LockLost, "dead_lettered", s.DeadLettered, "outcome_unknown", s.OutcomeUnknown,
+		"replica_shortfall", s.ReplicaShortfall}
 }

@@ -26,6 +26,7 @@ const (
 	NakDelayDefault     = time.Second
 	MaxNakDelayDefault  = 30 * time.Second
 
+	WaitTimeoutDefault        = time.Second
 	StreamReplicasDefault     = 1
 	DeadLetterMaxAgeDefault   = 30 * 24 * time.Hour
 	DeadLetterMaxBytesDefault = 1 << 30
@@ -52,6 +53,21 @@ type Config struct {
 	// found the key locked is no attempt, and JetStream never stops
 	// redelivering a message nobody has ended. Defaults to 10.
 	MaxDeliver int
+
+	// WaitReplicas, when positive, makes every answer of a stored outcome
+	// wait first until that many Redis replicas have it (Redis WAIT, after
+	// the commit): an outcome is then published and its command acked only
+	// once a failover to one of those replicas cannot lose it. When fewer
+	// acknowledge within WaitTimeout, the outcome stays stored on the
+	// primary but is not answered: the message is handed back, and a later
+	// delivery replays it once the replicas have it, or, if a failover lost
+	// it, runs the command again with the same key. Defaults to 0: no wait
+	// (Redis replicates asynchronously, and a failover can lose the last
+	// writes the old primary acknowledged).
+	WaitReplicas int
+	// WaitTimeout bounds one WAIT. Keep it below the Redis client's read
+	// timeout (3s in go-redis by default). Defaults to 1s.
+	WaitTimeout time.Duration
 
 	// NoProvision makes the engine create nothing on NATS: the streams and
 	// the consumer are the operator's (made with the nats CLI or
@@ -141,6 +157,7 @@ func (c *Config) WithDefaults() *Config {
 	d.AckWait = cmp.Or(c.AckWait, AckWaitDefault)
 	d.MaxDeliver = cmp.Or(c.MaxDeliver, MaxDeliverDefault)
 	d.Concurrency = cmp.Or(c.Concurrency, ConcurrencyDefault)
+	d.WaitTimeout = cmp.Or(c.WaitTimeout, WaitTimeoutDefault)
 	d.StreamReplicas = cmp.Or(c.StreamReplicas, StreamReplicasDefault)
 	d.DeadLetterMaxAge = cmp.Or(c.DeadLetterMaxAge, DeadLetterMaxAgeDefault)
 	d.DeadLetterMaxBytes = cmp.Or(c.DeadLetterMaxBytes, DeadLetterMaxBytesDefault)
@@ -173,6 +190,10 @@ func (c *Config) validate() error {
 		return fmt.Errorf("processor: MaxDeliver must be at least 1, got %d", c.MaxDeliver)
 	case c.Concurrency < 1:
 		return fmt.Errorf("processor: Concurrency must be at least 1, got %d", c.Concurrency)
+	case c.WaitReplicas < 0:
+		return fmt.Errorf("processor: WaitReplicas must not be negative, got %d", c.WaitReplicas)
+	case c.WaitTimeout < time.Millisecond:
+		return fmt.Errorf("processor: WaitTimeout must be at least 1ms, got %v", c.WaitTimeout)
 	case c.StreamReplicas < 1 || c.StreamReplicas > 5:
 		return fmt.Errorf("processor: StreamReplicas must be between 1 and 5 (JetStream's limit), got %d", c.StreamReplicas)
 	case c.LockTTL < 30*time.Millisecond:

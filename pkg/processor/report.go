@@ -3,6 +3,7 @@ package processor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -47,6 +48,17 @@ func (p *Processor) report(ctx context.Context, d *delivery, v verdict) {
 // Reply-To, then acks. If the publish fails the message comes back and the
 // next delivery replays the outcome.
 func (p *Processor) answer(ctx context.Context, d *delivery, rec *dedupe.Record, replayed bool) {
+	if err := p.replicated(ctx, d); err != nil {
+		// Stored on the primary, not yet where a failover keeps it: not
+		// answered, so that no client learns an outcome a failover could
+		// take back. The next delivery replays it, or runs the command
+		// again with the same key if a failover lost it.
+		p.log.warn(ctx, "outcome not on enough Redis replicas yet; redelivering", attrKey, d.key, attrError, err)
+		p.counters.redelivered.Add(1)
+		p.cfg.Metrics.redelivered("replication")
+		_ = d.msg.NakWithDelay(backoffDelay(p.cfg.NakDelay, p.cfg.MaxNakDelay, d.deliveries))
+		return
+	}
 	res := rec.Answer(replayed)
 	res.Key = d.key // the record's key is this key; set for clarity
 	body := res.Marshal()
@@ -76,6 +88,23 @@ func (p *Processor) answer(ctx context.Context, d *delivery, rec *dedupe.Record,
 		p.log.debug(ctx, "command done", attrKey, d.key, attrKind, d.kind, attrStatus, res.Status,
 			attrCode, res.Code, attrAttempt, d.deliveries, attrReplayed, replayed)
 	}
+}
+
+// replicated waits, when Config.WaitReplicas asks for it, until that many
+// Redis replicas have every write to the key's record so far.
+func (p *Processor) replicated(ctx context.Context, d *delivery) error {
+	if p.cfg.WaitReplicas <= 0 {
+		return nil
+	}
+	n, err := p.store.WaitReplicas(ctx, d.key, p.cfg.WaitReplicas, p.cfg.WaitTimeout)
+	switch {
+	case err != nil:
+		return err
+	case n < p.cfg.WaitReplicas:
+		p.counters.replicaShortfall.Add(1)
+		return fmt.Errorf("%d of %d Redis replicas acknowledged within %v", n, p.cfg.WaitReplicas, p.cfg.WaitTimeout)
+	}
+	return nil
 }
 
 // publishResult publishes an outcome to result.<key> and waits for the

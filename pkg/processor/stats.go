@@ -30,11 +30,14 @@ type Stats struct {
 	// dead_lettered.
 	DeadLettered   uint64 `json:"dead_lettered"`
 	OutcomeUnknown uint64 `json:"outcome_unknown"`
+	// ReplicaShortfall counts answers held back because fewer Redis
+	// replicas than Config.WaitReplicas acknowledged the outcome in time.
+	ReplicaShortfall uint64 `json:"replica_shortfall"`
 }
 
 type counters struct {
 	deliveries, succeeded, failed, replayed, rejected, redelivered,
-	lockBusy, lockLost, deadLettered, outcomeUnknown atomic.Uint64
+	lockBusy, lockLost, deadLettered, outcomeUnknown, replicaShortfall atomic.Uint64
 }
 
 // Stats returns a snapshot of the processor's counters.
@@ -45,5 +48,6 @@ func (p *Processor) Stats() Stats {
 		Replayed: c.replayed.Load(), Rejected: c.rejected.Load(), Redelivered: c.redelivered.Load(),
 		LockBusy: c.lockBusy.Load(), LockLost: c.lockLost.Load(),
 		DeadLettered: c.deadLettered.Load(), OutcomeUnknown: c.outcomeUnknown.Load(),
+		ReplicaShortfall: c.replicaShortfall.Load(),
 	}
 }
