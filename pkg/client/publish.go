@@ -19,7 +19,9 @@ import (
 // same key, so JetStream stores the command at most once inside its
 // duplicate window and answers the repeat with a duplicate PubAck. An
 // attempt that finds no stream (no responders) stored nothing and is
-// repeated too, in case the stream is being created or its leader moves.
+// repeated too, in case the stream is being created or its leader moves;
+// so is one that a replicated stream refused because another publish of
+// the key was still being stored (a racing duplicate).
 // Every other error is returned at once.
 func (c *Client) publish(ctx context.Context, key string, msg *nats.Msg) (*jetstream.PubAck, int, error) {
 	var (
@@ -49,6 +51,14 @@ func (c *Client) publish(ctx context.Context, key string, msg *nats.Msg) (*jetst
 			return nil, err
 		case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
 			return nil, err
+		case duplicateInProcess(err):
+			// Another publish of this key is being stored right now: a
+			// replicated stream proposes it to its replicas before it
+			// knows the id, and refuses a racing copy meanwhile. This one
+			// stored nothing; the next gets the duplicate PubAck of that
+			// one, or stores the command if that one failed.
+			unconfirmed = true
+			return nil, err
 		default:
 			return nil, backoff.Permanent(err)
 		}
@@ -77,4 +87,14 @@ func (c *Client) publish(ctx context.Context, key string, msg *nats.Msg) (*jetst
 	default:
 		return nil, attempts, fmt.Errorf("client: publish %s: %w", msg.Subject, err)
 	}
+}
+
+// errCodeDuplicateInProcess is JetStream's JSStreamDuplicateMessageConflict
+// (nats-server 2.10 and later): a publish whose Nats-Msg-Id another publish
+// is still storing.
+const errCodeDuplicateInProcess jetstream.ErrorCode = 10158
+
+func duplicateInProcess(err error) bool {
+	apiErr, ok := errors.AsType[*jetstream.APIError](err)
+	return ok && apiErr.ErrorCode == errCodeDuplicateInProcess
 }
