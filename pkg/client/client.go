@@ -332,9 +332,20 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 			return fmt.Errorf("%w (key %s: a duplicate of message %d, which has no stored outcome yet)", ErrResultTimeout, key, reply.Sequence)
 		}
 	}
+	// An answer published while the connection was down (its server died,
+	// the client moved to another) never reaches the subscriptions, which
+	// are made again only on reconnect. After a reconnect the outcome is
+	// read from the result stream, which keeps it.
+	reconnected := c.nc.StatusChanged(nats.CONNECTED)
+	defer c.nc.RemoveStatusListener(reconnected)
 
 	for {
 		select {
+		case <-reconnected:
+			interval = streamRecheckInterval
+			if done, err := checkStream(); done {
+				return err
+			}
 		case m := <-w.ch:
 			res, err := messages.DecodeResult(m.Data)
 			if err != nil || res.Key != key {
