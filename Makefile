@@ -91,6 +91,12 @@ soak: require-redis ## Send commands end to end for SOAK_DURATION at half a quic
 chaos: require-redis ## Run the chaos suite (build tag chaos: workers SIGKILLed at every step under load) for CHAOS_DURATION
 	CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -race -tags chaos -run Chaos -timeout $(CHAOS_TIMEOUT) -count=1 -v ./cmd/worker
 
+CLUSTER_TIMEOUT ?= 30m## go test -timeout for `cluster`
+
+.PHONY: cluster
+cluster: require-redis ## Past one machine, long (IDEMPAY_CLUSTER_LONG=1, ~5 min): the load on a Redis Cluster and a 3-node NATS cluster, stream leaders and Sentinel masters SIGKILLed; `test` runs short variants
+	IDEMPAY_CLUSTER_LONG=1 $(GO) test -race -timeout $(CLUSTER_TIMEOUT) -count=1 -v -run 'Scale|Cluster|Sentinel|Failover|WaitReplicas' ./internal/load ./internal/testenv ./pkg/processor
+
 .PHONY: fuzz
 fuzz: ## Fuzz the wire decoder for FUZZTIME (go test -fuzz FuzzDecode ./pkg/messages)
 	$(GO) test -run '^$$' -fuzz '^$(FUZZ_TARGET)$$' -fuzztime $(FUZZTIME) ./pkg/messages

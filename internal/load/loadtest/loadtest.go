@@ -6,6 +6,7 @@
 package loadtest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,6 +42,13 @@ type Options struct {
 	Processor processor.Config
 	// Sim configures the simulated provider; KeyPrefix is set by Start.
 	Sim sim.Config
+	// NATSURL, if set, is the NATS the deployment runs on (a cluster's
+	// URLs, comma-separated) instead of the shared server.
+	NATSURL string
+	// Redis, if set, is the Redis the deployment runs on (a Cluster or
+	// Sentinel client) instead of a client of the shared server. It stays
+	// the caller's: Close neither closes it nor deletes its keys.
+	Redis redis.UniversalClient
 }
 
 // Env is one test's deployment.
@@ -58,6 +66,7 @@ type Env struct {
 
 	mu      sync.Mutex
 	closers []func()
+	workers []*processor.Processor
 }
 
 // Logger returns a logger for the workers and clients of tests: silent
@@ -90,24 +99,29 @@ func Start(opts *Options) (_ *Env, err error) {
 		return nil, err
 	}
 	ns := testenv.Namespace()
-	env := &Env{NS: ns, NATSURL: shared.NATSURL, RedisURL: shared.RedisURL}
+	env := &Env{NS: ns, NATSURL: cmp.Or(opts.NATSURL, shared.NATSURL), RedisURL: shared.RedisURL}
 	defer func() {
 		if err != nil {
 			env.Close()
 		}
 	}()
 
-	if env.NC, err = testenv.ConnectNATS(shared.NATSURL, ns+"-test"); err != nil {
+	if env.NC, err = connectNATS(env.NATSURL, ns+"-test"); err != nil {
 		return nil, err
 	}
 	env.onClose(env.NC.Close)
 	if env.JS, err = jetstream.New(env.NC); err != nil {
 		return nil, err
 	}
-	if env.RDB, err = testenv.ConnectRedis(shared.RedisURL); err != nil {
-		return nil, err
+	ownRedis := opts.Redis == nil
+	if env.RDB = opts.Redis; ownRedis {
+		if env.RDB, err = testenv.ConnectRedis(shared.RedisURL); err != nil {
+			return nil, err
+		}
+		env.onClose(func() { _ = env.RDB.Close() })
+	} else {
+		env.RedisURL = ""
 	}
-	env.onClose(func() { _ = env.RDB.Close() })
 
 	pcfg := opts.Processor
 	pcfg.Topology = testenv.Topology(ns)
@@ -120,6 +134,9 @@ func Start(opts *Options) (_ *Env, err error) {
 		top := env.Config.Topology
 		for _, s := range []string{top.CommandStream, top.ResultStream, top.DeadLetterStream} {
 			_ = env.JS.DeleteStream(ctx, s)
+		}
+		if !ownRedis {
+			return
 		}
 		if keys, err := env.RDB.Keys(ctx, ns+":*").Result(); err == nil && len(keys) > 0 {
 			_ = env.RDB.Del(ctx, keys...).Err()
@@ -164,7 +181,7 @@ func (e *Env) onClose(f func()) {
 // StartWorker starts one more processor, on its own NATS connection; Close
 // stops it.
 func (e *Env) StartWorker(simCfg *sim.Config) (*processor.Processor, error) {
-	nc, err := testenv.ConnectNATS(e.NATSURL, e.NS+"-worker")
+	nc, err := connectNATS(e.NATSURL, e.NS+"-worker")
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +212,40 @@ func (e *Env) StartWorker(simCfg *sim.Config) (*processor.Processor, error) {
 		_ = p.Stop(ctx)
 		nc.Close()
 	})
+	e.mu.Lock()
+	e.workers = append(e.workers, p)
+	e.mu.Unlock()
 	return p, nil
+}
+
+// Stats adds up the counters of every worker StartWorker started.
+func (e *Env) Stats() processor.Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var sum processor.Stats
+	for _, p := range e.workers {
+		s := p.Stats()
+		sum.Deliveries += s.Deliveries
+		sum.Succeeded += s.Succeeded
+		sum.Failed += s.Failed
+		sum.Replayed += s.Replayed
+		sum.Rejected += s.Rejected
+		sum.Redelivered += s.Redelivered
+		sum.LockBusy += s.LockBusy
+		sum.LockLost += s.LockLost
+		sum.DeadLettered += s.DeadLettered
+		sum.OutcomeUnknown += s.OutcomeUnknown
+		sum.ReplicaShortfall += s.ReplicaShortfall
+	}
+	return sum
+}
+
+// connectNATS connects to url (one server, or a cluster's URLs,
+// comma-separated) like testenv.ConnectNATS, and rides out a server going
+// away: it reconnects to another (or the same, restarted) without limit.
+func connectNATS(url, name string) (*nats.Conn, error) {
+	return nats.Connect(url, nats.Name(name), nats.Timeout(5*time.Second),
+		nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 }
 
 // ClientConfig returns a client configuration for this deployment.
@@ -206,7 +256,7 @@ func (e *Env) ClientConfig() *client.Config {
 // NewClient returns a client of this deployment on its own NATS connection
 // (nil cfg: ClientConfig()); Close closes the connection.
 func (e *Env) NewClient(cfg *client.Config) (*client.Client, error) {
-	nc, err := testenv.ConnectNATS(e.NATSURL, e.NS+"-client")
+	nc, err := connectNATS(e.NATSURL, e.NS+"-client")
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,359 @@
+package load_test
+
+import (
+	"context"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/internal/load"
+	"github.com/idempay/idempay/internal/load/loadtest"
+	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/dedupe"
+	"github.com/idempay/idempay/pkg/layout"
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
+)
+
+// The whole pipeline past one machine: workers (in-process, each on its own
+// connections) under the load of `make demo` - charges, cart adds, refunds,
+// duplicates racing the original, right after its answer and after the
+// dedupe window, key reuse - on a Redis Cluster, on a NATS cluster with R3
+// streams, through a stream leader's SIGKILL and a Redis master's, each
+// audited as `make demo` audits.
+//
+// `go test` runs a short variant of each (a few hundred commands, one
+// kill); IDEMPAY_CLUSTER_LONG=1 (make cluster) runs thousands and kills
+// more often.
+
+// clusterLong reports whether the long variants run.
+func clusterLong() bool { return os.Getenv("IDEMPAY_CLUSTER_LONG") != "" }
+
+// size is short in the short variant, long in the long one.
+func size(short, long int) int {
+	if clusterLong() {
+		return long
+	}
+	return short
+}
+
+// scaleProcessor is the workers' configuration: a dedupe window short
+// enough for late duplicates to reach a worker, redelivery in seconds.
+func scaleProcessor() processor.Config {
+	return processor.Config{
+		DedupeWindow: 300 * time.Millisecond, ResultTTL: 10 * time.Minute, AckWait: 2 * time.Second,
+		LockTTL: time.Second, NakDelay: 100 * time.Millisecond, MaxNakDelay: time.Second,
+		LockedDelay: 50 * time.Millisecond, Concurrency: 16,
+	}
+}
+
+// scaleClient is a client that rides out an election or a failover:
+// publishes retried with the same key for a minute, answers awaited as long.
+func scaleClient(t *testing.T, env *loadtest.Env) *client.Client {
+	t.Helper()
+	cfg := env.ClientConfig()
+	cfg.ResultTimeout = 40 * time.Second
+	cfg.Retry = client.RetryConfig{InitialInterval: 100 * time.Millisecond, MaxInterval: time.Second, MaxElapsedTime: time.Minute, MaxRetries: 100}
+	return env.MustClient(t, cfg)
+}
+
+// mixedLoad is the demo's mix: 30% duplicates (a third of them after the
+// dedupe window), a fifth of the charges refunded, some declined.
+func mixedLoad(count int, rate float64, progress *atomic.Int64) *load.Config {
+	return &load.Config{
+		Count: count, Concurrency: 32, Rate: rate, Duplicates: 0.3, LateAfter: 600 * time.Millisecond, LateShare: 0.3,
+		RefundShare: 0.2, DeclineShare: 0.05, Timeout: 2 * time.Minute,
+		Progress: func(p load.Progress) {
+			if progress != nil {
+				progress.Store(int64(p.Done))
+			}
+		},
+	}
+}
+
+// runLoad starts the load in the background; wait returns its summary.
+func runLoad(t *testing.T, c *client.Client, cfg *load.Config) (wait func() *load.Summary) {
+	t.Helper()
+	var (
+		s   *load.Summary
+		err error
+		wg  sync.WaitGroup
+	)
+	wg.Go(func() { s, err = load.Run(context.Background(), c, cfg) })
+	return func() *load.Summary {
+		wg.Wait()
+		require.NoError(t, err)
+		return s
+	}
+}
+
+// waitProgress waits until the load has made n sends.
+func waitProgress(t *testing.T, progress *atomic.Int64, n int) {
+	t.Helper()
+	loadtest.WaitFor(t, 2*time.Minute, func() bool { return progress.Load() >= int64(n) }, "%d sends", n)
+}
+
+// report logs the run's figures.
+func report(t *testing.T, s *load.Summary, l *load.Ledger, reused int) {
+	t.Helper()
+	t.Logf("%d commands (%v), %d sends: %d dropped by JetStream, %d replayed by workers; outcomes %v; %d charges = %d provider charges, %d refunds, %d cart lines; %d keys reused and refused; %.0f commands/s, p99 %v",
+		s.Commands, s.ByCommand, s.Sends, s.DroppedByJetStream, s.ReplayedByWorkers, s.ByStatus, l.Succeeded, l.Charged,
+		l.Refunded, l.CartLines, reused, s.CommandsPerSecond, s.Latency.P99.Round(time.Millisecond))
+}
+
+// (a) A Redis Cluster of three masters: records, locks, carts and the
+// provider's ledger spread over its slots; cart.add takes the path apart
+// from the commit, the provider its {sim} keys.
+func TestScale_RedisCluster(t *testing.T) {
+	t.Parallel()
+	rc, err := testenv.StartRedisCluster(3)
+	require.NoError(t, err)
+	t.Cleanup(rc.Shutdown)
+	opt, err := redis.ParseClusterURL(rc.URL())
+	require.NoError(t, err)
+	rdb := redis.NewClusterClient(opt)
+	t.Cleanup(func() { _ = rdb.Close() })
+
+	env := loadtest.Setup(t, &loadtest.Options{Workers: 3, Redis: rdb, Processor: scaleProcessor()})
+	c := scaleClient(t, env)
+	s := runLoad(t, c, mixedLoad(size(300, 3000), 0, nil))()
+	ledger := env.Audit(t, s)
+	reused := env.ReuseKeys(t, c, s, 10)
+	report(t, s, ledger, reused)
+	require.Positive(t, ledger.CartLines)
+	require.Positive(t, ledger.Refunded)
+
+	// The adds went through the Cluster path: each cart remembers its adds.
+	applied := 0
+	for key, o := range s.Outcomes {
+		if add, ok := o.Command.(messages.CartAddRequest); ok && o.Result.Status == messages.StatusSucceeded {
+			n, err := rdb.HLen(context.Background(), layout.CartApplied(env.Config.KeyPrefix, add.CartID)).Result()
+			require.NoError(t, err, key)
+			require.Positive(t, n, key)
+			applied++
+		}
+	}
+	require.Positive(t, applied)
+	charges, err := rdb.HLen(context.Background(), layout.Sim(env.Config.KeyPrefix, true).Charges).Result()
+	require.NoError(t, err)
+	require.EqualValues(t, ledger.Succeeded, charges, "the provider's ledger under {sim}")
+}
+
+// natsClusterEnv starts a three-node NATS cluster and a deployment on it
+// whose workers create R3 streams.
+func natsClusterEnv(t *testing.T) (*testenv.NATSCluster, *loadtest.Env) {
+	t.Helper()
+	nc, err := testenv.StartNATSCluster(3)
+	require.NoError(t, err)
+	t.Cleanup(nc.Shutdown)
+	pcfg := scaleProcessor()
+	pcfg.StreamReplicas = 3
+	env := loadtest.Setup(t, &loadtest.Options{Workers: 3, NATSURL: nc.URLs(), Processor: pcfg})
+	top := env.Config.Topology
+	for _, name := range []string{top.CommandStream, top.ResultStream, top.DeadLetterStream} {
+		st, err := env.JS.Stream(context.Background(), name)
+		require.NoError(t, err)
+		require.Equal(t, 3, st.CachedInfo().Config.Replicas, name)
+	}
+	return nc, env
+}
+
+// requireInResults checks that RESULTS holds every answered key's outcome,
+// as first answered, and that COMMANDS is empty: no command left without
+// an end.
+func requireInResults(t *testing.T, env *loadtest.Env, s *load.Summary) {
+	t.Helper()
+	ctx := context.Background()
+	top := env.Config.Topology
+	loadtest.WaitFor(t, time.Minute, func() bool {
+		st, err := env.JS.Stream(ctx, top.CommandStream)
+		if err != nil {
+			return false
+		}
+		info, err := st.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	}, "COMMANDS drained")
+	st, err := env.JS.Stream(ctx, top.ResultStream)
+	require.NoError(t, err)
+	for key, o := range s.Outcomes {
+		m, err := st.GetLastMsgForSubject(ctx, top.Subjects.ResultFor(key))
+		require.NoError(t, err, key)
+		r, err := messages.DecodeResult(m.Data)
+		require.NoError(t, err)
+		o.Result.Replayed, r.Replayed = false, false
+		require.Equal(t, string(o.Result.Marshal()), string(r.Marshal()), key)
+	}
+}
+
+// (b) A three-node NATS cluster, the streams R3, clients and workers given
+// every node's URL.
+func TestScale_NATSCluster(t *testing.T) {
+	t.Parallel()
+	_, env := natsClusterEnv(t)
+	c := scaleClient(t, env)
+	s := runLoad(t, c, mixedLoad(size(300, 3000), 0, nil))()
+	ledger := env.Audit(t, s)
+	reused := env.ReuseKeys(t, c, s, 10)
+	report(t, s, ledger, reused)
+	requireInResults(t, env, s)
+}
+
+// (c) Under load, the COMMANDS stream's leader is SIGKILLed and started
+// again (three times in the long variant): every command the client saw
+// acknowledged has its one outcome, in Redis and in RESULTS, and nothing
+// is left in COMMANDS.
+func TestScale_NATSLeaderKilled(t *testing.T) {
+	t.Parallel()
+	nc, env := natsClusterEnv(t)
+	c := scaleClient(t, env)
+	count, kills := size(400, 3000), size(1, 3)
+	var progress atomic.Int64
+	wait := runLoad(t, c, mixedLoad(count, float64(size(150, 200)), &progress))
+	stream := env.Config.Topology.CommandStream
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for k := 1; k <= kills; k++ {
+		waitProgress(t, &progress, k*count/(kills+1))
+		leader, err := nc.WaitStreamLeader(ctx, stream, -1)
+		require.NoError(t, err)
+		nc.Kill(leader)
+		killed, sends := time.Now(), progress.Load()
+		next, err := nc.WaitStreamLeader(ctx, stream, leader)
+		require.NoError(t, err)
+		t.Logf("kill %d: SIGKILLed %s, the COMMANDS leader, after %d sends; %s leads after %v",
+			k, nc.ServerName(leader), sends, nc.ServerName(next), time.Since(killed).Round(time.Millisecond))
+		require.NoError(t, nc.Start(leader))
+		require.NoError(t, nc.WaitStreamCurrent(ctx, stream))
+	}
+	s := wait()
+	if !s.OK() {
+		logState(t, env)
+	}
+	ledger := env.Audit(t, s)
+	report(t, s, ledger, 0)
+	requireInResults(t, env, s)
+}
+
+// logState logs what is left in COMMANDS and what the consumer holds, for a
+// run that did not end well.
+func logState(t *testing.T, env *loadtest.Env) {
+	t.Helper()
+	ctx := context.Background()
+	top := env.Config.Topology
+	st, err := env.JS.Stream(ctx, top.CommandStream)
+	if err != nil {
+		t.Logf("COMMANDS: %v", err)
+		return
+	}
+	info, err := st.Info(ctx)
+	if err == nil {
+		t.Logf("COMMANDS: %d messages (seq %d-%d), leader %+v", info.State.Msgs, info.State.FirstSeq, info.State.LastSeq, info.Cluster)
+	}
+	cons, err := env.JS.Consumer(ctx, top.CommandStream, top.Consumer)
+	if err == nil {
+		ci, err := cons.Info(ctx)
+		if err == nil {
+			t.Logf("consumer: pending %d, ack pending %d, redelivered %d, waiting %d, delivered %+v, ack floor %+v",
+				ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.NumWaiting, ci.Delivered, ci.AckFloor)
+		}
+	}
+	t.Logf("workers: %+v", env.Stats())
+}
+
+// losses is what a Redis failover took back, counted after the run.
+type losses struct {
+	records     int // answered keys whose record is gone or no longer completed
+	changed     int // answered keys whose stored outcome differs from the answer
+	ledger      []string
+	lockLost    uint64
+	shortfalls  uint64
+	disagreeing int
+}
+
+func countLosses(t *testing.T, env *loadtest.Env, s *load.Summary) losses {
+	t.Helper()
+	ctx := context.Background()
+	store, err := dedupe.New(env.RDB, &dedupe.Config{Namespace: env.Config.KeyPrefix})
+	require.NoError(t, err)
+	var l losses
+	for key, o := range s.Outcomes {
+		rec, err := store.Get(ctx, key)
+		require.NoError(t, err)
+		switch {
+		case rec == nil || rec.State != dedupe.StateCompleted:
+			l.records++
+		case rec.Result.Status != o.Result.Status || string(rec.Result.Data) != string(o.Result.Data):
+			l.changed++
+		}
+	}
+	ledger, err := load.CheckLedger(ctx, env.RDB, env.Config.KeyPrefix, s)
+	require.NoError(t, err)
+	l.ledger = ledger.Mismatches
+	st := env.Stats()
+	l.lockLost, l.shortfalls, l.disagreeing = st.LockLost, st.ReplicaShortfall, len(s.Disagreeing)
+	return l
+}
+
+// (d) Under load on a Sentinel deployment (a master, a replica, three
+// sentinels), the master is SIGKILLed; the workers' failover clients follow
+// the replica the sentinels promote, and the old master comes back as its
+// replica. Redis replicates asynchronously, so without WAIT the writes the
+// old master acknowledged in its last moments may be gone: the test counts
+// them (records, cart and ledger lines, locks) and logs the figures. With
+// REDIS_WAIT_REPLICAS=1 no answered outcome may be lost, and the audit must
+// pass whole.
+func TestScale_SentinelFailover(t *testing.T) {
+	t.Parallel()
+	for _, waitReplicas := range []int{0, 1} {
+		t.Run(map[int]string{0: "Async", 1: "WaitReplicas1"}[waitReplicas], func(t *testing.T) {
+			t.Parallel()
+			sent, err := testenv.StartSentinel()
+			require.NoError(t, err)
+			t.Cleanup(sent.Shutdown)
+			rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: sent.MasterName(), SentinelAddrs: sent.SentinelAddrs()})
+			t.Cleanup(func() { _ = rdb.Close() })
+			pcfg := scaleProcessor()
+			pcfg.WaitReplicas, pcfg.WaitTimeout = waitReplicas, 200*time.Millisecond
+			env := loadtest.Setup(t, &loadtest.Options{Workers: 3, Redis: rdb, Processor: pcfg})
+			c := scaleClient(t, env)
+
+			count, kills := size(400, 3000), size(1, 2)
+			var progress atomic.Int64
+			wait := runLoad(t, c, mixedLoad(count, float64(size(150, 200)), &progress))
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			for k := 1; k <= kills; k++ {
+				waitProgress(t, &progress, k*count/(kills+1))
+				master, err := sent.MasterAddr(ctx)
+				require.NoError(t, err)
+				old, err := sent.KillMaster()
+				require.NoError(t, err)
+				killed, sends := time.Now(), progress.Load()
+				next, err := sent.WaitFailover(ctx, master)
+				require.NoError(t, err)
+				took := time.Since(killed)
+				require.NoError(t, sent.Start(old))
+				require.NoError(t, sent.WaitReplica(ctx, old))
+				t.Logf("kill %d: SIGKILLed the master %s after %d sends; %s promoted after %v; the old master back as its replica after %v",
+					k, master, sends, next, took.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
+			}
+			s := wait()
+			l := countLosses(t, env, s)
+			t.Logf("REDIS_WAIT_REPLICAS=%d: %d commands, %d answered keys; lost after %d failover(s): %d records, %d outcomes changed, %d ledger/cart lines off %v; %d locks lost under a worker; %d answers held back for replicas; %d disagreeing keys",
+				waitReplicas, s.Commands, len(s.Outcomes), kills, l.records, l.changed, len(l.ledger), l.ledger, l.lockLost, l.shortfalls, l.disagreeing)
+			require.Empty(t, s.Errors, "every send answered, failover or not")
+			require.Zero(t, s.Unanswered)
+			if waitReplicas > 0 {
+				require.Zero(t, l.records, "no answered outcome lost")
+				require.Zero(t, l.changed)
+				env.Audit(t, s)
+			}
+		})
+	}
+}
