@@ -36,6 +36,8 @@ const (
 const (
 	streamRecheckInterval = 100 * time.Millisecond
 	streamRecheckMax      = 2 * time.Second
+	// streamReadTimeout bounds one such read.
+	streamReadTimeout = 2 * time.Second
 )
 
 // Client sends commands to idempay workers and waits for their answers. It
@@ -314,7 +316,12 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 	checkStream := func() (bool, error) {
 		recheck = time.After(interval)
 		interval = min(2*interval, streamRecheckMax)
-		res, found, err := c.storedOutcome(ctx, key)
+		// Each read is bounded on its own: a request lost while the
+		// stream elects a leader, or while the connection moves, would
+		// otherwise hold the wait (and its timer) until ctx ends.
+		rctx, cancel := context.WithTimeout(ctx, streamReadTimeout)
+		defer cancel()
+		res, found, err := c.storedOutcome(rctx, key)
 		if err != nil {
 			c.log.WarnContext(ctx, "client: read stored outcome; trying again", attrKey, key, attrError, err)
 			return false, nil
