@@ -2,9 +2,12 @@ package load_test
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,13 +88,40 @@ func runLoad(t *testing.T, c *client.Client, cfg *load.Config) (wait func() *loa
 		err error
 		wg  sync.WaitGroup
 	)
-	wg.Go(func() { s, err = load.Run(context.Background(), c, cfg) })
+	ls := &loggedSender{t: t, c: c}
+	lastUnanswered.Store(t, ls)
+	wg.Go(func() { s, err = load.Run(context.Background(), ls, cfg) })
 	return func() *load.Summary {
 		wg.Wait()
 		require.NoError(t, err)
 		return s
 	}
 }
+
+// loggedSender logs the first sends that get no answer, with their key.
+type loggedSender struct {
+	t      *testing.T
+	c      *client.Client
+	logged atomic.Int32
+	mu     sync.Mutex
+	keys   []string // unanswered
+}
+
+func (l *loggedSender) Send(ctx context.Context, key string, cmd messages.Command) (*client.Reply, error) {
+	reply, err := l.c.Send(ctx, key, cmd)
+	if reply == nil || reply.Result.Status == "" {
+		if l.logged.Add(1) <= 10 {
+			l.t.Logf("%s %s: no answer: %v (reply %+v)", cmd.Kind(), key, err, reply)
+		}
+		l.mu.Lock()
+		l.keys = append(l.keys, key)
+		l.mu.Unlock()
+	}
+	return reply, err
+}
+
+// lastUnanswered is the loggedSender of the last runLoad, for logState.
+var lastUnanswered sync.Map // *testing.T -> *loggedSender
 
 // waitProgress waits until the load has made n sends.
 func waitProgress(t *testing.T, progress *atomic.Int64, n int) {
@@ -264,6 +294,34 @@ func logState(t *testing.T, env *loadtest.Env) {
 		}
 	}
 	t.Logf("workers: %+v", env.Stats())
+	v, ok := lastUnanswered.Load(t)
+	if !ok {
+		return
+	}
+	ls, _ := v.(*loggedSender)
+	ls.mu.Lock()
+	keys := append([]string(nil), ls.keys...)
+	ls.mu.Unlock()
+	rs, err := env.JS.Stream(ctx, top.ResultStream)
+	if err != nil {
+		t.Logf("RESULTS: %v", err)
+		return
+	}
+	if info, err := rs.Info(ctx); err == nil {
+		t.Logf("RESULTS: %d messages, cluster %+v", info.State.Msgs, info.Cluster)
+	}
+	for i, key := range keys {
+		if i == 10 {
+			break
+		}
+		state := env.RDB.HGet(ctx, env.Config.KeyPrefix+"idem:rec:{"+key+"}", "state").Val()
+		m, err := rs.GetLastMsgForSubject(ctx, top.Subjects.ResultFor(key))
+		stored := fmt.Sprint(err)
+		if err == nil {
+			stored = string(m.Data)
+		}
+		t.Logf("unanswered %s: record %q; RESULTS: %s", key, state, stored)
+	}
 }
 
 // losses is what a Redis failover took back, counted after the run.
@@ -271,6 +329,9 @@ type losses struct {
 	records     int // answered keys whose record is gone or no longer completed
 	changed     int // answered keys whose stored outcome differs from the answer
 	ledger      []string
+	carts       int // cart lines that do not add up
+	charges     int // succeeded charges the provider no longer holds
+	refunds     int // refund lines that disagree
 	lockLost    uint64
 	shortfalls  uint64
 	disagreeing int
@@ -295,6 +356,16 @@ func countLosses(t *testing.T, env *loadtest.Env, s *load.Summary) losses {
 	ledger, err := load.CheckLedger(ctx, env.RDB, env.Config.KeyPrefix, s)
 	require.NoError(t, err)
 	l.ledger = ledger.Mismatches
+	for _, m := range l.ledger {
+		switch {
+		case strings.HasPrefix(m, "cart "):
+			l.carts++
+		case strings.Contains(m, "refund"):
+			l.refunds++
+		case strings.Contains(m, "the provider holds no charge"):
+			l.charges++
+		}
+	}
 	st := env.Stats()
 	l.lockLost, l.shortfalls, l.disagreeing = st.LockLost, st.ReplicaShortfall, len(s.Disagreeing)
 	return l
@@ -323,7 +394,7 @@ func TestScale_SentinelFailover(t *testing.T) {
 			env := loadtest.Setup(t, &loadtest.Options{Workers: 3, Redis: rdb, Processor: pcfg})
 			c := scaleClient(t, env)
 
-			count, kills := size(400, 3000), size(1, 2)
+			count, kills, lag := size(400, 3000), size(1, 2), time.Duration(size(300, 800))*time.Millisecond
 			var progress atomic.Int64
 			wait := runLoad(t, c, mixedLoad(count, float64(size(150, 200)), &progress))
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -332,24 +403,46 @@ func TestScale_SentinelFailover(t *testing.T) {
 				waitProgress(t, &progress, k*count/(kills+1))
 				master, err := sent.MasterAddr(ctx)
 				require.NoError(t, err)
+				// The replica falls behind first, as behind a broken link:
+				// it is stopped, and the master drops its replication
+				// connection (else the kernel would still buffer the
+				// stream for it); for lag the master's writes reach it no
+				// more. Then the master dies, and the replica wakes up.
+				replica := 0
+				if sent.Addr(0) == master {
+					replica = 1
+				}
+				require.NoError(t, syscall.Kill(sent.Pid(replica), syscall.SIGSTOP))
+				direct := redis.NewClient(&redis.Options{Addr: master})
+				require.NoError(t, direct.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err())
+				_ = direct.Close()
+				time.Sleep(lag) // the fault's length, not a wait for a result
 				old, err := sent.KillMaster()
 				require.NoError(t, err)
+				require.NoError(t, syscall.Kill(sent.Pid(replica), syscall.SIGCONT))
 				killed, sends := time.Now(), progress.Load()
 				next, err := sent.WaitFailover(ctx, master)
 				require.NoError(t, err)
 				took := time.Since(killed)
 				require.NoError(t, sent.Start(old))
 				require.NoError(t, sent.WaitReplica(ctx, old))
-				t.Logf("kill %d: SIGKILLed the master %s after %d sends; %s promoted after %v; the old master back as its replica after %v",
-					k, master, sends, next, took.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
+				t.Logf("kill %d: the replica cut off for %v, then the master %s SIGKILLed after %d sends; %s promoted after %v; the old master back as its replica after %v",
+					k, lag, master, sends, next, took.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
 			}
 			s := wait()
 			l := countLosses(t, env, s)
-			t.Logf("REDIS_WAIT_REPLICAS=%d: %d commands, %d answered keys; lost after %d failover(s): %d records, %d outcomes changed, %d ledger/cart lines off %v; %d locks lost under a worker; %d answers held back for replicas; %d disagreeing keys",
-				waitReplicas, s.Commands, len(s.Outcomes), kills, l.records, l.changed, len(l.ledger), l.ledger, l.lockLost, l.shortfalls, l.disagreeing)
-			require.Empty(t, s.Errors, "every send answered, failover or not")
+			t.Logf("REDIS_WAIT_REPLICAS=%d: %d commands, %d answered keys; lost after %d failover(s): %d records, %d outcomes changed, %d disagreeing keys; %d ledger lines off (%d cart lines, %d provider charges, %d refund lines); %d locks lost under a worker; %d answers held back for replicas; send errors %v",
+				waitReplicas, s.Commands, len(s.Outcomes), kills, l.records, l.changed, l.disagreeing, len(l.ledger), l.carts, l.charges,
+				l.refunds, l.lockLost, l.shortfalls, s.Errors)
+			for i, m := range l.ledger {
+				if i == 5 {
+					break
+				}
+				t.Logf("  e.g. %s", m)
+			}
 			require.Zero(t, s.Unanswered)
 			if waitReplicas > 0 {
+				require.Empty(t, s.Errors, "every send answered")
 				require.Zero(t, l.records, "no answered outcome lost")
 				require.Zero(t, l.changed)
 				env.Audit(t, s)
