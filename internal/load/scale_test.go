@@ -324,6 +324,28 @@ func logState(t *testing.T, env *loadtest.Env) {
 	}
 }
 
+// waitReplicated waits until the sentinels' master has the other data node
+// as a synced replica, whichever node the master is by then.
+func waitReplicated(ctx context.Context, t *testing.T, s *testenv.Sentinel) {
+	t.Helper()
+	var last error
+	loadtest.WaitFor(t, 2*time.Minute, func() bool {
+		master, err := s.MasterAddr(ctx)
+		if err != nil {
+			last = err
+			return false
+		}
+		other := 0
+		if s.Addr(0) == master {
+			other = 1
+		}
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		last = s.WaitReplica(wctx, other)
+		return last == nil
+	}, "a master with a synced replica again (last: %v)", &last)
+}
+
 // losses is what a Redis failover took back, counted after the run.
 type losses struct {
 	records     int // answered keys whose record is gone or no longer completed
@@ -384,7 +406,10 @@ func TestScale_SentinelFailover(t *testing.T) {
 	for _, waitReplicas := range []int{0, 1} {
 		t.Run(map[int]string{0: "Async", 1: "WaitReplicas1"}[waitReplicas], func(t *testing.T) {
 			t.Parallel()
-			sent, err := testenv.StartSentinel()
+			// AOF as in production (deploy/redis.conf), and 2s before a
+			// node counts as down: on a loaded machine 1s let the sentinels
+			// fail back to the old master right after it restarted.
+			sent, err := testenv.StartSentinel(testenv.WithAOF(), testenv.WithNodeTimeout(2*time.Second))
 			require.NoError(t, err)
 			t.Cleanup(sent.Shutdown)
 			rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: sent.MasterName(), SentinelAddrs: sent.SentinelAddrs()})
@@ -425,7 +450,7 @@ func TestScale_SentinelFailover(t *testing.T) {
 				require.NoError(t, err)
 				took := time.Since(killed)
 				require.NoError(t, sent.Start(old))
-				require.NoError(t, sent.WaitReplica(ctx, old))
+				waitReplicated(ctx, t, sent)
 				t.Logf("kill %d: the replica cut off for %v, then the master %s SIGKILLed after %d sends; %s promoted after %v; the old master back as its replica after %v",
 					k, lag, master, sends, next, took.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
 			}
