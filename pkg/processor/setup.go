@@ -3,9 +3,17 @@ package processor
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// DeadLetterDuplicates is the dead-letter stream's duplicate window:
+// JetStream's shortest. A dead letter keeps its command's headers, its
+// Nats-Msg-Id (the key) included, and the contract wants every copy kept:
+// with the default window of 2m, a key re-driven and dead-lettered again
+// within it would be dropped as a duplicate of its first dead letter.
+const DeadLetterDuplicates = 100 * time.Millisecond
 
 // EnsureStreams creates or updates the three streams and the shared durable
 // consumer of the contract. It is idempotent: every worker calls it at
@@ -33,10 +41,11 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg *Config) (je
 		MaxMsgsPerSubject: 1,
 		MaxAge:            cfg.ResultTTL,
 	}, {
-		Name:      top.DeadLetterStream,
-		Subjects:  []string{top.Subjects.DeadLetterWildcard()},
-		Retention: jetstream.LimitsPolicy,
-		Storage:   jetstream.FileStorage,
+		Name:       top.DeadLetterStream,
+		Subjects:   []string{top.Subjects.DeadLetterWildcard()},
+		Retention:  jetstream.LimitsPolicy,
+		Storage:    jetstream.FileStorage,
+		Duplicates: DeadLetterDuplicates,
 	}}
 	for _, sc := range streams {
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
