@@ -228,6 +228,44 @@ func TestWorker_KilledAt(t *testing.T) {
 	}
 }
 
+// TestWorker_RefundKilledAfterTheProviderCall SIGKILLs the worker of a
+// refund right after the provider refunded, before the commit: the next
+// worker asks the provider again with the refund's key and gets the same
+// refund back, so the charge is refunded once.
+func TestWorker_RefundKilledAfterTheProviderCall(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	got := d.listen(t)
+	healthy := d.start(t)
+	chargeKey := newKey()
+	d.publish(t, messages.KindPaymentCharge, chargeKey, messages.ChargeRequest{AccountID: "acct_rk", Amount: 5000, Currency: "EUR"})
+	require.Equal(t, messages.StatusSucceeded, got.wait(t, chargeKey, 1)[0].Status)
+	healthy.stop(t)
+
+	doomed := d.start(t, "IDEMPAY_FAILPOINT="+string(processor.AfterOperation))
+	key := newKey()
+	d.publish(t, messages.KindPaymentRefund, key, messages.RefundRequest{ChargeKey: chargeKey, Amount: 1500})
+	select {
+	case <-doomed.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the worker did not reach its failpoint")
+	}
+	require.Contains(t, doomed.err.Error(), "killed")
+	require.True(t, d.rdb.HExists(context.Background(), d.ns+":sim:refunds", key).Val(), "the provider refunded before the kill")
+
+	d.start(t)
+	answer := got.wait(t, key, 1)[0]
+	require.Equal(t, messages.StatusSucceeded, answer.Status, "%+v", answer)
+	var data messages.RefundData
+	require.NoError(t, json.Unmarshal(answer.Data, &data))
+	require.Equal(t, int64(1500), data.Amount)
+	require.Equal(t, int64(1500), data.RefundedTotal)
+	require.Equal(t, int64(1500), d.hgetInt(t, d.ns+":sim:refunded", chargeKey), "refunded once")
+	n, err := d.rdb.HLen(context.Background(), d.ns+":sim:refunds").Result()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n, "one refund")
+}
+
 func TestWorker_CommandLine(t *testing.T) {
 	t.Parallel()
 	run := func(args []string, env ...string) (string, int) {
