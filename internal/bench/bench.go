@@ -47,6 +47,12 @@ type Config struct {
 	// WorkerBin is a worker binary to measure; empty builds ./cmd/worker
 	// of this module.
 	WorkerBin string
+	// CPUProfileDir, when set, receives a CPU profile of the (first) worker
+	// during each drain, taken from its /debug/pprof/profile for
+	// CPUProfileSeconds, as <scenario>.pprof (for go tool pprof).
+	CPUProfileDir string
+	// CPUProfileSeconds is how long each profile runs. Defaults to 3.
+	CPUProfileSeconds int
 	// Progress receives a line per scenario; nil discards them.
 	Progress io.Writer
 }
@@ -58,6 +64,7 @@ func (c *Config) WithDefaults() *Config {
 	out.Rounds = cmp.Or(out.Rounds, RoundsDefault)
 	out.InFlight = cmp.Or(out.InFlight, InFlightDefault)
 	out.ClientInFlight = cmp.Or(out.ClientInFlight, ClientInFlightDefault)
+	out.CPUProfileSeconds = cmp.Or(out.CPUProfileSeconds, 3)
 	if out.Progress == nil {
 		out.Progress = io.Discard
 	}
