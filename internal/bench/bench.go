@@ -53,6 +53,9 @@ type Config struct {
 	CPUProfileDir string
 	// CPUProfileSeconds is how long each profile runs. Defaults to 3.
 	CPUProfileSeconds int
+	// HeadlineOnly runs only the headline pair's rounds: a quick way to
+	// compare two builds (WorkerBin) or settings.
+	HeadlineOnly bool
 	// Progress receives a line per scenario; nil discards them.
 	Progress io.Writer
 }
@@ -146,6 +149,9 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	}
 	drains = uniqueDrains(drains)
 	b.steps = 2*cfg.Rounds + len(drains) + 5
+	if cfg.HeadlineOnly {
+		b.steps = 2 * cfg.Rounds
+	}
 
 	var ceilings, ratios []float64
 	for round := 1; round <= cfg.Rounds; round++ {
@@ -166,6 +172,10 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 		rep.Results = append(rep.Results, *c, *w)
 	}
 	rep.Ceiling, rep.Ratio = spreadOf(ceilings), spreadOf(ratios)
+	if cfg.HeadlineOnly {
+		rep.Seconds = time.Since(b.started).Seconds()
+		return rep, nil
+	}
 
 	var others []*Result
 	var clientPeak *Result
