@@ -48,7 +48,7 @@ func (b *bencher) drain(ctx context.Context, kind string, inFlight, workers, rou
 		name = fmt.Sprintf("%s @%d x%d workers", kind, inFlight, workers)
 	}
 	r := &Result{Name: name, Kind: "drain", Command: kind, InFlight: inFlight, Workers: workers, Round: round}
-	watch, err := watchAnswers(b.s.nc, ns.resultRoot(), b.cfg.Count)
+	watch, err := watchAcks(ctx, b.s.js, ns.commandStream(), b.cfg.Count)
 	if err != nil {
 		return nil, err
 	}
@@ -66,6 +66,12 @@ func (b *bencher) drain(ctx context.Context, kind string, inFlight, workers, rou
 	n, span := watch.span()
 	r.Commands, r.Seconds, r.PerSecond = n, span.Seconds(), rate(n, span)
 	m.end(ctx, r, procs, false)
+	// Every ack stands for a stored outcome: check that RESULTS holds one
+	// per key.
+	if err := expectMessages(ctx, b.s.js, ns.resultStream(), b.cfg.Count); err != nil {
+		killAll(procs)
+		return nil, fmt.Errorf("%s: after %d acks: %w", name, n, err)
+	}
 	if err := <-profiled; err != nil {
 		b.progressf("cpu profile of %s: %v", name, err)
 	}
