@@ -84,31 +84,21 @@ func (w *ackWatch) poll(ctx context.Context, s jetstream.Stream) {
 // wait returns once every message was acked, or errStalled when none was
 // acked for stall.
 func (w *ackWatch) wait(ctx context.Context, stall time.Duration) error {
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	lastCount, lastChange := -1, time.Now()
-	for {
-		select {
-		case <-w.done:
-			w.mu.Lock()
-			defer w.mu.Unlock()
-			if w.err != nil {
-				return fmt.Errorf("bench: read the command stream: %w", w.err)
-			}
-			if w.acked < w.target {
-				return ctx.Err()
-			}
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-		if n, _ := w.span(); n != lastCount {
-			lastCount, lastChange = n, time.Now()
-		} else if time.Since(lastChange) > stall {
-			return fmt.Errorf("%w for %v: %d of %d commands acked", errStalled, stall, n, w.target)
-		}
+	err := waitProgress(ctx, w.done, func() int { n, _ := w.span(); return n }, stall, func(n int) string {
+		return fmt.Sprintf("%d of %d commands acked", n, w.target)
+	})
+	if err != nil {
+		return err
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.err != nil:
+		return fmt.Errorf("bench: read the command stream: %w", w.err)
+	case w.acked < w.target:
+		return ctx.Err()
+	}
+	return nil
 }
 
 // span returns the messages acked and the time from the first ack seen to
