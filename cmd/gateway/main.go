@@ -24,7 +24,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/idempay/idempay/internal/cli"
@@ -49,9 +48,9 @@ const description = "Serves idempay's HTTP API: POST /v1/payments, /v1/refunds a
 type flags struct {
 	cli.Common
 
-	HTTPAddr string        `name:"http-addr" env:"HTTP_ADDR" default:"127.0.0.1:8080" help:"Address the HTTP API listens on (host:port; port 0 picks a free one)."`
-	NATSURL  string        `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL(s), comma-separated."`
-	Wait     time.Duration `name:"http-wait" env:"HTTP_WAIT" default:"10s" help:"How long a POST waits for the command's answer before 202 Accepted with Location: /v1/results/{key} (the command still runs)."`
+	HTTPAddr string `name:"http-addr" env:"HTTP_ADDR" default:"127.0.0.1:8080" help:"Address the HTTP API listens on (host:port; port 0 picks a free one)."`
+	cli.NATSFlags
+	Wait time.Duration `name:"http-wait" env:"HTTP_WAIT" default:"10s" help:"How long a POST waits for the command's answer before 202 Accepted with Location: /v1/results/{key} (the command still runs)."`
 
 	CORSOrigins     []string      `name:"cors-origins" env:"CORS_ORIGINS" sep:"," placeholder:"ORIGIN" help:"Web origins (scheme://host[:port]) whose pages may call the API from a browser, comma-separated; * allows any. The checkout page on / is same-origin and needs none."`
 	PublishTimeout  time.Duration `name:"publish-timeout" env:"PUBLISH_TIMEOUT" default:"5s" help:"How long one publish attempt waits for JetStream's ack before it is repeated with the same key."`
@@ -108,19 +107,9 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		return err
 	}
 	defer func() { _ = shutdownTracing(context.WithoutCancel(ctx)) }()
-	nc, err := nats.Connect(f.NATSURL,
-		nats.Name("idempay-gateway"),
-		nats.Timeout(5*time.Second),
-		nats.MaxReconnects(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS disconnected; reconnecting", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
-	)
+	nc, err := f.Connect("idempay-gateway", cli.Reconnecting(log)...)
 	if err != nil {
-		return fmt.Errorf("cannot connect to NATS at %s: %w", cli.RedactURLs(f.NATSURL), err)
+		return err
 	}
 	defer nc.Close()
 

@@ -22,7 +22,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -58,7 +57,7 @@ const description = "Executes idempay commands from NATS JetStream exactly once 
 type flags struct {
 	cli.Common
 
-	NATSURL        string        `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL(s), comma-separated."`
+	cli.NATSFlags
 	RedisURL       string        `name:"redis-url" env:"REDIS_URL" default:"redis://127.0.0.1:6379" help:"Redis URL (redis:// or rediss://, optional user:password@ and /db)."`
 	DedupeWindow   time.Duration `name:"dedupe-window" env:"DEDUPE_WINDOW" default:"2m" help:"JetStream duplicate window of the command stream: a re-publish of a key within it is dropped before any worker sees it."`
 	ResultTTL      time.Duration `name:"result-ttl" env:"RESULT_TTL" default:"24h" help:"How long an outcome is kept after it was last answered, in Redis and in the results stream. A key retried later than this runs again."`
@@ -134,19 +133,9 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	log := cli.NewLogger(stderr, f.LogFormat, f.LogLevel)
 	redis.SetLogger(cli.RedisLogger{Log: log})
 
-	nc, err := nats.Connect(f.NATSURL,
-		nats.Name("idempay-worker"),
-		nats.Timeout(5*time.Second),
-		nats.MaxReconnects(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS disconnected; reconnecting", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
-	)
+	nc, err := f.Connect("idempay-worker", cli.Reconnecting(log)...)
 	if err != nil {
-		return fmt.Errorf("cannot connect to NATS at %s: %w", cli.RedactURLs(f.NATSURL), err)
+		return err
 	}
 	defer nc.Close()
 
