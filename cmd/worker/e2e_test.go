@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/internal/cli"
+	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/messages"
 	"github.com/idempay/idempay/pkg/processor"
 )
@@ -284,4 +285,16 @@ func TestWorker_CommandLine(t *testing.T) {
 	require.Contains(t, out, "cannot connect to NATS at nats://alice:xxxxx@127.0.0.1:1")
 	require.NotContains(t, out, "s3cret", "a password never reaches the logs")
 	require.Equal(t, 1, strings.Count(strings.TrimSpace(out), "\n")+1, "one line: %q", out)
+
+	env, err := testenv.Shared()
+	require.NoError(t, err)
+	out, code = run(nil, "NATS_URL="+env.NATSURL, "REDIS_URL=redis://alice:s3cret@127.0.0.1:1")
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "cannot reach Redis at 127.0.0.1:1: ")
+	require.NotContains(t, out, "s3cret", "a password never reaches the logs")
+
+	out, code = run(nil, "REDIS_URL=redis://:s3cret@127.0.0.1:1", "REDIS_CA=/dev/null")
+	require.Equal(t, cli.ExitUsage, code)
+	require.Contains(t, out, "--redis-ca (REDIS_CA) and --redis-cert (REDIS_CERT) are for TLS: --redis-url (REDIS_URL) must then be a rediss:// URL, not redis://:xxxxx@127.0.0.1:1")
+	require.NotContains(t, out, "s3cret")
 }

@@ -58,7 +58,7 @@ type flags struct {
 	cli.Common
 
 	cli.NATSFlags
-	RedisURL       string        `name:"redis-url" env:"REDIS_URL" default:"redis://127.0.0.1:6379" help:"Redis URL (redis:// or rediss://, optional user:password@ and /db)."`
+	cli.RedisFlags
 	DedupeWindow   time.Duration `name:"dedupe-window" env:"DEDUPE_WINDOW" default:"2m" help:"JetStream duplicate window of the command stream: a re-publish of a key within it is dropped before any worker sees it."`
 	ResultTTL      time.Duration `name:"result-ttl" env:"RESULT_TTL" default:"24h" help:"How long an outcome is kept after it was last answered, in Redis and in the results stream. A key retried later than this runs again."`
 	AckWait        time.Duration `name:"ack-wait" env:"ACK_WAIT" default:"30s" help:"How long a delivery may go without ack or progress before JetStream redelivers it (the worker reports progress while an operation runs)."`
@@ -71,7 +71,7 @@ type flags struct {
 	SimAmbiguousRate float64       `name:"sim-ambiguous-rate" env:"SIM_AMBIGUOUS_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that take effect and then answer with an ambiguous error (a lost response)."`
 	Concurrency      int           `name:"concurrency" env:"CONCURRENCY" default:"64" help:"Commands this worker keeps in flight: each waits on a few round trips in turn, so it takes tens to keep a CPU busy."`
 	LockTTL          time.Duration `name:"lock-ttl" env:"LOCK_TTL" default:"10s" help:"Expiry of a key's lock; extended every third of it while the operation runs, so it only bounds how long a crashed worker blocks its key."`
-	RedisPipeline    bool          `name:"redis-pipeline" env:"REDIS_PIPELINE" default:"true" negatable:"" help:"Send the Redis calls of the commands in flight together, as pipelines (one round trip for many calls under load); --no-redis-pipeline sends each alone."`
+	RedisPipeline    bool          `name:"redis-pipeline" env:"REDIS_PIPELINE" default:"true" negatable:"" help:"Send the Redis calls of the commands in flight together, as pipelines (one round trip for many calls under load); --no-redis-pipeline sends each alone. Not on a Redis Cluster, where each call goes alone."`
 	KeyPrefix        string        `name:"redis-key-prefix" env:"REDIS_KEY_PREFIX" default:"" help:"Prefix put before every Redis key (idem:rec:, idem:lock:, cart:, sim:)."`
 	Retry            []string      `name:"retry" env:"RETRY_POLICIES" sep:"," placeholder:"KIND:CLASS=INITIAL/MAX/ELAPSED/RETRIES" help:"Override the retry policy of one command kind for one error class (transient, ambiguous, rate_limited) inside a delivery, e.g. payment.refund:transient=1s/10s/2m/30 (first wait, longest wait, time in all, retries). Repeat the flag, or separate with commas."`
 	StatsInterval    time.Duration `name:"stats-interval" env:"STATS_INTERVAL" default:"30s" help:"How often to log what the worker did (deliveries, outcomes, replays, rejections, dead letters); 0 turns it off."`
@@ -133,28 +133,19 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	log := cli.NewLogger(stderr, f.LogFormat, f.LogLevel)
 	redis.SetLogger(cli.RedisLogger{Log: log})
 
-	nc, err := f.Connect("idempay-worker", cli.Reconnecting(log)...)
+	nc, err := f.NATSFlags.Connect("idempay-worker", cli.Reconnecting(log)...)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 
-	ropt, err := redis.ParseURL(f.RedisURL)
+	rdb, redisAt, err := f.RedisFlags.Connect(ctx)
 	if err != nil {
-		return fmt.Errorf("--redis-url (REDIS_URL) %s: %w", cli.RedactURLs(f.RedisURL), err)
+		return err
 	}
-	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
 	if f.RedisPipeline {
-		pipe := autopipe.New(rdb, nil)
-		rdb.AddHook(pipe)
-		defer pipe.Close() // runs before rdb.Close: deferred later
-	}
-	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err = rdb.Ping(pingCtx).Err()
-	cancel()
-	if err != nil {
-		return fmt.Errorf("cannot reach Redis at %s: %w", ropt.Addr, err)
+		defer pipeline(rdb, log)() // runs before rdb.Close: deferred later
 	}
 
 	provider, err := sim.New(rdb, &sim.Config{
@@ -219,7 +210,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	if err := p.Start(ctx); err != nil {
 		return err
 	}
-	log.Info("worker running", "version", cli.Version, "nats", nc.ConnectedUrlRedacted(), "redis", ropt.Addr,
+	log.Info("worker running", "version", cli.Version, "nats", nc.ConnectedUrlRedacted(), "redis", redisAt,
 		"provider", f.Provider, "concurrency", f.Concurrency, "max_deliver", f.MaxDeliver, "ack_wait", f.AckWait,
 		"tracing", tracing)
 
@@ -236,6 +227,27 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	}
 	log.Info("worker stopped", statsAttrs(p.Stats())...)
 	return nil
+}
+
+// pipeline adds the auto-pipelining hook to rdb and returns its Close, or
+// leaves a Redis Cluster client alone and says so. On a cluster client a
+// hook runs before go-redis routes the command, and the hook's pipeline
+// sends each command to the one node of its slot: a command go-redis would
+// send to every shard and aggregate is answered by one node (DBSIZE said 4
+// of a cluster's 10 keys through the hook), one of special routing can
+// reach the wrong node, and go-redis refuses a whole cluster pipeline once
+// it knows a command in it must not be pipelined, failing every caller
+// that shared it. The worker's own calls are keyed and would survive, but
+// nothing keeps them so. A Sentinel master's client is a plain client and
+// keeps the hook.
+func pipeline(rdb redis.UniversalClient, log *slog.Logger) (closeHook func()) {
+	if _, cluster := rdb.(*redis.ClusterClient); cluster {
+		log.Info("Redis Cluster: --redis-pipeline (REDIS_PIPELINE) does not apply; each Redis call goes out alone")
+		return func() {}
+	}
+	pipe := autopipe.New(rdb, nil)
+	rdb.AddHook(pipe)
+	return pipe.Close
 }
 
 // retryOverrides reads --retry: KIND:CLASS=INITIAL/MAX/ELAPSED/RETRIES,
