@@ -54,7 +54,8 @@ type flags struct {
 
 	CORSOrigins     []string      `name:"cors-origins" env:"CORS_ORIGINS" sep:"," placeholder:"ORIGIN" help:"Web origins (scheme://host[:port]) whose pages may call the API from a browser, comma-separated; * allows any. The checkout page on / is same-origin and needs none."`
 	PublishTimeout  time.Duration `name:"publish-timeout" env:"PUBLISH_TIMEOUT" default:"5s" help:"How long one publish attempt waits for JetStream's ack before it is repeated with the same key."`
-	MetricsAddr     string        `name:"metrics-addr" env:"METRICS_ADDR" default:"" help:"Also serve /metrics, /healthz, /readyz and /debug/pprof/ on this operator address, e.g. 127.0.0.1:9465; empty: not served (the first three are on --http-addr anyway)."`
+	MetricsAddr     string        `name:"metrics-addr" env:"METRICS_ADDR" default:"" help:"Also serve /metrics, /healthz and /readyz on this operator address, e.g. 127.0.0.1:9465; empty: not served (they are on --http-addr anyway)."`
+	Pprof           bool          `name:"pprof" env:"PPROF" help:"Also serve Go's profiler, /debug/pprof/, on --metrics-addr (never on --http-addr). Off by default: whoever reaches that address could take profiles and read the program's internals."`
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"SHUTDOWN_TIMEOUT" default:"20s" help:"On SIGTERM/SIGINT, how long requests under way may take to finish (a POST waits up to --http-wait)."`
 	LogLevel        string        `name:"log-level" env:"LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error."`
 	LogFormat       string        `name:"log-format" env:"LOG_FORMAT" default:"text" enum:"text,json" help:"Log format: text or json."`
@@ -69,6 +70,8 @@ func (f *flags) Validate() error {
 		return fmt.Errorf("--http-wait (HTTP_WAIT) must be between 100ms and 5m, got %v", f.Wait)
 	case f.PublishTimeout < 10*time.Millisecond:
 		return fmt.Errorf("--publish-timeout (PUBLISH_TIMEOUT) must be at least 10ms, got %v", f.PublishTimeout)
+	case f.Pprof && f.MetricsAddr == "":
+		return errors.New("--pprof (PPROF) needs --metrics-addr (METRICS_ADDR): the profiler is served there")
 	case f.ShutdownTimeout < 0:
 		return fmt.Errorf("--shutdown-timeout (SHUTDOWN_TIMEOUT) must not be negative, got %v", f.ShutdownTimeout)
 	}
@@ -126,7 +129,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		return err
 	}
 	if f.MetricsAddr != "" {
-		ms, err := telemetry.Serve(ctx, f.MetricsAddr, reg, gw.Ready, log)
+		ms, err := telemetry.Serve(ctx, f.MetricsAddr, reg, gw.Ready, log, f.Pprof)
 		if err != nil {
 			return fmt.Errorf("--metrics-addr (METRICS_ADDR): %w", err)
 		}

@@ -69,6 +69,8 @@ func TestRun_UsageErrors(t *testing.T) {
 		{nil, []string{"CORS_ORIGINS=shop.example.com"}, "--cors-origins"},
 		{[]string{"--command-subjects", "cmd.*"}, nil, "--command-subjects"},
 		{[]string{"--bogus"}, nil, "--bogus"},
+		{[]string{"--pprof"}, nil, "--pprof (PPROF) needs --metrics-addr (METRICS_ADDR)"},
+		{[]string{"--nats-user", "gw"}, nil, "--nats-user (NATS_USER) needs --nats-password"},
 	} {
 		var out, errOut bytes.Buffer
 		err := run(context.Background(), c.args, c.env, &out, &errOut)

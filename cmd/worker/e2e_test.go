@@ -280,6 +280,10 @@ func TestWorker_CommandLine(t *testing.T) {
 	require.Equal(t, cli.ExitUsage, code)
 	require.Contains(t, out, "--lock-ttl (LOCK_TTL) 10m0s must not exceed 10 x --ack-wait (ACK_WAIT) 5s")
 
+	out, code = run(nil, "PPROF=true")
+	require.Equal(t, cli.ExitUsage, code)
+	require.Contains(t, out, "--pprof (PPROF) needs --metrics-addr (METRICS_ADDR)")
+
 	out, code = run(nil, "NATS_URL=nats://alice:s3cret@127.0.0.1:1")
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "cannot connect to NATS at nats://alice:xxxxx@127.0.0.1:1")

@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -66,7 +67,8 @@ type flags struct {
 	SimLatency     time.Duration `name:"sim-latency" env:"SIM_LATENCY" default:"0s" help:"Simulated payment provider: time one call takes."`
 	SimFailureRate float64       `name:"sim-failure-rate" env:"SIM_FAILURE_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that fail transiently."`
 
-	MetricsAddr      string        `name:"metrics-addr" env:"METRICS_ADDR" default:"" help:"Where /metrics (Prometheus), /healthz, /readyz and /debug/pprof/ are served, e.g. 127.0.0.1:9464; empty: not served."`
+	MetricsAddr      string        `name:"metrics-addr" env:"METRICS_ADDR" default:"" help:"Where /metrics (Prometheus), /healthz and /readyz are served, e.g. 127.0.0.1:9464; empty: not served."`
+	Pprof            bool          `name:"pprof" env:"PPROF" help:"Also serve Go's profiler, /debug/pprof/, on --metrics-addr. Off by default: whoever reaches that address could take profiles and read the program's internals."`
 	Provider         string        `name:"provider" env:"PROVIDER" default:"sim" enum:"sim" help:"Payment provider: sim (the simulated one, which keeps its ledger in Redis). A real provider is wired in a main of your own; see examples/custom."`
 	SimAmbiguousRate float64       `name:"sim-ambiguous-rate" env:"SIM_AMBIGUOUS_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that take effect and then answer with an ambiguous error (a lost response)."`
 	Concurrency      int           `name:"concurrency" env:"CONCURRENCY" default:"64" help:"Commands this worker keeps in flight: each waits on a few round trips in turn, so it takes tens to keep a CPU busy."`
@@ -106,6 +108,8 @@ func (f *flags) Validate() error {
 		return fmt.Errorf("--result-ttl (RESULT_TTL) must not be shorter than --dedupe-window (%v), got %v", f.DedupeWindow, f.ResultTTL)
 	case f.LockTTL < 30*time.Millisecond:
 		return fmt.Errorf("--lock-ttl (LOCK_TTL) must be at least 30ms, got %v", f.LockTTL)
+	case f.Pprof && f.MetricsAddr == "":
+		return errors.New("--pprof (PPROF) needs --metrics-addr (METRICS_ADDR): the profiler is served there")
 	case f.LockTTL > 10*f.AckWait:
 		return fmt.Errorf("--lock-ttl (LOCK_TTL) %v must not exceed 10 x --ack-wait (ACK_WAIT) %v: a crashed worker would block its key that long", f.LockTTL, f.AckWait)
 	}
@@ -200,12 +204,12 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	}
 	if reg != nil {
 		reg.MustRegister(p.ConsumerCollector())
-		srv, err := telemetry.Serve(ctx, f.MetricsAddr, reg, p.Ready, log)
+		srv, err := telemetry.Serve(ctx, f.MetricsAddr, reg, p.Ready, log, f.Pprof)
 		if err != nil {
 			return fmt.Errorf("--metrics-addr (METRICS_ADDR): %w", err)
 		}
 		defer srv.Close(ctx)
-		log.Info("serving /metrics, /healthz, /readyz", "addr", srv.Addr())
+		log.Info("serving /metrics, /healthz, /readyz", "addr", srv.Addr(), "pprof", f.Pprof)
 	}
 	if err := p.Start(ctx); err != nil {
 		return err

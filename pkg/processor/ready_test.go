@@ -25,7 +25,7 @@ func TestProcessor_Ready(t *testing.T) {
 	b := setup(t)
 	p := b.startWorker(t, nil, nil)
 	ctx := t.Context()
-	srv, err := telemetry.Serve(ctx, "127.0.0.1:0", telemetry.NewRegistry(), p.Ready, testLogger(t))
+	srv, err := telemetry.Serve(ctx, "127.0.0.1:0", telemetry.NewRegistry(), p.Ready, testLogger(t), false)
 	require.NoError(t, err)
 	t.Cleanup(func() { srv.Close(context.Background()) })
 	readyz := func() (int, string) {
