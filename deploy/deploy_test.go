@@ -151,7 +151,10 @@ type composeFile struct {
 		Healthcheck *struct {
 			Test []string `yaml:"test"`
 		} `yaml:"healthcheck"`
-		Build any `yaml:"build"`
+		Build *struct {
+			Context string            `yaml:"context"`
+			Args    map[string]string `yaml:"args"`
+		} `yaml:"build"`
 	} `yaml:"services"`
 }
 
@@ -209,6 +212,58 @@ func TestCompose_NATSUsers(t *testing.T) {
 		v := users[user]
 		if want := "${" + v + ":-" + defaults[v] + "}"; env["NATS_PASSWORD"] != want {
 			t.Errorf("%s: NATS_PASSWORD is %q, want %q (the nats service's)", svc, env["NATS_PASSWORD"], want)
+		}
+	}
+}
+
+// TestCompose_HealthChecks: the worker and the gateway serve their
+// endpoints on METRICS_ADDR and their health checks are the programs' own
+// --healthcheck (the distroless image has no curl or wget), which reads
+// that same variable.
+func TestCompose_HealthChecks(t *testing.T) {
+	t.Parallel()
+	c := readCompose(t)
+	for _, svc := range []string{"worker", "gateway"} {
+		s := c.Services[svc]
+		if s.Environment["METRICS_ADDR"] == "" {
+			t.Errorf("%s: no METRICS_ADDR", svc)
+		}
+		if s.Healthcheck == nil {
+			t.Errorf("%s: no health check", svc)
+			continue
+		}
+		if want := []string{"CMD", "/usr/local/bin/" + svc, "--healthcheck"}; strings.Join(s.Healthcheck.Test, " ") != strings.Join(want, " ") {
+			t.Errorf("%s: health check %q, want %q", svc, s.Healthcheck.Test, want)
+		}
+	}
+}
+
+// TestDockerfile_StampsVersion: the image's programs print the version
+// they were built from, as make build's do: the Dockerfile takes a VERSION
+// build argument into the same -X flag, and compose passes it.
+func TestDockerfile_StampsVersion(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk, err := os.ReadFile("../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const stamp = "-X github.com/idempay/idempay/internal/cli.Version="
+	if !strings.Contains(string(mk), stamp+"$(VERSION)") {
+		t.Fatalf("the Makefile no longer stamps %s$(VERSION): has the variable moved?", stamp)
+	}
+	for _, want := range []string{"ARG VERSION=", stamp + "${VERSION}"} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("Dockerfile: no %q", want)
+		}
+	}
+	c := readCompose(t)
+	for _, svc := range []string{"worker", "gateway", "producer"} {
+		if b := c.Services[svc].Build; b == nil || b.Args["VERSION"] != "${VERSION:-dev}" {
+			t.Errorf("%s: the build does not pass VERSION", svc)
 		}
 	}
 }

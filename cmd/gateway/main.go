@@ -12,6 +12,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -55,6 +56,7 @@ type flags struct {
 	CORSOrigins     []string      `name:"cors-origins" env:"CORS_ORIGINS" sep:"," placeholder:"ORIGIN" help:"Web origins (scheme://host[:port]) whose pages may call the API from a browser, comma-separated; * allows any. The checkout page on / is same-origin and needs none."`
 	PublishTimeout  time.Duration `name:"publish-timeout" env:"PUBLISH_TIMEOUT" default:"5s" help:"How long one publish attempt waits for JetStream's ack before it is repeated with the same key."`
 	MetricsAddr     string        `name:"metrics-addr" env:"METRICS_ADDR" default:"" help:"Also serve /metrics, /healthz and /readyz on this operator address, e.g. 127.0.0.1:9465; empty: not served (they are on --http-addr anyway)."`
+	Healthcheck     bool          `name:"healthcheck" help:"Do not run: check the /readyz of the gateway serving on --metrics-addr (METRICS_ADDR), or on --http-addr without one (an all-interfaces address is reached on loopback), and exit 0 if it is ready, 1 if not. For container health checks: the image has no curl."`
 	Pprof           bool          `name:"pprof" env:"PPROF" help:"Also serve Go's profiler, /debug/pprof/, on --metrics-addr (never on --http-addr). Off by default: whoever reaches that address could take profiles and read the program's internals."`
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"SHUTDOWN_TIMEOUT" default:"20s" help:"On SIGTERM/SIGINT, how long requests under way may take to finish (a POST waits up to --http-wait)."`
 	LogLevel        string        `name:"log-level" env:"LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error."`
@@ -90,6 +92,9 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 	var f flags
 	if _, err := cli.Parse("gateway", description, &f, args, env, stdout, stderr); err != nil {
 		return err
+	}
+	if f.Healthcheck {
+		return cli.Healthcheck(ctx, cmp.Or(f.MetricsAddr, f.HTTPAddr), stdout)
 	}
 	return serve(ctx, &f, stderr)
 }

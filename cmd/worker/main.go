@@ -68,6 +68,7 @@ type flags struct {
 	SimFailureRate float64       `name:"sim-failure-rate" env:"SIM_FAILURE_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that fail transiently."`
 
 	MetricsAddr      string        `name:"metrics-addr" env:"METRICS_ADDR" default:"" help:"Where /metrics (Prometheus), /healthz and /readyz are served, e.g. 127.0.0.1:9464; empty: not served."`
+	Healthcheck      bool          `name:"healthcheck" help:"Do not run: check the /readyz of the worker serving on --metrics-addr (METRICS_ADDR; an all-interfaces address is reached on loopback) and exit 0 if it is ready, 1 if not. For container health checks: the image has no curl."`
 	Pprof            bool          `name:"pprof" env:"PPROF" help:"Also serve Go's profiler, /debug/pprof/, on --metrics-addr. Off by default: whoever reaches that address could take profiles and read the program's internals."`
 	Provider         string        `name:"provider" env:"PROVIDER" default:"sim" enum:"sim" help:"Payment provider: sim (the simulated one, which keeps its ledger in Redis). A real provider is wired in a main of your own; see examples/custom."`
 	SimAmbiguousRate float64       `name:"sim-ambiguous-rate" env:"SIM_AMBIGUOUS_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that take effect and then answer with an ambiguous error (a lost response)."`
@@ -108,6 +109,8 @@ func (f *flags) Validate() error {
 		return fmt.Errorf("--result-ttl (RESULT_TTL) must not be shorter than --dedupe-window (%v), got %v", f.DedupeWindow, f.ResultTTL)
 	case f.LockTTL < 30*time.Millisecond:
 		return fmt.Errorf("--lock-ttl (LOCK_TTL) must be at least 30ms, got %v", f.LockTTL)
+	case f.Healthcheck && f.MetricsAddr == "":
+		return errors.New("--healthcheck needs --metrics-addr (METRICS_ADDR): /readyz is served there")
 	case f.Pprof && f.MetricsAddr == "":
 		return errors.New("--pprof (PPROF) needs --metrics-addr (METRICS_ADDR): the profiler is served there")
 	case f.LockTTL > 10*f.AckWait:
@@ -129,6 +132,9 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 	var f flags
 	if _, err := cli.Parse("worker", description, &f, args, env, stdout, stderr); err != nil {
 		return err
+	}
+	if f.Healthcheck {
+		return cli.Healthcheck(ctx, f.MetricsAddr, stdout)
 	}
 	return serve(ctx, &f, stderr)
 }
