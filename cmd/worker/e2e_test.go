@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -301,4 +302,19 @@ func TestWorker_CommandLine(t *testing.T) {
 	require.Equal(t, cli.ExitUsage, code)
 	require.Contains(t, out, "--redis-ca (REDIS_CA) and --redis-cert (REDIS_CERT) are for TLS: --redis-url (REDIS_URL) must then be a rediss:// URL, not redis://:xxxxx@127.0.0.1:1")
 	require.NotContains(t, out, "s3cret")
+}
+
+// TestREADME_ListsEveryVariable: README.md's configuration table names
+// every environment variable `worker --help` does.
+func TestREADME_ListsEveryVariable(t *testing.T) {
+	t.Parallel()
+	out, err := exec.CommandContext(t.Context(), workerBin, "--help").Output()
+	require.NoError(t, err)
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	vars := regexp.MustCompile(`\(\$([A-Z_]+)\)`).FindAllStringSubmatch(string(out), -1)
+	require.Greater(t, len(vars), 30, "the help lists the variables as ($NAME):\n%s", out)
+	for _, v := range vars {
+		require.Contains(t, string(readme), "`"+v[1]+"`", "README.md does not name %s", v[1])
+	}
 }
