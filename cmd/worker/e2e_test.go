@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/internal/cli"
+	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/messages"
 	"github.com/idempay/idempay/pkg/processor"
 )
@@ -317,9 +319,40 @@ func TestWorker_CommandLine(t *testing.T) {
 	require.Equal(t, cli.ExitUsage, code)
 	require.Contains(t, out, "--lock-ttl (LOCK_TTL) 10m0s must not exceed 10 x --ack-wait (ACK_WAIT) 5s")
 
+	out, code = run(nil, "PPROF=true")
+	require.Equal(t, cli.ExitUsage, code)
+	require.Contains(t, out, "--pprof (PPROF) needs --metrics-addr (METRICS_ADDR)")
+
 	out, code = run(nil, "NATS_URL=nats://alice:s3cret@127.0.0.1:1")
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "cannot connect to NATS at nats://alice:xxxxx@127.0.0.1:1")
 	require.NotContains(t, out, "s3cret", "a password never reaches the logs")
 	require.Equal(t, 1, strings.Count(strings.TrimSpace(out), "\n")+1, "one line: %q", out)
+
+	env, err := testenv.Shared()
+	require.NoError(t, err)
+	out, code = run(nil, "NATS_URL="+env.NATSURL, "REDIS_URL=redis://alice:s3cret@127.0.0.1:1")
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "cannot reach Redis at 127.0.0.1:1: ")
+	require.NotContains(t, out, "s3cret", "a password never reaches the logs")
+
+	out, code = run(nil, "REDIS_URL=redis://:s3cret@127.0.0.1:1", "REDIS_CA=/dev/null")
+	require.Equal(t, cli.ExitUsage, code)
+	require.Contains(t, out, "--redis-ca (REDIS_CA) and --redis-cert (REDIS_CERT) are for TLS: --redis-url (REDIS_URL) must then be a rediss:// URL, not redis://:xxxxx@127.0.0.1:1")
+	require.NotContains(t, out, "s3cret")
+}
+
+// TestREADME_ListsEveryVariable: README.md's configuration table names
+// every environment variable `worker --help` does.
+func TestREADME_ListsEveryVariable(t *testing.T) {
+	t.Parallel()
+	out, err := exec.CommandContext(t.Context(), workerBin, "--help").Output()
+	require.NoError(t, err)
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	vars := regexp.MustCompile(`\(\$([A-Z_]+)\)`).FindAllStringSubmatch(string(out), -1)
+	require.Greater(t, len(vars), 30, "the help lists the variables as ($NAME):\n%s", out)
+	for _, v := range vars {
+		require.Contains(t, string(readme), "`"+v[1]+"`", "README.md does not name %s", v[1])
+	}
 }
