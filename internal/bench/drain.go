@@ -32,7 +32,7 @@ func (b *bencher) setupWorker(ctx context.Context, ns *namespace, ws workerSetti
 func (b *bencher) drain(ctx context.Context, kind string, inFlight, workers, round int) (*Result, error) {
 	ns := b.nextNamespace()
 	defer b.s.reset(ctx, ns)
-	ws := workerSettings{Concurrency: inFlight}
+	ws := workerSettings{Concurrency: inFlight, Pprof: b.cfg.CPUProfileDir != ""}
 	if err := b.setupWorker(ctx, ns, ws); err != nil {
 		return nil, err
 	}
