@@ -18,14 +18,21 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     go mod download
 COPY . .
 ARG TARGETOS TARGETARCH
+# What --version prints, as make build stamps it: the build context has no
+# .git (.dockerignore), so the caller passes it, e.g.
+#   docker build --build-arg VERSION=$(git describe --tags --always --dirty) .
+# (make up does, through docker-compose.yml).
+ARG VERSION=dev
 # CGO off: static binaries that run on distroless/static with no libc.
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH} \
-    go build -trimpath -ldflags='-s -w' -o /out/ ./cmd/worker ./cmd/producer ./cmd/gateway
+    go build -trimpath -ldflags="-s -w -X github.com/idempay/idempay/internal/cli.Version=${VERSION}" \
+      -o /out/ ./cmd/worker ./cmd/producer ./cmd/gateway
 
 # distroless/static: no shell, no package manager, CA certificates and a
-# non-root user (uid 65532) only.
+# non-root user (uid 65532) only. Hence no curl for health checks: the
+# programs check themselves (worker --healthcheck, gateway --healthcheck).
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/worker /out/producer /out/gateway /usr/local/bin/
 USER nonroot:nonroot

@@ -136,7 +136,7 @@ clean: ## Remove bin/
 
 .PHONY: up
 up: ## Start NATS, Redis, 3 workers and the HTTP gateway (127.0.0.1:8080) in Docker, and wait until healthy
-	$(COMPOSE) up --build --detach --wait
+	VERSION=$(VERSION) $(COMPOSE) up --build --detach --wait
 
 .PHONY: load
 load: ## Run the producer's load against the stack started by `up`

@@ -141,3 +141,129 @@ func TestAlerts_UseExportedMetrics(t *testing.T) {
 		}
 	}
 }
+
+// composeFile is what the tests read of docker-compose.yml.
+type composeFile struct {
+	Services map[string]struct {
+		Image       string            `yaml:"image"`
+		Entrypoint  []string          `yaml:"entrypoint"`
+		Environment map[string]string `yaml:"environment"`
+		Healthcheck *struct {
+			Test []string `yaml:"test"`
+		} `yaml:"healthcheck"`
+		Build *struct {
+			Context string            `yaml:"context"`
+			Args    map[string]string `yaml:"args"`
+		} `yaml:"build"`
+	} `yaml:"services"`
+}
+
+func readCompose(t *testing.T) composeFile {
+	t.Helper()
+	raw, err := os.ReadFile("../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c composeFile
+	if err := yaml.Unmarshal(raw, &c); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	return c
+}
+
+// interpolation is Compose's ${NAME:-default}.
+var interpolation = regexp.MustCompile(`^\$\{([A-Z_]+):-([^}]+)\}$`)
+
+// TestCompose_NATSUsers: every password deploy/nats.conf reads from the
+// environment is given to the nats service, and each program connects as
+// a user of nats.conf with that user's password variable and the same
+// development default, so that `make up` works as it is and a .env file
+// changes both sides at once.
+func TestCompose_NATSUsers(t *testing.T) {
+	t.Parallel()
+	conf, err := os.ReadFile("nats.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	users := map[string]string{} // user -> password variable
+	for _, m := range regexp.MustCompile(`user: (\w+), password: \$(\w+)`).FindAllStringSubmatch(string(conf), -1) {
+		users[m[1]] = m[2]
+	}
+	for _, want := range []string{"worker", "producer", "gateway", "operator"} {
+		if users[want] == "" {
+			t.Fatalf("nats.conf has no user %s with a password from the environment (found %v)", want, users)
+		}
+	}
+	c := readCompose(t)
+	defaults := map[string]string{} // variable -> development default
+	for _, v := range users {
+		m := interpolation.FindStringSubmatch(c.Services["nats"].Environment[v])
+		if m == nil || m[1] != v {
+			t.Errorf("the nats service sets %s to %q, want ${%s:-<development default>}", v, c.Services["nats"].Environment[v], v)
+			continue
+		}
+		defaults[v] = m[2]
+	}
+	for svc, user := range map[string]string{"worker": "worker", "gateway": "gateway", "producer": "producer"} {
+		env := c.Services[svc].Environment
+		if env["NATS_USER"] != user {
+			t.Errorf("%s: NATS_USER is %q, want %q", svc, env["NATS_USER"], user)
+		}
+		v := users[user]
+		if want := "${" + v + ":-" + defaults[v] + "}"; env["NATS_PASSWORD"] != want {
+			t.Errorf("%s: NATS_PASSWORD is %q, want %q (the nats service's)", svc, env["NATS_PASSWORD"], want)
+		}
+	}
+}
+
+// TestCompose_HealthChecks: the worker and the gateway serve their
+// endpoints on METRICS_ADDR and their health checks are the programs' own
+// --healthcheck (the distroless image has no curl or wget), which reads
+// that same variable.
+func TestCompose_HealthChecks(t *testing.T) {
+	t.Parallel()
+	c := readCompose(t)
+	for _, svc := range []string{"worker", "gateway"} {
+		s := c.Services[svc]
+		if s.Environment["METRICS_ADDR"] == "" {
+			t.Errorf("%s: no METRICS_ADDR", svc)
+		}
+		if s.Healthcheck == nil {
+			t.Errorf("%s: no health check", svc)
+			continue
+		}
+		if want := []string{"CMD", "/usr/local/bin/" + svc, "--healthcheck"}; strings.Join(s.Healthcheck.Test, " ") != strings.Join(want, " ") {
+			t.Errorf("%s: health check %q, want %q", svc, s.Healthcheck.Test, want)
+		}
+	}
+}
+
+// TestDockerfile_StampsVersion: the image's programs print the version
+// they were built from, as make build's do: the Dockerfile takes a VERSION
+// build argument into the same -X flag, and compose passes it.
+func TestDockerfile_StampsVersion(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk, err := os.ReadFile("../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const stamp = "-X github.com/idempay/idempay/internal/cli.Version="
+	if !strings.Contains(string(mk), stamp+"$(VERSION)") {
+		t.Fatalf("the Makefile no longer stamps %s$(VERSION): has the variable moved?", stamp)
+	}
+	for _, want := range []string{"ARG VERSION=", stamp + "${VERSION}"} {
+		if !strings.Contains(string(raw), want) {
+			t.Errorf("Dockerfile: no %q", want)
+		}
+	}
+	c := readCompose(t)
+	for _, svc := range []string{"worker", "gateway", "producer"} {
+		if b := c.Services[svc].Build; b == nil || b.Args["VERSION"] != "${VERSION:-dev}" {
+			t.Errorf("%s: the build does not pass VERSION", svc)
+		}
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 	"github.com/schollz/progressbar/v3"
@@ -53,6 +54,9 @@ const description = "Runs idempay end to end on embedded servers (NATS_URL / RED
 
 type flags struct {
 	cli.Common
+	// Empty by default (demo sets the kong variable): the demo starts its
+	// own redis-server unless REDIS_URL or --redis-url names one.
+	cli.RedisFlags
 
 	Count        int           `name:"count" default:"3000" help:"Commands to send, each with its own key."`
 	Workers      int           `name:"workers" default:"3" help:"Worker processors to run."`
@@ -86,7 +90,8 @@ func (c *flags) Validate() error {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c flags
-	if _, err := cli.Parse("demo", description, &c, args, nil, stdout, stderr); err != nil {
+	if _, err := cli.Parse("demo", description, &c, args, os.Environ(), stdout, stderr,
+		kong.Vars{"redis_url_default": ""}); err != nil {
 		return err
 	}
 	return demo(ctx, &c, stdout, stderr)
@@ -97,7 +102,7 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 	started := time.Now()
 
 	// Servers: the environment's, or our own.
-	natsURL, redisURL := os.Getenv("NATS_URL"), os.Getenv("REDIS_URL")
+	natsURL := os.Getenv("NATS_URL")
 	ns := "" // embedded servers are ours alone: use the contract's names
 	if natsURL == "" {
 		srv, err := testenv.StartNATS()
@@ -109,9 +114,19 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 		say("started an embedded NATS JetStream server at %s", natsURL)
 	} else {
 		ns = "demo" + strconv.FormatInt(time.Now().Unix()%1e6, 10)
-		say("using NATS at %s (NATS_URL); streams and subjects prefixed %q", natsURL, ns)
+		say("using NATS at %s (NATS_URL); streams and subjects prefixed %q", cli.RedactURLs(natsURL), ns)
 	}
-	if redisURL == "" {
+	level := slog.LevelError
+	if c.Verbose {
+		level = slog.LevelInfo
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// go-redis's own messages (a dropped pool connection) in the same log,
+	// not raw on stderr.
+	redis.SetLogger(cli.RedisLogger{Log: logger})
+
+	own := c.RedisURL == ""
+	if own {
 		srv, err := testenv.StartRedis() //nolint:contextcheck // bounded by its own 10s readiness wait; started before any work, like StartNATS
 		if errors.Is(err, testenv.ErrNoRedisServer) {
 			return errors.New("redis-server is not installed: apt-get install -y redis-server (Debian/Ubuntu) or brew install redis (macOS), or set REDIS_URL")
@@ -120,28 +135,23 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer srv.Shutdown()
-		redisURL = srv.URL
-		say("started redis-server at %s", redisURL)
+		c.RedisURL = srv.URL
+	}
+	rdb, redisAt, err := c.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if own {
+		say("started redis-server at %s", redisAt)
 	} else {
 		if ns == "" {
 			ns = "demo" + strconv.FormatInt(time.Now().Unix()%1e6, 10)
 		}
-		say("using Redis at %s (REDIS_URL); keys prefixed %q", redisURL, ns+":")
+		say("using Redis at %s (REDIS_URL); keys prefixed %q", redisAt, ns+":")
 	}
-
-	ropt, err := redis.ParseURL(redisURL)
-	if err != nil {
-		return fmt.Errorf("REDIS_URL: %w", err)
-	}
-	rdb := redis.NewClient(ropt)
-	defer rdb.Close()
 
 	cfg := demoConfig(ns, c)
-	level := slog.LevelError
-	if c.Verbose {
-		level = slog.LevelInfo
-	}
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Logger = logger
 
 	// Workers: each its own NATS connection, like separate processes.
@@ -163,7 +173,7 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 	for i := range c.Workers {
 		nc, err := nats.Connect(natsURL, nats.Name(fmt.Sprintf("idempay-demo-worker-%d", i+1)))
 		if err != nil {
-			return fmt.Errorf("cannot connect to NATS at %s: %w", natsURL, err)
+			return fmt.Errorf("cannot connect to NATS at %s: %w", cli.RedactURLs(natsURL), err)
 		}
 		defer nc.Close()
 		w, err := processor.New(nc, rdb, mux, cfg)
@@ -259,7 +269,7 @@ func demoConfig(ns string, c *flags) *processor.Config {
 // cleanup removes the streams and Redis keys the demo made on servers it
 // did not start. It runs after ctx is cancelled too: pass one without
 // cancellation (context.WithoutCancel).
-func cleanup(ctx context.Context, natsURL string, rdb *redis.Client, cfg *processor.Config) {
+func cleanup(ctx context.Context, natsURL string, rdb redis.UniversalClient, cfg *processor.Config) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	iter := rdb.Scan(ctx, 0, cfg.KeyPrefix+"*", 1000).Iterator()
@@ -298,7 +308,7 @@ type auditFigures struct {
 	cartWrong     int   // cart lines whose quantity differs
 }
 
-func audit(ctx context.Context, rdb *redis.Client, prefix string, s *load.Summary) (*auditFigures, error) {
+func audit(ctx context.Context, rdb redis.UniversalClient, prefix string, s *load.Summary) (*auditFigures, error) {
 	a := &auditFigures{callsPerKey: map[int64]int{}}
 	calls, err := rdb.HGetAll(ctx, layout.SimCalls(prefix)).Result()
 	if err != nil {

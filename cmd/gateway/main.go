@@ -12,6 +12,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,7 +25,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/idempay/idempay/internal/cli"
@@ -49,13 +49,15 @@ const description = "Serves idempay's HTTP API: POST /v1/payments, /v1/refunds a
 type flags struct {
 	cli.Common
 
-	HTTPAddr string        `name:"http-addr" env:"HTTP_ADDR" default:"127.0.0.1:8080" help:"Address the HTTP API listens on (host:port; port 0 picks a free one)."`
-	NATSURL  string        `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL(s), comma-separated."`
-	Wait     time.Duration `name:"http-wait" env:"HTTP_WAIT" default:"10s" help:"How long a POST waits for the command's answer before 202 Accepted with Location: /v1/results/{key} (the command still runs)."`
+	HTTPAddr string `name:"http-addr" env:"HTTP_ADDR" default:"127.0.0.1:8080" help:"Address the HTTP API listens on (host:port; port 0 picks a free one)."`
+	cli.NATSFlags
+	Wait time.Duration `name:"http-wait" env:"HTTP_WAIT" default:"10s" help:"How long a POST waits for the command's answer before 202 Accepted with Location: /v1/results/{key} (the command still runs)."`
 
 	CORSOrigins     []string      `name:"cors-origins" env:"CORS_ORIGINS" sep:"," placeholder:"ORIGIN" help:"Web origins (scheme://host[:port]) whose pages may call the API from a browser, comma-separated; * allows any. The checkout page on / is same-origin and needs none."`
 	PublishTimeout  time.Duration `name:"publish-timeout" env:"PUBLISH_TIMEOUT" default:"5s" help:"How long one publish attempt waits for JetStream's ack before it is repeated with the same key."`
-	MetricsAddr     string        `name:"metrics-addr" env:"METRICS_ADDR" default:"" help:"Also serve /metrics, /healthz, /readyz and /debug/pprof/ on this operator address, e.g. 127.0.0.1:9465; empty: not served (the first three are on --http-addr anyway)."`
+	MetricsAddr     string        `name:"metrics-addr" env:"METRICS_ADDR" default:"" help:"Also serve /metrics, /healthz and /readyz on this operator address, e.g. 127.0.0.1:9465; empty: not served (they are on --http-addr anyway)."`
+	Healthcheck     bool          `name:"healthcheck" help:"Do not run: check the /readyz of the gateway serving on --metrics-addr (METRICS_ADDR), or on --http-addr without one (an all-interfaces address is reached on loopback), and exit 0 if it is ready, 1 if not. For container health checks: the image has no curl."`
+	Pprof           bool          `name:"pprof" env:"PPROF" help:"Also serve Go's profiler, /debug/pprof/, on --metrics-addr (never on --http-addr). Off by default: whoever reaches that address could take profiles and read the program's internals."`
 	ShutdownTimeout time.Duration `name:"shutdown-timeout" env:"SHUTDOWN_TIMEOUT" default:"20s" help:"On SIGTERM/SIGINT, how long requests under way may take to finish (a POST waits up to --http-wait)."`
 	LogLevel        string        `name:"log-level" env:"LOG_LEVEL" default:"info" enum:"debug,info,warn,error" help:"Log level: debug, info, warn or error."`
 	LogFormat       string        `name:"log-format" env:"LOG_FORMAT" default:"text" enum:"text,json" help:"Log format: text or json."`
@@ -70,6 +72,8 @@ func (f *flags) Validate() error {
 		return fmt.Errorf("--http-wait (HTTP_WAIT) must be between 100ms and 5m, got %v", f.Wait)
 	case f.PublishTimeout < 10*time.Millisecond:
 		return fmt.Errorf("--publish-timeout (PUBLISH_TIMEOUT) must be at least 10ms, got %v", f.PublishTimeout)
+	case f.Pprof && f.MetricsAddr == "":
+		return errors.New("--pprof (PPROF) needs --metrics-addr (METRICS_ADDR): the profiler is served there")
 	case f.ShutdownTimeout < 0:
 		return fmt.Errorf("--shutdown-timeout (SHUTDOWN_TIMEOUT) must not be negative, got %v", f.ShutdownTimeout)
 	}
@@ -88,6 +92,9 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 	var f flags
 	if _, err := cli.Parse("gateway", description, &f, args, env, stdout, stderr); err != nil {
 		return err
+	}
+	if f.Healthcheck {
+		return cli.Healthcheck(ctx, cmp.Or(f.MetricsAddr, f.HTTPAddr), stdout)
 	}
 	return serve(ctx, &f, stderr)
 }
@@ -108,19 +115,9 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		return err
 	}
 	defer func() { _ = shutdownTracing(context.WithoutCancel(ctx)) }()
-	nc, err := nats.Connect(f.NATSURL,
-		nats.Name("idempay-gateway"),
-		nats.Timeout(5*time.Second),
-		nats.MaxReconnects(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS disconnected; reconnecting", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
-	)
+	nc, err := f.Connect("idempay-gateway", cli.Reconnecting(log)...)
 	if err != nil {
-		return fmt.Errorf("cannot connect to NATS at %s: %w", cli.RedactURLs(f.NATSURL), err)
+		return err
 	}
 	defer nc.Close()
 
@@ -137,7 +134,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		return err
 	}
 	if f.MetricsAddr != "" {
-		ms, err := telemetry.Serve(ctx, f.MetricsAddr, reg, gw.Ready, log)
+		ms, err := telemetry.Serve(ctx, f.MetricsAddr, reg, gw.Ready, log, f.Pprof)
 		if err != nil {
 			return fmt.Errorf("--metrics-addr (METRICS_ADDR): %w", err)
 		}

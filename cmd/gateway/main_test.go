@@ -69,6 +69,8 @@ func TestRun_UsageErrors(t *testing.T) {
 		{nil, []string{"CORS_ORIGINS=shop.example.com"}, "--cors-origins"},
 		{[]string{"--command-subjects", "cmd.*"}, nil, "--command-subjects"},
 		{[]string{"--bogus"}, nil, "--bogus"},
+		{[]string{"--pprof"}, nil, "--pprof (PPROF) needs --metrics-addr (METRICS_ADDR)"},
+		{[]string{"--nats-user", "gw"}, nil, "--nats-user (NATS_USER) needs --nats-password"},
 	} {
 		var out, errOut bytes.Buffer
 		err := run(context.Background(), c.args, c.env, &out, &errOut)
@@ -91,6 +93,12 @@ func TestRun_UsageErrors(t *testing.T) {
 	require.Equal(t, 1, cli.Exit("gateway", err, &errOut, func(error) (int, bool) { return 1, false }))
 	require.Contains(t, errOut.String(), "cannot connect to NATS at nats://u:xxxxx@127.0.0.1:1")
 	require.NotContains(t, errOut.String(), "secret")
+
+	// --healthcheck with nothing serving: exit 1, saying why.
+	errOut.Reset()
+	err = run(context.Background(), []string{"--healthcheck", "--http-addr", "127.0.0.1:1"}, nil, &out, &errOut)
+	require.Equal(t, 1, cli.Exit("gateway", err, &errOut, func(error) (int, bool) { return 1, false }))
+	require.Contains(t, errOut.String(), "gateway: error: healthcheck: Get \"http://127.0.0.1:1/readyz\"")
 }
 
 // gatewayProc is a running gateway process.
@@ -160,6 +168,10 @@ func TestGateway_Process(t *testing.T) {
 	require.NoError(t, err)
 	ready.Body.Close()
 	require.Equal(t, http.StatusOK, ready.StatusCode)
+	// The compose file's health check: the program asks its own /readyz.
+	var hc bytes.Buffer
+	require.NoError(t, run(t.Context(), []string{"--healthcheck"}, []string{"HTTP_ADDR=" + strings.TrimPrefix(p.url, "http://")}, &hc, &hc))
+	require.Equal(t, "ready\n", hc.String())
 
 	key := uuid.NewString()
 	status, replayed := post(t, p.url, key)

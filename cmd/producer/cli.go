@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/idempay/idempay/internal/cli"
 	"github.com/idempay/idempay/pkg/client"
 	"github.com/idempay/idempay/pkg/messages"
@@ -33,7 +31,7 @@ type grammar struct {
 
 // Globals are the flags every command takes.
 type Globals struct {
-	NATSURL        string        `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL(s), comma-separated."`
+	cli.NATSFlags
 	JSON           bool          `name:"json" help:"Print JSON instead of a table."`
 	PublishTimeout time.Duration `name:"publish-timeout" env:"PUBLISH_TIMEOUT" default:"5s" help:"How long one publish attempt waits for JetStream's ack before it is repeated with the same key."`
 	ResultTimeout  time.Duration `name:"result-timeout" env:"RESULT_TIMEOUT" default:"30s" help:"How long to wait for the answer once the command is accepted."`
@@ -44,9 +42,9 @@ type Globals struct {
 
 // connect returns a client on a new NATS connection; close closes it.
 func (g *Globals) connect(out *output) (c *client.Client, closeFn func(), err error) {
-	nc, err := nats.Connect(g.NATSURL, nats.Name("idempay-producer"), nats.Timeout(5*time.Second))
+	nc, err := g.Connect("idempay-producer")
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot connect to NATS at %s: %w", cli.RedactURLs(g.NATSURL), err)
+		return nil, nil, err
 	}
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(g.LogLevel)) // kong checked the enum

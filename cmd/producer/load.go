@@ -37,9 +37,9 @@ type loadCmd struct {
 	NoProgress   bool          `name:"no-progress" help:"No progress bar (it is shown only when stderr is a terminal anyway)."`
 	AllowRemote  bool          `name:"allow-remote" env:"LOAD_ALLOW_REMOTE" help:"Allow a load against a NATS server that is not on this machine (loopback). Off by default, so that a load never reaches a shared or production server by accident."`
 
-	VerifyLedger bool   `name:"verify-ledger" help:"After the run, check the outcomes against the simulated provider's ledger and the carts in Redis."`
-	RedisURL     string `name:"redis-url" env:"REDIS_URL" default:"redis://127.0.0.1:6379" help:"Redis of the workers, for --verify-ledger."`
-	KeyPrefix    string `name:"redis-key-prefix" env:"REDIS_KEY_PREFIX" default:"" help:"The workers' Redis key prefix, for --verify-ledger."`
+	VerifyLedger bool `name:"verify-ledger" help:"After the run, check the outcomes against the simulated provider's ledger and the carts in the workers' Redis (--redis-url and the flags below)."`
+	cli.RedisFlags
+	KeyPrefix string `name:"redis-key-prefix" env:"REDIS_KEY_PREFIX" default:"" help:"The workers' Redis key prefix, for --verify-ledger."`
 
 	mix load.Mix
 }
@@ -96,22 +96,15 @@ func (c *loadCmd) Run(ctx context.Context, g *Globals, out *output) error {
 	if err := c.checkTarget(g.NATSURL); err != nil {
 		return usageError("load", err)
 	}
-	var rdb *redis.Client
+	var rdb redis.UniversalClient
 	if c.VerifyLedger {
 		// go-redis logs dial failures on its own; the error says it once.
 		redis.SetLogger(quietRedis{})
-		opt, err := redis.ParseURL(c.RedisURL)
-		if err != nil {
-			return usageError("load", fmt.Errorf("--redis-url %s: %w", cli.RedactURLs(c.RedisURL), err))
+		var err error
+		if rdb, _, err = c.Connect(ctx); err != nil {
+			return err
 		}
-		rdb = redis.NewClient(opt)
 		defer rdb.Close()
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err = rdb.Ping(pctx).Err()
-		cancel()
-		if err != nil {
-			return fmt.Errorf("cannot reach Redis at %s: %w", c.RedisURL, err)
-		}
 	}
 	cl, closeFn, err := g.connect(out)
 	if err != nil {

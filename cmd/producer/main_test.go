@@ -127,7 +127,7 @@ func TestRun_Unreachable(t *testing.T) {
 	}
 	r := runCLI(t, nil, "load", "--count", "1", "--verify-ledger", "--redis-url", "redis://127.0.0.1:1")
 	require.Equal(t, exitNoAnswer, r.code)
-	require.Contains(t, r.stderr, "producer: error: cannot reach Redis at redis://127.0.0.1:1")
+	require.Contains(t, r.stderr, "producer: error: cannot reach Redis at 127.0.0.1:1: ")
 }
 
 var keyLine = regexp.MustCompile(`producer: key ([0-9a-f-]{36}) \(to retry this command safely: (.*) --key ([0-9a-f-]{36})\)`)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/internal/cli"
+	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/messages"
 	"github.com/idempay/idempay/pkg/processor"
 )
@@ -228,6 +230,44 @@ func TestWorker_KilledAt(t *testing.T) {
 	}
 }
 
+// TestWorker_RefundKilledAfterTheProviderCall SIGKILLs the worker of a
+// refund right after the provider refunded, before the commit: the next
+// worker asks the provider again with the refund's key and gets the same
+// refund back, so the charge is refunded once.
+func TestWorker_RefundKilledAfterTheProviderCall(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t)
+	got := d.listen(t)
+	healthy := d.start(t)
+	chargeKey := newKey()
+	d.publish(t, messages.KindPaymentCharge, chargeKey, messages.ChargeRequest{AccountID: "acct_rk", Amount: 5000, Currency: "EUR"})
+	require.Equal(t, messages.StatusSucceeded, got.wait(t, chargeKey, 1)[0].Status)
+	healthy.stop(t)
+
+	doomed := d.start(t, "IDEMPAY_FAILPOINT="+string(processor.AfterOperation))
+	key := newKey()
+	d.publish(t, messages.KindPaymentRefund, key, messages.RefundRequest{ChargeKey: chargeKey, Amount: 1500})
+	select {
+	case <-doomed.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the worker did not reach its failpoint")
+	}
+	require.Contains(t, doomed.err.Error(), "killed")
+	require.True(t, d.rdb.HExists(context.Background(), d.ns+":sim:refunds", key).Val(), "the provider refunded before the kill")
+
+	d.start(t)
+	answer := got.wait(t, key, 1)[0]
+	require.Equal(t, messages.StatusSucceeded, answer.Status, "%+v", answer)
+	var data messages.RefundData
+	require.NoError(t, json.Unmarshal(answer.Data, &data))
+	require.Equal(t, int64(1500), data.Amount)
+	require.Equal(t, int64(1500), data.RefundedTotal)
+	require.Equal(t, int64(1500), d.hgetInt(t, d.ns+":sim:refunded", chargeKey), "refunded once")
+	n, err := d.rdb.HLen(context.Background(), d.ns+":sim:refunds").Result()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n, "one refund")
+}
+
 func TestWorker_CommandLine(t *testing.T) {
 	t.Parallel()
 	run := func(args []string, env ...string) (string, int) {
@@ -279,9 +319,40 @@ func TestWorker_CommandLine(t *testing.T) {
 	require.Equal(t, cli.ExitUsage, code)
 	require.Contains(t, out, "--lock-ttl (LOCK_TTL) 10m0s must not exceed 10 x --ack-wait (ACK_WAIT) 5s")
 
+	out, code = run(nil, "PPROF=true")
+	require.Equal(t, cli.ExitUsage, code)
+	require.Contains(t, out, "--pprof (PPROF) needs --metrics-addr (METRICS_ADDR)")
+
 	out, code = run(nil, "NATS_URL=nats://alice:s3cret@127.0.0.1:1")
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "cannot connect to NATS at nats://alice:xxxxx@127.0.0.1:1")
 	require.NotContains(t, out, "s3cret", "a password never reaches the logs")
 	require.Equal(t, 1, strings.Count(strings.TrimSpace(out), "\n")+1, "one line: %q", out)
+
+	env, err := testenv.Shared()
+	require.NoError(t, err)
+	out, code = run(nil, "NATS_URL="+env.NATSURL, "REDIS_URL=redis://alice:s3cret@127.0.0.1:1")
+	require.Equal(t, 1, code)
+	require.Contains(t, out, "cannot reach Redis at 127.0.0.1:1: ")
+	require.NotContains(t, out, "s3cret", "a password never reaches the logs")
+
+	out, code = run(nil, "REDIS_URL=redis://:s3cret@127.0.0.1:1", "REDIS_CA=/dev/null")
+	require.Equal(t, cli.ExitUsage, code)
+	require.Contains(t, out, "--redis-ca (REDIS_CA) and --redis-cert (REDIS_CERT) are for TLS: --redis-url (REDIS_URL) must then be a rediss:// URL, not redis://:xxxxx@127.0.0.1:1")
+	require.NotContains(t, out, "s3cret")
+}
+
+// TestREADME_ListsEveryVariable: README.md's configuration table names
+// every environment variable `worker --help` does.
+func TestREADME_ListsEveryVariable(t *testing.T) {
+	t.Parallel()
+	out, err := exec.CommandContext(t.Context(), workerBin, "--help").Output()
+	require.NoError(t, err)
+	readme, err := os.ReadFile("../../README.md")
+	require.NoError(t, err)
+	vars := regexp.MustCompile(`\(\$([A-Z_]+)\)`).FindAllStringSubmatch(string(out), -1)
+	require.Greater(t, len(vars), 30, "the help lists the variables as ($NAME):\n%s", out)
+	for _, v := range vars {
+		require.Contains(t, string(readme), "`"+v[1]+"`", "README.md does not name %s", v[1])
+	}
 }

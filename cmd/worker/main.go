@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -22,7 +23,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -58,8 +58,8 @@ const description = "Executes idempay commands from NATS JetStream exactly once 
 type flags struct {
 	cli.Common
 
-	NATSURL        string        `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL(s), comma-separated."`
-	RedisURL       string        `name:"redis-url" env:"REDIS_URL" default:"redis://127.0.0.1:6379" help:"Redis URL (redis:// or rediss://, optional user:password@ and /db)."`
+	cli.NATSFlags
+	cli.RedisFlags
 	DedupeWindow   time.Duration `name:"dedupe-window" env:"DEDUPE_WINDOW" default:"2m" help:"JetStream duplicate window of the command stream: a re-publish of a key within it is dropped before any worker sees it."`
 	ResultTTL      time.Duration `name:"result-ttl" env:"RESULT_TTL" default:"24h" help:"How long an outcome is kept after it was last answered, in Redis and in the results stream. A key retried later than this runs again."`
 	AckWait        time.Duration `name:"ack-wait" env:"ACK_WAIT" default:"30s" help:"How long a delivery may go without ack or progress before JetStream redelivers it (the worker reports progress while an operation runs)."`
@@ -67,12 +67,14 @@ type flags struct {
 	SimLatency     time.Duration `name:"sim-latency" env:"SIM_LATENCY" default:"0s" help:"Simulated payment provider: time one call takes."`
 	SimFailureRate float64       `name:"sim-failure-rate" env:"SIM_FAILURE_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that fail transiently."`
 
-	MetricsAddr      string        `name:"metrics-addr" env:"METRICS_ADDR" default:"" help:"Where /metrics (Prometheus), /healthz, /readyz and /debug/pprof/ are served, e.g. 127.0.0.1:9464; empty: not served."`
+	MetricsAddr      string        `name:"metrics-addr" env:"METRICS_ADDR" default:"" help:"Where /metrics (Prometheus), /healthz and /readyz are served, e.g. 127.0.0.1:9464; empty: not served."`
+	Healthcheck      bool          `name:"healthcheck" help:"Do not run: check the /readyz of the worker serving on --metrics-addr (METRICS_ADDR; an all-interfaces address is reached on loopback) and exit 0 if it is ready, 1 if not. For container health checks: the image has no curl."`
+	Pprof            bool          `name:"pprof" env:"PPROF" help:"Also serve Go's profiler, /debug/pprof/, on --metrics-addr. Off by default: whoever reaches that address could take profiles and read the program's internals."`
 	Provider         string        `name:"provider" env:"PROVIDER" default:"sim" enum:"sim" help:"Payment provider: sim (the simulated one, which keeps its ledger in Redis). A real provider is wired in a main of your own; see examples/custom."`
 	SimAmbiguousRate float64       `name:"sim-ambiguous-rate" env:"SIM_AMBIGUOUS_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that take effect and then answer with an ambiguous error (a lost response)."`
 	Concurrency      int           `name:"concurrency" env:"CONCURRENCY" default:"64" help:"Commands this worker keeps in flight: each waits on a few round trips in turn, so it takes tens to keep a CPU busy."`
 	LockTTL          time.Duration `name:"lock-ttl" env:"LOCK_TTL" default:"10s" help:"Expiry of a key's lock; extended every third of it while the operation runs, so it only bounds how long a crashed worker blocks its key."`
-	RedisPipeline    bool          `name:"redis-pipeline" env:"REDIS_PIPELINE" default:"true" negatable:"" help:"Send the Redis calls of the commands in flight together, as pipelines (one round trip for many calls under load); --no-redis-pipeline sends each alone."`
+	RedisPipeline    bool          `name:"redis-pipeline" env:"REDIS_PIPELINE" default:"true" negatable:"" help:"Send the Redis calls of the commands in flight together, as pipelines (one round trip for many calls under load); --no-redis-pipeline sends each alone. Not on a Redis Cluster, where each call goes alone."`
 	KeyPrefix        string        `name:"redis-key-prefix" env:"REDIS_KEY_PREFIX" default:"" help:"Prefix put before every Redis key (idem:rec:, idem:lock:, cart:, sim:)."`
 	Retry            []string      `name:"retry" env:"RETRY_POLICIES" sep:"," placeholder:"KIND:CLASS=INITIAL/MAX/ELAPSED/RETRIES" help:"Override the retry policy of one command kind for one error class (transient, ambiguous, rate_limited) inside a delivery, e.g. payment.refund:transient=1s/10s/2m/30 (first wait, longest wait, time in all, retries). Repeat the flag, or separate with commas."`
 	StatsInterval    time.Duration `name:"stats-interval" env:"STATS_INTERVAL" default:"30s" help:"How often to log what the worker did (deliveries, outcomes, replays, rejections, dead letters); 0 turns it off."`
@@ -109,6 +111,10 @@ func (f *flags) Validate() error {
 		return fmt.Errorf("--result-ttl (RESULT_TTL) must not be shorter than --dedupe-window (%v), got %v", f.DedupeWindow, f.ResultTTL)
 	case f.LockTTL < 30*time.Millisecond:
 		return fmt.Errorf("--lock-ttl (LOCK_TTL) must be at least 30ms, got %v", f.LockTTL)
+	case f.Healthcheck && f.MetricsAddr == "":
+		return errors.New("--healthcheck needs --metrics-addr (METRICS_ADDR): /readyz is served there")
+	case f.Pprof && f.MetricsAddr == "":
+		return errors.New("--pprof (PPROF) needs --metrics-addr (METRICS_ADDR): the profiler is served there")
 	case f.LockTTL > 10*f.AckWait:
 		return fmt.Errorf("--lock-ttl (LOCK_TTL) %v must not exceed 10 x --ack-wait (ACK_WAIT) %v: a crashed worker would block its key that long", f.LockTTL, f.AckWait)
 	}
@@ -135,6 +141,9 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 	if _, err := cli.Parse("worker", description, &f, args, env, stdout, stderr); err != nil {
 		return err
 	}
+	if f.Healthcheck {
+		return cli.Healthcheck(ctx, f.MetricsAddr, stdout)
+	}
 	return serve(ctx, &f, stderr)
 }
 
@@ -142,38 +151,19 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	log := cli.NewLogger(stderr, f.LogFormat, f.LogLevel)
 	redis.SetLogger(cli.RedisLogger{Log: log})
 
-	nc, err := nats.Connect(f.NATSURL,
-		nats.Name("idempay-worker"),
-		nats.Timeout(5*time.Second),
-		nats.MaxReconnects(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("NATS disconnected; reconnecting", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
-	)
+	nc, err := f.NATSFlags.Connect("idempay-worker", cli.Reconnecting(log)...)
 	if err != nil {
-		return fmt.Errorf("cannot connect to NATS at %s: %w", cli.RedactURLs(f.NATSURL), err)
+		return err
 	}
 	defer nc.Close()
 
-	ropt, err := redis.ParseURL(f.RedisURL)
+	rdb, redisAt, err := f.RedisFlags.Connect(ctx)
 	if err != nil {
-		return fmt.Errorf("--redis-url (REDIS_URL) %s: %w", cli.RedactURLs(f.RedisURL), err)
+		return err
 	}
-	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
 	if f.RedisPipeline {
-		pipe := autopipe.New(rdb, nil)
-		rdb.AddHook(pipe)
-		defer pipe.Close() // runs before rdb.Close: deferred later
-	}
-	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err = rdb.Ping(pingCtx).Err()
-	cancel()
-	if err != nil {
-		return fmt.Errorf("cannot reach Redis at %s: %w", ropt.Addr, err)
+		defer pipeline(rdb, log)() // runs before rdb.Close: deferred later
 	}
 
 	provider, err := sim.New(rdb, &sim.Config{
@@ -230,17 +220,17 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	}
 	if reg != nil {
 		reg.MustRegister(p.ConsumerCollector())
-		srv, err := telemetry.Serve(ctx, f.MetricsAddr, reg, p.Ready, log)
+		srv, err := telemetry.Serve(ctx, f.MetricsAddr, reg, p.Ready, log, f.Pprof)
 		if err != nil {
 			return fmt.Errorf("--metrics-addr (METRICS_ADDR): %w", err)
 		}
 		defer srv.Close(ctx)
-		log.Info("serving /metrics, /healthz, /readyz", "addr", srv.Addr())
+		log.Info("serving /metrics, /healthz, /readyz", "addr", srv.Addr(), "pprof", f.Pprof)
 	}
 	if err := p.Start(ctx); err != nil {
 		return startErr(err)
 	}
-	log.Info("worker running", "version", cli.Version, "nats", nc.ConnectedUrlRedacted(), "redis", ropt.Addr,
+	log.Info("worker running", "version", cli.Version, "nats", nc.ConnectedUrlRedacted(), "redis", redisAt,
 		"provider", f.Provider, "concurrency", f.Concurrency, "max_deliver", f.MaxDeliver, "ack_wait", f.AckWait,
 		"tracing", tracing)
 
@@ -257,6 +247,27 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	}
 	log.Info("worker stopped", statsAttrs(p.Stats())...)
 	return nil
+}
+
+// pipeline adds the auto-pipelining hook to rdb and returns its Close, or
+// leaves a Redis Cluster client alone and says so. On a cluster client a
+// hook runs before go-redis routes the command, and the hook's pipeline
+// sends each command to the one node of its slot: a command go-redis would
+// send to every shard and aggregate is answered by one node (DBSIZE said 4
+// of a cluster's 10 keys through the hook), one of special routing can
+// reach the wrong node, and go-redis refuses a whole cluster pipeline once
+// it knows a command in it must not be pipelined, failing every caller
+// that shared it. The worker's own calls are keyed and would survive, but
+// nothing keeps them so. A Sentinel master's client is a plain client and
+// keeps the hook.
+func pipeline(rdb redis.UniversalClient, log *slog.Logger) (closeHook func()) {
+	if _, cluster := rdb.(*redis.ClusterClient); cluster {
+		log.Info("Redis Cluster: --redis-pipeline (REDIS_PIPELINE) does not apply; each Redis call goes out alone")
+		return func() {}
+	}
+	pipe := autopipe.New(rdb, nil)
+	rdb.AddHook(pipe)
+	return pipe.Close
 }
 
 // retryOverrides reads --retry: KIND:CLASS=INITIAL/MAX/ELAPSED/RETRIES,

@@ -3,8 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -128,4 +132,37 @@ func scrape(t *testing.T, url string) map[string]float64 {
 		out[line[:i]] = v
 	}
 	return out
+}
+
+// TestWorker_Healthcheck runs worker --healthcheck as the compose file's
+// health check does, with the worker's own environment: exit 0 while the
+// worker serves a ready /readyz, 1 with the reason once it is gone.
+func TestWorker_Healthcheck(t *testing.T) {
+	t.Parallel()
+	var lc net.ListenConfig
+	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	d := newDeployment(t, "METRICS_ADDR="+addr)
+	w := d.start(t)
+	check := func() (string, int) {
+		cmd := exec.CommandContext(t.Context(), workerBin, "--healthcheck")
+		cmd.Env = append(os.Environ(), d.env...)
+		out, err := cmd.CombinedOutput()
+		if ee, ok := errors.AsType[*exec.ExitError](err); ok {
+			return string(out), ee.ExitCode()
+		}
+		require.NoError(t, err)
+		return string(out), 0
+	}
+	var out string
+	var code int
+	eventually(t, 10*time.Second, func() bool { out, code = check(); return code == 0 }, "worker --healthcheck exits 0")
+	require.Equal(t, "ready\n", out)
+
+	w.stop(t)
+	out, code = check()
+	require.Equal(t, 1, code, out)
+	require.Contains(t, out, "worker: error: healthcheck: Get \"http://"+addr+"/readyz\"")
 }

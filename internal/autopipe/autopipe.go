@@ -33,7 +33,11 @@ type Config struct {
 }
 
 // Hook is the auto-pipelining go-redis hook. Create it with New, add it to
-// the client it was made for, and Close it after the last command.
+// the client it was made for, and Close it after the last command. The
+// client is one server's or a Sentinel master's (*redis.Client), never a
+// *redis.ClusterClient: there the hook runs before the cluster's routing,
+// and its pipelines would send to one node what go-redis sends to several
+// (cmd/worker's pipeline says more).
 type Hook struct {
 	rdb   redis.UniversalClient
 	cfg   Config

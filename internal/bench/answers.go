@@ -69,21 +69,29 @@ func (w *answerWatch) onAnswer(m *nats.Msg) {
 // wait returns once every key was answered, or errStalled when no new key
 // was answered for stall.
 func (w *answerWatch) wait(ctx context.Context, stall time.Duration) error {
+	return waitProgress(ctx, w.done, w.count, stall, func(n int) string {
+		return fmt.Sprintf("%d of %d keys answered", n, w.target)
+	})
+}
+
+// waitProgress returns nil once done is closed, ctx's error once it ends,
+// or errStalled when count has not changed for stall.
+func waitProgress(ctx context.Context, done <-chan struct{}, count func() int, stall time.Duration, what func(int) string) error {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	lastCount, lastChange := -1, time.Now()
 	for {
 		select {
-		case <-w.done:
+		case <-done:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-t.C:
 		}
-		if n := w.count(); n != lastCount {
+		if n := count(); n != lastCount {
 			lastCount, lastChange = n, time.Now()
 		} else if time.Since(lastChange) > stall {
-			return fmt.Errorf("%w for %v: %d of %d keys answered", errStalled, stall, n, w.target)
+			return fmt.Errorf("%w for %v: %s", errStalled, stall, what(n))
 		}
 	}
 }

@@ -47,6 +47,15 @@ type Config struct {
 	// WorkerBin is a worker binary to measure; empty builds ./cmd/worker
 	// of this module.
 	WorkerBin string
+	// CPUProfileDir, when set, receives a CPU profile of the (first) worker
+	// during each drain, taken from its /debug/pprof/profile for
+	// CPUProfileSeconds, as <scenario>.pprof (for go tool pprof).
+	CPUProfileDir string
+	// CPUProfileSeconds is how long each profile runs. Defaults to 3.
+	CPUProfileSeconds int
+	// HeadlineOnly runs only the headline pair's rounds: a quick way to
+	// compare two builds (WorkerBin) or settings.
+	HeadlineOnly bool
 	// Progress receives a line per scenario; nil discards them.
 	Progress io.Writer
 }
@@ -58,6 +67,7 @@ func (c *Config) WithDefaults() *Config {
 	out.Rounds = cmp.Or(out.Rounds, RoundsDefault)
 	out.InFlight = cmp.Or(out.InFlight, InFlightDefault)
 	out.ClientInFlight = cmp.Or(out.ClientInFlight, ClientInFlightDefault)
+	out.CPUProfileSeconds = cmp.Or(out.CPUProfileSeconds, 3)
 	if out.Progress == nil {
 		out.Progress = io.Discard
 	}
@@ -139,6 +149,9 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	}
 	drains = uniqueDrains(drains)
 	b.steps = 2*cfg.Rounds + len(drains) + 5
+	if cfg.HeadlineOnly {
+		b.steps = 2 * cfg.Rounds
+	}
 
 	var ceilings, ratios []float64
 	for round := 1; round <= cfg.Rounds; round++ {
@@ -159,6 +172,10 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 		rep.Results = append(rep.Results, *c, *w)
 	}
 	rep.Ceiling, rep.Ratio = spreadOf(ceilings), spreadOf(ratios)
+	if cfg.HeadlineOnly {
+		rep.Seconds = time.Since(b.started).Seconds()
+		return rep, nil
+	}
 
 	var others []*Result
 	var clientPeak *Result

@@ -2,7 +2,13 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -26,7 +32,7 @@ func (b *bencher) setupWorker(ctx context.Context, ns *namespace, ws workerSetti
 func (b *bencher) drain(ctx context.Context, kind string, inFlight, workers, round int) (*Result, error) {
 	ns := b.nextNamespace()
 	defer b.s.reset(ctx, ns)
-	ws := workerSettings{Concurrency: inFlight}
+	ws := workerSettings{Concurrency: inFlight, Pprof: b.cfg.CPUProfileDir != ""}
 	if err := b.setupWorker(ctx, ns, ws); err != nil {
 		return nil, err
 	}
@@ -42,7 +48,7 @@ func (b *bencher) drain(ctx context.Context, kind string, inFlight, workers, rou
 		name = fmt.Sprintf("%s @%d x%d workers", kind, inFlight, workers)
 	}
 	r := &Result{Name: name, Kind: "drain", Command: kind, InFlight: inFlight, Workers: workers, Round: round}
-	watch, err := watchAnswers(b.s.nc, ns.resultRoot(), b.cfg.Count)
+	watch, err := watchAcks(ctx, b.s.js, ns.commandStream(), b.cfg.Count)
 	if err != nil {
 		return nil, err
 	}
@@ -52,6 +58,7 @@ func (b *bencher) drain(ctx context.Context, kind string, inFlight, workers, rou
 	if err != nil {
 		return nil, err
 	}
+	profiled := b.profile(ctx, procs[0], name, round)
 	if err := watch.wait(ctx, stallTimeout); err != nil {
 		killAll(procs)
 		return nil, fmt.Errorf("%s: %w; first worker's output:\n%s", name, err, procs[0].tail)
@@ -59,7 +66,58 @@ func (b *bencher) drain(ctx context.Context, kind string, inFlight, workers, rou
 	n, span := watch.span()
 	r.Commands, r.Seconds, r.PerSecond = n, span.Seconds(), rate(n, span)
 	m.end(ctx, r, procs, false)
+	// Every ack stands for a stored outcome: check that RESULTS holds one
+	// per key.
+	if err := expectMessages(ctx, b.s.js, ns.resultStream(), b.cfg.Count); err != nil {
+		killAll(procs)
+		return nil, fmt.Errorf("%s: after %d acks: %w", name, n, err)
+	}
+	if err := <-profiled; err != nil {
+		b.progressf("cpu profile of %s: %v", name, err)
+	}
 	return r, stopAll(procs)
+}
+
+// profile takes a CPU profile of w from its /debug/pprof/profile, when
+// Config.CPUProfileDir is set, into <dir>/<scenario>.pprof. The returned
+// channel yields the outcome once the profile is written.
+func (b *bencher) profile(ctx context.Context, w *workerProc, name string, round int) <-chan error {
+	done := make(chan error, 1)
+	if b.cfg.CPUProfileDir == "" || w.metricsAddr == "" {
+		done <- nil
+		return done
+	}
+	file := strings.NewReplacer(" ", "_", "@", "at", ".", "_").Replace(name)
+	if round > 0 {
+		file += fmt.Sprintf("_round%d", round)
+	}
+	path := filepath.Join(b.cfg.CPUProfileDir, file+".pprof")
+	go func() {
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", w.metricsAddr, b.cfg.CPUProfileSeconds)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, http.NoBody)
+		if err != nil {
+			done <- err
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			done <- fmt.Errorf("%s: %s (does the worker serve /debug/pprof?)", url, resp.Status)
+			return
+		}
+		f, err := os.Create(path)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		done <- errors.Join(err, f.Close())
+	}()
+	return done
 }
 
 // startWorkers starts count workers on ns, sampling each as it becomes

@@ -38,6 +38,7 @@ type workerSettings struct {
 	Concurrency  int
 	DedupeWindow time.Duration // 0: the worker's default (2m)
 	ResultTTL    time.Duration // 0: the worker's default (24h)
+	Pprof        bool          // serve /debug/pprof (PPROF), for --cpu-profile
 }
 
 // workerEnv returns the environment variables that point a worker at the
@@ -71,6 +72,9 @@ func (n *namespace) workerEnv(s *servers, w workerSettings) []string {
 	}
 	if w.MaxDeliver > 0 {
 		env = append(env, "MAX_DELIVER="+strconv.Itoa(w.MaxDeliver))
+	}
+	if w.Pprof {
+		env = append(env, "PPROF=true")
 	}
 	return env
 }

@@ -71,7 +71,8 @@ func preload(ctx context.Context, js jetstream.JetStream, subject, kind string, 
 }
 
 // expectMessages checks that stream holds exactly n messages: the preload
-// is complete and nothing consumed it yet.
+// is complete and nothing consumed it yet, or every drained command left
+// its outcome.
 func expectMessages(ctx context.Context, js jetstream.JetStream, stream string, n int) error {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {

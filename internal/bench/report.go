@@ -25,8 +25,9 @@ type Result struct {
 	// from 1; 0 for the scenarios run once.
 	Round int `json:"round,omitempty"`
 
-	// Commands is the number of keys answered (acked, for the ceiling);
-	// Seconds the span from the first to the last; PerSecond their ratio.
+	// Commands is the number of commands acked (a drain, the ceiling) or
+	// keys answered (end to end); Seconds the span from the first to the
+	// last; PerSecond their ratio.
 	Commands  int     `json:"commands"`
 	Seconds   float64 `json:"seconds"`
 	PerSecond float64 `json:"commands_per_s"`
@@ -133,7 +134,8 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 	writeAligned(w, rows)
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "cmd/s: keys answered (acked, for the ceiling) per second, first to last; xceil: over the same round's ceiling for")
+	fmt.Fprintln(w, "cmd/s: commands acked (drains and the ceiling; every drained key's outcome checked in RESULTS) or keys answered")
+	fmt.Fprintln(w, "(end to end) per second, first to last; xceil: over the same round's ceiling for")
 	fmt.Fprintln(w, "the rounds, over the median ceiling otherwise; latency: publish to answer through pkg/client (via gateway: HTTP request")
 	fmt.Fprintln(w, "to response, the gateway a process of its own, its CPU under gateway); redis rt: read events")
 	fmt.Fprintln(w, "(client writes or pipelines); cpu: user+system, all worker processes together (the ceiling: its consumer, in this")

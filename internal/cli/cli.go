@@ -70,7 +70,7 @@ func Parse(name, description string, grammar any, args, env []string, stdout, st
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(exitRequest(code)) }),
 		kong.Resolvers(envResolver(env)),
-		kong.Vars{"version": name + " " + Version},
+		kong.Vars{"version": name + " " + Version, "redis_url_default": RedisURLDefault},
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 	}, opts...)
 	parser, err := kong.New(grammar, opts...)
@@ -201,7 +201,8 @@ func (t *TopologyFlags) Validate() error {
 
 // RedactURLs returns a comma-separated list of URLs with every password
 // replaced by "xxxxx", for error messages and logs: a URL's credentials
-// must never reach them.
+// must never reach them. That includes the password and sentinel_password
+// query parameters go-redis reads.
 func RedactURLs(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, raw := range parts {
@@ -219,6 +220,14 @@ func RedactURLs(urls string) string {
 			} else if u.User.Username() != "" {
 				u.User = url.User("xxxxx") // a bare token
 			}
+		}
+		if q := u.Query(); q.Has("password") || q.Has("sentinel_password") {
+			for _, k := range []string{"password", "sentinel_password"} {
+				if q.Has(k) {
+					q.Set(k, "xxxxx")
+				}
+			}
+			u.RawQuery = q.Encode()
 		}
 		parts[i] = u.String()
 	}

@@ -1,7 +1,7 @@
 // Package telemetry owns the operational HTTP endpoints that the worker
 // and the gateway serve on METRICS_ADDR: /metrics (Prometheus), /healthz
-// (the process lives), /readyz (it can do its work now) and
-// /debug/pprof/ (Go's profiler, for "where does the time go").
+// (the process lives), /readyz (it can do its work now) and, when asked
+// for, /debug/pprof/ (Go's profiler, for "where does the time go").
 package telemetry
 
 import (
@@ -57,14 +57,21 @@ type Server struct {
 }
 
 // Serve listens on addr and serves /metrics from reg and /readyz from ready
-// (nil error: ready; the error's text is the body of a 503 otherwise). It
-// returns once listening, so a port already taken is an error at start.
-func Serve(ctx context.Context, addr string, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger) (*Server, error) {
+// (nil error: ready; the error's text is the body of a 503 otherwise), and,
+// with withPprof, Go's profiler under /debug/pprof/: opt-in, since anyone
+// who reaches the address can then take CPU profiles and read the
+// program's internals. It returns once listening, so a port already taken
+// is an error at start.
+func Serve(ctx context.Context, addr string, reg *prometheus.Registry, ready func(context.Context) error, log *slog.Logger, withPprof bool) (*Server, error) {
 	mux := http.NewServeMux()
 	Register(mux, reg, ready, log)
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {

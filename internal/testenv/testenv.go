@@ -12,6 +12,7 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,6 +40,8 @@ type NATSServer struct {
 	srv *server.Server // in-process, or
 	cmd *exec.Cmd      // a nats-server child, or neither when external
 	dir string
+
+	exited chan struct{} // the child's: closed once it has exited and been reaped
 }
 
 // StartNATS starts an in-process JetStream server on a free loopback port
@@ -112,6 +116,14 @@ func StartNATSBinary(bin string) (*NATSServer, error) { return StartNATSBinaryWi
 // StartNATSBinaryWith is StartNATSBinary with extra command-line arguments
 // for the server (e.g. "-c", "sync.conf").
 func StartNATSBinaryWith(bin string, extraArgs ...string) (*NATSServer, error) {
+	return StartNATSBinaryEnv(bin, nil, nil, extraArgs...)
+}
+
+// StartNATSBinaryEnv is StartNATSBinaryWith for a server that needs more to
+// start: env (NAME=value) added to its environment, e.g. the passwords a
+// configuration file (-c) refers to, and connect, the options that
+// authenticate the readiness check.
+func StartNATSBinaryEnv(bin string, env []string, connect []nats.Option, extraArgs ...string) (*NATSServer, error) {
 	dir, err := os.MkdirTemp("", "idempay-natsbin-*")
 	if err != nil {
 		return nil, err
@@ -125,20 +137,33 @@ func StartNATSBinaryWith(bin string, extraArgs ...string) (*NATSServer, error) {
 		args := append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", dir}, extraArgs...)
 		cmd := exec.CommandContext(context.Background(), bin, args...) //nolint:gosec // bin is NATS_SERVER_BIN or NATSServerBinary's build
 		cmd.SysProcAttr = childAttr()
+		if env != nil {
+			cmd.Env = append(os.Environ(), env...)
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("testenv: start %s: %w", bin, err)
 		}
-		s := &NATSServer{URL: fmt.Sprintf("nats://127.0.0.1:%d", port), cmd: cmd, dir: dir}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		s := &NATSServer{URL: fmt.Sprintf("nats://127.0.0.1:%d", port), cmd: cmd, dir: dir, exited: exited}
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			nc, err := nats.Connect(s.URL, nats.Timeout(time.Second))
+			select {
+			case <-exited:
+				os.RemoveAll(dir)
+				return nil, fmt.Errorf("testenv: %s exited at start: %s", bin, strings.TrimSpace(stderr.String()))
+			default:
+			}
+			nc, err := nats.Connect(s.URL, append([]nats.Option{nats.Timeout(time.Second)}, connect...)...)
 			if err == nil {
 				nc.Close()
 				return s, nil
 			}
 		}
 		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		<-exited
 	}
 	os.RemoveAll(dir)
 	return nil, fmt.Errorf("testenv: %s did not start", bin)
@@ -156,7 +181,7 @@ func (s *NATSServer) Shutdown() {
 		s.srv.WaitForShutdown()
 	case s.cmd != nil:
 		_ = s.cmd.Process.Kill()
-		_ = s.cmd.Wait()
+		<-s.exited
 	default:
 		return
 	}

@@ -12,10 +12,9 @@ const (
 	HeaderDlqReason = "Dlq-Reason"
 	// HeaderDlqDeliveries is added to a dead letter: how many deliveries it had.
 	HeaderDlqDeliveries = "Dlq-Deliveries"
-	// HeaderDlqKey is added to a dead letter: the command's idempotency key.
-	// The copy's own Nats-Msg-Id names the copy, not the key, so that the
-	// dead-letter stream's duplicate window never drops the dead letter of a
-	// key that was dead-lettered before (a re-drive that failed again).
+	// HeaderDlqKey is added to a dead letter: the command's idempotency key,
+	// which the copy's Nats-Msg-Id, kept from the command, also is. (Copies
+	// made by earlier versions had an id of their own there.)
 	HeaderDlqKey = "Dlq-Key"
 	// HeaderDlqEffect is added to a dead letter: "none" when the operation
 	// certainly did not take effect for the key, "unknown" when an attempt

@@ -53,9 +53,10 @@ type delivery struct {
 //	after commit:    a completed record: replays it, runs nothing
 //	after publish:   a completed record: replays it (identical but replayed)
 //	after the dead-letter copy: the key has no tries left: the copy is made
-//	                 again (deduplicated by its own message id) and the
-//	                 command condemned; a later delivery of a condemned
-//	                 command is answered as that dead letter and terminated
+//	                 again (a second copy of the same dead letter, with the
+//	                 same Dlq-Stream-Seq) and the command condemned; a later
+//	                 delivery of a condemned command is answered as that
+//	                 dead letter and terminated
 //
 // An effect-only operation (OpConfig.EffectInCommit, cart.add) on a single
 // Redis has no step between lock and commit: Begin, the effect and the

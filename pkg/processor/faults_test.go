@@ -96,7 +96,7 @@ func TestProcessor_DeadLetters(t *testing.T) {
 		dl := b.deadLetter(t, messages.KindPaymentCharge)
 		require.Equal(t, body, string(dl.Data))
 		require.Equal(t, key, dl.Header.Get(messages.HeaderDlqKey))
-		require.NotEqual(t, key, dl.Header.Get(messages.HeaderMsgID), "the copy has its own message id")
+		require.Equal(t, key, dl.Header.Get(messages.HeaderMsgID), "the copy keeps the command's headers, Nats-Msg-Id included")
 		require.Equal(t, b.answers.inbox, dl.Header.Get(messages.HeaderReplyTo))
 		require.Equal(t, "2", dl.Header.Get(messages.HeaderDlqDeliveries))
 		require.Equal(t, dedupe.EffectNone, dl.Header.Get(messages.HeaderDlqEffect), "a transient error certainly charged nothing")

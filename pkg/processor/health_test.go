@@ -60,3 +60,38 @@ func TestHealthMonitor_BoundedRate(t *testing.T) {
 	h.check(ctx, "Redis", nil, t0.Add(22*time.Second))
 	require.Empty(t, lines(), "nothing while it answers")
 }
+
+// TestConsumerCheck_Cached: Ready looks the consumer up at most every
+// consumerCheckEvery, keeps a failed look as long as a good one, bounds
+// each look, and a probe whose own request was cancelled still gets a
+// real look.
+func TestConsumerCheck_Cached(t *testing.T) {
+	t.Parallel()
+	var c consumerCheck
+	looks := 0
+	gone := errors.New("consumer gone")
+	var answer error
+	look := func(ctx context.Context) error {
+		looks++
+		deadline, ok := ctx.Deadline()
+		require.True(t, ok, "each look is bounded")
+		require.LessOrEqual(t, time.Until(deadline), time.Second)
+		require.NoError(t, ctx.Err(), "a cancelled probe does not cancel the look")
+		return answer
+	}
+	t0 := time.Now()
+	require.NoError(t, c.check(context.Background(), t0, look))
+	require.NoError(t, c.check(context.Background(), t0.Add(consumerCheckEvery/2), look))
+	require.Equal(t, 1, looks, "fresh: no second look")
+
+	answer = gone
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.ErrorIs(t, c.check(cancelled, t0.Add(consumerCheckEvery), look), gone)
+	require.ErrorIs(t, c.check(context.Background(), t0.Add(consumerCheckEvery*3/2), look), gone, "a failure is kept too")
+	require.Equal(t, 2, looks)
+
+	answer = nil
+	require.NoError(t, c.check(context.Background(), t0.Add(2*consumerCheckEvery), look))
+	require.Equal(t, 3, looks)
+}

@@ -142,7 +142,7 @@ func (b *testBundle) defaultMux() *processor.Mux {
 }
 
 // startWorker starts a processor with the bundle's config, changed by edit.
-func (b *testBundle) startWorker(tb testing.TB, mux *processor.Mux, edit func(*processor.Config)) {
+func (b *testBundle) startWorker(tb testing.TB, mux *processor.Mux, edit func(*processor.Config)) *processor.Processor {
 	tb.Helper()
 	env, _ := testenv.Shared()
 	nc, err := testenv.ConnectNATS(env.NATSURL, tb.Name()+"-worker")
@@ -163,6 +163,7 @@ func (b *testBundle) startWorker(tb testing.TB, mux *processor.Mux, edit func(*p
 		defer cancel()
 		require.NoError(tb, p.Stop(ctx))
 	})
+	return p
 }
 
 // publish sends a command like any client would: a plain NATS JetStream

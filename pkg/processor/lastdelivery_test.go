@@ -213,6 +213,13 @@ func TestProcessor_LastDelivery(t *testing.T) {
 			info, err := s.Info(context.Background())
 			return err == nil && info.State.Msgs == 2
 		}, "two dead letters of the key kept (%d)", deadLetterCount(t, b))
+		for seq := uint64(1); seq <= 2; seq++ {
+			m, err := s.GetMsg(context.Background(), seq)
+			require.NoError(t, err)
+			require.Equal(t, key, m.Header.Get(messages.HeaderMsgID), "each copy keeps the command's Nats-Msg-Id")
+			require.Equal(t, "1", m.Header.Get(messages.HeaderDlqDeliveries))
+			require.NotEmpty(t, m.Header.Get(messages.HeaderDlqReason))
+		}
 	})
 
 	t.Run("7_AReplayExtendsTheRetentionInRedisAndRESULTSAlike", func(t *testing.T) {

@@ -2,7 +2,9 @@ package processor
 
 import (
 	"context"
+	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -170,8 +172,11 @@ func (c consumerCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descRedelivered, prometheus.GaugeValue, float64(info.NumRedelivered))
 }
 
-// Ready reports whether the processor is consuming and can reach NATS and
-// Redis now (for /readyz); the error says what is missing.
+// Ready reports whether the processor can do its work now (for /readyz):
+// it is started and not stopping, connected to NATS, its pull from the
+// durable consumer is open and the consumer exists on the server (looked
+// up at most every consumerCheckEvery, each look bounded by a second), and
+// Redis answers a PING within a second. The error says what is missing.
 func (p *Processor) Ready(ctx context.Context) error {
 	p.mu.Lock()
 	started := p.started
@@ -183,11 +188,53 @@ func (p *Processor) Ready(ctx context.Context) error {
 		return ErrStop
 	case !p.nc.IsConnected():
 		return errNATSDown
+	case !p.pulling.Load():
+		return fmt.Errorf("processor: not pulling from consumer %s: re-creating it", p.cfg.Topology.Consumer)
+	}
+	if err := p.consumerOK.check(ctx, time.Now(), p.lookUpConsumer); err != nil {
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	if err := p.rdb.Ping(ctx).Err(); err != nil {
 		return &readyError{what: "Redis", err: err}
+	}
+	return nil
+}
+
+// consumerCheckEvery is how long Ready trusts its last look at the
+// consumer: a probe every few seconds from each orchestrator need not cost
+// a JetStream request each.
+const consumerCheckEvery = 2 * time.Second
+
+// consumerCheck caches the outcome of the last look at the consumer.
+type consumerCheck struct {
+	mu  sync.Mutex
+	at  time.Time
+	err error
+}
+
+// check returns the cached outcome while it is fresh, otherwise looks
+// again. Concurrent callers wait for the one look under way.
+func (c *consumerCheck) check(ctx context.Context, now time.Time, look func(context.Context) error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && now.Sub(c.at) < consumerCheckEvery {
+		return c.err
+	}
+	// The probe's own cancellation is not the consumer's state: look on a
+	// context of its own, bounded.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	c.at, c.err = now, look(lctx)
+	return c.err
+}
+
+// lookUpConsumer asks JetStream for the durable consumer.
+func (p *Processor) lookUpConsumer(ctx context.Context) error {
+	top := p.cfg.Topology
+	if _, err := p.js.Consumer(ctx, top.CommandStream, top.Consumer); err != nil {
+		return fmt.Errorf("processor: consumer %s on stream %s: %w", top.Consumer, top.CommandStream, err)
 	}
 	return nil
 }

@@ -45,6 +45,8 @@ type Processor struct {
 	workCancel context.CancelCauseFunc
 	wg         sync.WaitGroup // the feeder and the workers
 	counters   counters
+	pulling    atomic.Bool                                             // the feeder's pull is open (false while it re-creates it)
+	consumerOK consumerCheck                                           // /readyz's cached look at the consumer on the server
 	lookupFn   func(ctx context.Context, key string) (KeyState, error) // p.lookup, made once: a method value allocates
 	stopped    chan struct{}
 	stopOnce   sync.Once
@@ -130,6 +132,7 @@ func (p *Processor) Start(ctx context.Context) error {
 	p.workCtx, p.workCancel = context.WithCancelCause(context.WithoutCancel(ctx))
 	p.feedStop = feedStop
 	p.started = true
+	p.pulling.Store(true)
 
 	// One feeder hands messages to a fixed pool of workers over an
 	// unbuffered channel: at most Concurrency commands run, no goroutine is
@@ -189,11 +192,13 @@ func (p *Processor) feed(ctx context.Context, cons jetstream.Consumer, iter jets
 			return
 		}
 		p.log.warn(ctx, "pull from the consumer failed; pulling again", attrError, err)
+		p.pulling.Store(false)
 		iter.Stop()
 		for wait := time.Duration(0); ctx.Err() == nil; wait = 500 * time.Millisecond {
 			sleepCtx(ctx, wait)
 			cons = p.recreateIfGone(ctx, cons, err)
 			if iter, err = p.messages(cons); err == nil {
+				p.pulling.Store(true)
 				break
 			}
 		}

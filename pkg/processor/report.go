@@ -186,8 +186,7 @@ func (p *Processor) retry(ctx context.Context, d *delivery, v verdict) {
 // deadLetter ends a command whose key has no tries left, holding its lock:
 // copy it to dlq.<kind>, condemn it in the record (which releases the lock),
 // tell the client, and terminate the message. A step that fails hands the
-// message back: the next delivery, finding no tries left, does it again,
-// and the copy's own message id keeps it from being stored twice.
+// message back: the next delivery, finding no tries left, does it again.
 func (p *Processor) deadLetter(ctx context.Context, d *delivery, v verdict) {
 	if err := p.copyToDeadLetters(ctx, d, v); err != nil {
 		p.log.error(ctx, "dead-letter copy failed; redelivering", attrKey, d.key, attrKind, d.kind, attrError, err)
@@ -223,10 +222,13 @@ func (p *Processor) deadLetter(ctx context.Context, d *delivery, v verdict) {
 }
 
 // copyToDeadLetters publishes the command to dlq.<kind> with its body and
-// headers, plus Dlq-Reason, Dlq-Deliveries, Dlq-Key, Dlq-Effect and
-// Dlq-Stream-Seq. The copy's Nats-Msg-Id names this dead letter (key,
-// stream sequence, publish time), not the key: the stream keeps every dead
-// letter of a key, and drops only a repeat of this same one.
+// headers, its Nats-Msg-Id (the key) included, as the contract says, plus
+// Dlq-Reason, Dlq-Deliveries, Dlq-Key, Dlq-Effect, Dlq-Stream-Seq and
+// Dlq-Published. The dead-letter stream's duplicate window is JetStream's
+// shortest (DeadLetterDuplicates), so it keeps every dead letter of a key:
+// two are at least a redelivery apart. A copy made again after a crash
+// between the copy and the condemn is kept too; Dlq-Stream-Seq and
+// Dlq-Published tell it is the same dead letter.
 func (p *Processor) copyToDeadLetters(ctx context.Context, d *delivery, v verdict) error {
 	dl := nats.NewMsg(p.cfg.Topology.Subjects.DeadLetterFor(d.kind))
 	dl.Data = d.msg.Data()
@@ -234,7 +236,6 @@ func (p *Processor) copyToDeadLetters(ctx context.Context, d *delivery, v verdic
 		dl.Header[k] = append([]string(nil), vals...)
 	}
 	seq := strconv.FormatUint(d.seq, 10)
-	dl.Header.Set(messages.HeaderMsgID, "dlq:"+d.key+":"+seq+":"+strconv.FormatInt(d.published.UnixMicro(), 10))
 	dl.Header.Set(messages.HeaderDlqKey, d.key)
 	dl.Header.Set(messages.HeaderDlqReason, v.reason)
 	dl.Header.Set(messages.HeaderDlqDeliveries, strconv.Itoa(d.deliveries))

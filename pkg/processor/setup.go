@@ -5,9 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// DeadLetterDuplicates is the dead-letter stream's duplicate window:
+// JetStream's shortest. A dead letter keeps its command's headers, its
+// Nats-Msg-Id (the key) included, and the contract wants every copy kept:
+// with the default window of 2m, a key re-driven and dead-lettered again
+// within it would be dropped as a duplicate of its first dead letter.
+const DeadLetterDuplicates = 100 * time.Millisecond
 
 // ErrNotProvisioned means a stream or the consumer does not exist and
 // Config.NoProvision forbids the worker to create it.
@@ -64,13 +72,14 @@ func wantedStreams(cfg *Config) []jetstream.StreamConfig {
 		MaxAge:            cfg.ResultTTL,
 		Replicas:          cfg.StreamReplicas,
 	}, {
-		Name:      top.DeadLetterStream,
-		Subjects:  []string{top.Subjects.DeadLetterWildcard()},
-		Retention: jetstream.LimitsPolicy,
-		Storage:   jetstream.FileStorage,
-		MaxAge:    max(cfg.DeadLetterMaxAge, 0),
-		MaxBytes:  limit(cfg.DeadLetterMaxBytes),
-		Replicas:  cfg.StreamReplicas,
+		Name:       top.DeadLetterStream,
+		Subjects:   []string{top.Subjects.DeadLetterWildcard()},
+		Retention:  jetstream.LimitsPolicy,
+		Storage:    jetstream.FileStorage,
+		Duplicates: DeadLetterDuplicates,
+		MaxAge:     max(cfg.DeadLetterMaxAge, 0),
+		MaxBytes:   limit(cfg.DeadLetterMaxBytes),
+		Replicas:   cfg.StreamReplicas,
 	}}
 }
 
@@ -119,9 +128,11 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg *Config, want
 //     message or byte limit only with the discard-new policy (a publish is
 //     then refused, never acknowledged and dropped);
 //   - RESULTS: one message per subject, and a max age of RESULT_TTL, so
-//     that it and Redis never disagree about a key.
+//     that it and Redis never disagree about a key;
+//   - DEADLETTER: a duplicate window no longer than DeadLetterDuplicates,
+//     so that no dead letter is dropped as a copy of an earlier one.
 //
-// Limits on DEADLETTER, replicas, and anything else are the operator's.
+// DEADLETTER's limits, replicas, and anything else are the operator's.
 func checkStream(cfg *Config, want, got jetstream.StreamConfig) error {
 	name := got.Name
 	var errs []error
@@ -154,6 +165,11 @@ func checkStream(cfg *Config, want, got jetstream.StreamConfig) error {
 		}
 		if (got.MaxMsgs > 0 || got.MaxBytes > 0) && got.Discard != jetstream.DiscardNew {
 			bad("the discard policy with a message or byte limit", got.Discard, jetstream.DiscardNew.String()+" (old drops queued commands)")
+		}
+	case top.DeadLetterStream:
+		if got.Duplicates > DeadLetterDuplicates {
+			bad("the duplicate window", got.Duplicates, fmt.Sprintf("%v (a dead letter keeps its key as Nats-Msg-Id, and every copy must be kept: nats stream edit %s --dupe-window %v)",
+				DeadLetterDuplicates, name, DeadLetterDuplicates))
 		}
 	case top.ResultStream:
 		if got.MaxMsgsPerSubject != 1 {

@@ -108,6 +108,9 @@ func TestEnsureStreams(t *testing.T) {
 				return jetstream.StreamConfig{Name: top(b).CommandStream, Subjects: []string{top(b).Subjects.CommandWildcard()},
 					Retention: jetstream.WorkQueuePolicy, Duplicates: time.Minute, MaxAge: time.Hour}
 			}, []string{"stream %s: the duplicate window is 1m0s", "stream %s: max age is 1h0m0s"}},
+			"DeadLetterWindow": {func(b *testBundle) jetstream.StreamConfig {
+				return jetstream.StreamConfig{Name: top(b).DeadLetterStream, Subjects: []string{top(b).Subjects.DeadLetterWildcard()}}
+			}, []string{"stream %s: the duplicate window is 2m0s", "--dupe-window 100ms"}},
 			"ResultsPerSubject": {func(b *testBundle) jetstream.StreamConfig {
 				return jetstream.StreamConfig{Name: top(b).ResultStream, Subjects: []string{top(b).Subjects.ResultWildcard()},
 					MaxAge: processor.ResultTTLDefault, MaxMsgsPerSubject: 5, Storage: jetstream.MemoryStorage}
@@ -154,7 +157,8 @@ func TestEnsureStreams(t *testing.T) {
 			{Name: top.CommandStream, Subjects: []string{top.Subjects.CommandWildcard()}, Retention: jetstream.WorkQueuePolicy,
 				Duplicates: processor.DedupeWindowDefault, MaxMsgs: 1_000_000, Discard: jetstream.DiscardNew},
 			{Name: top.ResultStream, Subjects: []string{top.Subjects.ResultWildcard()}, MaxMsgsPerSubject: 1, MaxAge: processor.ResultTTLDefault},
-			{Name: top.DeadLetterStream, Subjects: []string{top.Subjects.DeadLetterWildcard()}, MaxAge: time.Hour},
+			{Name: top.DeadLetterStream, Subjects: []string{top.Subjects.DeadLetterWildcard()}, MaxAge: time.Hour,
+				Duplicates: processor.DeadLetterDuplicates},
 		} {
 			_, err := b.js.CreateStream(ctx, sc)
 			require.NoError(t, err)

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/gateway"
+	"github.com/idempay/idempay/pkg/messages"
+)
+
+// TestWorker_NATSPermissions runs a worker, a producer and a gateway
+// against the compose file's own NATS configuration (deploy/nats.conf: an
+// account with a user per role and subject permissions): a worker without
+// credentials, or with a wrong password, is refused and says so without
+// the password; a worker with its password file, a producer with its
+// password and a gateway with its own charge and read the answer; neither
+// the producer nor the gateway can publish an answer on result.> or
+// consume the commands; the gateway can read the dead letters the way it
+// settles a repeated request (its short-lived consumer on DEADLETTER).
+func TestWorker_NATSPermissions(t *testing.T) {
+	t.Parallel()
+	bin, err := testenv.NATSServerBinary()
+	require.NoError(t, err)
+	dir := t.TempDir()
+	pw := map[string]string{"worker": "w-" + testenv.Namespace(), "producer": "p-" + testenv.Namespace(),
+		"gateway": "g-" + testenv.Namespace(), "operator": "o-" + testenv.Namespace()}
+	serverEnv := []string{"IDEMPAY_WORKER_PASSWORD=" + pw["worker"], "IDEMPAY_PRODUCER_PASSWORD=" + pw["producer"],
+		"IDEMPAY_GATEWAY_PASSWORD=" + pw["gateway"], "IDEMPAY_OPERATOR_PASSWORD=" + pw["operator"]}
+	conf := composeNATSConf(t, bin, dir, serverEnv)
+	srv, err := testenv.StartNATSBinaryEnv(bin, serverEnv, []nats.Option{nats.UserInfo("operator", pw["operator"])}, "-c", conf)
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+
+	shared, err := testenv.Shared()
+	require.NoError(t, err)
+	ns := testenv.Namespace()
+	// The permissions name the contract's default subjects and streams;
+	// this server is the test's own, so the worker uses them. The dedupe
+	// window keeps its default (2m): the gateway's check below repeats a
+	// key inside it.
+	d := &deployment{env: []string{"NATS_URL=" + srv.URL, "REDIS_URL=" + shared.RedisURL, "REDIS_KEY_PREFIX=" + ns + ":",
+		"LOG_LEVEL=debug", "ACK_WAIT=2s", "LOCK_TTL=1s"}}
+
+	refused := func(extra ...string) string {
+		cmd := exec.CommandContext(t.Context(), workerBin)
+		cmd.Env = append(append(os.Environ(), d.env...), extra...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee, "the worker must not start: %s", out)
+		require.Equal(t, 1, ee.ExitCode(), "%s", out)
+		require.Contains(t, string(out), "cannot connect to NATS at "+srv.URL)
+		require.Contains(t, strings.ToLower(string(out)), "authorization violation")
+		return string(out)
+	}
+	refused()
+	out := refused("NATS_USER=worker", "NATS_PASSWORD=not-"+pw["worker"])
+	require.NotContains(t, out, "not-"+pw["worker"], "a password never reaches the output")
+	refused("NATS_USER=producer-typo", "NATS_PASSWORD="+pw["producer"])
+
+	pwFile := filepath.Join(dir, "worker-password")
+	require.NoError(t, os.WriteFile(pwFile, []byte(pw["worker"]+"\n"), 0o600))
+	w := d.start(t, "NATS_USER=worker", "NATS_PASSWORD_FILE="+pwFile)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	top := messages.DefaultTopology()
+
+	// A producer publishes a charge and reads its answer, and its stored
+	// outcome.
+	prod := connectAs(t, srv.URL, "producer", pw["producer"])
+	cl, err := client.New(prod.nc, nil)
+	require.NoError(t, err)
+	key := client.NewKey()
+	res, err := cl.Charge(ctx, key, messages.ChargeRequest{AccountID: "acct_perm", Amount: 4200, Currency: "EUR"})
+	require.NoError(t, err)
+	require.Equal(t, int64(4200), res.Data.Amount)
+	require.Eventually(t, func() bool {
+		stored, err := cl.Status(ctx, key)
+		return err == nil && stored.Status == messages.StatusSucceeded
+	}, 10*time.Second, 50*time.Millisecond, "the producer reads the stored outcome")
+
+	// A gateway on its own user takes a payment.
+	gwc := connectAs(t, srv.URL, "gateway", pw["gateway"])
+	gw, err := gateway.New(gwc.nc, &gateway.Config{Topology: top,
+		Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	require.NoError(t, gw.Ready(ctx), "the gateway reads the command stream's info")
+	web := httptest.NewServer(gw.Handler())
+	t.Cleanup(web.Close)
+	body := `{"account_id":"acct_perm","amount":1200,"currency":"EUR"}`
+	status, answer := postPayment(ctx, t, web.URL, client.NewKey(), body)
+	require.Equal(t, http.StatusCreated, status, "%s", answer)
+
+	// Neither can publish an answer: the server refuses, and RESULTS never
+	// holds it. Nor may either consume the commands.
+	op := connectAs(t, srv.URL, "operator", pw["operator"])
+	ojs, err := jetstream.New(op.nc)
+	require.NoError(t, err)
+	results, err := ojs.Stream(ctx, top.ResultStream)
+	require.NoError(t, err)
+	for user, c := range map[string]*userConn{"producer": prod, "gateway": gwc} {
+		forged := client.NewKey()
+		require.NoError(t, c.nc.Publish("result."+forged, []byte(`{"key":"`+forged+`","status":"succeeded"}`)))
+		require.NoError(t, c.nc.Flush())
+		require.Eventually(t, func() bool { return c.violated("result." + forged) }, 5*time.Second, 20*time.Millisecond,
+			"%s: a permissions violation for the forged answer", user)
+		js, err := jetstream.New(c.nc)
+		require.NoError(t, err)
+		// The server drops a refused publish without a word, so no answer
+		// ever comes: wait for one briefly, not on the test's context.
+		pctx, pcancel := context.WithTimeout(ctx, time.Second)
+		_, err = js.Publish(pctx, "result."+forged, []byte("{}"), jetstream.WithRetryAttempts(0))
+		pcancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded, "%s: a JetStream publish of an answer fails too", user)
+		_, err = results.GetLastMsgForSubject(ctx, "result."+forged)
+		require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "%s: RESULTS holds no forged answer", user)
+
+		pctx, pcancel = context.WithTimeout(ctx, time.Second)
+		_, err = js.CreateOrUpdateConsumer(pctx, top.CommandStream, jetstream.ConsumerConfig{Durable: "thief-" + user})
+		pcancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded, "%s: consuming the commands", user)
+		require.Eventually(t, func() bool { return c.violated("$JS.API.CONSUMER") }, 5*time.Second, 20*time.Millisecond,
+			"%s: a permissions violation for the consumer", user)
+	}
+
+	// The gateway settles a repeated request from the dead letters: a
+	// command that left the work queue with a dead letter saying its
+	// operation did not take effect is answered 503 dead_lettered. Without
+	// the gateway's consumer on DEADLETTER the answer would be 504
+	// outcome_unknown. The worker is stopped, so the command stays
+	// unprocessed until the operator removes it.
+	w.stop(t)
+	gone := client.NewKey()
+	ack, err := ojs.PublishMsg(ctx, &nats.Msg{Subject: top.Subjects.CommandFor(messages.KindPaymentCharge), Data: []byte(body),
+		Header: nats.Header{messages.HeaderMsgID: []string{gone}}})
+	require.NoError(t, err)
+	commands, err := ojs.Stream(ctx, top.CommandStream)
+	require.NoError(t, err)
+	require.NoError(t, commands.DeleteMsg(ctx, ack.Sequence))
+	letter := nats.NewMsg(top.Subjects.DeadLetterFor(messages.KindPaymentCharge))
+	letter.Data = []byte(body)
+	letter.Header.Set(messages.HeaderMsgID, client.NewKey())
+	letter.Header.Set(messages.HeaderDlqKey, gone)
+	letter.Header.Set(messages.HeaderDlqStreamSeq, strconv.FormatUint(ack.Sequence, 10))
+	letter.Header.Set(messages.HeaderDlqEffect, "none")
+	_, err = ojs.PublishMsg(ctx, letter)
+	require.NoError(t, err)
+	status, answer = postPayment(ctx, t, web.URL, gone, body)
+	require.Equal(t, http.StatusServiceUnavailable, status, "%s", answer)
+	require.Contains(t, string(answer), messages.CodeDeadLettered)
+	// And it deleted its consumer (rather than leaving it to expire).
+	dlq, err := ojs.Stream(ctx, top.DeadLetterStream)
+	require.NoError(t, err)
+	info, err := dlq.Info(ctx)
+	require.NoError(t, err)
+	require.Zero(t, info.State.Consumers, "the gateway's consumer on %s is gone", top.DeadLetterStream)
+	for _, e := range gwc.errors() {
+		require.NotContains(t, e.Error(), top.DeadLetterStream, "the gateway met no permissions violation on the dead letters")
+	}
+}
+
+// userConn is a NATS connection as one of deploy/nats.conf's users, with
+// the asynchronous errors (permissions violations) the server sent it.
+type userConn struct {
+	nc   *nats.Conn
+	mu   sync.Mutex
+	errs []error
+}
+
+func connectAs(t *testing.T, url, user, password string) *userConn {
+	t.Helper()
+	c := &userConn{}
+	var err error
+	c.nc, err = nats.Connect(url, nats.UserInfo(user, password),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			c.mu.Lock()
+			c.errs = append(c.errs, err)
+			c.mu.Unlock()
+		}))
+	require.NoError(t, err)
+	t.Cleanup(c.nc.Close)
+	return c
+}
+
+func (c *userConn) errors() []error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.errs)
+}
+
+// violated reports whether the server refused a publish on subject.
+func (c *userConn) violated(subject string) bool {
+	for _, e := range c.errors() {
+		if errors.Is(e, nats.ErrPermissionViolation) && strings.Contains(e.Error(), subject) {
+			return true
+		}
+	}
+	return false
+}
+
+// postPayment POSTs a payment to the gateway at base.
+func postPayment(ctx context.Context, t *testing.T, base, key, body string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/payments", strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(gateway.HeaderIdempotencyKey, key)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, b
+}
+
+// composeNATSConf returns deploy/nats.conf, as the compose file mounts it;
+// for a server older than 2.10 (Debian's 2.9, in make test/compat), a copy
+// without the sync_interval line it does not know.
+func composeNATSConf(t *testing.T, bin, dir string, env []string) string {
+	t.Helper()
+	conf, err := filepath.Abs("../../deploy/nats.conf")
+	require.NoError(t, err)
+	check := exec.CommandContext(t.Context(), bin, "-c", conf, "-t")
+	check.Env = append(os.Environ(), env...)
+	out, err := check.CombinedOutput()
+	if err == nil {
+		return conf
+	}
+	require.Contains(t, string(out), `unknown field "sync_interval"`, "deploy/nats.conf: %s", out)
+	raw, err := os.ReadFile(conf)
+	require.NoError(t, err)
+	var lines []string
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if !strings.Contains(line, "sync_interval") {
+			lines = append(lines, line)
+		}
+	}
+	old := filepath.Join(dir, "nats.conf")
+	require.NoError(t, os.WriteFile(old, []byte(strings.Join(lines, "\n")), 0o600))
+	return old
+}

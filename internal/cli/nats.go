@@ -1,0 +1,175 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// NATSFlags are the flags of a NATS connection, shared by every binary:
+// the servers, one way to authenticate, and TLS. A secret comes from its
+// variable or from a file (the _FILE variant, for orchestrators' secrets);
+// none is ever logged: errors name the URL with its password masked.
+type NATSFlags struct {
+	NATSURL string `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL(s), comma-separated. May carry user:password@ or token@, though the flags below keep secrets out of the URL."`
+
+	NATSUser         string `name:"nats-user" env:"NATS_USER" group:"NATS authentication" help:"NATS user name, with --nats-password or --nats-password-file."`
+	NATSPassword     string `name:"nats-password" env:"NATS_PASSWORD" group:"NATS authentication" help:"NATS password of --nats-user."`
+	NATSPasswordFile string `name:"nats-password-file" env:"NATS_PASSWORD_FILE" type:"path" group:"NATS authentication" help:"File holding the NATS password of --nats-user."`
+	NATSToken        string `name:"nats-token" env:"NATS_TOKEN" group:"NATS authentication" help:"NATS authentication token."`
+	NATSTokenFile    string `name:"nats-token-file" env:"NATS_TOKEN_FILE" type:"path" group:"NATS authentication" help:"File holding the NATS authentication token."`
+	NATSNKeySeed     string `name:"nats-nkey-seed-file" env:"NATS_NKEY_SEED_FILE" type:"path" group:"NATS authentication" help:"File holding the NKey seed (SU...) of an nkey user."`
+	NATSCreds        string `name:"nats-creds" env:"NATS_CREDS" type:"path" group:"NATS authentication" help:"Decentralized-auth .creds file (user JWT and NKey seed)."`
+
+	NATSCA   string `name:"nats-ca" env:"NATS_CA" type:"path" group:"NATS TLS" help:"PEM file of the CA(s) that signed the NATS servers' certificates; implies TLS."`
+	NATSCert string `name:"nats-cert" env:"NATS_CERT" type:"path" group:"NATS TLS" help:"PEM client certificate, for servers that verify clients (with --nats-key)."`
+	NATSKey  string `name:"nats-key" env:"NATS_KEY" type:"path" group:"NATS TLS" help:"PEM private key of --nats-cert."`
+}
+
+// Validate checks that at most one way to authenticate is given, and that
+// each file can be read.
+func (f *NATSFlags) Validate() error {
+	var ways []string
+	if f.NATSUser != "" || f.NATSPassword != "" || f.NATSPasswordFile != "" {
+		ways = append(ways, "--nats-user")
+	}
+	if f.NATSToken != "" || f.NATSTokenFile != "" {
+		ways = append(ways, "--nats-token")
+	}
+	if f.NATSNKeySeed != "" {
+		ways = append(ways, "--nats-nkey-seed-file")
+	}
+	if f.NATSCreds != "" {
+		ways = append(ways, "--nats-creds")
+	}
+	if len(ways) > 0 && urlHasUser(f.NATSURL) {
+		ways = append(ways, "credentials in --nats-url (NATS_URL)")
+	}
+	switch {
+	case len(ways) > 1:
+		return fmt.Errorf("%s: one way to authenticate to NATS, not several", strings.Join(ways, " and "))
+	case f.NATSUser == "" && (f.NATSPassword != "" || f.NATSPasswordFile != ""):
+		return errors.New("--nats-password (NATS_PASSWORD) needs --nats-user (NATS_USER)")
+	case f.NATSUser != "" && f.NATSPassword == "" && f.NATSPasswordFile == "":
+		return errors.New("--nats-user (NATS_USER) needs --nats-password (NATS_PASSWORD) or --nats-password-file (NATS_PASSWORD_FILE)")
+	case f.NATSPassword != "" && f.NATSPasswordFile != "":
+		return errors.New("--nats-password and --nats-password-file: one, not both")
+	case f.NATSToken != "" && f.NATSTokenFile != "":
+		return errors.New("--nats-token and --nats-token-file: one, not both")
+	case (f.NATSCert == "") != (f.NATSKey == ""):
+		return errors.New("--nats-cert (NATS_CERT) and --nats-key (NATS_KEY) go together")
+	}
+	for flag, path := range map[string]string{
+		"--nats-password-file (NATS_PASSWORD_FILE)": f.NATSPasswordFile, "--nats-token-file (NATS_TOKEN_FILE)": f.NATSTokenFile,
+		"--nats-nkey-seed-file (NATS_NKEY_SEED_FILE)": f.NATSNKeySeed, "--nats-creds (NATS_CREDS)": f.NATSCreds,
+		"--nats-ca (NATS_CA)": f.NATSCA, "--nats-cert (NATS_CERT)": f.NATSCert, "--nats-key (NATS_KEY)": f.NATSKey,
+	} {
+		if path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			return fmt.Errorf("%s: %w", flag, err)
+		}
+	}
+	return nil
+}
+
+// Options returns the connection options of the flags.
+func (f *NATSFlags) Options() ([]nats.Option, error) {
+	var opts []nats.Option
+	switch {
+	case f.NATSUser != "":
+		pw := f.NATSPassword
+		if f.NATSPasswordFile != "" {
+			var err error
+			if pw, err = readSecret("--nats-password-file (NATS_PASSWORD_FILE)", f.NATSPasswordFile); err != nil {
+				return nil, err
+			}
+		}
+		opts = append(opts, nats.UserInfo(f.NATSUser, pw))
+	case f.NATSToken != "" || f.NATSTokenFile != "":
+		tok := f.NATSToken
+		if f.NATSTokenFile != "" {
+			var err error
+			if tok, err = readSecret("--nats-token-file (NATS_TOKEN_FILE)", f.NATSTokenFile); err != nil {
+				return nil, err
+			}
+		}
+		opts = append(opts, nats.Token(tok))
+	case f.NATSNKeySeed != "":
+		o, err := nats.NkeyOptionFromSeed(f.NATSNKeySeed)
+		if err != nil {
+			return nil, fmt.Errorf("--nats-nkey-seed-file (NATS_NKEY_SEED_FILE): %w", err)
+		}
+		opts = append(opts, o)
+	case f.NATSCreds != "":
+		opts = append(opts, nats.UserCredentials(f.NATSCreds))
+	}
+	if f.NATSCA != "" {
+		opts = append(opts, nats.RootCAs(f.NATSCA))
+	}
+	if f.NATSCert != "" {
+		opts = append(opts, nats.ClientCert(f.NATSCert, f.NATSKey))
+	}
+	return opts, nil
+}
+
+// Connect connects to the flags' servers as name, with extra options
+// after the flags' own. Its error names the servers with secrets masked.
+func (f *NATSFlags) Connect(name string, extra ...nats.Option) (*nats.Conn, error) {
+	opts, err := f.Options()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(append(opts, nats.Name(name), nats.Timeout(5*time.Second)), extra...)
+	nc, err := nats.Connect(f.NATSURL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", RedactURLs(f.NATSURL), err)
+	}
+	return nc, nil
+}
+
+// Reconnecting returns the options of a connection that lives as long as
+// its program: it reconnects for ever, and log says when it drops and when
+// it is back (with the server's URL, secrets masked).
+func Reconnecting(log *slog.Logger) []nats.Option {
+	return []nats.Option{
+		nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected; reconnecting", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	}
+}
+
+// urlHasUser reports whether any of the comma-separated URLs carries
+// user info (user:password@ or token@).
+func urlHasUser(urls string) bool {
+	for raw := range strings.SplitSeq(urls, ",") {
+		if u, err := url.Parse(strings.TrimSpace(raw)); err == nil && u.User != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// readSecret reads a secret file, without its trailing newline.
+func readSecret(flag, path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", flag, err)
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("%s: %s is empty", flag, path)
+	}
+	return s, nil
+}
