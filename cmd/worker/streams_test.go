@@ -5,12 +5,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/pkg/messages"
 )
 
 // The streams are the operator's once they exist: a limit edited on
 // DEADLETTER (nats stream edit DEADLETTER --max-age 7d) survives the next
-// worker start, which only checks the streams. Without provisioning and
+// worker start, which sets only what the guarantees need. Without provisioning and
 // without streams the worker fails at start, naming the stream and the
 // setting.
 func TestWorker_Streams(t *testing.T) {
@@ -34,6 +37,31 @@ func TestWorker_Streams(t *testing.T) {
 		s, err = d.js.Stream(ctx, d.ns+"_DEADLETTER")
 		require.NoError(t, err)
 		require.Equal(t, 7*24*time.Hour, s.CachedInfo().Config.MaxAge)
+	})
+
+	// A worker started again with another DEDUPE_WINDOW and RESULT_TTL, on
+	// the streams an earlier one made: it updates what they mean and runs,
+	// as the contract's "create or update" says; the operator's DEADLETTER
+	// age stays.
+	t.Run("NewSettingsUpdateTheStreams", func(t *testing.T) {
+		t.Parallel()
+		d := newDeployment(t, "DEADLETTER_MAX_AGE=48h")
+		d.start(t).stop(t)
+		got := d.listen(t)
+		d.start(t, "DEDUPE_WINDOW=5s", "RESULT_TTL=2h")
+		ctx := context.Background()
+		for stream, check := range map[string]func(jetstream.StreamConfig){
+			"_COMMANDS":   func(sc jetstream.StreamConfig) { require.Equal(t, 5*time.Second, sc.Duplicates) },
+			"_RESULTS":    func(sc jetstream.StreamConfig) { require.Equal(t, 2*time.Hour, sc.MaxAge) },
+			"_DEADLETTER": func(sc jetstream.StreamConfig) { require.Equal(t, 48*time.Hour, sc.MaxAge) },
+		} {
+			s, err := d.js.Stream(ctx, d.ns+stream)
+			require.NoError(t, err)
+			check(s.CachedInfo().Config)
+		}
+		key := newKey()
+		d.publish(t, messages.KindPaymentCharge, key, messages.ChargeRequest{AccountID: "acct_st", Amount: 10, Currency: "EUR"})
+		require.Equal(t, messages.StatusSucceeded, got.wait(t, key, 1)[0].Status)
 	})
 
 	t.Run("NoProvisionWithoutStreamsFails", func(t *testing.T) {

@@ -69,11 +69,13 @@ type Config struct {
 	// timeout (3s in go-redis by default). Defaults to 1s.
 	WaitTimeout time.Duration
 
-	// NoProvision makes the engine create nothing on NATS: the streams and
-	// the consumer are the operator's (made with the nats CLI or
-	// Terraform), and Start only checks them, failing with
-	// ErrNotProvisioned when one is missing. Defaults to false: what is
-	// missing is created.
+	// NoProvision makes the engine create and change nothing on NATS: the
+	// streams and the consumer are the operator's (made with the nats CLI
+	// or Terraform), and Start only checks them, failing with
+	// ErrNotProvisioned when one is missing and naming the property when
+	// one lacks what the guarantees need. Defaults to false: what is
+	// missing is created, and what the guarantees need is set on what
+	// exists (see EnsureStreams).
 	NoProvision bool
 	// StreamReplicas is the replica count of the streams the engine creates
 	// (1 to 5; 3 on a three-node NATS cluster). An existing stream keeps its

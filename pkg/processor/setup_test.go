@@ -2,6 +2,8 @@ package processor_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,47 +95,89 @@ func TestEnsureStreams(t *testing.T) {
 		require.Equal(t, 3*time.Second, cons.CachedInfo().Config.AckWait, "the ack wait is the worker's")
 	})
 
-	t.Run("AStreamTheGuaranteesCannotRestOnFailsNamingIt", func(t *testing.T) {
+	// An existing stream that lacks a property the guarantees need: the
+	// worker sets that property alone, as the contract's "create or update"
+	// says, unless it cannot be changed in place, or provisioning is off;
+	// then the start fails naming the stream and the property, and nothing
+	// changes.
+	t.Run("AStreamLackingWhatTheGuaranteesNeed", func(t *testing.T) {
 		t.Parallel()
 		top := func(b *testBundle) messages.Topology { return b.cfg.Topology }
+		const operators = 5 << 20 // a max-bytes the operator set, which every update keeps
 		cases := map[string]struct {
-			stream func(b *testBundle) jetstream.StreamConfig
-			want   []string
+			stream  func(b *testBundle) jetstream.StreamConfig
+			want    []string
+			fixable bool
+			check   func(t *testing.T, got jetstream.StreamConfig)
 		}{
-			"CommandsRetention": {func(b *testBundle) jetstream.StreamConfig {
+			"CommandsRetention": {stream: func(b *testBundle) jetstream.StreamConfig {
 				return jetstream.StreamConfig{Name: top(b).CommandStream, Subjects: []string{top(b).Subjects.CommandWildcard()},
 					Retention: jetstream.LimitsPolicy, Duplicates: b.cfg.DedupeWindow}
-			}, []string{"stream %s: retention is Limits", "WorkQueue"}},
-			"CommandsWindowAndAge": {func(b *testBundle) jetstream.StreamConfig {
+			}, want: []string{"stream %s: retention is Limits", "WorkQueue"}},
+			"CommandsWindowAndAge": {stream: func(b *testBundle) jetstream.StreamConfig {
 				return jetstream.StreamConfig{Name: top(b).CommandStream, Subjects: []string{top(b).Subjects.CommandWildcard()},
-					Retention: jetstream.WorkQueuePolicy, Duplicates: time.Minute, MaxAge: time.Hour}
-			}, []string{"stream %s: the duplicate window is 1m0s", "stream %s: max age is 1h0m0s"}},
-			"DeadLetterWindow": {func(b *testBundle) jetstream.StreamConfig {
-				return jetstream.StreamConfig{Name: top(b).DeadLetterStream, Subjects: []string{top(b).Subjects.DeadLetterWildcard()}}
-			}, []string{"stream %s: the duplicate window is 2m0s", "--dupe-window 100ms"}},
-			"ResultsPerSubject": {func(b *testBundle) jetstream.StreamConfig {
+					Retention: jetstream.WorkQueuePolicy, Duplicates: time.Minute, MaxAge: time.Hour, MaxBytes: operators, Discard: jetstream.DiscardNew}
+			}, want: []string{"stream %s: the duplicate window is 1m0s", "stream %s: max age is 1h0m0s"}, fixable: true,
+				check: func(t *testing.T, got jetstream.StreamConfig) {
+					t.Helper()
+					require.Equal(t, 2*time.Minute, got.Duplicates)
+					require.Zero(t, got.MaxAge)
+				}},
+			"DeadLetterWindow": {stream: func(b *testBundle) jetstream.StreamConfig {
+				return jetstream.StreamConfig{Name: top(b).DeadLetterStream, Subjects: []string{top(b).Subjects.DeadLetterWildcard()}, MaxBytes: operators}
+			}, want: []string{"stream %s: the duplicate window is 2m0s", "100ms or less"}, fixable: true,
+				check: func(t *testing.T, got jetstream.StreamConfig) {
+					t.Helper()
+					require.Equal(t, processor.DeadLetterDuplicates, got.Duplicates)
+				}},
+			"ResultsAgeAndSubjects": {stream: func(b *testBundle) jetstream.StreamConfig {
+				return jetstream.StreamConfig{Name: top(b).ResultStream, Subjects: []string{"other.>"},
+					MaxAge: time.Hour, MaxMsgsPerSubject: 5, MaxBytes: operators}
+			}, want: []string{"stream %s: max messages per subject is 5", "stream %s: max age is 1h0m0s", "stream %s: subjects are"}, fixable: true,
+				check: func(t *testing.T, got jetstream.StreamConfig) {
+					t.Helper()
+					require.EqualValues(t, 1, got.MaxMsgsPerSubject)
+					require.Equal(t, processor.ResultTTLDefault, got.MaxAge)
+					require.Contains(t, got.Subjects, "other.>", "the operator's subjects stay")
+				}},
+			"ResultsInMemory": {stream: func(b *testBundle) jetstream.StreamConfig {
 				return jetstream.StreamConfig{Name: top(b).ResultStream, Subjects: []string{top(b).Subjects.ResultWildcard()},
 					MaxAge: processor.ResultTTLDefault, MaxMsgsPerSubject: 5, Storage: jetstream.MemoryStorage}
-			}, []string{"stream %s: max messages per subject is 5", "stream %s: storage is Memory"}},
+			}, want: []string{"stream %s: max messages per subject is 5", "stream %s: storage is Memory"}},
 		}
 		for name, tc := range cases {
-			t.Run(name, func(t *testing.T) {
-				t.Parallel()
-				b := setup(t)
-				b.cfg.DedupeWindow = 2 * time.Minute
-				sc := tc.stream(b)
-				_, err := b.js.CreateStream(context.Background(), sc)
-				require.NoError(t, err)
-				err = b.startErr(t, nil)
-				require.Error(t, err)
-				for _, w := range tc.want {
-					if len(w) > 7 && w[:7] == "stream " {
-						w = "stream " + sc.Name + w[9:]
+			for _, provision := range []bool{true, false} {
+				t.Run(fmt.Sprintf("%s/provision=%v", name, provision), func(t *testing.T) {
+					t.Parallel()
+					b := setup(t)
+					b.cfg.DedupeWindow = 2 * time.Minute
+					// The other streams as a worker made them, this one as
+					// the case has it.
+					ctx := context.Background()
+					_, err := processor.EnsureStreams(ctx, b.js, &b.cfg)
+					require.NoError(t, err)
+					sc := tc.stream(b)
+					require.NoError(t, b.js.DeleteStream(ctx, sc.Name))
+					_, err = b.js.CreateStream(ctx, sc)
+					require.NoError(t, err)
+					before := b.streamConfig(t, sc.Name)
+					err = b.startErr(t, func(c *processor.Config) { c.NoProvision = !provision })
+					after := b.streamConfig(t, sc.Name)
+					if tc.fixable && provision {
+						require.NoError(t, err)
+						tc.check(t, after)
+						require.EqualValues(t, operators, after.MaxBytes, "the operator's limit stays")
+						return
 					}
-					require.ErrorContains(t, err, w)
-				}
-				require.Equal(t, sc.Retention, b.streamConfig(t, sc.Name).Retention, "nothing changed")
-			})
+					require.Error(t, err)
+					for _, w := range tc.want {
+						w = strings.Replace(w, "stream %s", "stream "+sc.Name, 1)
+						w = strings.Replace(w, "subjects are", "subjects is", 1)
+						require.ErrorContains(t, err, w)
+					}
+					require.Equal(t, before, after, "nothing changed")
+				})
+			}
 		}
 	})
 
@@ -179,7 +223,10 @@ func TestEnsureStreams(t *testing.T) {
 		require.Equal(t, time.Hour, b.streamConfig(t, top.DeadLetterStream).MaxAge)
 	})
 
-	t.Run("AConsumerThatWouldStopRedeliveringFails", func(t *testing.T) {
+	// A consumer that would stop redelivering (the contract's "at most 10
+	// deliveries" made a JetStream limit): the worker lifts the limit, and
+	// without provisioning it refuses to start.
+	t.Run("AConsumerThatWouldStopRedelivering", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
 		ctx := context.Background()
@@ -189,9 +236,15 @@ func TestEnsureStreams(t *testing.T) {
 		cons, err := b.js.Consumer(ctx, top.CommandStream, top.Consumer)
 		require.NoError(t, err)
 		cc := cons.CachedInfo().Config
-		cc.MaxDeliver = 5
+		cc.MaxDeliver, cc.Description = 10, "the operator's"
 		_, err = b.js.UpdateConsumer(ctx, top.CommandStream, cc)
 		require.NoError(t, err)
-		require.ErrorContains(t, b.startErr(t, nil), "consumer "+top.Consumer+" on stream "+top.CommandStream+": max deliver is 5")
+		require.ErrorContains(t, b.startErr(t, func(c *processor.Config) { c.NoProvision = true }),
+			"consumer "+top.Consumer+" on stream "+top.CommandStream+": max deliver is 10")
+		require.NoError(t, b.startErr(t, nil))
+		cons, err = b.js.Consumer(ctx, top.CommandStream, top.Consumer)
+		require.NoError(t, err)
+		require.Equal(t, -1, cons.CachedInfo().Config.MaxDeliver)
+		require.Equal(t, "the operator's", cons.CachedInfo().Config.Description)
 	})
 }
