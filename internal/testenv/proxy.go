@@ -114,18 +114,18 @@ func (p *Proxy) DropConnections() error {
 
 // Latency delays every chunk of data by d, plus up to jitter, both ways,
 // until Clear.
-func (p *Proxy) Latency(d, jitter time.Duration) error {
-	return p.add(FaultLatency, fmt.Sprintf(`"latency": %d, "jitter": %d`, d.Milliseconds(), jitter.Milliseconds()))
+func (p *Proxy) Latency(ctx context.Context, d, jitter time.Duration) error {
+	return p.add(ctx, FaultLatency, fmt.Sprintf(`"latency": %d, "jitter": %d`, d.Milliseconds(), jitter.Milliseconds()))
 }
 
 // Reset resets (TCP RST) every connection that carries data until Clear,
 // new ones included.
-func (p *Proxy) Reset() error { return p.add(FaultReset, `"timeout": 0`) }
+func (p *Proxy) Reset(ctx context.Context) error { return p.add(ctx, FaultReset, `"timeout": 0`) }
 
 // Hang makes every connection swallow what is sent on it, both ways, until
 // Clear, which closes them: the server looks alive to a connect and never
 // answers.
-func (p *Proxy) Hang() error { return p.add(FaultHang, `"timeout": 0`) }
+func (p *Proxy) Hang(ctx context.Context) error { return p.add(ctx, FaultHang, `"timeout": 0`) }
 
 // Fault returns the fault in place, "" for none.
 func (p *Proxy) Fault() string {
@@ -135,14 +135,14 @@ func (p *Proxy) Fault() string {
 }
 
 // Clear removes the fault in place, if any.
-func (p *Proxy) Clear() error {
+func (p *Proxy) Clear(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fault == "" {
 		return nil
 	}
 	for _, stream := range []string{"upstream", "downstream"} {
-		if err := p.proxy.Toxics.RemoveToxic(context.Background(), p.fault+"_"+stream); err != nil {
+		if err := p.proxy.Toxics.RemoveToxic(ctx, p.fault+"_"+stream); err != nil {
 			return fmt.Errorf("testenv: clear %s: %w", p.fault, err)
 		}
 	}
@@ -151,7 +151,7 @@ func (p *Proxy) Clear() error {
 }
 
 // add puts fault on both streams; one fault at a time.
-func (p *Proxy) add(fault, attributes string) error {
+func (p *Proxy) add(ctx context.Context, fault, attributes string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fault != "" {
@@ -165,7 +165,7 @@ func (p *Proxy) add(fault, attributes string) error {
 		body := fmt.Sprintf(`{"name": %q, "type": %q, "stream": %q, "toxicity": 1, "attributes": {%s}}`,
 			fault+"_"+stream, typ, stream, attributes)
 		if _, err := p.proxy.Toxics.AddToxicJson(strings.NewReader(body)); err != nil {
-			return errors.Join(fmt.Errorf("testenv: add %s: %w", fault, err), p.removeLocked(fault))
+			return errors.Join(fmt.Errorf("testenv: add %s: %w", fault, err), p.removeLocked(ctx, fault))
 		}
 	}
 	p.fault = fault
@@ -173,12 +173,12 @@ func (p *Proxy) add(fault, attributes string) error {
 }
 
 // removeLocked removes fault's toxics that exist, after a failed add.
-func (p *Proxy) removeLocked(fault string) error {
+func (p *Proxy) removeLocked(ctx context.Context, fault string) error {
 	var errs []error
 	for _, stream := range []string{"upstream", "downstream"} {
 		name := fault + "_" + stream
 		if p.proxy.Toxics.GetToxic(name) != nil {
-			errs = append(errs, p.proxy.Toxics.RemoveToxic(context.Background(), name))
+			errs = append(errs, p.proxy.Toxics.RemoveToxic(ctx, name))
 		}
 	}
 	return errors.Join(errs...)
