@@ -28,14 +28,18 @@ import (
 // CHAOS_RATE its new commands a second (50). When every scenario ran (no
 // -run filter), the run must reach CHAOS_MIN_COMMANDS commands and
 // CHAOS_MIN_FAULTS faults (0 by default; make chaos asks for 10000 and 50):
-// a run too small proves nothing.
+// a run too small proves nothing. With either set, a scenario must also
+// exercise what it claims (every failpoint fired, a late commit refused).
 //
 // One scenario runs at a time; the control that waits out a RESULT_TTL
 // lets the next one run while it waits.
 func TestChaos(t *testing.T) {
 	t.Parallel()
 	opts := &chaos.Options{WorkerBin: workerBin, Duration: envDuration(t, "CHAOS_DURATION", 20*time.Second),
-		Rate: envFloat(t, "CHAOS_RATE", 50), Logf: t.Logf}
+		Rate: envFloat(t, "CHAOS_RATE", 50), Logf: t.Logf,
+		// At the size that must prove everything, a scenario that did not
+		// exercise what it claims (a failpoint that never fired) fails.
+		Strict: envInt(t, "CHAOS_MIN_COMMANDS") > 0 || envInt(t, "CHAOS_MIN_FAULTS") > 0}
 	report := os.Getenv("CHAOS_REPORT")
 	if report == "" {
 		report = filepath.Join(os.TempDir(), "idempay-chaos-report.md")
@@ -117,10 +121,10 @@ func checkSize(t *testing.T, results []*chaos.Result) {
 			faults += len(r.Faults)
 		}
 	}
-	if minCommands := envInt(t, "CHAOS_MIN_COMMANDS", 0); commands < minCommands {
+	if minCommands := envInt(t, "CHAOS_MIN_COMMANDS"); commands < minCommands {
 		t.Errorf("the scenarios sent %d commands, fewer than CHAOS_MIN_COMMANDS=%d", commands, minCommands)
 	}
-	if minFaults := envInt(t, "CHAOS_MIN_FAULTS", 0); faults < minFaults {
+	if minFaults := envInt(t, "CHAOS_MIN_FAULTS"); faults < minFaults {
 		t.Errorf("the scenarios injected %d faults, fewer than CHAOS_MIN_FAULTS=%d", faults, minFaults)
 	}
 }
@@ -160,11 +164,12 @@ func envFloat(t *testing.T, name string, def float64) float64 {
 	return v
 }
 
-func envInt(t *testing.T, name string, def int) int {
+// envInt reads a count, 0 when unset.
+func envInt(t *testing.T, name string) int {
 	t.Helper()
 	s := os.Getenv(name)
 	if s == "" {
-		return def
+		return 0
 	}
 	v, err := strconv.Atoi(s)
 	require.NoError(t, err, name)

@@ -3,12 +3,21 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
 // pauseFor is how long a worker is paused: past its lock and past the ack
 // wait, so that another worker takes its command over.
 const pauseFor = lockTTL + ackWait + time.Second
+
+// killPoints arm the workers of worker-kill in turn: each kills itself at
+// one step of a delivery, with a probability that makes it happen within a
+// worker's few seconds of life (the dead-letter copy is rarer: every other
+// time).
+var killPoints = []string{"after_lock@0.03", "after_begin@0.03", "after_operation@0.03", "after_commit@0.03",
+	"after_publish@0.03", "after_dead_letter_copy@0.5"}
 
 // rotate returns an Arm that gives the n-th worker the n-th spec, in turn.
 func rotate(specs ...string) func(int) string {
@@ -28,9 +37,20 @@ func Scenarios() []*Scenario {
 			// are dead-lettered, so the dead-letter failpoint fires too.
 			WorkerEnv: []string{"SIM_FAILURE_RATE=0.3", "MAX_DELIVER=3",
 				"RETRY_POLICIES=payment.charge:transient=10ms/10ms/1s/0,payment.refund:transient=10ms/10ms/1s/0"},
-			Arm: rotate("after_lock@0.01", "after_begin@0.01", "after_operation@0.01", "after_commit@0.01",
-				"after_publish@0.01", "after_dead_letter_copy@0.5"),
+			Arm:     rotate(killPoints...),
 			Nemesis: func(ctx context.Context, e *Env) { e.Every(ctx, 2*time.Second, 3*time.Second, e.KillWorker) },
+			Covers: func(r *Result) []string {
+				var missing []string
+				for _, spec := range killPoints {
+					if point, _, _ := cutFailpoint(spec); r.Workers.selfKills[point] == 0 {
+						missing = append(missing, "no worker killed itself at "+point)
+					}
+				}
+				if r.Stats.DeadLettered+r.Stats.OutcomeUnknown == 0 {
+					missing = append(missing, "no key was dead-lettered")
+				}
+				return missing
+			},
 		},
 		{
 			Name: "worker-pause",
@@ -44,6 +64,16 @@ func Scenarios() []*Scenario {
 			PauseFor:  pauseFor,
 			Nemesis: func(ctx context.Context, e *Env) {
 				e.Every(ctx, 3*time.Second, 5*time.Second, func(ctx context.Context) { e.PauseWorker(ctx, pauseFor) })
+			},
+			Covers: func(r *Result) []string {
+				var missing []string
+				if r.Counters[counterCommitRefused] == 0 {
+					missing = append(missing, "no late commit was refused")
+				}
+				if !slices.ContainsFunc(r.Faults, func(f Fault) bool { return strings.Contains(f.Kind, "at failpoint") }) {
+					missing = append(missing, "no worker stopped itself at a failpoint")
+				}
+				return missing
 			},
 		},
 		{

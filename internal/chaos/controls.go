@@ -144,12 +144,15 @@ func driveNATSLosesUnsynced(ctx context.Context, e *Env) error {
 	cmds := e.Commands(40)
 	e.Publish(ctx, cmds, 2*time.Second)
 	top := messages.DefaultTopology()
-	return e.inject(ctx, "nats-server SIGKILL, its unsynced writes lost", "nats", 0, func() error { //nolint:contextcheck // the server outlives ctx; Start bounds its own readiness wait
+	return e.inject(ctx, "nats-server SIGKILL, its unsynced writes lost", "nats", 0, func() error {
 		e.srv.nats.Kill()
 		if err := dropUnsynced(e.srv.nats, top.CommandStream); err != nil {
 			return err
 		}
-		return e.srv.nats.Start()
+		if err := e.srv.nats.Start(); err != nil { //nolint:contextcheck // the server outlives ctx; Start bounds its own readiness wait
+			return err
+		}
+		return e.restoreWorkers(ctx) // so that the recovery probe gets an answer
 	}, nil)
 }
 

@@ -65,6 +65,9 @@ type Options struct {
 	Dir string
 	// Logf receives progress lines. Defaults to none.
 	Logf func(format string, args ...any)
+	// Strict makes a scenario's Covers fail the run: set it at the size
+	// that must prove everything. Defaults to false (reported only).
+	Strict bool
 	// Idle, if set, runs f, a wait that uses no machine (a control waiting
 	// out RESULT_TTL), so that the caller can run another scenario
 	// meanwhile. Defaults to calling f.
@@ -188,7 +191,9 @@ func Run(ctx context.Context, opts *Options, sc *Scenario) (*Result, error) {
 	}
 	stopSupervisor()
 	<-superDone
-	res.Notes = append(res.Notes, e.workerMetrics(ctx)...)
+	res.Counters = e.workerMetrics(ctx)
+	res.Notes = append(res.Notes, fmt.Sprintf("workers alive at the end counted: %v fenced commits refused, %v locks lost, %v dead letters",
+		res.Counters[counterCommitRefused], res.Counters[counterLockLost], res.Counters[counterDeadLetters]))
 	var stopping sync.WaitGroup
 	for _, w := range e.ws.live() {
 		if !w.exited() {
@@ -205,6 +210,9 @@ func Run(ctx context.Context, opts *Options, sc *Scenario) (*Result, error) {
 	}
 	res.Faults = e.log.all()
 	res.Duration = time.Since(start)
+	if sc.Covers != nil {
+		res.Uncovered, res.strict = sc.Covers(res), opts.Strict
+	}
 	if sc.Nemesis != nil && len(res.Faults) == 0 {
 		// A scenario that injected nothing proves nothing.
 		return nil, fmt.Errorf("chaos: %s injected no fault in %v; make the duration longer", sc.Name, opts.Duration)
@@ -386,12 +394,18 @@ func (e *Env) commandsDrained(ctx context.Context) (bool, string) {
 		fmt.Sprintf("COMMANDS holds %d messages; consumer %s: %d pending, %d unacknowledged", info.State.Msgs, top.Consumer, ci.NumPending, ci.NumAckPending)
 }
 
-// workerMetrics reads what the workers alive at the end counted.
-func (e *Env) workerMetrics(ctx context.Context) []string {
-	names := []string{"idempay_commit_refused_total", "idempay_lock_lost_total", "idempay_dead_letters_total"}
+// The workers' counters the report shows.
+const (
+	counterCommitRefused = "idempay_commit_refused_total"
+	counterLockLost      = "idempay_lock_lost_total"
+	counterDeadLetters   = "idempay_dead_letters_total"
+)
+
+// workerMetrics sums what the workers alive at the end counted.
+func (e *Env) workerMetrics(ctx context.Context) map[string]float64 {
 	sum := map[string]float64{}
 	for _, w := range e.ws.live() {
-		m, err := w.metrics(ctx, names...)
+		m, err := w.metrics(ctx, counterCommitRefused, counterLockLost, counterDeadLetters)
 		if err != nil {
 			continue
 		}
@@ -399,8 +413,7 @@ func (e *Env) workerMetrics(ctx context.Context) []string {
 			sum[k] += v
 		}
 	}
-	return []string{fmt.Sprintf("workers alive at the end counted: %v fenced commits refused, %v locks lost, %v dead letters",
-		sum[names[0]], sum[names[1]], sum[names[2]])}
+	return sum
 }
 
 // standardLoad is the load of every scenario but the controls: the load

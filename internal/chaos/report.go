@@ -21,8 +21,14 @@ type Result struct {
 	Faults []Fault
 	// Violations are the auditor's findings, by invariant.
 	Violations map[Invariant][]string
-	// Notes are facts for the report: the workers' own counters.
-	Notes []string
+	// Notes are facts for the report; Counters the workers' own counters
+	// (of those alive at the end), by metric name.
+	Notes    []string
+	Counters map[string]float64
+	// Uncovered is what the scenario did not exercise (Scenario.Covers);
+	// under Options.Strict it fails the scenario.
+	Uncovered []string
+	strict    bool
 	// Start is when the scenario began; Duration how long it took in all;
 	// DrainTime how long COMMANDS took to drain after the load.
 	Start     time.Time
@@ -37,6 +43,9 @@ type Result struct {
 // negative control, whether it showed every violation it must (and no
 // race or panic: those are bugs whatever the setting).
 func (r *Result) Passed() bool {
+	if r.strict && len(r.Uncovered) > 0 {
+		return false
+	}
 	if r.Scenario.IsControl() {
 		for _, inv := range r.Scenario.Control.Expect {
 			if len(r.Violations[inv]) == 0 {
@@ -248,6 +257,9 @@ func WriteReport(w io.Writer, meta ReportMeta, results []*Result, markdown bool)
 		for _, n := range r.Notes {
 			p("- %s\n", n)
 		}
+		if len(r.Uncovered) > 0 {
+			p("- not exercised in this run: %s\n", strings.Join(r.Uncovered, "; "))
+		}
 		p("- drained %v after the load; %v in all\n", r.DrainTime.Round(100*time.Millisecond), r.Duration.Round(100*time.Millisecond))
 		if r.Dir != "" {
 			p("- workers' logs kept in %s\n", r.Dir)
@@ -258,6 +270,8 @@ func WriteReport(w io.Writer, meta ReportMeta, results []*Result, markdown bool)
 
 func passWord(r *Result) string {
 	switch {
+	case r.strict && len(r.Uncovered) > 0:
+		return "FAIL: not exercised: " + strings.Join(r.Uncovered, "; ")
 	case r.Passed() && r.Scenario.IsControl():
 		return "shows it"
 	case r.Passed():

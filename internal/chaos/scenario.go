@@ -93,6 +93,11 @@ type Scenario struct {
 	// commands through e and injects its own fault.
 	Drive func(ctx context.Context, e *Env) error
 
+	// Covers, if set, returns what the scenario failed to exercise (a
+	// failpoint that never fired, say): a run too small to prove what the
+	// scenario claims. It fails the run under Options.Strict.
+	Covers func(*Result) []string
+
 	// Control, when set, makes this a negative control.
 	Control *Control
 }
