@@ -311,10 +311,16 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 	// outcome published after the subscription arrives on w.ch anyway.
 	var recheck <-chan time.Time
 	interval := streamRecheckInterval
+	deadline := time.Now().Add(wait)
 	checkStream := func() (bool, error) {
 		recheck = time.After(interval)
 		interval = min(2*interval, streamRecheckMax)
-		res, found, err := c.storedOutcome(ctx, key)
+		// A read whose reply is lost (the server stopped in between) would
+		// wait for ctx's deadline, which may lie far past this wait: each
+		// read gets PublishTimeout, and never more than the wait has left.
+		rctx, cancel := context.WithDeadline(ctx, minTime(deadline, time.Now().Add(c.cfg.PublishTimeout)))
+		res, found, err := c.storedOutcome(rctx, key)
+		cancel()
 		if err != nil {
 			c.log.WarnContext(ctx, "client: read stored outcome; trying again", attrKey, key, attrError, err)
 			return false, nil
@@ -366,6 +372,13 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 			return fmt.Errorf("client: wait for the answer to %s: %w", key, context.Cause(ctx))
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // accept takes a key's outcome read from result.<key> or the result stream
