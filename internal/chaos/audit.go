@@ -351,6 +351,7 @@ func (a *auditor) check() {
 			continue // only re-uses of a key the suite never sent otherwise: not made
 		}
 		a.checkAnswered(k)
+		a.checkBounded(k)
 		a.checkAgree(k)
 		a.checkDeadLetters(k)
 	}
@@ -369,6 +370,16 @@ func (a *auditor) checkAnswered(k *keyFacts) {
 	}
 	if k.reuseStored && !k.reuseRefused() {
 		a.failf(Answered, "%s %s: re-used with another payload, which JetStream accepted, and never refused as %s", k.cmd.Kind(), k.key, messages.CodeKeyReused)
+	}
+}
+
+// checkBounded: no send took longer than its client's bounds allow.
+func (a *auditor) checkBounded(k *keyFacts) {
+	for _, s := range k.sends {
+		if s.Took > sendBound {
+			a.failf(Bounded, "%s %s: a %s send took %v, longer than the client's bounds allow (%v): %v",
+				k.cmd.Kind(), k.key, s.Kind, s.Took.Round(time.Millisecond), sendBound, s.Err)
+		}
 	}
 }
 

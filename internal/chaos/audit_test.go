@@ -107,6 +107,10 @@ func TestAuditor(t *testing.T) {
 				o.sends = append(o.sends, load.Sent{Key: kOther, Kind: load.KindOriginal, Command: add, Err: client.ErrPublishUnconfirmed, At: t0})
 			},
 		},
+		"a send that hung": {
+			breakIt: func(o *observed) { o.sends[1].Took = 4 * time.Minute },
+			want:    Bounded, says: "longer than the client's bounds",
+		},
 		"two answers of a key differ": {
 			breakIt: func(o *observed) {
 				r := o.stored[kCharge]

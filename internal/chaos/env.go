@@ -38,6 +38,16 @@ const (
 	termGrace       = 30 * time.Second
 )
 
+// The clients' timeouts, and the longest a send may take with them: the
+// publish retries (client.RetryMaxElapsedTimeDefault, then one last
+// attempt), the wait for the answer, and a margin for a loaded machine.
+const (
+	publishTimeout     = 3 * time.Second
+	loadResultTimeout  = 20 * time.Second
+	probeResultTimeout = 30 * time.Second
+	sendBound          = client.RetryMaxElapsedTimeDefault + publishTimeout + probeResultTimeout + 10*time.Second
+)
+
 var baseWorkerEnv = []string{
 	"ACK_WAIT=" + ackWait.String(), "LOCK_TTL=" + lockTTL.String(), "DEDUPE_WINDOW=" + dedupeWindow.String(),
 	"LOG_LEVEL=info", "LOG_FORMAT=text", "STATS_INTERVAL=0", "SHUTDOWN_TIMEOUT=" + shutdownTimeout.String(),
@@ -247,7 +257,7 @@ func (e *Env) connect() error {
 	if e.rdb, err = testenv.ConnectRedis(e.srv.redis.URL); err != nil {
 		return err
 	}
-	cfg := &client.Config{ResultTimeout: 20 * time.Second, PublishTimeout: 3 * time.Second}
+	cfg := &client.Config{ResultTimeout: loadResultTimeout, PublishTimeout: publishTimeout}
 	if e.client, err = client.New(e.nc, cfg); err != nil {
 		return err
 	}
@@ -256,7 +266,7 @@ func (e *Env) connect() error {
 		return err
 	}
 	go func() { <-e.nc.StatusChanged(nats.CLOSED); pnc.Close() }()
-	e.probe, err = client.New(pnc, &client.Config{ResultTimeout: 30 * time.Second, PublishTimeout: 3 * time.Second})
+	e.probe, err = client.New(pnc, &client.Config{ResultTimeout: probeResultTimeout, PublishTimeout: publishTimeout})
 	return err
 }
 

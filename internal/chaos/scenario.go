@@ -14,6 +14,10 @@ const (
 	// outcome, rejected, or dead-lettered; every poison message gets the
 	// rejection it deserves.
 	Answered Invariant = "answered"
+	// Bounded: every send returned within its client's bounds (publish
+	// retries, PublishTimeout, ResultTimeout): whatever fails, a client
+	// gets an answer or an error in time, never a hang.
+	Bounded Invariant = "bounded"
 	// Agree: all answers of a key agree (the client's, result.>, RESULTS),
 	// are the outcome of the key's command (its kind and fingerprint), and a
 	// key reused with another payload is refused, never run.
@@ -36,7 +40,7 @@ const (
 )
 
 // Invariants lists every check, in report order.
-var Invariants = []Invariant{Answered, Agree, Charges, DeadLetters, Carts, Drained, Workers}
+var Invariants = []Invariant{Answered, Bounded, Agree, Charges, DeadLetters, Carts, Drained, Workers}
 
 // Deployment is the shape of the servers a scenario runs on.
 type Deployment int
