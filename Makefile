@@ -17,9 +17,14 @@ TEST_TIMEOUT ?= 12m## go test -timeout for `test` (CI has 2 cores and the race d
 BENCHTIME ?= 1s## go test -benchtime for the pkg/messages micro benchmarks `bench` runs first
 BENCH_ARGS ?=## extra arguments for `bench` and `bench/short`, e.g. BENCH_ARGS='-rounds 5 -json bench.json' (go run ./cmd/bench --help)
 SOAK_DURATION ?= 5m## how long `soak` runs its steady load
-CHAOS_DURATION ?= 30s## how long each chaos scenario runs (read by the chaos tests)
-CHAOS_SHORT ?= 10s## how long `test` runs the chaos suite (CI runs `test`)
-CHAOS_TIMEOUT ?= 15m## go test -timeout for `chaos`
+CHAOS_DURATION ?= 20s## how long the load and the faults of each chaos scenario last
+CHAOS_RATE ?= 50## new commands a second in each chaos scenario
+CHAOS_SHORT ?= 3s## CHAOS_DURATION when `test` runs the chaos suite (CI runs `test`)
+CHAOS_MIN_COMMANDS ?= 10000## `chaos` fails if its scenarios sent fewer commands (a run too small proves nothing; 0 in `test`)
+CHAOS_MIN_FAULTS ?= 50## `chaos` fails if its scenarios injected fewer faults (0 in `test`)
+CHAOS_RUN ?= TestChaos## go test -run for `chaos`: one scenario is e.g. TestChaos/nats-kill (the size minimums then do not apply)
+CHAOS_REPORT ?= $(or $(TMPDIR),/tmp)/idempay-chaos-report.md## where `chaos` writes its Markdown report
+CHAOS_TIMEOUT ?= 40m## go test -timeout for `chaos`
 FUZZ_TARGET ?= FuzzDecode## the fuzz test `fuzz` runs in ./pkg/messages
 FUZZTIME ?= 30s## go test -fuzztime for `fuzz`
 DEMO_ARGS ?=## extra arguments for `demo`
@@ -49,11 +54,11 @@ demo: require-redis ## Run the whole system in one process on embedded defaults 
 COMPAT_PKGS := ./pkg/processor ./pkg/client ./internal/load ./cmd/worker ./cmd/producer ./pkg/gateway ./cmd/gateway
 
 .PHONY: test
-test: require-redis ## Lint, then run every test with the race detector (starts its own NATS and Redis), the NATS-facing ones again on nats-server 2.9 if installed, and the chaos suite for CHAOS_SHORT
+test: require-redis ## Lint, then run every test with the race detector (starts its own NATS and Redis), the NATS-facing ones again on nats-server 2.9 if installed, and the chaos suite at CHAOS_SHORT a scenario (~2 min)
 	@$(MAKE) --no-print-directory lint
 	$(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 ./...
 	@$(MAKE) --no-print-directory test/compat
-	@$(MAKE) --no-print-directory chaos CHAOS_DURATION=$(CHAOS_SHORT)
+	@$(MAKE) --no-print-directory chaos CHAOS_DURATION=$(CHAOS_SHORT) CHAOS_MIN_COMMANDS=0 CHAOS_MIN_FAULTS=0
 
 ##@ Development
 
@@ -88,8 +93,10 @@ soak: require-redis ## Send commands end to end for SOAK_DURATION at half a quic
 	SOAK_DURATION=$(SOAK_DURATION) $(GO) run ./cmd/bench soak
 
 .PHONY: chaos
-chaos: require-redis ## Run the chaos suite (build tag chaos: workers SIGKILLed at every step under load) for CHAOS_DURATION
-	CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -race -tags chaos -run Chaos -timeout $(CHAOS_TIMEOUT) -count=1 -v ./cmd/worker
+chaos: require-redis ## The chaos suite (build tag chaos): every scenario on fresh servers under its faults, audited, then the negative controls; prints the scenario x invariant report and writes it to CHAOS_REPORT (~10 min)
+	CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_RATE=$(CHAOS_RATE) CHAOS_REPORT=$(CHAOS_REPORT) \
+	CHAOS_MIN_COMMANDS=$(CHAOS_MIN_COMMANDS) CHAOS_MIN_FAULTS=$(CHAOS_MIN_FAULTS) \
+	$(GO) test -race -tags chaos -run '$(CHAOS_RUN)' -timeout $(CHAOS_TIMEOUT) -count=1 -v ./cmd/worker
 
 CLUSTER_TIMEOUT ?= 30m## go test -timeout for `cluster`
 

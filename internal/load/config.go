@@ -57,6 +57,20 @@ type Config struct {
 	// simulated provider declines (ids starting with "decline"), so that
 	// failed outcomes show up too. Defaults to 0.
 	DeclineShare float64
+	// ReuseShare is the share of payment.charge and cart.add keys (0-1)
+	// sent once more after their outcome, with another payload of the same
+	// kind: a client that reuses a key for a new operation. The answer must
+	// be idempotency_key_reused, from a worker (after the dedupe window) or
+	// from the client itself (inside it, the client finds the stored
+	// outcome's fingerprint at odds with the command), and the key's outcome
+	// must not change. Half of them are sent at once, half LateAfter later
+	// when LateAfter is positive. Defaults to 0.
+	ReuseShare float64
+	// RetryUnanswered re-sends, once, with the same key and payload, a
+	// command whose send got no answer (its publish unconfirmed, or no
+	// answer within the client's result timeout), as a client that timed
+	// out does. Defaults to false.
+	RetryUnanswered bool
 	// Timeout bounds the whole run; commands still unanswered then are
 	// counted as errors. Defaults to 10m.
 	Timeout time.Duration
@@ -69,6 +83,10 @@ type Config struct {
 	// Progress, if set, is called after every send with the counts so far.
 	// Calls never overlap; keep it quick, the senders wait for it.
 	Progress func(Progress)
+	// OnSend, if set, is called after every send with what was sent and
+	// what came back, for a caller that audits the run itself. It is called
+	// from many goroutines at once; keep it quick.
+	OnSend func(Sent)
 }
 
 var runIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.-]{0,20}$`)
@@ -155,7 +173,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("load: RunID %q must be at most 20 characters of [A-Za-z0-9_.-]", c.RunID)
 	}
 	for name, v := range map[string]float64{"Duplicates": c.Duplicates, "LateShare": c.LateShare, "DeclineShare": c.DeclineShare,
-		"RefundShare": c.RefundShare} {
+		"RefundShare": c.RefundShare, "ReuseShare": c.ReuseShare} {
 		if err := share(name, v); err != nil {
 			return err
 		}

@@ -20,6 +20,14 @@
 //     without running the operation again. Inside the window it is dropped
 //     like an "after" duplicate.
 //
+// Two more sends exercise a client's mistakes and timeouts: with ReuseShare,
+// a key is sent again after its outcome with another payload, which must be
+// refused as idempotency_key_reused (by a worker after the dedupe window, by
+// the client inside it) and never change the outcome; with RetryUnanswered,
+// a command whose send got no answer is sent once more with the same key.
+// OnSend sees every send, for a caller that audits the run itself (the
+// chaos suite does).
+//
 // The [Summary] counts both: duplicates dropped by JetStream and duplicates
 // replayed by workers. It also gives outcomes by status and code, latency
 // percentiles from publish to answer, throughput, and the keys whose

@@ -35,7 +35,27 @@ const (
 	KindRacing   SendKind = "racing"
 	KindAfter    SendKind = "after"
 	KindLate     SendKind = "late"
+	// KindRetry is a re-send of a command whose send got no answer
+	// (Config.RetryUnanswered).
+	KindRetry SendKind = "retry"
+	// KindReuse is the key sent again with another payload
+	// (Config.ReuseShare): it must be refused as idempotency_key_reused.
+	KindReuse SendKind = "reuse"
 )
+
+// Sent is one send, for Config.OnSend.
+type Sent struct {
+	// Key and Command are what was sent; Kind why.
+	Key     string
+	Kind    SendKind
+	Command messages.Command
+	// Reply and Err are what Sender.Send returned.
+	Reply *client.Reply
+	Err   error
+	// At is when the send began; Took how long it took.
+	At   time.Time
+	Took time.Duration
+}
 
 // Progress is reported after every send.
 type Progress struct {
@@ -48,10 +68,12 @@ type Progress struct {
 
 // job is one key: its command and how it will be duplicated.
 type job struct {
-	key    string
-	cmd    messages.Command
-	dup    SendKind // "" for none
-	refund int64    // a charge's: the amount to refund once it succeeded; 0 for none
+	key       string
+	cmd       messages.Command
+	dup       SendKind         // "" for none
+	refund    int64            // a charge's: the amount to refund once it succeeded; 0 for none
+	reuse     messages.Command // another payload sent with the key after its outcome; nil for none
+	reuseLate bool             // send reuse LateAfter after the outcome, not at once
 }
 
 // Run sends cfg.Count commands through s and returns what came back. It
@@ -89,9 +111,12 @@ func Run(ctx context.Context, s Sender, cfg *Config) (*Summary, error) {
 			total++
 			refunds++
 		}
+		if jobs[i].reuse != nil {
+			total++
+		}
 	}
 
-	r := &runner{s: s, cfg: cfg, agg: newAggregator(cfg, cfg.Count+refunds, total)}
+	r := &runner{s: s, cfg: cfg, agg: newAggregator(cfg, cfg.Count+refunds, total), onSend: cfg.OnSend}
 	if cfg.Rate > 0 {
 		r.limiter = rate.NewLimiter(rate.Limit(cfg.Rate), 1)
 	}
@@ -137,41 +162,73 @@ type runner struct {
 	agg     *aggregator
 	limiter *rate.Limiter
 	late    chan lateSend
+	onSend  func(Sent)
 }
 
 type lateSend struct {
-	j   job
-	due time.Time
+	j    job
+	kind SendKind
+	due  time.Time
 }
 
 // runJob sends a key's original and its racing or after duplicate (a late
-// duplicate is queued for dispatchLate), then a charge's refund.
+// duplicate is queued for dispatchLate), then a charge's refund and a
+// re-use of the key with another payload.
 func (r *runner) runJob(ctx context.Context, j job) {
 	var status messages.Status
 	defer func() {
+		if !status.IsOutcome() {
+			return
+		}
 		if j.refund > 0 && status == messages.StatusSucceeded {
-			r.send(ctx, job{key: client.NewKey(), cmd: messages.RefundRequest{ChargeKey: j.key, Amount: j.refund}}, KindOriginal)
+			r.sendOriginal(ctx, job{key: client.NewKey(), cmd: messages.RefundRequest{ChargeKey: j.key, Amount: j.refund}})
+		}
+		if j.reuse != nil {
+			reuse := job{key: j.key, cmd: j.reuse}
+			if j.reuseLate && r.cfg.LateAfter > 0 {
+				r.late <- lateSend{j: reuse, kind: KindReuse, due: time.Now().Add(r.cfg.LateAfter)}
+			} else {
+				r.send(ctx, reuse, KindReuse)
+			}
 		}
 	}()
 	if j.dup == KindRacing {
 		var wg sync.WaitGroup
 		wg.Go(func() { r.send(ctx, j, KindRacing) })
-		status = r.send(ctx, j, KindOriginal)
+		status = r.sendOriginal(ctx, j)
 		wg.Wait()
 		return
 	}
-	status = r.send(ctx, j, KindOriginal)
+	status = r.sendOriginal(ctx, j)
 	answered := status != ""
 	switch {
 	case j.dup == KindAfter:
 		r.send(ctx, j, KindAfter)
 	case j.dup == KindLate && answered:
-		r.late <- lateSend{j: j, due: time.Now().Add(r.cfg.LateAfter)}
+		r.late <- lateSend{j: j, kind: KindLate, due: time.Now().Add(r.cfg.LateAfter)}
 	case j.dup == KindLate:
 		// The original has no answer: a late duplicate could no longer tell
 		// a replay from a first run. Send it now, as a plain retry.
 		r.send(ctx, j, KindAfter)
 	}
+}
+
+// sendOriginal sends a key's first command and, with RetryUnanswered, once
+// more when that send got no answer; it returns the answer's status.
+func (r *runner) sendOriginal(ctx context.Context, j job) messages.Status {
+	status, err := r.sendErr(ctx, j, KindOriginal)
+	if status == "" && r.cfg.RetryUnanswered && ctx.Err() == nil && unanswered(err) {
+		r.agg.plan(1)
+		status = r.send(ctx, j, KindRetry)
+	}
+	return status
+}
+
+// unanswered reports whether err leaves a command without an answer that a
+// re-send with the same key could bring.
+func unanswered(err error) bool {
+	return errors.Is(err, client.ErrResultTimeout) || errors.Is(err, client.ErrPublishUnconfirmed) ||
+		errors.Is(err, client.ErrNoStream)
 }
 
 // dispatchLate sends late duplicates when they are due, Concurrency at a
@@ -193,7 +250,7 @@ func (r *runner) dispatchLate(ctx context.Context) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			r.send(ctx, ls.j, KindLate)
+			r.send(ctx, ls.j, ls.kind)
 		})
 	}
 }
@@ -201,16 +258,27 @@ func (r *runner) dispatchLate(ctx context.Context) {
 // send sends one command and records the reply; it returns the answer's
 // status, "" when none came back.
 func (r *runner) send(ctx context.Context, j job, kind SendKind) messages.Status {
+	status, _ := r.sendErr(ctx, j, kind)
+	return status
+}
+
+// sendErr is send, with the error Sender.Send returned.
+func (r *runner) sendErr(ctx context.Context, j job, kind SendKind) (messages.Status, error) {
 	if ctx.Err() != nil {
-		r.agg.record(j, kind, nil, fmt.Errorf("not sent: %w", context.Cause(ctx)))
-		return ""
+		err := fmt.Errorf("not sent: %w", context.Cause(ctx))
+		r.agg.record(j, kind, nil, err)
+		return "", err
 	}
+	start := time.Now()
 	reply, err := r.s.Send(ctx, j.key, j.cmd)
 	r.agg.record(j, kind, reply, err)
-	if reply == nil {
-		return ""
+	if r.onSend != nil {
+		r.onSend(Sent{Key: j.key, Kind: kind, Command: j.cmd, Reply: reply, Err: err, At: start, Took: time.Since(start)})
 	}
-	return reply.Result.Status
+	if reply == nil {
+		return "", err
+	}
+	return reply.Result.Status, err
 }
 
 // generator makes the commands of a run from one seeded source. It is used
@@ -260,6 +328,19 @@ func (g *generator) next(i int) job {
 			SKU:      "SKU-" + strconv.Itoa(g.rnd.IntN(skus)),
 			Quantity: 1 + g.rnd.Int64N(5),
 		}
+	}
+	// Seeded draws only when re-use is asked for, so a seed without it
+	// reproduces the same commands as before it existed.
+	if g.cfg.ReuseShare > 0 && g.rnd.Float64() < g.cfg.ReuseShare {
+		switch c := j.cmd.(type) {
+		case messages.ChargeRequest:
+			c.Amount++
+			j.reuse = c
+		case messages.CartAddRequest:
+			c.Quantity++
+			j.reuse = c
+		}
+		j.reuseLate = g.rnd.IntN(2) == 0
 	}
 	if g.rnd.Float64() < g.cfg.Duplicates {
 		switch {

@@ -3,9 +3,13 @@ package load_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/internal/load"
@@ -196,4 +200,95 @@ type nopSender struct{}
 
 func (nopSender) Send(context.Context, string, messages.Command) (*client.Reply, error) {
 	return nil, errors.New("not used")
+}
+
+// TestRun_Reuse: keys sent again with another payload are refused as
+// idempotency_key_reused, by the client inside the dedupe window and by a
+// worker after it, and their outcomes stay those of the first payload.
+func TestRun_Reuse(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, &loadtest.Options{Processor: processor.Config{DedupeWindow: 200 * time.Millisecond}})
+	c := env.MustClient(t, nil)
+
+	var mu sync.Mutex
+	sends := map[load.SendKind]int{}
+	refusedBy := map[string]int{} // "worker" or "client"
+	s, err := load.Run(context.Background(), c, &load.Config{
+		Count: 60, Concurrency: 8, ReuseShare: 1, LateAfter: 400 * time.Millisecond, Seed: 3,
+		OnSend: func(sent load.Sent) {
+			mu.Lock()
+			defer mu.Unlock()
+			sends[sent.Kind]++
+			if sent.Kind != load.KindReuse {
+				return
+			}
+			assert.ErrorIs(t, sent.Err, client.ErrKeyReused)
+			if sent.Reply != nil && sent.Reply.Result.Status == messages.StatusRejected {
+				refusedBy["worker"]++
+			} else {
+				refusedBy["client"]++
+			}
+		},
+	})
+	require.NoError(t, err)
+	require.True(t, s.OK(), "%+v", s)
+	require.Equal(t, 60, s.ReuseRefused)
+	require.Empty(t, s.ReuseAccepted)
+	require.Equal(t, map[load.SendKind]int{load.KindOriginal: 60, load.KindReuse: 60}, sends)
+	require.Positive(t, refusedBy["worker"], "late re-uses reach a worker: %v", refusedBy)
+	require.Positive(t, refusedBy["client"], "early re-uses are dropped by JetStream: %v", refusedBy)
+
+	ledger, err := load.CheckLedger(context.Background(), env.RDB, env.Config.KeyPrefix, s)
+	require.NoError(t, err)
+	require.True(t, ledger.OK(), "%v", ledger.Mismatches)
+	require.Equal(t, int64(ledger.ChargeKeys), ledger.Calls, "a re-used key never runs again")
+}
+
+// TestRun_RetryUnanswered: a send whose answer was lost is sent again with
+// the same key, and the retry gets the key's one outcome.
+func TestRun_RetryUnanswered(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, nil)
+	c := env.MustClient(t, nil)
+	lossy := &losingSender{c: c, lost: map[string]bool{}}
+
+	var retries atomic.Int64
+	s, err := load.Run(context.Background(), lossy, &load.Config{
+		Count: 30, Concurrency: 4, RetryUnanswered: true,
+		OnSend: func(sent load.Sent) {
+			if sent.Kind == load.KindRetry {
+				retries.Add(1)
+				if assert.NoError(t, sent.Err) {
+					assert.True(t, sent.Reply.Duplicate, "inside the window the retry is dropped and reads the stored outcome")
+				}
+			}
+		},
+	})
+	require.NoError(t, err)
+	require.Equal(t, int64(30), retries.Load())
+	require.Zero(t, s.Unanswered)
+	require.Empty(t, s.Disagreeing)
+	require.Equal(t, 60, s.Sends)
+	require.Equal(t, 30, s.Errors["result_timeout"], "the lost answers")
+	require.Zero(t, s.NotSent)
+}
+
+// losingSender loses the answer to the first send of every key, as a
+// client whose answer never arrived: the command was still processed.
+type losingSender struct {
+	c    *client.Client
+	mu   sync.Mutex
+	lost map[string]bool
+}
+
+func (l *losingSender) Send(ctx context.Context, key string, cmd messages.Command) (*client.Reply, error) {
+	reply, err := l.c.Send(ctx, key, cmd)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.lost[key] && err == nil {
+		l.lost[key] = true
+		return &client.Reply{Duplicate: reply.Duplicate, Stream: reply.Stream, Sequence: reply.Sequence},
+			fmt.Errorf("%w (answer lost on purpose)", client.ErrResultTimeout)
+	}
+	return reply, err
 }

@@ -27,7 +27,9 @@ type Summary struct {
 	Commands int `json:"commands"`
 	Sends    int `json:"sends"`
 	NotSent  int `json:"not_sent"`
-	// DuplicatesSent counts the duplicate sends by kind: racing, after, late.
+	// DuplicatesSent counts the sends of a key after its first by kind:
+	// racing, after, late, retry (Config.RetryUnanswered) and reuse
+	// (Config.ReuseShare).
 	DuplicatesSent map[SendKind]int `json:"duplicates_sent"`
 	// DroppedByJetStream counts sends whose PubAck said duplicate: they never
 	// reached a worker.
@@ -55,6 +57,13 @@ type Summary struct {
 	CommandsPerSecond float64       `json:"commands_per_s"`
 	// Latency is publish to answer, over every answered send.
 	Latency Latency `json:"latency"`
+
+	// ReuseRefused counts the re-uses of a key with another payload
+	// (Config.ReuseShare) refused as idempotency_key_reused, by a worker or
+	// by the client. ReuseAccepted lists the keys whose re-use got an
+	// outcome instead, or a refusal of another kind: it must be empty.
+	ReuseRefused  int      `json:"reuse_refused"`
+	ReuseAccepted []string `json:"reuse_accepted"`
 
 	// Disagreeing lists the keys whose answers differ in anything but
 	// "replayed" - status, code, message, data, attempts or processed_at -
@@ -84,7 +93,9 @@ type Answered struct {
 
 // OK reports whether every send got an answer and no key's answers
 // disagree.
-func (s *Summary) OK() bool { return len(s.Disagreeing) == 0 && len(s.Errors) == 0 && s.NotSent == 0 }
+func (s *Summary) OK() bool {
+	return len(s.Disagreeing) == 0 && len(s.ReuseAccepted) == 0 && len(s.Errors) == 0 && s.NotSent == 0
+}
 
 type aggregator struct {
 	mu       sync.Mutex
@@ -95,6 +106,7 @@ type aggregator struct {
 	first     map[string]answerSig
 	latencies []time.Duration
 	disagree  map[string]bool
+	reused    map[string]bool // keys whose re-use was not refused as idempotency_key_reused
 }
 
 // answerSig is everything that must be equal in every answer to one key.
@@ -130,6 +142,7 @@ func newAggregator(cfg *Config, keys, total int) *aggregator {
 		},
 		first:    make(map[string]answerSig, cfg.Count),
 		disagree: map[string]bool{},
+		reused:   map[string]bool{},
 	}
 }
 
@@ -144,6 +157,10 @@ func (a *aggregator) record(j job, kind SendKind, reply *client.Reply, err error
 	if reply != nil && reply.Duplicate {
 		a.s.DroppedByJetStream++
 		a.p.Dropped++
+	}
+	if kind == KindReuse {
+		a.recordReuse(j, reply, err)
+		return
 	}
 	if reply == nil || reply.Result.Status == "" {
 		if errors.Is(err, client.ErrKeyReused) {
@@ -176,6 +193,37 @@ func (a *aggregator) record(j job, kind SendKind, reply *client.Reply, err error
 		a.disagree[j.key] = true
 	}
 	a.report()
+}
+
+// recordReuse records the answer to a key sent with another payload: a
+// refusal as idempotency_key_reused (the worker's, or the client's own),
+// never an outcome.
+func (a *aggregator) recordReuse(j job, reply *client.Reply, err error) {
+	switch {
+	case errors.Is(err, client.ErrKeyReused):
+		a.s.ReuseRefused++
+		if reply != nil && reply.Result.Status != "" {
+			a.s.Answered++
+		}
+	case reply != nil && reply.Result.Status != "":
+		// An answer of another kind: an outcome would mean the key ran a
+		// second time with the new payload (or the client took the old
+		// outcome for the new command's).
+		a.s.Answered++
+		a.reused[j.key] = true
+	default:
+		a.s.Errors[errorReason(err)]++
+		a.p.Errors++
+	}
+	a.report()
+}
+
+// plan adds n sends to the total, for a send decided during the run (a
+// retry).
+func (a *aggregator) plan(n int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.p.Total += n
 }
 
 func (a *aggregator) report() {
@@ -226,6 +274,11 @@ func (a *aggregator) summary(elapsed time.Duration, cfg *Config, seed uint64) *S
 		s.Disagreeing = append(s.Disagreeing, k)
 	}
 	sort.Strings(s.Disagreeing)
+	s.ReuseAccepted = make([]string, 0, len(a.reused))
+	for k := range a.reused {
+		s.ReuseAccepted = append(s.ReuseAccepted, k)
+	}
+	sort.Strings(s.ReuseAccepted)
 	return &s
 }
 

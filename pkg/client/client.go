@@ -313,15 +313,18 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 	// outcome published after the subscription arrives on w.ch anyway.
 	var recheck <-chan time.Time
 	interval := streamRecheckInterval
+	deadline := time.Now().Add(wait)
 	checkStream := func() (bool, error) {
 		recheck = time.After(interval)
 		interval = min(2*interval, streamRecheckMax)
-		// Each read is bounded on its own: a request lost while the
-		// stream elects a leader, or while the connection moves, would
-		// otherwise hold the wait (and its timer) until ctx ends.
-		rctx, cancel := context.WithTimeout(ctx, streamReadTimeout)
-		defer cancel()
+		// Each read is bounded on its own: a request lost while the stream
+		// elects a leader, the connection moves or the server stops would
+		// otherwise hold the wait (and its timer) until ctx ends, which may
+		// lie far past this wait. A read gets streamReadTimeout, and never
+		// more than the wait has left.
+		rctx, cancel := context.WithDeadline(ctx, minTime(deadline, time.Now().Add(streamReadTimeout)))
 		res, found, err := c.storedOutcome(rctx, key)
+		cancel()
 		if err != nil {
 			c.log.WarnContext(ctx, "client: read stored outcome; trying again", attrKey, key, attrError, err)
 			return false, nil
@@ -384,6 +387,13 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 			return fmt.Errorf("client: wait for the answer to %s: %w", key, context.Cause(ctx))
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // accept takes a key's outcome read from result.<key> or the result stream

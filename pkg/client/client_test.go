@@ -506,6 +506,44 @@ func TestClient_Send_ResultTimeout(t *testing.T) {
 	require.ErrorIs(t, err, stop)
 }
 
+// TestClient_Send_ResultTimeoutBoundsStreamReads: after a duplicate PubAck
+// the client reads the key's stored outcome from RESULTS; a read whose
+// reply never comes (the server stopped between the two, as the chaos
+// suite's nats-term scenario found) must not hold Send past ResultTimeout,
+// whatever the caller's deadline.
+func TestClient_Send_ResultTimeoutBoundsStreamReads(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, &loadtest.Options{Workers: -1})
+	key := client.NewKey()
+	first := env.MustClient(t, nil)
+	pctx, cancel := context.WithTimeout(testCtx(t), 300*time.Millisecond)
+	defer cancel()
+	reply, _ := first.Charge(pctx, key, charge(100)) // stored; no worker answers it
+	require.NotNil(t, reply, "the first publish was acknowledged")
+
+	proxy := newSilenceProxy(t, env.NATSURL, `"duplicate": true`)
+	nc, err := nats.Connect(proxy.URL(), nats.Timeout(5*time.Second))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	cfg := env.ClientConfig()
+	cfg.PublishTimeout, cfg.ResultTimeout = 500*time.Millisecond, time.Second
+	c, err := client.New(nc, cfg)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	reply, err = c.Charge(ctx, key, charge(100))
+	require.ErrorIs(t, err, client.ErrResultTimeout)
+	require.True(t, reply.Duplicate)
+	select {
+	case <-proxy.Silent():
+	default:
+		t.Fatal("the proxy never went silent")
+	}
+	require.Less(t, time.Since(start), 5*time.Second, "bounded by ResultTimeout and PublishTimeout, not by the caller's minute")
+}
+
 func TestClient_Status(t *testing.T) {
 	t.Parallel()
 	env := loadtest.Setup(t, nil)

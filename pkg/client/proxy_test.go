@@ -136,3 +136,89 @@ func (p *ackLossProxy) downstream(s, c net.Conn) {
 		}
 	}
 }
+
+// silenceProxy is a TCP proxy in front of NATS that goes silent, as a
+// server does that stops between a request and its reply: once the server
+// has sent a message carrying marker, nothing more it sends reaches the
+// client (the connection stays open; what the client sends still goes
+// through).
+type silenceProxy struct {
+	ln     net.Listener
+	marker []byte
+	silent chan struct{} // closed once the marker went by
+	once   sync.Once
+}
+
+func newSilenceProxy(t *testing.T, natsURL, marker string) *silenceProxy {
+	t.Helper()
+	u, err := url.Parse(natsURL)
+	require.NoError(t, err)
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &silenceProxy{ln: ln, marker: []byte(marker), silent: make(chan struct{})}
+	var wg sync.WaitGroup
+	var conns []net.Conn
+	var connsMu sync.Mutex
+	t.Cleanup(func() {
+		ln.Close()
+		connsMu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		connsMu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", u.Host)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			connsMu.Lock()
+			conns = append(conns, c, s)
+			connsMu.Unlock()
+			wg.Go(func() { pipe(s, c, nil) })
+			wg.Go(func() { pipe(c, s, p) })
+		}
+	})
+	return p
+}
+
+// URL is the address clients connect to.
+func (p *silenceProxy) URL() string { return "nats://" + p.ln.Addr().String() }
+
+// Silent is closed once the proxy went silent.
+func (p *silenceProxy) Silent() <-chan struct{} { return p.silent }
+
+// pipe copies from src to dst; with a silenceProxy (the server's side), it
+// drops everything after the marker's message.
+func pipe(dst, src net.Conn, p *silenceProxy) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && p != nil {
+			select {
+			case <-p.silent:
+				n = 0
+			default:
+				if bytes.Contains(buf[:n], p.marker) {
+					p.once.Do(func() { close(p.silent) })
+				}
+			}
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,742 @@
+package chaos
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/idempay/idempay/internal/load"
+	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/layout"
+	"github.com/idempay/idempay/pkg/messages"
+)
+
+// observed is everything the auditor looks at, all of it what a user of
+// idempay can see: what the clients sent and got back, the answers on
+// result.> (live), rejected.> and the poison messages' reply subjects (kept
+// by the audit stream), the RESULTS and DEADLETTER streams, and, in Redis,
+// the simulated provider's ledger and the carts. Never an idempotency
+// record.
+type observed struct {
+	sends  []load.Sent
+	poison []poisonSent
+	live   map[string][]messages.Result // result.<key>, as heard
+
+	stored      map[string]messages.Result   // RESULTS: the last outcome of each key
+	deadLetters []client.DeadLetter          // DEADLETTER
+	rejected    map[string][]messages.Result // rejected.<key>, kept by the audit stream
+	replies     map[string][]messages.Result // chaos.reply.*, by subject
+
+	charges  map[string]string // sim:charges: key -> charge JSON
+	calls    map[string]int64  // sim:calls
+	refunds  map[string]string // sim:refunds: refund key -> refund JSON
+	refunded map[string]int64  // sim:refunded: charge key -> total
+	carts    map[string]map[string]int64
+}
+
+// audit reads what a user can see and checks it, filling res.
+func (e *Env) audit(ctx context.Context, res *Result) error {
+	o := &observed{}
+	o.sends, o.poison, o.live = e.ev.snapshot()
+	if err := e.readStreams(ctx, o); err != nil {
+		return err
+	}
+	if err := readLedger(ctx, e.rdb, o); err != nil {
+		return err
+	}
+	a := newAuditor(o)
+	a.check()
+	for inv, vs := range a.violations {
+		res.Violations[inv] = append(res.Violations[inv], vs...)
+	}
+	violations, stats := e.ws.findings()
+	res.Violations[Workers] = append(res.Violations[Workers], violations...)
+	res.Stats = a.stats
+	res.Workers = stats
+	return nil
+}
+
+// readStreams reads RESULTS (by key, as client.Status does), DEADLETTER
+// and the audit stream.
+func (e *Env) readStreams(ctx context.Context, o *observed) error {
+	keys := map[string]bool{}
+	for _, s := range o.sends {
+		keys[s.Key] = true
+	}
+	o.stored = map[string]messages.Result{}
+	var (
+		mu       sync.Mutex
+		wg       sync.WaitGroup
+		firstErr error
+	)
+	sem := make(chan struct{}, 8)
+	for key := range keys {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			r, err := e.client.Status(ctx, key)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				o.stored[key] = *r
+			case !errors.Is(err, client.ErrNotFound) && firstErr == nil:
+				firstErr = fmt.Errorf("chaos: read the outcome of %s: %w", key, err)
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	var err error
+	if o.deadLetters, err = e.client.DeadLetters(ctx); err != nil {
+		return err
+	}
+	o.rejected, o.replies = map[string][]messages.Result{}, map[string][]messages.Result{}
+	stream, err := e.js.Stream(ctx, auditStream)
+	if err != nil {
+		return err
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return err
+	}
+	rejectedRoot := messages.DefaultSubjects().Rejected + "."
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("chaos: read %s %d: %w", auditStream, seq, err)
+		}
+		r, err := messages.DecodeResult(m.Data)
+		if err != nil {
+			return fmt.Errorf("chaos: an undecodable answer on %s: %w", m.Subject, err)
+		}
+		if key, ok := strings.CutPrefix(m.Subject, rejectedRoot); ok {
+			o.rejected[key] = append(o.rejected[key], r)
+		} else {
+			o.replies[m.Subject] = append(o.replies[m.Subject], r)
+		}
+	}
+	return nil
+}
+
+// readLedger reads the simulated provider's ledger and every cart.
+func readLedger(ctx context.Context, rdb *redis.Client, o *observed) error {
+	var err error
+	if o.charges, err = rdb.HGetAll(ctx, layout.SimCharges("")).Result(); err != nil {
+		return err
+	}
+	if o.refunds, err = rdb.HGetAll(ctx, layout.SimRefunds("")).Result(); err != nil {
+		return err
+	}
+	ints := func(key string) (map[string]int64, error) {
+		raw, err := rdb.HGetAll(ctx, key).Result()
+		if err != nil {
+			return nil, err
+		}
+		out := make(map[string]int64, len(raw))
+		for k, v := range raw {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("chaos: %s %s = %q: %w", key, k, v, err)
+			}
+			out[k] = n
+		}
+		return out, nil
+	}
+	if o.calls, err = ints(layout.SimCalls("")); err != nil {
+		return err
+	}
+	if o.refunded, err = ints(layout.SimRefunded("")); err != nil {
+		return err
+	}
+	o.carts = map[string]map[string]int64{}
+	prefix, suffix := layout.Cart("", ""), "}"
+	prefix = strings.TrimSuffix(prefix, suffix) // "cart:{"
+	iter := rdb.Scan(ctx, 0, prefix+"*", 500).Iterator()
+	for iter.Next(ctx) {
+		key := iter.Val()
+		cart := strings.TrimSuffix(strings.TrimPrefix(key, prefix), suffix)
+		if o.carts[cart], err = ints(key); err != nil {
+			return err
+		}
+	}
+	return iter.Err()
+}
+
+// Stats is what the auditor counted, for the report.
+type Stats struct {
+	// Commands is the keys the load and the probes sent; Sends their sends;
+	// Unconfirmed the keys none of whose publishes JetStream acknowledged.
+	Commands, Sends, Unconfirmed int
+	// Poison is the poison messages published (and acknowledged).
+	Poison, PoisonAcked int
+	// Succeeded and Failed count keys by outcome; DeadLettered and
+	// OutcomeUnknown the keys with a dead letter of each effect.
+	Succeeded, Failed, DeadLettered, OutcomeUnknown int
+	// ExtraCalls is the provider calls beyond the first, over every charge
+	// key (sim:calls).
+	ExtraCalls int64
+	// Reused counts the re-uses of a key with another payload refused.
+	Reused int
+}
+
+// keyFacts is one key as the auditor sees it.
+type keyFacts struct {
+	key         string
+	cmd         messages.Command // the key's command (its first send that is no re-use)
+	reuse       messages.Command // the other payload it was re-used with, if any
+	sends       []load.Sent
+	accepted    bool // a send of cmd got a PubAck: it is in COMMANDS, or was
+	reuseStored bool // a re-use reached COMMANDS (not dropped as a duplicate)
+	// lastPublish is the latest moment a send of cmd may have put a new
+	// message in COMMANDS: a send's start when its first publish was
+	// acknowledged as new, its end when a retried or unconfirmed publish may
+	// have landed at any time of it; a duplicate stored nothing.
+	lastPublish time.Time
+
+	outcomes   []sourced // succeeded / failed answers, from every source
+	rejections []sourced
+	dead       []client.DeadLetter
+}
+
+// sourced is an answer and where it was seen.
+type sourced struct {
+	from string
+	res  messages.Result
+}
+
+type auditor struct {
+	o          *observed
+	keys       map[string]*keyFacts
+	order      []string
+	violations map[Invariant][]string
+	stats      Stats
+}
+
+func newAuditor(o *observed) *auditor {
+	a := &auditor{o: o, keys: map[string]*keyFacts{}, violations: map[Invariant][]string{}}
+	for _, s := range o.sends {
+		k := a.keys[s.Key]
+		if k == nil {
+			k = &keyFacts{key: s.Key}
+			a.keys[s.Key] = k
+			a.order = append(a.order, s.Key)
+		}
+		k.sends = append(k.sends, s)
+		if s.Kind == load.KindReuse {
+			k.reuse = s.Command
+			if s.Reply != nil && !s.Reply.Duplicate {
+				k.reuseStored = true
+			}
+			continue
+		}
+		if k.cmd == nil {
+			k.cmd = s.Command
+		}
+		if s.Reply != nil {
+			k.accepted = true
+			if st := s.Reply.Result.Status; st.IsOutcome() {
+				k.outcomes = append(k.outcomes, sourced{"the client (" + string(s.Kind) + " send)", s.Reply.Result})
+			} else if st == messages.StatusRejected {
+				k.rejections = append(k.rejections, sourced{"the client (" + string(s.Kind) + " send)", s.Reply.Result})
+			}
+		}
+		var published time.Time
+		switch {
+		case s.Reply == nil:
+			published = s.At.Add(s.Took) // unconfirmed: it may have landed
+		case s.Reply.Duplicate:
+		case s.Reply.PublishAttempts <= 1:
+			published = s.At
+		default:
+			published = s.At.Add(s.Took)
+		}
+		if published.After(k.lastPublish) {
+			k.lastPublish = published
+		}
+	}
+	for key, rs := range o.live {
+		if k := a.keys[key]; k != nil {
+			for _, r := range rs {
+				if r.Status.IsOutcome() {
+					k.outcomes = append(k.outcomes, sourced{"result." + key, r})
+				}
+			}
+		}
+	}
+	for key, r := range o.stored {
+		if k := a.keys[key]; k != nil {
+			k.outcomes = append(k.outcomes, sourced{"RESULTS", r})
+		}
+	}
+	for key, rs := range o.rejected {
+		if k := a.keys[key]; k != nil {
+			for _, r := range rs {
+				k.rejections = append(k.rejections, sourced{"rejected." + key, r})
+			}
+		}
+	}
+	for _, dl := range o.deadLetters {
+		if k := a.keys[dl.Key]; k != nil {
+			k.dead = append(k.dead, dl)
+		}
+	}
+	return a
+}
+
+func (a *auditor) failf(inv Invariant, format string, args ...any) {
+	a.violations[inv] = append(a.violations[inv], fmt.Sprintf(format, args...))
+}
+
+// outcome returns the key's outcome: its first outcome answer from any
+// source (check agree reports any other that differs).
+func (k *keyFacts) outcome() (messages.Result, bool) {
+	if len(k.outcomes) == 0 {
+		return messages.Result{}, false
+	}
+	return k.outcomes[0].res, true
+}
+
+func (k *keyFacts) deadWith(effect string) bool {
+	for _, dl := range k.dead {
+		if dl.Effect == effect {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *auditor) check() {
+	for _, key := range a.order {
+		k := a.keys[key]
+		a.stats.Commands++
+		a.stats.Sends += len(k.sends)
+		if !k.accepted {
+			a.stats.Unconfirmed++
+		}
+		if out, ok := k.outcome(); ok {
+			if out.Status == messages.StatusSucceeded {
+				a.stats.Succeeded++
+			} else {
+				a.stats.Failed++
+			}
+		}
+		if k.deadWith("none") {
+			a.stats.DeadLettered++
+		}
+		if k.deadWith("unknown") {
+			a.stats.OutcomeUnknown++
+		}
+		for _, s := range k.sends {
+			if s.Kind == load.KindReuse && errors.Is(s.Err, client.ErrKeyReused) {
+				a.stats.Reused++
+			}
+		}
+		if k.cmd == nil {
+			continue // only re-uses of a key the suite never sent otherwise: not made
+		}
+		a.checkAnswered(k)
+		a.checkBounded(k)
+		a.checkAgree(k)
+		a.checkDeadLetters(k)
+	}
+	a.checkPoison()
+	a.checkCharges()
+	a.checkRefunds()
+	a.checkCarts()
+}
+
+// checkAnswered: an accepted command ends with an outcome or a dead letter;
+// a re-use that reached COMMANDS ends refused.
+func (a *auditor) checkAnswered(k *keyFacts) {
+	if k.accepted && len(k.outcomes) == 0 && len(k.dead) == 0 {
+		a.failf(Answered, "%s %s: accepted by JetStream (PubAck) but never answered: no outcome in RESULTS or on result.%s, no answer to any of its %d sends, no dead letter%s",
+			k.cmd.Kind(), k.key, k.key, len(k.sends), rejectionsNote(k))
+	}
+	if k.reuseStored && !k.reuseRefused() {
+		a.failf(Answered, "%s %s: re-used with another payload, which JetStream accepted, and never refused as %s", k.cmd.Kind(), k.key, messages.CodeKeyReused)
+	}
+}
+
+// checkBounded: no send took longer than its client's bounds allow.
+func (a *auditor) checkBounded(k *keyFacts) {
+	for _, s := range k.sends {
+		if s.Took > sendBound {
+			a.failf(Bounded, "%s %s: a %s send took %v, longer than the client's bounds allow (%v): %v",
+				k.cmd.Kind(), k.key, s.Kind, s.Took.Round(time.Millisecond), sendBound, s.Err)
+		}
+	}
+}
+
+func rejectionsNote(k *keyFacts) string {
+	if len(k.rejections) == 0 {
+		return ""
+	}
+	codes := make([]string, 0, len(k.rejections))
+	for _, r := range k.rejections {
+		codes = append(codes, r.res.Code)
+	}
+	return "; rejected as " + strings.Join(codes, ", ")
+}
+
+func (k *keyFacts) reuseRefused() bool {
+	for _, s := range k.sends {
+		if s.Kind == load.KindReuse && errors.Is(s.Err, client.ErrKeyReused) {
+			return true
+		}
+	}
+	for _, r := range k.rejections {
+		if r.res.Code == messages.CodeKeyReused {
+			return true
+		}
+	}
+	return false
+}
+
+// checkAgree: every outcome answer of the key is one and the same, is the
+// outcome of the key's command, and fits it; a re-use never gets an
+// outcome; no other rejection than a re-use's or a dead letter's.
+func (a *auditor) checkAgree(k *keyFacts) {
+	fp := messages.Fingerprint(k.cmd)
+	var first *sourced
+	disagreed := false
+	for i := range k.outcomes {
+		o := &k.outcomes[i]
+		if o.res.Key != k.key || o.res.Kind != k.cmd.Kind() || (o.res.Fingerprint != "" && o.res.Fingerprint != fp) {
+			a.failf(Agree, "%s %s: %s answered the outcome of another command: %s", k.cmd.Kind(), k.key, o.from, o.res.Marshal())
+			continue
+		}
+		if first == nil {
+			first = o
+			continue
+		}
+		if !sameOutcome(first.res, o.res) && !disagreed {
+			a.failf(Agree, "%s %s: answers disagree: %s said %s; %s said %s", k.cmd.Kind(), k.key, first.from, first.res.Marshal(), o.from, o.res.Marshal())
+			disagreed = true // one finding per key
+		}
+	}
+	if first != nil {
+		if why := fits(k.cmd, first.res); why != "" {
+			a.failf(Agree, "%s %s: the outcome does not fit its command (%s): %s", k.cmd.Kind(), k.key, why, first.res.Marshal())
+		}
+	}
+	for _, s := range k.sends {
+		if s.Kind != load.KindReuse || s.Reply == nil || !s.Reply.Result.Status.IsOutcome() || errors.Is(s.Err, client.ErrKeyReused) {
+			continue
+		}
+		a.failf(Agree, "%s %s: re-used with another payload and answered %s instead of %s: %s",
+			k.cmd.Kind(), k.key, s.Reply.Result.Status, messages.CodeKeyReused, s.Reply.Result.Marshal())
+	}
+	for _, r := range k.rejections {
+		switch r.res.Code {
+		case messages.CodeDeadLettered, messages.CodeOutcomeUnknown: // checked with the dead letters
+		case messages.CodeKeyReused:
+			if k.reuse == nil {
+				a.failf(Agree, "%s %s: refused as %s by %s, but it was only ever sent with one payload", k.cmd.Kind(), k.key, r.res.Code, r.from)
+			}
+		default:
+			a.failf(Agree, "%s %s: a valid command refused as %s by %s: %s", k.cmd.Kind(), k.key, r.res.Code, r.from, r.res.Message)
+		}
+	}
+}
+
+// sameOutcome compares two answers but for replayed.
+func sameOutcome(x, y messages.Result) bool {
+	x.Replayed, y.Replayed = false, false
+	return bytes.Equal(x.Marshal(), y.Marshal())
+}
+
+// fits returns why an outcome cannot be its command's, "" when it can.
+func fits(cmd messages.Command, res messages.Result) string {
+	switch c := cmd.(type) {
+	case messages.ChargeRequest:
+		declines := strings.HasPrefix(c.AccountID, layout.SimDeclinePrefix)
+		if res.Status == messages.StatusFailed {
+			if !declines || res.Code != messages.CodeCardDeclined {
+				return "a failed charge must be a declined card, on an account the provider declines"
+			}
+			return ""
+		}
+		if declines {
+			return "the provider declines this account"
+		}
+		var d messages.ChargeData
+		if json.Unmarshal(res.Data, &d) != nil || d.AccountID != c.AccountID || d.Amount != c.Amount || d.Currency != c.Currency || d.ChargeID == "" {
+			return "the charge is not the one asked for"
+		}
+	case messages.CartAddRequest:
+		var d messages.CartAddData
+		if res.Status != messages.StatusSucceeded {
+			return "a cart add cannot fail"
+		}
+		if json.Unmarshal(res.Data, &d) != nil || d.CartID != c.CartID || d.SKU != c.SKU || d.Quantity < c.Quantity {
+			return "the line is not the one added to"
+		}
+	case messages.RefundRequest:
+		if res.Status == messages.StatusSucceeded {
+			var d messages.RefundData
+			if json.Unmarshal(res.Data, &d) != nil || d.Amount != c.Amount || d.RefundID == "" {
+				return "the refund is not the one asked for"
+			}
+		}
+	}
+	return ""
+}
+
+// checkDeadLetters: a key is never dead-lettered while it has an outcome;
+// a key told dead_lettered took no effect (unless re-sent after it); every
+// dead_lettered or outcome_unknown answer has its dead letter.
+func (a *auditor) checkDeadLetters(k *keyFacts) {
+	for _, dl := range k.dead {
+		for _, o := range k.outcomes {
+			if !o.res.ProcessedAt.After(dl.DeadLettered) {
+				a.failf(DeadLetters, "%s %s: dead-lettered (%s) at %s although its outcome, processed at %s, was stored: %s",
+					k.cmd.Kind(), k.key, dl.Effect, dl.DeadLettered.Format(time.RFC3339Nano), o.res.ProcessedAt.Format(time.RFC3339Nano), o.res.Marshal())
+				break
+			}
+		}
+		if dl.Effect != "none" || k.lastPublish.After(dl.DeadLettered) {
+			continue // it may have taken effect, or a re-send re-drove it
+		}
+		if len(k.outcomes) > 0 {
+			a.failf(DeadLetters, "%s %s: told dead_lettered (no effect) at %s, and still got an outcome without a re-send: %s",
+				k.cmd.Kind(), k.key, dl.DeadLettered.Format(time.RFC3339Nano), k.outcomes[0].res.Marshal())
+		}
+		if c, ok := a.o.charges[k.key]; ok {
+			a.failf(DeadLetters, "%s %s: told dead_lettered (no effect) at %s, but the provider charged it: %s",
+				k.cmd.Kind(), k.key, dl.DeadLettered.Format(time.RFC3339Nano), c)
+		}
+		if r, ok := a.o.refunds[k.key]; ok {
+			a.failf(DeadLetters, "%s %s: told dead_lettered (no effect), but the provider refunded it: %s", k.cmd.Kind(), k.key, r)
+		}
+	}
+	for _, r := range k.rejections {
+		want := map[string]string{messages.CodeDeadLettered: "none", messages.CodeOutcomeUnknown: "unknown"}[r.res.Code]
+		if want != "" && !k.deadWith(want) {
+			a.failf(DeadLetters, "%s %s: answered %s by %s, but DEADLETTER holds no such dead letter of it", k.cmd.Kind(), k.key, r.res.Code, r.from)
+		}
+	}
+}
+
+// checkPoison: every acknowledged poison message gets its rejection, on
+// its reply subject (and rejected.<key> when it has a valid key), and
+// nothing else.
+func (a *auditor) checkPoison() {
+	for _, p := range a.o.poison {
+		a.stats.Poison++
+		if !p.Acked {
+			continue
+		}
+		a.stats.PoisonAcked++
+		got := append([]messages.Result(nil), a.o.replies[p.ReplyTo]...)
+		if messages.ValidKey(p.Key) {
+			got = append(got, a.o.rejected[p.Key]...)
+		}
+		ok := false
+		for _, r := range got {
+			if r.Status != messages.StatusRejected || r.Code != p.Want {
+				a.failf(Answered, "poison (%s, key %q) answered %s/%s, want rejected/%s", p.What, p.Key, r.Status, r.Code, p.Want)
+				continue
+			}
+			ok = true
+		}
+		if !ok && len(got) == 0 {
+			a.failf(Answered, "poison (%s, key %q, sent %s): accepted by JetStream and never answered (want rejected/%s on %s)",
+				p.What, p.Key, p.At.Format(time.RFC3339Nano), p.Want, p.ReplyTo)
+		}
+		if o, found := a.o.stored[p.Key]; found {
+			a.failf(Agree, "poison (%s, key %s) has an outcome in RESULTS: %s", p.What, p.Key, o.Marshal())
+		}
+	}
+}
+
+// checkCharges: the provider's charges are exactly the succeeded charges'
+// (plus, at most, those of keys dead-lettered as outcome_unknown), one per
+// key, each the one its answer named.
+func (a *auditor) checkCharges() {
+	for _, key := range a.order {
+		k := a.keys[key]
+		req, isCharge := k.cmd.(messages.ChargeRequest)
+		if !isCharge {
+			continue
+		}
+		if n := a.o.calls[key]; n > 1 {
+			a.stats.ExtraCalls += n - 1
+		}
+		raw, charged := a.o.charges[key]
+		out, hasOutcome := k.outcome()
+		switch {
+		case hasOutcome && out.Status == messages.StatusSucceeded:
+			var want, have messages.ChargeData
+			_ = json.Unmarshal(out.Data, &want)
+			switch {
+			case !charged:
+				a.failf(Charges, "charge %s: answered succeeded (%s), but the provider holds no charge for it", key, out.Data)
+			case json.Unmarshal([]byte(raw), &have) != nil || have != want:
+				a.failf(Charges, "charge %s: answered %s, but the provider holds %s", key, out.Data, raw)
+			}
+		case hasOutcome:
+			if charged {
+				a.failf(Charges, "charge %s: answered %s/%s, but the provider charged it: %s", key, out.Status, out.Code, raw)
+			}
+		case charged && !k.deadWith("unknown"):
+			a.failf(Charges, "charge %s (%d %s): the provider charged it (%s), but no succeeded outcome was ever answered%s",
+				key, req.Amount, req.Currency, raw, deadNote(k))
+		}
+	}
+	for key, raw := range a.o.charges {
+		if k := a.keys[key]; k == nil || !isChargeCmd(k.cmd) {
+			a.failf(Charges, "the provider holds a charge for %s, which was never sent as a payment.charge: %s", key, raw)
+		}
+	}
+}
+
+func isChargeCmd(c messages.Command) bool {
+	_, ok := c.(messages.ChargeRequest)
+	return ok
+}
+
+func deadNote(k *keyFacts) string {
+	if len(k.dead) == 0 {
+		return ""
+	}
+	effects := make([]string, 0, len(k.dead))
+	for _, dl := range k.dead {
+		effects = append(effects, dl.Effect)
+	}
+	return "; it was dead-lettered with effect " + strings.Join(effects, ", ")
+}
+
+// checkRefunds: the provider's refunds are exactly the succeeded refunds',
+// each the one its answer named; per charge they add up to what the
+// provider says was refunded, never more than the charge; a refund refused
+// as exceeding the charge did exceed it.
+func (a *auditor) checkRefunds() {
+	succeeded := map[string]int64{} // charge key -> sum of succeeded refunds
+	unknown := map[string]bool{}    // charge key -> a refund of it may have taken effect
+	type refused struct {
+		key    string
+		req    messages.RefundRequest
+		reason string
+	}
+	var exceeded []refused
+	for _, key := range a.order {
+		k := a.keys[key]
+		req, isRefund := k.cmd.(messages.RefundRequest)
+		if !isRefund {
+			continue
+		}
+		raw, refundedIt := a.o.refunds[key]
+		out, hasOutcome := k.outcome()
+		switch {
+		case hasOutcome && out.Status == messages.StatusSucceeded:
+			succeeded[req.ChargeKey] += req.Amount
+			var want, have messages.RefundData
+			_ = json.Unmarshal(out.Data, &want)
+			if !refundedIt || json.Unmarshal([]byte(raw), &have) != nil || have != want {
+				a.failf(Charges, "refund %s: answered %s, but the provider holds %q", key, out.Data, raw)
+			}
+		case hasOutcome:
+			if refundedIt {
+				a.failf(Charges, "refund %s: answered %s/%s, but the provider refunded it: %s", key, out.Status, out.Code, raw)
+			}
+			switch out.Code {
+			case messages.CodeRefundExceedsCharge:
+				exceeded = append(exceeded, refused{key, req, out.Message})
+			case messages.CodeChargeNotFound, messages.CodeChargeNotRefundable:
+				if a.chargedAmount(req.ChargeKey) >= 0 {
+					a.failf(Charges, "refund %s: refused as %s, but charge %s succeeded", key, out.Code, req.ChargeKey)
+				}
+			}
+		case refundedIt && !k.deadWith("unknown"):
+			a.failf(Charges, "refund %s: the provider refunded it (%s), but no succeeded outcome was ever answered%s", key, raw, deadNote(k))
+		case k.deadWith("unknown"):
+			unknown[req.ChargeKey] = true
+		}
+	}
+	for charge, sum := range succeeded {
+		amount := a.chargedAmount(charge)
+		if amount >= 0 && sum > amount {
+			a.failf(Charges, "charge %s: refunds of %d succeeded, more than its %d", charge, sum, amount)
+		}
+		if have := a.o.refunded[charge]; have != sum && !unknown[charge] {
+			a.failf(Charges, "charge %s: the succeeded refunds add up to %d, the provider refunded %d", charge, sum, have)
+		}
+	}
+	for _, r := range exceeded {
+		if amount := a.chargedAmount(r.req.ChargeKey); amount >= 0 && r.req.Amount <= amount-succeeded[r.req.ChargeKey] {
+			a.failf(Charges, "refund %s of %d: refused as exceeding charge %s, of which %d was left", r.key, r.req.Amount, r.req.ChargeKey, amount-succeeded[r.req.ChargeKey])
+		}
+	}
+}
+
+// chargedAmount returns the amount of a succeeded charge, -1 if there is
+// none.
+func (a *auditor) chargedAmount(key string) int64 {
+	k := a.keys[key]
+	if k == nil {
+		return -1
+	}
+	out, ok := k.outcome()
+	req, isCharge := k.cmd.(messages.ChargeRequest)
+	if !ok || !isCharge || out.Status != messages.StatusSucceeded {
+		return -1
+	}
+	return req.Amount
+}
+
+// checkCarts: each cart line holds the sum of the distinct succeeded adds
+// to it, and no cart holds anything else.
+func (a *auditor) checkCarts() {
+	want := map[string]map[string]int64{}
+	for _, key := range a.order {
+		k := a.keys[key]
+		add, isAdd := k.cmd.(messages.CartAddRequest)
+		if !isAdd {
+			continue
+		}
+		if out, ok := k.outcome(); ok && out.Status == messages.StatusSucceeded {
+			if want[add.CartID] == nil {
+				want[add.CartID] = map[string]int64{}
+			}
+			want[add.CartID][add.SKU] += add.Quantity
+		}
+	}
+	var lines []string
+	seen := map[string]bool{}
+	for cart, skus := range want {
+		for sku := range skus {
+			lines = append(lines, cart+"\x00"+sku)
+			seen[cart+"\x00"+sku] = true
+		}
+	}
+	for cart, skus := range a.o.carts {
+		for sku := range skus {
+			if !seen[cart+"\x00"+sku] {
+				lines = append(lines, cart+"\x00"+sku)
+			}
+		}
+	}
+	sort.Strings(lines)
+	for _, line := range lines {
+		cart, sku, _ := strings.Cut(line, "\x00")
+		if have, w := a.o.carts[cart][sku], want[cart][sku]; have != w {
+			a.failf(Carts, "cart %s, %s: holds %d, the distinct succeeded adds sum to %d", cart, sku, have, w)
+		}
+	}
+}
