@@ -217,7 +217,7 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	}
 	gr := gw.PerSecond / clientPeak.PerSecond
 	gw.Notes = append(gw.Notes, fmt.Sprintf("%.3f of e2e peak (through pkg/client) in this run", gr))
-	rep.GatewayRatio = &Spread{Min: gr, Median: gr, Max: gr}
+	rep.GatewayRatio, rep.GatewayPairs = &Spread{Min: gr, Median: gr, Max: gr}, 1
 	others = append(others, gw)
 	for _, r := range others {
 		r.Ratio = r.PerSecond / rep.Ceiling.Median

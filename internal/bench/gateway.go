@@ -268,7 +268,7 @@ func Gateway(ctx context.Context, gc *GatewayConfig) (*Report, error) {
 		return nil, err
 	}
 	s := spreadOf(ratios)
-	rep.GatewayRatio = &s
+	rep.GatewayRatio, rep.GatewayPairs = &s, len(ratios)
 	rep.Seconds = time.Since(b.started).Seconds()
 	return rep, nil
 }

@@ -104,6 +104,8 @@ type Report struct {
 	// ceiling; its median is the headline.
 	Ratio            Spread `json:"throughput_ratio"`
 	HeadlineInFlight int    `json:"headline_in_flight"`
+	// GatewayPairs is how many gateway/client pairs GatewayRatio spreads.
+	GatewayPairs int `json:"gateway_pairs,omitempty"`
 	// GatewayRatio spreads the end-to-end rate through the HTTP gateway
 	// over the rate through pkg/client, each pair measured in one round.
 	GatewayRatio *Spread `json:"gateway_ratio,omitempty"`
@@ -150,7 +152,7 @@ func (r *Report) WriteTable(w io.Writer) {
 	fmt.Fprintln(w)
 	if r.GatewayRatio != nil {
 		fmt.Fprintf(w, "gateway ratio, end to end through the HTTP gateway / through pkg/client, same worker and servers, %d pair(s): min %.4f, median %.4f, max %.4f\n",
-			max(r.Rounds, 1), r.GatewayRatio.Min, r.GatewayRatio.Median, r.GatewayRatio.Max)
+			max(r.GatewayPairs, 1), r.GatewayRatio.Min, r.GatewayRatio.Median, r.GatewayRatio.Max)
 		fmt.Fprintf(w, "gateway_ratio=%.4f\n", r.GatewayRatio.Median)
 	}
 	if r.HeadlineInFlight == 0 { // a gateway-only run (bench gateway): no ceiling was measured
