@@ -91,21 +91,12 @@ func (b *bencher) e2eGateway(ctx context.Context, name string) (*Result, error) 
 // gatewayEnv points a gateway at the servers and this namespace, as
 // cmd/gateway reads its environment.
 func (n *namespace) gatewayEnv(s *servers, addr string) []string {
-	return []string{
-		"NATS_URL=" + s.natsURL,
-		"HTTP_ADDR=" + addr,
-		"COMMAND_STREAM=" + n.commandStream(),
-		"RESULT_STREAM=" + n.resultStream(),
-		"DEADLETTER_STREAM=" + n.deadStream(),
-		"CONSUMER=" + n.consumer(),
-		"COMMAND_SUBJECTS=" + n.commandRoot(),
-		"RESULT_SUBJECTS=" + n.resultRoot(),
-		"REJECTED_SUBJECTS=" + n.rejectedRoot(),
-		"DEADLETTER_SUBJECTS=" + n.deadRoot(),
+	env := append([]string{"NATS_URL=" + s.natsURL, "HTTP_ADDR=" + addr}, n.topologyEnv()...)
+	return append(env,
 		// A shared machine may queue a command longer than the default.
 		"HTTP_WAIT=30s",
 		"LOG_LEVEL=info", // "gateway listening" is logged at info
-	}
+	)
 }
 
 // httpSender sends internal/load's commands to the gateway as a web client

@@ -30,6 +30,22 @@ func (n *namespace) streams() []string {
 	return []string{n.commandStream(), n.resultStream(), n.deadStream(), n.bareStream()}
 }
 
+// topologyEnv returns the environment variables that name this namespace's
+// streams, consumer and subject roots, as cmd/worker and cmd/gateway read
+// them.
+func (n *namespace) topologyEnv() []string {
+	return []string{
+		"COMMAND_STREAM=" + n.commandStream(),
+		"RESULT_STREAM=" + n.resultStream(),
+		"DEADLETTER_STREAM=" + n.deadStream(),
+		"CONSUMER=" + n.consumer(),
+		"COMMAND_SUBJECTS=" + n.commandRoot(),
+		"RESULT_SUBJECTS=" + n.resultRoot(),
+		"REJECTED_SUBJECTS=" + n.rejectedRoot(),
+		"DEADLETTER_SUBJECTS=" + n.deadRoot(),
+	}
+}
+
 // workerSettings are the worker's tunables a scenario chooses; everything
 // else is the worker's default.
 type workerSettings struct {
@@ -48,22 +64,17 @@ func (n *namespace) workerEnv(s *servers, w workerSettings) []string {
 		"NATS_URL=" + s.natsURL,
 		"REDIS_URL=" + s.redisURL,
 		"REDIS_KEY_PREFIX=" + n.keyPrefix(),
-		"COMMAND_STREAM=" + n.commandStream(),
-		"RESULT_STREAM=" + n.resultStream(),
-		"DEADLETTER_STREAM=" + n.deadStream(),
-		"CONSUMER=" + n.consumer(),
-		"COMMAND_SUBJECTS=" + n.commandRoot(),
-		"RESULT_SUBJECTS=" + n.resultRoot(),
-		"REJECTED_SUBJECTS=" + n.rejectedRoot(),
-		"DEADLETTER_SUBJECTS=" + n.deadRoot(),
-		"CONCURRENCY=" + strconv.Itoa(w.Concurrency),
+	}
+	env = append(env, n.topologyEnv()...)
+	env = append(env,
+		"CONCURRENCY="+strconv.Itoa(w.Concurrency),
 		// Long enough that a slow, shared machine never redelivers a
 		// command that is merely queued behind others.
 		"ACK_WAIT=60s",
 		"LOCK_TTL=10s",
 		"LOG_LEVEL=info", // "worker running" is logged at info
 		"LOG_FORMAT=text",
-	}
+	)
 	if w.DedupeWindow > 0 {
 		env = append(env, "DEDUPE_WINDOW="+w.DedupeWindow.String())
 	}
