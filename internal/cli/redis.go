@@ -153,11 +153,7 @@ func (f *RedisFlags) Connect(ctx context.Context) (rdb redis.UniversalClient, wh
 		if err != nil {
 			return nil, "", badURL(err)
 		}
-		urlPassword = o.Password
-		if o.Username, o.Password, err = f.credentials(o.Username, o.Password, password); err != nil {
-			return nil, "", err
-		}
-		if o.TLSConfig, err = f.tls(o.TLSConfig); err != nil {
+		if urlPassword, err = f.secure(&o.Username, &o.Password, &o.TLSConfig, password); err != nil {
 			return nil, "", err
 		}
 		where = fmt.Sprintf("master %s via sentinels %s", o.MasterName, strings.Join(o.SentinelAddrs, ","))
@@ -167,11 +163,7 @@ func (f *RedisFlags) Connect(ctx context.Context) (rdb redis.UniversalClient, wh
 		if err != nil {
 			return nil, "", badURL(err)
 		}
-		urlPassword = o.Password
-		if o.Username, o.Password, err = f.credentials(o.Username, o.Password, password); err != nil {
-			return nil, "", err
-		}
-		if o.TLSConfig, err = f.tls(o.TLSConfig); err != nil {
+		if urlPassword, err = f.secure(&o.Username, &o.Password, &o.TLSConfig, password); err != nil {
 			return nil, "", err
 		}
 		where = "cluster via " + strings.Join(o.Addrs, ",")
@@ -181,11 +173,7 @@ func (f *RedisFlags) Connect(ctx context.Context) (rdb redis.UniversalClient, wh
 		if err != nil {
 			return nil, "", badURL(err)
 		}
-		urlPassword = o.Password
-		if o.Username, o.Password, err = f.credentials(o.Username, o.Password, password); err != nil {
-			return nil, "", err
-		}
-		if o.TLSConfig, err = f.tls(o.TLSConfig); err != nil {
+		if urlPassword, err = f.secure(&o.Username, &o.Password, &o.TLSConfig, password); err != nil {
 			return nil, "", err
 		}
 		where = o.Addr
@@ -245,6 +233,20 @@ func (f *RedisFlags) password() (string, error) {
 		return readSecret(flagRedisPwFile, f.RedisPasswordFile)
 	}
 	return f.RedisPassword, nil
+}
+
+// secure applies the flags' credentials and TLS settings to the fields of
+// the options go-redis parsed from the URL (one type for each mode), and
+// returns the password the URL itself carried.
+func (f *RedisFlags) secure(user, pw *string, tc **tls.Config, password string) (urlPassword string, err error) {
+	urlPassword = *pw
+	if *user, *pw, err = f.credentials(*user, *pw, password); err != nil {
+		return "", err
+	}
+	if *tc, err = f.tls(*tc); err != nil {
+		return "", err
+	}
+	return urlPassword, nil
 }
 
 // credentials merges the URL's user and password with the flags': one
