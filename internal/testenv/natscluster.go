@@ -82,17 +82,10 @@ func startNATSCluster(n int, ports func(int) ([]int, error)) (*NATSCluster, erro
 		_ = os.RemoveAll(root)
 		return nil, err
 	}
-	for attempt := 1; ; attempt++ {
-		err = c.start(n)
-		if err == nil {
-			return c, nil
-		}
-		c.killAll()
-		if _, exited := errors.AsType[*nodeExitedError](err); !exited || attempt == natsStartAttempts {
-			_ = os.RemoveAll(root)
-			return nil, fmt.Errorf("testenv: NATS cluster did not start (attempt %d): %w", attempt, err)
-		}
+	if err := startAttempts("NATS cluster", natsStartAttempts, root, func() error { return c.start(n) }, c.killAll); err != nil {
+		return nil, err
 	}
+	return c, nil
 }
 
 // start lays out fresh directories and configurations on fresh ports, starts
@@ -203,6 +196,25 @@ type nodeExitedError struct{ err error }
 func (e *nodeExitedError) Error() string { return e.err.Error() }
 func (e *nodeExitedError) Unwrap() error { return e.err }
 
+// startAttempts calls start until it succeeds, calling stop after each
+// failure to leave nothing running. A failure because a node exited during
+// start-up (another process took one of its free ports first) is tried
+// again on fresh ports, up to attempts in all; any other failure, or the
+// last, removes root and is returned, naming what did not start.
+func startAttempts(what string, attempts int, root string, start func() error, stop func()) error {
+	for attempt := 1; ; attempt++ {
+		err := start()
+		if err == nil {
+			return nil
+		}
+		stop()
+		if _, exited := errors.AsType[*nodeExitedError](err); !exited || attempt == attempts {
+			_ = os.RemoveAll(root)
+			return fmt.Errorf("testenv: %s did not start (attempt %d): %w", what, attempt, err)
+		}
+	}
+}
+
 // WaitReady waits until every running node answers a JetStream account-info
 // request through its own client port, which needs a meta leader and the
 // node to have joined the meta group. It fails at once if a running node
@@ -216,26 +228,12 @@ func (c *NATSCluster) WaitReady(ctx context.Context) error {
 			if !node.proc.wantedUp() {
 				continue // killed or stopped on purpose
 			}
-			if err := c.accountInfo(ctx, i); err != nil {
+			if err := jetStreamAnswers(ctx, c.NodeURL(i)); err != nil {
 				return fmt.Errorf("node %d (%s): %w", i, node.proc.name, err)
 			}
 		}
 		return nil
 	})
-}
-
-func (c *NATSCluster) accountInfo(ctx context.Context, i int) error {
-	nc, err := nats.Connect(c.NodeURL(i), nats.Timeout(time.Second), nats.NoReconnect())
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	_, err = js.AccountInfo(ctx)
-	return err
 }
 
 // probeReplicatedStream creates a min(n,3)-replica stream, publishes to it
@@ -398,7 +396,7 @@ func (c *NATSCluster) Start(i int) error {
 		if !node.proc.running() {
 			return &stopPollingError{node.proc.errExited()}
 		}
-		return c.accountInfo(ctx, i)
+		return jetStreamAnswers(ctx, c.NodeURL(i))
 	})
 }
 

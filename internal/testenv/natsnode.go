@@ -140,7 +140,7 @@ func (n *NATSNode) Start() error {
 			if !n.proc.running() {
 				return &stopPollingError{&nodeExitedError{n.proc.errExited()}}
 			}
-			return n.jetStreamAnswers(ctx)
+			return jetStreamAnswers(ctx, n.URL)
 		})
 		if _, exited := errors.AsType[*nodeExitedError](err); exited && time.Now().Before(deadline) {
 			time.Sleep(200 * time.Millisecond) // let the port go
@@ -150,8 +150,11 @@ func (n *NATSNode) Start() error {
 	}
 }
 
-func (n *NATSNode) jetStreamAnswers(ctx context.Context) error {
-	nc, err := nats.Connect(n.URL, nats.Timeout(time.Second), nats.NoReconnect())
+// jetStreamAnswers connects to the server at url on its own and asks
+// JetStream for the account's information: it answers once JetStream is up
+// (in a cluster, once the server has joined a meta group with a leader).
+func jetStreamAnswers(ctx context.Context, url string) error {
+	nc, err := nats.Connect(url, nats.Timeout(time.Second), nats.NoReconnect())
 	if err != nil {
 		return err
 	}

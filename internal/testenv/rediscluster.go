@@ -74,17 +74,10 @@ func startRedisCluster(masters int, ports func(int) ([]int, error), opts ...Redi
 		return nil, err
 	}
 	c := &RedisCluster{bin: bin, cli: cli, root: root, opts: o, masters: masters, ports: ports}
-	for attempt := 1; ; attempt++ {
-		err = c.start()
-		if err == nil {
-			return c, nil
-		}
-		c.closeNodes()
-		if _, exited := errors.AsType[*nodeExitedError](err); !exited || attempt == redisStartAttempts {
-			_ = os.RemoveAll(root)
-			return nil, fmt.Errorf("testenv: Redis Cluster did not start (attempt %d): %w", attempt, err)
-		}
+	if err := startAttempts("Redis Cluster", redisStartAttempts, root, c.start, c.closeNodes); err != nil {
+		return nil, err
 	}
+	return c, nil
 }
 
 func (c *RedisCluster) start() error {
@@ -110,15 +103,8 @@ func (c *RedisCluster) start() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), redisReadyTimeout)
 	defer cancel()
-	for _, node := range c.nodes {
-		if err := node.proc.start(); err != nil {
-			return err
-		}
-	}
-	for _, node := range c.nodes {
-		if err := node.waitUp(ctx); err != nil {
-			return err
-		}
+	if err := startRedisNodes(ctx, c.nodes); err != nil {
+		return err
 	}
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
 	args = append(args, "--cluster-replicas", strconv.Itoa(c.opts.replicas), "--cluster-yes")
@@ -132,14 +118,7 @@ func (c *RedisCluster) start() error {
 	return c.WaitOK(ctx)
 }
 
-func (c *RedisCluster) checkExits() error {
-	for _, node := range c.nodes {
-		if node.proc.crashed() {
-			return &nodeExitedError{node.proc.errExited()}
-		}
-	}
-	return nil
-}
+func (c *RedisCluster) checkExits() error { return redisNodesExited(c.nodes) }
 
 // WaitOK waits until the running nodes form a healthy cluster: each
 // reports cluster_state:ok with all 16384 slots ok and knows every node;

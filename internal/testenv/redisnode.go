@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -118,6 +119,32 @@ func dataNodeConf(o redisOptions) []string {
 }
 
 func (n *redisNode) addr() string { return "127.0.0.1:" + strconv.Itoa(n.port) }
+
+// startRedisNodes starts every node, then waits until each is up (waitUp).
+func startRedisNodes(ctx context.Context, nodes []*redisNode) error {
+	for _, node := range nodes {
+		if err := node.proc.start(); err != nil { //nolint:contextcheck // the servers outlive ctx, which bounds only the wait
+			return err
+		}
+	}
+	for _, node := range nodes {
+		if err := node.waitUp(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// redisNodesExited returns a *nodeExitedError for the first of the nodes
+// that exited without being killed through this package, or nil.
+func redisNodesExited(groups ...[]*redisNode) error {
+	for _, node := range slices.Concat(groups...) {
+		if node.proc.crashed() {
+			return &nodeExitedError{node.proc.errExited()}
+		}
+	}
+	return nil
+}
 
 // waitUp waits until the node answers PING and, for a data node, has loaded
 // its data set (a node replaying a long AOF answers PING before it serves

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,17 +74,10 @@ func startSentinel(ports func(int) ([]int, error), opts ...RedisOption) (*Sentin
 		return nil, err
 	}
 	s := &Sentinel{root: root, opts: o, ports: ports}
-	for attempt := 1; ; attempt++ {
-		err = s.start(bin)
-		if err == nil {
-			return s, nil
-		}
-		s.closeNodes()
-		if _, exited := errors.AsType[*nodeExitedError](err); !exited || attempt == redisStartAttempts {
-			_ = os.RemoveAll(root)
-			return nil, fmt.Errorf("testenv: Redis Sentinel did not start (attempt %d): %w", attempt, err)
-		}
+	if err := startAttempts("Redis Sentinel", redisStartAttempts, root, func() error { return s.start(bin) }, s.closeNodes); err != nil {
+		return nil, err
 	}
+	return s, nil
 }
 
 func (s *Sentinel) start(bin string) error {
@@ -122,30 +114,16 @@ func (s *Sentinel) start(bin string) error {
 	defer cancel()
 	// The data nodes first, replicas synced, so that each sentinel's first
 	// look at the master already lists every replica.
-	for _, node := range s.data {
-		if err := node.proc.start(); err != nil {
+	if err := startRedisNodes(ctx, s.data); err != nil {
+		return err
+	}
+	for _, node := range s.data[1:] {
+		if err := s.waitReplicaOf(ctx, node, s.data[0].addr()); err != nil {
 			return err
 		}
 	}
-	for i, node := range s.data {
-		if err := node.waitUp(ctx); err != nil {
-			return err
-		}
-		if i > 0 {
-			if err := s.waitReplicaOf(ctx, node, s.data[0].addr()); err != nil {
-				return err
-			}
-		}
-	}
-	for _, node := range s.sentinels {
-		if err := node.proc.start(); err != nil {
-			return err
-		}
-	}
-	for _, node := range s.sentinels {
-		if err := node.waitUp(ctx); err != nil {
-			return err
-		}
+	if err := startRedisNodes(ctx, s.sentinels); err != nil {
+		return err
 	}
 	return poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
 		if err := s.checkExits(); err != nil {
@@ -208,14 +186,7 @@ func replicaOf(ctx context.Context, node *redisNode, master string) error {
 	return nil
 }
 
-func (s *Sentinel) checkExits() error {
-	for _, node := range slices.Concat(s.data, s.sentinels) {
-		if node.proc.crashed() {
-			return &nodeExitedError{node.proc.errExited()}
-		}
-	}
-	return nil
-}
+func (s *Sentinel) checkExits() error { return redisNodesExited(s.data, s.sentinels) }
 
 // MasterName returns the name the sentinels monitor the master under, for
 // redis.FailoverOptions.MasterName.
