@@ -6,11 +6,15 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/alecthomas/kong"
 
@@ -152,6 +156,15 @@ func Exit(name string, err error, stderr io.Writer, status func(error) (code int
 		fmt.Fprintf(stderr, "%s: error: %s\n", name, OneLine(err))
 	}
 	return code
+}
+
+// UntilSignal calls run with a context that SIGINT or SIGTERM cancels, and
+// stops catching them once run has returned: a program's main runs its
+// work through it, then exits with Exit's status.
+func UntilSignal(run func(ctx context.Context) error) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return run(ctx)
 }
 
 // OneLine collapses an error's message onto one line.
