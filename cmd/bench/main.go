@@ -59,6 +59,22 @@ func (s *shared) validate() error {
 	return nil
 }
 
+// report is what a command measured: a *bench.Report or *bench.SoakReport.
+type report interface {
+	WriteJSON(w io.Writer) error
+	WriteTable(w io.Writer)
+}
+
+// write writes rep to the --json file, if one is named, then its table to
+// stdout.
+func (s *shared) write(rep report, out *streams) error {
+	if err := s.writeJSON(rep.WriteJSON); err != nil {
+		return err
+	}
+	rep.WriteTable(out.stdout)
+	return nil
+}
+
 func (s *shared) writeJSON(write func(io.Writer) error) error {
 	if s.JSON == "" {
 		return nil
@@ -125,11 +141,7 @@ func (c *runCmd) Run(ctx context.Context, out *streams) error {
 	if err != nil {
 		return err
 	}
-	if err := c.writeJSON(rep.WriteJSON); err != nil {
-		return err
-	}
-	rep.WriteTable(out.stdout)
-	return nil
+	return c.write(rep, out)
 }
 
 type soakCmd struct {
@@ -157,11 +169,7 @@ func (c *soakCmd) Run(ctx context.Context, out *streams) error {
 	if err != nil {
 		return err
 	}
-	if err := c.writeJSON(rep.WriteJSON); err != nil {
-		return err
-	}
-	rep.WriteTable(out.stdout)
-	return nil
+	return c.write(rep, out)
 }
 
 type gatewayCmd struct {
@@ -186,11 +194,7 @@ func (c *gatewayCmd) Run(ctx context.Context, out *streams) error {
 	if err != nil {
 		return err
 	}
-	if err := c.writeJSON(rep.WriteJSON); err != nil {
-		return err
-	}
-	rep.WriteTable(out.stdout)
-	return nil
+	return c.write(rep, out)
 }
 
 // streams are where a command writes: the table to stdout, progress to
