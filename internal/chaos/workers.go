@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/idempay/idempay/internal/testenv"
 )
 
 // intent is what the suite last did to a worker process: an exit it caused
@@ -141,7 +142,7 @@ func (ws *workers) spawn(ctx context.Context) (*worker, error) {
 	ws.mu.Lock()
 	n := len(ws.all) + 1
 	ws.mu.Unlock()
-	port, err := freePort(ctx)
+	port, err := testenv.FreePort() //nolint:contextcheck // binding a loopback port does not wait
 	if err != nil {
 		return nil, err
 	}
@@ -441,20 +442,6 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-func freePort(ctx context.Context) (int, error) {
-	var lc net.ListenConfig
-	l, err := lc.Listen(ctx, "tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	addr, ok := l.Addr().(*net.TCPAddr)
-	if !ok {
-		return 0, fmt.Errorf("chaos: unexpected listener address %v", l.Addr())
-	}
-	return addr.Port, nil
 }
 
 // poll calls check every interval until it reports done, fails, or ctx

@@ -80,7 +80,7 @@ func StartNATSNode(opts *NATSNodeOptions) (*NATSNode, error) {
 // start writes the configuration for a fresh free port and starts the
 // server.
 func (n *NATSNode) start(bin string) error {
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		return err
 	}

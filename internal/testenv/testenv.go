@@ -129,7 +129,7 @@ func StartNATSBinaryEnv(bin string, env []string, connect []nats.Option, extraAr
 		return nil, err
 	}
 	for range 5 {
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -222,7 +222,7 @@ func StartRedisWith(args ...string) (*RedisServer, error) {
 		return nil, err
 	}
 	for range 5 { // a free port can be taken between probe and bind: retry
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -297,18 +297,14 @@ func (r *RedisServer) Shutdown() {
 	os.RemoveAll(r.dir)
 }
 
-func freePort() (int, error) {
-	var lc net.ListenConfig
-	l, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago; like
+// freePorts, another process may take it before the caller binds it.
+func FreePort() (int, error) {
+	ports, err := freePorts(1)
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	addr, ok := l.Addr().(*net.TCPAddr)
-	if !ok {
-		return 0, fmt.Errorf("testenv: unexpected listener address %v", l.Addr())
-	}
-	return addr.Port, nil
+	return ports[0], nil
 }
 
 // Env is the pair of servers one test binary shares.

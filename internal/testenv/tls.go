@@ -113,7 +113,7 @@ func writePEM(path, typ string, der []byte) error {
 // readiness check and for tests that want to look inside.
 func StartRedisTLS(files *TLSFiles, clientCerts string, args ...string) (rs *RedisServer, tlsURL string, err error) {
 	for range 5 { // the TLS port can be taken between probe and bind: retry
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			return nil, "", err
 		}
