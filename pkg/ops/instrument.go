@@ -124,16 +124,22 @@ type found[T any] struct {
 	ok bool
 }
 
+// observeLookup is observe for a provider's lookup by key, which answers
+// with a found flag beside its value.
+func observeLookup[T any](ctx context.Context, ip *instrumented, kind, key string, lookup func(context.Context, string) (T, bool, error)) (T, bool, error) {
+	f, err := observe(ctx, ip, kind, func(ctx context.Context) (found[T], error) {
+		v, ok, err := lookup(ctx, key)
+		return found[T]{v, ok}, err
+	})
+	return f.v, f.ok, err
+}
+
 func (ip *instrumented) LookupCharge(ctx context.Context, key string) (messages.ChargeData, bool, error) {
 	l, ok := ip.p.(charge.Lookup)
 	if !ok {
 		return messages.ChargeData{}, false, errNoLookup
 	}
-	f, err := observe(ctx, ip, "lookup_charge", func(ctx context.Context) (found[messages.ChargeData], error) {
-		c, ok, err := l.LookupCharge(ctx, key)
-		return found[messages.ChargeData]{c, ok}, err
-	})
-	return f.v, f.ok, err
+	return observeLookup(ctx, ip, "lookup_charge", key, l.LookupCharge)
 }
 
 func (ip *instrumented) LookupRefund(ctx context.Context, key string) (messages.RefundData, bool, error) {
@@ -141,9 +147,5 @@ func (ip *instrumented) LookupRefund(ctx context.Context, key string) (messages.
 	if !ok {
 		return messages.RefundData{}, false, errNoLookup
 	}
-	f, err := observe(ctx, ip, "lookup_refund", func(ctx context.Context) (found[messages.RefundData], error) {
-		r, ok, err := l.LookupRefund(ctx, key)
-		return found[messages.RefundData]{r, ok}, err
-	})
-	return f.v, f.ok, err
+	return observeLookup(ctx, ip, "lookup_refund", key, l.LookupRefund)
 }
