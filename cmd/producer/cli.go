@@ -73,6 +73,15 @@ func (k *keyFlag) validate() error {
 	return nil
 }
 
+// checkWith checks a command's flags with the contract's rules, naming the
+// flag, then --key.
+func (k *keyFlag) checkWith(req messages.Command, flags map[string]string) error {
+	if err := flagError(req.Validate(), flags); err != nil {
+		return err
+	}
+	return k.validate()
+}
+
 // key returns --key, or a new key announced on stderr, so that a command
 // interrupted before its answer can be retried with the same key.
 func (k *keyFlag) key(out *output, retry string) string {
@@ -98,32 +107,17 @@ func (c *chargeCmd) request() messages.ChargeRequest {
 
 // check checks the flags with the contract's rules, naming the flag. It
 // runs in Run, after kong has reported missing flags.
-func (c *chargeCmd) check() error {
-	if err := flagError(c.request().Validate(), chargeFlags); err != nil {
-		return err
-	}
-	return c.validate()
-}
+func (c *chargeCmd) check() error { return c.checkWith(c.request(), chargeFlags) }
 
 func (c *chargeCmd) Run(ctx context.Context, g *Globals, out *output) error {
 	if err := c.check(); err != nil {
 		return usageError("charge", err)
 	}
-	cl, closeFn, err := g.connect(out)
-	if err != nil {
-		return err
-	}
-	defer closeFn()
 	retry := fmt.Sprintf("producer charge --account %s --amount %d --currency %s", c.Account, c.Amount, c.Currency)
 	if c.Description != "" {
 		retry += fmt.Sprintf(" --description %q", c.Description)
 	}
-	key := c.key(out, retry)
-	res, err := cl.Charge(ctx, key, c.request())
-	if res == nil {
-		return noAnswer(key, err)
-	}
-	return out.answer(g.JSON, key, &res.Reply, err)
+	return send(ctx, g, out, &c.keyFlag, retry, c.request(), (*client.Client).Charge)
 }
 
 type cartAddCmd struct {
@@ -138,28 +132,14 @@ func (c *cartAddCmd) request() messages.CartAddRequest {
 }
 
 // check checks the flags with the contract's rules, naming the flag.
-func (c *cartAddCmd) check() error {
-	if err := flagError(c.request().Validate(), cartFlags); err != nil {
-		return err
-	}
-	return c.validate()
-}
+func (c *cartAddCmd) check() error { return c.checkWith(c.request(), cartFlags) }
 
 func (c *cartAddCmd) Run(ctx context.Context, g *Globals, out *output) error {
 	if err := c.check(); err != nil {
 		return usageError("cart add", err)
 	}
-	cl, closeFn, err := g.connect(out)
-	if err != nil {
-		return err
-	}
-	defer closeFn()
-	key := c.key(out, fmt.Sprintf("producer cart add --cart %s --sku %s --quantity %d", c.CartID, c.SKU, c.Quantity))
-	res, err := cl.AddToCart(ctx, key, c.request())
-	if res == nil {
-		return noAnswer(key, err)
-	}
-	return out.answer(g.JSON, key, &res.Reply, err)
+	retry := fmt.Sprintf("producer cart add --cart %s --sku %s --quantity %d", c.CartID, c.SKU, c.Quantity)
+	return send(ctx, g, out, &c.keyFlag, retry, c.request(), (*client.Client).AddToCart)
 }
 
 type refundCmd struct {
@@ -174,32 +154,17 @@ func (c *refundCmd) request() messages.RefundRequest {
 }
 
 // check checks the flags with the contract's rules, naming the flag.
-func (c *refundCmd) check() error {
-	if err := flagError(c.request().Validate(), refundFlags); err != nil {
-		return err
-	}
-	return c.validate()
-}
+func (c *refundCmd) check() error { return c.checkWith(c.request(), refundFlags) }
 
 func (c *refundCmd) Run(ctx context.Context, g *Globals, out *output) error {
 	if err := c.check(); err != nil {
 		return usageError("refund", err)
 	}
-	cl, closeFn, err := g.connect(out)
-	if err != nil {
-		return err
-	}
-	defer closeFn()
 	retry := fmt.Sprintf("producer refund --charge-key %s --amount %d", c.ChargeKey, c.Amount)
 	if c.Reason != "" {
 		retry += fmt.Sprintf(" --reason %q", c.Reason)
 	}
-	key := c.key(out, retry)
-	res, err := cl.Refund(ctx, key, c.request())
-	if res == nil {
-		return noAnswer(key, err)
-	}
-	return out.answer(g.JSON, key, &res.Reply, err)
+	return send(ctx, g, out, &c.keyFlag, retry, c.request(), (*client.Client).Refund)
 }
 
 type statusCmd struct {
@@ -232,6 +197,25 @@ func (c *statusCmd) Run(ctx context.Context, g *Globals, out *output) error {
 		return err
 	}
 	return out.answer(g.JSON, c.Key, &client.Reply{Result: *res, Source: client.SourceResultStream}, client.ResultError(res))
+}
+
+// send is what charge, cart add and refund share once their flags are
+// checked: a connection, the key (--key, or a new one announced with retry,
+// the command that sends it again), the send and its answer.
+func send[Q, D any](ctx context.Context, g *Globals, out *output, k *keyFlag, retry string, req Q,
+	do func(*client.Client, context.Context, string, Q) (*client.Result[D], error),
+) error {
+	cl, closeFn, err := g.connect(out)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	key := k.key(out, retry)
+	res, err := do(cl, ctx, key, req)
+	if res == nil {
+		return noAnswer(key, err)
+	}
+	return out.answer(g.JSON, key, &res.Reply, err)
 }
 
 // noAnswer is the error of a send that got no answer: refused by the

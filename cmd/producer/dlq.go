@@ -50,15 +50,24 @@ func (*dlqListCmd) Run(ctx context.Context, g *Globals, out *output) error {
 	return tw.Flush()
 }
 
-type dlqShowCmd struct {
+// dlqKey is the <key> of dlq show, replay and purge.
+type dlqKey struct {
 	Key string `arg:"" name:"key" help:"The idempotency key."`
 }
 
-func (c *dlqShowCmd) Run(ctx context.Context, g *Globals, out *output) error {
-	if !messages.ValidKey(c.Key) {
-		return usageError("dlq show", badKey(c.Key))
+// connect checks <key> (a usage error of command if it is not a key), then
+// connects as Globals.connect does.
+func (k *dlqKey) connect(command string, g *Globals, out *output) (*client.Client, func(), error) {
+	if !messages.ValidKey(k.Key) {
+		return nil, nil, usageError(command, badKey(k.Key))
 	}
-	cl, closeFn, err := g.connect(out)
+	return g.connect(out)
+}
+
+type dlqShowCmd struct{ dlqKey }
+
+func (c *dlqShowCmd) Run(ctx context.Context, g *Globals, out *output) error {
+	cl, closeFn, err := c.connect("dlq show", g, out)
 	if err != nil {
 		return err
 	}
@@ -88,15 +97,10 @@ func (c *dlqShowCmd) Run(ctx context.Context, g *Globals, out *output) error {
 	return nil
 }
 
-type dlqReplayCmd struct {
-	Key string `arg:"" name:"key" help:"The idempotency key."`
-}
+type dlqReplayCmd struct{ dlqKey }
 
 func (c *dlqReplayCmd) Run(ctx context.Context, g *Globals, out *output) error {
-	if !messages.ValidKey(c.Key) {
-		return usageError("dlq replay", badKey(c.Key))
-	}
-	cl, closeFn, err := g.connect(out)
+	cl, closeFn, err := c.connect("dlq replay", g, out)
 	if err != nil {
 		return err
 	}
@@ -108,15 +112,10 @@ func (c *dlqReplayCmd) Run(ctx context.Context, g *Globals, out *output) error {
 	return out.answer(g.JSON, c.Key, reply, err)
 }
 
-type dlqPurgeCmd struct {
-	Key string `arg:"" name:"key" help:"The idempotency key."`
-}
+type dlqPurgeCmd struct{ dlqKey }
 
 func (c *dlqPurgeCmd) Run(ctx context.Context, g *Globals, out *output) error {
-	if !messages.ValidKey(c.Key) {
-		return usageError("dlq purge", badKey(c.Key))
-	}
-	cl, closeFn, err := g.connect(out)
+	cl, closeFn, err := c.connect("dlq purge", g, out)
 	if err != nil {
 		return err
 	}
