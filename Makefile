@@ -76,7 +76,7 @@ test/short: require-redis ## Run the tests in -short mode (skips the slow ones),
 	$(GO) test -race -short -timeout 5m -count=1 ./...
 
 .PHONY: bench
-bench: require-redis ## Benchmark idempay against the bare JetStream ceiling on its own servers (go run ./cmd/bench, ~5 min; last line throughput_ratio=), after the pkg/messages micro benchmarks
+bench: require-redis ## Benchmark idempay against the bare JetStream ceiling on its own servers (go run ./cmd/bench, ~3 min; last line throughput_ratio=), after the pkg/messages micro benchmarks
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem -count=1 ./pkg/messages/...
 	$(GO) run ./cmd/bench $(BENCH_ARGS)
 
@@ -93,7 +93,7 @@ soak: require-redis ## Send commands end to end for SOAK_DURATION at half a quic
 	SOAK_DURATION=$(SOAK_DURATION) $(GO) run ./cmd/bench soak
 
 .PHONY: chaos
-chaos: require-redis ## The chaos suite (build tag chaos): every scenario on fresh servers under its faults, audited, then the negative controls; prints the scenario x invariant report and writes it to CHAOS_REPORT (~10 min)
+chaos: require-redis ## The chaos suite (build tag chaos): every scenario on fresh servers under its faults, audited, then the negative controls; prints the scenario x invariant report and writes it to CHAOS_REPORT (~7 min)
 	CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_RATE=$(CHAOS_RATE) CHAOS_REPORT=$(CHAOS_REPORT) \
 	CHAOS_MIN_COMMANDS=$(CHAOS_MIN_COMMANDS) CHAOS_MIN_FAULTS=$(CHAOS_MIN_FAULTS) \
 	$(GO) test -race -tags chaos -run '$(CHAOS_RUN)' -timeout $(CHAOS_TIMEOUT) -count=1 -v ./cmd/worker
