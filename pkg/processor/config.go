@@ -107,7 +107,10 @@ type Config struct {
 	// engine always does so on a client other than a *redis.Client (a
 	// Redis Cluster, whose slots keep a counter and a record out of one
 	// script); set it for a single-node client whose server refuses such a
-	// script too (a cluster proxy). Defaults to false.
+	// script too (a cluster proxy). Every worker on one Redis must agree:
+	// the one-script path does not read the applied hash, so a command
+	// whose effect a separate-effects worker applied before crashing would
+	// have it applied again by a one-script worker. Defaults to false.
 	SeparateEffects bool
 
 	// Retry is the retry policy of operations registered without one.
