@@ -44,6 +44,11 @@ type Config struct {
 	// (JetStream sync_interval always, Redis AOF appendfsync always)
 	// instead of their defaults.
 	Durable bool
+	// GoMaxProcs, when above 0, is GOMAXPROCS for every Go process of the
+	// run alike: nats-server, the workers, the gateway and this process
+	// (the bare consumer, the end-to-end client). 0 leaves each at Go's
+	// default (the CPU count).
+	GoMaxProcs int
 	// WorkerBin is a worker binary to measure; empty builds ./cmd/worker
 	// of this module.
 	WorkerBin string
@@ -87,6 +92,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("bench: rounds must be at least 1, got %d", c.Rounds)
 	case c.ClientInFlight < 1:
 		return fmt.Errorf("bench: client in-flight must be at least 1, got %d", c.ClientInFlight)
+	case c.GoMaxProcs < 0:
+		return fmt.Errorf("bench: GOMAXPROCS must be 0 (Go's default) or more, got %d", c.GoMaxProcs)
 	}
 	return nil
 }
@@ -119,7 +126,7 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	b := &bencher{cfg: cfg, started: time.Now()}
 	b.progressf("starting nats-server and redis-server; building the worker")
 	var err error
-	if b.s, err = startServers(cfg.Durable); err != nil { //nolint:contextcheck // testenv bounds each start by its own readiness wait; started before any work
+	if b.s, err = startServers(cfg.Durable, cfg.GoMaxProcs); err != nil { //nolint:contextcheck // testenv bounds each start by its own readiness wait; started before any work
 		return nil, err
 	}
 	defer b.s.close()

@@ -215,8 +215,9 @@ type GatewayConfig struct {
 	// ClientInFlight is the load's requests in flight, on both sides.
 	// Defaults to 128.
 	ClientInFlight int
-	// Durable, WorkerBin and Progress are as in Config.
-	Durable   bool
+	// Durable, GoMaxProcs, WorkerBin and Progress are as in Config.
+	Durable    bool
+	GoMaxProcs int
 	WorkerBin string
 	Progress  io.Writer
 }
@@ -229,7 +230,7 @@ const GatewayCountDefault = 10_000
 // each round, the end-to-end peak through pkg/client, then through the
 // HTTP gateway, and their ratio.
 func Gateway(ctx context.Context, gc *GatewayConfig) (*Report, error) {
-	cfg := (&Config{Count: gc.Count, Rounds: gc.Rounds, ClientInFlight: gc.ClientInFlight, Durable: gc.Durable,
+	cfg := (&Config{Count: gc.Count, Rounds: gc.Rounds, ClientInFlight: gc.ClientInFlight, Durable: gc.Durable, GoMaxProcs: gc.GoMaxProcs,
 		WorkerBin: gc.WorkerBin, Progress: gc.Progress})
 	if cfg.Count == 0 {
 		cfg.Count = GatewayCountDefault
@@ -241,7 +242,7 @@ func Gateway(ctx context.Context, gc *GatewayConfig) (*Report, error) {
 	b := &bencher{cfg: cfg, started: time.Now(), steps: 2 * cfg.Rounds}
 	b.progressf("starting nats-server and redis-server; building the worker and the gateway")
 	var err error
-	if b.s, err = startServers(cfg.Durable); err != nil { //nolint:contextcheck // as in Run
+	if b.s, err = startServers(cfg.Durable, cfg.GoMaxProcs); err != nil { //nolint:contextcheck // as in Run
 		return nil, err
 	}
 	defer b.s.close()

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +32,9 @@ type servers struct {
 	js    jetstream.JetStream
 	rdb   *redis.Client
 	dir   string
+
+	// restoreProcs puts this process's GOMAXPROCS and environment back.
+	restoreProcs func()
 }
 
 // startServers starts a nats-server child (built from the version go.mod
@@ -37,13 +42,22 @@ type servers struct {
 // binary cannot be built, and a redis-server child. durable turns on the
 // settings the README prescribes for production: JetStream fsync before
 // every ack, Redis AOF with appendfsync always.
-func startServers(durable bool) (_ *servers, err error) {
-	s := &servers{}
+//
+// gomaxprocs above 0 is GOMAXPROCS for every Go process of the run: set
+// here for this process and, through the environment, for every child
+// (nats-server now, the workers and the gateway later; workers inherit
+// GOMAXPROCS, see passEnv), until close.
+func startServers(durable bool, gomaxprocs int) (_ *servers, err error) {
+	s := &servers{restoreProcs: func() {}}
 	defer func() {
 		if err != nil {
 			s.close()
 		}
 	}()
+	if gomaxprocs > 0 {
+		s.restoreProcs = setGoMaxProcs(gomaxprocs)
+		s.describe = append(s.describe, fmt.Sprintf("Go:    GOMAXPROCS=%d for nats-server, the workers, the gateway and this process (the bare consumer, the client)", gomaxprocs))
+	}
 	if s.dir, err = os.MkdirTemp("", "idempay-bench-*"); err != nil {
 		return nil, err
 	}
@@ -114,6 +128,24 @@ func (s *servers) close() {
 	s.redis.Shutdown()
 	if s.dir != "" {
 		_ = os.RemoveAll(s.dir)
+	}
+	s.restoreProcs()
+}
+
+// setGoMaxProcs sets GOMAXPROCS to n in this process and in its
+// environment, which the children started from now on inherit, and
+// returns what puts both back.
+func setGoMaxProcs(n int) (restore func()) {
+	prevProcs := runtime.GOMAXPROCS(n)
+	prevEnv, had := os.LookupEnv("GOMAXPROCS")
+	_ = os.Setenv("GOMAXPROCS", strconv.Itoa(n))
+	return func() {
+		runtime.GOMAXPROCS(prevProcs)
+		if had {
+			_ = os.Setenv("GOMAXPROCS", prevEnv)
+		} else {
+			_ = os.Unsetenv("GOMAXPROCS")
+		}
 	}
 }
 

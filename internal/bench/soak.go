@@ -34,9 +34,11 @@ type SoakConfig struct {
 	// PeakCount is the commands of the quick peak measurement that sets
 	// the rate (half of it). Defaults to 5000.
 	PeakCount int
-	// ClientInFlight, Durable, WorkerBin and Progress are as in Config.
+	// ClientInFlight, Durable, GoMaxProcs, WorkerBin and Progress are as in
+	// Config.
 	ClientInFlight int
 	Durable        bool
+	GoMaxProcs     int
 	WorkerBin      string
 	Progress       io.Writer
 }
@@ -115,7 +117,7 @@ func Soak(ctx context.Context, cfg *SoakConfig) (*SoakReport, error) {
 	b := &bencher{cfg: &Config{ClientInFlight: cfg.ClientInFlight, WorkerBin: cfg.WorkerBin, Progress: cfg.Progress}, started: time.Now()}
 	b.progressf("starting nats-server and redis-server; building the worker")
 	var err error
-	if b.s, err = startServers(cfg.Durable); err != nil { //nolint:contextcheck // testenv bounds each start by its own readiness wait; started before any work
+	if b.s, err = startServers(cfg.Durable, cfg.GoMaxProcs); err != nil { //nolint:contextcheck // testenv bounds each start by its own readiness wait; started before any work
 		return nil, err
 	}
 	defer b.s.close()
