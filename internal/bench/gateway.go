@@ -218,8 +218,8 @@ type GatewayConfig struct {
 	// Durable, GoMaxProcs, WorkerBin and Progress are as in Config.
 	Durable    bool
 	GoMaxProcs int
-	WorkerBin string
-	Progress  io.Writer
+	WorkerBin  string
+	Progress   io.Writer
 }
 
 // GatewayCountDefault is GatewayConfig.Count's default: enough for a
