@@ -132,3 +132,53 @@ func TestStatus_IsOutcome(t *testing.T) {
 		require.Equal(t, want, status.IsOutcome(), "status %q", status)
 	}
 }
+
+// TestResult_MarshalIsEncodingJSON: the hand-written encoder writes
+// exactly the bytes encoding/json writes for a Result, whatever its strings
+// hold (escapes, HTML characters, invalid UTF-8, U+2028), its Data (nil,
+// indented) and its time (zones, nanoseconds, the zero time).
+func TestResult_MarshalIsEncodingJSON(t *testing.T) {
+	t.Parallel()
+	strs := []string{"", "plain", `quote " and \ backslash`, "<script>&amp;</script>", "tab\tnew\nline\x00",
+		"ünïcödé ✓", "bad utf8 \xff\xfe", "line sep \u2028 para \u2029", "del \x7f"}
+	datas := []json.RawMessage{nil, json.RawMessage(`null`), json.RawMessage("{\n \"a\" : [1, 2],\t\"b\":\"<&>\"\n}"),
+		json.RawMessage(`{"charge_id":"ch_1","amount":1999}`), json.RawMessage("[\"\u2028 \u2029 \u20ac\"]")}
+	times := []time.Time{{}, time.Date(2026, 12, 3, 15, 4, 5, 123456789, time.UTC),
+		time.Date(2026, 12, 3, 15, 4, 5, 0, time.FixedZone("X", 5*3600+1800))}
+	i := 0
+	for _, s := range strs {
+		for _, d := range datas {
+			for _, at := range times {
+				i++
+				r := Result{Key: s, Kind: s + "k", Status: Status(s), Code: s, Message: s, Data: d,
+					Attempts: i * 7, Replayed: i%2 == 0, ProcessedAt: at}
+				if i%3 != 0 {
+					r.Fingerprint = s + "fp"
+				}
+				want := r
+				if len(want.Data) == 0 {
+					want.Data = json.RawMessage("null")
+				}
+				wantBytes, err := json.Marshal(want)
+				require.NoError(t, err)
+				require.Equal(t, string(wantBytes), string(r.Marshal()), "result %+v", r)
+			}
+		}
+	}
+}
+
+// TestData_AppendJSON: the outcome data's own encoders write what
+// json.Marshal writes.
+func TestData_AppendJSON(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"", "ch_0123", `a"b\\c`, "<&>", "ünï \u2028", "bad \xff"} {
+		c := ChargeData{ChargeID: s, AccountID: s + "acct", Amount: -42, Currency: s + "EUR"}
+		want, err := json.Marshal(c)
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(c.AppendJSON(nil)))
+		r := RefundData{RefundID: s, ChargeID: s + "ch", Amount: 1 << 40, Currency: s, RefundedTotal: 7}
+		want, err = json.Marshal(r)
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(r.AppendJSON([]byte{})))
+	}
+}

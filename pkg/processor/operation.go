@@ -149,8 +149,11 @@ func (o Outcome) data() (json.RawMessage, error) {
 	if o.Data == nil {
 		return json.RawMessage("null"), nil
 	}
-	if raw, ok := o.Data.(json.RawMessage); ok {
-		return raw, nil
+	switch d := o.Data.(type) {
+	case json.RawMessage:
+		return d, nil
+	case interface{ AppendJSON(b []byte) []byte }: // messages.ChargeData and its like: no reflection
+		return d.AppendJSON(nil), nil
 	}
 	return json.Marshal(o.Data)
 }

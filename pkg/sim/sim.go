@@ -118,7 +118,7 @@ func (s *Provider) Charge(ctx context.Context, key string, req messages.ChargeRe
 		decline = "1"
 	}
 	made := messages.ChargeData{ChargeID: "ch_" + randomID(), AccountID: req.AccountID, Amount: req.Amount, Currency: req.Currency}
-	fresh, _ := json.Marshal(made) //nolint:errchkjson // a struct of strings and ints
+	fresh := made.AppendJSON(nil)
 	stored, err := chargeScript.Run(ctx, s.rdb, []string{s.keys.Calls, s.keys.Charges},
 		key, fresh, decline).Text()
 	switch {
