@@ -93,6 +93,14 @@ type SoakSample struct {
 	// NATSRSS and RedisMemory (INFO used_memory) show the servers' growth.
 	NATSRSS     int64 `json:"nats_rss_bytes,omitempty"`
 	RedisMemory int64 `json:"redis_used_memory_bytes"`
+	// NATSCPU and RedisCPU are the servers' CPU time so far, of the steady
+	// load, and the PerCommand figures their growth over this interval's
+	// commands: a server whose cost per command grows as its state does
+	// shows here.
+	NATSCPU            time.Duration `json:"nats_cpu_ns,omitempty"`
+	RedisCPU           time.Duration `json:"redis_cpu_ns,omitempty"`
+	NATSCPUPerCommand  float64       `json:"nats_cpu_us_per_command,omitempty"`
+	RedisCPUPerCommand float64       `json:"redis_cpu_us_per_command,omitempty"`
 }
 
 // SoakReport is what a Soak measured.
@@ -146,9 +154,15 @@ func Soak(ctx context.Context, cfg *SoakConfig) (*SoakReport, error) {
 	b.progressf("peak: %d commands at %.0f/s; soaking at %.0f/s for %v, a sample every %v",
 		peak.Commands, rep.Peak, rep.Rate, cfg.Duration, cfg.Interval)
 
-	cpu0 := time.Duration(0)
+	var cpu0 soakCPU
 	if p, err := readProc(w.pid()); err == nil {
-		cpu0 = p.CPU
+		cpu0.worker = p.CPU
+	}
+	if p, err := readProc(b.s.natsPid); err == nil {
+		cpu0.nats = p.CPU
+	}
+	if p, err := readProc(b.s.redisPid); err == nil {
+		cpu0.redis = p.CPU
 	}
 	start := time.Now()
 	rep.Samples = append(rep.Samples, b.soakSample(ctx, w, 0, cpu0))
@@ -169,7 +183,12 @@ func Soak(ctx context.Context, cfg *SoakConfig) (*SoakReport, error) {
 		}
 		s.Failures += len(sum.Disagreeing)
 		if prev := rep.Samples[len(rep.Samples)-1]; s.Commands > 0 {
-			s.WorkerCPUPerCommand = float64((s.WorkerCPU - prev.WorkerCPU).Microseconds()) / float64(s.Commands)
+			perCommand := func(now, before time.Duration) float64 {
+				return float64((now - before).Microseconds()) / float64(s.Commands)
+			}
+			s.WorkerCPUPerCommand = perCommand(s.WorkerCPU, prev.WorkerCPU)
+			s.NATSCPUPerCommand = perCommand(s.NATSCPU, prev.NATSCPU)
+			s.RedisCPUPerCommand = perCommand(s.RedisCPU, prev.RedisCPU)
 		}
 		rep.Samples = append(rep.Samples, s)
 		b.progressf("%7s  %5d commands  %6.0f/s  p99 %6.1fms  worker RSS %6.1f MiB  goroutines %s",
@@ -181,14 +200,21 @@ func Soak(ctx context.Context, cfg *SoakConfig) (*SoakReport, error) {
 	return rep, nil
 }
 
-func (b *bencher) soakSample(ctx context.Context, w *workerProc, at, cpu0 time.Duration) SoakSample {
+// soakCPU is the CPU time of the worker and the servers when the steady
+// load started.
+type soakCPU struct{ worker, nats, redis time.Duration }
+
+func (b *bencher) soakSample(ctx context.Context, w *workerProc, at time.Duration, cpu0 soakCPU) SoakSample {
 	s := SoakSample{At: at}
 	if p, err := readProc(w.pid()); err == nil {
-		s.WorkerRSS, s.WorkerCPU = p.RSS, p.CPU-cpu0
+		s.WorkerRSS, s.WorkerCPU = p.RSS, p.CPU-cpu0.worker
 	}
 	s.Goroutines, _ = w.goroutines(ctx)
 	if p, err := readProc(b.s.natsPid); err == nil {
-		s.NATSRSS = p.RSS
+		s.NATSRSS, s.NATSCPU = p.RSS, p.CPU-cpu0.nats
+	}
+	if p, err := readProc(b.s.redisPid); err == nil {
+		s.RedisCPU = p.CPU - cpu0.redis
 	}
 	if info, err := b.s.rdb.Info(ctx, "memory").Result(); err == nil {
 		s.RedisMemory = infoInt(info, "used_memory")
@@ -204,7 +230,7 @@ func (r *SoakReport) WriteTable(w io.Writer) {
 	}
 	fmt.Fprintf(w, "peak %.0f commands/s; steady rate %.0f/s (half)\n\n", r.Peak, r.Rate)
 	rows := make([][]string, 0, 1+len(r.Samples))
-	rows = append(rows, []string{"at", "cmds", "cmd/s", "p50ms", "p95ms", "p99ms", "failures", "worker RSS MiB", "goroutines", "worker cpu us/cmd", "nats RSS MiB", "redis used MiB"})
+	rows = append(rows, []string{"at", "cmds", "cmd/s", "p50ms", "p95ms", "p99ms", "failures", "worker RSS MiB", "goroutines", "worker cpu us/cmd", "nats cpu us/cmd", "redis cpu us/cmd", "nats RSS MiB", "redis used MiB"})
 	for _, s := range r.Samples {
 		row := make([]string, 0, len(rows[0]))
 		row = append(row, s.At.Round(time.Second).String())
@@ -217,9 +243,10 @@ func (r *SoakReport) WriteTable(w io.Writer) {
 		}
 		row = append(row, fmt.Sprintf("%.1f", mib(s.WorkerRSS)), intOrDash(s.Goroutines))
 		if s.At == 0 {
-			row = append(row, "-")
+			row = append(row, "-", "-", "-")
 		} else {
-			row = append(row, fmt.Sprintf("%.0f", s.WorkerCPUPerCommand))
+			row = append(row, fmt.Sprintf("%.0f", s.WorkerCPUPerCommand), fmt.Sprintf("%.0f", s.NATSCPUPerCommand),
+				fmt.Sprintf("%.0f", s.RedisCPUPerCommand))
 		}
 		rows = append(rows, append(row, fmt.Sprintf("%.1f", mib(s.NATSRSS)), fmt.Sprintf("%.1f", mib(s.RedisMemory))))
 	}
@@ -243,6 +270,8 @@ func (r *SoakReport) WriteTable(w io.Writer) {
 	}
 	sp := spreadOf(p99s)
 	fmt.Fprintf(w, "  worker cpu/cmd  %s\n", drift(r.Samples[1].WorkerCPUPerCommand, last.WorkerCPUPerCommand, "us"))
+	fmt.Fprintf(w, "  nats cpu/cmd    %s\n", drift(r.Samples[1].NATSCPUPerCommand, last.NATSCPUPerCommand, "us"))
+	fmt.Fprintf(w, "  redis cpu/cmd   %s\n", drift(r.Samples[1].RedisCPUPerCommand, last.RedisCPUPerCommand, "us"))
 	fmt.Fprintf(w, "  p99 latency     first %.1fms, last %.1fms (min %.1f, median %.1f, max %.1f over the samples)\n",
 		r.Samples[1].Latency.P99, last.Latency.P99, sp.Min, sp.Median, sp.Max)
 }
