@@ -76,7 +76,7 @@ test/short: require-redis ## Run the tests in -short mode (skips the slow ones),
 	$(GO) test -race -short -timeout 5m -count=1 ./...
 
 .PHONY: bench
-bench: require-redis ## Benchmark idempay against the bare JetStream ceiling on its own servers (go run ./cmd/bench, ~3 min; last line throughput_ratio=), after the pkg/messages micro benchmarks
+bench: require-redis ## Benchmark idempay against the bare JetStream ceiling on its own servers (go run ./cmd/bench, ~2.5 min; last line throughput_ratio=), after the pkg/messages micro benchmarks
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem -count=1 ./pkg/messages/...
 	$(GO) run ./cmd/bench $(BENCH_ARGS)
 
