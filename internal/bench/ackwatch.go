@@ -34,7 +34,10 @@ type ackWatch struct {
 	mu          sync.Mutex
 	acked       int
 	first, last time.Time
-	err         error
+	// quiet is the last poll that saw nothing acked: the first ack came
+	// after it.
+	quiet time.Time
+	err   error
 }
 
 // watchAcks starts polling stream, which must hold target messages now.
@@ -70,6 +73,9 @@ func (w *ackWatch) poll(ctx context.Context, s jetstream.Stream) {
 			return
 		}
 		acked := w.target - int(min(info.State.Msgs, uint64(w.target))) //nolint:gosec // bounded by target
+		if acked == 0 {
+			w.quiet = now
+		}
 		if acked > w.acked {
 			if w.acked == 0 {
 				w.first = now
@@ -105,10 +111,16 @@ func (w *ackWatch) wait(ctx context.Context, stall time.Duration) error {
 }
 
 // span returns the messages acked and the time from the first ack seen to
-// the last.
+// the last. Both are seen up to one poll late, which cancels out in a
+// drain of many polls; a drain that fits between two polls (a handful of
+// commands) would have no span at all, so it gets the time from the last
+// poll that saw nothing acked: an upper bound, which understates its rate.
 func (w *ackWatch) span() (int, time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.last.Equal(w.first) && !w.quiet.IsZero() {
+		return w.acked, w.last.Sub(w.quiet)
+	}
 	return w.acked, w.last.Sub(w.first)
 }
 
