@@ -118,7 +118,7 @@ func (w *ackWatch) wait(ctx context.Context, stall time.Duration) error {
 func (w *ackWatch) span() (int, time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.last.Equal(w.first) && !w.quiet.IsZero() {
+	if w.acked > 0 && w.last.Equal(w.first) && !w.quiet.IsZero() {
 		return w.acked, w.last.Sub(w.quiet)
 	}
 	return w.acked, w.last.Sub(w.first)

@@ -96,9 +96,9 @@ type Result struct {
 // Marshal encodes r. A nil Data is sent as JSON null.
 //
 // Every answer a worker sends is encoded here, so it is written by hand:
-// one allocation, where encoding/json takes three and four times the time.
-// The bytes are encoding/json's, field for field (TestResultMarshal
-// compares them): strings escaped as it escapes them, Data compacted as it
+// one allocation, where encoding/json takes three and three times the
+// time. The bytes are encoding/json's, field for field
+// (TestResult_MarshalIsEncodingJSON compares them): strings escaped as it escapes them, Data compacted as it
 // compacts a json.RawMessage, the time in RFC 3339 with nanoseconds.
 func (r Result) Marshal() []byte {
 	b := make([]byte, 0, 192+len(r.Key)+len(r.Message)+len(r.Data)+len(r.Fingerprint))

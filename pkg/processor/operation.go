@@ -106,7 +106,10 @@ type Outcome struct {
 	// Code and Message explain a failure, e.g. "card_declined".
 	Code    string
 	Message string
-	// Data is the operation's output, encoded as JSON in the answer.
+	// Data is the operation's output, encoded as JSON in the answer: by
+	// its AppendJSON(b []byte) []byte method when it has one (the
+	// messages data types, on every command's path), which must append
+	// exactly what json.Marshal would; by json.Marshal otherwise.
 	Data any
 	// Effect, if set, is the operation's whole effect, applied by the
 	// engine once per key (see OpConfig.EffectInCommit): an operation whose
