@@ -44,7 +44,7 @@ type armed struct {
 // simulated one - or SIGSTOP it: the whole process freezes, as in a long
 // GC pause or a frozen container, until something sends SIGCONT; then the
 // delivery goes on from that step as if nothing happened.
-func (f *failpointFlags) failpoint(log *slog.Logger) func(processor.Failpoint) bool {
+func (f *failpointFlags) failpoint(log *slog.Logger) func(processor.Failpoint, string) bool {
 	a, _ := parseFailpoint(f.Failpoint) // checked by validate
 	point, prob, action := a.point, a.prob, a.action
 	if point == "" {
@@ -52,7 +52,7 @@ func (f *failpointFlags) failpoint(log *slog.Logger) func(processor.Failpoint) b
 	}
 	log.Warn("fault injection armed", "failpoint", point, "probability", prob, "action", action)
 	if action == "kill" {
-		return func(at processor.Failpoint) bool {
+		return func(at processor.Failpoint, _ string) bool {
 			if at == point && rand.Float64() < prob {
 				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			}
@@ -63,7 +63,7 @@ func (f *failpointFlags) failpoint(log *slog.Logger) func(processor.Failpoint) b
 		mu      sync.Mutex
 		resumed time.Time
 	)
-	return func(at processor.Failpoint) bool {
+	return func(at processor.Failpoint, _ string) bool {
 		if at != point || rand.Float64() >= prob {
 			return false
 		}

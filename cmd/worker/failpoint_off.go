@@ -14,4 +14,4 @@ type failpointFlags struct{}
 
 func (*failpointFlags) validate() error { return nil }
 
-func (*failpointFlags) failpoint(*slog.Logger) func(processor.Failpoint) bool { return nil }
+func (*failpointFlags) failpoint(*slog.Logger) func(processor.Failpoint, string) bool { return nil }

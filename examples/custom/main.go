@@ -87,6 +87,11 @@ type acmeProvider struct {
 	charges map[string]messages.ChargeData
 }
 
+var (
+	_ charge.Provider = (*acmeProvider)(nil)
+	_ charge.Lookup   = (*acmeProvider)(nil)
+)
+
 // Charge implements charge.Provider: idempotent on key.
 func (a *acmeProvider) Charge(_ context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {
 	if req.Amount > 1_000_000 {
@@ -106,7 +111,7 @@ func (a *acmeProvider) Charge(_ context.Context, key string, req messages.Charge
 // LookupCharge implements charge.Lookup: with it, a command whose worker died
 // mid-call is answered with the charge, or dead-lettered as not charged,
 // instead of outcome_unknown.
-func (a *acmeProvider) LookupCharge(_ context.Context, key string) (messages.ChargeData, bool, error) {
+func (a *acmeProvider) LookupCharge(_ context.Context, key string, _ messages.ChargeRequest) (messages.ChargeData, bool, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	c, ok := a.charges[key]

@@ -178,7 +178,8 @@ end
 // record remembers that an effect may exist.
 //
 //	KEYS[1] record, KEYS[2] lock
-//	ARGV[1] lock value, ARGV[2] "1" when the attempt certainly had no effect
+//	ARGV[1] lock value, ARGV[2] "1" when the attempt certainly had no effect,
+//	ARGV[3] "1" to give the try back (the operation did not start)
 //
 // Returns "lost" (nothing written) or "ok".
 var settleScript = redis.NewScript(`
@@ -188,6 +189,9 @@ end
 if redis.call("HGET", KEYS[1], "state") == "in_progress" then
   if ARGV[2] ~= "1" then
     redis.call("HSET", KEYS[1], "unknown", 1)
+  end
+  if ARGV[3] == "1" and tonumber(redis.call("HGET", KEYS[1], "tries") or "0") > 0 then
+    redis.call("HINCRBY", KEYS[1], "tries", -1)
   end
   redis.call("HDEL", KEYS[1], "running")
 end

@@ -329,16 +329,20 @@ func parseBeginCommit(lease *Lease, a Attempt, result messages.Result, res []str
 
 // Settle ends an attempt that produced no outcome and releases the lease.
 // certain says the attempt certainly had no effect; otherwise the record
-// remembers that an effect may exist (Record.Unknown). ErrLockLost means
+// remembers that an effect may exist (Record.Unknown). untry gives the try
+// back: the operation did not start (it was deferred). ErrLockLost means
 // the lease had expired and nothing was written: the next Begin then marks
 // the record Unknown itself.
-func (s *Store) Settle(ctx context.Context, lease *Lease, certain bool) error {
+func (s *Store) Settle(ctx context.Context, lease *Lease, certain, untry bool) error {
 	key := lease.key
-	flag := "0"
+	flag, back := "0", "0"
 	if certain {
 		flag = "1"
 	}
-	res, err := settleScript.Run(ctx, s.rdb, []string{s.RecordKey(key), s.LockKey(key)}, lease.Value(), flag).Text()
+	if untry {
+		back = "1"
+	}
+	res, err := settleScript.Run(ctx, s.rdb, []string{s.RecordKey(key), s.LockKey(key)}, lease.Value(), flag, back).Text()
 	if err != nil {
 		return fmt.Errorf("dedupe: settle: %w", err)
 	}

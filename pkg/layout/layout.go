@@ -21,7 +21,7 @@ func Cart(prefix, cartID string) string { return prefix + "cart:{" + cartID + "}
 // script applies the add with the record, and this hash is not written.
 func CartApplied(prefix, cartID string) string { return Cart(prefix, cartID) + ":applied" }
 
-// SimLedger names the simulated provider's four ledger hashes.
+// SimLedger names the simulated provider's ledger hashes.
 type SimLedger struct {
 	// Charges: idempotency key -> charge JSON (one per key).
 	Charges string
@@ -31,6 +31,9 @@ type SimLedger struct {
 	Refunds string
 	// Refunded: charge key -> total refunded.
 	Refunded string
+	// Voided: idempotency key (of a charge or a refund) -> the time it was
+	// voided (contract v1.2); a voided key is never charged or refunded.
+	Voided string
 }
 
 // SimClusterTag is the hash tag of the simulated provider's ledger on a
@@ -40,7 +43,8 @@ const SimClusterTag = "{sim}"
 // Sim returns the simulated provider's ledger under prefix. On a single
 // Redis or Sentinel (cluster false) they are the contract's sim:charges,
 // sim:calls, sim:refunds and sim:refunded. On a Redis Cluster they are
-// {sim}:charges, {sim}:calls, {sim}:refunds and {sim}:refunded: the
+// {sim}:charges, {sim}:calls, {sim}:refunds, {sim}:refunded and
+// {sim}:voided (and sim:voided on a single Redis): the
 // provider's scripts touch two or three of them at once (a charge counts
 // its call; a refund checks the charge and the refunded total), and the
 // shared hash tag keeps them in one slot, where a script may touch them
@@ -50,7 +54,8 @@ func Sim(prefix string, cluster bool) SimLedger {
 	if cluster {
 		base = prefix + SimClusterTag + ":"
 	}
-	return SimLedger{Charges: base + "charges", Calls: base + "calls", Refunds: base + "refunds", Refunded: base + "refunded"}
+	return SimLedger{Charges: base + "charges", Calls: base + "calls", Refunds: base + "refunds", Refunded: base + "refunded",
+		Voided: base + "voided"}
 }
 
 // SimCharges is the simulated provider's hash of charges on a single Redis
@@ -68,6 +73,10 @@ func SimRefunds(prefix string) string { return prefix + "sim:refunds" }
 // SimRefunded is the simulated provider's hash of refunded totals: charge
 // key -> total refunded.
 func SimRefunded(prefix string) string { return prefix + "sim:refunded" }
+
+// SimVoided is the simulated provider's hash of voided keys: idempotency
+// key -> the time it was voided (contract v1.2).
+func SimVoided(prefix string) string { return prefix + "sim:voided" }
 
 // SimDeclinePrefix: the simulated provider declines every charge to an
 // account whose id starts with it, with code card_declined.

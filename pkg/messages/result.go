@@ -57,6 +57,10 @@ const (
 	// CodeRefundExceedsCharge (payment.refund): the amount is more than
 	// what is left of the charge.
 	CodeRefundExceedsCharge = "refund_exceeds_charge"
+	// CodeKeyVoided (an extension of the contract, v1.2): the provider
+	// refused the call because it voided the key earlier, after an unknown
+	// outcome; nothing took effect with this key, nor ever will.
+	CodeKeyVoided = "key_voided"
 )
 
 // Result is the body of every answer a worker sends, on result.<key>,

@@ -22,11 +22,11 @@ import (
 // counted and timed on reg:
 //
 //	idempay_provider_calls_total{kind,result}   result: ok, declined, refused, transient, ambiguous, rate_limited
-//	idempay_provider_duration_seconds{kind}     kind: charge, refund, lookup_charge, lookup_refund
+//	idempay_provider_duration_seconds{kind}     kind: charge, refund, lookup_charge, lookup_refund, void_charge, void_refund
 //
-// tp nil is otel.GetTracerProvider(). The wrapper looks effects up when p
-// can (charge.Lookup, refund.Lookup), and says it cannot otherwise, as p
-// itself would.
+// tp nil is otel.GetTracerProvider(). The wrapper looks effects up and
+// voids keys when p can (charge.Lookup, refund.Lookup, charge.Voider,
+// refund.Voider), and says it cannot otherwise, as p itself would.
 func Instrument(p Provider, reg prometheus.Registerer, tp trace.TracerProvider) (Provider, error) {
 	if tp == nil {
 		tp = otel.GetTracerProvider()
@@ -65,6 +65,7 @@ var errNoLookup = errors.New("the provider cannot look up an effect by key")
 var spanNames = map[string]string{
 	"charge": "provider charge", "refund": "provider refund",
 	"lookup_charge": "provider lookup_charge", "lookup_refund": "provider lookup_refund",
+	"void_charge": "provider void_charge", "void_refund": "provider void_refund",
 }
 
 // observe runs one provider call of kind inside its span and records it.
@@ -124,28 +125,46 @@ type found[T any] struct {
 	ok bool
 }
 
-// observeLookup is observe for a provider's lookup by key, which answers
-// with a found flag beside its value.
-func observeLookup[T any](ctx context.Context, ip *instrumented, kind, key string, lookup func(context.Context, string) (T, bool, error)) (T, bool, error) {
+// observeLookup is observe for a provider's lookup or void by key, which
+// answers with a found flag beside its value.
+func observeLookup[T, R any](ctx context.Context, ip *instrumented, kind, key string, req R,
+	lookup func(context.Context, string, R) (T, bool, error),
+) (T, bool, error) {
 	f, err := observe(ctx, ip, kind, func(ctx context.Context) (found[T], error) {
-		v, ok, err := lookup(ctx, key)
+		v, ok, err := lookup(ctx, key, req)
 		return found[T]{v, ok}, err
 	})
 	return f.v, f.ok, err
 }
 
-func (ip *instrumented) LookupCharge(ctx context.Context, key string) (messages.ChargeData, bool, error) {
+func (ip *instrumented) LookupCharge(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, bool, error) {
 	l, ok := ip.p.(charge.Lookup)
 	if !ok {
 		return messages.ChargeData{}, false, errNoLookup
 	}
-	return observeLookup(ctx, ip, "lookup_charge", key, l.LookupCharge)
+	return observeLookup(ctx, ip, "lookup_charge", key, req, l.LookupCharge)
 }
 
-func (ip *instrumented) LookupRefund(ctx context.Context, key string) (messages.RefundData, bool, error) {
+func (ip *instrumented) LookupRefund(ctx context.Context, key string, req refund.Request) (messages.RefundData, bool, error) {
 	l, ok := ip.p.(refund.Lookup)
 	if !ok {
 		return messages.RefundData{}, false, errNoLookup
 	}
-	return observeLookup(ctx, ip, "lookup_refund", key, l.LookupRefund)
+	return observeLookup(ctx, ip, "lookup_refund", key, req, l.LookupRefund)
+}
+
+func (ip *instrumented) VoidCharge(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, bool, error) {
+	v, ok := ip.p.(charge.Voider)
+	if !ok {
+		return messages.ChargeData{}, false, processor.ErrCannotVoid
+	}
+	return observeLookup(ctx, ip, "void_charge", key, req, v.VoidCharge)
+}
+
+func (ip *instrumented) VoidRefund(ctx context.Context, key string, req refund.Request) (messages.RefundData, bool, error) {
+	v, ok := ip.p.(refund.Voider)
+	if !ok {
+		return messages.RefundData{}, false, processor.ErrCannotVoid
+	}
+	return observeLookup(ctx, ip, "void_refund", key, req, v.VoidRefund)
 }

@@ -143,11 +143,13 @@ type Config struct {
 	// reaches its answers and the log lines about it.
 	TracerProvider trace.TracerProvider
 
-	// Failpoint, if set, is called at each named step of a delivery; when it
-	// returns true the delivery is abandoned on the spot - no nak, no
-	// unlock, no ack - exactly as if the process died there. It exists for
-	// fault-injection tests and must be nil in production.
-	Failpoint func(Failpoint) bool
+	// Failpoint, if set, is called at each named step of a delivery with
+	// the delivery's key; when it returns true the delivery is abandoned on
+	// the spot - no nak, no unlock, no ack - exactly as if the process died
+	// there. It may also block for a while, as a paused process does. It
+	// exists for fault-injection tests (the chaos suite, the fault
+	// explorer) and must be nil in production.
+	Failpoint func(at Failpoint, key string) bool
 }
 
 // WithDefaults returns a copy with every zero field set to its default.

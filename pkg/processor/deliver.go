@@ -174,6 +174,7 @@ type facts struct {
 	ran        bool
 	opErr      error // the attempt's error; nil with ran means an outcome
 	certain    bool  // opErr certainly left no effect
+	deferred   bool  // the operation did not start (Deferred): give the try back
 	retryAfter time.Duration
 
 	resolveErr    error // the Resolver could not tell
@@ -245,7 +246,11 @@ func (p *Processor) examine(ctx context.Context, d *delivery) *facts {
 		// An operation cut off by a lost lock may have stopped half-way,
 		// whatever its own error says.
 		f.certain, f.retryAfter = class != Ambiguous && !errors.Is(err, dedupe.ErrLockLost), after
+		f.deferred = class == Deferred && f.certain
 		f.stopping = errors.Is(context.Cause(ctx), ErrStop)
+		if f.deferred {
+			return f
+		}
 		if f.lastTry(p.cfg.MaxDeliver) && !f.stopping && (!f.certain || f.begun.Record.Unknown) {
 			p.resolve(ctx, d, f)
 		}
@@ -338,6 +343,9 @@ func (p *Processor) execute(ctx context.Context, d *delivery, try int) (Outcome,
 			return Outcome{}, err
 		}
 		class, after := ClassOf(err)
+		if class == Deferred {
+			return Outcome{}, err // handed back whole: nothing started
+		}
 		if backoffs[class] == nil {
 			backoffs[class] = policy.NewBackOff(class)
 		}
@@ -555,6 +563,7 @@ const (
 	settleRelease settleKind = iota // release the lock, record nothing
 	settleCertain                   // the attempt certainly had no effect
 	settleUnknown                   // the attempt may have had an effect
+	settleDeferred                  // the operation did not start: the try is given back
 )
 
 // decide turns what a delivery learned into its one verdict. It is the
@@ -620,6 +629,10 @@ func decide(f *facts, cfg *Config) verdict {
 	}
 	if f.stopping {
 		return verdict{kind: vRetry, settle: settle, reason: "stopping: " + f.opErr.Error(), why: "stopping"}
+	}
+	if f.deferred {
+		delay := max(backoffDelay(cfg.NakDelay, cfg.MaxNakDelay, f.deliveries), f.retryAfter)
+		return verdict{kind: vRetry, delay: delay, settle: settleDeferred, reason: f.opErr.Error(), why: "deferred"}
 	}
 	if !f.lastTry(cfg.MaxDeliver) {
 		delay := max(backoffDelay(cfg.NakDelay, cfg.MaxNakDelay, f.begun.Record.Tries), f.retryAfter)

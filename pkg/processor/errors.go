@@ -6,9 +6,18 @@ import (
 	"time"
 )
 
-// ErrStop is the cause of the contexts a Processor cancels when it stops, so
-// that work can tell "stopping" from "failed".
-var ErrStop = errors.New("processor: stopping")
+var (
+	// ErrStop is the cause of the contexts a Processor cancels when it
+	// stops, so that work can tell "stopping" from "failed".
+	ErrStop = errors.New("processor: stopping")
+	// ErrKeyVoided is a provider's refusal of a call with a key it voided
+	// earlier (contract v1.2): nothing took effect and nothing will. The
+	// shipped operations answer it as a failed outcome, code key_voided.
+	ErrKeyVoided = errors.New("processor: the idempotency key was voided at the provider")
+	// ErrCannotVoid is a Voider's answer when the provider behind it cannot
+	// void a key: the key's outcome stays unknown.
+	ErrCannotVoid = errors.New("processor: the provider cannot void a key")
+)
 
 // Class says what an operation's error means for its effect, and so how the
 // engine retries it. An error that does not say is Ambiguous: the engine
@@ -27,6 +36,12 @@ const (
 	// RateLimited: the call did not take effect and the other side asked to
 	// wait (Error.RetryAfter) before the next one.
 	RateLimited
+	// Deferred: the operation did not start, because something it depends
+	// on is not settled yet (a refund's charge still in progress). Nothing
+	// was called; the try is given back to the key and the message comes
+	// back after Error.RetryAfter (or the engine's growing delay), without
+	// holding a worker slot in between.
+	Deferred
 )
 
 func (c Class) String() string {
@@ -35,6 +50,8 @@ func (c Class) String() string {
 		return "transient"
 	case RateLimited:
 		return "rate_limited"
+	case Deferred:
+		return "deferred"
 	default:
 		return "ambiguous"
 	}
@@ -75,6 +92,12 @@ func AmbiguousError(err error) error { return &Error{Class: Ambiguous, Err: err}
 // side asked for (0 when it named none).
 func RateLimitedError(err error, retryAfter time.Duration) error {
 	return &Error{Class: RateLimited, RetryAfter: retryAfter, Err: err}
+}
+
+// DeferredError marks err as "not started yet, come back later": see
+// Deferred. after is the wait it asks for (0: the engine's growing delay).
+func DeferredError(err error, after time.Duration) error {
+	return &Error{Class: Deferred, RetryAfter: after, Err: err}
 }
 
 // ClassOf returns err's Class and, for RateLimited, the wait it asks for.

@@ -152,7 +152,7 @@ func TestProcessor_DeadLetters(t *testing.T) {
 		// delivery, which asks the provider whether a charge exists: none.
 		var deaths atomic.Int32
 		b.startWorker(t, nil, func(c *processor.Config) {
-			c.Failpoint = func(at processor.Failpoint) bool {
+			c.Failpoint = func(at processor.Failpoint, _ string) bool {
 				return at == processor.AfterBegin && deaths.Add(1) > 0
 			}
 		})
@@ -180,7 +180,7 @@ func TestProcessor_DeadLetters(t *testing.T) {
 		// it is the key's outcome, not a dead letter.
 		var died atomic.Bool
 		b.startWorker(t, nil, func(c *processor.Config) {
-			c.Failpoint = func(at processor.Failpoint) bool {
+			c.Failpoint = func(at processor.Failpoint, _ string) bool {
 				return at == processor.AfterOperation && died.CompareAndSwap(false, true)
 			}
 		})
@@ -316,7 +316,7 @@ func crashAt(t *testing.T, b *testBundle, kind string, point processor.Failpoint
 	}
 	var fired atomic.Bool
 	crashOnce := func(c *processor.Config) {
-		c.Failpoint = func(at processor.Failpoint) bool { return at == point && fired.CompareAndSwap(false, true) }
+		c.Failpoint = func(at processor.Failpoint, _ string) bool { return at == point && fired.CompareAndSwap(false, true) }
 	}
 	b.startWorker(t, nil, crashOnce)
 	b.startWorker(t, nil, nil) // a healthy peer may take the redelivery
@@ -416,7 +416,7 @@ func TestProcessor_LockLost(t *testing.T) {
 		// Worker A pauses after its provider call, like a GC pause or a
 		// SIGSTOP, long past its lock and its AckWait.
 		b.startWorker(t, nil, func(c *processor.Config) {
-			c.Failpoint = func(at processor.Failpoint) bool {
+			c.Failpoint = func(at processor.Failpoint, _ string) bool {
 				if at == processor.AfterOperation && paused.CompareAndSwap(false, true) {
 					close(pausedAt)
 					<-resume

@@ -37,7 +37,7 @@ func TestProcessor_LastDelivery(t *testing.T) {
 		// about the command is gone.
 		var deaths atomic.Int32
 		a := b.startWorkerOn(t, b.rdb, nil, func(c *processor.Config) {
-			c.Failpoint = func(at processor.Failpoint) bool { return at == processor.AfterBegin && deaths.Add(1) > 0 }
+			c.Failpoint = func(at processor.Failpoint, _ string) bool { return at == processor.AfterBegin && deaths.Add(1) > 0 }
 		})
 		key := newKey()
 		b.publish(t, messages.KindPaymentCharge, key, `{"account_id":"acct_1","amount":11,"currency":"EUR"}`)

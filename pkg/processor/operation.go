@@ -44,6 +44,22 @@ type Resolver[T messages.Command] interface {
 	Resolve(ctx context.Context, call *Call[T]) (o Outcome, found bool, err error)
 }
 
+// Voider is implemented by operations whose provider can void a key
+// (contract v1.2): Void asks the provider, atomically, for the effect of
+// call.Key, and voids the key when there is none, so that no call with it
+// can take effect afterwards - one frozen in flight included. found returns
+// the effect's Outcome (stored and answered as the key's outcome); not
+// found means nothing took effect and nothing will, so the engine may
+// answer dead_lettered. ErrCannotVoid, or any error, leaves the key
+// unknown.
+//
+// The engine voids a key only when its history is unknown (a call may
+// have taken effect, or may still be in flight); a key whose every call
+// was answered "certainly not done" needs no void and stays re-drivable.
+type Voider[T messages.Command] interface {
+	Void(ctx context.Context, call *Call[T]) (o Outcome, found bool, err error)
+}
+
 // Call is one execution of a command.
 type Call[T messages.Command] struct {
 	// Key is the idempotency key. Pass it to every external system.
@@ -81,11 +97,19 @@ type KeyState struct {
 // KeyStatus is where a key stands.
 type KeyStatus int
 
-// The states of a key.
+// The states of a key, as another operation sees them.
 const (
+	// KeyAbsent: no record (never sent, or expired).
 	KeyAbsent KeyStatus = iota
+	// KeyInProgress: no outcome yet, and one may still come: the key is
+	// running or between tries, or was dead-lettered with its outcome
+	// unknown (resolution pending).
 	KeyInProgress
+	// KeyCompleted: the outcome is stored (Outcome).
 	KeyCompleted
+	// KeyDead: the key was dead-lettered and certainly did not take effect
+	// (dead_lettered); nothing will come of it unless it is sent again.
+	KeyDead
 )
 
 // Effect is a Redis counter update that is an operation's whole effect; its
@@ -188,6 +212,7 @@ type route struct {
 	decode  func(body []byte) (messages.Command, error)
 	handle  func(ctx context.Context, env callEnv, cmd messages.Command) (Outcome, error)
 	resolve func(ctx context.Context, env callEnv, cmd messages.Command) (Outcome, bool, error) // nil: none
+	void    func(ctx context.Context, env callEnv, cmd messages.Command) (Outcome, bool, error) // nil: none
 }
 
 // callEnv is what a Call carries besides its command.
@@ -231,6 +256,12 @@ func Register[T messages.Command](mux *Mux, op Operation[T], cfg *OpConfig) {
 		r.resolve = func(ctx context.Context, env callEnv, cmd messages.Command) (o Outcome, found bool, err error) {
 			defer recoverPanic(&err)
 			return res.Resolve(ctx, call(env, cmd))
+		}
+	}
+	if v, ok := op.(Voider[T]); ok {
+		r.void = func(ctx context.Context, env callEnv, cmd messages.Command) (o Outcome, found bool, err error) {
+			defer recoverPanic(&err)
+			return v.Void(ctx, call(env, cmd))
 		}
 	}
 	mux.add(r)

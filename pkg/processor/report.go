@@ -160,7 +160,7 @@ func (p *Processor) retry(ctx context.Context, d *delivery, v verdict) {
 		case settleRelease:
 			p.release(ctx, d)
 		default:
-			if err := p.store.Settle(ctx, d.lease, v.settle == settleCertain); err != nil && !errors.Is(err, dedupe.ErrLockLost) {
+			if err := p.store.Settle(ctx, d.lease, v.settle != settleUnknown, v.settle == settleDeferred); err != nil && !errors.Is(err, dedupe.ErrLockLost) {
 				p.log.warn(ctx, "settle failed; the lock expires by itself", attrKey, d.key, attrError, err)
 			}
 		}
@@ -337,7 +337,7 @@ func (p *Processor) release(ctx context.Context, d *delivery) {
 }
 
 func (p *Processor) crash(ctx context.Context, d *delivery, at Failpoint) bool {
-	if p.cfg.Failpoint == nil || !p.cfg.Failpoint(at) {
+	if p.cfg.Failpoint == nil || !p.cfg.Failpoint(at, d.key) {
 		return false
 	}
 	p.log.warn(ctx, "failpoint: abandoning delivery", "failpoint", string(at), attrKey, d.key, attrAttempt, d.deliveries)

@@ -1,12 +1,13 @@
 // Package sim owns the simulated payment provider that the demo, the tests
 // and the benchmarks charge and refund against. It behaves like a real
 // provider with idempotency keys (Stripe's Idempotency-Key): it takes the
-// key with every call, never charges or refunds one key twice, and never
-// lets the refunds of a charge exceed it. It keeps its ledger in Redis
-// (package layout names the keys): sim:charges, sim:calls, sim:refunds,
-// sim:refunded; on a Redis Cluster {sim}:charges, {sim}:calls,
-// {sim}:refunds, {sim}:refunded, one hash tag for all four, so that each
-// of its scripts touches keys of one slot.
+// key with every call, never charges or refunds one key twice, never lets
+// the refunds of a charge exceed it, and can void a key (contract v1.2):
+// a voided key is never charged or refunded afterwards. It keeps its
+// ledger in Redis (package layout names the keys): sim:charges, sim:calls,
+// sim:refunds, sim:refunded, sim:voided; on a Redis Cluster the same names
+// with the {sim} hash tag, so that each of its scripts touches keys of one
+// slot.
 package sim
 
 import (
@@ -46,7 +47,8 @@ type Config struct {
 }
 
 // Provider is the simulated provider. It implements charge.Provider,
-// charge.Lookup, refund.Provider and refund.Lookup.
+// charge.Lookup, charge.Voider, refund.Provider, refund.Lookup and
+// refund.Voider.
 type Provider struct {
 	rdb  redis.UniversalClient
 	cfg  Config
@@ -58,6 +60,8 @@ var (
 	_ charge.Lookup   = (*Provider)(nil)
 	_ refund.Provider = (*Provider)(nil)
 	_ refund.Lookup   = (*Provider)(nil)
+	_ charge.Voider   = (*Provider)(nil)
+	_ refund.Voider   = (*Provider)(nil)
 )
 
 // New returns a simulated provider on rdb.
@@ -87,17 +91,36 @@ func New(rdb redis.UniversalClient, cfg *Config) (*Provider, error) {
 func (s *Provider) Ledger() layout.SimLedger { return s.keys }
 
 // chargeScript counts the call and returns the key's charge, making it if
-// there is none; a declined account is counted and charged nothing.
+// there is none; a declined account, or a voided key, is counted and
+// charged nothing.
 //
-//	KEYS[1] sim:calls, KEYS[2] sim:charges
+//	KEYS[1] sim:calls, KEYS[2] sim:charges, KEYS[3] sim:voided
 //	ARGV[1] key, ARGV[2] new charge JSON, ARGV[3] "1" to decline
+//
+// Returns {"ok", charge JSON}, {"declined"} or {"voided"}.
 var chargeScript = redis.NewScript(`
 redis.call("HINCRBY", KEYS[1], ARGV[1], 1)
 local c = redis.call("HGET", KEYS[2], ARGV[1])
-if c then return c end
-if ARGV[3] == "1" then return false end
+if c then return {"ok", c} end
+if redis.call("HEXISTS", KEYS[3], ARGV[1]) == 1 then return {"voided"} end
+if ARGV[3] == "1" then return {"declined"} end
 redis.call("HSET", KEYS[2], ARGV[1], ARGV[2])
-return ARGV[2]
+return {"ok", ARGV[2]}
+`)
+
+// voidScript returns the effect recorded for a key in KEYS[1], or, when
+// there is none, voids the key: a charge or refund script finding it in
+// KEYS[2] afterwards makes nothing. Voiding twice keeps the first time.
+//
+//	KEYS[1] sim:charges or sim:refunds, KEYS[2] sim:voided
+//	ARGV[1] key, ARGV[2] the time, RFC 3339
+//
+// Returns {"found", JSON} or {"voided"}.
+var voidScript = redis.NewScript(`
+local c = redis.call("HGET", KEYS[1], ARGV[1])
+if c then return {"found", c} end
+redis.call("HSETNX", KEYS[2], ARGV[1], ARGV[2])
+return {"voided"}
 `)
 
 // Charge implements charge.Provider: one Redis round trip.
@@ -119,15 +142,18 @@ func (s *Provider) Charge(ctx context.Context, key string, req messages.ChargeRe
 	}
 	made := messages.ChargeData{ChargeID: "ch_" + randomID(), AccountID: req.AccountID, Amount: req.Amount, Currency: req.Currency}
 	fresh := made.AppendJSON(nil)
-	stored, err := chargeScript.Run(ctx, s.rdb, []string{s.keys.Calls, s.keys.Charges},
-		key, fresh, decline).Text()
+	res, err := chargeScript.Run(ctx, s.rdb, []string{s.keys.Calls, s.keys.Charges, s.keys.Voided},
+		key, fresh, decline).StringSlice()
 	switch {
-	case errors.Is(err, redis.Nil):
-		return messages.ChargeData{}, charge.Declined(messages.CodeCardDeclined, "the card was declined")
 	case err != nil:
 		// The script may have run: the outcome is unknown.
 		return messages.ChargeData{}, processor.AmbiguousError(fmt.Errorf("sim: charge: %w", err))
+	case res[0] == "declined":
+		return messages.ChargeData{}, charge.Declined(messages.CodeCardDeclined, "the card was declined")
+	case res[0] == "voided":
+		return messages.ChargeData{}, fmt.Errorf("sim: charge %s: %w", key, processor.ErrKeyVoided)
 	}
+	stored := res[1]
 	c := made
 	if stored != string(fresh) { // charged before, by an earlier call with this key
 		if err := json.Unmarshal([]byte(stored), &c); err != nil {
@@ -141,23 +167,48 @@ func (s *Provider) Charge(ctx context.Context, key string, req messages.ChargeRe
 }
 
 // LookupCharge implements charge.Lookup.
-func (s *Provider) LookupCharge(ctx context.Context, key string) (messages.ChargeData, bool, error) {
+func (s *Provider) LookupCharge(ctx context.Context, key string, _ messages.ChargeRequest) (messages.ChargeData, bool, error) {
 	var c messages.ChargeData
 	found, err := s.lookup(ctx, s.keys.Charges, key, &c)
 	return c, found, err
+}
+
+// VoidCharge implements charge.Voider: one script, so a charge call that
+// comes after it (one frozen in flight) finds the key voided.
+func (s *Provider) VoidCharge(ctx context.Context, key string, _ messages.ChargeRequest) (messages.ChargeData, bool, error) {
+	var c messages.ChargeData
+	found, err := s.void(ctx, s.keys.Charges, key, &c)
+	return c, found, err
+}
+
+// void runs voidScript on hash for key, decoding a found effect into dst.
+func (s *Provider) void(ctx context.Context, hash, key string, dst any) (bool, error) {
+	res, err := voidScript.Run(ctx, s.rdb, []string{hash, s.keys.Voided}, key, time.Now().UTC().Format(time.RFC3339Nano)).StringSlice()
+	if err != nil {
+		return false, fmt.Errorf("sim: void %s: %w", key, err)
+	}
+	if res[0] != "found" {
+		return false, nil
+	}
+	if err := json.Unmarshal([]byte(res[1]), dst); err != nil {
+		return false, fmt.Errorf("sim: stored %s of %s: %w", hash, key, err)
+	}
+	return true, nil
 }
 
 // refundScript returns the refund of a key, making it if there is none and
 // the charge has enough left; every refund of a charge goes through it, so
 // racing refunds never exceed the charge.
 //
-//	KEYS[1] sim:refunds, KEYS[2] sim:refunded, KEYS[3] sim:charges
+//	KEYS[1] sim:refunds, KEYS[2] sim:refunded, KEYS[3] sim:charges, KEYS[4] sim:voided
 //	ARGV[1] refund key, ARGV[2] charge key, ARGV[3] amount, ARGV[4] refund id
 //
-// Returns {"ok", refund JSON}, {"no_charge"} or {"exceeds", refunded total}.
+// Returns {"ok", refund JSON}, {"no_charge"}, {"voided"} or {"exceeds",
+// refunded total}.
 var refundScript = redis.NewScript(`
 local r = redis.call("HGET", KEYS[1], ARGV[1])
 if r then return {"ok", r} end
+if redis.call("HEXISTS", KEYS[4], ARGV[1]) == 1 then return {"voided"} end
 local c = redis.call("HGET", KEYS[3], ARGV[2])
 if not c then return {"no_charge"} end
 local charge = cjson.decode(c)
@@ -179,7 +230,7 @@ func (s *Provider) Refund(ctx context.Context, key string, req refund.Request) (
 	if s.roll(s.cfg.FailureRate) {
 		return messages.RefundData{}, processor.TransientError(errors.New("sim: provider temporarily unavailable"))
 	}
-	res, err := refundScript.Run(ctx, s.rdb, []string{s.keys.Refunds, s.keys.Refunded, s.keys.Charges},
+	res, err := refundScript.Run(ctx, s.rdb, []string{s.keys.Refunds, s.keys.Refunded, s.keys.Charges, s.keys.Voided},
 		key, req.ChargeKey, req.Amount, "re_"+randomID()).StringSlice()
 	if err != nil {
 		return messages.RefundData{}, processor.AmbiguousError(fmt.Errorf("sim: refund: %w", err))
@@ -189,6 +240,8 @@ func (s *Provider) Refund(ctx context.Context, key string, req refund.Request) (
 		// The store says the charge succeeded; the provider never made it.
 		// Not this refund's fault, and nothing was refunded: retry.
 		return messages.RefundData{}, processor.TransientError(fmt.Errorf("sim: no charge for key %s", req.ChargeKey))
+	case "voided":
+		return messages.RefundData{}, fmt.Errorf("sim: refund %s: %w", key, processor.ErrKeyVoided)
 	case "exceeds":
 		total, _ := strconv.ParseInt(res[1], 10, 64)
 		return messages.RefundData{}, &refund.ExceedsError{RefundedTotal: total}
@@ -204,9 +257,16 @@ func (s *Provider) Refund(ctx context.Context, key string, req refund.Request) (
 }
 
 // LookupRefund implements refund.Lookup.
-func (s *Provider) LookupRefund(ctx context.Context, key string) (messages.RefundData, bool, error) {
+func (s *Provider) LookupRefund(ctx context.Context, key string, _ refund.Request) (messages.RefundData, bool, error) {
 	var r messages.RefundData
 	found, err := s.lookup(ctx, s.keys.Refunds, key, &r)
+	return r, found, err
+}
+
+// VoidRefund implements refund.Voider.
+func (s *Provider) VoidRefund(ctx context.Context, key string, _ refund.Request) (messages.RefundData, bool, error) {
+	var r messages.RefundData
+	found, err := s.void(ctx, s.keys.Refunds, key, &r)
 	return r, found, err
 }
 

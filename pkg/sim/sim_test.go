@@ -16,6 +16,7 @@ import (
 	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
 	"github.com/idempay/idempay/pkg/ops/refund"
+	"github.com/idempay/idempay/pkg/processor"
 	"github.com/idempay/idempay/pkg/sim"
 )
 
@@ -65,7 +66,7 @@ func TestProvider_Ledger(t *testing.T) {
 	p, err := sim.New(single(t), &sim.Config{KeyPrefix: "x:"})
 	require.NoError(t, err)
 	require.Equal(t, layout.SimLedger{Charges: "x:sim:charges", Calls: "x:sim:calls", Refunds: "x:sim:refunds",
-		Refunded: "x:sim:refunded"}, p.Ledger())
+		Refunded: "x:sim:refunded", Voided: "x:sim:voided"}, p.Ledger())
 	require.Equal(t, layout.SimCharges("x:"), p.Ledger().Charges)
 
 	rdb := clustered(t)
@@ -74,7 +75,7 @@ func TestProvider_Ledger(t *testing.T) {
 	l := p.Ledger()
 	require.Equal(t, "x:{sim}:charges", l.Charges)
 	slot := rdb.ClusterKeySlot(t.Context(), l.Charges).Val()
-	for _, k := range []string{l.Calls, l.Refunds, l.Refunded} {
+	for _, k := range []string{l.Calls, l.Refunds, l.Refunded, l.Voided} {
 		require.Equal(t, slot, rdb.ClusterKeySlot(t.Context(), k).Val(), k)
 	}
 }
@@ -99,7 +100,7 @@ func TestProvider_ChargeAndRefundRaces(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, first, again, "one charge per key")
 			require.Equal(t, "2", rdb.HGet(ctx, p.Ledger().Calls, key).Val())
-			found, ok, err := p.LookupCharge(ctx, key)
+			found, ok, err := p.LookupCharge(ctx, key, messages.ChargeRequest{})
 			require.NoError(t, err)
 			require.True(t, ok)
 			require.Equal(t, first, found)
@@ -128,6 +129,53 @@ func TestProvider_ChargeAndRefundRaces(t *testing.T) {
 			require.Equal(t, 9, refused)
 			require.Equal(t, "90", rdb.HGet(ctx, p.Ledger().Refunded, key).Val())
 			require.EqualValues(t, 3, rdb.HLen(ctx, p.Ledger().Refunds).Val())
+		})
+	}
+}
+
+// A void (contract v1.2) returns the effect a key has, or voids it so that
+// no later call with the key - one frozen in flight - charges or refunds.
+func TestProvider_Void(t *testing.T) {
+	t.Parallel()
+	for name, connect := range map[string]func(*testing.T) redis.UniversalClient{"Single": single, "Cluster": clustered} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			rdb := connect(t)
+			p, err := sim.New(rdb, &sim.Config{KeyPrefix: testenv.Namespace() + ":"})
+			require.NoError(t, err)
+			req := messages.ChargeRequest{AccountID: "acct_1", Amount: 100, Currency: "EUR"}
+
+			charged := uuid.NewString()
+			made, err := p.Charge(ctx, charged, req)
+			require.NoError(t, err)
+			found, ok, err := p.VoidCharge(ctx, charged, req)
+			require.NoError(t, err)
+			require.True(t, ok, "a charged key is found, not voided")
+			require.Equal(t, made, found)
+			again, err := p.Charge(ctx, charged, req)
+			require.NoError(t, err, "a found key stays usable")
+			require.Equal(t, made, again)
+
+			voided := uuid.NewString()
+			_, ok, err = p.VoidCharge(ctx, voided, req)
+			require.NoError(t, err)
+			require.False(t, ok)
+			_, err = p.Charge(ctx, voided, req)
+			require.ErrorIs(t, err, processor.ErrKeyVoided)
+			require.False(t, rdb.HExists(ctx, p.Ledger().Charges, voided).Val(), "a voided key is never charged")
+			require.True(t, rdb.HExists(ctx, p.Ledger().Voided, voided).Val())
+			_, ok, err = p.VoidCharge(ctx, voided, req)
+			require.NoError(t, err)
+			require.False(t, ok, "voiding twice is voided")
+
+			refundKey := uuid.NewString()
+			_, ok, err = p.VoidRefund(ctx, refundKey, refund.Request{ChargeKey: charged, Amount: 10})
+			require.NoError(t, err)
+			require.False(t, ok)
+			_, err = p.Refund(ctx, refundKey, refund.Request{ChargeKey: charged, Amount: 10})
+			require.ErrorIs(t, err, processor.ErrKeyVoided)
+			require.False(t, rdb.HExists(ctx, p.Ledger().Refunds, refundKey).Val(), "a voided key is never refunded")
 		})
 	}
 }

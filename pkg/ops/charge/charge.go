@@ -26,12 +26,27 @@ type Provider interface {
 }
 
 // Lookup is implemented by providers that can find the charge made for a
-// key without making one. With it the engine can tell, when a key has used
-// its tries, whether an attempt that died charged the card: the charge is
-// then answered as succeeded, and a key with none is dead-lettered as
-// certainly not charged.
+// key without making one. req is the command the key was sent with, for a
+// provider that looks a key up by replaying its request (Stripe, within
+// its idempotency window). With it the engine can tell, when a key's
+// history is unknown, whether an attempt charged the card: the charge is
+// then answered as succeeded. A lookup that finds nothing does not prove
+// that nothing will be charged (a call may still be in flight): only a
+// Voider gives that.
 type Lookup interface {
-	LookupCharge(ctx context.Context, key string) (c messages.ChargeData, found bool, err error)
+	LookupCharge(ctx context.Context, key string, req messages.ChargeRequest) (c messages.ChargeData, found bool, err error)
+}
+
+// Voider is implemented by providers that can make a key unusable for a
+// charge (contract v1.2, "provider voids"). VoidCharge is a lookup and a
+// void in one step, atomic at the provider: if a charge for key exists it
+// returns it (found true) and changes nothing; otherwise it makes sure that
+// no call with key ever charges, one in flight now included, and returns
+// found false. A charge attempted with a voided key fails with
+// processor.ErrKeyVoided. With it the engine can answer dead_lettered for a key whose
+// history is unknown: nothing was charged, and nothing will be.
+type Voider interface {
+	VoidCharge(ctx context.Context, key string, req messages.ChargeRequest) (c messages.ChargeData, found bool, err error)
 }
 
 // DeclinedError is a provider's definitive refusal, e.g. Code
@@ -64,6 +79,10 @@ func (o *Operation) Handle(ctx context.Context, call *processor.Call[messages.Ch
 	if err == nil {
 		return processor.Succeeded(charge), nil
 	}
+	if errors.Is(err, processor.ErrKeyVoided) {
+		return processor.Failed(messages.CodeKeyVoided, voidedMessage,
+			messages.ChargeData{AccountID: req.AccountID, Amount: req.Amount, Currency: req.Currency}), nil
+	}
 	if d, ok := errors.AsType[*DeclinedError](err); ok {
 		code := d.Code
 		if code == "" {
@@ -88,9 +107,26 @@ func (o *Operation) Resolve(ctx context.Context, call *processor.Call[messages.C
 	if !ok {
 		return processor.Outcome{}, false, errors.New("charge: the provider cannot look up a charge by key")
 	}
-	c, found, err := l.LookupCharge(ctx, call.Key)
+	c, found, err := l.LookupCharge(ctx, call.Key, call.Command)
 	if err != nil || !found {
 		return processor.Outcome{}, found, err
 	}
 	return processor.Succeeded(c), true, nil
 }
+
+// Void implements processor.Voider: the charge the provider holds for the
+// key, or, if there is none, the key voided so that none can be made.
+func (o *Operation) Void(ctx context.Context, call *processor.Call[messages.ChargeRequest]) (processor.Outcome, bool, error) {
+	v, ok := o.p.(Voider)
+	if !ok {
+		return processor.Outcome{}, false, processor.ErrCannotVoid
+	}
+	c, found, err := v.VoidCharge(ctx, call.Key, call.Command)
+	if err != nil || !found {
+		return processor.Outcome{}, found, err
+	}
+	return processor.Succeeded(c), true, nil
+}
+
+// voidedMessage explains a failed key_voided outcome.
+const voidedMessage = "the idempotency key was voided at the provider after an unknown outcome: nothing was charged, and nothing will be with this key; use a new key"

@@ -39,9 +39,18 @@ type Provider interface {
 }
 
 // Lookup is implemented by providers that can find the refund made for a
-// key without making one (see charge.Lookup).
+// key without making one (see charge.Lookup); req is the request the key
+// was sent with.
 type Lookup interface {
-	LookupRefund(ctx context.Context, key string) (r messages.RefundData, found bool, err error)
+	LookupRefund(ctx context.Context, key string, req Request) (r messages.RefundData, found bool, err error)
+}
+
+// Voider is implemented by providers that can make a refund key unusable
+// (see charge.Voider): VoidRefund returns the refund made for key if there
+// is one (found), and otherwise makes sure no call with key ever refunds.
+// A refund attempted with a voided key fails with processor.ErrKeyVoided.
+type Voider interface {
+	VoidRefund(ctx context.Context, key string, req Request) (r messages.RefundData, found bool, err error)
 }
 
 // ExceedsError is a provider's refusal of a refund that would take the
@@ -83,41 +92,66 @@ var errChargeInProgress = errors.New("refund: the charge is still in progress; w
 // the store, then refunds through the provider.
 func (o *Operation) Handle(ctx context.Context, call *processor.Call[messages.RefundRequest]) (processor.Outcome, error) {
 	req := call.Command
-	st, err := call.Lookup(ctx, req.ChargeKey)
-	if err != nil {
-		return processor.Outcome{}, processor.TransientError(fmt.Errorf("refund: read the charge: %w", err))
+	r, refused, err := o.request(ctx, call)
+	if err != nil || refused != nil {
+		return deref(refused), err
 	}
-	switch {
-	case st.Status == processor.KeyAbsent || st.Kind != messages.KindPaymentCharge:
-		return processor.Failed(messages.CodeChargeNotFound,
-			"no charge with key "+req.ChargeKey+" succeeded or is in progress", nil), nil
-	case st.Status == processor.KeyInProgress:
-		return processor.Outcome{}, processor.TransientError(errChargeInProgress)
-	case st.Outcome.Status != messages.StatusSucceeded:
-		return processor.Failed(messages.CodeChargeNotRefundable,
-			"the charge "+req.ChargeKey+" failed ("+st.Outcome.Code+"): there is nothing to refund", nil), nil
-	}
-	var c messages.ChargeData
-	if err := json.Unmarshal(st.Outcome.Data, &c); err != nil {
-		return processor.Outcome{}, fmt.Errorf("refund: the stored charge of %s: %w", req.ChargeKey, err)
-	}
-	data, err := o.p.Refund(ctx, call.Key, Request{
-		ChargeKey: req.ChargeKey, ChargeID: c.ChargeID, Amount: req.Amount, Currency: c.Currency,
-		ChargeAmount: c.Amount, Reason: req.Reason,
-	})
+	data, err := o.p.Refund(ctx, call.Key, r)
 	if err == nil {
 		return processor.Succeeded(data), nil
+	}
+	if errors.Is(err, processor.ErrKeyVoided) {
+		return processor.Failed(messages.CodeKeyVoided,
+			"the refund's idempotency key was voided at the provider after an unknown outcome: nothing was refunded, and nothing will be with this key; use a new key", nil), nil
 	}
 	if ex, ok := errors.AsType[*ExceedsError](err); ok {
 		return processor.Failed(messages.CodeRefundExceedsCharge,
 			fmt.Sprintf("a refund of %d would exceed the charge of %d %s, of which %d is already refunded",
-				req.Amount, c.Amount, c.Currency, ex.RefundedTotal),
-			messages.RefundData{ChargeID: c.ChargeID, Amount: req.Amount, Currency: c.Currency, RefundedTotal: ex.RefundedTotal}), nil
+				req.Amount, r.ChargeAmount, r.Currency, ex.RefundedTotal),
+			messages.RefundData{ChargeID: r.ChargeID, Amount: req.Amount, Currency: r.Currency, RefundedTotal: ex.RefundedTotal}), nil
 	}
 	if _, classified := errors.AsType[*processor.Error](err); classified {
 		return processor.Outcome{}, err
 	}
 	return processor.Outcome{}, processor.AmbiguousError(fmt.Errorf("refund: %w", err))
+}
+
+// request reads the charge the refund names and returns the provider's
+// request for it; or the refund's definitive failure when there is nothing
+// to refund; or an error (the charge still in progress: Deferred).
+func (o *Operation) request(ctx context.Context, call *processor.Call[messages.RefundRequest]) (Request, *processor.Outcome, error) {
+	req := call.Command
+	st, err := call.Lookup(ctx, req.ChargeKey)
+	if err != nil {
+		return Request{}, nil, processor.TransientError(fmt.Errorf("refund: read the charge: %w", err))
+	}
+	switch {
+	case st.Status == processor.KeyAbsent || st.Status == processor.KeyDead || st.Kind != messages.KindPaymentCharge:
+		o := processor.Failed(messages.CodeChargeNotFound,
+			"no charge with key "+req.ChargeKey+" succeeded or is in progress", nil)
+		return Request{}, &o, nil
+	case st.Status == processor.KeyInProgress:
+		return Request{}, nil, processor.DeferredError(errChargeInProgress, 0)
+	case st.Outcome.Status != messages.StatusSucceeded:
+		o := processor.Failed(messages.CodeChargeNotRefundable,
+			"the charge "+req.ChargeKey+" failed ("+st.Outcome.Code+"): there is nothing to refund", nil)
+		return Request{}, &o, nil
+	}
+	var c messages.ChargeData
+	if err := json.Unmarshal(st.Outcome.Data, &c); err != nil {
+		return Request{}, nil, fmt.Errorf("refund: the stored charge of %s: %w", req.ChargeKey, err)
+	}
+	return Request{
+		ChargeKey: req.ChargeKey, ChargeID: c.ChargeID, Amount: req.Amount, Currency: c.Currency,
+		ChargeAmount: c.Amount, Reason: req.Reason,
+	}, nil, nil
+}
+
+func deref(o *processor.Outcome) processor.Outcome {
+	if o == nil {
+		return processor.Outcome{}
+	}
+	return *o
 }
 
 // Resolve implements processor.Resolver: the refund the provider holds for
@@ -127,9 +161,43 @@ func (o *Operation) Resolve(ctx context.Context, call *processor.Call[messages.R
 	if !ok {
 		return processor.Outcome{}, false, errors.New("refund: the provider cannot look up a refund by key")
 	}
-	r, found, err := l.LookupRefund(ctx, call.Key)
+	r, err := o.requestForLookup(ctx, call)
+	if err != nil {
+		return processor.Outcome{}, false, err
+	}
+	data, found, err := l.LookupRefund(ctx, call.Key, r)
 	if err != nil || !found {
 		return processor.Outcome{}, found, err
 	}
-	return processor.Succeeded(r), true, nil
+	return processor.Succeeded(data), true, nil
+}
+
+// Void implements processor.Voider: the refund the provider holds for the
+// key, or, if there is none, the key voided so that none can be made.
+func (o *Operation) Void(ctx context.Context, call *processor.Call[messages.RefundRequest]) (processor.Outcome, bool, error) {
+	v, ok := o.p.(Voider)
+	if !ok {
+		return processor.Outcome{}, false, processor.ErrCannotVoid
+	}
+	r, err := o.requestForLookup(ctx, call)
+	if err != nil {
+		return processor.Outcome{}, false, err
+	}
+	data, found, err := v.VoidRefund(ctx, call.Key, r)
+	if err != nil || !found {
+		return processor.Outcome{}, found, err
+	}
+	return processor.Succeeded(data), true, nil
+}
+
+// requestForLookup is the request a refund key was sent with, for a
+// provider that looks refunds up by their request. A refund whose charge
+// has nothing to refund never reached the provider; its request then names
+// the charge key alone.
+func (o *Operation) requestForLookup(ctx context.Context, call *processor.Call[messages.RefundRequest]) (Request, error) {
+	r, refused, err := o.request(ctx, call)
+	if refused != nil {
+		return Request{ChargeKey: call.Command.ChargeKey, Amount: call.Command.Amount, Reason: call.Command.Reason}, nil
+	}
+	return r, err
 }

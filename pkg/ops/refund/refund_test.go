@@ -201,7 +201,7 @@ func TestRefund_KilledAfterTheProviderCall(t *testing.T) {
 	var armed, fired atomic.Bool
 	env := loadtest.Setup(t, &loadtest.Options{Workers: 2, Processor: processor.Config{
 		AckWait: 2 * time.Second, LockTTL: time.Second,
-		Failpoint: func(at processor.Failpoint) bool {
+		Failpoint: func(at processor.Failpoint, _ string) bool {
 			return at == processor.AfterOperation && armed.Load() && fired.CompareAndSwap(false, true)
 		},
 	}})
