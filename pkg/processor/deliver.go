@@ -560,10 +560,10 @@ const (
 type settleKind int
 
 const (
-	settleRelease settleKind = iota // release the lock, record nothing
-	settleCertain                   // the attempt certainly had no effect
-	settleUnknown                   // the attempt may have had an effect
-	settleDeferred                  // the operation did not start: the try is given back
+	settleRelease  settleKind = iota // release the lock, record nothing
+	settleCertain                    // the attempt certainly had no effect
+	settleUnknown                    // the attempt may have had an effect
+	settleDeferred                   // the operation did not start: the try is given back
 )
 
 // decide turns what a delivery learned into its one verdict. It is the
