@@ -20,6 +20,10 @@ const (
 	// certainly did not take effect for the key, "unknown" when an attempt
 	// may have (see CodeOutcomeUnknown).
 	HeaderDlqEffect = "Dlq-Effect"
+	// HeaderDlqVoided is added to a dead letter whose key was voided at the
+	// provider (contract v1.2): "true". Such a key never takes effect, so
+	// a re-drive of it is answered dead_lettered again.
+	HeaderDlqVoided = "Dlq-Voided"
 	// HeaderDlqStreamSeq is added to a dead letter: the command's sequence
 	// in the command stream.
 	HeaderDlqStreamSeq = "Dlq-Stream-Seq"

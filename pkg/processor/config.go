@@ -25,6 +25,7 @@ const (
 	LockedDelayDefault  = 250 * time.Millisecond
 	NakDelayDefault     = time.Second
 	MaxNakDelayDefault  = 30 * time.Second
+	ResolveAfterDefault = 30 * time.Second
 
 	WaitTimeoutDefault        = time.Second
 	StreamReplicasDefault     = 1
@@ -89,6 +90,13 @@ type Config struct {
 	// the engine creates it (the oldest dead letters go first); negative:
 	// none. Defaults to 1 GiB.
 	DeadLetterMaxBytes int64
+
+	// ResolveAfter is when workers first ask the provider about a key
+	// answered outcome_unknown (RESOLVE_AFTER, contract v1.2), and the
+	// shortest wait between two asks; the waits grow, never past ten times
+	// it. Every worker runs a resolver; the schedule lives in Redis, so
+	// whichever worker is up carries it on. Defaults to 30s.
+	ResolveAfter time.Duration
 
 	// Concurrency is how many commands this processor keeps in flight.
 	// Each waits on a few round trips in turn, so it takes tens in flight
@@ -172,6 +180,7 @@ func (c *Config) WithDefaults() *Config {
 	d.LockedDelay = cmp.Or(c.LockedDelay, LockedDelayDefault)
 	d.NakDelay = cmp.Or(c.NakDelay, NakDelayDefault)
 	d.MaxNakDelay = cmp.Or(c.MaxNakDelay, MaxNakDelayDefault)
+	d.ResolveAfter = cmp.Or(c.ResolveAfter, ResolveAfterDefault)
 	if d.Retry == nil {
 		d.Retry = DefaultPolicy()
 	}
@@ -207,6 +216,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("processor: LockTTL must be at least 30ms, got %v", c.LockTTL)
 	case c.NakDelay < 0 || c.MaxNakDelay < c.NakDelay:
 		return errors.New("processor: NakDelay must be between 0 and MaxNakDelay")
+	case c.ResolveAfter < 10*time.Millisecond:
+		return fmt.Errorf("processor: ResolveAfter must be at least 10ms, got %v", c.ResolveAfter)
 	case c.ResultTTL < c.redeliveryHorizon():
 		// A record must outlive every delivery of its command: one that
 		// expired under a command still being retried would let the
