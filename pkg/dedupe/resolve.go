@@ -104,4 +104,3 @@ func (s *Store) ScheduledCount(ctx context.Context) (int64, error) {
 	}
 	return n, nil
 }
-

@@ -371,4 +371,3 @@ func dataOf(r messages.Result) json.RawMessage {
 	}
 	return r.Data
 }
-

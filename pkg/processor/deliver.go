@@ -615,12 +615,12 @@ type verdict struct {
 type verdictKind int
 
 const (
-	vAbandon     verdictKind = iota // a failpoint fired: nothing
-	vAnswer                         // publish the outcome to RESULTS and Reply-To, then Ack
-	vReject                         // publish the rejection, then Ack
-	vRetry                          // release or settle the lock, then Nak (with a delay)
-	vDeadLetter                     // copy to the dead letters, record the dead letter, answer, Term
-	vDeadLettered                   // dead-lettered earlier (or voided): answer as that dead letter, Term
+	vAbandon      verdictKind = iota // a failpoint fired: nothing
+	vAnswer                          // publish the outcome to RESULTS and Reply-To, then Ack
+	vReject                          // publish the rejection, then Ack
+	vRetry                           // release or settle the lock, then Nak (with a delay)
+	vDeadLetter                      // copy to the dead letters, record the dead letter, answer, Term
+	vDeadLettered                    // dead-lettered earlier (or voided): answer as that dead letter, Term
 )
 
 type settleKind int

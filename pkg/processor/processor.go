@@ -48,7 +48,7 @@ type Processor struct {
 	pulling    atomic.Bool                                             // the feeder's pull is open (false while it re-creates it)
 	consumerOK consumerCheck                                           // /readyz's cached look at the consumer on the server
 	lookupFn   func(ctx context.Context, key string) (KeyState, error) // p.lookup, made once: a method value allocates
-	resolver   *resolver // settles keys answered outcome_unknown
+	resolver   *resolver                                               // settles keys answered outcome_unknown
 	stopped    chan struct{}
 	stopOnce   sync.Once
 }
