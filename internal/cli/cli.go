@@ -182,13 +182,14 @@ type TopologyFlags struct {
 	ResultRoot       string `name:"result-subjects" env:"RESULT_SUBJECTS" default:"result" group:"Topology" help:"Root of outcome subjects: <root>.<key>."`
 	RejectedRoot     string `name:"rejected-subjects" env:"REJECTED_SUBJECTS" default:"rejected" group:"Topology" help:"Root of rejection subjects: <root>.<key>."`
 	DeadLetterRoot   string `name:"deadletter-subjects" env:"DEADLETTER_SUBJECTS" default:"dlq" group:"Topology" help:"Root of dead-letter subjects: <root>.<kind>."`
+	LookupRoot       string `name:"lookup-subjects" env:"LOOKUP_SUBJECTS" default:"lookup" group:"Topology" help:"Root of the workers' lookup service: a request on <root>.<key> is answered with the key's state."`
 }
 
 // Topology returns the flags as a messages.Topology.
 func (t *TopologyFlags) Topology() messages.Topology {
 	return messages.Topology{
 		Subjects: messages.Subjects{Command: t.CommandRoot, Result: t.ResultRoot, Rejected: t.RejectedRoot,
-			DeadLetter: t.DeadLetterRoot},
+			DeadLetter: t.DeadLetterRoot, Lookup: t.LookupRoot},
 		CommandStream: t.CommandStream, ResultStream: t.ResultStream, DeadLetterStream: t.DeadLetterStream,
 		Consumer: t.Consumer,
 	}
@@ -202,6 +203,7 @@ func (t *TopologyFlags) Validate() error {
 		for field, flag := range map[string]string{
 			"Topology.Subjects.Command": "--command-subjects", "Topology.Subjects.Result": "--result-subjects",
 			"Topology.Subjects.Rejected": "--rejected-subjects", "Topology.Subjects.DeadLetter": "--deadletter-subjects",
+			"Topology.Subjects.Lookup":   "--lookup-subjects",
 			"Topology.CommandStream": "--command-stream", "Topology.ResultStream": "--result-stream",
 			"Topology.DeadLetterStream": "--deadletter-stream", "Topology.Consumer": "--consumer",
 		} {

@@ -29,9 +29,17 @@ var (
 	// points at a stored outcome whose type or data contradict the command
 	// sent (another command type, account, amount, currency, cart or SKU).
 	ErrKeyReused = messages.ErrKeyReused
-	// ErrDeadLettered: the command exhausted its deliveries; the key keeps no
-	// outcome and may be sent again.
+	// ErrDeadLettered: the command exhausted its deliveries; it certainly
+	// did not take effect. The key keeps no outcome and may be sent again
+	// (unless the provider voided it: then use a new key).
 	ErrDeadLettered = messages.ErrDeadLettered
+	// ErrOutcomeUnknown (contract v1.2): the command was dead-lettered while
+	// a call may have taken effect. It is not a failure, and the outcome is
+	// not known yet: send the command again with the same key - never a new
+	// one, which could charge twice - or read it later with Lookup; the
+	// workers keep asking the provider and publish the outcome on
+	// result.<key> once they know it.
+	ErrOutcomeUnknown = messages.ErrOutcomeUnknown
 )
 
 // Errors of the client itself.
@@ -60,6 +68,10 @@ var (
 	// be processed; read it later with Status or send it again with the
 	// same key.
 	ErrResultTimeout = errors.New("client: no answer within the result timeout; the command is accepted and will still be processed")
+
+	// ErrNoLookup: no worker answered a lookup (none runs, or all run a
+	// version before the lookup service).
+	ErrNoLookup = errors.New("client: no worker answers lookups (are workers of v1.2 or later running?)")
 )
 
 // FailedError is the error returned with a failed outcome: the operation
