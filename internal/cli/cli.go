@@ -203,8 +203,8 @@ func (t *TopologyFlags) Validate() error {
 		for field, flag := range map[string]string{
 			"Topology.Subjects.Command": "--command-subjects", "Topology.Subjects.Result": "--result-subjects",
 			"Topology.Subjects.Rejected": "--rejected-subjects", "Topology.Subjects.DeadLetter": "--deadletter-subjects",
-			"Topology.Subjects.Lookup":   "--lookup-subjects",
-			"Topology.CommandStream": "--command-stream", "Topology.ResultStream": "--result-stream",
+			"Topology.Subjects.Lookup": "--lookup-subjects",
+			"Topology.CommandStream":   "--command-stream", "Topology.ResultStream": "--result-stream",
 			"Topology.DeadLetterStream": "--deadletter-stream", "Topology.Consumer": "--consumer",
 		} {
 			msg = strings.ReplaceAll(msg, field+" ", flag+" ")
