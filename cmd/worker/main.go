@@ -59,7 +59,8 @@ type flags struct {
 	DedupeWindow   time.Duration `name:"dedupe-window" env:"DEDUPE_WINDOW" default:"2m" help:"JetStream duplicate window of the command stream: a re-publish of a key within it is dropped before any worker sees it."`
 	ResultTTL      time.Duration `name:"result-ttl" env:"RESULT_TTL" default:"24h" help:"How long an outcome is kept after it was last answered, in Redis and in the results stream. A key retried later than this runs again."`
 	AckWait        time.Duration `name:"ack-wait" env:"ACK_WAIT" default:"30s" help:"How long a delivery may go without ack or progress before JetStream redelivers it (the worker reports progress while an operation runs)."`
-	MaxDeliver     int           `name:"max-deliver" env:"MAX_DELIVER" default:"10" help:"Attempts a key gets before its command goes to the dead letters (dlq.<kind>). Deliveries that only find the key locked by another worker do not count."`
+	MaxDeliver     int           `name:"max-deliver" env:"MAX_DELIVER" default:"10" help:"Tries a key gets before its command goes to the dead letters (dlq.<kind>); kept in the key's record when it is created. Deliveries that only find the key locked by another worker do not count."`
+	ResolveAfter   time.Duration `name:"resolve-after" env:"RESOLVE_AFTER" default:"30s" help:"When workers first ask the provider about a key answered outcome_unknown, and the shortest wait between two asks (the waits grow to at most ten times it); the final outcome is published on result.<key>, or dead_lettered on rejected.<key>."`
 	SimLatency     time.Duration `name:"sim-latency" env:"SIM_LATENCY" default:"0s" help:"Simulated payment provider: time one call takes."`
 	SimFailureRate float64       `name:"sim-failure-rate" env:"SIM_FAILURE_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that fail transiently."`
 
@@ -105,6 +106,8 @@ func (f *flags) Validate() error {
 		return fmt.Errorf("--dedupe-window (DEDUPE_WINDOW) must be at least 100ms, got %v", f.DedupeWindow)
 	case f.ResultTTL < f.DedupeWindow:
 		return fmt.Errorf("--result-ttl (RESULT_TTL) must not be shorter than --dedupe-window (%v), got %v", f.DedupeWindow, f.ResultTTL)
+	case f.ResolveAfter < 10*time.Millisecond:
+		return fmt.Errorf("--resolve-after (RESOLVE_AFTER) must be at least 10ms, got %v", f.ResolveAfter)
 	case f.LockTTL < 30*time.Millisecond:
 		return fmt.Errorf("--lock-ttl (LOCK_TTL) must be at least 30ms, got %v", f.LockTTL)
 	case f.Healthcheck && f.MetricsAddr == "":
@@ -200,6 +203,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		ResultTTL:      f.ResultTTL,
 		AckWait:        f.AckWait,
 		MaxDeliver:     f.MaxDeliver,
+		ResolveAfter:   f.ResolveAfter,
 		Concurrency:    f.Concurrency,
 		LockTTL:        f.LockTTL,
 		KeyPrefix:      f.KeyPrefix,

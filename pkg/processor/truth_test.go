@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/pkg/dedupe"
+	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
 	"github.com/idempay/idempay/pkg/ops/charge"
 	"github.com/idempay/idempay/pkg/ops/refund"
@@ -165,6 +166,122 @@ func TestProcessor_Truth(t *testing.T) {
 	})
 }
 
+// Suspected in issue 17, confirmed: the dead-letter copy ran without the
+// lock's watchdog. A copy that takes longer than LOCK_TTL (the dead-letter
+// stream slow or gone, its publish retried) let the lock expire under the
+// delivery that was still dead-lettering the key, so another delivery of
+// the key could run meanwhile. The watchdog now covers every step a
+// delivery takes holding the lock.
+func TestProcessor_DeadLetterHoldsTheLock(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.cfg.MaxDeliver = 1
+	p := &scripted{sim: b.sim, script: []callFault{transient}, repeatLast: true}
+	mux := processor.NewMux()
+	charge.Register(mux, p)
+	b.startWorker(t, mux, nil)
+	// No dead-letter stream: every copy fails, retried for a few seconds.
+	require.NoError(t, b.js.DeleteStream(context.Background(), b.cfg.Topology.DeadLetterStream))
+
+	key := newKey()
+	b.charge(t, key, 500)
+	lockKey := b.cfg.KeyPrefix + "idem:lock:{" + key + "}"
+	var first string
+	eventuallyf(t, 10*time.Second, func() bool {
+		first = b.rdb.Get(context.Background(), lockKey).Val()
+		return first != ""
+	}, "the delivery holds the lock")
+	taken := time.Now()
+	for b.rdb.Get(context.Background(), lockKey).Val() == first {
+		time.Sleep(10 * time.Millisecond)
+	}
+	held := time.Since(taken)
+	require.Greater(t, held, 2*b.cfg.LockTTL,
+		"the lock lived %v while its delivery retried the dead-letter copy: it expired under it (LOCK_TTL %v)", held, b.cfg.LockTTL)
+}
+
+// TestProcessor_Resolution holds contract v1.2's "Resolution": a key
+// answered outcome_unknown settles itself. The workers ask the provider by
+// key from ResolveAfter on, and publish the final outcome; nothing of it
+// lives only in one process's memory.
+func TestProcessor_Resolution(t *testing.T) {
+	t.Parallel()
+
+	// The charge took effect, its response was lost, and the provider could
+	// not be asked at the last try: outcome_unknown. The worker that said so
+	// stops; another one, later, finds the charge and publishes it.
+	t.Run("ToTheEffectTheProviderHolds", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.cfg.MaxDeliver, b.cfg.ResolveAfter = 1, 200*time.Millisecond
+		p := &scripted{sim: b.sim, script: []callFault{chargedThenLost}, repeatLast: true}
+		p.askFailures.Store(1 << 20) // the provider cannot be asked while the first worker lives
+		mux := processor.NewMux()
+		charge.Register(mux, p)
+		refund.Register(mux, b.sim)
+		first := b.startWorker(t, mux, nil)
+
+		key := newKey()
+		b.charge(t, key, 1200)
+		unknown := b.answers.waitAnswers(t, key, 1)[0]
+		require.Equal(t, messages.CodeOutcomeUnknown, unknown.Code, "%+v", unknown)
+		require.Equal(t, messages.Fingerprint(messages.ChargeRequest{AccountID: "acct_42", Amount: 1200, Currency: "EUR"}),
+			unknown.Fingerprint, "the refusal names its message")
+		// A refund of it waits for it (never charge_not_found while it may exist).
+		refundKey := newKey()
+		b.publish(t, messages.KindPaymentRefund, refundKey, messages.RefundRequest{ChargeKey: key, Amount: 200})
+		stopNow(t, first)
+		require.Zero(t, b.answers.count(refundKey), "the refund waits")
+
+		p.askFailures.Store(0)
+		b.startWorker(t, mux, nil)
+		settled := b.answers.waitAnswers(t, key, 2)[1]
+		require.Equal(t, messages.StatusSucceeded, settled.Status, "%+v", settled)
+		requireSameOutcome(t, settled, b.stored(t, key))
+		require.Equal(t, 1, b.charges(t))
+		refunded := b.answers.waitAnswers(t, refundKey, 1)[0]
+		require.Equal(t, messages.StatusSucceeded, refunded.Status, "%+v", refunded)
+		requireScheduleEmpty(t, b)
+	})
+
+	// The call timed out before it reached the provider; at the last try the
+	// provider could not be asked. Later it can: nothing was charged, the key
+	// is voided, and dead_lettered is published; a re-drive stays dead.
+	t.Run("ToNothingVoided", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.cfg.MaxDeliver, b.cfg.ResolveAfter = 1, 200*time.Millisecond
+		b.cfg.DedupeWindow = 100 * time.Millisecond
+		p := &scripted{sim: b.sim, script: []callFault{lostBeforeIt}, repeatLast: true}
+		p.askFailures.Store(1)
+		mux := processor.NewMux()
+		charge.Register(mux, p)
+		b.startWorker(t, mux, nil)
+
+		key := newKey()
+		b.charge(t, key, 1300)
+		require.Equal(t, messages.CodeOutcomeUnknown, b.answers.waitAnswers(t, key, 1)[0].Code)
+		settled := b.answers.waitAnswers(t, key, 2)[1]
+		require.Equal(t, messages.CodeDeadLettered, settled.Code, "%+v", settled)
+		require.NotEmpty(t, settled.Fingerprint)
+		require.True(t, b.rdb.HExists(context.Background(), layout.Sim(b.cfg.KeyPrefix, false).Voided, key).Val())
+		requireScheduleEmpty(t, b)
+
+		waitPast(t, 150*time.Millisecond)
+		b.charge(t, key, 1300) // a re-drive
+		again := b.answers.waitAnswers(t, key, 3)[2]
+		require.Equal(t, messages.CodeDeadLettered, again.Code, "a voided key never takes effect: %+v", again)
+		require.Zero(t, b.charges(t))
+	})
+}
+
+func requireScheduleEmpty(t *testing.T, b *testBundle) {
+	t.Helper()
+	eventuallyf(t, 10*time.Second, func() bool {
+		return b.rdb.ZCard(context.Background(), b.cfg.KeyPrefix+dedupe.ResolveKeyDefault).Val() == 0
+	}, "the resolution schedule empties")
+}
+
 // callFault is what one provider call does in a scripted provider.
 type callFault int
 
@@ -172,6 +289,7 @@ const (
 	succeed         callFault = iota // the call charges and answers
 	transient                        // refused before anything happened
 	chargedThenLost                  // charges, then the response is lost
+	lostBeforeIt                     // times out before reaching the provider: no charge, but who knows
 )
 
 // scripted is a charge provider that follows a script, call by call, over
@@ -185,10 +303,16 @@ type scripted struct {
 	}
 	script     []callFault
 	repeatLast bool
+	// askFailures is how many lookups and voids fail before they work.
+	askFailures atomic.Int32
 
 	mu    sync.Mutex
 	calls map[string]int
 }
+
+var errAskFailed = errors.New("scripted: the provider's lookup is down")
+
+func (s *scripted) askFails() bool { return s.askFailures.Add(-1) >= 0 }
 
 var (
 	_ charge.Provider = (*scripted)(nil)
@@ -222,15 +346,23 @@ func (s *scripted) Charge(ctx context.Context, key string, req messages.ChargeRe
 			return messages.ChargeData{}, err
 		}
 		return messages.ChargeData{}, processor.AmbiguousError(errors.New("scripted: charged, response lost"))
+	case lostBeforeIt:
+		return messages.ChargeData{}, processor.AmbiguousError(errors.New("scripted: timed out"))
 	}
 	return s.sim.Charge(ctx, key, req)
 }
 
 func (s *scripted) LookupCharge(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, bool, error) {
+	if s.askFails() {
+		return messages.ChargeData{}, false, errAskFailed
+	}
 	return s.sim.LookupCharge(ctx, key, req)
 }
 
 func (s *scripted) VoidCharge(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, bool, error) {
+	if s.askFails() {
+		return messages.ChargeData{}, false, errAskFailed
+	}
 	return s.sim.VoidCharge(ctx, key, req)
 }
 
