@@ -16,6 +16,8 @@ type streamFlags struct {
 	StreamReplicas     int           `name:"stream-replicas" env:"STREAM_REPLICAS" default:"1" group:"Streams" help:"Replicas of the COMMANDS, RESULTS and DEADLETTER streams the worker creates (1-5; 3 on a three-node NATS cluster). An existing stream keeps its own."`
 	DeadLetterMaxAge   time.Duration `name:"deadletter-max-age" env:"DEADLETTER_MAX_AGE" default:"720h" group:"Streams" help:"How long the DEADLETTER stream keeps a dead letter, when the worker creates it; 0: for ever."`
 	DeadLetterMaxBytes int64         `name:"deadletter-max-bytes" env:"DEADLETTER_MAX_BYTES" default:"1073741824" group:"Streams" help:"Size limit in bytes of the DEADLETTER stream (1073741824: 1 GiB), when the worker creates it; the oldest dead letters go first. 0: none."`
+	CommandMaxBytes    int64         `name:"command-max-bytes" env:"COMMAND_MAX_BYTES" default:"1073741824" group:"Streams" help:"Size limit in bytes of the COMMANDS stream (1073741824: 1 GiB), when the worker creates it; a full stream refuses new commands (their publishers get an error) and drops no queued one. 0: none."`
+	ResultMaxBytes     int64         `name:"result-max-bytes" env:"RESULT_MAX_BYTES" default:"8589934592" group:"Streams" help:"Size limit in bytes of the RESULTS stream (8589934592: 8 GiB), when the worker creates it; a full stream refuses new outcomes (their commands wait, un-acked) and drops no stored one before RESULT_TTL. 0: none."`
 }
 
 // Validate is kong's hook.
@@ -27,6 +29,10 @@ func (f *streamFlags) Validate() error {
 		return fmt.Errorf("--deadletter-max-age (DEADLETTER_MAX_AGE) must not be negative (0: for ever), got %v", f.DeadLetterMaxAge)
 	case f.DeadLetterMaxBytes < 0:
 		return fmt.Errorf("--deadletter-max-bytes (DEADLETTER_MAX_BYTES) must not be negative (0: no limit), got %d", f.DeadLetterMaxBytes)
+	case f.CommandMaxBytes < 0:
+		return fmt.Errorf("--command-max-bytes (COMMAND_MAX_BYTES) must not be negative (0: no limit), got %d", f.CommandMaxBytes)
+	case f.ResultMaxBytes < 0:
+		return fmt.Errorf("--result-max-bytes (RESULT_MAX_BYTES) must not be negative (0: no limit), got %d", f.ResultMaxBytes)
 	}
 	return nil
 }
@@ -38,6 +44,8 @@ func (f *streamFlags) apply(cfg *processor.Config) {
 	// 0 on the command line is "no limit", which the engine spells -1.
 	cfg.DeadLetterMaxAge = cmp.Or(f.DeadLetterMaxAge, -1)
 	cfg.DeadLetterMaxBytes = cmp.Or(f.DeadLetterMaxBytes, -1)
+	cfg.CommandMaxBytes = cmp.Or(f.CommandMaxBytes, -1)
+	cfg.ResultMaxBytes = cmp.Or(f.ResultMaxBytes, -1)
 }
 
 // startErr names the flag behind an engine's start error where one does.

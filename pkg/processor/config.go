@@ -31,6 +31,8 @@ const (
 	StreamReplicasDefault     = 1
 	DeadLetterMaxAgeDefault   = 30 * 24 * time.Hour
 	DeadLetterMaxBytesDefault = 1 << 30
+	CommandMaxBytesDefault    = 1 << 30
+	ResultMaxBytesDefault     = 8 << 30
 )
 
 // Config configures a Processor. The zero value is usable: every field has
@@ -97,6 +99,17 @@ type Config struct {
 	// it. Every worker runs a resolver; the schedule lives in Redis, so
 	// whichever worker is up carries it on. Defaults to 30s.
 	ResolveAfter time.Duration
+
+	// CommandMaxBytes is the size limit of the command stream when the
+	// engine creates it; a full stream refuses new commands (their
+	// publishers get an error) and drops none. Negative: none. Defaults to
+	// 1 GiB.
+	CommandMaxBytes int64
+	// ResultMaxBytes is the size limit of the result stream when the engine
+	// creates it; a full stream refuses new outcomes (their commands wait,
+	// un-acked) and drops none before RESULT_TTL. Size it for a day of
+	// traffic (docs/performance.md). Negative: none. Defaults to 8 GiB.
+	ResultMaxBytes int64
 
 	// Concurrency is how many commands this processor keeps in flight.
 	// Each waits on a few round trips in turn, so it takes tens in flight
@@ -176,6 +189,8 @@ func (c *Config) WithDefaults() *Config {
 	d.StreamReplicas = cmp.Or(c.StreamReplicas, StreamReplicasDefault)
 	d.DeadLetterMaxAge = cmp.Or(c.DeadLetterMaxAge, DeadLetterMaxAgeDefault)
 	d.DeadLetterMaxBytes = cmp.Or(c.DeadLetterMaxBytes, DeadLetterMaxBytesDefault)
+	d.CommandMaxBytes = cmp.Or(c.CommandMaxBytes, CommandMaxBytesDefault)
+	d.ResultMaxBytes = cmp.Or(c.ResultMaxBytes, ResultMaxBytesDefault)
 	d.LockTTL = cmp.Or(c.LockTTL, LockTTLDefault)
 	d.LockedDelay = cmp.Or(c.LockedDelay, LockedDelayDefault)
 	d.NakDelay = cmp.Or(c.NakDelay, NakDelayDefault)

@@ -93,7 +93,10 @@ func (p *Processor) deliver(msg jetstream.Msg) {
 	defer m.flight(-1)
 	h := msg.Headers()
 	if h != nil {
-		d.key = h.Get(messages.HeaderMsgID)
+		// A key longer than any valid one is cut here, before anything logs
+		// it: it is refused as invalid_key whatever its length, and a 20 KiB
+		// header must not become 20 KiB of log per message.
+		d.key = clip(h.Get(messages.HeaderMsgID), maxKeyLen)
 		d.replyTo = h.Get(messages.HeaderReplyTo)
 	}
 	d.kind, _ = p.cfg.Topology.Subjects.KindOf(msg.Subject())
@@ -121,12 +124,24 @@ func (p *Processor) deliver(msg jetstream.Msg) {
 		return
 	}
 	if d.replyTo != "" && !p.validReplyTo(d.replyTo) {
-		p.log.warn(ctx, "ignoring unsafe Reply-To", attrKey, d.key, "reply_to", d.replyTo)
+		p.log.warn(ctx, "ignoring unsafe Reply-To", attrKey, d.key, "reply_to", clip(d.replyTo, 128))
 		d.replyTo = ""
 	}
 	f := p.examine(ctx, d)
 	p.report(ctx, d, decide(f, p.cfg))
 	m.observe(p.kindLabel(d.kind), start)
+}
+
+// maxKeyLen is the longest key kept whole: longer than any canonical UUID,
+// so a key cut to it is still refused as invalid_key.
+const maxKeyLen = 64
+
+// clip cuts s to at most n bytes, saying how long it was.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return fmt.Sprintf("%s...(%d bytes)", strings.ToValidUTF8(s[:n], ""), len(s))
 }
 
 // startSpan starts the delivery's span, a child of the command's

@@ -391,12 +391,19 @@ func (p *Processor) crash(ctx context.Context, d *delivery, at Failpoint) bool {
 }
 
 // validReplyTo refuses Reply-To subjects that would let a client make the
-// worker publish where only the system may: wildcards, the JetStream and
-// system APIs ($JS.API... could delete a stream), and idempay's own subject
-// roots (result.<other key> would forge another key's outcome).
+// worker publish where only the system may: anything but visible ASCII
+// (a control character or a non-breaking space in front of "$JS.API" is
+// still that subject to some readers), wildcards, the JetStream and system
+// APIs ($JS.API... could delete a stream), and idempay's own subject roots
+// (result.<other key> would forge another key's outcome).
 func (p *Processor) validReplyTo(s string) bool {
-	if len(s) > 512 || strings.HasPrefix(s, "$") || strings.ContainsAny(s, " \t\r\n") {
+	if len(s) > 512 || strings.HasPrefix(s, "$") {
 		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e {
+			return false
+		}
 	}
 	for tok := range strings.SplitSeq(s, ".") {
 		if tok == "" || tok == "*" || tok == ">" {
@@ -404,7 +411,7 @@ func (p *Processor) validReplyTo(s string) bool {
 		}
 	}
 	sub := p.cfg.Topology.Subjects
-	for _, root := range []string{sub.Command, sub.Result, sub.Rejected, sub.DeadLetter} {
+	for _, root := range []string{sub.Command, sub.Result, sub.Rejected, sub.DeadLetter, sub.Lookup} {
 		if s == root || strings.HasPrefix(s, root+".") {
 			return false
 		}
