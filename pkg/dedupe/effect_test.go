@@ -41,7 +41,7 @@ func TestStore_ApplyEffect(t *testing.T) {
 		require.NoError(t, err)
 		require.True(t, found)
 		require.EqualValues(t, 2, got)
-		requireTTL(t, b, AppliedKey(cart), time.Hour)
+		requireTTL(t, b, AppliedKey(cart, b.key, fpA), time.Hour)
 
 		// The key reused with another payload once its record expired is
 		// another command: it adds.
@@ -109,7 +109,7 @@ func BenchmarkCartAdd(b *testing.B) {
 			require.NoError(b, err)
 			one := func(ctx context.Context, i int) error {
 				key, cart := newKey(), store.cfg.Namespace+"cart:{c"+strconv.Itoa(i%100)+"}"
-				a := Attempt{Kind: "cart.add", Fingerprint: fpA, Published: time.Now(), MaxTries: 3}
+				a := Try{Kind: "cart.add", Fingerprint: fpA, Published: time.Now(), MaxTries: 3}
 				res := messages.Result{Status: messages.StatusSucceeded, Data: []byte(`{"quantity":` + Placeholder + `}`), Attempts: 1}
 				effect := &Effect{Key: cart, Field: "SKU", By: 1}
 				if !apart {

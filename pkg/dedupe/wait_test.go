@@ -61,7 +61,7 @@ func BenchmarkWaitReplicas(b *testing.B) {
 				ctx := context.Background()
 				for pb.Next() {
 					key := newKey()
-					lease, _, err := store.AcquireBegin(ctx, key, attempt(fpA, time.Now()))
+					lease, _, err := store.AcquireBegin(ctx, key, tryOf(fpA, time.Now()))
 					if err == nil {
 						_, err = store.Commit(ctx, lease, fpA, messages.Result{Status: messages.StatusSucceeded, Attempts: 1}, nil)
 					}
