@@ -2,6 +2,7 @@ package dedupe
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -126,9 +127,7 @@ func (m *machine) requireRaw(t *testing.T, want map[string]string) (deadAt strin
 
 func cloneMap(m map[string]string) map[string]string {
 	c := make(map[string]string, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
+	maps.Copy(c, m)
 	return c
 }
 
@@ -204,7 +203,8 @@ func (m *machine) begin(t *testing.T, published time.Time) (*Lease, Begun) {
 // 1ac193c and earlier), as those workers wrote it.
 func (m *machine) v1(t *testing.T, kv ...string) {
 	t.Helper()
-	args := []any{"command", "payment.charge", "fingerprint", fpA}
+	args := make([]any, 0, 4+len(kv))
+	args = append(args, "command", "payment.charge", "fingerprint", fpA)
 	for _, s := range kv {
 		args = append(args, s)
 	}
@@ -255,6 +255,8 @@ func TestStore_StateMachine(t *testing.T) {
 }
 
 // transitions is every edge of the machine. Names: <state the key is in>/<what happens>.
+//
+//nolint:thelper // each func is a subtest's body, not a helper: failures point into it
 var transitions = []transition{
 	{"New/Begin", func(t *testing.T, m *machine) {
 		lease, got := m.begin(t, m.t0)
@@ -376,6 +378,21 @@ var transitions = []transition{
 		require.True(t, got.Record.Unknown())
 		m.requireRaw(t, m.fields("state", "idle", "tries", "3", "effect", "unknown"))
 		m.requireReleased(t, lease, false)
+	}},
+	{"Idle/CommitFound", func(t *testing.T, m *machine) {
+		// A key out of tries whose effect is unknown: the delivery asks the
+		// provider by key, finds the effect, and stores it.
+		for range 3 {
+			lease, _ := m.begin(t, m.t0)
+			require.NoError(t, m.store.Settle(m.ctx, lease, EffectUnknown, false))
+		}
+		lease, got := m.begin(t, m.t0)
+		require.Equal(t, BeginExhausted, got.Status)
+		rec, err := m.store.Commit(m.ctx, lease, fpA, m.outcome(), nil)
+		require.NoError(t, err)
+		require.Equal(t, StateCompleted, rec.State)
+		m.requireRaw(t, m.completedFields())
+		m.requireReleased(t, lease, true)
 	}},
 	{"Idle/DeadLetterNone", func(t *testing.T, m *machine) {
 		m.idle(t, EffectNone)
@@ -911,7 +928,7 @@ func TestStore_StateMachineDocumented(t *testing.T) {
 	for _, m := range regexp.MustCompile("`TestStore_StateMachine/([A-Za-z0-9/]+)`").FindAllSubmatch(doc, -1) {
 		named[string(m[1])] = true
 	}
-	var names []string
+	names := make([]string, 0, len(transitions))
 	for _, tr := range transitions {
 		require.NotContains(t, names, tr.name, "subtest names are unique")
 		names = append(names, tr.name)
