@@ -54,24 +54,6 @@ func Controls() []*Scenario {
 			Drive:      driveNATSLosesUnsynced,
 		},
 		{
-			Name: "frozen-past-last-try",
-			Proves: "A worker frozen inside a provider call for longer than its lock while the key runs out of tries: " +
-				"the card is charged after the client was told dead_lettered",
-			Control: &Control{Expect: []Invariant{Charges, DeadLetters}},
-			Workers: 1,
-			// One try per key; the first worker freezes after it began the
-			// attempt and before it called the provider.
-			WorkerEnv: []string{"MAX_DELIVER=1", "ACK_WAIT=1s", "LOCK_TTL=500ms"},
-			Arm: func(n int) string {
-				if n == 1 {
-					return "after_begin@1=stop"
-				}
-				return ""
-			},
-			PauseFor: 5 * time.Minute, // resumed by the drive
-			Drive:    driveFrozenPastLastTry,
-		},
-		{
 			Name:         "redis-failover",
 			Proves:       "Redis failover with asynchronous replication: writes the old primary acknowledged are lost, and a duplicate runs again",
 			Control:      &Control{Expect: []Invariant{Agree}},

@@ -115,6 +115,12 @@ end
 var applyEffectScript = redis.NewScript(appliedLua + `
 local done = applied()
 if done then
+  -- Every run for the command keeps its entry as long as its record
+  -- (which every Begin extends): one that expired under a live record
+  -- would let a later try apply the effect again.
+  if redis.call("EXISTS", KEYS[2]) == 1 then
+    redis.call("PEXPIRE", KEYS[2], ARGV[4])
+  end
   return done
 end
 local n = redis.call("HINCRBY", KEYS[1], ARGV[2], ARGV[3])

@@ -173,7 +173,9 @@ func parseRecord(key string, f map[string]string) (*Record, error) {
 			r.State = StateIdle
 		}
 		r.Effect = EffectNone
-		if f["unknown"] != "" || (r.State == StateDead && r.DeadEffect == EffectUnknown) {
+		// A v1 worker that dead-lettered a key as unknown wrote only
+		// dead_effect; a re-drive kept it: the key stays unknown.
+		if f["unknown"] != "" || r.DeadEffect == EffectUnknown {
 			r.Effect = EffectUnknown
 		}
 	default:

@@ -62,7 +62,7 @@ local function load(max_tries)
       r.state = "idle"
     end
     r.effect = "none"
-    if r.unknown or (r.state == "dead" and r.dead_effect == "unknown") then
+    if r.unknown or r.dead_effect == "unknown" then
       r.effect = "unknown"
     end
     redis.call("HDEL", KEYS[1], "running", "unknown")
