@@ -46,7 +46,7 @@ type grammar struct {
 // shared are the flags both commands take.
 type shared struct {
 	JSON           string `name:"json" placeholder:"FILE" help:"Also write the results as JSON to FILE."`
-	Durable        bool   `name:"durable" env:"BENCH_DURABLE" help:"Run the servers with the README's production settings (JetStream sync_interval always, Redis AOF appendfsync always) instead of their defaults."`
+	Durable        bool   `name:"durable" env:"BENCH_DURABLE" help:"Run the servers with the production settings of deploy/ and docs/guarantees.md (JetStream sync_interval always, Redis AOF appendfsync always) instead of their defaults."`
 	Worker         string `name:"worker" env:"BENCH_WORKER" placeholder:"PATH" help:"Measure this worker binary instead of building ./cmd/worker."`
 	ClientInFlight int    `name:"client-in-flight" env:"BENCH_CLIENT_IN_FLIGHT" default:"128" help:"Commands the end-to-end client keeps in flight."`
 	GoMaxProcs     int    `name:"gomaxprocs" env:"BENCH_GOMAXPROCS" default:"0" help:"GOMAXPROCS for every Go process of the run alike: nats-server, the workers, the gateway, and this one (the bare consumer, the client); 0 leaves Go's default, the CPU count. On a small host the three share, 1 is faster for all of them."`
