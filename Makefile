@@ -56,7 +56,7 @@ demo: require-redis ## Run the whole system in one process on embedded defaults 
 COMPAT_PKGS := ./pkg/processor ./pkg/client ./internal/load ./cmd/worker ./cmd/producer ./pkg/gateway ./cmd/gateway
 
 .PHONY: test
-test: require-redis ## Lint, then run every test with the race detector (starts its own NATS and Redis), the NATS-facing ones again on nats-server 2.9 if installed, and the chaos suite at CHAOS_SHORT a scenario (~2 min)
+test: require-redis ## Lint, then run every test with the race detector (starts its own NATS and Redis), the NATS-facing ones again on nats-server 2.9 if installed, and the chaos suite at CHAOS_SHORT a scenario (~2 min of it; ~10 min in all on 2 cores)
 	@$(MAKE) --no-print-directory lint
 	$(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 ./...
 	@$(MAKE) --no-print-directory test/compat

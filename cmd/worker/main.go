@@ -119,7 +119,7 @@ func (f *flags) Validate() error {
 	// The engine's own check, in the flags' words: the record of a key must
 	// outlive every delivery of its command.
 	if horizon := time.Duration(f.MaxDeliver)*(f.AckWait+processor.MaxNakDelayDefault) + f.DedupeWindow; f.ResultTTL < horizon {
-		return fmt.Errorf("--result-ttl (RESULT_TTL) %v must cover the longest redelivery horizon: --max-deliver (MAX_DELIVER) %d x (--ack-wait (ACK_WAIT) %v + the longest retry delay %v) + --dedupe-window (DEDUPE_WINDOW) %v = %v",
+		return fmt.Errorf("--result-ttl (RESULT_TTL) %v must cover the longest redelivery horizon: --max-deliver (MAX_DELIVER) %d x (--ack-wait (ACK_WAIT) %v + the longest redelivery delay %v) + --dedupe-window (DEDUPE_WINDOW) %v = %v",
 			f.ResultTTL, f.MaxDeliver, f.AckWait, processor.MaxNakDelayDefault, f.DedupeWindow, horizon)
 	}
 	if _, err := retryOverrides(f.Retry); err != nil {

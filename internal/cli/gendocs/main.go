@@ -74,7 +74,8 @@ func run(check bool) error {
 		return err
 	}
 	defer os.RemoveAll(bin)
-	build := exec.CommandContext(ctx, "go", append([]string{"build", "-o", bin + string(filepath.Separator)}, pkgs()...)...)
+	build := exec.CommandContext(ctx, "go", //nolint:gosec // the module's own programs, by fixed names
+		append([]string{"build", "-o", bin + string(filepath.Separator)}, pkgs()...)...)
 	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("go build: %w", err)
@@ -83,7 +84,7 @@ func run(check bool) error {
 	page.WriteString(header)
 	for _, p := range programs {
 		// An empty environment: the defaults, not this shell's settings.
-		cmd := exec.CommandContext(ctx, filepath.Join(bin, p), cli.ReferenceFlag)
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, p), cli.ReferenceFlag) //nolint:gosec // built just above
 		cmd.Env = []string{}
 		out, err := cmd.Output()
 		if err != nil {
