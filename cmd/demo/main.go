@@ -42,7 +42,7 @@ import (
 )
 
 func main() {
-	err := cli.UntilSignal(func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdout, os.Stderr) })
+	err := cli.UntilSignal(func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr) })
 	os.Exit(cli.Exit("demo", err, os.Stderr, func(error) (int, bool) { return 1, false }))
 }
 
@@ -51,6 +51,9 @@ const description = "Runs idempay end to end on embedded servers (NATS_URL / RED
 
 type flags struct {
 	cli.Common
+	// Empty by default: the demo starts its own embedded NATS server
+	// unless NATS_URL or --nats-url names one.
+	NATSURL string `name:"nats-url" env:"NATS_URL" default:"" help:"NATS server with JetStream to use instead of an embedded one. The demo then names its streams, subjects and Redis keys under a prefix of its own (demo<n>) and removes them afterwards; it takes no stream or subject flags."`
 	// Empty by default (demo sets the kong variable): the demo starts its
 	// own redis-server unless REDIS_URL or --redis-url names one.
 	cli.RedisFlags
@@ -85,9 +88,9 @@ func (c *flags) Validate() error {
 	return nil
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
 	var c flags
-	if _, err := cli.Parse("demo", description, &c, args, os.Environ(), stdout, stderr,
+	if _, err := cli.Parse("demo", description, &c, args, env, stdout, stderr,
 		kong.Vars{"redis_url_default": ""}); err != nil {
 		return err
 	}
@@ -99,7 +102,7 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 	started := time.Now()
 
 	// Servers: the environment's, or our own.
-	natsURL := os.Getenv("NATS_URL")
+	natsURL := c.NATSURL
 	ns := "" // embedded servers are ours alone: use the contract's names
 	if natsURL == "" {
 		srv, err := testenv.StartNATS()
@@ -111,7 +114,7 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 		say("started an embedded NATS JetStream server at %s", natsURL)
 	} else {
 		ns = "demo" + strconv.FormatInt(time.Now().Unix()%1e6, 10)
-		say("using NATS at %s (NATS_URL); streams and subjects prefixed %q", cli.RedactURLs(natsURL), ns)
+		say("using NATS at %s (--nats-url); streams and subjects prefixed %q", cli.RedactURLs(natsURL), ns)
 	}
 	level := slog.LevelError
 	if c.Verbose {
@@ -145,7 +148,7 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 		if ns == "" {
 			ns = "demo" + strconv.FormatInt(time.Now().Unix()%1e6, 10)
 		}
-		say("using Redis at %s (REDIS_URL); keys prefixed %q", redisAt, ns+":")
+		say("using Redis at %s (--redis-url); keys prefixed %q", redisAt, ns+":")
 	}
 
 	cfg := demoConfig(ns, c)

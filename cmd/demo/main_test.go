@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"testing"
 
@@ -16,7 +17,7 @@ import (
 // clean audit.
 func TestRun_Demo(t *testing.T) {
 	var out, errOut bytes.Buffer
-	err := run(context.Background(), []string{"--count", "400", "--concurrency", "32"}, &out, &errOut)
+	err := run(context.Background(), []string{"--count", "400", "--concurrency", "32"}, os.Environ(), &out, &errOut)
 	require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
 	s := out.String()
 	require.Contains(t, s, "OK: every command has exactly one outcome")
@@ -28,7 +29,7 @@ func TestRun_Demo(t *testing.T) {
 func TestRun_UsageErrors(t *testing.T) {
 	for _, args := range [][]string{{"--bogus"}, {"--workers", "0"}, {"--failure-rate", "1"}, {"--mix", "payment=x"}, {"--count", "many"}} {
 		var out, errOut bytes.Buffer
-		err := run(context.Background(), args, &out, &errOut)
+		err := run(context.Background(), args, nil, &out, &errOut)
 		var usage *cli.UsageError
 		require.ErrorAs(t, err, &usage, "%v", args)
 		require.Equal(t, cli.ExitUsage, cli.Exit("demo", err, &errOut, nil))
@@ -36,6 +37,17 @@ func TestRun_UsageErrors(t *testing.T) {
 		require.Contains(t, err.Error(), flag, "the error names the flag")
 	}
 	var out bytes.Buffer
-	require.ErrorIs(t, run(context.Background(), []string{"--help"}, &out, &out), cli.ErrHelp)
+	require.ErrorIs(t, run(context.Background(), []string{"--help"}, nil, &out, &out), cli.ErrHelp)
 	require.Contains(t, out.String(), "--failure-rate")
+	require.Contains(t, out.String(), "--nats-url")
+}
+
+// TestRun_ConfigReference: the demo's section of docs/configuration.md is
+// what its flags say (the page is generated from --config-reference).
+func TestRun_ConfigReference(t *testing.T) {
+	var stdout bytes.Buffer
+	require.ErrorIs(t, run(context.Background(), []string{cli.ReferenceFlag}, nil, &stdout, &stdout), cli.ErrHelp)
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	require.NoError(t, err)
+	require.NoError(t, cli.CheckReference(doc, "demo", stdout.Bytes()))
 }

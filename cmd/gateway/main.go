@@ -36,8 +36,7 @@ func main() {
 }
 
 const description = "Serves idempay's HTTP API: POST /v1/payments, /v1/refunds and /v1/carts/{cart_id}/items with an " +
-	"Idempotency-Key header, GET /v1/results/{key}, a checkout page on /, /openapi.json, /healthz, /readyz and /metrics. " +
-	"Every flag can also be set by the environment variable shown in brackets.\n\n" +
+	"Idempotency-Key header, GET /v1/results/{key}, a checkout page on /, /openapi.json, /healthz, /readyz and /metrics.\n\n" +
 	"Exit status: 0 after a clean stop (SIGTERM or SIGINT: no new connections, requests under way finish), " +
 	"1 when it cannot start or keep running, 64 usage error."
 
@@ -75,6 +74,11 @@ func (f *flags) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(f.HTTPAddr); err != nil {
 		return fmt.Errorf("--http-addr (HTTP_ADDR) %q: want host:port, e.g. 127.0.0.1:8080", f.HTTPAddr)
+	}
+	if f.MetricsAddr != "" {
+		if err := cli.ListenAddr(f.MetricsAddr); err != nil {
+			return fmt.Errorf("--metrics-addr (METRICS_ADDR) %w", err)
+		}
 	}
 	for _, o := range f.CORSOrigins {
 		if err := gateway.ValidOrigin(o); err != nil {

@@ -71,6 +71,8 @@ func TestRun_UsageErrors(t *testing.T) {
 		{[]string{"--bogus"}, nil, "--bogus"},
 		{[]string{"--pprof"}, nil, "--pprof (PPROF) needs --metrics-addr (METRICS_ADDR)"},
 		{[]string{"--nats-user", "gw"}, nil, "--nats-user (NATS_USER) needs --nats-password"},
+		{[]string{"--metrics-addr", "nonsense"}, nil, `--metrics-addr (METRICS_ADDR) "nonsense": want host:port`},
+		{nil, []string{"IDEMPAY_HTTP_WAIT=1ms", "HTTP_WAIT=1s"}, "--http-wait (IDEMPAY_HTTP_WAIT) must be between"},
 	} {
 		var out, errOut bytes.Buffer
 		err := run(context.Background(), c.args, c.env, &out, &errOut)
@@ -99,6 +101,17 @@ func TestRun_UsageErrors(t *testing.T) {
 	err = run(context.Background(), []string{"--healthcheck", "--http-addr", "127.0.0.1:1"}, nil, &out, &errOut)
 	require.Equal(t, 1, cli.Exit("gateway", err, &errOut, func(error) (int, bool) { return 1, false }))
 	require.Contains(t, errOut.String(), "gateway: error: healthcheck: Get \"http://127.0.0.1:1/readyz\"")
+}
+
+// TestRun_ConfigReference: the gateway's section of docs/configuration.md
+// is what its flags say (the page is generated from --config-reference).
+func TestRun_ConfigReference(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	require.ErrorIs(t, run(t.Context(), []string{cli.ReferenceFlag}, nil, &stdout, &stderr), cli.ErrHelp)
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	require.NoError(t, err)
+	require.NoError(t, cli.CheckReference(doc, "gateway", stdout.Bytes()))
 }
 
 // gatewayProc is a running gateway process.

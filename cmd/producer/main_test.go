@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/idempay/idempay/internal/cli"
 	"github.com/idempay/idempay/internal/load"
 	"github.com/idempay/idempay/internal/load/loadtest"
 	"github.com/idempay/idempay/internal/testenv"
@@ -62,7 +64,6 @@ func TestRun_Help(t *testing.T) {
 		{[]string{"cart", "add", "--help"}, []string{"--cart=STRING", "--sku=STRING", "--quantity=INT-64", "--key"}},
 		{[]string{"status", "--help"}, []string{"<key>"}},
 		{[]string{"load", "--help"}, []string{"--count", "--rate", "--concurrency", "--duplicates", "--mix", "--late-after", "--verify-ledger", "$REDIS_URL"}},
-		{[]string{}, []string{"Usage: producer <command>"}},
 	} {
 		r := runCLI(t, nil, tc.args...)
 		require.Equal(t, 0, r.code, "%v: %s", tc.args, r.stderr)
@@ -70,6 +71,30 @@ func TestRun_Help(t *testing.T) {
 			require.Contains(t, r.stdout, w, "%v", tc.args)
 		}
 	}
+}
+
+// TestRun_NoCommand: without a command the producer prints its help on
+// stderr and exits 64, a usage error.
+func TestRun_NoCommand(t *testing.T) {
+	t.Parallel()
+	r := runCLI(t, nil)
+	require.Equal(t, exitUsage, r.code)
+	require.Empty(t, r.stdout)
+	require.Contains(t, r.stderr, "Usage: producer <command>")
+	require.Contains(t, r.stderr, "IDEMPAY_ prefix")
+}
+
+// TestRun_ConfigReference: the producer's section of docs/configuration.md
+// is what its flags say (the page is generated from --config-reference).
+func TestRun_ConfigReference(t *testing.T) {
+	t.Parallel()
+	r := runCLI(t, nil, cli.ReferenceFlag)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "### `producer load`")
+	require.Contains(t, r.stdout, "| `--count` |  | `1000` |")
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	require.NoError(t, err)
+	require.NoError(t, cli.CheckReference(doc, "producer", []byte(r.stdout)))
 }
 
 // TestRun_UsageErrors: a wrong command line is one line on stderr that
@@ -192,6 +217,19 @@ func TestRun_Charge(t *testing.T) {
 	r = runCLI(t, e, "status", "01a21c95-3568-72f8-acdb-f76fe1f46fd2")
 	require.Equal(t, exitNoAnswer, r.code)
 	require.Equal(t, "producer: no stored outcome for 01a21c95-3568-72f8-acdb-f76fe1f46fd2: never sent, still in flight, rejected, dead-lettered, or expired\n", r.stderr)
+}
+
+// TestRun_ConsoleSpans: with OTEL_TRACES_EXPORTER=console the spans go
+// to stderr, and stdout holds the answer's table alone. Not parallel: it
+// sets the process's environment, which tracing reads.
+func TestRun_ConsoleSpans(t *testing.T) {
+	t.Setenv("OTEL_TRACES_EXPORTER", "console")
+	env := loadtest.Setup(t, nil)
+	r := runCLI(t, cliEnv(env), "charge", "--account", "acct_spans", "--amount", "5", "--currency", "EUR")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Regexp(t, `^key +[0-9a-f-]{36}\n`, r.stdout)
+	require.NotContains(t, r.stdout, "TraceID")
+	require.Contains(t, r.stderr, `"Name":"send `)
 }
 
 func TestRun_CartAdd(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -45,8 +46,7 @@ func main() {
 	os.Exit(cli.Exit("worker", err, os.Stderr, func(error) (int, bool) { return 1, false }))
 }
 
-const description = "Executes idempay commands from NATS JetStream exactly once per idempotency key. " +
-	"Every flag can also be set by the environment variable shown in brackets.\n\n" +
+const description = "Executes idempay commands from NATS JetStream exactly once per idempotency key.\n\n" +
 	"Exit status: 0 after a clean stop (SIGTERM or SIGINT drain in-flight commands), " +
 	"1 when it cannot start or keep running, 64 usage error."
 
@@ -56,8 +56,8 @@ type flags struct {
 
 	cli.NATSFlags
 	cli.RedisFlags
-	DedupeWindow   time.Duration `name:"dedupe-window" env:"DEDUPE_WINDOW" default:"2m" help:"JetStream duplicate window of the command stream: a re-publish of a key within it is dropped before any worker sees it."`
-	ResultTTL      time.Duration `name:"result-ttl" env:"RESULT_TTL" default:"24h" help:"How long an outcome is kept after it was last answered, in Redis and in the results stream. A key retried later than this runs again."`
+	DedupeWindow   time.Duration `name:"dedupe-window" env:"DEDUPE_WINDOW" default:"2m" help:"JetStream duplicate window of the command stream: a re-publish of a key within it is dropped before any worker sees it. A worker sets it on an existing command stream too (with a warning naming the old value)."`
+	ResultTTL      time.Duration `name:"result-ttl" env:"RESULT_TTL" default:"24h" help:"How long an outcome is kept after it was last answered, in Redis and in the results stream. A key retried later than this runs again. It must cover the longest time a command can still be delivered: --max-deliver x (--ack-wait + ${max_nak_delay}, the longest redelivery delay) + --dedupe-window (12m with the defaults)."`
 	AckWait        time.Duration `name:"ack-wait" env:"ACK_WAIT" default:"30s" help:"How long a delivery may go without ack or progress before JetStream redelivers it (the worker reports progress while an operation runs)."`
 	MaxDeliver     int           `name:"max-deliver" env:"MAX_DELIVER" default:"10" help:"Tries a key gets before its command goes to the dead letters (dlq.<kind>); kept in the key's record when it is created. Deliveries that only find the key locked by another worker do not count."`
 	ResolveAfter   time.Duration `name:"resolve-after" env:"RESOLVE_AFTER" default:"30s" help:"When workers first ask the provider about a key answered outcome_unknown, and the shortest wait between two asks (the waits grow to at most ten times it); the final outcome is published on result.<key>, or dead_lettered on rejected.<key>."`
@@ -110,6 +110,8 @@ func (f *flags) Validate() error {
 		return fmt.Errorf("--resolve-after (RESOLVE_AFTER) must be at least 10ms, got %v", f.ResolveAfter)
 	case f.LockTTL < 30*time.Millisecond:
 		return fmt.Errorf("--lock-ttl (LOCK_TTL) must be at least 30ms, got %v", f.LockTTL)
+	case f.MetricsAddr != "" && cli.ListenAddr(f.MetricsAddr) != nil:
+		return fmt.Errorf("--metrics-addr (METRICS_ADDR) %w", cli.ListenAddr(f.MetricsAddr))
 	case f.Healthcheck && f.MetricsAddr == "":
 		return errors.New("--healthcheck needs --metrics-addr (METRICS_ADDR): /readyz is served there")
 	case f.Pprof && f.MetricsAddr == "":
@@ -120,7 +122,7 @@ func (f *flags) Validate() error {
 	// The engine's own check, in the flags' words: the record of a key must
 	// outlive every delivery of its command.
 	if horizon := time.Duration(f.MaxDeliver)*(f.AckWait+processor.MaxNakDelayDefault) + f.DedupeWindow; f.ResultTTL < horizon {
-		return fmt.Errorf("--result-ttl (RESULT_TTL) %v must cover the longest redelivery horizon: --max-deliver (MAX_DELIVER) %d x (--ack-wait (ACK_WAIT) %v + the longest retry delay %v) + --dedupe-window (DEDUPE_WINDOW) %v = %v",
+		return fmt.Errorf("--result-ttl (RESULT_TTL) %v must cover the longest redelivery horizon: --max-deliver (MAX_DELIVER) %d x (--ack-wait (ACK_WAIT) %v + the longest redelivery delay %v) + --dedupe-window (DEDUPE_WINDOW) %v = %v",
 			f.ResultTTL, f.MaxDeliver, f.AckWait, processor.MaxNakDelayDefault, f.DedupeWindow, horizon)
 	}
 	if _, err := retryOverrides(f.Retry); err != nil {
@@ -137,7 +139,8 @@ func (f *flags) Validate() error {
 
 func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
 	var f flags
-	if _, err := cli.Parse("worker", description, &f, args, env, stdout, stderr); err != nil {
+	if _, err := cli.Parse("worker", description, &f, args, env, stdout, stderr,
+		kong.Vars{"max_nak_delay": processor.MaxNakDelayDefault.String()}); err != nil {
 		return err
 	}
 	if f.Healthcheck {
@@ -155,6 +158,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
+	cli.WarnOldNATS(log, nc)
 
 	rdb, redisAt, err := f.RedisFlags.Connect(ctx)
 	if err != nil {

@@ -18,7 +18,7 @@ import (
 	"github.com/idempay/idempay/pkg/messages"
 )
 
-// Controls returns the negative controls, one per row of the README's "Not
+// Controls returns the negative controls, one per row of docs/guarantees.md's "Not
 // covered" table that a single-server deployment can show. Each runs the
 // fault of its row in the setting the row names, and must show the
 // violation the row promises. ResultTTLExpired comes first: it waits out a

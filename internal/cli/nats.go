@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -172,4 +173,60 @@ func readSecret(flag, path string) (string, error) {
 		return "", fmt.Errorf("%s: %s is empty", flag, path)
 	}
 	return s, nil
+}
+
+// NATSServerRecommended is the oldest nats-server release the docs
+// recommend: Jepsen's analysis of 2.12.1 (December 2025) led to fixes of
+// acknowledged writes lost on a cluster, which landed by 2.12.3. Older
+// servers work (the NATS-facing tests run on Debian's 2.9 too); a program
+// that meets one says so at start.
+const NATSServerRecommended = "2.12.3"
+
+// WarnOldNATS logs a warning when the server nc is connected to is older
+// than NATSServerRecommended, and reports whether it did. It never stops
+// the program: an old server works, with the losses its release notes
+// list.
+func WarnOldNATS(log *slog.Logger, nc *nats.Conn) bool {
+	v := nc.ConnectedServerVersion()
+	if v == "" || !olderThan(v, NATSServerRecommended) {
+		return false
+	}
+	log.Warn("nats-server is older than "+NATSServerRecommended+
+		", the oldest release the docs recommend (fixes of acknowledged writes lost on a cluster); it works, but upgrade it for production",
+		"server_version", v, "server", nc.ConnectedUrlRedacted())
+	return true
+}
+
+// olderThan compares dotted versions (2.9.10, v2.12.3-beta) by their
+// first three numbers; a version it cannot read is not older.
+func olderThan(v, than string) bool {
+	a, okA := versionParts(v)
+	b, okB := versionParts(than)
+	if !okA || !okB {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return false
+}
+
+func versionParts(v string) ([3]int, bool) {
+	var out [3]int
+	v = strings.TrimPrefix(v, "v")
+	v, _, _ = strings.Cut(v, "-")
+	parts := strings.Split(v, ".")
+	if len(parts) < 2 || len(parts) > 3 {
+		return out, false
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return out, false
+		}
+		out[i] = n
+	}
+	return out, true
 }
