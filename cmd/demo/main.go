@@ -152,7 +152,7 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 	cfg.Logger = logger
 
 	// Workers: each its own NATS connection, like separate processes.
-	provider, stopProvider, err := demoProvider(c, rdb, cfg.KeyPrefix, say)
+	provider, stopProvider, err := demoProvider(c, rdb, cfg.KeyPrefix, say) //nolint:contextcheck // stripe-mock lives until the demo ends, bounded by its own 30s start wait, like StartRedis
 	if err != nil {
 		return err
 	}

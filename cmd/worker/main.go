@@ -123,7 +123,7 @@ func (f *flags) Validate() error {
 	if _, err := retryOverrides(f.Retry); err != nil {
 		return err
 	}
-	if err := f.stripeFlags.check(f.Provider); err != nil {
+	if err := f.check(f.Provider); err != nil {
 		return err
 	}
 	if err := f.streamFlags.Validate(); err != nil {

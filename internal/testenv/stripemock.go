@@ -102,7 +102,7 @@ func buildStripeMock() (string, string, error) {
 // bundled sample is still waiting for a payment method), and the objects
 // carry idempay's metadata keys.
 func stripeMockFixtures(moduleDir, path string) (string, error) {
-	raw, err := os.ReadFile(filepath.Join(moduleDir, "embedded", "openapi", "fixtures3.json")) //nolint:gosec // G304: the module cache directory go list named
+	raw, err := os.ReadFile(filepath.Join(moduleDir, "embedded", "openapi", "fixtures3.json"))
 	if err != nil {
 		return "", fmt.Errorf("testenv: stripe-mock fixtures: %w", err)
 	}
@@ -156,7 +156,7 @@ func StartStripeMock() (*StripeMock, error) {
 		return nil, err
 	}
 	// The server lives until Shutdown, not for a context.
-	cmd := exec.CommandContext(context.Background(), bin, //nolint:gosec // G204: the binary StripeMockBinary built or STRIPE_MOCK_BIN
+	cmd := exec.CommandContext(context.Background(), bin,
 		"-http-addr", "127.0.0.1:0", "-https-addr", "127.0.0.1:0", "-fixtures", fixtures)
 	cmd.SysProcAttr = childAttr() // dies with the test binary, even on SIGKILL
 	stdout, err := cmd.StdoutPipe()

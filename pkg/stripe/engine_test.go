@@ -2,7 +2,6 @@ package stripe_test
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"os"
@@ -142,8 +141,8 @@ func TestProvider_Engine(t *testing.T) {
 		key := newKey()
 		res, err := b.client.Charge(t.Context(), key, chargeReq)
 		require.Error(t, err)
-		require.False(t, errors.Is(err, client.ErrFailed), "never failed: %v", err)
-		require.False(t, errors.Is(err, client.ErrDeadLettered), "never dead_lettered: %v", err)
+		require.NotErrorIs(t, err, client.ErrFailed, "never failed")
+		require.NotErrorIs(t, err, client.ErrDeadLettered, "never dead_lettered")
 		var rej *messages.RejectError
 		require.ErrorAs(t, err, &rej)
 		require.Equal(t, messages.CodeOutcomeUnknown, rej.Code)

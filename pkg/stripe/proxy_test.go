@@ -3,6 +3,7 @@ package stripe_test
 import (
 	"bytes"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -158,9 +159,7 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.Upstream = rec.Code
 		if f == nil {
 			p.record(s)
-			for k, v := range rec.Header() {
-				w.Header()[k] = v
-			}
+			maps.Copy(w.Header(), rec.Header())
 			w.WriteHeader(rec.Code)
 			_, _ = w.Write(rec.Body.Bytes())
 			return
@@ -174,7 +173,7 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(f.status)
-		_, _ = io.WriteString(w, strings.ReplaceAll(f.body, "{key}", r.Header.Get("Idempotency-Key")))
+		_, _ = io.WriteString(w, strings.ReplaceAll(f.body, "{key}", r.Header.Get("Idempotency-Key"))) //nolint:gosec // G705: a test proxy answers the test's own client with a scripted JSON body
 	case hangAfter:
 		select { // until the client gives up
 		case <-r.Context().Done():

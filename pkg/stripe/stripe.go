@@ -94,16 +94,16 @@ func (p *Provider) Charge(ctx context.Context, key string, req messages.ChargeRe
 // errors if they're not the same").
 func (p *Provider) chargeParams(key string, req messages.ChargeRequest, acct string) *stripego.PaymentIntentCreateParams {
 	params := &stripego.PaymentIntentCreateParams{
-		Amount:   stripego.Int64(req.Amount),
+		Amount:   new(req.Amount),
 		Currency: stripego.String(strings.ToLower(req.Currency)),
-		Confirm:  stripego.Bool(true),
+		Confirm:  new(true),
 		// No customer is present: a card that needs authentication is a
 		// 402 authentication_required, not a PaymentIntent waiting for an
 		// action nobody will take.
-		OffSession:    stripego.Bool(true),
+		OffSession:    new(true),
 		PaymentMethod: stripego.String(p.cfg.PaymentMethod),
 		AutomaticPaymentMethods: &stripego.PaymentIntentCreateAutomaticPaymentMethodsParams{
-			Enabled: stripego.Bool(true), AllowRedirects: stripego.String("never"),
+			Enabled: new(true), AllowRedirects: new("never"),
 		},
 		Metadata: map[string]string{MetaKey: key, MetaAccount: req.AccountID},
 	}
@@ -220,7 +220,7 @@ var refundReasons = map[string]bool{"duplicate": true, "fraudulent": true, "requ
 func refundParams(key string, req refund.Request, acct string) *stripego.RefundCreateParams {
 	params := &stripego.RefundCreateParams{
 		PaymentIntent: stripego.String(req.ChargeID),
-		Amount:        stripego.Int64(req.Amount),
+		Amount:        new(req.Amount),
 		Metadata:      map[string]string{MetaKey: key, MetaChargeKey: req.ChargeKey},
 	}
 	if req.Reason != "" {
@@ -246,8 +246,7 @@ func (p *Provider) createRefund(ctx context.Context, key string, req refund.Requ
 
 // refunded is the answer for a Refund Stripe returned.
 func (p *Provider) refunded(key string, req refund.Request, r *stripego.Refund) (messages.RefundData, error) {
-	switch r.Status {
-	case stripego.RefundStatusFailed, stripego.RefundStatusCanceled:
+	if r.Status == stripego.RefundStatusFailed || r.Status == stripego.RefundStatusCanceled {
 		return messages.RefundData{}, processor.TransientError(fmt.Errorf(
 			"stripe: refund %s: Refund %s is %s: nothing refunded", key, r.ID, r.Status))
 	}
@@ -263,8 +262,7 @@ func (p *Provider) refunded(key string, req refund.Request, r *stripego.Refund) 
 // charge, or when trying to refund more money than is left on a charge"
 // (Stripe, Create a refund).
 func exceeds(f *failure) bool {
-	switch f.code() {
-	case stripego.ErrorCodeChargeAlreadyRefunded, stripego.ErrorCodeAmountTooLarge:
+	if c := f.code(); c == stripego.ErrorCodeChargeAlreadyRefunded || c == stripego.ErrorCodeAmountTooLarge {
 		return true
 	}
 	return f.se != nil && f.se.Param == "amount" && strings.Contains(f.se.Msg, "greater than")

@@ -22,7 +22,7 @@ import (
 )
 
 const (
-	testAPIKey   = "sk_test_4eC39HqLyjWDarjtT1zdp7dc" // the example key of Stripe's docs
+	testAPIKey   = "sk_test_4eC39HqLyjWDarjtT1zdp7dc" //nolint:gosec // G101: the example test-mode key of Stripe's docs, for stripe-mock
 	pathIntents  = "/v1/payment_intents"
 	pathRefunds  = "/v1/refunds"
 	pathSearch   = "/v1/payment_intents/search"
@@ -230,7 +230,7 @@ func TestProvider_ChargeErrors(t *testing.T) {
 // sent: certainly not charged.
 func TestProvider_ChargeConnectionRefused(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	addr := ln.Addr().String()
 	require.NoError(t, ln.Close())

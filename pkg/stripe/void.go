@@ -91,7 +91,7 @@ func voidParams(key string, amount int64, currency, acct string) *stripego.Payme
 		amount, currency = voidAmount, voidCurrency
 	}
 	params := &stripego.PaymentIntentCreateParams{
-		Amount:             stripego.Int64(amount),
+		Amount:             new(amount),
 		Currency:           stripego.String(strings.ToLower(currency)),
 		PaymentMethodTypes: []*string{stripego.String("card")},
 		Description:        stripego.String("idempay: void of idempotency key " + key + " (never confirmed; holds the key so that no payment is made with it)"),
