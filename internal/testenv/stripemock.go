@@ -150,14 +150,24 @@ type StripeMock struct {
 // waits until it listens. stripe-mock validates every request against
 // Stripe's OpenAPI description and answers with a sample object; it keeps
 // no state and ignores idempotency keys. Shutdown stops it.
-func StartStripeMock() (*StripeMock, error) {
+func StartStripeMock() (*StripeMock, error) { return startStripeMock(true) }
+
+// StartStripeMockBundled is StartStripeMock with stripe-mock's own
+// fixtures: every PaymentIntent it returns is still waiting for a payment
+// method, whatever the request asked.
+func StartStripeMockBundled() (*StripeMock, error) { return startStripeMock(false) }
+
+func startStripeMock(patched bool) (*StripeMock, error) {
 	bin, fixtures, err := StripeMockBinary()
 	if err != nil {
 		return nil, err
 	}
+	args := []string{"-http-addr", "127.0.0.1:0", "-https-addr", "127.0.0.1:0"}
+	if patched {
+		args = append(args, "-fixtures", fixtures)
+	}
 	// The server lives until Shutdown, not for a context.
-	cmd := exec.CommandContext(context.Background(), bin,
-		"-http-addr", "127.0.0.1:0", "-https-addr", "127.0.0.1:0", "-fixtures", fixtures)
+	cmd := exec.CommandContext(context.Background(), bin, args...)
 	cmd.SysProcAttr = childAttr() // dies with the test binary, even on SIGKILL
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -454,3 +454,30 @@ func TestConfig_Validate(t *testing.T) {
 	require.NoError(t, err)
 	require.NotNil(t, p)
 }
+
+// TestProvider_ChargeIncomplete: a confirmed PaymentIntent that did not pay
+// (stripe-mock's own fixture is one, requires_payment_method) is read
+// again, canceled so that nobody can pay it later, and refused.
+func TestProvider_ChargeIncomplete(t *testing.T) {
+	t.Parallel()
+	bundled, err := testenv.StartStripeMockBundled()
+	require.NoError(t, err)
+	t.Cleanup(bundled.Shutdown)
+	proxy := newFaultProxy(t, bundled.URL)
+	p, err := stripe.New(&stripe.Config{APIKey: testAPIKey, APIBase: proxy.URL()})
+	require.NoError(t, err)
+	key := newKey()
+	_, err = p.Charge(t.Context(), key, chargeReq)
+	d, ok := errors.AsType[*charge.DeclinedError](err)
+	require.True(t, ok, "%v", err)
+	require.Equal(t, "payment_incomplete", d.Code)
+	var kinds []string
+	for _, s := range proxy.requests("", "") {
+		require.Equal(t, http.StatusOK, s.Upstream)
+		kinds = append(kinds, s.Method)
+	}
+	require.Equal(t, []string{"POST", "GET", "POST"}, kinds, "the charge, reading it again, the cancel")
+	cancel := proxy.requests("", "")[2]
+	require.True(t, strings.HasSuffix(cancel.Path, "/cancel"), cancel.Path)
+	require.Equal(t, key+"/cancel", cancel.Key())
+}
