@@ -471,13 +471,14 @@ func TestProvider_ChargeIncomplete(t *testing.T) {
 	d, ok := errors.AsType[*charge.DeclinedError](err)
 	require.True(t, ok, "%v", err)
 	require.Equal(t, "payment_incomplete", d.Code)
-	var kinds []string
-	for _, s := range proxy.requests("", "") {
+	seen := proxy.requests("", "")
+	kinds := make([]string, 0, len(seen))
+	for _, s := range seen {
 		require.Equal(t, http.StatusOK, s.Upstream)
 		kinds = append(kinds, s.Method)
 	}
 	require.Equal(t, []string{"POST", "GET", "POST"}, kinds, "the charge, reading it again, the cancel")
-	cancel := proxy.requests("", "")[2]
+	cancel := seen[2]
 	require.True(t, strings.HasSuffix(cancel.Path, "/cancel"), cancel.Path)
 	require.Equal(t, key+"/cancel", cancel.Key())
 }
