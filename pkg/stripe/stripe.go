@@ -80,7 +80,7 @@ func (p *Provider) Charge(ctx context.Context, key string, req messages.ChargeRe
 	}
 	switch f.v {
 	case refused:
-		return messages.ChargeData{}, refusal(f)
+		return messages.ChargeData{}, p.refusal(f)
 	case mismatch:
 		return messages.ChargeData{}, p.heldBy(ctx, key, req.Amount, req.Currency, acct, f)
 	default:
@@ -171,9 +171,10 @@ func (p *Provider) settle(ctx context.Context, key string, req messages.ChargeRe
 // refusal is the charge's failed outcome for a refused request: the card
 // declined (402 card_error, code card_declined, expired_card, ...) or the
 // request invalid (400 invalid_request_error). Stripe saved that answer
-// under the key, so every retry would get it again.
-func refusal(f *failure) error {
-	code, msg := string(f.code()), f.se.Msg
+// under the key, so every retry would get it again. The message is
+// Stripe's, the API key redacted (a test server may echo it).
+func (p *Provider) refusal(f *failure) error {
+	code, msg := string(f.code()), strings.ReplaceAll(f.se.Msg, p.cfg.APIKey, "sk_***")
 	if code == "" {
 		code = string(f.se.Type)
 	}

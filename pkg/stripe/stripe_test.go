@@ -482,3 +482,21 @@ func TestProvider_ChargeIncomplete(t *testing.T) {
 	require.True(t, strings.HasSuffix(cancel.Path, "/cancel"), cancel.Path)
 	require.Equal(t, key+"/cancel", cancel.Key())
 }
+
+// TestProvider_KeyNeverInErrors: stripe-mock answers a key it does not
+// like with a 401 that quotes it whole (Stripe masks it); the provider's
+// errors, which the engine logs, never carry it.
+func TestProvider_KeyNeverInErrors(t *testing.T) {
+	t.Parallel()
+	const odd = "sk_test_idempay_not_well_formed"
+	proxy := newFaultProxy(t, mock.URL)
+	p, err := stripe.New(&stripe.Config{APIKey: odd, APIBase: proxy.URL()})
+	require.NoError(t, err)
+	_, err = p.Charge(t.Context(), newKey(), chargeReq)
+	requireClass(t, err, processor.Transient)
+	se, ok := errors.AsType[*stripego.Error](err)
+	require.True(t, ok)
+	require.Contains(t, se.Msg, odd, "stripe-mock quotes the key")
+	require.NotContains(t, err.Error(), odd)
+	require.Contains(t, err.Error(), "sk_***")
+}
