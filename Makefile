@@ -28,6 +28,7 @@ CHAOS_TIMEOUT ?= 40m## go test -timeout for `chaos`
 FUZZ_TARGET ?= FuzzDecode## the fuzz test `fuzz` runs in ./pkg/messages
 FUZZTIME ?= 30s## go test -fuzztime for `fuzz`
 DEMO_ARGS ?=## extra arguments for `demo`
+PROVIDER ?= sim## payment provider of `demo`: sim, or stripe (a stripe-mock it starts, or STRIPE_API_BASE with STRIPE_API_KEY; docs/stripe.md)
 
 # `docker compose` (the v2 plugin) when present, else the standalone
 # `docker-compose`, else nothing (require-compose then says what to
@@ -50,7 +51,7 @@ help: ## Show this help (the default goal)
 
 .PHONY: demo
 demo: require-redis ## Run the whole system in one process on embedded defaults (go run ./cmd/demo)
-	$(GO) run ./cmd/demo $(DEMO_ARGS)
+	$(GO) run ./cmd/demo --provider $(PROVIDER) $(DEMO_ARGS)
 
 # The packages that talk to NATS, re-run against a nats-server binary.
 COMPAT_PKGS := ./pkg/processor ./pkg/client ./internal/load ./cmd/worker ./cmd/producer ./pkg/gateway ./cmd/gateway

@@ -51,3 +51,15 @@ func TestRun_ConfigReference(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, cli.CheckReference(doc, "demo", stdout.Bytes()))
 }
+
+// TestRun_DemoStripe is `make demo PROVIDER=stripe`: the same demo with the
+// Stripe provider, against a stripe-mock the demo starts.
+func TestRun_DemoStripe(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"--provider", "stripe", "--count", "200", "--concurrency", "32"}, &out, &errOut)
+	require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	s := out.String()
+	require.Contains(t, s, "started stripe-mock at http://127.0.0.1:")
+	require.Contains(t, s, "OK: every command has exactly one outcome and every retry got it back, through Stripe's API")
+	require.Contains(t, s, "disagreeing keys                 0")
+}

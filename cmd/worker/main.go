@@ -30,7 +30,6 @@ import (
 	"github.com/idempay/idempay/internal/telemetry"
 	"github.com/idempay/idempay/pkg/ops"
 	"github.com/idempay/idempay/pkg/processor"
-	"github.com/idempay/idempay/pkg/sim"
 )
 
 // gcPercent is the worker's GOGC unless the environment sets one: its live
@@ -67,7 +66,7 @@ type flags struct {
 	MetricsAddr      string        `name:"metrics-addr" env:"METRICS_ADDR" default:"" help:"Where /metrics (Prometheus), /healthz and /readyz are served, e.g. 127.0.0.1:9464; empty: not served."`
 	Healthcheck      bool          `name:"healthcheck" help:"Do not run: check the /readyz of the worker serving on --metrics-addr (METRICS_ADDR; an all-interfaces address is reached on loopback) and exit 0 if it is ready, 1 if not. For container health checks: the image has no curl."`
 	Pprof            bool          `name:"pprof" env:"PPROF" help:"Also serve Go's profiler, /debug/pprof/, on --metrics-addr. Off by default: whoever reaches that address could take profiles and read the program's internals."`
-	Provider         string        `name:"provider" env:"PROVIDER" default:"sim" enum:"sim" help:"Payment provider: sim (the simulated one, which keeps its ledger in Redis). A real provider is wired in a main of your own; see examples/custom."`
+	Provider         string        `name:"provider" env:"PROVIDER" default:"sim" enum:"sim,stripe" help:"Payment provider: sim (the simulated one, which keeps its ledger in Redis) or stripe (Stripe's API: --stripe-api-key, --stripe-api-base; docs/stripe.md). Another provider is wired in a main of your own; see examples/custom."`
 	SimAmbiguousRate float64       `name:"sim-ambiguous-rate" env:"SIM_AMBIGUOUS_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that take effect and then answer with an ambiguous error (a lost response)."`
 	Concurrency      int           `name:"concurrency" env:"CONCURRENCY" default:"64" help:"Commands this worker keeps in flight: each waits on a few round trips in turn, so it takes tens to keep a CPU busy."`
 	LockTTL          time.Duration `name:"lock-ttl" env:"LOCK_TTL" default:"10s" help:"Expiry of a key's lock; extended every third of it while the operation runs, so it only bounds how long a crashed worker blocks its key."`
@@ -80,6 +79,7 @@ type flags struct {
 	LogFormat        string        `name:"log-format" env:"LOG_FORMAT" default:"text" enum:"text,json" help:"Log format: text or json."`
 
 	cli.TopologyFlags
+	stripeFlags
 	streamFlags
 	waitFlags
 	failpointFlags
@@ -128,6 +128,9 @@ func (f *flags) Validate() error {
 	if _, err := retryOverrides(f.Retry); err != nil {
 		return err
 	}
+	if err := f.check(f.Provider); err != nil {
+		return err
+	}
 	if err := f.streamFlags.Validate(); err != nil {
 		return err
 	}
@@ -169,9 +172,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		defer pipeline(rdb, log)() // runs before rdb.Close: deferred later
 	}
 
-	provider, err := sim.New(rdb, &sim.Config{
-		KeyPrefix: f.KeyPrefix, Latency: f.SimLatency, FailureRate: f.SimFailureRate, AmbiguousRate: f.SimAmbiguousRate,
-	})
+	provider, err := newProvider(f, rdb)
 	if err != nil {
 		return err
 	}
@@ -182,7 +183,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	defer func() { _ = shutdownTracing(context.WithoutCancel(ctx)) }()
 	var reg *prometheus.Registry
 	var metrics *processor.Metrics
-	var opsProvider ops.Provider = provider
+	opsProvider := provider
 	if f.MetricsAddr != "" {
 		reg = telemetry.NewRegistry()
 		if metrics, err = processor.NewMetrics(reg); err != nil {
