@@ -56,7 +56,7 @@ func TestRun_ConfigReference(t *testing.T) {
 // Stripe provider, against a stripe-mock the demo starts.
 func TestRun_DemoStripe(t *testing.T) {
 	var out, errOut bytes.Buffer
-	err := run(context.Background(), []string{"--provider", "stripe", "--count", "200", "--concurrency", "32"}, &out, &errOut)
+	err := run(context.Background(), []string{"--provider", "stripe", "--count", "200", "--concurrency", "32"}, os.Environ(), &out, &errOut)
 	require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
 	s := out.String()
 	require.Contains(t, s, "started stripe-mock at http://127.0.0.1:")

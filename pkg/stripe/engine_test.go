@@ -147,11 +147,22 @@ func TestProvider_Engine(t *testing.T) {
 		require.ErrorAs(t, err, &rej)
 		require.Equal(t, messages.CodeOutcomeUnknown, rej.Code)
 		require.Equal(t, messages.StatusRejected, res.Result.Status)
-		tries := b.proxy.requests(http.MethodPost, pathIntents)
+		var tries, voids []seenRequest
+		for _, r := range b.proxy.requests(http.MethodPost, pathIntents) {
+			if r.Form.Get("metadata[idempay_void]") == "true" {
+				voids = append(voids, r) // the last try asks Stripe to void the key: reset too
+				continue
+			}
+			tries = append(tries, r)
+		}
 		require.GreaterOrEqual(t, len(tries), 2)
 		for _, tr := range tries {
 			require.Equal(t, key, tr.Key())
 			require.Equal(t, tries[0].Form, tr.Form)
+		}
+		require.NotEmpty(t, voids, "the key out of tries, unknown, is voided before any certain answer")
+		for _, v := range voids {
+			require.Equal(t, key, v.Key())
 		}
 	})
 

@@ -205,10 +205,9 @@ func (p *Provider) Refund(ctx context.Context, key string, req refund.Request) (
 	case f.v == refused && exceeds(f):
 		return messages.RefundData{}, p.exceeded(ctx, req, acct, f)
 	case f.v == refused:
-		// refund.Provider has no definitive refusal but ExceedsError:
-		// nothing was refunded, which a transient error says; retried, and
-		// dead-lettered (not done) at the limit. See docs/stripe.md.
-		return messages.RefundData{}, processor.TransientError(fmt.Errorf("stripe: refund %s refused: %w", key, f.err))
+		// A definitive refusal: nothing was refunded; the refund fails
+		// with Stripe's code, never retried.
+		return messages.RefundData{}, refund.Refused(string(f.code()), fmt.Sprintf("stripe refused the refund: %v", f.err))
 	default:
 		return messages.RefundData{}, f.engine("refund " + key)
 	}

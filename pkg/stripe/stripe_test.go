@@ -397,7 +397,9 @@ func TestProvider_RefundErrors(t *testing.T) {
 		b := setup(t, nil)
 		b.proxy.add(fault{name: "400", method: http.MethodPost, path: pathRefunds, kind: answerAfter, status: 400, body: bodyInvalid})
 		_, err := b.provider.Refund(t.Context(), newKey(), refundReq(newKey()))
-		requireClass(t, err, processor.Transient)
+		refused, ok := errors.AsType[*refund.RefusedError](err)
+		require.True(t, ok, "a definitive refusal: %v", err)
+		require.NotEmpty(t, refused.Code)
 	})
 	t.Run("VoidRefundedBefore", func(t *testing.T) {
 		t.Parallel()
