@@ -116,7 +116,7 @@ func repeatedName(body []byte) (string, bool) {
 		if err != nil {
 			return "", false
 		}
-		name, _ := tok.(string) //nolint:errcheck // a member name is a string token
+		name, _ := tok.(string) // a member name is a string token
 		if _, dup := seen[name]; dup {
 			return name, true
 		}
