@@ -100,7 +100,7 @@ func TestWorker_NATSPermissions(t *testing.T) {
 
 	// A gateway on its own user takes a payment.
 	gwc := connectAs(t, srv.URL, "gateway", pw["gateway"])
-	gw, err := gateway.New(gwc.nc, &gateway.Config{Topology: top,
+	gw, err := gateway.New(gwc.nc, &gateway.Config{Topology: top, Auth: gateway.NoAuth(),
 		Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	require.NoError(t, gw.Ready(ctx), "the gateway reads the command stream's info")

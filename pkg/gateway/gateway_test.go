@@ -316,9 +316,9 @@ func TestGateway_Accepted(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, r.status, "%s", r.body)
 	require.Equal(t, "/v1/results/"+key, r.header.Get("Location"))
 	require.Equal(t, "1", r.header.Get("Retry-After"))
-	var a accepted
+	var a acceptedBody
 	require.NoError(t, json.Unmarshal(r.body, &a))
-	require.Equal(t, accepted{Key: key, Command: messages.KindPaymentCharge, Status: "accepted", Location: "/v1/results/" + key, Detail: a.Detail}, a)
+	require.Equal(t, acceptedBody{Key: key, Command: messages.KindPaymentCharge, Status: "accepted", Location: "/v1/results/" + key, Detail: a.Detail}, a)
 
 	// Still in flight, with nobody to run it.
 	require.Equal(t, http.StatusConflict, b.post(t, "/v1/payments", key, chargeBody("acct_42", 100)).status)
@@ -443,7 +443,8 @@ func TestGateway_Rejections(t *testing.T) {
 		"some_new_code": http.StatusGatewayTimeout,
 	} {
 		rec := &recorder{header: http.Header{}}
-		b.gw.writeRejection(context.Background(), rec, newKey(), &messages.RejectError{Code: code, Message: "m"})
+		key := newKey()
+		b.gw.writeRejection(context.Background(), rec, opKey{client: key, op: key}, &messages.RejectError{Code: code, Message: "m"})
 		require.Equal(t, status, rec.status, code)
 	}
 }
