@@ -109,6 +109,11 @@ func checkScope(tenant, key string) (string, error) {
 // ASCII characters) and waits for its answer, like Send with the scoped
 // key ScopedKey(tenant, key) as the operation's key: the answer's Key is
 // the scoped key. The command carries HeaderTenant and HeaderClientKey.
+//
+// The keys a command names are the tenant's own too, and scoped the same
+// way: a payment.refund's charge_key is the key the tenant charged with,
+// so that a tenant refunds its own charges and no other's (ScopeCommand).
+//
 // An invalid tenant returns ErrInvalidTenant, an invalid key a
 // *messages.RejectError with CodeInvalidKey; neither publishes anything.
 func (c *Client) SendFor(ctx context.Context, tenant, key string, cmd messages.Command) (*Reply, error) {
@@ -116,7 +121,44 @@ func (c *Client) SendFor(ctx context.Context, tenant, key string, cmd messages.C
 	if err != nil {
 		return nil, err
 	}
+	if cmd, err = ScopeCommand(tenant, cmd); err != nil {
+		return nil, err
+	}
 	return c.sendKey(ctx, scoped, &scope{tenant: tenant, key: key}, cmd)
+}
+
+// SendScoped is SendFor for a cmd already scoped with ScopeCommand, for a
+// caller that needs the scoped command itself (the HTTP gateway compares
+// its fingerprint with the stored message's and outcome's).
+func (c *Client) SendScoped(ctx context.Context, tenant, key string, cmd messages.Command) (*Reply, error) {
+	scoped, err := checkScope(tenant, key)
+	if err != nil {
+		return nil, err
+	}
+	return c.sendKey(ctx, scoped, &scope{tenant: tenant, key: key}, cmd)
+}
+
+// ScopeCommand returns cmd with the keys it names scoped to tenant: a
+// payment.refund's ChargeKey, the tenant's own key of the charge (1-255
+// visible ASCII characters), becomes ScopedKey(tenant, ChargeKey). Other
+// commands name no key and are returned as they are. A charge key that is
+// not a tenant's key is a *messages.RejectError with CodeInvalidPayload.
+func ScopeCommand(tenant string, cmd messages.Command) (messages.Command, error) {
+	var r messages.RefundRequest
+	switch c := cmd.(type) {
+	case messages.RefundRequest:
+		r = c
+	case *messages.RefundRequest:
+		r = *c
+	default:
+		return cmd, nil
+	}
+	if !ValidClientKey(r.ChargeKey) {
+		return nil, &messages.RejectError{Code: messages.CodeInvalidPayload,
+			Message: fmt.Sprintf("charge_key must be the key the charge was sent with: 1-%d visible ASCII characters", MaxClientKeyLen)}
+	}
+	r.ChargeKey = ScopedKey(tenant, r.ChargeKey)
+	return r, nil
 }
 
 // StatusFor is Status for tenant's own key: the outcome stored under

@@ -118,3 +118,19 @@ func TestClient_TenantHeaders(t *testing.T) {
 	require.Equal(t, "order-7", m.Header.Get(client.HeaderClientKey))
 	require.Equal(t, env.Config.Topology.Subjects.CommandFor(messages.KindPaymentCharge), m.Subject)
 }
+
+func TestScopeCommand(t *testing.T) {
+	t.Parallel()
+	got, err := client.ScopeCommand("acme", messages.RefundRequest{ChargeKey: "order-1", Amount: 5})
+	require.NoError(t, err)
+	require.Equal(t, messages.RefundRequest{ChargeKey: client.ScopedKey("acme", "order-1"), Amount: 5}, got)
+	got, err = client.ScopeCommand("acme", &messages.RefundRequest{ChargeKey: "order-1", Amount: 5})
+	require.NoError(t, err)
+	require.Equal(t, messages.RefundRequest{ChargeKey: client.ScopedKey("acme", "order-1"), Amount: 5}, got)
+	_, err = client.ScopeCommand("acme", messages.RefundRequest{ChargeKey: "a b", Amount: 5})
+	require.ErrorIs(t, err, client.ErrInvalidPayload)
+	c := charge(1)
+	got, err = client.ScopeCommand("acme", c)
+	require.NoError(t, err)
+	require.Equal(t, c, got, "a charge names no key")
+}

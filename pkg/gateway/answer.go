@@ -72,7 +72,7 @@ func (g *Gateway) command(decode decoder) http.HandlerFunc {
 		defer cancel()
 		var reply *client.Reply
 		if k.scoped {
-			reply, err = g.client.SendFor(ctx, k.tenant, k.client, cmd)
+			reply, err = g.client.SendScoped(ctx, k.tenant, k.client, cmd) // cmd was scoped by decode
 		} else {
 			reply, err = g.client.Send(ctx, k.op, cmd)
 		}

@@ -120,6 +120,8 @@ func TestGateway_BadRequests(t *testing.T) {
 		"NotAUUID":         {"/v1/payments", valid, []string{"Content-Type", "application/json", HeaderIdempotencyKey, "order-1001"}, 400, messages.CodeInvalidKey},
 		"TwoKeys":          {"/v1/payments", valid, []string{"Content-Type", "application/json", HeaderIdempotencyKey, key, HeaderIdempotencyKey, newKey()}, 400, messages.CodeInvalidKey},
 		"UnknownField":     {"/v1/payments", []byte(`{"account_id":"a","amount":1,"currency":"EUR","tip":5}`), nil, 400, messages.CodeInvalidPayload},
+		"RepeatedName":     {"/v1/payments", []byte(`{"account_id":"a","amount":1,"amount":5000,"currency":"EUR"}`), nil, 400, messages.CodeInvalidPayload},
+		"RepeatedEscaped":  {"/v1/carts/c/items", []byte(`{"sku":"S","quantity":1,"quantit\u0079":900}`), nil, 400, messages.CodeInvalidPayload},
 		"Fraction":         {"/v1/payments", []byte(`{"account_id":"a","amount":1.5,"currency":"EUR"}`), nil, 400, messages.CodeInvalidPayload},
 		"MissingAmount":    {"/v1/payments", []byte(`{"account_id":"a","currency":"EUR"}`), nil, 400, messages.CodeInvalidPayload},
 		"NotJSON":          {"/v1/payments", []byte(`account_id=a`), nil, 400, messages.CodeInvalidPayload},

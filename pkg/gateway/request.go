@@ -24,13 +24,39 @@ func decodeCharge(_ *http.Request, body []byte) (messages.Command, error) {
 	return c, nil
 }
 
-func decodeRefund(_ *http.Request, body []byte) (messages.Command, error) {
-	var c messages.RefundRequest
-	if err := messages.Decode(body, &c); err != nil {
+// decodeRefund decodes a refund. With authentication, charge_key is the
+// tenant's own key of the charge (what it sent as Idempotency-Key, 1-255
+// visible ASCII characters), scoped like every key of the tenant
+// (client.ScopeCommand): a tenant refunds its own charges, and cannot
+// name another tenant's, even knowing its key.
+func decodeRefund(r *http.Request, body []byte) (messages.Command, error) {
+	caller := callerOf(r)
+	if !caller.scoped {
+		var c messages.RefundRequest
+		if err := messages.Decode(body, &c); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
+	var t tenantRefund
+	if err := messages.Decode(body, &t); err != nil {
 		return nil, err
 	}
-	return c, nil
+	cmd, err := client.ScopeCommand(caller.Tenant, messages.RefundRequest(t))
+	if err != nil {
+		return nil, err
+	}
+	return cmd, cmd.Validate()
 }
+
+// tenantRefund is a tenant's refund body: a payment.refund whose
+// charge_key is the tenant's own key. It implements messages.Command only
+// so that messages.Decode applies the workers' rules to the body; the
+// whole command is validated once the key is scoped.
+type tenantRefund messages.RefundRequest
+
+func (tenantRefund) Kind() string    { return messages.KindPaymentRefund }
+func (tenantRefund) Validate() error { return nil }
 
 // cartItem is the body of POST /v1/carts/{cart_id}/items: a cart.add
 // without its cart_id, which the path names. It implements

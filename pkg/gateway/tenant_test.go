@@ -535,3 +535,26 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestGateway_TenantRefunds: a tenant's refund names its charge by the
+// tenant's own key, scoped like the charge's; another tenant naming the
+// same key, or the charge's scoped key, refunds nothing.
+func TestGateway_TenantRefunds(t *testing.T) {
+	t.Parallel()
+	ts := apiKeyFile(t, map[string]string{"acme": "", "globex": ""})
+	b := setup(t, nil, &Config{Auth: ts.keys})
+	require.Equal(t, http.StatusCreated, ts.post(t, "acme", b.srv.URL+"/v1/payments", "order-9", chargeBody("acct_acme", 1000)).status)
+
+	r := ts.post(t, "acme", b.srv.URL+"/v1/refunds", "refund-9", map[string]any{"charge_key": "order-9", "amount": 400})
+	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+	require.Equal(t, "refund-9", r.answer(t).Key)
+	for _, chargeKey := range []string{"order-9", client.ScopedKey("acme", "order-9")} {
+		r = ts.post(t, "globex", b.srv.URL+"/v1/refunds", "steal-"+chargeKey, map[string]any{"charge_key": chargeKey, "amount": 400})
+		require.Equal(t, http.StatusUnprocessableEntity, r.status, "%s", r.body)
+		require.Equal(t, messages.CodeChargeNotFound, r.problem(t).Code)
+	}
+	r = ts.post(t, "acme", b.srv.URL+"/v1/refunds", "refund-bad", map[string]any{"charge_key": "with space", "amount": 1})
+	require.Equal(t, http.StatusBadRequest, r.status, "%s", r.body)
+	require.Equal(t, messages.CodeInvalidPayload, r.problem(t).Code)
+	require.Contains(t, r.problem(t).Detail, "charge_key")
+}
