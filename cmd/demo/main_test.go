@@ -36,7 +36,7 @@ func TestRun_Demo(t *testing.T) {
 	keys, err := gateway.LoadAPIKeys(m[1])
 	require.NoError(t, err)
 	require.Equal(t, []string{"demo"}, keys.Tenants())
-	req := httptest.NewRequest(http.MethodPost, "/v1/payments", nil)
+	req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/v1/payments", nil)
 	req.Header.Set("Authorization", "Bearer "+secret[1])
 	caller, err := keys.Authenticate(req)
 	require.NoError(t, err)
