@@ -152,9 +152,14 @@ clean: ## Remove bin/
 
 ##@ Docker Compose (needs a Docker engine; for humans, not CI)
 
+.PHONY: env
+env: ## Write .env (random NATS and Redis passwords) and .idempay/api-keys (tenant demo) for the stack, unless .env exists
+	@sh deploy/make-env.sh
+
 .PHONY: up
-up: require-compose ## Start NATS, Redis, 3 workers and the HTTP gateway (127.0.0.1:8080) in Docker, and wait until healthy
+up: require-compose env ## Start NATS, Redis, 3 workers and the HTTP gateway (127.0.0.1:8080) in Docker, and wait until healthy
 	VERSION=$(VERSION) $(COMPOSE) up --build --detach --wait
+	@echo "checkout page: http://127.0.0.1:$${GATEWAY_PORT:-8080}/#api_key=$$(sed -n 's/^IDEMPAY_DEMO_API_KEY=//p' .env)"
 
 .PHONY: load
 load: require-compose ## Run the producer's load against the stack started by `up`

@@ -40,7 +40,7 @@ type grammar struct {
 
 	Run     runCmd     `cmd:"" default:"withargs" help:"Measure the bare JetStream ceiling, the worker draining a preload at CONCURRENCY 1, 16 and 64, and the end-to-end path, and print the table (the default command)."`
 	Soak    soakCmd    `cmd:"" help:"Run an end-to-end load at half of a quick peak for --duration and sample the worker's RSS and goroutines every --interval."`
-	Gateway gatewayCmd `cmd:"" help:"Measure the HTTP gateway's overhead: the end-to-end peak through pkg/client, then through ./cmd/gateway, --rounds times; last line gateway_ratio=<gateway / pkg/client>."`
+	Gateway gatewayCmd `cmd:"" help:"Measure the HTTP gateway's overhead: the end-to-end peak through pkg/client, then through ./cmd/gateway without authentication, then with an API key, --rounds times; gateway_auth_ratio=<with / without authentication>, then, last, gateway_ratio=<gateway with API keys / pkg/client>."`
 }
 
 // shared are the flags both commands take.
@@ -177,7 +177,7 @@ func (c *soakCmd) Run(ctx context.Context, out *streams) error {
 
 type gatewayCmd struct {
 	Count  int `name:"count" env:"BENCH_COUNT" default:"10000" help:"Commands per scenario."`
-	Rounds int `name:"rounds" env:"BENCH_ROUNDS" default:"3" help:"How often the pair (pkg/client, then the gateway) is measured; the table gives min/median/max of the ratio."`
+	Rounds int `name:"rounds" env:"BENCH_ROUNDS" default:"3" help:"How often the triple (pkg/client, the gateway without authentication, with an API key) is measured; the table gives min/median/max of the ratios."`
 	shared `embed:""`
 }
 

@@ -11,12 +11,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -34,6 +37,7 @@ import (
 	"github.com/idempay/idempay/internal/load"
 	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/gateway"
 	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
 	"github.com/idempay/idempay/pkg/ops"
@@ -249,12 +253,34 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 		say("  go run ./cmd/producer charge --account acct_42 --amount 1999 --currency EUR --key <the key it printed>")
 		say("  go run ./cmd/producer refund --charge-key <that key> --amount 500")
 		say("  go run ./cmd/producer load --count 20000 --duplicates 0.2 --verify-ledger")
-		say("  go run ./cmd/gateway &           # the HTTP API and a checkout page on http://127.0.0.1:8080/")
-		say(`  curl -i -H 'Content-Type: application/json' -H "Idempotency-Key: $(cat /proc/sys/kernel/random/uuid)" \`)
+		keys, secret, err := demoTenant()
+		if err != nil {
+			return err
+		}
+		say("  GATEWAY_API_KEYS_FILE=%s go run ./cmd/gateway &   # the HTTP API; tenant demo's key is in that file", keys)
+		say("  open http://127.0.0.1:8080/#api_key=%s            # the checkout page, as tenant demo", secret)
+		say(`  curl -i -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -H 'Idempotency-Key: order-1001' \`, secret)
 		say(`       -d '{"account_id":"acct_42","amount":1999,"currency":"EUR"}' http://127.0.0.1:8080/v1/payments`)
 		return nil
 	}
 	return errors.New("the audit found problems: see the table above")
+}
+
+// demoTenant writes an API-key file admitting the tenant "demo" with a
+// fresh secret, for the gateway the demo's last lines start, and returns
+// its path and the secret. The file holds the secret's hash only.
+func demoTenant() (path, secret string, err error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", err
+	}
+	secret = "sk_demo_" + hex.EncodeToString(b)
+	path = filepath.Join(os.TempDir(), "idempay-demo-api-keys")
+	line := "# make demo: the tenant demo, for go run ./cmd/gateway (GATEWAY_API_KEYS_FILE)\n" + gateway.HashAPIKey("demo", secret) + "\n"
+	if err := os.WriteFile(path, []byte(line), 0o600); err != nil {
+		return "", "", fmt.Errorf("write the demo tenant's API-key file: %w", err)
+	}
+	return path, secret, nil
 }
 
 // demoConfig returns the workers' configuration: the contract's names on

@@ -3,13 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/internal/cli"
+	"github.com/idempay/idempay/pkg/gateway"
 )
 
 // TestRun_Demo runs a small demo end to end, as `make demo` does, on its own
@@ -24,6 +28,20 @@ func TestRun_Demo(t *testing.T) {
 	require.Contains(t, s, "double charges                   0")
 	require.Contains(t, s, "disagreeing keys                 0")
 	require.Contains(t, errOut.String(), "100%  ", "progress goes to stderr")
+
+	// The next steps name a key file admitting tenant demo, and its secret.
+	m := regexp.MustCompile(`GATEWAY_API_KEYS_FILE=(\S+) go run ./cmd/gateway`).FindStringSubmatch(s)
+	require.NotNil(t, m, s)
+	secret := regexp.MustCompile(`#api_key=(sk_demo_[0-9a-f]+)`).FindStringSubmatch(s)
+	require.NotNil(t, secret, s)
+	keys, err := gateway.LoadAPIKeys(m[1])
+	require.NoError(t, err)
+	require.Equal(t, []string{"demo"}, keys.Tenants())
+	req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/v1/payments", nil)
+	req.Header.Set("Authorization", "Bearer "+secret[1])
+	caller, err := keys.Authenticate(req)
+	require.NoError(t, err)
+	require.Equal(t, "demo", caller.Tenant)
 }
 
 func TestRun_UsageErrors(t *testing.T) {

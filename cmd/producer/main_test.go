@@ -16,6 +16,7 @@ import (
 	"github.com/idempay/idempay/internal/load"
 	"github.com/idempay/idempay/internal/load/loadtest"
 	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/client"
 	"github.com/idempay/idempay/pkg/messages"
 )
 
@@ -292,5 +293,46 @@ func TestRun_Load(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	for _, w := range []string{"dropped by JetStream", "replayed by workers", "latency", "p99", "disagreeing keys      0"} {
 		require.Contains(t, r.stdout, w)
+	}
+}
+
+// TestRun_Tenant: --tenant sends the tenant's own keys under their scoped
+// keys, as the gateway does for that tenant: a charge, its retry, a
+// refund naming the charge by the tenant's key, and status by the
+// tenant's key; load and dlq refuse it.
+func TestRun_Tenant(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, nil)
+	e := append(cliEnv(env), "IDEMPAY_TENANT=acme")
+
+	r := runCLI(t, e, "charge", "--account", "acct_42", "--amount", "1999", "--currency", "EUR", "--key", "order-1001")
+	require.Equal(t, 0, r.code, r.stderr)
+	scoped := client.ScopedKey("acme", "order-1001")
+	require.Equal(t, int64(1), env.SimCalls(t, scoped), "charged under the scoped key")
+	r = runCLI(t, e, "charge", "--account", "acct_42", "--amount", "1999", "--currency", "EUR", "--key", "order-1001")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, int64(1), env.SimCalls(t, scoped), "the retry charged nothing")
+
+	r = runCLI(t, e, "refund", "--charge-key", "order-1001", "--amount", "500", "--key", "refund-1")
+	require.Equal(t, 0, r.code, "%s%s", r.stdout, r.stderr)
+	require.Regexp(t, `(?m)^refunded_total +500$`, r.stdout)
+	// globex names the same charge key: not its charge.
+	r = runCLI(t, e, "--tenant", "globex", "refund", "--charge-key", "order-1001", "--amount", "500", "--key", "refund-1")
+	require.Equal(t, exitFailed, r.code, "%s%s", r.stdout, r.stderr)
+	require.Regexp(t, `(?m)^code +charge_not_found$`, r.stdout)
+
+	loadtest.WaitFor(t, 10*time.Second, func() bool { return runCLI(t, e, "status", "order-1001").code == 0 })
+	r = runCLI(t, e, "status", "order-1001", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, scoped)
+
+	// A generated key is printed with the retry that keeps the tenant.
+	r = runCLI(t, e, "cart", "add", "--cart", "c1", "--sku", "S", "--quantity", "1")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stderr, "producer --tenant acme cart add")
+
+	for _, args := range [][]string{{"charge", "--account", "a", "--amount", "1", "--currency", "EUR", "--key", "with space"}, {"load", "--count", "1"}, {"dlq", "list"}} {
+		r = runCLI(t, e, args...)
+		require.Equal(t, exitUsage, r.code, "%v: %s", args, r.stderr)
 	}
 }

@@ -142,7 +142,19 @@ func sendTyped[D any](ctx context.Context, c *Client, key string, cmd messages.C
 // rejected.<key> and its own Reply-To inbox before it publishes, and after a
 // duplicate PubAck it also reads the key's stored outcome from the result
 // stream, which holds an outcome published before the subscription.
+//
+// With Config.Tenant set, key is the tenant's own key and Send is SendFor
+// that tenant.
 func (c *Client) Send(ctx context.Context, key string, cmd messages.Command) (*Reply, error) {
+	if c.cfg.Tenant != "" {
+		return c.SendFor(ctx, c.cfg.Tenant, key, cmd)
+	}
+	return c.sendKey(ctx, key, nil, cmd)
+}
+
+// sendKey is Send with key the operation's key and sc, when not nil, the
+// tenant it is sent for.
+func (c *Client) sendKey(ctx context.Context, key string, sc *scope, cmd messages.Command) (*Reply, error) {
 	if err := checkKey(key); err != nil {
 		return nil, err
 	}
@@ -169,7 +181,7 @@ func (c *Client) Send(ctx context.Context, key string, cmd messages.Command) (*R
 	subject := c.cfg.Topology.Subjects.CommandFor(cmd.Kind())
 	ctx, span := c.tracer.Start(ctx, "send "+subject, trace.WithSpanKind(trace.SpanKindProducer))
 	defer span.End()
-	reply, err := c.send(ctx, key, cmd, subject, body)
+	reply, err := c.send(ctx, key, sc, cmd, subject, body)
 	if span.IsRecording() {
 		traceReply(span, subject, key, reply, err)
 	}
@@ -177,7 +189,7 @@ func (c *Client) Send(ctx context.Context, key string, cmd messages.Command) (*R
 }
 
 // send publishes and waits; ctx carries the send span.
-func (c *Client) send(ctx context.Context, key string, cmd messages.Command, subject string, body []byte) (*Reply, error) {
+func (c *Client) send(ctx context.Context, key string, sc *scope, cmd messages.Command, subject string, body []byte) (*Reply, error) {
 	// Listen first: an answer published before the subscription exists is
 	// gone for core NATS.
 	w, err := c.listen(key)
@@ -191,6 +203,7 @@ func (c *Client) send(ctx context.Context, key string, cmd messages.Command, sub
 		Data:    body,
 		Header:  nats.Header{messages.HeaderReplyTo: []string{w.inbox}},
 	}
+	sc.setHeaders(msg.Header)
 	tracing.Inject(ctx, msg.Header)
 	start := time.Now()
 	ack, attempts, err := c.publish(ctx, key, msg)
@@ -234,7 +247,17 @@ const attrDuplicate = attribute.Key("idempay.duplicate")
 // JetStream stores a message a moment after it routes it to subscribers, so
 // right after Send returned an answer, Status may still return ErrNotFound
 // for a brief while.
+//
+// With Config.Tenant set, key is the tenant's own key: Status is StatusFor
+// that tenant.
 func (c *Client) Status(ctx context.Context, key string) (*messages.Result, error) {
+	if c.cfg.Tenant != "" {
+		return c.StatusFor(ctx, c.cfg.Tenant, key)
+	}
+	return c.status(ctx, key)
+}
+
+func (c *Client) status(ctx context.Context, key string) (*messages.Result, error) {
 	if err := checkKey(key); err != nil {
 		return nil, err
 	}

@@ -48,6 +48,10 @@ var (
 	// definitively did not take effect.
 	ErrFailed = errors.New("client: command failed")
 
+	// ErrInvalidTenant: a tenant id that is not 1-64 characters of
+	// [A-Za-z0-9_.-]. Nothing was sent.
+	ErrInvalidTenant = errors.New("client: invalid tenant id (want 1-64 characters of [A-Za-z0-9_.-])")
+
 	// ErrNotFound: RESULTS holds no outcome for the key. The command was
 	// never sent, is still in flight, was rejected or dead-lettered, or its
 	// outcome expired.
