@@ -34,9 +34,9 @@ import (
 // the password; a worker with its password file, a producer with its
 // password and a gateway with its own charge and read the answer; neither
 // the producer nor the gateway can publish an answer on result.> or
-// consume the commands; the gateway can read the dead letters the way it
-// settles a repeated request (its short-lived consumer on DEADLETTER) and
-// keeps its records in its key-value bucket (a 202's Location answers 202
+// consume the commands; both ask the workers' lookup service, the way the
+// gateway settles a repeated request whose command left without an
+// outcome, and the gateway keeps its records in its key-value bucket (a 202's Location answers 202
 // pending); each role subscribes to its own reply inboxes only, and
 // neither the producer nor the gateway reads a stream it does not need
 // (deploy/nats.conf, least privilege).
@@ -165,12 +165,45 @@ func TestWorker_NATSPermissions(t *testing.T) {
 	require.NoError(t, prod.nc.PublishRequest("$JS.API.STREAM.MSG.GET."+top.CommandStream, prod.nc.NewInbox(), []byte(`{"seq":1}`)))
 	require.Eventually(t, func() bool { return prod.violated("$JS.API.STREAM.MSG.GET." + top.CommandStream) }, 5*time.Second, 20*time.Millisecond)
 
-	// The gateway settles a repeated request from the dead letters: a
-	// command that left the work queue with a dead letter saying its
-	// operation did not take effect is answered 503 dead_lettered. Without
-	// the gateway's consumer on DEADLETTER the answer would be 504
-	// outcome_unknown. The worker is stopped, so the command stays
-	// unprocessed until the operator removes it.
+	// The gateway settles a repeated request whose command left the work
+	// queue without an outcome from the workers' lookup service: a key whose
+	// record says dead-lettered, certainly without effect, is answered 503
+	// dead_lettered (without the lookup it would be 504 outcome_unknown).
+	// Both the producer and the gateway may ask it; the worker answers on
+	// their inboxes.
+	for user, c := range map[string]*userConn{"producer": prod, "gateway": gwc} {
+		lc, err := client.New(c.nc, nil)
+		require.NoError(t, err)
+		st, err := lc.Lookup(ctx, key)
+		require.NoError(t, err, "%s: a lookup", user)
+		require.Equal(t, messages.KeyStateCompleted, st.State, "%s", user)
+	}
+	// The command leaves the work queue while no worker runs (the operator
+	// deletes it), its record says dead-lettered; then a worker answers
+	// the gateway's lookup.
+	w.stop(t)
+	gone := client.NewKey()
+	ack, err := ojs.PublishMsg(ctx, &nats.Msg{Subject: top.Subjects.CommandFor(messages.KindPaymentCharge), Data: []byte(body),
+		Header: nats.Header{messages.HeaderMsgID: []string{gone}}})
+	require.NoError(t, err)
+	commands, err := ojs.Stream(ctx, top.CommandStream)
+	require.NoError(t, err)
+	require.NoError(t, commands.DeleteMsg(ctx, ack.Sequence))
+	rdb, err := testenv.ConnectRedis(shared.RedisURL)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rdb.Close() })
+	require.NoError(t, rdb.HSet(ctx, ns+":idem:rec:{"+gone+"}", "v", "2", "state", "dead", "command", messages.KindPaymentCharge,
+		"fingerprint", "f", "tries", "0", "max_tries", "1", "effect", "none", "dead_effect", "none",
+		"dead_before", strconv.FormatInt(time.Now().UnixMicro(), 10)).Err())
+	w = d.start(t, "NATS_USER=worker", "NATS_PASSWORD_FILE="+pwFile, "NATS_INBOX_PREFIX=_INBOX_worker")
+	seen := len(gwc.errors()) // this test's own violations above
+	status, answer = postPayment(ctx, t, web.URL, gone, body)
+	require.Equal(t, http.StatusServiceUnavailable, status, "%s", answer)
+	require.Contains(t, string(answer), messages.CodeDeadLettered)
+	for _, e := range gwc.errors()[seen:] {
+		require.NotContains(t, e.Error(), "lookup", "the gateway met no permissions violation on the lookup")
+	}
+
 	w.stop(t)
 
 	// A command accepted (202) while no worker runs: its Location answers
@@ -191,34 +224,6 @@ func TestWorker_NATSPermissions(t *testing.T) {
 	commandsNow, err := ojs.Stream(ctx, top.CommandStream)
 	require.NoError(t, err)
 	require.NoError(t, commandsNow.Purge(ctx), "the operator clears the accepted command")
-	gone := client.NewKey()
-	ack, err := ojs.PublishMsg(ctx, &nats.Msg{Subject: top.Subjects.CommandFor(messages.KindPaymentCharge), Data: []byte(body),
-		Header: nats.Header{messages.HeaderMsgID: []string{gone}}})
-	require.NoError(t, err)
-	commands, err := ojs.Stream(ctx, top.CommandStream)
-	require.NoError(t, err)
-	require.NoError(t, commands.DeleteMsg(ctx, ack.Sequence))
-	letter := nats.NewMsg(top.Subjects.DeadLetterFor(messages.KindPaymentCharge))
-	letter.Data = []byte(body)
-	letter.Header.Set(messages.HeaderMsgID, client.NewKey())
-	letter.Header.Set(messages.HeaderDlqKey, gone)
-	letter.Header.Set(messages.HeaderDlqStreamSeq, strconv.FormatUint(ack.Sequence, 10))
-	letter.Header.Set(messages.HeaderDlqEffect, "none")
-	_, err = ojs.PublishMsg(ctx, letter)
-	require.NoError(t, err)
-	seen := len(gwc.errors()) // this test's own violations above
-	status, answer = postPayment(ctx, t, web.URL, gone, body)
-	require.Equal(t, http.StatusServiceUnavailable, status, "%s", answer)
-	require.Contains(t, string(answer), messages.CodeDeadLettered)
-	// And it deleted its consumer (rather than leaving it to expire).
-	dlq, err := ojs.Stream(ctx, top.DeadLetterStream)
-	require.NoError(t, err)
-	info, err := dlq.Info(ctx)
-	require.NoError(t, err)
-	require.Zero(t, info.State.Consumers, "the gateway's consumer on %s is gone", top.DeadLetterStream)
-	for _, e := range gwc.errors()[seen:] {
-		require.NotContains(t, e.Error(), top.DeadLetterStream, "the gateway met no permissions violation on the dead letters")
-	}
 }
 
 // userConn is a NATS connection as one of deploy/nats.conf's users, with

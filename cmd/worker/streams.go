@@ -53,6 +53,12 @@ func (f *streamFlags) apply(cfg *processor.Config) {
 // in the words of the command line: the engine's own message names its
 // Config field and the README of old.
 func startErr(err error) error {
+	if err != nil && strings.Contains(err.Error(), "insufficient storage resources") {
+		// A size limit is reserved against the server's JetStream storage.
+		return fmt.Errorf("%w: the streams' size limits (--command-max-bytes, --result-max-bytes, --deadletter-max-bytes; "+
+			"COMMAND_MAX_BYTES, RESULT_MAX_BYTES, DEADLETTER_MAX_BYTES) are more than the NATS server's JetStream storage allows: "+
+			"lower them, or raise the server's max_file_store", err)
+	}
 	if !errors.Is(err, processor.ErrNotProvisioned) {
 		return err
 	}

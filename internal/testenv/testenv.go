@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,6 +61,10 @@ func StartNATS() (*NATSServer, error) {
 	return &NATSServer{URL: srv.ClientURL(), srv: srv, dir: dir}, nil
 }
 
+// testMaxStore is the JetStream storage limit of the servers the tests
+// start (1 TiB): see runNATS.
+const testMaxStore = 1 << 40
+
 func runNATS(dir string, port int) (*server.Server, error) {
 	opts := &server.Options{
 		Host:      "127.0.0.1",
@@ -71,6 +76,12 @@ func runNATS(dir string, port int) (*server.Server, error) {
 		// Fsync before every PubAck: the setting the README recommends for
 		// production (the default syncs every 2 minutes).
 		SyncAlways: true,
+		// Streams with a size limit reserve it against the server's
+		// storage, which defaults to a share of the free disk: the
+		// namespaces of parallel tests, each with its own bounded streams,
+		// would soon reserve more than a small CI disk has. Reservations
+		// are accounting, not disk use.
+		JetStreamMaxStore: testMaxStore,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -135,6 +146,15 @@ func StartNATSBinaryEnv(bin string, env []string, connect []nats.Option, extraAr
 		}
 		// The server lives until Shutdown, not for a context.
 		args := append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", dir}, extraArgs...)
+		if !slices.Contains(extraArgs, "-c") {
+			// As runNATS: a storage limit that parallel tests' reservations
+			// do not reach. A caller's own configuration keeps its own.
+			conf := filepath.Join(dir, "max-store.conf")
+			if err := os.WriteFile(conf, []byte("jetstream {\n  max_file_store: 1T\n}\n"), 0o600); err != nil {
+				return nil, err
+			}
+			args = append(args, "-c", conf)
+		}
 		cmd := exec.CommandContext(context.Background(), bin, args...) //nolint:gosec // bin is NATS_SERVER_BIN or NATSServerBinary's build
 		cmd.SysProcAttr = childAttr()
 		if env != nil {

@@ -92,15 +92,20 @@ type ending struct {
 	code string
 	// fingerprint is the refused message's payload fingerprint, when known.
 	fingerprint string
+	// voided: dead-lettered, and the key voided at the provider: it never
+	// takes effect, so the request must not be sent again with it.
+	voided bool
 }
 
 // endedWithoutOutcome tells what became of message seq of key (a command
-// of kind), which left the command stream without an outcome. It is the
-// one place the gateway learns this, so that a lookup of the key's state
-// at the workers can replace it whole. Meanwhile it reads, in order, the
-// refusal a gateway recorded for that message (stateStore), then the
-// message's dead letter (a scan bounded in messages, time and number at
-// once). Errors are logged: the caller gives the cautious answer.
+// of kind), which left the command stream without an outcome. It reads, in
+// order, the refusal a gateway recorded for that message (stateStore), then
+// what the workers' lookup service says of the key's record (contract
+// v1.2's extension: dead_lettered, with whether it was voided, or
+// outcome_unknown), and only where no worker answers lookups (workers
+// before v1.2) the message's dead letter (a scan bounded in messages, time
+// and number at once). Errors are logged: the caller gives the cautious
+// answer.
 func (g *Gateway) endedWithoutOutcome(ctx context.Context, key string, seq uint64, kind string) ending {
 	rec, found, err := g.state.ended(ctx, key, seq)
 	if err != nil {
@@ -108,6 +113,18 @@ func (g *Gateway) endedWithoutOutcome(ctx context.Context, key string, seq uint6
 	}
 	if found {
 		return ending{code: rec.Code, fingerprint: rec.Fingerprint}
+	}
+	st, err := g.client.Lookup(ctx, key)
+	switch {
+	case err == nil && st.State == messages.KeyStateDeadLettered:
+		return ending{code: messages.CodeDeadLettered, fingerprint: st.Fingerprint, voided: st.Voided}
+	case err == nil && st.State == messages.KeyStateOutcomeUnknown:
+		return ending{code: messages.CodeOutcomeUnknown, fingerprint: st.Fingerprint}
+	case err == nil:
+		return ending{} // in progress again, or an outcome after all: nothing says it ended
+	case !errors.Is(err, client.ErrNoLookup):
+		g.log.WarnContext(ctx, "gateway: look the key up; answering outcome_unknown", attrRequestID, requestID(ctx), attrOpKey, key, attrError, err)
+		return ending{}
 	}
 	select {
 	case g.scans <- struct{}{}:
@@ -144,6 +161,9 @@ func (g *Gateway) writeEnded(ctx context.Context, w http.ResponseWriter, k opKey
 	case e.code == messages.CodeKeyReused && e.fingerprint == fp:
 		writeProblem(w, problemOf(messages.CodeKeyReused), k.client,
 			"the key belongs to another command; this body was refused for it and nothing changed. Use a new key for a new operation", 0)
+	case e.code == messages.CodeDeadLettered && e.voided:
+		writeProblem(w, problemOf(messages.CodeDeadLettered), k.client,
+			"the key's command used its tries and was dead-lettered; it certainly did not take effect, and the key was voided at the provider, so it never will. Send the operation again with a NEW key", 0)
 	case e.code == messages.CodeDeadLettered:
 		writeProblem(w, problemOf(messages.CodeDeadLettered), k.client,
 			"the key's command used its tries and was dead-lettered; it certainly did not take effect. Send the same request again with the same key after Retry-After seconds: it runs afresh", window)
