@@ -46,8 +46,9 @@ const (
 
 const description = "Sends idempay commands to NATS JetStream and prints their answers.\n\n" +
 	"Exit status: 0 succeeded, 1 failed (definitively not done), 2 rejected (nothing changed), " +
-	"3 no answer (not connected, timed out or unconfirmed: retrying with the same --key is safe; " +
-	"or no stored outcome), 4 a load found disagreeing answers or a ledger mismatch, 64 usage error."
+	"3 no answer yet (not connected, timed out or unconfirmed, or outcome_unknown: the outcome is not known yet; " +
+	"sending again with the same --key is safe and learns it - never use a new key; or no stored outcome), " +
+	"4 a load found disagreeing answers or a ledger mismatch, 64 usage error."
 
 // run parses args (without the program name) with env ("NAME=value"
 // entries, as os.Environ gives them) supplying defaults, runs the command,

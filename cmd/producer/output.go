@@ -70,6 +70,9 @@ func (o *output) answer(asJSON bool, key string, reply *client.Reply, err error)
 	switch {
 	case errors.Is(err, client.ErrFailed):
 		code = exitFailed
+	case errors.Is(err, client.ErrOutcomeUnknown):
+		// Not a failure, not a refusal: the outcome is not known yet.
+		code = exitNoAnswer
 	case errors.As(err, &rej):
 		code = exitRejected
 	}
@@ -88,6 +91,9 @@ func (o *output) table(reply *client.Reply) {
 	}
 	if r.Message != "" {
 		row("message", r.Message)
+	}
+	if m := meaning(r); m != "" {
+		row("meaning", m)
 	}
 	for _, kv := range dataRows(r.Data) {
 		row(kv[0], kv[1])
@@ -114,6 +120,18 @@ func (o *output) table(reply *client.Reply) {
 		row("answer from", source(reply.Source))
 	}
 	_ = w.Flush()
+}
+
+// meaning says in a few words what a client should do with an answer that
+// is easy to misread.
+func meaning(r messages.Result) string {
+	switch r.Code {
+	case messages.CodeOutcomeUnknown:
+		return "not known yet (not a failure): send it again with the SAME key to learn the outcome; never a new key"
+	case messages.CodeDeadLettered:
+		return "certainly not done: nothing was charged or changed"
+	}
+	return ""
 }
 
 // source says where an answer came from; the results stream's is the
