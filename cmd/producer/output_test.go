@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -21,14 +20,14 @@ func TestOutput_OutcomeUnknownIsNotAFailure(t *testing.T) {
 		Status: messages.StatusRejected, Code: messages.CodeOutcomeUnknown}
 	err := o.answer(false, res.Key, &client.Reply{Result: res}, &messages.RejectError{Code: messages.CodeOutcomeUnknown})
 	var ae *answerError
-	require.True(t, errors.As(err, &ae))
+	require.ErrorAs(t, err, &ae)
 	require.Equal(t, exitNoAnswer, ae.code)
 	require.Contains(t, stdout.String(), "not known yet (not a failure): send it again with the SAME key")
 
 	stdout.Reset()
 	res.Code = messages.CodeDeadLettered
 	err = o.answer(false, res.Key, &client.Reply{Result: res}, &messages.RejectError{Code: messages.CodeDeadLettered})
-	require.True(t, errors.As(err, &ae))
+	require.ErrorAs(t, err, &ae)
 	require.Equal(t, exitRejected, ae.code)
 	require.Contains(t, stdout.String(), "certainly not done")
 }

@@ -1,7 +1,6 @@
 package client_test
 
 import (
-	"errors"
 	"net/url"
 	"testing"
 	"time"
@@ -134,7 +133,7 @@ func TestClient_RefusalsNameTheirMessage(t *testing.T) {
 
 		err = <-done
 		require.ErrorIs(t, err, client.ErrDeadLettered)
-		require.False(t, errors.Is(err, client.ErrResultTimeout), "%v", err)
+		require.NotErrorIs(t, err, client.ErrResultTimeout)
 	})
 }
 

@@ -699,6 +699,11 @@ func decide(f *facts, cfg *Config) verdict {
 		return verdict{kind: vDeadLettered, effect: dedupe.EffectNone, voided: true}
 	case dedupe.BeginExhausted:
 		return deadLetter(f, cfg, "the key has no tries left")
+	case dedupe.BeginSeparate:
+		// examine takes the separate path itself; met here, nothing was
+		// written: come back.
+		return verdict{kind: vRetry, delay: backoffDelay(cfg.NakDelay, cfg.MaxNakDelay, f.deliveries),
+			reason: "the key's effect is applied apart", why: "store"}
 	case dedupe.BeginRun: // the operation ran: below
 	}
 	if f.opErr == nil {

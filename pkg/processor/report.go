@@ -400,7 +400,7 @@ func (p *Processor) validReplyTo(s string) bool {
 	if len(s) > 512 || strings.HasPrefix(s, "$") {
 		return false
 	}
-	for i := 0; i < len(s); i++ {
+	for i := range len(s) {
 		if c := s[i]; c < 0x21 || c > 0x7e {
 			return false
 		}

@@ -147,13 +147,13 @@ func (r *resolver) ask(ctx context.Context, lease *dedupe.Lease, rec *dedupe.Rec
 	route, ok := p.mux.route(rec.Kind)
 	if !ok {
 		p.log.error(ctx, "resolver: no operation for the key's kind; asking again later", attrKey, key, attrKind, rec.Kind)
-		r.later(ctx, rec, "unresolved")
+		r.later(ctx, rec)
 		return
 	}
 	cmd, err := route.decode(rec.Body)
 	if err != nil {
 		p.log.error(ctx, "resolver: the stored command does not decode; asking again later", attrKey, key, attrError, err)
-		r.later(ctx, rec, "unresolved")
+		r.later(ctx, rec)
 		return
 	}
 	wctx, stop := lease.KeepAlive(ctx, p.cfg.LockTTL/3, nil)
@@ -163,18 +163,18 @@ func (r *resolver) ask(ctx context.Context, lease *dedupe.Lease, rec *dedupe.Rec
 	switch {
 	case err != nil:
 		p.log.warn(ctx, "resolver: the provider could not tell; asking again later", attrKey, key, attrKind, rec.Kind, attrError, err)
-		r.later(ctx, rec, "unresolved")
+		r.later(ctx, rec)
 	case found:
 		res, rerr := resultOf(o, 1)
 		if rerr != nil {
 			p.log.error(ctx, "resolver: encode the outcome", attrKey, key, attrError, rerr)
-			r.later(ctx, rec, "unresolved")
+			r.later(ctx, rec)
 			return
 		}
 		stored, cerr := store.Commit(context.WithoutCancel(ctx), lease, rec.Fingerprint, res, o.Effect)
 		if cerr != nil {
 			p.log.warn(ctx, "resolver: store the outcome found; asking again later", attrKey, key, attrError, cerr)
-			r.later(ctx, rec, "unresolved")
+			r.later(ctx, rec)
 			return
 		}
 		p.cfg.Metrics.resolved(rec.Kind, string(messages.StatusSucceeded))
@@ -188,7 +188,7 @@ func (r *resolver) ask(ctx context.Context, lease *dedupe.Lease, rec *dedupe.Rec
 			Effect: dedupe.EffectNone, Voided: true, Kind: rec.Kind, Fingerprint: rec.Fingerprint,
 		}); derr != nil {
 			p.log.warn(ctx, "resolver: record the void; asking again later", attrKey, key, attrError, derr)
-			r.later(ctx, rec, "unresolved")
+			r.later(ctx, rec)
 			return
 		}
 		p.cfg.Metrics.resolved(rec.Kind, messages.CodeDeadLettered)
@@ -200,8 +200,8 @@ func (r *resolver) ask(ctx context.Context, lease *dedupe.Lease, rec *dedupe.Rec
 
 // later puts a key back on the schedule: the waits grow with the time the
 // key has been unknown, from ResolveAfter to at most ten times it.
-func (r *resolver) later(ctx context.Context, rec *dedupe.Record, result string) {
-	r.p.cfg.Metrics.resolved(rec.Kind, result)
+func (r *resolver) later(ctx context.Context, rec *dedupe.Record) {
+	r.p.cfg.Metrics.resolved(rec.Kind, "unresolved")
 	after := r.p.cfg.ResolveAfter
 	if !rec.DeadAt.IsZero() {
 		after = min(max(time.Since(rec.DeadAt), after), 10*after)

@@ -348,6 +348,7 @@ func (s *scripted) Charge(ctx context.Context, key string, req messages.ChargeRe
 		return messages.ChargeData{}, processor.AmbiguousError(errors.New("scripted: charged, response lost"))
 	case lostBeforeIt:
 		return messages.ChargeData{}, processor.AmbiguousError(errors.New("scripted: timed out"))
+	case succeed:
 	}
 	return s.sim.Charge(ctx, key, req)
 }
