@@ -391,7 +391,9 @@ func TestWorker_OldNATSServer(t *testing.T) {
 	d := newDeployment(t)
 	w := d.start(t)
 	w.stop(t)
-	require.NotContains(t, w.out.String(), warning)
+	if os.Getenv("NATS_SERVER_BIN") == "" { // the shared server is the embedded 2.15, not an old binary
+		require.NotContains(t, w.out.String(), warning)
+	}
 
 	bin := os.Getenv("NATS_SERVER_BIN")
 	if bin == "" {

@@ -164,7 +164,7 @@ func Scenarios() []*Scenario {
 			Drive:    driveFrozenPastLastTry,
 		},
 		{
-			Name: "provider-outage-mixed",
+			Name: "provider-outage-mix",
 			Proves: "a provider outage that mixes transient errors and lost responses (issue 17's trial): certainty comes from the key's whole " +
 				"history; every key answered dead_lettered is one the provider never charged, nor will",
 			Condition: "90% of provider calls fail transiently; half of the rest take effect and lose their response; two tries per key",

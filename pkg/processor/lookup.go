@@ -63,7 +63,16 @@ func (p *Processor) KeyState(ctx context.Context, key string) messages.KeyState 
 		p.log.warn(ctx, "lookup: read the record", attrKey, key, attrError, err)
 		return s
 	}
-	return keyStateOf(key, rec)
+	st := keyStateOf(key, rec)
+	if st.State != messages.KeyStateAbsent && st.State != messages.KeyStateInProgress {
+		// What a lookup tells is an answer: like one from a delivery, it goes
+		// out only once the replicas have the record (REDIS_WAIT_REPLICAS).
+		// Until then the key reads as in progress.
+		if err := p.keyReplicated(ctx, key); err != nil {
+			return messages.KeyState{Key: key, State: messages.KeyStateInProgress, Kind: st.Kind, Fingerprint: st.Fingerprint}
+		}
+	}
+	return st
 }
 
 func keyStateOf(key string, rec *dedupe.Record) messages.KeyState {

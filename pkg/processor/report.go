@@ -36,8 +36,10 @@ func (p *Processor) report(ctx context.Context, d *delivery, v verdict) {
 		p.retry(ctx, d, v)
 	case vDeadLettered:
 		p.release(ctx, d)
-		p.notifyDeadLetter(ctx, d, v.effect, v.voided)
-		p.terminate(ctx, d, "dead-lettered earlier")
+		if !p.heldForReplicas(ctx, d) {
+			p.notifyDeadLetter(ctx, d, v.effect, v.voided)
+			p.terminate(ctx, d, "dead-lettered earlier")
+		}
 	case vDeadLetter:
 		p.deadLetter(ctx, d, v)
 	}
@@ -90,13 +92,36 @@ func (p *Processor) answer(ctx context.Context, d *delivery, rec *dedupe.Record,
 	}
 }
 
+// heldForReplicas hands the message back, and reports true, when the
+// key's record is not yet on the replicas Config.WaitReplicas asks for: a
+// dead letter, like an outcome, is told only once a failover cannot take
+// it back (and let the key run again after "dead_lettered").
+func (p *Processor) heldForReplicas(ctx context.Context, d *delivery) bool {
+	err := p.replicated(ctx, d)
+	if err == nil {
+		return false
+	}
+	p.log.warn(ctx, "dead letter not on enough Redis replicas yet; redelivering", attrKey, d.key, attrError, err)
+	p.counters.redelivered.Add(1)
+	p.cfg.Metrics.redelivered("replication")
+	_ = d.msg.NakWithDelay(backoffDelay(p.cfg.NakDelay, p.cfg.MaxNakDelay, d.deliveries))
+	return true
+}
+
 // replicated waits, when Config.WaitReplicas asks for it, until that many
 // Redis replicas have every write to the key's record so far.
 func (p *Processor) replicated(ctx context.Context, d *delivery) error {
+	return p.keyReplicated(ctx, d.key)
+}
+
+// keyReplicated is replicated for any key: every answer that states what
+// a key's record holds - an outcome, a dead letter, a lookup's reply -
+// goes out only once the replicas have that record.
+func (p *Processor) keyReplicated(ctx context.Context, key string) error {
 	if p.cfg.WaitReplicas <= 0 {
 		return nil
 	}
-	n, err := p.store.WaitReplicas(ctx, d.key, p.cfg.WaitReplicas, p.cfg.WaitTimeout)
+	n, err := p.store.WaitReplicas(ctx, key, p.cfg.WaitReplicas, p.cfg.WaitTimeout)
 	switch {
 	case err != nil:
 		return err
@@ -210,6 +235,11 @@ func (p *Processor) deadLetter(ctx context.Context, d *delivery, v verdict) {
 		// An outcome is stored after all: answer it; the copy is moot.
 		p.release(ctx, d)
 		p.answer(ctx, d, stored, true)
+		return
+	}
+	if p.heldForReplicas(ctx, d) {
+		// Recorded, copied, not yet told: the next delivery finds the dead
+		// letter in the record and tells it once the replicas have it.
 		return
 	}
 	p.counters.deadLettered.Add(1)

@@ -222,7 +222,11 @@ func (r *resolver) done1(ctx context.Context, key string) {
 func (r *resolver) publishOutcome(ctx context.Context, key string, rec *dedupe.Record) error {
 	res := rec.Answer(false)
 	res.Key = key
-	if err := r.p.publishResult(context.WithoutCancel(ctx), key, res.Marshal()); err != nil {
+	err := r.p.keyReplicated(ctx, key)
+	if err == nil {
+		err = r.p.publishResult(context.WithoutCancel(ctx), key, res.Marshal())
+	}
+	if err != nil {
 		r.p.log.warn(ctx, "resolver: publish the outcome; trying again later", attrKey, key, attrError, err)
 		if rerr := r.p.store.Reschedule(context.WithoutCancel(ctx), key, time.Now().Add(r.p.cfg.ResolveAfter)); rerr != nil {
 			r.p.log.warn(ctx, "resolver: reschedule", attrKey, key, attrError, rerr)
@@ -235,6 +239,12 @@ func (r *resolver) publishOutcome(ctx context.Context, key string, rec *dedupe.R
 // notifyVoided publishes rejected / dead_lettered for a key the provider
 // voided, on rejected.<key>.
 func (r *resolver) notifyVoided(ctx context.Context, rec *dedupe.Record) {
+	if err := r.p.keyReplicated(ctx, rec.Key); err != nil {
+		// Not yet where a failover keeps it: a re-send learns it later,
+		// through a delivery or a lookup that waits the same way.
+		r.p.log.warn(ctx, "resolver: the void is not on enough Redis replicas yet; not told now", attrKey, rec.Key, attrError, err)
+		return
+	}
 	n := deadLetterNotice(rec.Key, rec.Kind, rec.Fingerprint, 1, dedupe.EffectNone, true)
 	subject := r.p.cfg.Topology.Subjects.RejectedFor(rec.Key)
 	if err := r.p.nc.PublishMsg(r.p.outMsg(ctx, subject, n.Marshal())); err != nil {
