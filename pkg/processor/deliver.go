@@ -251,7 +251,8 @@ func (p *Processor) examine(ctx context.Context, d *delivery) *facts {
 			f.begun, err = p.store.Begin(ctx, d.lease, try)
 		}
 	}
-	if p.noLock(ctx, d, f, err) {
+	if noLock(f, err) {
+		p.peekLocked(ctx, d, f)
 		return f
 	}
 	switch f.begun.Status {
@@ -490,20 +491,27 @@ func (p *Processor) result(d *delivery, o Outcome) (messages.Result, error) {
 }
 
 // noLock reports whether the delivery ends without the key's lock, and
-// records why in f: taken by another worker (then the record, read without
-// the lock, may still answer it), or a store error. Any error of a call
-// made holding the lock is a store error too.
-func (p *Processor) noLock(ctx context.Context, d *delivery, f *facts, err error) bool {
+// records why in f: taken by another worker, or a store error. Any error of
+// a call made holding the lock is a store error too. It does no I/O: a
+// locked key's record is read by the caller (peekLocked).
+func noLock(f *facts, err error) bool {
 	switch {
 	case errors.Is(err, dedupe.ErrLocked):
 		f.locked = true
-		f.peeked, f.peekErr = p.store.Peek(ctx, d.key)
 		return true
 	case err != nil:
 		f.storeErr = err
 		return true
 	}
 	return false
+}
+
+// peekLocked reads, without the lock, the record of a key another worker
+// holds: its stored outcome, if any, answers this delivery.
+func (p *Processor) peekLocked(ctx context.Context, d *delivery, f *facts) {
+	if f.locked {
+		f.peeked, f.peekErr = p.store.Peek(ctx, d.key)
+	}
 }
 
 // beginAndCommit runs an operation whose whole effect is its commit's
@@ -536,7 +544,8 @@ func (p *Processor) beginAndCommit(ctx context.Context, d *delivery, try dedupe.
 			f.begun, err = p.store.BeginAndCommit(context.WithoutCancel(ctx), d.lease, try, res, o.Effect)
 		}
 	}
-	if p.noLock(ctx, d, f, err) {
+	if noLock(f, err) {
+		p.peekLocked(ctx, d, f)
 		return
 	}
 	if f.begun.Status == dedupe.BeginCommitted {
