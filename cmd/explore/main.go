@@ -64,7 +64,7 @@ func (c *cli) Run(ctx context.Context, out *streams) error {
 		return harnessError{err}
 	}
 	var report strings.Builder
-	sum.WriteMarkdown(&report, engineVersion())
+	sum.WriteMarkdown(&report, engineVersion(ctx))
 	fmt.Fprint(out.stdout, report.String())
 	if c.Report != "" {
 		if werr := os.WriteFile(c.Report, []byte(report.String()), 0o600); werr != nil {
@@ -89,8 +89,8 @@ func (c *cli) Run(ctx context.Context, out *streams) error {
 }
 
 // engineVersion names the engine explored: the tree's git description.
-func engineVersion() string {
-	out, err := exec.CommandContext(context.Background(), "git", "describe", "--always", "--dirty").Output()
+func engineVersion(ctx context.Context) string {
+	out, err := exec.CommandContext(ctx, "git", "describe", "--always", "--dirty").Output()
 	if err != nil {
 		return "this tree (git describe failed)"
 	}

@@ -108,10 +108,12 @@ func Run(ctx context.Context, cfg *Config) (*Summary, error) {
 	d := cfg.Deployment
 	if d == nil {
 		var err error
-		if d, err = testenv.StartDeployment(&testenv.DeploymentOptions{Name: "explore"}); err != nil {
+		// The servers are bounded by their own readiness waits, and Close
+		// must run whatever ctx says.
+		if d, err = testenv.StartDeployment(&testenv.DeploymentOptions{Name: "explore"}); err != nil { //nolint:contextcheck // see above
 			return nil, err
 		}
-		defer d.Close()
+		defer d.Close() //nolint:contextcheck // see above
 	}
 	sum := &Summary{Config: *cfg, Started: time.Now()}
 	seeds := make(chan uint64)
@@ -119,7 +121,7 @@ func Run(ctx context.Context, cfg *Config) (*Summary, error) {
 		defer close(seeds)
 		for i := range cfg.Seeds {
 			select {
-			case seeds <- cfg.FirstSeed + uint64(i): //nolint:gosec // i is a small non-negative count
+			case seeds <- cfg.FirstSeed + uint64(i):
 			case <-ctx.Done():
 				return
 			}

@@ -1,6 +1,7 @@
 package explore
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -115,6 +116,10 @@ const (
 	// in flight and lands at the provider later, whatever the caller's
 	// context says - after the key's last try, often.
 	StepFrozen
+	// StepLie takes effect and answers with a transient error ("certainly
+	// nothing happened"): a provider, or an adapter, that lies. Never
+	// drawn: the negative control of the checker (TestRunSeed_CatchesALie).
+	StepLie
 )
 
 func (k StepKind) String() string {
@@ -129,6 +134,8 @@ func (k StepKind) String() string {
 		return "slow"
 	case StepFrozen:
 		return "frozen"
+	case StepLie:
+		return "lie"
 	default:
 		return "ok"
 	}
@@ -197,7 +204,7 @@ func NewPlan(seed uint64, n int) *Plan {
 	p := &Plan{Seed: seed, Settings: drawSettings(rand.New(rand.NewPCG(seed, 0x5eed)))}
 	var charges []*KeyPlan
 	for i := range n {
-		rng := rand.New(rand.NewPCG(seed, uint64(i)+1)) //nolint:gosec // i is a small non-negative index
+		rng := rand.New(rand.NewPCG(seed, uint64(i)+1))
 		k := p.drawKey(rng, i, charges)
 		if _, ok := k.Command.(messages.ChargeRequest); ok {
 			charges = append(charges, k)
@@ -205,6 +212,24 @@ func NewPlan(seed uint64, n int) *Plan {
 		p.Keys = append(p.Keys, k)
 	}
 	return p
+}
+
+// liar makes every key's first call a lie (it takes effect and says it
+// certainly did not) and every other fail transiently, with no other
+// fault: an engine that believes the provider dead-letters every key as
+// "did not take effect" while the provider charged it. It is the negative
+// control that shows the checker catches that answer.
+func (p *Plan) liar() {
+	perTry := int(p.Settings.Retries+1) * 2 //nolint:gosec // Retries is 1 to 3
+	for _, k := range p.Keys {
+		k.Command = messages.ChargeRequest{AccountID: "acct_liar", Amount: 100 + int64(k.Index), Currency: "EUR"}
+		k.Calls = []Step{{Kind: StepLie}}
+		for range perTry * p.Settings.MaxDeliver {
+			k.Calls = append(k.Calls, Step{Kind: StepTransient})
+		}
+		k.Faults, k.Resends, k.Redrive, k.LookupFailures = nil, nil, false, 0
+	}
+	p.Settings.Restart = false
 }
 
 // drawKey draws key i's plan; charges are the charges drawn before it.
@@ -260,7 +285,7 @@ func (p *Plan) drawKey(rng *rand.Rand, i int, charges []*KeyPlan) *KeyPlan {
 // drawCalls draws a key's provider script: an outage long enough to use
 // every try, or a few calls before the provider recovers.
 func drawCalls(rng *rand.Rand, s Settings) []Step {
-	perTry := int(s.Retries+1) * 2 // transient and ambiguous retries have a budget each
+	perTry := int(s.Retries+1) * 2 //nolint:gosec // Retries is 1 to 3; transient and ambiguous retries have a budget each
 	n := rng.IntN(3)
 	if rng.Float64() < s.POutage {
 		n = perTry*s.MaxDeliver + rng.IntN(perTry)
@@ -290,8 +315,8 @@ func drawCalls(rng *rand.Rand, s Settings) []Step {
 // keyFrom draws a version 4 UUID: the same keys on every run of a seed.
 func keyFrom(rng *rand.Rand) string {
 	var b [16]byte
-	for i := range b {
-		b[i] = byte(rng.UintN(256))
+	for i := 0; i < len(b); i += 8 {
+		binary.LittleEndian.PutUint64(b[i:], rng.Uint64())
 	}
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80

@@ -158,7 +158,12 @@ func (p *provider) do(ctx context.Context, key string, op ledger.Op, hash string
 		err = processor.AmbiguousError(errors.New("explore: timed out (scripted: before the request reached the provider)"))
 	case StepLost:
 		_, c.Effect, c.EffectAt, err = p.effect(ctx, kc, hash, key, reach)
-		err = processor.AmbiguousError(fmt.Errorf("explore: the response was lost (scripted; the call returned %v)", err))
+		// Not wrapped: the lost answer's class (a decline, say) must not
+		// reach the engine.
+		err = processor.AmbiguousError(fmt.Errorf("explore: the response was lost (scripted; the call returned %v)", err)) //nolint:errorlint // see above
+	case StepLie:
+		_, c.Effect, c.EffectAt, err = p.effect(ctx, kc, hash, key, reach)
+		err = processor.TransientError(fmt.Errorf("explore: unavailable (scripted lie: the call returned %v)", err)) //nolint:errorlint // not wrapped, as for StepLost
 	case StepSlow:
 		time.Sleep(step.Delay) // past the lock's TTL, whatever the caller does meanwhile
 		v, c.Effect, c.EffectAt, err = p.effect(context.WithoutCancel(ctx), kc, hash, key, reach)
@@ -167,9 +172,10 @@ func (p *provider) do(ctx context.Context, key string, op ledger.Op, hash string
 		}
 	case StepFrozen:
 		logged := p.record(c) // completed below, and when it lands
+		inFlight := context.WithoutCancel(ctx)
 		p.frozen.Go(func() {
 			time.Sleep(time.Until(c.Start.Add(step.Delay)))
-			_, made, at, _ := p.effect(context.Background(), kc, hash, key, reach)
+			_, made, at, _ := p.effect(inFlight, kc, hash, key, reach)
 			if made {
 				p.landed(logged, at)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -64,11 +65,7 @@ func (f *faults) add(what string) {
 func (f *faults) snapshot() map[string]int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make(map[string]int, len(f.n))
-	for k, v := range f.n {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(f.n)
 }
 
 // seedRun is one seed while it runs.
@@ -90,12 +87,18 @@ type seedRun struct {
 	workers []*testenv.EngineWorker
 }
 
-// RunSeed plays seed with keys keys on d's servers (each seed in its own
+// RunSeed plays seed, with as many keys as keys says, on d's servers (each seed in its own
 // namespace of streams and Redis keys, removed afterwards) and checks it.
 // It returns an error only when the harness itself could not run.
 func RunSeed(ctx context.Context, d *testenv.Deployment, seed uint64, keys int) (*SeedResult, error) {
+	return runPlan(ctx, d, NewPlan(seed, keys))
+}
+
+// runPlan plays a plan.
+func runPlan(ctx context.Context, d *testenv.Deployment, plan *Plan) (*SeedResult, error) {
 	start := time.Now()
-	r := &seedRun{d: d, plan: NewPlan(seed, keys), faults: newFaults(), fpSeen: map[string]int{}, plans: map[string]*KeyPlan{}}
+	seed, keys := plan.Seed, len(plan.Keys)
+	r := &seedRun{d: d, plan: plan, faults: newFaults(), fpSeen: map[string]int{}, plans: map[string]*KeyPlan{}}
 	r.ns = fmt.Sprintf("x%d%s", seed, testenv.Namespace())
 	r.prefix = r.ns + ":"
 	r.top = testenv.Topology(r.ns)
@@ -389,7 +392,7 @@ func ReplayCommand(seed uint64, keys int) string {
 	return cmd
 }
 
-// Summary line of a seed, for the progress output.
+// Line is a seed's summary line, for the progress output.
 func (s *SeedResult) Line() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "seed %d: %d keys in %.1fs, %d faults; ", s.Seed, s.Keys, s.Duration.Seconds(), sum(s.Faults))

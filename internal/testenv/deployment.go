@@ -204,7 +204,7 @@ func (d *Deployment) QueueState(ctx context.Context, top messages.Topology) (msg
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	return info.State.Msgs, ci.NumPending, uint64(max(ci.NumAckPending, 0)), nil //nolint:gosec // NumAckPending is a count, never negative
+	return info.State.Msgs, ci.NumPending, uint64(max(ci.NumAckPending, 0)), nil
 }
 
 // WaitDrained polls until the command stream of top is empty and its

@@ -189,7 +189,7 @@ func (w *ProcessWorker) Pid() int { return w.proc.pid() }
 // Start starts the process and waits until Ready passes (or the process
 // exits: the error then quotes its log).
 func (w *ProcessWorker) Start(ctx context.Context) error {
-	if err := w.proc.start(); err != nil {
+	if err := w.proc.start(); err != nil { //nolint:contextcheck // the process lives until stopped or killed, not for ctx
 		return err
 	}
 	if w.ready == nil {
