@@ -7,10 +7,11 @@
 // harnesses have: the harness collects an Input, Check judges it, and
 // nothing in it waits, sleeps or does I/O but ReadProvider.
 //
-// The fault explorer (internal/explore) is its first user; the chaos
-// suite's auditor and the load test's ledger check are to move onto it (see
-// docs/explore.md). It imports nothing of the worker (no pkg/processor,
-// pkg/dedupe or pkg/sim): the client side's load test may use it.
+// The fault explorer (internal/explore) and the load test's ledger check
+// (load.CheckLedger: cmd/producer, the demo's audit) judge through it; the
+// chaos suite's auditor is to move onto it (see docs/explore.md). It
+// imports nothing of the worker (no pkg/processor, pkg/dedupe or pkg/sim),
+// so the client side's load test may use it.
 //
 // The invariants, each a promise of the contract (v1.2):
 //

@@ -18,7 +18,8 @@ type Input struct {
 	Heard []Heard
 	// Stored is RESULTS: the last outcome of each key.
 	Stored map[string]messages.Result
-	// DeadLetters is DEADLETTER: every copy.
+	// DeadLetters is DEADLETTER: every copy; nil when not read (a
+	// dead_lettered answer then speaks from when it was processed).
 	DeadLetters []DeadLetter
 	// Calls is the provider's call log, when the harness keeps one (the
 	// fault explorer's provider does); nil otherwise.
