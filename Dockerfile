@@ -10,6 +10,15 @@
 
 ARG GO_VERSION=1.26
 
+# TODO(pin): pin both base images by digest (FROM image:tag@sha256:...), so
+# that a rebuild takes exactly the bytes that were reviewed. The digests
+# could not be looked up from the machine this was written on (no access to
+# the container registries); on a machine with Docker:
+#   docker buildx imagetools inspect golang:1.26-bookworm --format '{{.Manifest.Digest}}'
+#   docker buildx imagetools inspect gcr.io/distroless/static-debian12:nonroot --format '{{.Manifest.Digest}}'
+# then write FROM golang:${GO_VERSION}-bookworm@sha256:<digest> and
+# FROM gcr.io/distroless/static-debian12:nonroot@sha256:<digest>, and let
+# Dependabot or Renovate move them (docs/security.md, "Not done").
 FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
 # Dependencies first, so that a source change does not download them again.

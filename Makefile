@@ -33,10 +33,13 @@ EXPLORE_REPORT ?= $(or $(TMPDIR),/tmp)/idempay-explore-report.md## where `explor
 FUZZ_TARGET ?= FuzzDecode## the fuzz test `fuzz` runs in ./pkg/messages
 FUZZTIME ?= 30s## go test -fuzztime for `fuzz`
 DEMO_ARGS ?=## extra arguments for `demo`
+PROVIDER ?= sim## payment provider of `demo`: sim, or stripe (a stripe-mock it starts, or STRIPE_API_BASE with STRIPE_API_KEY; docs/stripe.md)
 
 # `docker compose` (the v2 plugin) when present, else the standalone
-# `docker-compose`. Recursive (=) so it is only probed by targets that use it.
-COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo 'docker compose' || echo docker-compose)
+# `docker-compose`, else nothing (require-compose then says what to
+# install). Recursive (=) so it is only probed by targets that use it.
+COMPOSE ?= $(shell if docker compose version >/dev/null 2>&1; then echo 'docker compose'; elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
+COMPOSE_HINT := Docker Compose not found: neither `docker compose` (the v2 plugin) nor `docker-compose` runs here. Install the Compose plugin (Docker'"'"'s apt repository: sudo apt-get install -y docker-compose-plugin; Docker Desktop has it), or Debian'"'"'s standalone v1 (sudo apt-get install -y docker-compose; `up` needs v2 for --wait), or set COMPOSE to a command that works.
 
 # Printed when redis-server is missing. The Go tests start their own Redis
 # (internal/testenv runs redis-server on a free port) unless REDIS_URL is set.
@@ -53,13 +56,13 @@ help: ## Show this help (the default goal)
 
 .PHONY: demo
 demo: require-redis ## Run the whole system in one process on embedded defaults (go run ./cmd/demo)
-	$(GO) run ./cmd/demo $(DEMO_ARGS)
+	$(GO) run ./cmd/demo --provider $(PROVIDER) $(DEMO_ARGS)
 
 # The packages that talk to NATS, re-run against a nats-server binary.
 COMPAT_PKGS := ./pkg/processor ./pkg/client ./internal/load ./cmd/worker ./cmd/producer ./pkg/gateway ./cmd/gateway
 
 .PHONY: test
-test: require-redis ## Lint, then run every test with the race detector (starts its own NATS and Redis), the NATS-facing ones again on nats-server 2.9 if installed, and the chaos suite at CHAOS_SHORT a scenario (~2 min)
+test: require-redis ## Lint, then run every test with the race detector (starts its own NATS and Redis), the NATS-facing ones again on nats-server 2.9 if installed, and the chaos suite at CHAOS_SHORT a scenario (~2 min of it; ~10 min in all on 2 cores)
 	@$(MAKE) --no-print-directory lint
 	$(GO) test -race -timeout $(TEST_TIMEOUT) -count=1 ./...
 	@$(MAKE) --no-print-directory test/compat
@@ -81,12 +84,12 @@ test/short: require-redis ## Run the tests in -short mode (skips the slow ones),
 	$(GO) test -race -short -timeout 5m -count=1 ./...
 
 .PHONY: bench
-bench: require-redis ## Benchmark idempay against the bare JetStream ceiling on its own servers (go run ./cmd/bench, ~2.5 min; last line throughput_ratio=), after the pkg/messages micro benchmarks
+bench: require-redis ## Benchmark idempay against the bare JetStream ceiling on its own servers (go run ./cmd/bench, ~2.5 min with its builds: 2m10s a run on 2026-12-03; last line throughput_ratio=), after the pkg/messages micro benchmarks
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem -count=1 ./pkg/messages/...
 	$(GO) run ./cmd/bench $(BENCH_ARGS)
 
 .PHONY: bench/gateway
-bench/gateway: require-redis ## The gateway's overhead: end to end through pkg/client, then through the HTTP gateway, on the same servers and worker (go run ./cmd/bench gateway, ~1 min; last line gateway_ratio=)
+bench/gateway: require-redis ## The gateway's overhead: end to end through pkg/client, then through the HTTP gateway, on the same servers and worker (go run ./cmd/bench gateway, 30 s to 1 min with its builds; last line gateway_ratio=)
 	$(GO) run ./cmd/bench gateway $(BENCH_ARGS)
 
 .PHONY: bench/short
@@ -110,7 +113,7 @@ explore: require-redis ## The fault explorer (docs/explore.md): SEEDS seeds x KE
 CLUSTER_TIMEOUT ?= 30m## go test -timeout for `cluster`
 
 .PHONY: cluster
-cluster: require-redis ## Past one machine, long (IDEMPAY_CLUSTER_LONG=1, ~5 min): the load on a Redis Cluster and a 3-node NATS cluster, stream leaders and Sentinel masters SIGKILLed; `test` runs short variants
+cluster: require-redis ## Past one machine, long (IDEMPAY_CLUSTER_LONG=1, ~2 min: 1m46s in the run docs/scaling.md reports): the load on a Redis Cluster and a 3-node NATS cluster, stream leaders and Sentinel masters SIGKILLed; `test` runs short variants
 	IDEMPAY_CLUSTER_LONG=1 $(GO) test -race -timeout $(CLUSTER_TIMEOUT) -count=1 -v -run 'Scale|Cluster|Sentinel|Failover|WaitReplicas' ./internal/load ./internal/testenv ./pkg/processor
 
 .PHONY: fuzz
@@ -141,8 +144,16 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/idempay/idempay/internal/cli.Version=$(VERSION)
 
 .PHONY: build
-build: ## Build bin/worker, bin/producer, bin/gateway and bin/demo, with VERSION stamped in (--version prints it)
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/worker ./cmd/producer ./cmd/gateway ./cmd/demo
+build: ## Build bin/worker, bin/producer, bin/gateway, bin/demo and bin/bench, with VERSION stamped in (--version prints it); put bin/ on PATH, or go install ./cmd/...
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/worker ./cmd/producer ./cmd/gateway ./cmd/demo ./cmd/bench
+
+.PHONY: docs
+docs: ## Regenerate docs/configuration.md from the programs' own flags (go run ./internal/cli/gendocs): run it after changing or merging flags
+	$(GO) run ./internal/cli/gendocs
+
+.PHONY: docs/check
+docs/check: ## Fail if docs/configuration.md disagrees with the programs' flags (each program's TestRun_ConfigReference checks it too)
+	$(GO) run ./internal/cli/gendocs -check
 
 .PHONY: clean
 clean: ## Remove bin/
@@ -150,23 +161,34 @@ clean: ## Remove bin/
 
 ##@ Docker Compose (needs a Docker engine; for humans, not CI)
 
+.PHONY: env
+env: ## Write .env (random NATS and Redis passwords) and .idempay/api-keys (tenant demo) for the stack, unless .env exists
+	@sh deploy/make-env.sh
+
 .PHONY: up
-up: ## Start NATS, Redis, 3 workers and the HTTP gateway (127.0.0.1:8080) in Docker, and wait until healthy
+up: require-compose env ## Start NATS, Redis, 3 workers and the HTTP gateway (127.0.0.1:8080) in Docker, and wait until healthy
 	VERSION=$(VERSION) $(COMPOSE) up --build --detach --wait
+	@echo "checkout page: http://127.0.0.1:$${GATEWAY_PORT:-8080}/#api_key=$$(sed -n 's/^IDEMPAY_DEMO_API_KEY=//p' .env)"
 
 .PHONY: load
-load: ## Run the producer's load against the stack started by `up`
+load: require-compose ## Run the producer's load against the stack started by `up`
 	$(COMPOSE) run --rm producer
 
 .PHONY: down
-down: ## Stop the stack (keeps the NATS and Redis volumes; add -v by hand to drop them)
+down: require-compose ## Stop the stack (keeps the NATS and Redis volumes; add -v by hand to drop them)
 	$(COMPOSE) down
 
 .PHONY: compose-check
-compose-check: ## Validate docker-compose.yml (docker compose config -q; no engine needed)
+compose-check: require-compose ## Validate docker-compose.yml (docker compose config -q; no engine needed)
 	$(COMPOSE) config -q
 
-# Not a documented target: the ones that need a Redis server depend on it.
+# Not documented targets: the ones that need Compose or a Redis server
+# depend on them.
+.PHONY: require-compose
+require-compose:
+	@if [ -z '$(COMPOSE)' ]; then echo '$(COMPOSE_HINT)' >&2; exit 1; fi
+
+
 .PHONY: require-redis
 require-redis:
 	@if [ -z "$${REDIS_URL:-}" ] && ! command -v redis-server >/dev/null 2>&1; then \

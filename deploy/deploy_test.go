@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -148,6 +149,7 @@ type composeFile struct {
 		Image       string            `yaml:"image"`
 		Entrypoint  []string          `yaml:"entrypoint"`
 		Environment map[string]string `yaml:"environment"`
+		Networks    []string          `yaml:"networks"`
 		Healthcheck *struct {
 			Test []string `yaml:"test"`
 		} `yaml:"healthcheck"`
@@ -171,14 +173,15 @@ func readCompose(t *testing.T) composeFile {
 	return c
 }
 
-// interpolation is Compose's ${NAME:-default}.
-var interpolation = regexp.MustCompile(`^\$\{([A-Z_]+):-([^}]+)\}$`)
+// required is Compose's ${NAME:?message}: no default, an error when unset.
+var required = regexp.MustCompile(`^\$\{([A-Z_]+):\?[^}]+\}$`)
 
 // TestCompose_NATSUsers: every password deploy/nats.conf reads from the
-// environment is given to the nats service, and each program connects as
-// a user of nats.conf with that user's password variable and the same
-// development default, so that `make up` works as it is and a .env file
-// changes both sides at once.
+// environment is given to the nats service without a default (an unset
+// one stops docker compose, and nats.conf's own "an unset variable stops
+// the server" holds), and each program connects as a user of nats.conf
+// with that user's variable and its own inbox prefix, which nats.conf
+// lets that user alone subscribe to.
 func TestCompose_NATSUsers(t *testing.T) {
 	t.Parallel()
 	conf, err := os.ReadFile("nats.conf")
@@ -195,24 +198,108 @@ func TestCompose_NATSUsers(t *testing.T) {
 		}
 	}
 	c := readCompose(t)
-	defaults := map[string]string{} // variable -> development default
 	for _, v := range users {
-		m := interpolation.FindStringSubmatch(c.Services["nats"].Environment[v])
-		if m == nil || m[1] != v {
-			t.Errorf("the nats service sets %s to %q, want ${%s:-<development default>}", v, c.Services["nats"].Environment[v], v)
-			continue
+		if m := required.FindStringSubmatch(c.Services["nats"].Environment[v]); m == nil || m[1] != v {
+			t.Errorf("the nats service sets %s to %q, want ${%s:?...} (no default)", v, c.Services["nats"].Environment[v], v)
 		}
-		defaults[v] = m[2]
 	}
 	for svc, user := range map[string]string{"worker": "worker", "gateway": "gateway", "producer": "producer"} {
 		env := c.Services[svc].Environment
 		if env["NATS_USER"] != user {
 			t.Errorf("%s: NATS_USER is %q, want %q", svc, env["NATS_USER"], user)
 		}
-		v := users[user]
-		if want := "${" + v + ":-" + defaults[v] + "}"; env["NATS_PASSWORD"] != want {
-			t.Errorf("%s: NATS_PASSWORD is %q, want %q (the nats service's)", svc, env["NATS_PASSWORD"], want)
+		if m := required.FindStringSubmatch(env["NATS_PASSWORD"]); m == nil || m[1] != users[user] {
+			t.Errorf("%s: NATS_PASSWORD is %q, want ${%s:?...}", svc, env["NATS_PASSWORD"], users[user])
 		}
+		prefix := "_INBOX_" + user
+		if env["NATS_INBOX_PREFIX"] != prefix {
+			t.Errorf("%s: NATS_INBOX_PREFIX is %q, want %q", svc, env["NATS_INBOX_PREFIX"], prefix)
+		}
+		if !strings.Contains(string(conf), `subscribe: { allow: [`) || !regexp.MustCompile(`subscribe: \{ allow: \[[^\]]*"`+prefix+`\.>"`).Match(conf) {
+			t.Errorf("nats.conf does not let %s subscribe to %s.>", user, prefix)
+		}
+	}
+	for _, m := range regexp.MustCompile(`subscribe: \{ allow: \[([^\]]*)\]`).FindAllStringSubmatch(string(conf), -1) {
+		if strings.Contains(m[1], `"_INBOX.>"`) || strings.Contains(m[1], `"_INBOX_*`) || strings.Contains(m[1], `">"`) {
+			t.Errorf("nats.conf lets a role subscribe to every inbox: %s", m[1])
+		}
+	}
+	if strings.Contains(string(conf), `"$JS.API.STREAM.MSG.GET.>"`) || strings.Contains(string(conf), `"$JS.API.DIRECT.GET.>"`) {
+		t.Error("nats.conf lets a role read every stream's messages")
+	}
+}
+
+// TestCompose_Redis: Redis takes its users' passwords from the environment
+// without defaults; the workers and the producer connect as their ACL
+// users; the gateway has no Redis settings and is on no network Redis is
+// on; redis.conf no longer turns protected mode off.
+func TestCompose_Redis(t *testing.T) {
+	t.Parallel()
+	c := readCompose(t)
+	redisSvc := c.Services["redis"]
+	for _, v := range []string{"IDEMPAY_REDIS_WORKER_PASSWORD", "IDEMPAY_REDIS_PRODUCER_PASSWORD", "IDEMPAY_REDIS_OPERATOR_PASSWORD"} {
+		if m := required.FindStringSubmatch(redisSvc.Environment[v]); m == nil || m[1] != v {
+			t.Errorf("redis: %s is %q, want ${%s:?...}", v, redisSvc.Environment[v], v)
+		}
+	}
+	if strings.Join(redisSvc.Entrypoint, " ") != "sh /usr/local/etc/redis/redis-users.sh" {
+		t.Errorf("redis: entrypoint %q, want deploy/redis-users.sh", redisSvc.Entrypoint)
+	}
+	for svc, user := range map[string]string{"worker": "worker", "producer": "producer"} {
+		env := c.Services[svc].Environment
+		if env["REDIS_USER"] != user {
+			t.Errorf("%s: REDIS_USER %q, want %q", svc, env["REDIS_USER"], user)
+		}
+		if m := required.FindStringSubmatch(env["REDIS_PASSWORD"]); m == nil || m[1] != "IDEMPAY_REDIS_"+strings.ToUpper(user)+"_PASSWORD" {
+			t.Errorf("%s: REDIS_PASSWORD %q", svc, env["REDIS_PASSWORD"])
+		}
+	}
+	gw := c.Services["gateway"]
+	for k := range gw.Environment {
+		if strings.HasPrefix(k, "REDIS") {
+			t.Errorf("gateway: %s: the gateway never talks to Redis", k)
+		}
+	}
+	if len(gw.Networks) == 0 || len(redisSvc.Networks) == 0 {
+		t.Fatalf("gateway %v and redis %v must name their networks", gw.Networks, redisSvc.Networks)
+	}
+	for _, n := range gw.Networks {
+		if slices.Contains(redisSvc.Networks, n) {
+			t.Errorf("the gateway shares network %q with Redis", n)
+		}
+	}
+	conf, err := os.ReadFile("redis.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if regexp.MustCompile(`(?m)^protected-mode no`).Match(conf) {
+		t.Error("redis.conf turns protected mode off")
+	}
+}
+
+// TestSecretsStayHome: .env, which make env fills with the stack's
+// passwords, and .idempay/ (the API-key file) are neither committed nor
+// sent to the image's build context (COPY . .).
+func TestSecretsStayHome(t *testing.T) {
+	t.Parallel()
+	for file, wants := range map[string][]string{"../.gitignore": {".env", "/.idempay/"}, "../.dockerignore": {".env", ".idempay"}} {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(string(raw), "\n")
+		for _, w := range wants {
+			if !slices.Contains(lines, w) {
+				t.Errorf("%s does not list %s", file, w)
+			}
+		}
+	}
+	raw, err := os.ReadFile("make-env.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(raw), "umask 077") {
+		t.Error("make-env.sh must write .env for its owner only")
 	}
 }
 

@@ -10,44 +10,43 @@
 //	bench --help          # every flag and its environment variable
 //
 // Go-style single-dash flags (-short, -count=1000) are accepted as well as
-// --short. Exit status: 0 measured, 1 a scenario could not run, 2 usage
-// error. No speed is ever a failure.
+// --short. Exit status: 0 measured, 1 a scenario could not run, 64 usage
+// error, as in every idempay program. No speed is ever a failure.
 package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/alecthomas/kong"
 
 	"github.com/idempay/idempay/internal/bench"
+	"github.com/idempay/idempay/internal/cli"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	err := cli.UntilSignal(func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr) })
 	os.Exit(exitCode(err, os.Stderr))
 }
 
-// cli is the command line: the benchmark (the default command) and soak.
-type cli struct {
+// grammar is the command line: the benchmark (the default command), soak
+// and gateway.
+type grammar struct {
+	cli.Common
+
 	Run     runCmd     `cmd:"" default:"withargs" help:"Measure the bare JetStream ceiling, the worker draining a preload at CONCURRENCY 1, 16 and 64, and the end-to-end path, and print the table (the default command)."`
 	Soak    soakCmd    `cmd:"" help:"Run an end-to-end load at half of a quick peak for --duration and sample the worker's RSS and goroutines every --interval."`
-	Gateway gatewayCmd `cmd:"" help:"Measure the HTTP gateway's overhead: the end-to-end peak through pkg/client, then through ./cmd/gateway, --rounds times; last line gateway_ratio=<gateway / pkg/client>."`
+	Gateway gatewayCmd `cmd:"" help:"Measure the HTTP gateway's overhead: the end-to-end peak through pkg/client, then through ./cmd/gateway without authentication, then with an API key, --rounds times; gateway_auth_ratio=<with / without authentication>, then, last, gateway_ratio=<gateway with API keys / pkg/client>."`
 }
 
 // shared are the flags both commands take.
 type shared struct {
 	JSON           string `name:"json" placeholder:"FILE" help:"Also write the results as JSON to FILE."`
-	Durable        bool   `name:"durable" env:"BENCH_DURABLE" help:"Run the servers with the README's production settings (JetStream sync_interval always, Redis AOF appendfsync always) instead of their defaults."`
+	Durable        bool   `name:"durable" env:"BENCH_DURABLE" help:"Run the servers with the production settings of deploy/ and docs/guarantees.md (JetStream sync_interval always, Redis AOF appendfsync always) instead of their defaults."`
 	Worker         string `name:"worker" env:"BENCH_WORKER" placeholder:"PATH" help:"Measure this worker binary instead of building ./cmd/worker."`
 	ClientInFlight int    `name:"client-in-flight" env:"BENCH_CLIENT_IN_FLIGHT" default:"128" help:"Commands the end-to-end client keeps in flight."`
 	GoMaxProcs     int    `name:"gomaxprocs" env:"BENCH_GOMAXPROCS" default:"0" help:"GOMAXPROCS for every Go process of the run alike: nats-server, the workers, the gateway, and this one (the bare consumer, the client); 0 leaves Go's default, the CPU count. On a small host the three share, 1 is faster for all of them."`
@@ -178,7 +177,7 @@ func (c *soakCmd) Run(ctx context.Context, out *streams) error {
 
 type gatewayCmd struct {
 	Count  int `name:"count" env:"BENCH_COUNT" default:"10000" help:"Commands per scenario."`
-	Rounds int `name:"rounds" env:"BENCH_ROUNDS" default:"3" help:"How often the pair (pkg/client, then the gateway) is measured; the table gives min/median/max of the ratio."`
+	Rounds int `name:"rounds" env:"BENCH_ROUNDS" default:"3" help:"How often the triple (pkg/client, the gateway without authentication, with an API key) is measured; the table gives min/median/max of the ratios."`
 	shared `embed:""`
 }
 
@@ -206,43 +205,24 @@ func (c *gatewayCmd) Run(ctx context.Context, out *streams) error {
 // io.Writers would be one.
 type streams struct{ stdout, stderr io.Writer }
 
-// exitRequest carries kong's exit (after --help) through a panic, so that
-// run returns instead of the process exiting inside the parser.
-type exitRequest int
+const description = "Measures idempay against the bare JetStream ceiling on this machine, in one run, on servers it starts " +
+	"itself (nats-server built from go.mod's version, redis-server from PATH) and the real worker binary. " +
+	"The table goes to stdout, its last line throughput_ratio=<payment.charge / ceiling, both at --in-flight>, the median over the rounds; " +
+	"progress goes to stderr. Go-style -flag spellings (-short, -count=1000) work too. Nothing is judged: only measured.\n\n" +
+	"Exit status: 0 measured, 1 a scenario could not run, 64 usage error."
 
-// run parses args (without the program name) and runs the command; the
-// table goes to stdout, progress and errors to stderr.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
-	var c cli
-	parser, err := kong.New(&c,
-		kong.Name("bench"),
-		kong.Description("Measures idempay against the bare JetStream ceiling on this machine, in one run, on servers it starts "+
-			"itself (nats-server built from go.mod's version, redis-server from PATH) and the real worker binary. "+
-			"The table goes to stdout, its last line throughput_ratio=<payment.charge / ceiling, both at --in-flight>, the median over the rounds; "+
-			"progress goes to stderr. Go-style -flag spellings (-short, -count=1000) work too. Nothing is judged: only measured."),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { panic(exitRequest(code)) }),
+// run parses args (without the program name), with env ("NAME=value"
+// entries) supplying the flags' variables, and runs the command; the table
+// goes to stdout, progress and errors to stderr.
+func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
+	var c grammar
+	kctx, err := cli.Parse("bench", description, &c, helpOfRun(goFlags(args)), env, stdout, stderr,
 		kong.ConfigureHelp(kong.HelpOptions{Compact: false}),
 		kong.BindTo(ctx, (*context.Context)(nil)),
 		kong.Bind(&streams{stdout: stdout, stderr: stderr}),
 	)
 	if err != nil {
 		return err
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			code, ok := r.(exitRequest)
-			if !ok {
-				panic(r)
-			}
-			if code != 0 {
-				err = errUsage
-			}
-		}
-	}()
-	kctx, err := parser.Parse(helpOfRun(goFlags(args)))
-	if err != nil {
-		return usageError{err}
 	}
 	return kctx.Run()
 }
@@ -282,26 +262,8 @@ func helpOfRun(args []string) []string {
 	return args
 }
 
-var errUsage = errors.New("usage error")
-
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-// exitCode maps run's error to the exit status: 0 ok, 2 usage error, 1
+// exitCode maps run's error to the exit status: 0 ok, 64 usage error, 1
 // anything else; errors are printed.
 func exitCode(err error, stderr io.Writer) int {
-	if err == nil {
-		return 0
-	}
-	if errors.Is(err, errUsage) {
-		return 2
-	}
-	if ue, ok := errors.AsType[usageError](err); ok {
-		fmt.Fprintf(stderr, "bench: error: %v (see bench --help)\n", ue.err)
-		return 2
-	}
-	fmt.Fprintf(stderr, "bench: error: %v\n", err)
-	return 1
+	return cli.Exit("bench", err, stderr, func(error) (int, bool) { return 1, false })
 }

@@ -11,12 +11,15 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -34,15 +37,15 @@ import (
 	"github.com/idempay/idempay/internal/load"
 	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/gateway"
 	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
 	"github.com/idempay/idempay/pkg/ops"
 	"github.com/idempay/idempay/pkg/processor"
-	"github.com/idempay/idempay/pkg/sim"
 )
 
 func main() {
-	err := cli.UntilSignal(func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Stdout, os.Stderr) })
+	err := cli.UntilSignal(func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr) })
 	os.Exit(cli.Exit("demo", err, os.Stderr, func(error) (int, bool) { return 1, false }))
 }
 
@@ -51,6 +54,9 @@ const description = "Runs idempay end to end on embedded servers (NATS_URL / RED
 
 type flags struct {
 	cli.Common
+	// Empty by default: the demo starts its own embedded NATS server
+	// unless NATS_URL or --nats-url names one.
+	NATSURL string `name:"nats-url" env:"NATS_URL" default:"" help:"NATS server with JetStream to use instead of an embedded one. The demo then names its streams, subjects and Redis keys under a prefix of its own (demo<n>) and removes them afterwards; it takes no stream or subject flags."`
 	// Empty by default (demo sets the kong variable): the demo starts its
 	// own redis-server unless REDIS_URL or --redis-url names one.
 	cli.RedisFlags
@@ -66,6 +72,7 @@ type flags struct {
 	LateAfter    time.Duration `name:"late-after" default:"1500ms" help:"How long after its answer a late retry is sent; longer than --dedupe-window."`
 	Mix          string        `name:"mix" default:"payment=0.7,cart=0.3" help:"Weights of the command types."`
 	Verbose      bool          `name:"verbose" short:"v" help:"Show the workers' logs (info level)."`
+	Provider     string        `name:"provider" env:"PROVIDER" default:"sim" enum:"sim,stripe" help:"Payment provider: sim, or stripe: Stripe's API at STRIPE_API_BASE with STRIPE_API_KEY when set, else a stripe-mock the demo starts (--failure-rate and --decline-share are the simulated provider's; see docs/stripe.md)."`
 }
 
 func (c *flags) Validate() error {
@@ -85,9 +92,9 @@ func (c *flags) Validate() error {
 	return nil
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
 	var c flags
-	if _, err := cli.Parse("demo", description, &c, args, os.Environ(), stdout, stderr,
+	if _, err := cli.Parse("demo", description, &c, args, env, stdout, stderr,
 		kong.Vars{"redis_url_default": ""}); err != nil {
 		return err
 	}
@@ -99,7 +106,7 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 	started := time.Now()
 
 	// Servers: the environment's, or our own.
-	natsURL := os.Getenv("NATS_URL")
+	natsURL := c.NATSURL
 	ns := "" // embedded servers are ours alone: use the contract's names
 	if natsURL == "" {
 		srv, err := testenv.StartNATS()
@@ -111,7 +118,7 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 		say("started an embedded NATS JetStream server at %s", natsURL)
 	} else {
 		ns = "demo" + strconv.FormatInt(time.Now().Unix()%1e6, 10)
-		say("using NATS at %s (NATS_URL); streams and subjects prefixed %q", cli.RedactURLs(natsURL), ns)
+		say("using NATS at %s (--nats-url); streams and subjects prefixed %q", cli.RedactURLs(natsURL), ns)
 	}
 	level := slog.LevelError
 	if c.Verbose {
@@ -145,16 +152,21 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 		if ns == "" {
 			ns = "demo" + strconv.FormatInt(time.Now().Unix()%1e6, 10)
 		}
-		say("using Redis at %s (REDIS_URL); keys prefixed %q", redisAt, ns+":")
+		say("using Redis at %s (--redis-url); keys prefixed %q", redisAt, ns+":")
 	}
 
 	cfg := demoConfig(ns, c)
 	cfg.Logger = logger
 
 	// Workers: each its own NATS connection, like separate processes.
-	provider, err := sim.New(rdb, &sim.Config{KeyPrefix: cfg.KeyPrefix, FailureRate: c.FailureRate})
+	provider, stopProvider, err := demoProvider(c, rdb, cfg.KeyPrefix, say) //nolint:contextcheck // stripe-mock lives until the demo ends, bounded by its own 30s start wait, like StartRedis
 	if err != nil {
 		return err
+	}
+	defer stopProvider()
+	stripe := c.Provider == "stripe"
+	if stripe {
+		c.FailureRate, c.DeclineShare = 0, 0 // the simulated provider's
 	}
 	mux := processor.NewMux()
 	ops.Register(mux, provider, cfg.KeyPrefix)
@@ -212,19 +224,26 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ledger, err := load.CheckLedger(context.WithoutCancel(ctx), rdb, cfg.KeyPrefix, summary)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
+	ledger := &load.Ledger{} // Stripe's ledger is its Dashboard; stripe-mock keeps none
+	if !stripe {
+		if ledger, err = load.CheckLedger(context.WithoutCancel(ctx), rdb, cfg.KeyPrefix, summary); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
 	}
 	a, err := audit(context.WithoutCancel(ctx), rdb, cfg.KeyPrefix, summary)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	printAudit(stdout, summary, ledger, a)
+	printAudit(stdout, summary, ledger, a, stripe)
 
 	ok := summary.OK() && ledger.OK() && a.doubleCharges == 0 && a.cartWrong == 0
 	say("")
-	if ok {
+	switch {
+	case ok && stripe:
+		say("OK: every command has exactly one outcome and every retry got it back, through Stripe's API (%s in all).",
+			time.Since(started).Round(100*time.Millisecond))
+		return nil
+	case ok:
 		say("OK: every command has exactly one outcome, every retry got it back, and nothing was charged twice (%s in all).",
 			time.Since(started).Round(100*time.Millisecond))
 		say("")
@@ -234,12 +253,34 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 		say("  go run ./cmd/producer charge --account acct_42 --amount 1999 --currency EUR --key <the key it printed>")
 		say("  go run ./cmd/producer refund --charge-key <that key> --amount 500")
 		say("  go run ./cmd/producer load --count 20000 --duplicates 0.2 --verify-ledger")
-		say("  go run ./cmd/gateway &           # the HTTP API and a checkout page on http://127.0.0.1:8080/")
-		say(`  curl -i -H 'Content-Type: application/json' -H "Idempotency-Key: $(cat /proc/sys/kernel/random/uuid)" \`)
+		keys, secret, err := demoTenant()
+		if err != nil {
+			return err
+		}
+		say("  GATEWAY_API_KEYS_FILE=%s go run ./cmd/gateway &   # the HTTP API; tenant demo's key is in that file", keys)
+		say("  open http://127.0.0.1:8080/#api_key=%s            # the checkout page, as tenant demo", secret)
+		say(`  curl -i -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -H 'Idempotency-Key: order-1001' \`, secret)
 		say(`       -d '{"account_id":"acct_42","amount":1999,"currency":"EUR"}' http://127.0.0.1:8080/v1/payments`)
 		return nil
 	}
 	return errors.New("the audit found problems: see the table above")
+}
+
+// demoTenant writes an API-key file admitting the tenant "demo" with a
+// fresh secret, for the gateway the demo's last lines start, and returns
+// its path and the secret. The file holds the secret's hash only.
+func demoTenant() (path, secret string, err error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", err
+	}
+	secret = "sk_demo_" + hex.EncodeToString(b)
+	path = filepath.Join(os.TempDir(), "idempay-demo-api-keys")
+	line := "# make demo: the tenant demo, for go run ./cmd/gateway (GATEWAY_API_KEYS_FILE)\n" + gateway.HashAPIKey("demo", secret) + "\n"
+	if err := os.WriteFile(path, []byte(line), 0o600); err != nil {
+		return "", "", fmt.Errorf("write the demo tenant's API-key file: %w", err)
+	}
+	return path, secret, nil
 }
 
 // demoConfig returns the workers' configuration: the contract's names on
@@ -364,7 +405,7 @@ func audit(ctx context.Context, rdb redis.UniversalClient, prefix string, s *loa
 	return a, nil
 }
 
-func printAudit(w io.Writer, s *load.Summary, l *load.Ledger, a *auditFigures) {
+func printAudit(w io.Writer, s *load.Summary, l *load.Ledger, a *auditFigures, stripe bool) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "audit")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -376,13 +417,19 @@ func printAudit(w io.Writer, s *load.Summary, l *load.Ledger, a *auditFigures) {
 	row("outcomes", "%s; codes: %s", counts(s.ByStatus), counts(s.ByCode))
 	row("unanswered keys", "%d", s.Unanswered)
 	row("disagreeing keys", "%d (one key, one outcome)", len(s.Disagreeing))
-	row("provider calls per charge key", "%s", callsHistogram(a.callsPerKey))
-	row("charges", "%d succeeded keys, %d provider charges", l.Succeeded, l.Charged)
-	row("refunds", "%d keys, %d succeeded (checked against sim:refunds and sim:refunded, below)", l.RefundKeys, l.Refunded)
+	if stripe {
+		row("provider ledger", "not audited: stripe-mock keeps no state (on a test account, the Dashboard is the ledger: docs/stripe.md)")
+	} else {
+		row("provider calls per charge key", "%s", callsHistogram(a.callsPerKey))
+		row("charges", "%d succeeded keys, %d provider charges", l.Succeeded, l.Charged)
+		row("refunds", "%d keys, %d succeeded (checked against sim:refunds and sim:refunded, below)", l.RefundKeys, l.Refunded)
+	}
 	row("cart totals", "%d lines: %d units in Redis, %d added by the succeeded commands; %d lines differ",
 		a.cartLines, a.cartUnits, a.cartWant, a.cartWrong)
-	row("double charges", "%d", a.doubleCharges)
-	row("ledger mismatches", "%d", len(l.Mismatches))
+	if !stripe {
+		row("double charges", "%d", a.doubleCharges)
+		row("ledger mismatches", "%d", len(l.Mismatches))
+	}
 	for i, m := range l.Mismatches {
 		if i == 10 {
 			row("", "... and %d more", len(l.Mismatches)-10)

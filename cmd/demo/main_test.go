@@ -3,12 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/internal/cli"
+	"github.com/idempay/idempay/pkg/gateway"
 )
 
 // TestRun_Demo runs a small demo end to end, as `make demo` does, on its own
@@ -16,19 +21,33 @@ import (
 // clean audit.
 func TestRun_Demo(t *testing.T) {
 	var out, errOut bytes.Buffer
-	err := run(context.Background(), []string{"--count", "400", "--concurrency", "32"}, &out, &errOut)
+	err := run(context.Background(), []string{"--count", "400", "--concurrency", "32"}, os.Environ(), &out, &errOut)
 	require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
 	s := out.String()
 	require.Contains(t, s, "OK: every command has exactly one outcome")
 	require.Contains(t, s, "double charges                   0")
 	require.Contains(t, s, "disagreeing keys                 0")
 	require.Contains(t, errOut.String(), "100%  ", "progress goes to stderr")
+
+	// The next steps name a key file admitting tenant demo, and its secret.
+	m := regexp.MustCompile(`GATEWAY_API_KEYS_FILE=(\S+) go run ./cmd/gateway`).FindStringSubmatch(s)
+	require.NotNil(t, m, s)
+	secret := regexp.MustCompile(`#api_key=(sk_demo_[0-9a-f]+)`).FindStringSubmatch(s)
+	require.NotNil(t, secret, s)
+	keys, err := gateway.LoadAPIKeys(m[1])
+	require.NoError(t, err)
+	require.Equal(t, []string{"demo"}, keys.Tenants())
+	req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, "/v1/payments", nil)
+	req.Header.Set("Authorization", "Bearer "+secret[1])
+	caller, err := keys.Authenticate(req)
+	require.NoError(t, err)
+	require.Equal(t, "demo", caller.Tenant)
 }
 
 func TestRun_UsageErrors(t *testing.T) {
 	for _, args := range [][]string{{"--bogus"}, {"--workers", "0"}, {"--failure-rate", "1"}, {"--mix", "payment=x"}, {"--count", "many"}} {
 		var out, errOut bytes.Buffer
-		err := run(context.Background(), args, &out, &errOut)
+		err := run(context.Background(), args, nil, &out, &errOut)
 		var usage *cli.UsageError
 		require.ErrorAs(t, err, &usage, "%v", args)
 		require.Equal(t, cli.ExitUsage, cli.Exit("demo", err, &errOut, nil))
@@ -36,6 +55,29 @@ func TestRun_UsageErrors(t *testing.T) {
 		require.Contains(t, err.Error(), flag, "the error names the flag")
 	}
 	var out bytes.Buffer
-	require.ErrorIs(t, run(context.Background(), []string{"--help"}, &out, &out), cli.ErrHelp)
+	require.ErrorIs(t, run(context.Background(), []string{"--help"}, nil, &out, &out), cli.ErrHelp)
 	require.Contains(t, out.String(), "--failure-rate")
+	require.Contains(t, out.String(), "--nats-url")
+}
+
+// TestRun_ConfigReference: the demo's section of docs/configuration.md is
+// what its flags say (the page is generated from --config-reference).
+func TestRun_ConfigReference(t *testing.T) {
+	var stdout bytes.Buffer
+	require.ErrorIs(t, run(context.Background(), []string{cli.ReferenceFlag}, nil, &stdout, &stdout), cli.ErrHelp)
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	require.NoError(t, err)
+	require.NoError(t, cli.CheckReference(doc, "demo", stdout.Bytes()))
+}
+
+// TestRun_DemoStripe is `make demo PROVIDER=stripe`: the same demo with the
+// Stripe provider, against a stripe-mock the demo starts.
+func TestRun_DemoStripe(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"--provider", "stripe", "--count", "200", "--concurrency", "32"}, os.Environ(), &out, &errOut)
+	require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	s := out.String()
+	require.Contains(t, s, "started stripe-mock at http://127.0.0.1:")
+	require.Contains(t, s, "OK: every command has exactly one outcome and every retry got it back, through Stripe's API")
+	require.Contains(t, s, "disagreeing keys                 0")
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/internal/load/loadtest"
+	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/gateway"
 )
 
 // chromiumHint is the failure when Debian's chromium is missing: the
@@ -73,8 +75,11 @@ const (
 )
 
 // TestBrowser_Checkout drives the checkout page in headless Debian
-// Chromium against the real gateway process and in-process workers: a
-// double click on Pay charges once; a payment whose answer is lost once on
+// Chromium against the real gateway process, with an API-key file, and
+// in-process workers: the page takes the tenant's key from its link's
+// fragment (and clears it from the address bar), and without it an Add
+// stays pending on 401 until the key is entered; a double click on Pay
+// charges once; a payment whose answer is lost once on
 // its way to the page is retried with its key and charges once; a payment
 // whose answers are all lost, then the page reloaded, is sent again with
 // the key localStorage kept, and charges once. It saves a screenshot (IDEMPAY_SCREENSHOT, or
@@ -83,7 +88,12 @@ func TestBrowser_Checkout(t *testing.T) {
 	t.Parallel()
 	chromium := chromiumPath(t)
 	env := loadtest.Setup(t, nil)
-	gw := startGateway(t, env, "HTTP_WAIT=5s")
+	keys := filepath.Join(t.TempDir(), "api-keys")
+	const secret = "sk-checkout-test-secret"
+	require.NoError(t, os.WriteFile(keys, []byte(gateway.HashAPIKey("shop", secret)+"\n"), 0o600))
+	gw := startGateway(t, env, "HTTP_WAIT=5s", "GATEWAY_API_KEYS_FILE="+keys)
+	// The provider knows the tenant's keys by their scoped keys.
+	op := func(key string) string { return client.ScopedKey("shop", key) }
 
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromium),
@@ -149,13 +159,28 @@ func TestBrowser_Checkout(t *testing.T) {
 	}})
 	require.NoError(t, err)
 
+	// Without the key, an Add is refused 401 and stays pending; entering
+	// the key sends it, with its key.
+	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("add-SKU-RED-M"))))
+	until(`(() => { const s = JSON.parse(localStorage.getItem('idempay.checkout.v1')); return s.pending.length === 1 && /401/.test(s.pending[0].note); })()`)
+	require.NoError(t, chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("api-key"), secret), chromedp.Click(chromedp.ID("save-key"))))
+	require.Equal(t, "201", wait(outcomeOf("cart.add", "")).Status)
+
+	// The link with the key in its fragment: kept in the tab, cleared from
+	// the address bar.
+	_, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`sessionStorage.clear(), true`))
+	require.NoError(t, err)
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate("about:blank"), chromedp.Navigate(gw.url+"/#api_key="+secret)))
+	until(`location.hash === '' && sessionStorage.getItem('idempay.checkout.apikey') === '` + secret + `'`)
+	href, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.href`))
+	require.NoError(t, err)
+	require.NotContains(t, href, secret)
+
 	// A double click on Pay: both clicks send the payment, with one key.
 	// The first answer is held until the second click has been sent too:
 	// else, on a fast machine, the first answer can arrive between the two
 	// clicks, the cart is then paid and empty, and the second click rightly
 	// sends nothing.
-	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("add-SKU-RED-M"))))
-	require.Equal(t, "201", wait(outcomeOf("cart.add", "")).Status)
 	posts := paymentPosts(t, gw.url)
 	mode.Store(holdAll)
 	doubleClick(t, ctx, "pay")
@@ -177,8 +202,8 @@ func TestBrowser_Checkout(t *testing.T) {
 	require.Equal(t, "201", paid.Status)
 	calls, charges := env.SimLedger(t)
 	require.Len(t, charges, 1, "one charge in sim:charges")
-	require.Contains(t, charges[paid.Key], `"amount":1999`)
-	require.Equal(t, int64(1), calls[paid.Key], "the provider was called once")
+	require.Contains(t, charges[op(paid.Key)], `"amount":1999`)
+	require.Equal(t, int64(1), calls[op(paid.Key)], "the provider was called once")
 	require.Equal(t, posts+2, paymentPosts(t, gw.url), "both clicks reached the gateway")
 
 	// A payment whose first answer (201) is lost on its way to the page:
@@ -197,8 +222,8 @@ func TestBrowser_Checkout(t *testing.T) {
 	require.Equal(t, posts+2, paymentPosts(t, gw.url), "the lost request and its retry")
 	calls, charges = env.SimLedger(t)
 	require.Len(t, charges, 2)
-	require.Contains(t, charges[retried.Key], `"amount":900`)
-	require.Equal(t, int64(1), calls[retried.Key], "the provider was called once")
+	require.Contains(t, charges[op(retried.Key)], `"amount":900`)
+	require.Equal(t, int64(1), calls[op(retried.Key)], "the provider was called once")
 
 	// Lose every answer of the next payment, then reload the page: the
 	// pending payment survives in localStorage and is sent again with its
@@ -218,8 +243,8 @@ func TestBrowser_Checkout(t *testing.T) {
 	require.Equal(t, "true", again.Replayed)
 	calls, charges = env.SimLedger(t)
 	require.Len(t, charges, 3, "three payments, three charges")
-	require.Contains(t, charges[key], `"amount":4950`)
-	require.Equal(t, int64(1), calls[key])
+	require.Contains(t, charges[op(key)], `"amount":4950`)
+	require.Equal(t, int64(1), calls[op(key)])
 
 	// Something in the cart, for the picture.
 	require.NoError(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("add-SKU-MUG"))))

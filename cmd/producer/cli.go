@@ -36,6 +36,7 @@ type Globals struct {
 	PublishTimeout time.Duration `name:"publish-timeout" env:"PUBLISH_TIMEOUT" default:"5s" help:"How long one publish attempt waits for JetStream's ack before it is repeated with the same key."`
 	ResultTimeout  time.Duration `name:"result-timeout" env:"RESULT_TIMEOUT" default:"30s" help:"How long to wait for the answer once the command is accepted."`
 	LogLevel       string        `name:"log-level" env:"LOG_LEVEL" default:"error" enum:"debug,info,warn,error" help:"Log level of the client's diagnostics on stderr (retries, ignored answers): debug, info, warn or error."`
+	Tenant         string        `name:"tenant" env:"IDEMPAY_TENANT" placeholder:"TENANT_ID" help:"Send for this tenant of the HTTP gateway (contract v1.2): --key and status's <key> are then the tenant's own keys (1-255 visible ASCII characters, e.g. an order number), sent under the scoped key uuidv5(uuidv5(7fdf12f7-4367-4d36-9bfb-43870eb77919, tenant), key) with the headers Idempay-Tenant and Idempay-Client-Key, exactly as the gateway sends that tenant's requests. Empty (the default): keys are UUIDs, used as they are."`
 
 	cli.TopologyFlags
 }
@@ -52,6 +53,7 @@ func (g *Globals) connect(out *output) (c *client.Client, closeFn func(), err er
 		Topology:       g.Topology(),
 		PublishTimeout: g.PublishTimeout,
 		ResultTimeout:  g.ResultTimeout,
+		Tenant:         g.Tenant,
 		Logger:         slog.New(slog.NewTextHandler(out.stderr, &slog.HandlerOptions{Level: level})),
 	})
 	if err != nil {
@@ -63,23 +65,35 @@ func (g *Globals) connect(out *output) (c *client.Client, closeFn func(), err er
 
 // keyFlag is the --key of charge and cart add.
 type keyFlag struct {
-	Key string `name:"key" help:"Idempotency key (a UUID in canonical form). Omit it to generate one; pass the printed key to retry the same command safely."`
+	Key string `name:"key" help:"Idempotency key: a UUID in canonical form, or with --tenant the tenant's own key (1-255 visible ASCII characters). Omit it to generate one; pass the printed key to retry the same command safely."`
 }
 
-func (k *keyFlag) validate() error {
-	if k.Key != "" && !messages.ValidKey(k.Key) {
-		return fmt.Errorf("--key: %q is not a UUID in canonical form (36 characters, lower-case hex, 8-4-4-4-12)", k.Key)
+// validKey checks a key given on the command line: a canonical UUID, or
+// with a tenant the tenant's own key. what names the flag or argument.
+func validKey(key, tenant, what string) error {
+	switch {
+	case tenant == "" && !messages.ValidKey(key):
+		return fmt.Errorf("%s: %q is not a UUID in canonical form (36 characters, lower-case hex, 8-4-4-4-12)", what, key)
+	case tenant != "" && !client.ValidClientKey(key):
+		return fmt.Errorf("%s: %q is not a tenant's key: 1-255 visible ASCII characters", what, key)
 	}
 	return nil
 }
 
+func (k *keyFlag) validate(tenant string) error {
+	if k.Key == "" {
+		return nil
+	}
+	return validKey(k.Key, tenant, "--key")
+}
+
 // checkWith checks a command's flags with the contract's rules, naming the
 // flag, then --key.
-func (k *keyFlag) checkWith(req messages.Command, flags map[string]string) error {
+func (k *keyFlag) checkWith(req messages.Command, flags map[string]string, tenant string) error {
 	if err := flagError(req.Validate(), flags); err != nil {
 		return err
 	}
-	return k.validate()
+	return k.validate(tenant)
 }
 
 // key returns --key, or a new key announced on stderr, so that a command
@@ -107,10 +121,10 @@ func (c *chargeCmd) request() messages.ChargeRequest {
 
 // check checks the flags with the contract's rules, naming the flag. It
 // runs in Run, after kong has reported missing flags.
-func (c *chargeCmd) check() error { return c.checkWith(c.request(), chargeFlags) }
+func (c *chargeCmd) check(tenant string) error { return c.checkWith(c.request(), chargeFlags, tenant) }
 
 func (c *chargeCmd) Run(ctx context.Context, g *Globals, out *output) error {
-	if err := c.check(); err != nil {
+	if err := c.check(g.Tenant); err != nil {
 		return usageError("charge", err)
 	}
 	retry := fmt.Sprintf("producer charge --account %s --amount %d --currency %s", c.Account, c.Amount, c.Currency)
@@ -132,10 +146,10 @@ func (c *cartAddCmd) request() messages.CartAddRequest {
 }
 
 // check checks the flags with the contract's rules, naming the flag.
-func (c *cartAddCmd) check() error { return c.checkWith(c.request(), cartFlags) }
+func (c *cartAddCmd) check(tenant string) error { return c.checkWith(c.request(), cartFlags, tenant) }
 
 func (c *cartAddCmd) Run(ctx context.Context, g *Globals, out *output) error {
-	if err := c.check(); err != nil {
+	if err := c.check(g.Tenant); err != nil {
 		return usageError("cart add", err)
 	}
 	retry := fmt.Sprintf("producer cart add --cart %s --sku %s --quantity %d", c.CartID, c.SKU, c.Quantity)
@@ -154,10 +168,22 @@ func (c *refundCmd) request() messages.RefundRequest {
 }
 
 // check checks the flags with the contract's rules, naming the flag.
-func (c *refundCmd) check() error { return c.checkWith(c.request(), refundFlags) }
+//
+// With a tenant, --charge-key is the tenant's own key of the charge, which
+// the client scopes (client.ScopeCommand) before the contract's rules.
+func (c *refundCmd) check(tenant string) error {
+	req := c.request()
+	if tenant != "" {
+		if !client.ValidClientKey(req.ChargeKey) {
+			return fmt.Errorf("--charge-key: %q is not a tenant's key: 1-255 visible ASCII characters", req.ChargeKey)
+		}
+		req.ChargeKey = client.ScopedKey(tenant, req.ChargeKey)
+	}
+	return c.checkWith(req, refundFlags, tenant)
+}
 
 func (c *refundCmd) Run(ctx context.Context, g *Globals, out *output) error {
-	if err := c.check(); err != nil {
+	if err := c.check(g.Tenant); err != nil {
 		return usageError("refund", err)
 	}
 	retry := fmt.Sprintf("producer refund --charge-key %s --amount %d", c.ChargeKey, c.Amount)
@@ -172,15 +198,10 @@ type statusCmd struct {
 }
 
 // check checks the key's form.
-func (c *statusCmd) check() error {
-	if !messages.ValidKey(c.Key) {
-		return fmt.Errorf("<key>: %q is not a UUID in canonical form (36 characters, lower-case hex, 8-4-4-4-12)", c.Key)
-	}
-	return nil
-}
+func (c *statusCmd) check(tenant string) error { return validKey(c.Key, tenant, "<key>") }
 
 func (c *statusCmd) Run(ctx context.Context, g *Globals, out *output) error {
-	if err := c.check(); err != nil {
+	if err := c.check(g.Tenant); err != nil {
 		return usageError("status", err)
 	}
 	cl, closeFn, err := g.connect(out)
@@ -210,6 +231,9 @@ func send[Q, D any](ctx context.Context, g *Globals, out *output, k *keyFlag, re
 		return err
 	}
 	defer closeFn()
+	if g.Tenant != "" {
+		retry = strings.Replace(retry, "producer ", "producer --tenant "+g.Tenant+" ", 1)
+	}
 	key := k.key(out, retry)
 	res, err := do(cl, ctx, key, req)
 	if res == nil {

@@ -25,6 +25,9 @@ type dlqCmd struct {
 type dlqListCmd struct{}
 
 func (*dlqListCmd) Run(ctx context.Context, g *Globals, out *output) error {
+	if g.Tenant != "" {
+		return usageError("dlq list", errNoTenantDLQ)
+	}
 	cl, closeFn, err := g.connect(out)
 	if err != nil {
 		return err
@@ -58,11 +61,17 @@ type dlqKey struct {
 // connect checks <key> (a usage error of command if it is not a key), then
 // connects as Globals.connect does.
 func (k *dlqKey) connect(command string, g *Globals, out *output) (*client.Client, func(), error) {
+	if g.Tenant != "" {
+		return nil, nil, usageError(command, errNoTenantDLQ)
+	}
 	if !messages.ValidKey(k.Key) {
 		return nil, nil, usageError(command, badKey(k.Key))
 	}
 	return g.connect(out)
 }
+
+// errNoTenantDLQ: dead letters are an operator's, named by operation key.
+var errNoTenantDLQ = errors.New("--tenant does not apply to dlq: dead letters are named by their operation (scoped) key; see client.ScopedKey")
 
 type dlqShowCmd struct{ dlqKey }
 

@@ -93,6 +93,9 @@ func (c *loadCmd) Run(ctx context.Context, g *Globals, out *output) error {
 	if err := c.check(); err != nil {
 		return usageError("load", err)
 	}
+	if g.Tenant != "" {
+		return usageError("load", errors.New("--tenant applies to charge, refund, cart add and status; a load checks the ledger by operation key"))
+	}
 	if err := c.checkTarget(g.NATSURL); err != nil {
 		return usageError("load", err)
 	}

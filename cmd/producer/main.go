@@ -44,8 +44,7 @@ const (
 	exitUsage    = cli.ExitUsage
 )
 
-const description = "Sends idempay commands to NATS JetStream and prints their answers. " +
-	"Every flag can also be set by the environment variable shown in brackets.\n\n" +
+const description = "Sends idempay commands to NATS JetStream and prints their answers.\n\n" +
 	"Exit status: 0 succeeded, 1 failed (definitively not done), 2 rejected (nothing changed), " +
 	"3 no answer (not connected, timed out or unconfirmed: retrying with the same --key is safe; " +
 	"or no stored outcome), 4 a load found disagreeing answers or a ledger mismatch, 64 usage error."
@@ -55,9 +54,6 @@ const description = "Sends idempay commands to NATS JetStream and prints their a
 // and writes its output to stdout and diagnostics to stderr.
 func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
 	var c grammar
-	if len(args) == 0 {
-		args = []string{"--help"}
-	}
 	kctx, err := cli.Parse("producer", description, &c, args, env, stdout, stderr,
 		kong.Bind(&c.Globals),
 		kong.BindTo(ctx, (*context.Context)(nil)),
@@ -67,8 +63,9 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	// OTEL_TRACES_EXPORTER and the other OTEL_* variables turn on a span
-	// per command sent, whose traceparent the worker continues.
-	shutdown, _, err := telemetry.SetupTracing(ctx, "idempay-producer", cli.Version)
+	// per command sent, whose traceparent the worker continues; console
+	// spans go to stderr, stdout being the answer's table.
+	shutdown, _, err := telemetry.SetupTracingTo(ctx, "idempay-producer", cli.Version, stderr)
 	if err != nil {
 		return err
 	}

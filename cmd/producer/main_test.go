@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -11,9 +12,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/idempay/idempay/internal/cli"
 	"github.com/idempay/idempay/internal/load"
 	"github.com/idempay/idempay/internal/load/loadtest"
 	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/client"
 	"github.com/idempay/idempay/pkg/messages"
 )
 
@@ -62,7 +65,6 @@ func TestRun_Help(t *testing.T) {
 		{[]string{"cart", "add", "--help"}, []string{"--cart=STRING", "--sku=STRING", "--quantity=INT-64", "--key"}},
 		{[]string{"status", "--help"}, []string{"<key>"}},
 		{[]string{"load", "--help"}, []string{"--count", "--rate", "--concurrency", "--duplicates", "--mix", "--late-after", "--verify-ledger", "$REDIS_URL"}},
-		{[]string{}, []string{"Usage: producer <command>"}},
 	} {
 		r := runCLI(t, nil, tc.args...)
 		require.Equal(t, 0, r.code, "%v: %s", tc.args, r.stderr)
@@ -70,6 +72,30 @@ func TestRun_Help(t *testing.T) {
 			require.Contains(t, r.stdout, w, "%v", tc.args)
 		}
 	}
+}
+
+// TestRun_NoCommand: without a command the producer prints its help on
+// stderr and exits 64, a usage error.
+func TestRun_NoCommand(t *testing.T) {
+	t.Parallel()
+	r := runCLI(t, nil)
+	require.Equal(t, exitUsage, r.code)
+	require.Empty(t, r.stdout)
+	require.Contains(t, r.stderr, "Usage: producer <command>")
+	require.Contains(t, r.stderr, "IDEMPAY_ prefix")
+}
+
+// TestRun_ConfigReference: the producer's section of docs/configuration.md
+// is what its flags say (the page is generated from --config-reference).
+func TestRun_ConfigReference(t *testing.T) {
+	t.Parallel()
+	r := runCLI(t, nil, cli.ReferenceFlag)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, "### `producer load`")
+	require.Contains(t, r.stdout, "| `--count` |  | `1000` |")
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	require.NoError(t, err)
+	require.NoError(t, cli.CheckReference(doc, "producer", []byte(r.stdout)))
 }
 
 // TestRun_UsageErrors: a wrong command line is one line on stderr that
@@ -194,6 +220,19 @@ func TestRun_Charge(t *testing.T) {
 	require.Equal(t, "producer: no stored outcome for 01a21c95-3568-72f8-acdb-f76fe1f46fd2: never sent, still in flight, rejected, dead-lettered, or expired\n", r.stderr)
 }
 
+// TestRun_ConsoleSpans: with OTEL_TRACES_EXPORTER=console the spans go
+// to stderr, and stdout holds the answer's table alone. Not parallel: it
+// sets the process's environment, which tracing reads.
+func TestRun_ConsoleSpans(t *testing.T) {
+	t.Setenv("OTEL_TRACES_EXPORTER", "console")
+	env := loadtest.Setup(t, nil)
+	r := runCLI(t, cliEnv(env), "charge", "--account", "acct_spans", "--amount", "5", "--currency", "EUR")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Regexp(t, `^key +[0-9a-f-]{36}\n`, r.stdout)
+	require.NotContains(t, r.stdout, "TraceID")
+	require.Contains(t, r.stderr, `"Name":"send `)
+}
+
 func TestRun_CartAdd(t *testing.T) {
 	t.Parallel()
 	env := loadtest.Setup(t, nil)
@@ -254,5 +293,46 @@ func TestRun_Load(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	for _, w := range []string{"dropped by JetStream", "replayed by workers", "latency", "p99", "disagreeing keys      0"} {
 		require.Contains(t, r.stdout, w)
+	}
+}
+
+// TestRun_Tenant: --tenant sends the tenant's own keys under their scoped
+// keys, as the gateway does for that tenant: a charge, its retry, a
+// refund naming the charge by the tenant's key, and status by the
+// tenant's key; load and dlq refuse it.
+func TestRun_Tenant(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, nil)
+	e := append(cliEnv(env), "IDEMPAY_TENANT=acme")
+
+	r := runCLI(t, e, "charge", "--account", "acct_42", "--amount", "1999", "--currency", "EUR", "--key", "order-1001")
+	require.Equal(t, 0, r.code, r.stderr)
+	scoped := client.ScopedKey("acme", "order-1001")
+	require.Equal(t, int64(1), env.SimCalls(t, scoped), "charged under the scoped key")
+	r = runCLI(t, e, "charge", "--account", "acct_42", "--amount", "1999", "--currency", "EUR", "--key", "order-1001")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Equal(t, int64(1), env.SimCalls(t, scoped), "the retry charged nothing")
+
+	r = runCLI(t, e, "refund", "--charge-key", "order-1001", "--amount", "500", "--key", "refund-1")
+	require.Equal(t, 0, r.code, "%s%s", r.stdout, r.stderr)
+	require.Regexp(t, `(?m)^refunded_total +500$`, r.stdout)
+	// globex names the same charge key: not its charge.
+	r = runCLI(t, e, "--tenant", "globex", "refund", "--charge-key", "order-1001", "--amount", "500", "--key", "refund-1")
+	require.Equal(t, exitFailed, r.code, "%s%s", r.stdout, r.stderr)
+	require.Regexp(t, `(?m)^code +charge_not_found$`, r.stdout)
+
+	loadtest.WaitFor(t, 10*time.Second, func() bool { return runCLI(t, e, "status", "order-1001").code == 0 })
+	r = runCLI(t, e, "status", "order-1001", "--json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, scoped)
+
+	// A generated key is printed with the retry that keeps the tenant.
+	r = runCLI(t, e, "cart", "add", "--cart", "c1", "--sku", "S", "--quantity", "1")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stderr, "producer --tenant acme cart add")
+
+	for _, args := range [][]string{{"charge", "--account", "a", "--amount", "1", "--currency", "EUR", "--key", "with space"}, {"load", "--count", "1"}, {"dlq", "list"}} {
+		r = runCLI(t, e, args...)
+		require.Equal(t, exitUsage, r.code, "%v: %s", args, r.stderr)
 	}
 }

@@ -100,18 +100,29 @@ func (o *output) table(reply *client.Reply) {
 	if reply.PublishAttempts > 0 {
 		pub := fmt.Sprintf("%s #%d", reply.Stream, reply.Sequence)
 		if reply.Duplicate {
-			pub += ", duplicate: JetStream kept the earlier publish of this key"
+			// Inside the dedupe window: no worker saw this send, so the
+			// answer is the key's stored one, replayed false as first sent.
+			pub += ", duplicate: JetStream dropped this re-send (inside the dedupe window; no worker saw it)"
 		}
 		if reply.PublishAttempts > 1 {
 			pub += fmt.Sprintf(", %d attempts", reply.PublishAttempts)
 		}
 		row("published", pub)
-		row("answer from", string(reply.Source))
+		row("answer from", source(reply.Source))
 		row("latency", reply.Latency.Round(time.Microsecond).String())
 	} else {
-		row("answer from", string(reply.Source))
+		row("answer from", source(reply.Source))
 	}
 	_ = w.Flush()
+}
+
+// source says where an answer came from; the results stream's is the
+// key's stored outcome, read back rather than sent for this publish.
+func source(s client.Source) string {
+	if s == client.SourceResultStream {
+		return string(s) + " (the key's stored outcome, read back)"
+	}
+	return string(s)
 }
 
 // dataRows flattens an answer's data object into sorted rows.

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"os"
 	"os/exec"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -293,6 +292,11 @@ func TestWorker_CommandLine(t *testing.T) {
 	require.Equal(t, 0, code)
 	require.Contains(t, out, "worker ")
 
+	out, code = run([]string{"--help"})
+	require.Equal(t, 0, code)
+	require.Contains(t, out, "IDEMPAY_ prefix")
+	require.NotContains(t, out, "only checked, never changed")
+
 	out, code = run([]string{"--max-delivr", "3"})
 	require.Equal(t, cli.ExitUsage, code)
 	require.Equal(t, 1, strings.Count(strings.TrimSpace(out), "\n")+1, "one line: %q", out)
@@ -319,6 +323,25 @@ func TestWorker_CommandLine(t *testing.T) {
 	require.Equal(t, cli.ExitUsage, code)
 	require.Contains(t, out, "--lock-ttl (LOCK_TTL) 10m0s must not exceed 10 x --ack-wait (ACK_WAIT) 5s")
 
+	out, code = run(nil, "DEDUPE_WINDOW=xyz")
+	require.Equal(t, cli.ExitUsage, code)
+	require.Contains(t, out, `--dedupe-window (from DEDUPE_WINDOW): expected duration but got "xyz"`)
+
+	out, code = run(nil, "IDEMPAY_DEDUPE_WINDOW=xyz", "DEDUPE_WINDOW=1m")
+	require.Equal(t, cli.ExitUsage, code, "the prefixed name wins")
+	require.Contains(t, out, "--dedupe-window (from IDEMPAY_DEDUPE_WINDOW)")
+
+	out, code = run(nil, "IDEMPAY_MAX_DELIVER=0")
+	require.Equal(t, cli.ExitUsage, code)
+	require.Contains(t, out, "--max-deliver (IDEMPAY_MAX_DELIVER) must be at least 1, got 0")
+
+	out, code = run(nil, "MAX_DELIVER=0", "IDEMPAY_MAX_DELIVER=5", "NATS_URL=nats://127.0.0.1:1")
+	require.Equal(t, 1, code, "MAX_DELIVER=0 is not read when IDEMPAY_MAX_DELIVER is set: %s", out)
+
+	out, code = run([]string{"--metrics-addr=nonsense"})
+	require.Equal(t, cli.ExitUsage, code)
+	require.Contains(t, out, `--metrics-addr (METRICS_ADDR) "nonsense": want host:port`)
+
 	out, code = run(nil, "PPROF=true")
 	require.Equal(t, cli.ExitUsage, code)
 	require.Contains(t, out, "--pprof (PPROF) needs --metrics-addr (METRICS_ADDR)")
@@ -335,6 +358,8 @@ func TestWorker_CommandLine(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, out, "cannot reach Redis at 127.0.0.1:1: ")
 	require.NotContains(t, out, "s3cret", "a password never reaches the logs")
+	require.NotRegexp(t, `redis: +redis:`, out)
+	require.Equal(t, 1, strings.Count(out, "connection refused"), "said once: %q", out)
 
 	out, code = run(nil, "REDIS_URL=redis://:s3cret@127.0.0.1:1", "REDIS_CA=/dev/null")
 	require.Equal(t, cli.ExitUsage, code)
@@ -342,17 +367,52 @@ func TestWorker_CommandLine(t *testing.T) {
 	require.NotContains(t, out, "s3cret")
 }
 
-// TestREADME_ListsEveryVariable: README.md's configuration table names
-// every environment variable `worker --help` does.
-func TestREADME_ListsEveryVariable(t *testing.T) {
+// TestRun_ConfigReference: the worker's section of docs/configuration.md
+// is what its flags say (the page is generated from --config-reference).
+func TestRun_ConfigReference(t *testing.T) {
 	t.Parallel()
-	out, err := exec.CommandContext(t.Context(), workerBin, "--help").Output()
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{cli.ReferenceFlag}, nil, &stdout, &stderr)
+	require.ErrorIs(t, err, cli.ErrHelp)
+	require.Contains(t, stdout.String(), "| `--dedupe-window` | `IDEMPAY_DEDUPE_WINDOW`, `DEDUPE_WINDOW` | `2m` |")
+	doc, err := os.ReadFile("../../docs/configuration.md")
 	require.NoError(t, err)
-	readme, err := os.ReadFile("../../README.md")
-	require.NoError(t, err)
-	vars := regexp.MustCompile(`\(\$([A-Z_]+)\)`).FindAllStringSubmatch(string(out), -1)
-	require.Greater(t, len(vars), 30, "the help lists the variables as ($NAME):\n%s", out)
-	for _, v := range vars {
-		require.Contains(t, string(readme), "`"+v[1]+"`", "README.md does not name %s", v[1])
+	require.NoError(t, cli.CheckReference(doc, "worker", stdout.Bytes()))
+}
+
+// TestWorker_OldNATSServer: on a nats-server older than the release the
+// docs recommend the worker warns once at start and runs; on the embedded
+// 2.15 it says nothing. The old server is Debian's 2.9 (.ci/run installs
+// it; NATS_SERVER_BIN names another).
+func TestWorker_OldNATSServer(t *testing.T) {
+	t.Parallel()
+	const warning = "nats-server is older than " + cli.NATSServerRecommended
+
+	d := newDeployment(t)
+	w := d.start(t)
+	w.stop(t)
+	require.NotContains(t, w.out.String(), warning)
+
+	bin := os.Getenv("NATS_SERVER_BIN")
+	if bin == "" {
+		bin = "/usr/sbin/nats-server"
 	}
+	if _, err := os.Stat(bin); err != nil { //nolint:gosec // a test's choice of server binary
+		t.Skipf("no old nats-server at %s (Debian: apt-get install -y nats-server): %v", bin, err)
+	}
+	old, err := testenv.StartNATSBinary(bin)
+	require.NoError(t, err)
+	t.Cleanup(old.Shutdown)
+	w = d.start(t, "NATS_URL="+old.URL)
+	out := w.out.String()
+	w.stop(t)
+	if !strings.Contains(out, warning) {
+		nc, err := nats.Connect(old.URL)
+		require.NoError(t, err)
+		defer nc.Close()
+		require.False(t, strings.HasPrefix(nc.ConnectedServerVersion(), "2.9."), "no warning on %s:\n%s", nc.ConnectedServerVersion(), out)
+		t.Skipf("%s is %s, not older than %s", bin, nc.ConnectedServerVersion(), cli.NATSServerRecommended)
+	}
+	require.Equal(t, 1, strings.Count(out, warning), out)
+	require.Contains(t, out, "level=WARN")
 }

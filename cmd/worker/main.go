@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -29,7 +30,6 @@ import (
 	"github.com/idempay/idempay/internal/telemetry"
 	"github.com/idempay/idempay/pkg/ops"
 	"github.com/idempay/idempay/pkg/processor"
-	"github.com/idempay/idempay/pkg/sim"
 )
 
 // gcPercent is the worker's GOGC unless the environment sets one: its live
@@ -45,8 +45,7 @@ func main() {
 	os.Exit(cli.Exit("worker", err, os.Stderr, func(error) (int, bool) { return 1, false }))
 }
 
-const description = "Executes idempay commands from NATS JetStream exactly once per idempotency key. " +
-	"Every flag can also be set by the environment variable shown in brackets.\n\n" +
+const description = "Executes idempay commands from NATS JetStream exactly once per idempotency key.\n\n" +
 	"Exit status: 0 after a clean stop (SIGTERM or SIGINT drain in-flight commands), " +
 	"1 when it cannot start or keep running, 64 usage error."
 
@@ -56,17 +55,18 @@ type flags struct {
 
 	cli.NATSFlags
 	cli.RedisFlags
-	DedupeWindow   time.Duration `name:"dedupe-window" env:"DEDUPE_WINDOW" default:"2m" help:"JetStream duplicate window of the command stream: a re-publish of a key within it is dropped before any worker sees it."`
-	ResultTTL      time.Duration `name:"result-ttl" env:"RESULT_TTL" default:"24h" help:"How long an outcome is kept after it was last answered, in Redis and in the results stream. A key retried later than this runs again."`
+	DedupeWindow   time.Duration `name:"dedupe-window" env:"DEDUPE_WINDOW" default:"2m" help:"JetStream duplicate window of the command stream: a re-publish of a key within it is dropped before any worker sees it. A worker sets it on an existing command stream too (with a warning naming the old value)."`
+	ResultTTL      time.Duration `name:"result-ttl" env:"RESULT_TTL" default:"24h" help:"How long an outcome is kept after it was last answered, in Redis and in the results stream. A key retried later than this runs again. It must cover the longest time a command can still be delivered: --max-deliver x (--ack-wait + ${max_nak_delay}, the longest redelivery delay) + --dedupe-window (12m with the defaults)."`
 	AckWait        time.Duration `name:"ack-wait" env:"ACK_WAIT" default:"30s" help:"How long a delivery may go without ack or progress before JetStream redelivers it (the worker reports progress while an operation runs)."`
-	MaxDeliver     int           `name:"max-deliver" env:"MAX_DELIVER" default:"10" help:"Attempts a key gets before its command goes to the dead letters (dlq.<kind>). Deliveries that only find the key locked by another worker do not count."`
+	MaxDeliver     int           `name:"max-deliver" env:"MAX_DELIVER" default:"10" help:"Tries a key gets before its command goes to the dead letters (dlq.<kind>); kept in the key's record when it is created. Deliveries that only find the key locked by another worker do not count."`
+	ResolveAfter   time.Duration `name:"resolve-after" env:"RESOLVE_AFTER" default:"30s" help:"When workers first ask the provider about a key answered outcome_unknown, and the shortest wait between two asks (the waits grow to at most ten times it); the final outcome is published on result.<key>, or dead_lettered on rejected.<key>."`
 	SimLatency     time.Duration `name:"sim-latency" env:"SIM_LATENCY" default:"0s" help:"Simulated payment provider: time one call takes."`
 	SimFailureRate float64       `name:"sim-failure-rate" env:"SIM_FAILURE_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that fail transiently."`
 
 	MetricsAddr      string        `name:"metrics-addr" env:"METRICS_ADDR" default:"" help:"Where /metrics (Prometheus), /healthz and /readyz are served, e.g. 127.0.0.1:9464; empty: not served."`
 	Healthcheck      bool          `name:"healthcheck" help:"Do not run: check the /readyz of the worker serving on --metrics-addr (METRICS_ADDR; an all-interfaces address is reached on loopback) and exit 0 if it is ready, 1 if not. For container health checks: the image has no curl."`
 	Pprof            bool          `name:"pprof" env:"PPROF" help:"Also serve Go's profiler, /debug/pprof/, on --metrics-addr. Off by default: whoever reaches that address could take profiles and read the program's internals."`
-	Provider         string        `name:"provider" env:"PROVIDER" default:"sim" enum:"sim" help:"Payment provider: sim (the simulated one, which keeps its ledger in Redis). A real provider is wired in a main of your own; see examples/custom."`
+	Provider         string        `name:"provider" env:"PROVIDER" default:"sim" enum:"sim,stripe" help:"Payment provider: sim (the simulated one, which keeps its ledger in Redis) or stripe (Stripe's API: --stripe-api-key, --stripe-api-base; docs/stripe.md). Another provider is wired in a main of your own; see examples/custom."`
 	SimAmbiguousRate float64       `name:"sim-ambiguous-rate" env:"SIM_AMBIGUOUS_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that take effect and then answer with an ambiguous error (a lost response)."`
 	Concurrency      int           `name:"concurrency" env:"CONCURRENCY" default:"64" help:"Commands this worker keeps in flight: each waits on a few round trips in turn, so it takes tens to keep a CPU busy."`
 	LockTTL          time.Duration `name:"lock-ttl" env:"LOCK_TTL" default:"10s" help:"Expiry of a key's lock; extended every third of it while the operation runs, so it only bounds how long a crashed worker blocks its key."`
@@ -79,6 +79,7 @@ type flags struct {
 	LogFormat        string        `name:"log-format" env:"LOG_FORMAT" default:"text" enum:"text,json" help:"Log format: text or json."`
 
 	cli.TopologyFlags
+	stripeFlags
 	streamFlags
 	waitFlags
 	failpointFlags
@@ -105,8 +106,12 @@ func (f *flags) Validate() error {
 		return fmt.Errorf("--dedupe-window (DEDUPE_WINDOW) must be at least 100ms, got %v", f.DedupeWindow)
 	case f.ResultTTL < f.DedupeWindow:
 		return fmt.Errorf("--result-ttl (RESULT_TTL) must not be shorter than --dedupe-window (%v), got %v", f.DedupeWindow, f.ResultTTL)
+	case f.ResolveAfter < 10*time.Millisecond:
+		return fmt.Errorf("--resolve-after (RESOLVE_AFTER) must be at least 10ms, got %v", f.ResolveAfter)
 	case f.LockTTL < 30*time.Millisecond:
 		return fmt.Errorf("--lock-ttl (LOCK_TTL) must be at least 30ms, got %v", f.LockTTL)
+	case f.MetricsAddr != "" && cli.ListenAddr(f.MetricsAddr) != nil:
+		return fmt.Errorf("--metrics-addr (METRICS_ADDR) %w", cli.ListenAddr(f.MetricsAddr))
 	case f.Healthcheck && f.MetricsAddr == "":
 		return errors.New("--healthcheck needs --metrics-addr (METRICS_ADDR): /readyz is served there")
 	case f.Pprof && f.MetricsAddr == "":
@@ -117,10 +122,13 @@ func (f *flags) Validate() error {
 	// The engine's own check, in the flags' words: the record of a key must
 	// outlive every delivery of its command.
 	if horizon := time.Duration(f.MaxDeliver)*(f.AckWait+processor.MaxNakDelayDefault) + f.DedupeWindow; f.ResultTTL < horizon {
-		return fmt.Errorf("--result-ttl (RESULT_TTL) %v must cover the longest redelivery horizon: --max-deliver (MAX_DELIVER) %d x (--ack-wait (ACK_WAIT) %v + the longest retry delay %v) + --dedupe-window (DEDUPE_WINDOW) %v = %v",
+		return fmt.Errorf("--result-ttl (RESULT_TTL) %v must cover the longest redelivery horizon: --max-deliver (MAX_DELIVER) %d x (--ack-wait (ACK_WAIT) %v + the longest redelivery delay %v) + --dedupe-window (DEDUPE_WINDOW) %v = %v",
 			f.ResultTTL, f.MaxDeliver, f.AckWait, processor.MaxNakDelayDefault, f.DedupeWindow, horizon)
 	}
 	if _, err := retryOverrides(f.Retry); err != nil {
+		return err
+	}
+	if err := f.check(f.Provider); err != nil {
 		return err
 	}
 	if err := f.streamFlags.Validate(); err != nil {
@@ -134,7 +142,8 @@ func (f *flags) Validate() error {
 
 func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
 	var f flags
-	if _, err := cli.Parse("worker", description, &f, args, env, stdout, stderr); err != nil {
+	if _, err := cli.Parse("worker", description, &f, args, env, stdout, stderr,
+		kong.Vars{"max_nak_delay": processor.MaxNakDelayDefault.String()}); err != nil {
 		return err
 	}
 	if f.Healthcheck {
@@ -152,6 +161,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
+	cli.WarnOldNATS(log, nc)
 
 	rdb, redisAt, err := f.RedisFlags.Connect(ctx)
 	if err != nil {
@@ -162,9 +172,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		defer pipeline(rdb, log)() // runs before rdb.Close: deferred later
 	}
 
-	provider, err := sim.New(rdb, &sim.Config{
-		KeyPrefix: f.KeyPrefix, Latency: f.SimLatency, FailureRate: f.SimFailureRate, AmbiguousRate: f.SimAmbiguousRate,
-	})
+	provider, err := newProvider(f, rdb)
 	if err != nil {
 		return err
 	}
@@ -175,7 +183,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	defer func() { _ = shutdownTracing(context.WithoutCancel(ctx)) }()
 	var reg *prometheus.Registry
 	var metrics *processor.Metrics
-	var opsProvider ops.Provider = provider
+	opsProvider := provider
 	if f.MetricsAddr != "" {
 		reg = telemetry.NewRegistry()
 		if metrics, err = processor.NewMetrics(reg); err != nil {
@@ -200,6 +208,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		ResultTTL:      f.ResultTTL,
 		AckWait:        f.AckWait,
 		MaxDeliver:     f.MaxDeliver,
+		ResolveAfter:   f.ResolveAfter,
 		Concurrency:    f.Concurrency,
 		LockTTL:        f.LockTTL,
 		KeyPrefix:      f.KeyPrefix,

@@ -35,7 +35,11 @@ import (
 // password and a gateway with its own charge and read the answer; neither
 // the producer nor the gateway can publish an answer on result.> or
 // consume the commands; the gateway can read the dead letters the way it
-// settles a repeated request (its short-lived consumer on DEADLETTER).
+// settles a repeated request (its short-lived consumer on DEADLETTER) and
+// keeps its records in its key-value bucket (a 202's Location answers 202
+// pending); each role subscribes to its own reply inboxes only, and
+// neither the producer nor the gateway reads a stream it does not need
+// (deploy/nats.conf, least privilege).
 func TestWorker_NATSPermissions(t *testing.T) {
 	t.Parallel()
 	bin, err := testenv.NATSServerBinary()
@@ -78,7 +82,7 @@ func TestWorker_NATSPermissions(t *testing.T) {
 
 	pwFile := filepath.Join(dir, "worker-password")
 	require.NoError(t, os.WriteFile(pwFile, []byte(pw["worker"]+"\n"), 0o600))
-	w := d.start(t, "NATS_USER=worker", "NATS_PASSWORD_FILE="+pwFile)
+	w := d.start(t, "NATS_USER=worker", "NATS_PASSWORD_FILE="+pwFile, "NATS_INBOX_PREFIX=_INBOX_worker")
 
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
@@ -86,7 +90,7 @@ func TestWorker_NATSPermissions(t *testing.T) {
 
 	// A producer publishes a charge and reads its answer, and its stored
 	// outcome.
-	prod := connectAs(t, srv.URL, "producer", pw["producer"])
+	prod := connectAs(t, srv.URL, "producer", pw["producer"], "_INBOX_producer")
 	cl, err := client.New(prod.nc, nil)
 	require.NoError(t, err)
 	key := client.NewKey()
@@ -99,8 +103,8 @@ func TestWorker_NATSPermissions(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond, "the producer reads the stored outcome")
 
 	// A gateway on its own user takes a payment.
-	gwc := connectAs(t, srv.URL, "gateway", pw["gateway"])
-	gw, err := gateway.New(gwc.nc, &gateway.Config{Topology: top,
+	gwc := connectAs(t, srv.URL, "gateway", pw["gateway"], "_INBOX_gateway")
+	gw, err := gateway.New(gwc.nc, &gateway.Config{Topology: top, Auth: gateway.NoAuth(),
 		Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	require.NoError(t, gw.Ready(ctx), "the gateway reads the command stream's info")
@@ -112,7 +116,7 @@ func TestWorker_NATSPermissions(t *testing.T) {
 
 	// Neither can publish an answer: the server refuses, and RESULTS never
 	// holds it. Nor may either consume the commands.
-	op := connectAs(t, srv.URL, "operator", pw["operator"])
+	op := connectAs(t, srv.URL, "operator", pw["operator"], "")
 	ojs, err := jetstream.New(op.nc)
 	require.NoError(t, err)
 	results, err := ojs.Stream(ctx, top.ResultStream)
@@ -140,7 +144,26 @@ func TestWorker_NATSPermissions(t *testing.T) {
 		require.ErrorIs(t, err, context.DeadlineExceeded, "%s: consuming the commands", user)
 		require.Eventually(t, func() bool { return c.violated("$JS.API.CONSUMER") }, 5*time.Second, 20*time.Millisecond,
 			"%s: a permissions violation for the consumer", user)
+
+		// Nor subscribe to another role's replies: the workers' inbox
+		// receives the commands they fetch.
+		for _, inbox := range []string{"_INBOX.>", "_INBOX_worker.>"} {
+			sub, err := c.nc.SubscribeSync(inbox)
+			require.NoError(t, err)
+			require.NoError(t, c.nc.Flush())
+			require.Eventually(t, func() bool { return c.violatedSub(inbox) }, 5*time.Second, 20*time.Millisecond,
+				"%s: a permissions violation for subscribing to %s", user, inbox)
+			_ = sub.Unsubscribe()
+		}
+		// Nor read a dead letter's body.
+		err = c.nc.PublishRequest("$JS.API.STREAM.MSG.GET."+top.DeadLetterStream, c.nc.NewInbox(), []byte(`{"seq":1}`))
+		require.NoError(t, err)
+		require.Eventually(t, func() bool { return c.violated("$JS.API.STREAM.MSG.GET." + top.DeadLetterStream) }, 5*time.Second, 20*time.Millisecond,
+			"%s: reading the dead letters", user)
 	}
+	// The producer cannot read a command still in the work queue either.
+	require.NoError(t, prod.nc.PublishRequest("$JS.API.STREAM.MSG.GET."+top.CommandStream, prod.nc.NewInbox(), []byte(`{"seq":1}`)))
+	require.Eventually(t, func() bool { return prod.violated("$JS.API.STREAM.MSG.GET." + top.CommandStream) }, 5*time.Second, 20*time.Millisecond)
 
 	// The gateway settles a repeated request from the dead letters: a
 	// command that left the work queue with a dead letter saying its
@@ -149,6 +172,25 @@ func TestWorker_NATSPermissions(t *testing.T) {
 	// outcome_unknown. The worker is stopped, so the command stays
 	// unprocessed until the operator removes it.
 	w.stop(t)
+
+	// A command accepted (202) while no worker runs: its Location answers
+	// 202 pending, from the gateway's key-value bucket, which the gateway
+	// user creates and writes.
+	gw202, err := gateway.New(gwc.nc, &gateway.Config{Topology: top, Auth: gateway.NoAuth(), Wait: 300 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	web202 := httptest.NewServer(gw202.Handler())
+	t.Cleanup(web202.Close)
+	pendingKey := client.NewKey()
+	status, answer = postPayment(ctx, t, web202.URL, pendingKey, body)
+	require.Equal(t, http.StatusAccepted, status, "%s", answer)
+	pending, err := http.Get(web202.URL + "/v1/results/" + pendingKey) //nolint:noctx // a test's one-off request
+	require.NoError(t, err)
+	pending.Body.Close()
+	require.Equal(t, http.StatusAccepted, pending.StatusCode, "pending, not 404")
+	commandsNow, err := ojs.Stream(ctx, top.CommandStream)
+	require.NoError(t, err)
+	require.NoError(t, commandsNow.Purge(ctx), "the operator clears the accepted command")
 	gone := client.NewKey()
 	ack, err := ojs.PublishMsg(ctx, &nats.Msg{Subject: top.Subjects.CommandFor(messages.KindPaymentCharge), Data: []byte(body),
 		Header: nats.Header{messages.HeaderMsgID: []string{gone}}})
@@ -164,6 +206,7 @@ func TestWorker_NATSPermissions(t *testing.T) {
 	letter.Header.Set(messages.HeaderDlqEffect, "none")
 	_, err = ojs.PublishMsg(ctx, letter)
 	require.NoError(t, err)
+	seen := len(gwc.errors()) // this test's own violations above
 	status, answer = postPayment(ctx, t, web.URL, gone, body)
 	require.Equal(t, http.StatusServiceUnavailable, status, "%s", answer)
 	require.Contains(t, string(answer), messages.CodeDeadLettered)
@@ -173,7 +216,7 @@ func TestWorker_NATSPermissions(t *testing.T) {
 	info, err := dlq.Info(ctx)
 	require.NoError(t, err)
 	require.Zero(t, info.State.Consumers, "the gateway's consumer on %s is gone", top.DeadLetterStream)
-	for _, e := range gwc.errors() {
+	for _, e := range gwc.errors()[seen:] {
 		require.NotContains(t, e.Error(), top.DeadLetterStream, "the gateway met no permissions violation on the dead letters")
 	}
 }
@@ -186,16 +229,20 @@ type userConn struct {
 	errs []error
 }
 
-func connectAs(t *testing.T, url, user, password string) *userConn {
+func connectAs(t *testing.T, url, user, password, inboxPrefix string) *userConn {
 	t.Helper()
 	c := &userConn{}
-	var err error
-	c.nc, err = nats.Connect(url, nats.UserInfo(user, password),
+	opts := []nats.Option{nats.UserInfo(user, password),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			c.mu.Lock()
 			c.errs = append(c.errs, err)
 			c.mu.Unlock()
-		}))
+		})}
+	if inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(inboxPrefix))
+	}
+	var err error
+	c.nc, err = nats.Connect(url, opts...)
 	require.NoError(t, err)
 	t.Cleanup(c.nc.Close)
 	return c
@@ -205,6 +252,16 @@ func (c *userConn) errors() []error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.errs)
+}
+
+// violatedSub reports whether the server refused a subscription to subject.
+func (c *userConn) violatedSub(subject string) bool {
+	for _, e := range c.errors() {
+		if errors.Is(e, nats.ErrPermissionViolation) && strings.Contains(e.Error(), "Subscription") && strings.Contains(e.Error(), subject) {
+			return true
+		}
+	}
+	return false
 }
 
 // violated reports whether the server refused a publish on subject.

@@ -77,5 +77,7 @@ func TestWorker_Streams(t *testing.T) {
 		out := w.out.String()
 		require.Contains(t, out, "stream "+d.ns+"_COMMANDS does not exist")
 		require.Contains(t, out, "--provision=false, PROVISION=false")
+		require.NotContains(t, out, "Config.", "the command line's words, not the engine's field")
+		require.Contains(t, out, "docs/operations.md")
 	})
 }

@@ -104,7 +104,11 @@ type bencher struct {
 	s          *servers
 	workerBin  string
 	gatewayBin string // built on first use
-	seq        int
+	// apiKeyFile and apiKeySecret are the gateway's key file and the
+	// tenant's secret, for the runs with authentication (written on first
+	// use).
+	apiKeyFile, apiKeySecret string
+	seq                      int
 	// step and steps number the progress lines.
 	step, steps int
 	started     time.Time
@@ -155,7 +159,7 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 		drains = append(drains, drainCase{kindCharge, 64, 1})
 	}
 	drains = uniqueDrains(drains)
-	b.steps = 2*cfg.Rounds + len(drains) + 5
+	b.steps = 2*cfg.Rounds + len(drains) + 6
 	if cfg.HeadlineOnly {
 		b.steps = 2 * cfg.Rounds
 	}
@@ -217,15 +221,25 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 			clientPeak = peak
 		}
 	}
-	// The gateway's overhead: the same peak, as HTTP requests.
-	gw, err := b.measure(ctx, "e2e via gateway at peak", func() (*Result, error) { return b.e2eGateway(ctx, "e2e peak via gateway") })
+	// The gateway's overhead: the same peak, as HTTP requests, without
+	// authentication and with API keys (the default), one after the other.
+	open, err := b.measure(ctx, "e2e via gateway at peak, no auth", func() (*Result, error) {
+		return b.e2eGateway(ctx, "e2e peak via gateway, no auth", false)
+	})
 	if err != nil {
 		return nil, err
 	}
-	gr := gw.PerSecond / clientPeak.PerSecond
-	gw.Notes = append(gw.Notes, fmt.Sprintf("%.3f of e2e peak (through pkg/client) in this run", gr))
-	rep.GatewayRatio, rep.GatewayPairs = &Spread{Min: gr, Median: gr, Max: gr}, 1
-	others = append(others, gw)
+	gw, err := b.measure(ctx, "e2e via gateway at peak, API key", func() (*Result, error) {
+		return b.e2eGateway(ctx, "e2e peak via gateway, API key", true)
+	})
+	if err != nil {
+		return nil, err
+	}
+	gr, ar := gw.PerSecond/clientPeak.PerSecond, gw.PerSecond/open.PerSecond
+	open.Notes = append(open.Notes, fmt.Sprintf("%.3f of e2e peak (through pkg/client) in this run", open.PerSecond/clientPeak.PerSecond))
+	gw.Notes = append(gw.Notes, fmt.Sprintf("%.3f of e2e peak (through pkg/client), %.3f of the gateway without auth, in this run", gr, ar))
+	rep.GatewayRatio, rep.GatewayAuthRatio, rep.GatewayPairs = &Spread{Min: gr, Median: gr, Max: gr}, &Spread{Min: ar, Median: ar, Max: ar}, 1
+	others = append(others, open, gw)
 	for _, r := range others {
 		r.Ratio = r.PerSecond / rep.Ceiling.Median
 		rep.Results = append(rep.Results, *r)

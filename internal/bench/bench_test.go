@@ -143,7 +143,7 @@ func TestRun(t *testing.T) {
 	var progress bytes.Buffer
 	rep, err := Run(context.Background(), &Config{Count: 100, Rounds: 1, Progress: &progress})
 	require.NoError(t, err, progress.String())
-	require.Len(t, rep.Results, 16) // 2 headline rows, 9 drains, 4 end-to-end rows, 1 through the gateway
+	require.Len(t, rep.Results, 17) // 2 headline rows, 9 drains, 4 end-to-end rows, 2 through the gateway (no auth, API key)
 	for _, r := range rep.Results {
 		require.Equal(t, 100, r.Commands, r.Name)
 		require.Positive(t, r.PerSecond, r.Name)
@@ -152,10 +152,13 @@ func TestRun(t *testing.T) {
 	rep.WriteTable(&out)
 	require.Regexp(t, `\nthroughput_ratio=[0-9.]+\n$`, out.String())
 	require.Regexp(t, `\ngateway_ratio=[0-9.]+\n`, out.String())
+	require.Regexp(t, `\ngateway_auth_ratio=[0-9.]+\n`, out.String())
 }
 
-// TestGateway runs the gateway pair once with a handful of commands: the
-// harness completes, both rows are there, and the last line is the ratio.
+// TestGateway runs the gateway triple once with a handful of commands: the
+// harness completes, the three rows are there (pkg/client, the gateway
+// without authentication, with an API key), and the last lines are the
+// ratios.
 func TestGateway(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts servers, a worker and a gateway process")
@@ -163,15 +166,17 @@ func TestGateway(t *testing.T) {
 	var progress bytes.Buffer
 	rep, err := Gateway(context.Background(), &GatewayConfig{Count: 100, Rounds: 1, Progress: &progress})
 	require.NoError(t, err, progress.String())
-	require.Len(t, rep.Results, 2)
+	require.Len(t, rep.Results, 3)
 	for _, r := range rep.Results {
 		require.Equal(t, 100, r.Commands, r.Name)
 		require.Empty(t, slices.DeleteFunc(slices.Clone(r.Notes), func(n string) bool { return !strings.HasPrefix(n, "NOT OK") }), r.Name)
 	}
 	require.NotNil(t, rep.Results[1].CPU.Gateway, "the gateway's CPU is measured")
+	require.NotNil(t, rep.Results[2].CPU.Gateway)
+	require.Contains(t, rep.Results[2].Name, "API key")
 	var out bytes.Buffer
 	rep.WriteTable(&out)
-	require.Regexp(t, `\ngateway_ratio=[0-9.]+\n$`, out.String())
+	require.Regexp(t, `\ngateway_auth_ratio=[0-9.]+\n.*\ngateway_ratio=[0-9.]+\n$`, out.String())
 }
 
 func TestParseMachineBusy(t *testing.T) {

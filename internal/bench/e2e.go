@@ -93,7 +93,7 @@ func (b *bencher) sendLoad(ctx context.Context, ns *namespace, count int, perSec
 	defer nc.Close()
 	c, err := client.New(nc, &client.Config{
 		Topology: messages.Topology{
-			Subjects:     messages.Subjects{Command: ns.commandRoot(), Result: ns.resultRoot(), Rejected: ns.rejectedRoot(), DeadLetter: ns.deadRoot()},
+			Subjects:     messages.Subjects{Command: ns.commandRoot(), Result: ns.resultRoot(), Rejected: ns.rejectedRoot(), DeadLetter: ns.deadRoot(), Lookup: ns.lookupRoot()},
 			ResultStream: ns.resultStream(),
 		},
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),

@@ -9,12 +9,16 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/idempay/idempay/internal/load"
 	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/gateway"
 	"github.com/idempay/idempay/pkg/messages"
 )
 
@@ -26,9 +30,19 @@ import (
 // the worker's; the HTTP load comes from this process, as pkg/client's
 // does.
 
+// The cost of authentication is measured the same way: the gateway with
+// GATEWAY_AUTH=none, then with API keys (every request sends a tenant's
+// secret, which the gateway hashes and compares with every line of its
+// key file, and its key is scoped to the tenant), one right after the
+// other in the same round. Both runs set limits no load reaches.
+
+// benchTenant is the API-key tenant of the gateway runs with
+// authentication.
+const benchTenant = "bench"
+
 // e2eGateway is e2e with the commands sent as HTTP requests to a gateway
-// process.
-func (b *bencher) e2eGateway(ctx context.Context, name string) (*Result, error) {
+// process; with auth, as tenant benchTenant with an API key.
+func (b *bencher) e2eGateway(ctx context.Context, name string, auth bool) (*Result, error) {
 	if b.gatewayBin == "" {
 		bin, err := buildCommand(ctx, b.s.dir, "gateway")
 		if err != nil {
@@ -54,13 +68,26 @@ func (b *bencher) e2eGateway(ctx context.Context, name string) (*Result, error) 
 		killAll(procs)
 		return nil, err
 	}
-	gw, err := startProcess(ctx, b.gatewayBin, ns.gatewayEnv(b.s, addr), "gateway listening")
+	env := ns.gatewayEnv(b.s, addr)
+	var bearer string
+	if auth {
+		file, secret, err := b.apiKeys()
+		if err != nil {
+			killAll(procs)
+			return nil, err
+		}
+		env, bearer = append(env, "GATEWAY_AUTH=apikeys", "GATEWAY_API_KEYS_FILE="+file), secret
+	} else {
+		env = append(env, "GATEWAY_AUTH=none")
+	}
+	gw, err := startProcess(ctx, b.gatewayBin, env, "gateway listening")
 	if err != nil {
 		killAll(procs)
 		return nil, err
 	}
 	m.addGateway(gw)
 	sender := newHTTPSender("http://"+addr, b.cfg.ClientInFlight)
+	sender.bearer = bearer
 	defer sender.close()
 	sum, err := load.Run(ctx, sender, &load.Config{Count: b.cfg.Count, Concurrency: b.cfg.ClientInFlight})
 	if err == nil {
@@ -95,8 +122,35 @@ func (n *namespace) gatewayEnv(s *servers, addr string) []string {
 	return append(env,
 		// A shared machine may queue a command longer than the default.
 		"HTTP_WAIT=30s",
-		"LOG_LEVEL=info", // "gateway listening" is logged at info
+		// "gateway listening" is logged at info; so is each request's
+		// audit line, which a deployment writes too.
+		"LOG_LEVEL=info",
+		// Limits no load of the benchmark reaches: measured is the
+		// gateway's work, not its refusals.
+		"GATEWAY_DEFAULT_RATE=1000000", "GATEWAY_DEFAULT_BURST=1000000", "GATEWAY_DEFAULT_CONCURRENCY=1000000",
+		"GATEWAY_STATE_BUCKET="+n.id+"_gateway",
 	)
+}
+
+// apiKeys writes, once, the API-key file of the runs with authentication:
+// benchTenant and a secret, among 99 other tenants' lines (the gateway
+// compares a secret with every line).
+func (b *bencher) apiKeys() (file, secret string, err error) {
+	if b.apiKeyFile != "" {
+		return b.apiKeyFile, b.apiKeySecret, nil
+	}
+	secret = "sk_bench_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	var lines strings.Builder
+	for i := range 99 {
+		lines.WriteString(gateway.HashAPIKey(fmt.Sprintf("tenant%02d", i), fmt.Sprintf("sk_other_%d_%s", i, secret)) + "\n")
+	}
+	lines.WriteString(gateway.HashAPIKey(benchTenant, secret) + "\n")
+	file = filepath.Join(b.s.dir, "api-keys")
+	if err := os.WriteFile(file, []byte(lines.String()), 0o600); err != nil {
+		return "", "", err
+	}
+	b.apiKeyFile, b.apiKeySecret = file, secret
+	return file, secret, nil
 }
 
 // httpSender sends internal/load's commands to the gateway as a web client
@@ -105,6 +159,7 @@ func (n *namespace) gatewayEnv(s *servers, addr string) []string {
 // after a short wait, as the checkout page does.
 type httpSender struct {
 	base    string
+	bearer  string // Authorization: Bearer, when not empty
 	hc      *http.Client
 	retries atomic.Int64
 }
@@ -179,6 +234,9 @@ func (h *httpSender) post(ctx context.Context, path, key string, body []byte) (i
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", key)
+	if h.bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+h.bearer)
+	}
 	resp, err := h.hc.Do(req)
 	if err != nil {
 		return 0, nil, nil, err
@@ -228,7 +286,9 @@ const GatewayCountDefault = 10_000
 
 // Gateway measures the gateway's overhead alone (make bench/gateway): for
 // each round, the end-to-end peak through pkg/client, then through the
-// HTTP gateway, and their ratio.
+// HTTP gateway without authentication, then with API keys; the ratio of
+// the last to the first (the gateway as deployed, GATEWAY_AUTH=apikeys by
+// default), and the cost of authentication, the last over the second.
 func Gateway(ctx context.Context, gc *GatewayConfig) (*Report, error) {
 	cfg := (&Config{Count: gc.Count, Rounds: gc.Rounds, ClientInFlight: gc.ClientInFlight, Durable: gc.Durable, GoMaxProcs: gc.GoMaxProcs,
 		WorkerBin: gc.WorkerBin, Progress: gc.Progress})
@@ -239,7 +299,7 @@ func Gateway(ctx context.Context, gc *GatewayConfig) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	b := &bencher{cfg: cfg, started: time.Now(), steps: 2 * cfg.Rounds}
+	b := &bencher{cfg: cfg, started: time.Now(), steps: 3 * cfg.Rounds}
 	b.progressf("starting nats-server and redis-server; building the worker and the gateway")
 	var err error
 	if b.s, err = startServers(cfg.Durable, cfg.GoMaxProcs); err != nil { //nolint:contextcheck // as in Run
@@ -255,20 +315,20 @@ func Gateway(ctx context.Context, gc *GatewayConfig) (*Report, error) {
 		fmt.Sprintf("Worker: %s, one process, CONCURRENCY=%d; gateway: ./cmd/gateway, one process, HTTP_WAIT=30s", b.workerBin, e2eInFlight),
 		fmt.Sprintf("Load: %d commands per scenario (internal/load's mix, no duplicates), %d in flight, from this process: through pkg/client, then as HTTP requests; %s",
 			cfg.Count, cfg.ClientInFlight, machine()))
-	ratios, err := b.gatewayRounds(ctx, rep)
+	ratios, authRatios, err := b.gatewayRounds(ctx, rep)
 	if err != nil {
 		return nil, err
 	}
-	s := spreadOf(ratios)
-	rep.GatewayRatio, rep.GatewayPairs = &s, len(ratios)
+	s, a := spreadOf(ratios), spreadOf(authRatios)
+	rep.GatewayRatio, rep.GatewayAuthRatio, rep.GatewayPairs = &s, &a, len(ratios)
 	rep.Seconds = time.Since(b.started).Seconds()
 	return rep, nil
 }
 
-// gatewayRounds measures cfg.Rounds pairs into rep and returns their
-// ratios.
-func (b *bencher) gatewayRounds(ctx context.Context, rep *Report) ([]float64, error) {
-	var ratios []float64
+// gatewayRounds measures cfg.Rounds triples into rep and returns their
+// ratios: the gateway with API keys over pkg/client, and over the gateway
+// without authentication.
+func (b *bencher) gatewayRounds(ctx context.Context, rep *Report) (ratios, authRatios []float64, err error) {
 	for round := 1; round <= b.cfg.Rounds; round++ {
 		suffix := ""
 		if b.cfg.Rounds > 1 {
@@ -278,18 +338,25 @@ func (b *bencher) gatewayRounds(ctx context.Context, rep *Report) ([]float64, er
 			return b.e2e(ctx, e2eRun{name: "e2e peak via pkg/client" + suffix})
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		gw, err := b.measure(ctx, "e2e peak via gateway"+suffix, func() (*Result, error) {
-			return b.e2eGateway(ctx, "e2e peak via gateway"+suffix)
+		open, err := b.measure(ctx, "e2e peak via gateway, no auth"+suffix, func() (*Result, error) {
+			return b.e2eGateway(ctx, "e2e peak via gateway, no auth"+suffix, false)
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		ratio := gw.PerSecond / lib.PerSecond
-		gw.Notes = append(gw.Notes, fmt.Sprintf("%.3f of the rate through pkg/client in the same round", ratio))
-		ratios = append(ratios, ratio)
-		rep.Results = append(rep.Results, *lib, *gw)
+		gw, err := b.measure(ctx, "e2e peak via gateway, API key"+suffix, func() (*Result, error) {
+			return b.e2eGateway(ctx, "e2e peak via gateway, API key"+suffix, true)
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		open.Notes = append(open.Notes, fmt.Sprintf("%.3f of the rate through pkg/client in the same round", open.PerSecond/lib.PerSecond))
+		ratio, auth := gw.PerSecond/lib.PerSecond, gw.PerSecond/open.PerSecond
+		gw.Notes = append(gw.Notes, fmt.Sprintf("%.3f of the rate through pkg/client, %.3f of the gateway without auth, in the same round", ratio, auth))
+		ratios, authRatios = append(ratios, ratio), append(authRatios, auth)
+		rep.Results = append(rep.Results, *lib, *open, *gw)
 	}
-	return ratios, nil
+	return ratios, authRatios, nil
 }

@@ -22,6 +22,7 @@ func (n *namespace) commandRoot() string   { return n.id + ".cmd" }
 func (n *namespace) resultRoot() string    { return n.id + ".result" }
 func (n *namespace) rejectedRoot() string  { return n.id + ".rejected" }
 func (n *namespace) deadRoot() string      { return n.id + ".dlq" }
+func (n *namespace) lookupRoot() string    { return n.id + ".lookup" }
 func (n *namespace) bareRoot() string      { return n.id + ".bare" }
 func (n *namespace) keyPrefix() string     { return n.id + ":" }
 
@@ -43,6 +44,7 @@ func (n *namespace) topologyEnv() []string {
 		"RESULT_SUBJECTS=" + n.resultRoot(),
 		"REJECTED_SUBJECTS=" + n.rejectedRoot(),
 		"DEADLETTER_SUBJECTS=" + n.deadRoot(),
+		"LOOKUP_SUBJECTS=" + n.lookupRoot(),
 	}
 }
 

@@ -109,8 +109,12 @@ type Report struct {
 	// GatewayRatio spreads the end-to-end rate through the HTTP gateway
 	// over the rate through pkg/client, each pair measured in one round.
 	GatewayRatio *Spread `json:"gateway_ratio,omitempty"`
-	Rounds       int     `json:"rounds"`
-	Seconds      float64 `json:"seconds"`
+	// GatewayAuthRatio spreads the rate through the gateway with API keys
+	// over the rate through it without authentication, each pair measured
+	// in one round: 1 - it is the cost of authentication.
+	GatewayAuthRatio *Spread `json:"gateway_auth_ratio,omitempty"`
+	Rounds           int     `json:"rounds"`
+	Seconds          float64 `json:"seconds"`
 }
 
 // WriteJSON writes r as indented JSON.
@@ -150,8 +154,13 @@ func (r *Report) WriteTable(w io.Writer) {
 		}
 	}
 	fmt.Fprintln(w)
+	if r.GatewayAuthRatio != nil {
+		fmt.Fprintf(w, "authentication, gateway with API keys / gateway with GATEWAY_AUTH=none, same worker and servers, %d pair(s): min %.4f, median %.4f, max %.4f\n",
+			max(r.GatewayPairs, 1), r.GatewayAuthRatio.Min, r.GatewayAuthRatio.Median, r.GatewayAuthRatio.Max)
+		fmt.Fprintf(w, "gateway_auth_ratio=%.4f\n", r.GatewayAuthRatio.Median)
+	}
 	if r.GatewayRatio != nil {
-		fmt.Fprintf(w, "gateway ratio, end to end through the HTTP gateway / through pkg/client, same worker and servers, %d pair(s): min %.4f, median %.4f, max %.4f\n",
+		fmt.Fprintf(w, "gateway ratio, end to end through the HTTP gateway (API keys) / through pkg/client, same worker and servers, %d pair(s): min %.4f, median %.4f, max %.4f\n",
 			max(r.GatewayPairs, 1), r.GatewayRatio.Min, r.GatewayRatio.Median, r.GatewayRatio.Max)
 		fmt.Fprintf(w, "gateway_ratio=%.4f\n", r.GatewayRatio.Median)
 	}

@@ -527,8 +527,25 @@ func (a *auditor) checkDeadLetters(k *keyFacts) {
 	}
 	for _, r := range k.rejections {
 		want := map[string]string{messages.CodeDeadLettered: "none", messages.CodeOutcomeUnknown: "unknown"}[r.res.Code]
-		if want != "" && !k.deadWith(want) {
+		// A key dead-lettered as unknown and then resolved by the workers
+		// to nothing (voided) is answered dead_lettered by the resolver: its
+		// dead letter says unknown.
+		resolved := r.res.Code == messages.CodeDeadLettered && k.deadWith("unknown")
+		if want != "" && !k.deadWith(want) && !resolved {
 			a.failf(DeadLetters, "%s %s: answered %s by %s, but DEADLETTER holds no such dead letter of it", k.cmd.Kind(), k.key, r.res.Code, r.from)
+		}
+		// Never claim what the ledger does not hold: a dead_lettered answer
+		// (from a dead letter or from a resolution) says the key took no
+		// effect, nor will; only a re-send after it may.
+		if r.res.Code != messages.CodeDeadLettered || k.lastPublish.After(r.res.ProcessedAt) {
+			continue
+		}
+		if c, ok := a.o.charges[k.key]; ok {
+			a.failf(DeadLetters, "%s %s: answered dead_lettered (no effect) by %s at %s, but the provider charged it: %s",
+				k.cmd.Kind(), k.key, r.from, r.res.ProcessedAt.Format(time.RFC3339Nano), c)
+		}
+		if rf, ok := a.o.refunds[k.key]; ok {
+			a.failf(DeadLetters, "%s %s: answered dead_lettered (no effect) by %s, but the provider refunded it: %s", k.cmd.Kind(), k.key, r.from, rf)
 		}
 	}
 }

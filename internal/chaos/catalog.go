@@ -148,6 +148,29 @@ func Scenarios() []*Scenario {
 			WorkerEnv: []string{"SIM_AMBIGUOUS_RATE=0.3"},
 		},
 		{
+			Name: "frozen-past-last-try",
+			Proves: "a worker frozen (SIGSTOP) after it began a try, for longer than its lock, while another worker finds the key out of tries: " +
+				"the key is voided at the provider before it is answered dead_lettered, so the frozen call, resumed, charges nothing",
+			Condition: "one try per key (MAX_DELIVER=1); the first worker freezes after Begin; a second dead-letters the key; the first resumes",
+			Workers:   1,
+			WorkerEnv: []string{"MAX_DELIVER=1", "ACK_WAIT=1s", "LOCK_TTL=500ms"},
+			Arm: func(n int) string {
+				if n == 1 {
+					return "after_begin@1=stop"
+				}
+				return ""
+			},
+			PauseFor: 5 * time.Minute, // resumed by the drive
+			Drive:    driveFrozenPastLastTry,
+		},
+		{
+			Name: "provider-outage-mixed",
+			Proves: "a provider outage that mixes transient errors and lost responses (issue 17's trial): certainty comes from the key's whole " +
+				"history; every key answered dead_lettered is one the provider never charged, nor will",
+			Condition: "90% of provider calls fail transiently; half of the rest take effect and lose their response; two tries per key",
+			WorkerEnv: []string{"SIM_FAILURE_RATE=0.9", "SIM_AMBIGUOUS_RATE=0.5", "MAX_DELIVER=2", "RESOLVE_AFTER=1s"},
+		},
+		{
 			Name:      "provider-transient",
 			Proves:    "transient provider errors: retried with backoff and redelivery, always with the same key",
 			Condition: "30% of provider calls fail transiently (SIM_FAILURE_RATE=0.3)",

@@ -18,7 +18,7 @@ import (
 	"github.com/idempay/idempay/pkg/messages"
 )
 
-// Controls returns the negative controls, one per row of the README's "Not
+// Controls returns the negative controls, one per row of docs/guarantees.md's "Not
 // covered" table that a single-server deployment can show. Each runs the
 // fault of its row in the setting the row names, and must show the
 // violation the row promises. ResultTTLExpired comes first: it waits out a
@@ -52,24 +52,6 @@ func Controls() []*Scenario {
 			Workers:    2,
 			NATSNoSync: true,
 			Drive:      driveNATSLosesUnsynced,
-		},
-		{
-			Name: "frozen-past-last-try",
-			Proves: "A worker frozen inside a provider call for longer than its lock while the key runs out of tries: " +
-				"the card is charged after the client was told dead_lettered",
-			Control: &Control{Expect: []Invariant{Charges, DeadLetters}},
-			Workers: 1,
-			// One try per key; the first worker freezes after it began the
-			// attempt and before it called the provider.
-			WorkerEnv: []string{"MAX_DELIVER=1", "ACK_WAIT=1s", "LOCK_TTL=500ms"},
-			Arm: func(n int) string {
-				if n == 1 {
-					return "after_begin@1=stop"
-				}
-				return ""
-			},
-			PauseFor: 5 * time.Minute, // resumed by the drive
-			Drive:    driveFrozenPastLastTry,
 		},
 		{
 			Name:         "redis-failover",

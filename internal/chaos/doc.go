@@ -27,7 +27,7 @@
 // output. It checks the invariants listed by [Invariants] after every
 // scenario. Nothing it checks comes from the idempotency records.
 //
-// A negative control is a scenario run in a setting the README's "Not
+// A negative control is a scenario run in a setting docs/guarantees.md's "Not
 // covered" table names (Redis without persistence, NATS losing writes it had
 // not synced, a retry after RESULT_TTL, a worker frozen past the key's last
 // try, a Redis failover losing writes): it must show the violation that

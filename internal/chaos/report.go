@@ -174,7 +174,7 @@ func WriteReport(w io.Writer, meta ReportMeta, results []*Result, markdown bool)
 
 	if len(controls) > 0 {
 		h(2, "Negative controls")
-		p("Each runs a setting the README's \"Not covered\" table names, and must show its violation.\n\n")
+		p("Each runs a setting the \"Not covered\" table of docs/guarantees.md names, and must show its violation.\n\n")
 		head := make([]string, 0, 5+len(Invariants))
 		head = append(head, "control", "setting", "commands", "must show")
 		for _, inv := range Invariants {

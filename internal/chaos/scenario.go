@@ -62,12 +62,12 @@ const (
 type Scenario struct {
 	// Name is the subtest's and the report's name, e.g. "worker-kill".
 	Name string
-	// Proves names, in the README's words, the rows of the guarantees
+	// Proves names, in docs/guarantees.md's words, the rows of its guarantees
 	// table it proves, or for a control the "Not covered" row it shows.
 	Proves string
 	// Deployment is the servers' shape. Defaults to Single.
 	Deployment Deployment
-	// Redis and NATS settings other than the README's, for controls only.
+	// Redis and NATS settings other than docs/guarantees.md's, for controls only.
 	RedisNoPersistence bool
 	NATSNoSync         bool
 	// RedisReplica starts a replica of Redis, for the failover control.

@@ -64,16 +64,24 @@ type exitRequest int
 
 // Parse parses args (without the program name) into grammar, with env
 // ("NAME=value" entries, as os.Environ gives them) supplying the flags'
-// environment variables, so that a program is testable in parallel. It
-// returns the kong context to run, ErrHelp after --help or --version, or a
-// *UsageError. description should end with the program's exit statuses.
+// environment variables, each also under EnvPrefix, so that a program is
+// testable in parallel. It returns the kong context to run, ErrHelp after
+// --help, --version or --config-reference, or a *UsageError that names the
+// flag, and the variable when one set it. description should end with the
+// program's exit statuses; Parse adds the EnvPrefix rule to it.
+//
+// --config-reference (not in --help) prints the program's flags as the
+// Markdown section docs/configuration.md is generated from (go run
+// ./internal/cli/gendocs), so that the reference is the programs' own
+// help, never a copy of it.
 func Parse(name, description string, grammar any, args, env []string, stdout, stderr io.Writer, opts ...kong.Option) (kctx *kong.Context, err error) {
+	lookup := newEnvLookup(env)
 	opts = append([]kong.Option{
 		kong.Name(name),
-		kong.Description(description),
+		kong.Description(description + "\n\n" + envRule),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(exitRequest(code)) }),
-		kong.Resolvers(envResolver(env)),
+		kong.Resolvers(lookup.resolver()),
 		kong.Vars{"version": name + " " + Version, "redis_url_default": RedisURLDefault},
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 	}, opts...)
@@ -81,6 +89,31 @@ func Parse(name, description string, grammar any, args, env []string, stdout, st
 	if err != nil {
 		return nil, err
 	}
+	if len(args) == 1 && args[0] == ReferenceFlag {
+		if err := WriteReference(stdout, parser.Model, description); err != nil {
+			return nil, err
+		}
+		return nil, ErrHelp
+	}
+	if len(args) == 0 && needsCommand(parser.Model.Node) {
+		// No command is a usage error: the help, on stderr, and status 64.
+		parser.Stdout = stderr
+		_, _ = parse(parser, []string{"--help"})
+		return nil, errUsageShown
+	}
+	kctx, err = parse(parser, args)
+	if err != nil && !errors.Is(err, ErrHelp) && !errors.Is(err, errUsageShown) {
+		if msg := lookup.nameSources(err.Error()); msg != err.Error() {
+			err = &renamedError{msg: msg, err: err}
+		}
+		return nil, &UsageError{Err: err, Command: commandPath(err)}
+	}
+	return kctx, err
+}
+
+// parse runs kong's parser, turning its exit (after --help or a usage
+// error it printed) into ErrHelp or errUsageShown.
+func parse(parser *kong.Kong, args []string) (kctx *kong.Context, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			code, ok := r.(exitRequest)
@@ -93,30 +126,31 @@ func Parse(name, description string, grammar any, args, env []string, stdout, st
 			}
 		}
 	}()
-	kctx, err = parser.Parse(args)
-	if err != nil {
-		return nil, &UsageError{Err: err, Command: commandPath(err)}
-	}
-	return kctx, nil
+	return parser.Parse(args)
 }
 
-// envResolver resolves flags from env instead of the process's environment.
-func envResolver(env []string) kong.Resolver {
-	vars := make(map[string]string, len(env))
-	for _, kv := range env {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			vars[k] = v
+// needsCommand reports whether a program's command line must name a
+// command: it has commands and none is the default.
+func needsCommand(n *kong.Node) bool {
+	if n.DefaultCmd != nil {
+		return false
+	}
+	for _, c := range n.Children {
+		if c.Type == kong.CommandNode && !c.Hidden {
+			return true
 		}
 	}
-	return kong.ResolverFunc(func(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
-		for _, name := range flag.Envs {
-			if v, ok := vars[name]; ok {
-				return v, nil
-			}
-		}
-		return nil, nil // kong's contract: nil means "not resolved"
-	})
+	return false
 }
+
+// renamedError is an error whose message names more than the original's.
+type renamedError struct {
+	msg string
+	err error
+}
+
+func (e *renamedError) Error() string { return e.msg }
+func (e *renamedError) Unwrap() error { return e.err }
 
 func commandPath(err error) string {
 	pe, ok := errors.AsType[*kong.ParseError](err)
@@ -182,13 +216,14 @@ type TopologyFlags struct {
 	ResultRoot       string `name:"result-subjects" env:"RESULT_SUBJECTS" default:"result" group:"Topology" help:"Root of outcome subjects: <root>.<key>."`
 	RejectedRoot     string `name:"rejected-subjects" env:"REJECTED_SUBJECTS" default:"rejected" group:"Topology" help:"Root of rejection subjects: <root>.<key>."`
 	DeadLetterRoot   string `name:"deadletter-subjects" env:"DEADLETTER_SUBJECTS" default:"dlq" group:"Topology" help:"Root of dead-letter subjects: <root>.<kind>."`
+	LookupRoot       string `name:"lookup-subjects" env:"LOOKUP_SUBJECTS" default:"lookup" group:"Topology" help:"Root of the workers' lookup service: a request on <root>.<key> is answered with the key's state."`
 }
 
 // Topology returns the flags as a messages.Topology.
 func (t *TopologyFlags) Topology() messages.Topology {
 	return messages.Topology{
 		Subjects: messages.Subjects{Command: t.CommandRoot, Result: t.ResultRoot, Rejected: t.RejectedRoot,
-			DeadLetter: t.DeadLetterRoot},
+			DeadLetter: t.DeadLetterRoot, Lookup: t.LookupRoot},
 		CommandStream: t.CommandStream, ResultStream: t.ResultStream, DeadLetterStream: t.DeadLetterStream,
 		Consumer: t.Consumer,
 	}
@@ -202,7 +237,8 @@ func (t *TopologyFlags) Validate() error {
 		for field, flag := range map[string]string{
 			"Topology.Subjects.Command": "--command-subjects", "Topology.Subjects.Result": "--result-subjects",
 			"Topology.Subjects.Rejected": "--rejected-subjects", "Topology.Subjects.DeadLetter": "--deadletter-subjects",
-			"Topology.CommandStream": "--command-stream", "Topology.ResultStream": "--result-stream",
+			"Topology.Subjects.Lookup": "--lookup-subjects",
+			"Topology.CommandStream":   "--command-stream", "Topology.ResultStream": "--result-stream",
 			"Topology.DeadLetterStream": "--deadletter-stream", "Topology.Consumer": "--consumer",
 		} {
 			msg = strings.ReplaceAll(msg, field+" ", flag+" ")

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 )
 
 // NewLogger returns the programs' logger: text or JSON on w at level (one
@@ -28,11 +29,21 @@ func NewLogger(w io.Writer, format, level string) *slog.Logger {
 
 // RedisLogger adapts log for go-redis's own messages (redis.SetLogger), so
 // that its connection-pool warnings arrive in the program's format and
-// level instead of raw on stderr. Its messages are warnings: go-redis logs
-// only what went wrong.
+// level instead of raw on stderr, once each, with one "redis:" before them.
+// Its messages are warnings: go-redis logs only what went wrong. While a
+// RedisFlags.Connect is under way it drops them: go-redis would log every
+// failed dial of the first PING, and Connect's error says it once.
 type RedisLogger struct{ Log *slog.Logger }
+
+// redisConnecting counts the Connects under way; go-redis's logger is one
+// for the whole process, so this is too.
+var redisConnecting atomic.Int32
 
 // Printf implements go-redis's internal.Logging.
 func (l RedisLogger) Printf(ctx context.Context, format string, v ...any) {
-	l.Log.WarnContext(ctx, "redis: "+strings.TrimSpace(fmt.Sprintf(format, v...)))
+	if redisConnecting.Load() > 0 {
+		return
+	}
+	msg := strings.TrimSpace(fmt.Sprintf(format, v...))
+	l.Log.WarnContext(ctx, "redis: "+strings.TrimPrefix(msg, "redis: "))
 }

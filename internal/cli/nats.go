@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,6 +27,8 @@ type NATSFlags struct {
 	NATSTokenFile    string `name:"nats-token-file" env:"NATS_TOKEN_FILE" type:"path" group:"NATS authentication" help:"File holding the NATS authentication token."`
 	NATSNKeySeed     string `name:"nats-nkey-seed-file" env:"NATS_NKEY_SEED_FILE" type:"path" group:"NATS authentication" help:"File holding the NKey seed (SU...) of an nkey user."`
 	NATSCreds        string `name:"nats-creds" env:"NATS_CREDS" type:"path" group:"NATS authentication" help:"Decentralized-auth .creds file (user JWT and NKey seed)."`
+
+	NATSInboxPrefix string `name:"nats-inbox-prefix" env:"NATS_INBOX_PREFIX" placeholder:"PREFIX" help:"Subject prefix of this program's reply inboxes (default _INBOX), e.g. _INBOX_gateway: NATS permissions can then let each role subscribe to its own inboxes only (deploy/nats.conf)."`
 
 	NATSCA   string `name:"nats-ca" env:"NATS_CA" type:"path" group:"NATS TLS" help:"PEM file of the CA(s) that signed the NATS servers' certificates; implies TLS."`
 	NATSCert string `name:"nats-cert" env:"NATS_CERT" type:"path" group:"NATS TLS" help:"PEM client certificate, for servers that verify clients (with --nats-key)."`
@@ -50,6 +53,12 @@ func (f *NATSFlags) Validate() error {
 	}
 	if len(ways) > 0 && urlHasUser(f.NATSURL) {
 		ways = append(ways, "credentials in --nats-url (NATS_URL)")
+	}
+	if err := checkURLs(f.NATSURL); err != nil {
+		return err
+	}
+	if p := f.NATSInboxPrefix; p != "" && (strings.ContainsAny(p, " \t\r\n*>") || strings.HasPrefix(p, ".") || strings.HasSuffix(p, ".") || strings.Contains(p, "..")) {
+		return fmt.Errorf("--nats-inbox-prefix (NATS_INBOX_PREFIX) %q: want a subject without wildcards or spaces, not ending in a dot, e.g. _INBOX_gateway", p)
 	}
 	switch {
 	case len(ways) > 1:
@@ -111,6 +120,9 @@ func (f *NATSFlags) Options() ([]nats.Option, error) {
 	case f.NATSCreds != "":
 		opts = append(opts, nats.UserCredentials(f.NATSCreds))
 	}
+	if f.NATSInboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(f.NATSInboxPrefix))
+	}
 	if f.NATSCA != "" {
 		opts = append(opts, nats.RootCAs(f.NATSCA))
 	}
@@ -128,12 +140,61 @@ func (f *NATSFlags) Connect(name string, extra ...nats.Option) (*nats.Conn, erro
 		return nil, err
 	}
 	opts = append(append(opts, nats.Name(name), nats.Timeout(5*time.Second)), extra...)
+	if err := checkURLs(f.NATSURL); err != nil {
+		return nil, err
+	}
 	nc, err := nats.Connect(f.NATSURL, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", RedactURLs(f.NATSURL), err)
+		return nil, fmt.Errorf("cannot connect to NATS at %s: %w", RedactURLs(f.NATSURL), redactedError{err, f.NATSURL})
 	}
 	return nc, nil
 }
+
+// checkURLs returns an error, without the URLs' secrets, unless every one
+// of the comma-separated NATS URLs parses. nats.Connect's own parse error
+// quotes the whole URL, password included; url.Parse's names the bad
+// %-escape, which is part of the password too: neither may be shown.
+func checkURLs(urls string) error {
+	for raw := range strings.SplitSeq(urls, ",") {
+		raw = strings.TrimSpace(raw)
+		if !strings.Contains(raw, "://") {
+			raw = "nats://" + raw // as nats.Connect reads a bare host:port
+		}
+		if _, err := url.Parse(raw); err != nil {
+			return fmt.Errorf("--nats-url (NATS_URL) %s is not a valid URL: check the %%-escapes and characters of its user and password", RedactURLs(raw))
+		}
+	}
+	return nil
+}
+
+// redactedError is an error of nats.Connect with every URL's user
+// information masked in its text, whatever the library quoted, while
+// errors.Is and errors.As still reach the original.
+type redactedError struct {
+	err  error
+	urls string
+}
+
+func (e redactedError) Error() string {
+	msg := e.err.Error()
+	for raw := range strings.SplitSeq(e.urls, ",") {
+		raw = strings.TrimSpace(raw)
+		rest := raw
+		if _, after, ok := strings.Cut(raw, "://"); ok {
+			rest = after
+		}
+		at := strings.LastIndex(rest, "@")
+		if at <= 0 {
+			continue
+		}
+		if user := rest[:at]; user != "" {
+			msg = strings.ReplaceAll(msg, user, "xxxxx")
+		}
+	}
+	return msg
+}
+
+func (e redactedError) Unwrap() error { return e.err }
 
 // Reconnecting returns the options of a connection that lives as long as
 // its program: it reconnects for ever, and log says when it drops and when
@@ -172,4 +233,60 @@ func readSecret(flag, path string) (string, error) {
 		return "", fmt.Errorf("%s: %s is empty", flag, path)
 	}
 	return s, nil
+}
+
+// NATSServerRecommended is the oldest nats-server release the docs
+// recommend: Jepsen's analysis of 2.12.1 (December 2025) led to fixes of
+// acknowledged writes lost on a cluster, which landed by 2.12.3. Older
+// servers work (the NATS-facing tests run on Debian's 2.9 too); a program
+// that meets one says so at start.
+const NATSServerRecommended = "2.12.3"
+
+// WarnOldNATS logs a warning when the server nc is connected to is older
+// than NATSServerRecommended, and reports whether it did. It never stops
+// the program: an old server works, with the losses its release notes
+// list.
+func WarnOldNATS(log *slog.Logger, nc *nats.Conn) bool {
+	v := nc.ConnectedServerVersion()
+	if v == "" || !olderThan(v, NATSServerRecommended) {
+		return false
+	}
+	log.Warn("nats-server is older than "+NATSServerRecommended+
+		", the oldest release the docs recommend (fixes of acknowledged writes lost on a cluster); it works, but upgrade it for production",
+		"server_version", v, "server", nc.ConnectedUrlRedacted())
+	return true
+}
+
+// olderThan compares dotted versions (2.9.10, v2.12.3-beta) by their
+// first three numbers; a version it cannot read is not older.
+func olderThan(v, than string) bool {
+	a, okA := versionParts(v)
+	b, okB := versionParts(than)
+	if !okA || !okB {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return a[i] < b[i]
+		}
+	}
+	return false
+}
+
+func versionParts(v string) ([3]int, bool) {
+	var out [3]int
+	v = strings.TrimPrefix(v, "v")
+	v, _, _ = strings.Cut(v, "-")
+	parts := strings.Split(v, ".")
+	if len(parts) < 2 || len(parts) > 3 {
+		return out, false
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return out, false
+		}
+		out[i] = n
+	}
+	return out, true
 }

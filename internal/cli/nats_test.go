@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 	"github.com/stretchr/testify/require"
 
@@ -86,6 +89,8 @@ func TestNATSFlags_Validate(t *testing.T) {
 		"PasswordAlone": {NATSFlags{NATSPassword: "hunter2"}, "--nats-password (NATS_PASSWORD) needs --nats-user (NATS_USER)"},
 		"CertAlone":     {NATSFlags{NATSCert: "c.pem"}, "--nats-cert (NATS_CERT) and --nats-key (NATS_KEY) go together"},
 		"MissingFile":   {NATSFlags{NATSCreds: "/nonexistent/u.creds"}, "--nats-creds (NATS_CREDS): stat /nonexistent/u.creds"},
+		"BadEscape":     {NATSFlags{NATSURL: "nats://a:hun%zzter2@h:4222"}, "--nats-url (NATS_URL) xxxxx@h:4222 is not a valid URL"}, //nolint:gosec // a made-up password, to see it kept out
+		"BadPrefix":     {NATSFlags{NATSInboxPrefix: "_INBOX.>"}, "--nats-inbox-prefix (NATS_INBOX_PREFIX)"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -93,6 +98,49 @@ func TestNATSFlags_Validate(t *testing.T) {
 			require.Error(t, err)
 			require.Contains(t, err.Error(), tc.want)
 			require.NotContains(t, err.Error(), "hunter2")
+			require.NotContains(t, err.Error(), "hun")
 		})
 	}
+}
+
+// TestNATSFlags_ConnectRedacts: a URL whose password has a malformed
+// %-escape fails to connect with an error that shows neither the password
+// nor the bad escape (nats.Connect's own error quotes the whole URL), and
+// an error text that quotes a URL's user information is masked.
+func TestNATSFlags_ConnectRedacts(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{"nats://user:s3cr%zzet@127.0.0.1:1", "127.0.0.1:2,nats://user:s3cr%zzet@127.0.0.1:1"} {
+		_, err := (&NATSFlags{NATSURL: u}).Connect("test")
+		require.Error(t, err)
+		require.NotContains(t, err.Error(), "s3cr")
+		require.NotContains(t, err.Error(), "%zz")
+		require.Contains(t, err.Error(), "xxxxx@127.0.0.1:1")
+	}
+	quoted := redactedError{err: errors.New(`parse "nats://user:s3cret@h:1": something`), urls: "nats://user:s3cret@h:1"} //nolint:gosec // a made-up password, to see it masked
+	require.Equal(t, `parse "nats://xxxxx@h:1": something`, quoted.Error())
+	require.ErrorIs(t, error(quoted), quoted.err)
+}
+
+// TestNATSFlags_InboxPrefix: with --nats-inbox-prefix the connection's
+// request replies come to that prefix, so a server that lets the user
+// subscribe to its own prefix only still gets its answers.
+func TestNATSFlags_InboxPrefix(t *testing.T) {
+	t.Parallel()
+	url := startNATS(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), Users: []*server.User{{
+		Username: "gw", Password: "pw",
+		Permissions: &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: []string{"$JS.API.INFO", "echo", "_INBOX_gw.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX_gw.>", "echo"}},
+		},
+	}}})
+	nc, err := (&NATSFlags{NATSURL: url, NATSUser: "gw", NATSPassword: "pw", NATSInboxPrefix: "_INBOX_gw"}).Connect("test")
+	require.NoError(t, err)
+	defer nc.Close()
+	require.True(t, strings.HasPrefix(nc.NewInbox(), "_INBOX_gw."))
+	sub, err := nc.Subscribe("echo", func(m *nats.Msg) { _ = m.Respond(m.Data) })
+	require.NoError(t, err)
+	defer func() { _ = sub.Unsubscribe() }()
+	reply, err := nc.Request("echo", []byte("hi"), 5*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "hi", string(reply.Data))
 }

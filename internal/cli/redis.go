@@ -181,6 +181,8 @@ func (f *RedisFlags) Connect(ctx context.Context) (rdb redis.UniversalClient, wh
 	}
 	pctx, cancel := context.WithTimeout(ctx, redisConnectTimeout)
 	defer cancel()
+	redisConnecting.Add(1)
+	defer redisConnecting.Add(-1)
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		_ = rdb.Close()
 		return nil, "", f.reachError(where, err, urlPassword != "")

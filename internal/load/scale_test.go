@@ -2,8 +2,10 @@ package load_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -163,9 +165,11 @@ func TestScale_RedisCluster(t *testing.T) {
 	applied := 0
 	for key, o := range s.Outcomes {
 		if add, ok := o.Command.(messages.CartAddRequest); ok && o.Result.Status == messages.StatusSucceeded {
-			n, err := rdb.HLen(context.Background(), layout.CartApplied(env.Config.KeyPrefix, add.CartID)).Result()
+			v, err := rdb.Get(context.Background(), layout.CartApplied(env.Config.KeyPrefix, add.CartID, key, messages.Fingerprint(add))).Result()
 			require.NoError(t, err, key)
-			require.Positive(t, n, key)
+			var got messages.CartAddData
+			require.NoError(t, json.Unmarshal(o.Result.Data, &got), key)
+			require.Equal(t, strconv.FormatInt(got.Quantity, 10), v, key)
 			applied++
 		}
 	}

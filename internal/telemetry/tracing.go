@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
 	"go.opentelemetry.io/contrib/exporters/autoexport"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -40,12 +42,25 @@ func TracingEnabled(getenv func(string) string) bool {
 // and the W3C trace context propagator. service names the process when
 // OTEL_SERVICE_NAME does not. The returned shutdown flushes the spans not
 // yet exported; it is a no-op when tracing is off.
+//
+// The console exporter writes to stderr, never stdout, which is a
+// program's output (the producer's table, the benchmark's).
 func SetupTracing(ctx context.Context, service, version string) (shutdown func(context.Context) error, enabled bool, err error) {
+	return SetupTracingTo(ctx, service, version, os.Stderr)
+}
+
+// SetupTracingTo is SetupTracing with the console exporter's writer.
+func SetupTracingTo(ctx context.Context, service, version string, console io.Writer) (shutdown func(context.Context) error, enabled bool, err error) {
 	noop := func(context.Context) error { return nil }
 	if !TracingEnabled(nil) {
 		return noop, false, nil
 	}
-	exp, err := autoexport.NewSpanExporter(ctx)
+	var exp sdktrace.SpanExporter
+	if strings.EqualFold(strings.TrimSpace(os.Getenv("OTEL_TRACES_EXPORTER")), "console") {
+		exp, err = stdouttrace.New(stdouttrace.WithWriter(console))
+	} else {
+		exp, err = autoexport.NewSpanExporter(ctx)
+	}
 	if err != nil {
 		return noop, false, fmt.Errorf("OTEL_TRACES_EXPORTER: %w", err)
 	}

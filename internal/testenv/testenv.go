@@ -425,7 +425,7 @@ func (r *RedisServer) Pid() int {
 func Topology(ns string) messages.Topology {
 	return messages.Topology{
 		Subjects: messages.Subjects{Command: ns + ".cmd", Result: ns + ".result", Rejected: ns + ".rejected",
-			DeadLetter: ns + ".dlq"},
+			DeadLetter: ns + ".dlq", Lookup: ns + ".lookup"},
 		CommandStream: ns + "_COMMANDS", ResultStream: ns + "_RESULTS", DeadLetterStream: ns + "_DEADLETTER",
 	}.WithDefaults()
 }

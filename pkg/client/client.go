@@ -38,6 +38,8 @@ const (
 	streamRecheckMax      = 2 * time.Second
 	// streamReadTimeout bounds one such read.
 	streamReadTimeout = 2 * time.Second
+	// lookupTimeout bounds the last lookup of a wait that is over.
+	lookupTimeout = 500 * time.Millisecond
 )
 
 // Client sends commands to idempay workers and waits for their answers. It
@@ -140,7 +142,19 @@ func sendTyped[D any](ctx context.Context, c *Client, key string, cmd messages.C
 // rejected.<key> and its own Reply-To inbox before it publishes, and after a
 // duplicate PubAck it also reads the key's stored outcome from the result
 // stream, which holds an outcome published before the subscription.
+//
+// With Config.Tenant set, key is the tenant's own key and Send is SendFor
+// that tenant.
 func (c *Client) Send(ctx context.Context, key string, cmd messages.Command) (*Reply, error) {
+	if c.cfg.Tenant != "" {
+		return c.SendFor(ctx, c.cfg.Tenant, key, cmd)
+	}
+	return c.sendKey(ctx, key, nil, cmd)
+}
+
+// sendKey is Send with key the operation's key and sc, when not nil, the
+// tenant it is sent for.
+func (c *Client) sendKey(ctx context.Context, key string, sc *scope, cmd messages.Command) (*Reply, error) {
 	if err := checkKey(key); err != nil {
 		return nil, err
 	}
@@ -167,7 +181,7 @@ func (c *Client) Send(ctx context.Context, key string, cmd messages.Command) (*R
 	subject := c.cfg.Topology.Subjects.CommandFor(cmd.Kind())
 	ctx, span := c.tracer.Start(ctx, "send "+subject, trace.WithSpanKind(trace.SpanKindProducer))
 	defer span.End()
-	reply, err := c.send(ctx, key, cmd, subject, body)
+	reply, err := c.send(ctx, key, sc, cmd, subject, body)
 	if span.IsRecording() {
 		traceReply(span, subject, key, reply, err)
 	}
@@ -175,7 +189,7 @@ func (c *Client) Send(ctx context.Context, key string, cmd messages.Command) (*R
 }
 
 // send publishes and waits; ctx carries the send span.
-func (c *Client) send(ctx context.Context, key string, cmd messages.Command, subject string, body []byte) (*Reply, error) {
+func (c *Client) send(ctx context.Context, key string, sc *scope, cmd messages.Command, subject string, body []byte) (*Reply, error) {
 	// Listen first: an answer published before the subscription exists is
 	// gone for core NATS.
 	w, err := c.listen(key)
@@ -189,6 +203,7 @@ func (c *Client) send(ctx context.Context, key string, cmd messages.Command, sub
 		Data:    body,
 		Header:  nats.Header{messages.HeaderReplyTo: []string{w.inbox}},
 	}
+	sc.setHeaders(msg.Header)
 	tracing.Inject(ctx, msg.Header)
 	start := time.Now()
 	ack, attempts, err := c.publish(ctx, key, msg)
@@ -232,7 +247,17 @@ const attrDuplicate = attribute.Key("idempay.duplicate")
 // JetStream stores a message a moment after it routes it to subscribers, so
 // right after Send returned an answer, Status may still return ErrNotFound
 // for a brief while.
+//
+// With Config.Tenant set, key is the tenant's own key: Status is StatusFor
+// that tenant.
 func (c *Client) Status(ctx context.Context, key string) (*messages.Result, error) {
+	if c.cfg.Tenant != "" {
+		return c.StatusFor(ctx, c.cfg.Tenant, key)
+	}
+	return c.status(ctx, key)
+}
+
+func (c *Client) status(ctx context.Context, key string) (*messages.Result, error) {
 	if err := checkKey(key); err != nil {
 		return nil, err
 	}
@@ -284,14 +309,20 @@ func (w *waiter) close() {
 // await fills reply with the answer for key, or returns why there is none.
 //
 // What counts as the answer:
-//   - on the inbox: the worker's answer to this very message;
+//   - on the inbox: the worker's answer to this very message - an outcome
+//     that does not contradict cmd, or a rejection of this message (one
+//     carrying another message's fingerprint is not ours: ignored);
 //   - on result.<key> or in the result stream: the key's outcome, if it does
 //     not contradict cmd (see sameCommand);
-//   - on rejected.<key>: only after a duplicate PubAck, when this message
-//     never reaches a worker and the rejection is that of the earlier
-//     message holding the key (most likely an earlier attempt of this one).
-//     Otherwise the rejection may be another message's, and this message's
-//     own answer will come on the inbox.
+//   - on rejected.<key>: a rejection carrying cmd's own fingerprint
+//     (contract v1.2: refusals name their message) - never another
+//     message's refusal of the same key. A rejection without a fingerprint
+//     (a worker before v1.2) counts only after a duplicate PubAck, when
+//     this message never reaches a worker and the rejection is that of the
+//     earlier message holding the key.
+//   - from the workers' lookup service, after a reconnect and before giving
+//     up: the key's record (a rejection is never stored in RESULTS, so a
+//     refusal published while the connection was down is learnt there).
 func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.Command, reply *Reply) error {
 	// A duplicate of a later publish attempt may be of this Send's own
 	// earlier attempt, whose PubAck was lost: that message carries our
@@ -334,8 +365,35 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 		}
 		return true, c.accept(reply, res, SourceResultStream, cmd)
 	}
+	fp := fingerprintOf(cmd)
+	// lookup asks the workers what the key's record says, for an answer
+	// that RESULTS never holds (a refusal, a dead letter) and this Send
+	// may have missed.
+	lookup := func() (bool, error) {
+		// Bounded like a stream read, and by lookupTimeout once the wait
+		// is over: a worker answers a lookup in milliseconds.
+		lctx, cancel := context.WithDeadline(ctx, minTime(maxTime(deadline, time.Now().Add(lookupTimeout)), time.Now().Add(streamReadTimeout)))
+		defer cancel()
+		st, err := c.Lookup(lctx, key)
+		if err != nil {
+			return false, nil
+		}
+		res, ok := answerOf(st, cmd, fp)
+		if !ok {
+			return false, nil
+		}
+		reply.Result, reply.Source = res, SourceLookup
+		return true, ResultError(&res)
+	}
+
 	if reply.Duplicate {
 		if done, err := checkStream(); done {
+			return err
+		}
+		// The earlier message with the key may have been refused or
+		// dead-lettered: that is never in RESULTS, and we may not have been
+		// listening (our own first attempt's answer, lost with its PubAck).
+		if done, err := lookup(); done {
 			return err
 		}
 		if othersMessage && c.cfg.DuplicateWait < 0 {
@@ -348,12 +406,14 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 	// read from the result stream, which keeps it.
 	reconnected := c.nc.StatusChanged(nats.CONNECTED)
 	defer c.nc.RemoveStatusListener(reconnected)
-
 	for {
 		select {
 		case <-reconnected:
 			interval = streamRecheckInterval
 			if done, err := checkStream(); done {
+				return err
+			}
+			if done, err := lookup(); done {
 				return err
 			}
 		case m := <-w.ch:
@@ -365,6 +425,15 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 			}
 			switch m.Subject {
 			case w.inbox:
+				if res.Status.IsOutcome() {
+					if sameCommand(cmd, res) != nil {
+						c.log.WarnContext(ctx, "client: ignoring an outcome of another command on this Send's inbox", attrKey, key)
+						continue
+					}
+				} else if !ownRejection(res, fp, true) {
+					c.log.WarnContext(ctx, "client: ignoring another message's refusal on this Send's inbox", attrKey, key, "code", res.Code)
+					continue
+				}
 				reply.Result, reply.Source = res, SourceReplyTo
 				return nil
 			case w.result:
@@ -372,7 +441,7 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 					return c.accept(reply, res, SourceResultSubject, cmd)
 				}
 			case w.rejected:
-				if reply.Duplicate && res.Status == messages.StatusRejected {
+				if res.Status == messages.StatusRejected && ownRejection(res, fp, reply.Duplicate) {
 					reply.Result, reply.Source = res, SourceRejectedSubject
 					return nil
 				}
@@ -382,11 +451,58 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 				return err
 			}
 		case <-timer.C:
+			if done, err := lookup(); done {
+				return err
+			}
 			return fmt.Errorf("%w (key %s, after %s)", ErrResultTimeout, key, wait)
 		case <-ctx.Done():
 			return fmt.Errorf("client: wait for the answer to %s: %w", key, context.Cause(ctx))
 		}
 	}
+}
+
+// ownRejection reports whether a rejection of the key is this Send's own:
+// it carries cmd's fingerprint fp (contract v1.2). A rejection without one
+// (a worker before v1.2, or a refusal of a body that did not validate) is
+// taken only where no other message's can arrive: legacy says where.
+func ownRejection(res messages.Result, fp string, legacy bool) bool {
+	if res.Fingerprint != "" && fp != "" {
+		return res.Fingerprint == fp
+	}
+	return legacy
+}
+
+// answerOf turns what the lookup service says of the key into this Send's
+// answer, when it is one: the key's outcome (if it does not contradict
+// cmd), or its dead letter (if it is cmd's: the fingerprint matches). A key
+// still in progress, unknown to the workers, or bound to another payload
+// (this message may not have reached a worker yet) is no answer yet.
+func answerOf(st messages.KeyState, cmd messages.Command, fp string) (messages.Result, bool) {
+	switch st.State {
+	case messages.KeyStateCompleted:
+		if st.Outcome == nil || sameCommand(cmd, *st.Outcome) != nil {
+			return messages.Result{}, false
+		}
+		return *st.Outcome, true
+	case messages.KeyStateDeadLettered, messages.KeyStateOutcomeUnknown:
+		if st.Fingerprint == "" || st.Fingerprint != fp || st.Kind != cmd.Kind() {
+			break
+		}
+		res := messages.Result{Key: st.Key, Kind: st.Kind, Status: messages.StatusRejected, Code: st.State,
+			Fingerprint: st.Fingerprint, Message: "learnt from the workers' lookup: the key's command was dead-lettered"}
+		if st.State == messages.KeyStateOutcomeUnknown {
+			res.Message = "learnt from the workers' lookup: the key's command was dead-lettered while a call may have taken effect; send it again with the same key to learn its outcome"
+		}
+		return res, true
+	}
+	return messages.Result{}, false
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -453,6 +569,37 @@ func (c *Client) storedOutcome(ctx context.Context, key string) (res messages.Re
 		return res, false, fmt.Errorf("client: stored message %d on %s is not an outcome of %s", m.Sequence, m.Subject, key)
 	}
 	return res, true, nil
+}
+
+// Lookup asks the workers' lookup service what key's record says (an
+// extension of contract v1.2): absent, in progress, completed with its
+// outcome, dead_lettered, or outcome_unknown, with the command and
+// fingerprint the key is bound to. It reads without a lock and changes
+// nothing. ErrNoLookup: no worker answered.
+func (c *Client) Lookup(ctx context.Context, key string) (messages.KeyState, error) {
+	if err := checkKey(key); err != nil {
+		return messages.KeyState{}, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, streamReadTimeout)
+		defer cancel()
+	}
+	m, err := c.nc.RequestWithContext(ctx, c.cfg.Topology.Subjects.LookupFor(key), nil)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return messages.KeyState{}, ErrNoLookup
+	}
+	if err != nil {
+		return messages.KeyState{}, fmt.Errorf("client: look up %s: %w", key, err)
+	}
+	st, err := messages.DecodeKeyState(m.Data)
+	if err != nil {
+		return messages.KeyState{}, fmt.Errorf("client: lookup answer for %s: %w", key, err)
+	}
+	if st.Error != "" {
+		return st, fmt.Errorf("client: look up %s: the worker says: %s", key, st.Error)
+	}
+	return st, nil
 }
 
 // resultStream returns a handle of the result stream, looked up once it

@@ -424,8 +424,11 @@ func TestClient_Send_KeyReused(t *testing.T) {
 		return !reply.Duplicate
 	}, "every publish stayed inside the dedupe window")
 	require.ErrorIs(t, err, client.ErrKeyReused)
-	require.Equal(t, client.SourceReplyTo, reply.Source)
+	// The worker's refusal of this message: on its inbox, or on
+	// rejected.<key> with its fingerprint, whichever came first.
+	require.Contains(t, []client.Source{client.SourceReplyTo, client.SourceRejectedSubject}, reply.Source)
 	require.Equal(t, messages.StatusRejected, reply.Result.Status)
+	require.Equal(t, messages.Fingerprint(charge(200)), reply.Result.Fingerprint)
 
 	// The key's outcome is unchanged, and a true retry past the window is
 	// replayed by the worker.

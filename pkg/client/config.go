@@ -62,6 +62,15 @@ type Config struct {
 	// to 0.
 	DuplicateWait time.Duration
 
+	// Tenant, when set, makes the client act for that tenant of the HTTP
+	// gateway (contract v1.2, "Callers and tenants"): Send, Charge,
+	// AddToCart, Refund and Status take the tenant's own keys (1-255
+	// visible ASCII characters) and use ScopedKey(Tenant, key) as the
+	// operation's key, so that the tenant's commands and the gateway's
+	// share one key space. 1-64 characters of [A-Za-z0-9_.-]. Defaults to
+	// none: keys are operation keys, canonical UUIDs, used as they are.
+	Tenant string
+
 	// Retry is the backoff between publish attempts. Defaults to the
 	// RetryConfig defaults.
 	Retry RetryConfig
@@ -130,6 +139,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("client: Config.%s", strings.TrimPrefix(err.Error(), "messages: "))
 	}
 	switch {
+	case c.Tenant != "" && !ValidTenant(c.Tenant):
+		return fmt.Errorf("client: Config.Tenant %q: want 1-64 characters of [A-Za-z0-9_.-]", truncate(c.Tenant, 80))
 	case c.PublishTimeout < 0:
 		return errors.New("client: Config.PublishTimeout must not be negative")
 	case c.ResultTimeout < 0:

@@ -10,6 +10,15 @@
 // retry, from this process or another. The same key with a different
 // payload is refused with [ErrKeyReused].
 //
+// # Tenants
+//
+// A service that publishes for a tenant of the HTTP gateway (contract v1.2,
+// "Callers and tenants") sets [Config.Tenant], or calls [Client.SendFor]:
+// keys are then the tenant's own (1-255 visible ASCII characters, e.g. an
+// order number), and the operation's key is [ScopedKey](tenant, key), the
+// same UUIDv5 the gateway derives, so the service and the gateway share
+// the tenant's key space and two tenants never share an operation.
+//
 // # What Send does
 //
 // [Client.Send] (and [Client.Charge], [Client.AddToCart]) validates the key

@@ -29,9 +29,17 @@ var (
 	// points at a stored outcome whose type or data contradict the command
 	// sent (another command type, account, amount, currency, cart or SKU).
 	ErrKeyReused = messages.ErrKeyReused
-	// ErrDeadLettered: the command exhausted its deliveries; the key keeps no
-	// outcome and may be sent again.
+	// ErrDeadLettered: the command exhausted its deliveries; it certainly
+	// did not take effect. The key keeps no outcome and may be sent again
+	// (unless the provider voided it: then use a new key).
 	ErrDeadLettered = messages.ErrDeadLettered
+	// ErrOutcomeUnknown (contract v1.2): the command was dead-lettered while
+	// a call may have taken effect. It is not a failure, and the outcome is
+	// not known yet: send the command again with the same key - never a new
+	// one, which could charge twice - or read it later with Lookup; the
+	// workers keep asking the provider and publish the outcome on
+	// result.<key> once they know it.
+	ErrOutcomeUnknown = messages.ErrOutcomeUnknown
 )
 
 // Errors of the client itself.
@@ -39,6 +47,10 @@ var (
 	// ErrFailed is wrapped by every *FailedError: the operation ran and
 	// definitively did not take effect.
 	ErrFailed = errors.New("client: command failed")
+
+	// ErrInvalidTenant: a tenant id that is not 1-64 characters of
+	// [A-Za-z0-9_.-]. Nothing was sent.
+	ErrInvalidTenant = errors.New("client: invalid tenant id (want 1-64 characters of [A-Za-z0-9_.-])")
 
 	// ErrNotFound: RESULTS holds no outcome for the key. The command was
 	// never sent, is still in flight, was rejected or dead-lettered, or its
@@ -60,6 +72,10 @@ var (
 	// be processed; read it later with Status or send it again with the
 	// same key.
 	ErrResultTimeout = errors.New("client: no answer within the result timeout; the command is accepted and will still be processed")
+
+	// ErrNoLookup: no worker answered a lookup (none runs, or all run a
+	// version before the lookup service).
+	ErrNoLookup = errors.New("client: no worker answers lookups (are workers of v1.2 or later running?)")
 )
 
 // FailedError is the error returned with a failed outcome: the operation

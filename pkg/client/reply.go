@@ -16,10 +16,14 @@ const (
 	SourceReplyTo Source = "reply_to"
 	// SourceResultSubject: the key's outcome, live on result.<key>.
 	SourceResultSubject Source = "result_subject"
-	// SourceRejectedSubject: a rejection, live on rejected.<key>. Taken only
-	// after a duplicate PubAck: otherwise the worker's answer to this message
-	// arrives on the inbox.
+	// SourceRejectedSubject: a rejection of this message, live on
+	// rejected.<key>: it carries the message's fingerprint (contract v1.2).
 	SourceRejectedSubject Source = "rejected_subject"
+	// SourceLookup: what the key's record says, from the workers' lookup
+	// service, asked after a reconnect or before giving up (an answer
+	// published while the connection was down is not stored in RESULTS
+	// when it is a refusal).
+	SourceLookup Source = "lookup"
 	// SourceResultStream: the key's stored outcome, read from the result
 	// stream after a duplicate PubAck, because it may have been published
 	// before the client subscribed.

@@ -66,7 +66,7 @@ func pipelined(t *testing.T) (*testBundle, *pipelines) {
 func TestAcquireBegin_OneRoundTrip(t *testing.T) {
 	t.Parallel()
 	b, rec := pipelined(t)
-	a := attempt("fp", time.Now())
+	a := tryOf("fp", time.Now())
 	_, _, err := b.store.AcquireBegin(b.ctx, b.key, a) // loads the script: NOSCRIPT, then Run's EVAL
 	require.NoError(t, err)
 	b.key = newKey()
@@ -84,7 +84,8 @@ func TestAcquireBegin_OneRoundTrip(t *testing.T) {
 	tries, err := b.rdb.HGet(b.ctx, b.store.RecordKey(b.key), "tries").Result()
 	require.NoError(t, err)
 	require.Equal(t, "1", tries, "the begin behind a SET that did not take the lock wrote nothing")
-	require.Equal(t, "1", b.rdb.HGet(b.ctx, b.store.RecordKey(b.key), "running").Val())
+	require.Equal(t, "running", b.rdb.HGet(b.ctx, b.store.RecordKey(b.key), "state").Val())
+	require.Equal(t, lease.Value(), b.lockValue(t), "the holder's lock is untouched")
 }
 
 // TestAcquireBegin_ScriptNotLoaded: after SCRIPT FLUSH (a restarted Redis)
@@ -97,7 +98,7 @@ func TestAcquireBegin_ScriptNotLoaded(t *testing.T) {
 	require.NoError(t, err)
 	defer other.Close()
 	require.NoError(t, other.ScriptFlush(b.ctx).Err())
-	lease, begun, err := b.store.AcquireBegin(b.ctx, b.key, attempt("fp", time.Now()))
+	lease, begun, err := b.store.AcquireBegin(b.ctx, b.key, tryOf("fp", time.Now()))
 	require.NoError(t, err)
 	defer func() { _ = lease.Release(context.Background()) }()
 	require.Equal(t, BeginRun, begun.Status)
@@ -109,7 +110,7 @@ func TestAcquireBegin_ScriptNotLoaded(t *testing.T) {
 func TestAcquireBegin_WithoutPipelining(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
-	a := attempt("fp", time.Now())
+	a := tryOf("fp", time.Now())
 	lease, begun, err := b.store.AcquireBegin(b.ctx, b.key, a)
 	require.NoError(t, err)
 	require.Equal(t, BeginRun, begun.Status)
@@ -121,7 +122,7 @@ func TestAcquireBegin_WithoutPipelining(t *testing.T) {
 	defer func() { _ = lease.Release(context.Background()) }()
 	require.Equal(t, BeginRun, begun.Status)
 	require.Equal(t, 2, begun.Record.Tries)
-	require.True(t, begun.Record.Unknown, "the first attempt never reported back")
+	require.True(t, begun.Record.Unknown(), "the first try never reported back")
 }
 
 // TestAcquireBeginAndCommit_OneRoundTrip: the same for an operation whose
@@ -129,7 +130,7 @@ func TestAcquireBegin_WithoutPipelining(t *testing.T) {
 func TestAcquireBeginAndCommit_OneRoundTrip(t *testing.T) {
 	t.Parallel()
 	b, rec := pipelined(t)
-	a := attempt("fp", time.Now())
+	a := tryOf("fp", time.Now())
 	res := messages.Result{Status: messages.StatusSucceeded, Data: []byte(`{"quantity":2}`), Attempts: 1, ProcessedAt: time.Now()}
 	_, _, err := b.store.AcquireBeginAndCommit(b.ctx, newKey(), a, res, nil) // loads the script
 	require.NoError(t, err)
@@ -153,7 +154,7 @@ func TestAcquireBeginAndCommit_OneRoundTrip(t *testing.T) {
 func TestAcquireBegin_ApplyEffectRoundTrips(t *testing.T) {
 	t.Parallel()
 	b, rec := pipelined(t)
-	a := attempt("fp", time.Now())
+	a := tryOf("fp", time.Now())
 	effect := &Effect{Key: b.store.Config().Namespace + "cart:{c}", Field: "SKU", By: 2}
 	res := messages.Result{Status: messages.StatusSucceeded, Data: []byte(`{"quantity":2}`), Attempts: 1, ProcessedAt: time.Now()}
 	run := func(key string) {

@@ -135,7 +135,7 @@ func TestLease_KeepAlive(t *testing.T) {
 	t.Run("AfterCommit", func(t *testing.T) {
 		t.Parallel()
 		kb := setupKeepAlive(t, lockTTL)
-		_, err := kb.store.Begin(kb.ctx, kb.lease, attempt(fpA, time.Now()))
+		_, err := kb.store.Begin(kb.ctx, kb.lease, tryOf(fpA, time.Now()))
 		require.NoError(t, err)
 		ctx, stop := kb.lease.KeepAlive(kb.ctx, 0, tick(kb))
 		defer stop()

@@ -4,7 +4,11 @@ import (
 	"crypto/rand"
 	"fmt"
 	"os"
+	"sync"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/internal/testenv"
 )
@@ -22,8 +26,31 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if cluster != nil {
+		cluster.Shutdown()
+	}
 	testenv.Close()
 	os.Exit(code)
+}
+
+// A Redis Cluster, started by the first test that needs one (most do not:
+// it takes seconds) and shared by the rest.
+var (
+	clusterOnce sync.Once
+	cluster     *testenv.RedisCluster
+	errCluster  error
+)
+
+// clustered returns a Cluster client of the shared Redis Cluster.
+func clustered(t *testing.T) *redis.ClusterClient {
+	t.Helper()
+	clusterOnce.Do(func() { cluster, errCluster = testenv.StartRedisCluster(3) })
+	require.NoError(t, errCluster)
+	opt, err := redis.ParseClusterURL(cluster.URL())
+	require.NoError(t, err)
+	rdb := redis.NewClusterClient(opt)
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
 }
 
 // newKey returns a random version 4 UUID in canonical form, like the keys

@@ -109,7 +109,7 @@ func TestStore_RoundTrips(t *testing.T) {
 		// A duplicate delivery: the outcome is read and the lock released.
 		lease, err := b.store.Acquire(b.ctx, b.key)
 		require.NoError(t, err)
-		got, err := b.store.Begin(b.ctx, lease, attempt(fpA, time.Now()))
+		got, err := b.store.Begin(b.ctx, lease, tryOf(fpA, time.Now()))
 		require.NoError(t, err)
 		require.Equal(t, BeginCompleted, got.Status)
 		require.NoError(t, lease.Release(b.ctx))
@@ -124,7 +124,7 @@ func (b *testBundle) happyPath(t *testing.T, key string) {
 	t.Helper()
 	lease, err := b.store.Acquire(b.ctx, key)
 	require.NoError(t, err)
-	got, err := b.store.Begin(b.ctx, lease, attempt(fpA, time.Now()))
+	got, err := b.store.Begin(b.ctx, lease, tryOf(fpA, time.Now()))
 	require.NoError(t, err)
 	require.Equal(t, BeginRun, got.Status)
 	rec, err := b.store.Commit(b.ctx, lease, fpA, messages.Result{Status: messages.StatusSucceeded, Attempts: 1}, nil)

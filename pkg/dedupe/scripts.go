@@ -2,243 +2,342 @@ package dedupe
 
 import "github.com/redis/go-redis/v9"
 
-// Every script that changes a key checks the caller's lock value first
-// (the fence) and touches only the record, the lock and, for an effect, the
-// effect's hash, so a script either runs whole or not at all, and Redis's
-// AOF logs it as one unit.
+// The scripts below are the only writers of a key's record: each is one
+// transition of the state machine of docs/state-machine.md (record.go
+// names the states). Every script that changes a key checks the caller's
+// lock value first (the fence) and touches only the record, the lock and,
+// for an effect, the effect's keys, so a script either runs whole or not at
+// all, and Redis's AOF logs it as one unit.
 //
-// Record fields (hash <RecordPrefix>{<key>}):
+// Every script replies in one shape, which parseReply reads:
 //
-//	state        in_progress | completed
-//	command      the command's kind
-//	fingerprint  the payload fingerprint, pinned by the first attempt
-//	tries        attempts started since the key was last dead-lettered
-//	running      set while an attempt runs the operation; still set at the
-//	             next Begin means that attempt never reported back
-//	unknown      set once an attempt may have taken effect without an outcome
-//	dead_before  µs timestamp: deliveries of messages published at or before
-//	             it belong to a dead-lettered command
-//	dead_effect  none | unknown: what that dead letter told the client
-//	status, code, message, data, attempts, processed_at: the outcome, once
-//	             completed
+//	{verdict, released, field, value, field, value, ...}
+//
+// verdict names what the script did or found; released is "1" when the
+// script deleted the caller's lock (the end of its tenure), "0" otherwise;
+// the pairs are the record as it stands after the script (none when there
+// is no record).
+//
+// The lock key belongs to redsync (lock.go): Acquire creates it, the
+// watchdog extends it, Release deletes it. A script may read it (the
+// fence), and may delete it only as the last write of a transition that
+// ends its holder's tenure (commit, settle, dead letter), and only when it
+// holds the caller's value; the reply then says released, and the Store
+// marks the Lease released from that reply alone.
 
-// beginScript starts an attempt: the caller holds the lock, and learns
-// whether to run the operation.
+// prelude is the Lua every script shares. On KEYS[1], the record, and
+// KEYS[2], the lock:
 //
-//	KEYS[1] record, KEYS[2] lock
-//	ARGV[1] lock value, ARGV[2] kind, ARGV[3] fingerprint, ARGV[4] retention ms,
-//	ARGV[5] the message's publish time in µs, ARGV[6] tries allowed
-//
-// Returns {"lost"}; {"run"} for a new key; or {status, field, value, ...}
-// with status "completed" (its retention extended: a replay is an answer),
-// "conflict" (another fingerprint; nothing written), "condemned" (the
-// message was dead-lettered), "exhausted" (no tries left; not run) or "run"
-// (tries incremented, running set).
-var beginScript = redis.NewScript(commonLua + `
-if redis.call("GET", KEYS[2]) ~= ARGV[1] then
-  return {"lost"}
-end
-if not redis.call("HGET", KEYS[1], "state") then
-  redis.call("HSET", KEYS[1], "state", "in_progress", "command", ARGV[2], "fingerprint", ARGV[3],
-    "tries", 1, "running", 1)
-  redis.call("PEXPIRE", KEYS[1], ARGV[4])
-  return {"run"}
-end
-local settled = settled_by_record(ARGV[3], ARGV[5], ARGV[4])
-if settled then
-  return settled
-end
-if redis.call("HGET", KEYS[1], "running") then
-  redis.call("HSET", KEYS[1], "unknown", 1)
-end
-local tries = tonumber(redis.call("HGET", KEYS[1], "tries") or "0")
-if tries >= tonumber(ARGV[6]) then
-  redis.call("HDEL", KEYS[1], "running")
-  return record_reply("exhausted")
-end
-redis.call("HSET", KEYS[1], "tries", tries + 1, "running", 1)
-redis.call("PEXPIRE", KEYS[1], ARGV[4])
-return record_reply("run")
-`)
-
-// commitScript stores an outcome: the fenced commit.
-//
-//	KEYS[1] record, KEYS[2] lock, KEYS[3] effect hash (optional)
-//	ARGV[1] lock value, ARGV[2] fingerprint, ARGV[3] retention ms,
-//	ARGV[4] status, ARGV[5] code, ARGV[6] message, ARGV[7] data,
-//	ARGV[8] attempts, ARGV[9] processed_at,
-//	ARGV[10] effect field, ARGV[11] effect increment, ARGV[12] placeholder
-//
-// A record already completed wins: it is returned unchanged and nothing is
-// applied, which makes the script safe to run twice (go-redis retries a
-// command whose connection broke, and so does the caller). Otherwise the
-// caller must still hold the lock and the record must be in progress with
-// the same fingerprint. The optional effect is HINCRBY KEYS[3] field by; its
-// result replaces the first occurrence of the placeholder in data.
-//
-// Returns {"completed", field, value, ...} (stored earlier), {"lost"},
-// {"conflict"} or {"committed", data, command}.
-var commitScript = redis.NewScript(commonLua + `
-local rec = redis.call("HMGET", KEYS[1], "state", "fingerprint", "command")
-if rec[1] == "completed" then
-  return record_reply("completed")
-end
-if redis.call("GET", KEYS[2]) ~= ARGV[1] then
-  return {"lost"}
-end
-if rec[2] ~= ARGV[2] then
-  return {"conflict"}
-end
-local data = complete(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[3])
-return {"committed", data, rec[3] or ""}
-`)
-
-// beginCommitScript is beginScript and commitScript in one round trip, for
-// operations whose whole effect is the commit's counter update: there is
-// nothing to run between them, so there is no attempt that could die
-// half-way and tries are not counted.
-//
-//	KEYS[1] record, KEYS[2] lock, KEYS[3] effect hash (optional)
-//	ARGV[1] lock value, ARGV[2] kind, ARGV[3] fingerprint, ARGV[4] retention ms,
-//	ARGV[5] publish time µs, ARGV[6] status, ARGV[7] code, ARGV[8] message,
-//	ARGV[9] data, ARGV[10] attempts, ARGV[11] processed_at,
-//	ARGV[12] effect field, ARGV[13] effect increment, ARGV[14] placeholder
-//
-// Returns like beginScript, except that where beginScript says "run" it
-// commits and returns {"committed", data, command}.
-var beginCommitScript = redis.NewScript(commonLua + `
-if redis.call("GET", KEYS[2]) ~= ARGV[1] then
-  return {"lost"}
-end
-if redis.call("HGET", KEYS[1], "state") then
-  local settled = settled_by_record(ARGV[3], ARGV[5], ARGV[4])
-  if settled then
-    return settled
-  end
-else
-  redis.call("HSET", KEYS[1], "command", ARGV[2], "fingerprint", ARGV[3])
-end
-local data = complete(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[4])
-return {"committed", data, ARGV[2]}
-`)
-
-// commonLua defines the functions the scripts share, on KEYS[1] the record
-// and KEYS[2] the lock:
-//
-//   - record_reply(status): {status, field, value, ...} of the record;
-//   - settled_by_record(fingerprint, published_us, retention_ms): for an
-//     existing record, the reply that ends an attempt before it runs -
+//   - fenced(value): the lock holds the caller's value;
+//   - load(max_tries): the record as a table (nil if none), upgraded in
+//     place from the format of idempay before v1.2 (state in_progress with
+//     running/unknown flags) to this one;
+//   - reply(verdict, released): the reply shape above;
+//   - settled(r, fingerprint, published_us, retention_ms): for an existing
+//     record, the reply that ends a delivery before it runs anything -
 //     "conflict" (another fingerprint), "completed" (retention extended: a
-//     replay is an answer) or "condemned" (a message published at or
+//     replay is an answer) or "dead_lettered" (a message published at or
 //     before the key's last dead letter) - or nil to go on;
 //   - complete(...): applies the optional effect (KEYS[3]) and writes the
-//     outcome into the record, dropping the attempt fields and the lock;
-//     it returns the stored data.
+//     outcome, dropping the try fields; returns nothing.
 //
 //nolint:dupword // Lua: "end end" closes two nested blocks
-const commonLua = `
-local function record_reply(status)
-  local rec = redis.call("HGETALL", KEYS[1])
-  table.insert(rec, 1, status)
-  return rec
+const prelude = `
+local function fenced(value)
+  return redis.call("GET", KEYS[2]) == value
 end
-local function settled_by_record(fingerprint, published, retention)
-  if redis.call("HGET", KEYS[1], "fingerprint") ~= fingerprint then
-    return record_reply("conflict")
+local function load(max_tries)
+  local flat = redis.call("HGETALL", KEYS[1])
+  if #flat == 0 then return nil end
+  local r = {}
+  for i = 1, #flat, 2 do r[flat[i]] = flat[i + 1] end
+  if r.state == "in_progress" then
+    local dead = tonumber(r.dead_before or "0") or 0
+    local tries = tonumber(r.tries or "0") or 0
+    if r.running then
+      r.state = "running"
+    elseif dead > 0 and tries == 0 then
+      r.state = "dead"
+    else
+      r.state = "idle"
+    end
+    r.effect = "none"
+    if r.unknown or r.dead_effect == "unknown" then
+      r.effect = "unknown"
+    end
+    redis.call("HDEL", KEYS[1], "running", "unknown")
+    redis.call("HSET", KEYS[1], "v", "2", "state", r.state, "effect", r.effect)
   end
-  if redis.call("HGET", KEYS[1], "state") == "completed" then
+  if r.state ~= "completed" and not r.max_tries and max_tries then
+    r.max_tries = max_tries
+    redis.call("HSET", KEYS[1], "max_tries", max_tries)
+  end
+  return r
+end
+local function reply(verdict, released)
+  local out = redis.call("HGETALL", KEYS[1])
+  table.insert(out, 1, released and "1" or "0")
+  table.insert(out, 1, verdict)
+  return out
+end
+local function settled(r, fingerprint, published, retention)
+  if r.fingerprint ~= fingerprint then
+    return reply("conflict", false)
+  end
+  if r.state == "completed" then
     redis.call("PEXPIRE", KEYS[1], retention)
-    return record_reply("completed")
+    return reply("completed", false)
   end
-  local dead = redis.call("HGET", KEYS[1], "dead_before")
-  if dead and tonumber(published) <= tonumber(dead) then
-    return record_reply("condemned")
+  local dead = tonumber(r.dead_before or "0") or 0
+  if dead > 0 and tonumber(published) <= dead then
+    return reply("dead_lettered", false)
   end
   return nil
 end
-local function complete(status, code, message, data, attempts, processed_at, field, by, placeholder, retention)
+local function complete(status, code, message, data, attempts, processed_at, field, by, placeholder, effect_ttl, retention)
   if KEYS[3] then
     local n = redis.call("HINCRBY", KEYS[3], field, by)
+    if tonumber(effect_ttl) > 0 then
+      redis.call("PEXPIRE", KEYS[3], effect_ttl)
+    end
     local i, j = string.find(data, placeholder, 1, true)
     if i then
       data = string.sub(data, 1, i - 1) .. tostring(n) .. string.sub(data, j + 1)
     end
   end
-  redis.call("HDEL", KEYS[1], "tries", "running", "unknown", "dead_before", "dead_effect")
-  redis.call("HSET", KEYS[1], "state", "completed", "status", status, "code", code,
+  redis.call("HDEL", KEYS[1], "tries", "max_tries", "effect", "dead_before", "dead_effect", "dead_at",
+    "voided", "body", "apply", "running", "unknown")
+  redis.call("HSET", KEYS[1], "v", "2", "state", "completed", "status", status, "code", code,
     "message", message, "data", data, "attempts", attempts, "processed_at", processed_at)
   redis.call("PEXPIRE", KEYS[1], retention)
-  redis.call("DEL", KEYS[2])
-  return data
 end
 `
 
-// settleScript ends an attempt that produced no outcome and releases the
-// lock. When the caller cannot be certain the attempt had no effect, the
-// record remembers that an effect may exist.
+// beginScript starts a try (transitions new/idle/dead -> running), or says
+// why this delivery runs nothing.
 //
 //	KEYS[1] record, KEYS[2] lock
-//	ARGV[1] lock value, ARGV[2] "1" when the attempt certainly had no effect,
-//	ARGV[3] "1" to give the try back (the operation did not start)
+//	ARGV[1] lock value, ARGV[2] kind, ARGV[3] fingerprint, ARGV[4] retention ms,
+//	ARGV[5] the message's publish time in µs, ARGV[6] tries a new key gets,
+//	ARGV[7] "separate" when the key's effect is applied apart from the commit
 //
-// Returns "lost" (nothing written) or "ok".
-var settleScript = redis.NewScript(`
-if redis.call("GET", KEYS[2]) ~= ARGV[1] then
-  return "lost"
+// Verdicts: lost (nothing written), run, completed, conflict,
+// dead_lettered (this message was), voided (the key was voided at the
+// provider: nothing can take effect for it), exhausted (no tries left; the
+// caller holds the lock and must dead-letter the key or settle its
+// outcome).
+var beginScript = redis.NewScript(prelude + `
+if not fenced(ARGV[1]) then
+  return {"lost", "0"}
 end
-if redis.call("HGET", KEYS[1], "state") == "in_progress" then
-  if ARGV[2] ~= "1" then
-    redis.call("HSET", KEYS[1], "unknown", 1)
+local r = load(ARGV[6])
+if not r then
+  redis.call("HSET", KEYS[1], "v", "2", "state", "running", "command", ARGV[2], "fingerprint", ARGV[3],
+    "max_tries", ARGV[6], "tries", 1, "effect", "none")
+  if ARGV[7] == "separate" then
+    redis.call("HSET", KEYS[1], "apply", "separate")
   end
-  if ARGV[3] == "1" and tonumber(redis.call("HGET", KEYS[1], "tries") or "0") > 0 then
-    redis.call("HINCRBY", KEYS[1], "tries", -1)
-  end
-  redis.call("HDEL", KEYS[1], "running")
+  redis.call("PEXPIRE", KEYS[1], ARGV[4])
+  return reply("run", false)
 end
-redis.call("DEL", KEYS[2])
-return "ok"
+local done = settled(r, ARGV[3], ARGV[5], ARGV[4])
+if done then
+  return done
+end
+if r.state == "dead" then
+  if r.voided == "1" then
+    return reply("voided", false)
+  end
+  r.tries = "0" -- a re-drive: fresh tries; what may have happened before stays known
+end
+if r.state == "running" then
+  r.effect = "unknown" -- the try before never reported back: it may have taken effect
+end
+if ARGV[7] == "separate" then
+  redis.call("HSET", KEYS[1], "apply", "separate")
+end
+local tries = tonumber(r.tries or "0") or 0
+if tries >= tonumber(r.max_tries) then
+  redis.call("HSET", KEYS[1], "state", "idle", "tries", tries, "effect", r.effect)
+  redis.call("PEXPIRE", KEYS[1], ARGV[4])
+  return reply("exhausted", false)
+end
+redis.call("HSET", KEYS[1], "state", "running", "tries", tries + 1, "effect", r.effect)
+redis.call("PEXPIRE", KEYS[1], ARGV[4])
+return reply("run", false)
 `)
 
-// condemnScript records that the command published at ARGV[2] was
-// dead-lettered, and releases the lock: every later delivery of a message
-// of this key published at or before that moment ends as dead-lettered, and
-// a re-drive (a later publish) starts with fresh tries.
+// commitScript stores an outcome: the fenced commit (running, idle or
+// dead -> completed). The effect of an operation found by a lookup or a
+// void is committed the same way.
+//
+//	KEYS[1] record, KEYS[2] lock, KEYS[3] effect hash (optional)
+//	ARGV[1] lock value, ARGV[2] fingerprint, ARGV[3] retention ms,
+//	ARGV[4] status, ARGV[5] code, ARGV[6] message, ARGV[7] data,
+//	ARGV[8] attempts, ARGV[9] processed_at,
+//	ARGV[10] effect field, ARGV[11] effect increment, ARGV[12] placeholder,
+//	ARGV[13] effect expiry ms (0: none)
+//
+// A record already completed wins: it is returned unchanged and nothing is
+// applied, which makes the script safe to run twice (go-redis retries a
+// command whose connection broke, and so does the caller). Otherwise the
+// caller must still hold the lock and the record must hold the same
+// fingerprint; the optional effect is HINCRBY KEYS[3] field by, whose
+// result replaces the first occurrence of the placeholder in data.
+//
+// Verdicts: completed (stored earlier), lost, missing (no record: Redis
+// lost it), conflict, committed (released).
+var commitScript = redis.NewScript(prelude + `
+local r = load(nil)
+if r and r.state == "completed" then
+  return reply("completed", false)
+end
+if not fenced(ARGV[1]) then
+  return {"lost", "0"}
+end
+if not r then
+  return {"missing", "0"}
+end
+if r.fingerprint ~= ARGV[2] then
+  return reply("conflict", false)
+end
+complete(ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[3])
+redis.call("DEL", KEYS[2])
+return reply("committed", true)
+`)
+
+// beginCommitScript is beginScript and commitScript in one round trip
+// (new, idle or re-driven dead -> completed), for operations whose whole
+// effect is the commit's counter update: there is nothing to run between
+// them, so no try can die half-way and none is counted.
+//
+//	KEYS[1] record, KEYS[2] lock, KEYS[3] effect hash (optional)
+//	ARGV[1] lock value, ARGV[2] kind, ARGV[3] fingerprint, ARGV[4] retention ms,
+//	ARGV[5] publish time µs, ARGV[6] status, ARGV[7] code, ARGV[8] message,
+//	ARGV[9] data, ARGV[10] attempts, ARGV[11] processed_at,
+//	ARGV[12] effect field, ARGV[13] effect increment, ARGV[14] placeholder,
+//	ARGV[15] effect expiry ms (0: none)
+//
+// Verdicts: like beginScript's, except that where beginScript says run it
+// commits (committed, released); and separate when a worker that applies
+// effects apart began this key (the caller must go that way too, or it
+// could apply an effect a second time).
+var beginCommitScript = redis.NewScript(prelude + `
+if not fenced(ARGV[1]) then
+  return {"lost", "0"}
+end
+local r = load(nil)
+if r then
+  local done = settled(r, ARGV[3], ARGV[5], ARGV[4])
+  if done then
+    return done
+  end
+  if r.apply == "separate" or r.state == "running" then
+    return reply("separate", false)
+  end
+  if r.state == "dead" and r.voided == "1" then
+    return reply("voided", false)
+  end
+else
+  redis.call("HSET", KEYS[1], "command", ARGV[2], "fingerprint", ARGV[3])
+end
+complete(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[4])
+redis.call("DEL", KEYS[2])
+return reply("committed", true)
+`)
+
+// settleScript ends a try that produced no outcome (running -> idle) and
+// releases the lock. The record's effect only moves from none to unknown
+// here: a try that may have taken effect makes the key unknown until the
+// provider, asked by key, settles it.
 //
 //	KEYS[1] record, KEYS[2] lock
-//	ARGV[1] lock value, ARGV[2] publish time µs, ARGV[3] effect (none|unknown),
-//	ARGV[4] retention ms
+//	ARGV[1] lock value, ARGV[2] none | unknown: what the try may have done,
+//	ARGV[3] "1" to give the try back (the operation did not start)
 //
-// Returns {"lost"}, {"completed", field, value, ...} (nothing written: an
-// outcome is stored, answer it instead) or {"condemned"}.
-var condemnScript = redis.NewScript(`
-if redis.call("GET", KEYS[2]) ~= ARGV[1] then
-  return {"lost"}
+// Verdicts: lost (nothing written), settled (released).
+var settleScript = redis.NewScript(prelude + `
+if not fenced(ARGV[1]) then
+  return {"lost", "0"}
 end
-if redis.call("HGET", KEYS[1], "state") == "completed" then
-  local rec = redis.call("HGETALL", KEYS[1])
-  table.insert(rec, 1, "completed")
-  return rec
+local r = load(nil)
+if r and r.state == "running" then
+  local effect = r.effect or "none"
+  if ARGV[2] == "unknown" then
+    effect = "unknown"
+  end
+  local tries = tonumber(r.tries or "0") or 0
+  if ARGV[3] == "1" and tries > 0 then
+    tries = tries - 1
+  end
+  redis.call("HSET", KEYS[1], "state", "idle", "effect", effect, "tries", tries)
 end
-local dead = tonumber(redis.call("HGET", KEYS[1], "dead_before") or "0")
+redis.call("DEL", KEYS[2])
+return reply("settled", true)
+`)
+
+// deadLetterScript records that the command published at ARGV[2] was
+// dead-lettered (running or idle or dead -> dead), and releases the lock:
+// every later delivery of a message of this key published at or before
+// that moment ends as that dead letter, and a re-drive (a later publish)
+// starts with fresh tries. Run by the resolver on a dead key (published
+// 0), it settles the key's effect.
+//
+//	KEYS[1] record, KEYS[2] lock
+//	ARGV[1] lock value, ARGV[2] publish time µs, ARGV[3] none | unknown: what
+//	the dead letter tells its client, ARGV[4] "1" when the key was voided at
+//	the provider, ARGV[5] the command's body (kept while unknown, for the
+//	resolver), ARGV[6] now in ms, ARGV[7] retention ms, ARGV[8] kind,
+//	ARGV[9] fingerprint (for a record Redis lost)
+//
+// Verdicts: lost, completed (nothing written: an outcome is stored, answer
+// it instead), dead (released).
+var deadLetterScript = redis.NewScript(prelude + `
+if not fenced(ARGV[1]) then
+  return {"lost", "0"}
+end
+local r = load(nil)
+if r and r.state == "completed" then
+  return reply("completed", false)
+end
+if not r then
+  redis.call("HSET", KEYS[1], "v", "2", "command", ARGV[8], "fingerprint", ARGV[9])
+  r = {}
+end
+local dead = tonumber(r.dead_before or "0") or 0
 local at = tonumber(ARGV[2])
 if at > dead then
   dead = at
 end
-redis.call("HSET", KEYS[1], "dead_before", string.format("%.0f", dead), "dead_effect", ARGV[3], "tries", 0)
-redis.call("HDEL", KEYS[1], "running")
-redis.call("PEXPIRE", KEYS[1], ARGV[4])
+redis.call("HSET", KEYS[1], "state", "dead", "dead_before", string.format("%.0f", dead),
+  "dead_effect", ARGV[3], "effect", ARGV[3], "tries", 0)
+if r.state ~= "dead" or not r.dead_at then
+  redis.call("HSET", KEYS[1], "dead_at", ARGV[6])
+end
+if ARGV[3] == "unknown" then
+  redis.call("HSET", KEYS[1], "body", ARGV[5])
+else
+  redis.call("HDEL", KEYS[1], "body")
+end
+if ARGV[4] == "1" then
+  redis.call("HSET", KEYS[1], "voided", "1")
+end
+redis.call("PEXPIRE", KEYS[1], ARGV[7])
 redis.call("DEL", KEYS[2])
-return {"condemned"}
+return reply("dead", true)
 `)
 
 // peekScript reads a record without the lock, and extends the retention of
-// a completed one: a duplicate answered from it is an answer of the outcome.
+// a completed one: a duplicate answered from it is an answer of the
+// outcome.
 //
 //	KEYS[1] record; ARGV[1] retention ms
-var peekScript = redis.NewScript(`
-local rec = redis.call("HGETALL", KEYS[1])
-if redis.call("HGET", KEYS[1], "state") == "completed" then
+//
+// Verdict: peek.
+var peekScript = redis.NewScript(prelude + `
+local r = load(nil)
+if r and r.state == "completed" then
   redis.call("PEXPIRE", KEYS[1], ARGV[1])
 end
-return rec
+return reply("peek", false)
 `)

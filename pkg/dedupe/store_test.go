@@ -55,19 +55,20 @@ func (b *testBundle) acquire(t *testing.T) *Lease {
 	return lease
 }
 
-// attempt is a delivery of the bundle's command published at published.
-func attempt(fingerprint string, published time.Time) Attempt {
-	return Attempt{Kind: "cart.add", Fingerprint: fingerprint, Published: published, MaxTries: 3}
+// tryOf is a delivery of the bundle's command published at published, by a
+// worker whose MAX_DELIVER is 3.
+func tryOf(fingerprint string, published time.Time) Try {
+	return Try{Kind: "cart.add", Fingerprint: fingerprint, Published: published, MaxTries: 3}
 }
 
-// begin acquires the key and begins an attempt with fingerprint that runs.
+// begin acquires the key and begins a try with fingerprint that runs.
 func (b *testBundle) begin(t *testing.T, fingerprint string) *Lease { //nolint:unparam // callers name the fingerprint their Commit must match
 	t.Helper()
 	lease := b.acquire(t)
-	got, err := b.store.Begin(b.ctx, lease, attempt(fingerprint, time.Now()))
+	got, err := b.store.Begin(b.ctx, lease, tryOf(fingerprint, time.Now()))
 	require.NoError(t, err)
 	require.Equal(t, BeginRun, got.Status)
-	require.Equal(t, StateInProgress, got.Record.State)
+	require.Equal(t, StateRunning, got.Record.State)
 	return lease
 }
 
@@ -369,13 +370,14 @@ func TestStore_Get(t *testing.T) {
 		require.Nil(t, rec)
 	})
 
-	t.Run("InProgress", func(t *testing.T) {
+	t.Run("Running", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
 		b.begin(t, fpA)
 		rec, err := b.store.Get(b.ctx, b.key)
 		require.NoError(t, err)
-		require.Equal(t, &Record{Key: b.key, State: StateInProgress, Kind: "cart.add", Fingerprint: fpA, Tries: 1}, rec)
+		require.Equal(t, &Record{Key: b.key, State: StateRunning, Kind: "cart.add", Fingerprint: fpA,
+			MaxTries: 3, Tries: 1, Effect: EffectNone}, rec)
 	})
 
 	corrupt := map[string][]any{
@@ -401,12 +403,12 @@ func TestStore_Begin(t *testing.T) {
 		t.Parallel()
 		b := setup(t, &Config{Retention: time.Hour})
 		lease := b.acquire(t)
-		got, err := b.store.Begin(b.ctx, lease, Attempt{Kind: "payment.charge", Fingerprint: fpA, Published: now, MaxTries: 3})
+		got, err := b.store.Begin(b.ctx, lease, Try{Kind: "payment.charge", Fingerprint: fpA, Published: now, MaxTries: 3})
 		require.NoError(t, err)
-		require.Equal(t, Begun{Status: BeginRun, Record: &Record{Key: b.key, State: StateInProgress, Kind: "payment.charge",
-			Fingerprint: fpA, Tries: 1}}, got)
-		require.Equal(t, map[string]string{"state": "in_progress", "command": "payment.charge", "fingerprint": fpA,
-			"tries": "1", "running": "1"}, b.raw(t))
+		require.Equal(t, Begun{Status: BeginRun, Record: &Record{Key: b.key, State: StateRunning, Kind: "payment.charge",
+			Fingerprint: fpA, MaxTries: 3, Tries: 1, Effect: EffectNone}}, got)
+		require.Equal(t, map[string]string{"v": "2", "state": "running", "command": "payment.charge", "fingerprint": fpA,
+			"max_tries": "3", "tries": "1", "effect": "none"}, b.raw(t))
 		requireTTL(t, b, b.store.RecordKey(b.key), time.Hour)
 		require.Equal(t, lease.Value(), b.lockValue(t), "Begin keeps the lock")
 	})
@@ -416,31 +418,33 @@ func TestStore_Begin(t *testing.T) {
 		b := setup(t, nil)
 		for try := 1; try <= 3; try++ {
 			lease := b.acquire(t)
-			got, err := b.store.Begin(b.ctx, lease, attempt(fpA, now))
+			got, err := b.store.Begin(b.ctx, lease, tryOf(fpA, now))
 			require.NoError(t, err)
 			require.Equal(t, BeginRun, got.Status, "try %d", try)
 			require.Equal(t, try, got.Record.Tries)
-			require.NoError(t, b.store.Settle(b.ctx, lease, true, false))
+			require.NoError(t, b.store.Settle(b.ctx, lease, EffectNone, false))
 		}
 		lease := b.acquire(t)
-		got, err := b.store.Begin(b.ctx, lease, attempt(fpA, now))
+		got, err := b.store.Begin(b.ctx, lease, tryOf(fpA, now))
 		require.NoError(t, err)
 		require.Equal(t, BeginExhausted, got.Status)
 		require.Equal(t, 3, got.Record.Tries)
-		require.False(t, got.Record.Unknown, "every try settled as certainly without effect")
-		require.NotContains(t, b.raw(t), "running", "an exhausted delivery runs nothing")
+		require.False(t, got.Record.Unknown(), "every try settled as certainly without effect")
+		require.Equal(t, StateIdle, got.Record.State, "an exhausted delivery runs nothing")
+		require.Equal(t, "idle", b.raw(t)["state"])
+		require.Equal(t, lease.Value(), b.lockValue(t), "the caller keeps the lock, to dead-letter the key")
 	})
 
-	t.Run("AttemptThatNeverReportedBackIsUnknown", func(t *testing.T) {
+	t.Run("TryThatNeverReportedBackIsUnknown", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
 		first := b.begin(t, fpA)
 		require.NoError(t, first.Release(b.ctx)) // the worker died: no Settle, no Commit
 
-		got, err := b.store.Begin(b.ctx, b.acquire(t), attempt(fpA, now))
+		got, err := b.store.Begin(b.ctx, b.acquire(t), tryOf(fpA, now))
 		require.NoError(t, err)
 		require.Equal(t, BeginRun, got.Status)
-		require.True(t, got.Record.Unknown, "the dead attempt may have taken effect")
+		require.True(t, got.Record.Unknown(), "the dead try may have taken effect")
 		require.Equal(t, 2, got.Record.Tries)
 	})
 
@@ -451,7 +455,7 @@ func TestStore_Begin(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, b.rdb.PExpire(b.ctx, b.store.RecordKey(b.key), time.Minute).Err())
 
-		got, err := b.store.Begin(b.ctx, b.acquire(t), attempt(fpA, now))
+		got, err := b.store.Begin(b.ctx, b.acquire(t), tryOf(fpA, now))
 		require.NoError(t, err)
 		require.Equal(t, BeginCompleted, got.Status)
 		require.Equal(t, committed, got.Record)
@@ -464,7 +468,7 @@ func TestStore_Begin(t *testing.T) {
 		b.begin(t, fpA)
 		before := b.raw(t)
 		require.NoError(t, b.rdb.Del(b.ctx, b.store.LockKey(b.key)).Err())
-		got, err := b.store.Begin(b.ctx, b.acquire(t), attempt(fpB, now))
+		got, err := b.store.Begin(b.ctx, b.acquire(t), tryOf(fpB, now))
 		require.NoError(t, err)
 		require.Equal(t, BeginConflict, got.Status)
 		require.Equal(t, fpA, got.Record.Fingerprint)
@@ -477,7 +481,7 @@ func TestStore_Begin(t *testing.T) {
 			b := setup(t, nil)
 			lease := b.acquire(t)
 			loss.lose(t, b)
-			_, err := b.store.Begin(b.ctx, lease, attempt(fpA, now))
+			_, err := b.store.Begin(b.ctx, lease, tryOf(fpA, now))
 			require.ErrorIs(t, err, ErrLockLost)
 			require.Empty(t, b.raw(t), "nothing written")
 			require.Equal(t, loss.wantLock, b.lockValue(t))
@@ -485,7 +489,13 @@ func TestStore_Begin(t *testing.T) {
 	}
 }
 
-func TestStore_Condemn(t *testing.T) {
+// deadLetter is the DeadLetter of the bundle's command published at
+// published, telling its client effect.
+func deadLetter(published time.Time, effect string) DeadLetter {
+	return DeadLetter{Published: published, Effect: effect, Kind: "cart.add", Fingerprint: fpA}
+}
+
+func TestStore_DeadLetter(t *testing.T) {
 	t.Parallel()
 	published := time.Now().Add(-time.Minute).Truncate(time.Microsecond)
 
@@ -493,58 +503,61 @@ func TestStore_Condemn(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
 		lease := b.begin(t, fpA)
-		require.NoError(t, b.store.Settle(b.ctx, lease, false, false))
+		require.NoError(t, b.store.Settle(b.ctx, lease, EffectUnknown, false))
 		lease = b.acquire(t)
-		_, err := b.store.Begin(b.ctx, lease, attempt(fpA, published))
+		_, err := b.store.Begin(b.ctx, lease, tryOf(fpA, published))
 		require.NoError(t, err)
-		rec, err := b.store.Condemn(b.ctx, lease, published, EffectUnknown)
+		rec, err := b.store.DeadLetter(b.ctx, lease, deadLetter(published, EffectUnknown))
 		require.NoError(t, err)
 		require.Nil(t, rec)
-		require.Empty(t, b.lockValue(t), "Condemn releases the lock")
+		require.Empty(t, b.lockValue(t), "DeadLetter releases the lock")
+		require.ErrorIs(t, lease.Extend(b.ctx), ErrLockLost, "and the lease knows it")
 
 		// A late delivery of that command (a worker paused before its lock,
 		// a redelivery after a crash) ends as that dead letter.
 		for _, at := range []time.Time{published, published.Add(-time.Second)} {
-			got, err := b.store.Begin(b.ctx, b.acquire(t), attempt(fpA, at))
+			got, err := b.store.Begin(b.ctx, b.acquire(t), tryOf(fpA, at))
 			require.NoError(t, err)
-			require.Equal(t, BeginCondemned, got.Status)
+			require.Equal(t, BeginDeadLettered, got.Status)
 			require.Equal(t, published, got.Record.DeadBefore)
 			require.Equal(t, EffectUnknown, got.Record.DeadEffect)
 			require.NoError(t, b.rdb.Del(b.ctx, b.store.LockKey(b.key)).Err())
 		}
 		// A re-drive, published later, runs with fresh tries, still
 		// knowing that an earlier effect may exist.
-		got, err := b.store.Begin(b.ctx, b.acquire(t), attempt(fpA, published.Add(time.Microsecond)))
+		got, err := b.store.Begin(b.ctx, b.acquire(t), tryOf(fpA, published.Add(time.Microsecond)))
 		require.NoError(t, err)
 		require.Equal(t, BeginRun, got.Status)
 		require.Equal(t, 1, got.Record.Tries)
-		require.True(t, got.Record.Unknown)
+		require.True(t, got.Record.Unknown())
 	})
 
 	t.Run("NeverMovesTheFenceBack", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
 		lease := b.begin(t, fpA)
-		_, err := b.store.Condemn(b.ctx, lease, published, EffectNone)
+		_, err := b.store.DeadLetter(b.ctx, lease, deadLetter(published, EffectNone))
 		require.NoError(t, err)
 		lease = b.acquire(t)
-		_, err = b.store.Condemn(b.ctx, lease, published.Add(-time.Hour), EffectNone)
+		_, err = b.store.DeadLetter(b.ctx, lease, deadLetter(published.Add(-time.Hour), EffectNone))
 		require.NoError(t, err)
 		rec, err := b.store.Get(b.ctx, b.key)
 		require.NoError(t, err)
 		require.Equal(t, published, rec.DeadBefore)
 	})
 
-	t.Run("CompletedIsNotCondemned", func(t *testing.T) {
+	t.Run("CompletedIsNotDeadLettered", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
 		committed, err := b.store.Commit(b.ctx, b.begin(t, fpA), fpA, cartOutcome(t), nil)
 		require.NoError(t, err)
 		before := b.raw(t)
-		rec, err := b.store.Condemn(b.ctx, b.acquire(t), published, EffectNone)
+		lease := b.acquire(t)
+		rec, err := b.store.DeadLetter(b.ctx, lease, deadLetter(published, EffectNone))
 		require.NoError(t, err)
 		require.Equal(t, committed, rec, "the stored outcome is answered instead")
 		require.Equal(t, before, b.raw(t))
+		require.Equal(t, lease.Value(), b.lockValue(t), "the lock is left to its holder")
 	})
 
 	for name, loss := range lockLosses {
@@ -554,9 +567,10 @@ func TestStore_Condemn(t *testing.T) {
 			lease := b.begin(t, fpA)
 			before := b.raw(t)
 			loss.lose(t, b)
-			_, err := b.store.Condemn(b.ctx, lease, published, EffectNone)
+			_, err := b.store.DeadLetter(b.ctx, lease, deadLetter(published, EffectNone))
 			require.ErrorIs(t, err, ErrLockLost)
 			require.Equal(t, before, b.raw(t))
+			require.Equal(t, loss.wantLock, b.lockValue(t))
 		})
 	}
 }
@@ -567,17 +581,18 @@ func TestStore_Settle(t *testing.T) {
 	t.Run("Certain", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		require.NoError(t, b.store.Settle(b.ctx, b.begin(t, fpA), true, false))
-		require.Equal(t, map[string]string{"state": "in_progress", "command": "cart.add", "fingerprint": fpA, "tries": "1"}, b.raw(t))
+		require.NoError(t, b.store.Settle(b.ctx, b.begin(t, fpA), EffectNone, false))
+		require.Equal(t, map[string]string{"v": "2", "state": "idle", "command": "cart.add", "fingerprint": fpA,
+			"max_tries": "3", "tries": "1", "effect": "none"}, b.raw(t))
 		require.Empty(t, b.lockValue(t))
 	})
 
 	t.Run("Uncertain", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		require.NoError(t, b.store.Settle(b.ctx, b.begin(t, fpA), false, false))
-		require.Equal(t, "1", b.raw(t)["unknown"])
-		require.NotContains(t, b.raw(t), "running")
+		require.NoError(t, b.store.Settle(b.ctx, b.begin(t, fpA), EffectUnknown, false))
+		require.Equal(t, "unknown", b.raw(t)["effect"])
+		require.Equal(t, "idle", b.raw(t)["state"])
 	})
 
 	for name, loss := range lockLosses {
@@ -587,7 +602,7 @@ func TestStore_Settle(t *testing.T) {
 			lease := b.begin(t, fpA)
 			before := b.raw(t)
 			loss.lose(t, b)
-			require.ErrorIs(t, b.store.Settle(b.ctx, lease, true, false), ErrLockLost)
+			require.ErrorIs(t, b.store.Settle(b.ctx, lease, EffectNone, false), ErrLockLost)
 			require.Equal(t, before, b.raw(t), "a lost lock writes nothing; the next Begin sees running")
 			require.Equal(t, loss.wantLock, b.lockValue(t))
 		})
@@ -604,7 +619,7 @@ func TestStore_Peek(t *testing.T) {
 	lease := b.begin(t, fpA)
 	rec, err = b.store.Peek(b.ctx, b.key)
 	require.NoError(t, err)
-	require.Equal(t, StateInProgress, rec.State)
+	require.Equal(t, StateRunning, rec.State)
 
 	committed, err := b.store.Commit(b.ctx, lease, fpA, cartOutcome(t), nil)
 	require.NoError(t, err)
@@ -624,7 +639,7 @@ func TestStore_BeginAndCommit(t *testing.T) {
 		b := setup(t, nil)
 		cart := b.store.Config().Namespace + "cart:{cart_7}"
 		effect := &Effect{Key: cart, Field: "SKU-RED-M", By: 2}
-		got, err := b.store.BeginAndCommit(b.ctx, b.acquire(t), attempt(fpA, now), cartOutcome(t), effect)
+		got, err := b.store.BeginAndCommit(b.ctx, b.acquire(t), tryOf(fpA, now), cartOutcome(t), effect)
 		require.NoError(t, err)
 		require.Equal(t, BeginCommitted, got.Status)
 		require.JSONEq(t, `{"cart_id":"cart_7","sku":"SKU-RED-M","quantity":2}`, string(got.Record.Result.Data))
@@ -634,27 +649,29 @@ func TestStore_BeginAndCommit(t *testing.T) {
 		require.Equal(t, got.Record, stored)
 
 		lease := b.acquire(t)
-		again, err := b.store.BeginAndCommit(b.ctx, lease, attempt(fpA, now), cartOutcome(t), effect)
+		again, err := b.store.BeginAndCommit(b.ctx, lease, tryOf(fpA, now), cartOutcome(t), effect)
 		require.NoError(t, err)
 		require.Equal(t, BeginCompleted, again.Status)
 		require.NoError(t, lease.Release(b.ctx), "a replay leaves the lock to its holder")
 		require.Equal(t, stored, again.Record)
 		require.Equal(t, "2", b.rdb.HGet(b.ctx, cart, "SKU-RED-M").Val(), "applied once")
 
-		other, err := b.store.BeginAndCommit(b.ctx, b.acquire(t), attempt(fpB, now), cartOutcome(t), effect)
+		other, err := b.store.BeginAndCommit(b.ctx, b.acquire(t), tryOf(fpB, now), cartOutcome(t), effect)
 		require.NoError(t, err)
 		require.Equal(t, BeginConflict, other.Status)
 		require.Equal(t, "2", b.rdb.HGet(b.ctx, cart, "SKU-RED-M").Val())
 	})
 
-	t.Run("Condemned", func(t *testing.T) {
+	t.Run("DeadLettered", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		_, err := b.store.Condemn(b.ctx, b.begin(t, fpA), now, EffectNone)
+		_, err := b.store.DeadLetter(b.ctx, b.begin(t, fpA), deadLetter(now, EffectNone))
 		require.NoError(t, err)
-		got, err := b.store.BeginAndCommit(b.ctx, b.acquire(t), attempt(fpA, now), cartOutcome(t), nil)
+		before := b.raw(t)
+		got, err := b.store.BeginAndCommit(b.ctx, b.acquire(t), tryOf(fpA, now), cartOutcome(t), nil)
 		require.NoError(t, err)
-		require.Equal(t, BeginCondemned, got.Status)
+		require.Equal(t, BeginDeadLettered, got.Status)
+		require.Equal(t, before, b.raw(t))
 	})
 
 	for name, loss := range lockLosses {
@@ -663,7 +680,7 @@ func TestStore_BeginAndCommit(t *testing.T) {
 			b := setup(t, nil)
 			lease := b.acquire(t)
 			loss.lose(t, b)
-			_, err := b.store.BeginAndCommit(b.ctx, lease, attempt(fpA, now), cartOutcome(t), nil)
+			_, err := b.store.BeginAndCommit(b.ctx, lease, tryOf(fpA, now), cartOutcome(t), nil)
 			require.ErrorIs(t, err, ErrLockLost)
 			require.Empty(t, b.raw(t))
 		})
@@ -700,9 +717,11 @@ func TestStore_Commit(t *testing.T) {
 		require.Equal(t, committed, got, "a reader gets exactly what the committer published")
 		raw := b.raw(t)
 		require.Equal(t, "2026-11-27T10:00:00.123Z", raw["processed_at"])
-		for _, attemptField := range []string{"tries", "running", "unknown", "dead_before", "dead_effect"} {
-			require.NotContains(t, raw, attemptField)
+		for _, tryField := range []string{"max_tries", "tries", "effect", "dead_before", "dead_effect", "dead_at",
+			"voided", "body", "apply", "running", "unknown"} {
+			require.NotContains(t, raw, tryField)
 		}
+		require.Equal(t, "2", raw["v"])
 		answer := got.Answer(true)
 		require.True(t, answer.Replayed)
 		require.False(t, got.Result.Replayed, "Answer copies")
@@ -790,7 +809,7 @@ func TestStore_Commit(t *testing.T) {
 			b := setup(t, nil)
 			lease := b.begin(t, fpA)
 			loss.lose(t, b)
-			requireRefused(t, b, lease, fpA, ErrLockLost, inProgress(fpA))
+			requireRefused(t, b, lease, fpA, ErrLockLost, running(fpA))
 		})
 	}
 
@@ -798,19 +817,24 @@ func TestStore_Commit(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
 		lease := b.begin(t, fpA)
-		requireRefused(t, b, lease, fpB, ErrFingerprintMismatch, inProgress(fpA))
+		requireRefused(t, b, lease, fpB, ErrFingerprintMismatch, running(fpA))
 		require.Equal(t, lease.Value(), b.lockValue(t), "the lease is still held")
 	})
 
+	// A holder of the lock whose record Redis lost (a failover, a restart
+	// without persistence) is told so: nothing to commit into. (Before the
+	// record became a state machine this was ErrFingerprintMismatch.)
 	t.Run("NoRecord", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, nil)
-		requireRefused(t, b, b.acquire(t), fpA, ErrFingerprintMismatch, map[string]string{})
+		requireRefused(t, b, b.acquire(t), fpA, ErrRecordLost, map[string]string{})
 	})
 }
 
-func inProgress(fingerprint string) map[string]string {
-	return map[string]string{"state": "in_progress", "command": "cart.add", "fingerprint": fingerprint, "tries": "1", "running": "1"}
+// running is the raw record of a first try of the bundle's command, running.
+func running(fingerprint string) map[string]string {
+	return map[string]string{"v": "2", "state": "running", "command": "cart.add", "fingerprint": fingerprint,
+		"max_tries": "3", "tries": "1", "effect": "none"}
 }
 
 // TestStore_Layout checks that every key the Store writes follows its

@@ -32,10 +32,16 @@ func (s *Store) WaitReplicas(ctx context.Context, key string, replicas int, time
 		node = master
 	}
 	pipe := node.Pipeline()
-	pipe.PExpire(ctx, rec, s.cfg.Retention)
+	touched := pipe.PExpire(ctx, rec, s.cfg.Retention)
 	wait := pipe.Do(ctx, "WAIT", replicas, timeout.Milliseconds())
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, fmt.Errorf("dedupe: wait for %d replicas: %w", replicas, err)
+	}
+	if !touched.Val() {
+		// No record to expire: this master does not hold it (a replica
+		// promoted before it had the commit). WAIT would count replicas at
+		// whatever offset they are, the record on none of them.
+		return 0, fmt.Errorf("%w: %s is not on the master that answers for it", ErrRecordLost, rec)
 	}
 	n, err := wait.Int()
 	if err != nil {

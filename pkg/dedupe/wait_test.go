@@ -29,6 +29,51 @@ func TestStore_WaitReplicas(t *testing.T) {
 	requireTTL(t, b, b.store.RecordKey(b.key), time.Hour)
 }
 
+// A master that does not hold the record - a replica promoted before the
+// commit reached it - must not report replicas for it (issue 17, item 5):
+// WAIT there counts replicas at whatever offset they are, the record on
+// none of them. Here the record is committed on one server (the old
+// master), and WaitReplicas asked of another that has a replica in sync
+// but never had the record (the promoted one).
+func TestStore_WaitReplicas_RecordNotOnMaster(t *testing.T) {
+	t.Parallel()
+	old := setup(t, &Config{Retention: time.Hour})
+	old.happyPath(t, old.key)
+
+	promoted, err := testenv.StartRedis()
+	require.NoError(t, err)
+	t.Cleanup(promoted.Shutdown)
+	opt, err := redis.ParseURL(promoted.URL)
+	require.NoError(t, err)
+	host, port, err := net.SplitHostPort(opt.Addr)
+	require.NoError(t, err)
+	replica, err := testenv.StartRedisWith("--save", "", "--appendonly", "no", "--replicaof", host, port)
+	require.NoError(t, err)
+	t.Cleanup(replica.Shutdown)
+	rdb, err := testenv.ConnectRedis(promoted.URL)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = rdb.Close() })
+	require.Eventually(t, func() bool {
+		n, err := rdb.Do(t.Context(), "WAIT", 1, 100).Int()
+		return err == nil && n == 1
+	}, 10*time.Second, 50*time.Millisecond, "the replica syncs")
+
+	// The same deployment (namespace), after the failover.
+	store, err := New(rdb, &Config{Namespace: old.store.Config().Namespace, Retention: time.Hour})
+	require.NoError(t, err)
+	b := &testBundle{ctx: t.Context(), rdb: rdb, store: store, key: old.key}
+	n, err := b.store.WaitReplicas(b.ctx, old.key, 1, time.Second)
+	require.ErrorIs(t, err, ErrRecordLost)
+	require.Zero(t, n)
+	require.Zero(t, rdb.Exists(b.ctx, b.store.RecordKey(old.key)).Val(), "and WaitReplicas made no record")
+
+	// Once the master holds the record, the same call counts the replica.
+	b.happyPath(t, old.key)
+	n, err = b.store.WaitReplicas(b.ctx, old.key, 1, time.Second)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+}
+
 // BenchmarkWaitReplicas measures what REDIS_WAIT_REPLICAS=1 adds to a
 // command's Redis time: Acquire+Begin and the fenced commit, then, or not,
 // WAIT 1 behind a PEXPIRE, against a master with one replica on loopback,
@@ -61,7 +106,7 @@ func BenchmarkWaitReplicas(b *testing.B) {
 				ctx := context.Background()
 				for pb.Next() {
 					key := newKey()
-					lease, _, err := store.AcquireBegin(ctx, key, attempt(fpA, time.Now()))
+					lease, _, err := store.AcquireBegin(ctx, key, tryOf(fpA, time.Now()))
 					if err == nil {
 						_, err = store.Commit(ctx, lease, fpA, messages.Result{Status: messages.StatusSucceeded, Attempts: 1}, nil)
 					}

@@ -27,9 +27,38 @@ const (
 	MaxBodySize = messages.MaxBodySize
 )
 
-// Config configures a Gateway. The zero value works against workers
-// started with the contract's defaults.
+// Config configures a Gateway. Auth must be set; every other field has a
+// default that works against workers started with the contract's.
 type Config struct {
+	// Auth tells who sent each /v1/ request, and so its tenant: APIKeys,
+	// JWT, several of them in a Chain, or NoAuth() for tenant public
+	// without credentials (GATEWAY_AUTH=none, for one's own machine only).
+	// Required: a gateway never serves everyone by omission.
+	Auth Authenticator
+
+	// DefaultLimits are the limits of tenants without their own: every JWT
+	// tenant, and the API-key tenants whose line sets none. A zero field
+	// takes RateDefault, BurstDefault or ConcurrencyDefault.
+	DefaultLimits Limits
+
+	// SeparateOperations leaves /readyz and /metrics out of Handler: the
+	// program serves them on an operator address of their own
+	// (METRICS_ADDR), never to the internet. Defaults to false: Handler
+	// serves them, as the contract lists them, so a deployment without an
+	// operator address still answers them.
+	SeparateOperations bool
+
+	// StateBucket is the JetStream key-value bucket where the gateway
+	// records accepted commands (202) and refusals, so that any replica,
+	// and the same one after a restart, answers for them (see stateStore).
+	// The gateway creates it on first use. Defaults to "idempay_gateway".
+	StateBucket string
+	// StateTTL is how long a record is kept. Defaults to 24h.
+	StateTTL time.Duration
+	// StateReplicas is the bucket's replicas in a NATS cluster. Defaults
+	// to 1.
+	StateReplicas int
+
 	// Topology names the subjects and streams, as the workers use them.
 	// Defaults to the contract's names.
 	Topology messages.Topology
@@ -54,9 +83,10 @@ type Config struct {
 	// process collectors.
 	Registry *prometheus.Registry
 
-	// Logger receives a line per unexpected error (NATS trouble, a stored
-	// message that cannot be read). Defaults to a text handler on stderr at
-	// Warn level.
+	// Logger receives the audit line of every request (Info: request id,
+	// tenant, key, status; never a secret) and a line per unexpected error
+	// (NATS trouble, a stored message that cannot be read), with the
+	// request's id. Defaults to a text handler on stderr at Warn level.
 	Logger *slog.Logger
 }
 
@@ -70,6 +100,10 @@ func (c *Config) WithDefaults() *Config {
 	out.Topology = out.Topology.WithDefaults()
 	out.Wait = cmp.Or(out.Wait, WaitDefault)
 	out.PublishTimeout = cmp.Or(out.PublishTimeout, PublishTimeoutDefault)
+	out.DefaultLimits = out.DefaultLimits.withDefaults(Limits{Rate: RateDefault, Burst: BurstDefault, Concurrency: ConcurrencyDefault})
+	out.StateBucket = cmp.Or(out.StateBucket, StateBucketDefault)
+	out.StateTTL = cmp.Or(out.StateTTL, StateTTLDefault)
+	out.StateReplicas = cmp.Or(out.StateReplicas, 1)
 	if out.Logger == nil {
 		out.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
@@ -81,10 +115,21 @@ func (c *Config) validate() error {
 		return fmt.Errorf("gateway: Config.%s", strings.TrimPrefix(err.Error(), "messages: "))
 	}
 	switch {
+	case c.Auth == nil:
+		return errors.New("gateway: Config.Auth is required: APIKeys, JWT, a Chain of them, or NoAuth() to serve everyone as tenant public")
 	case c.Wait < 0:
 		return errors.New("gateway: Config.Wait must not be negative")
 	case c.PublishTimeout < 0:
 		return errors.New("gateway: Config.PublishTimeout must not be negative")
+	case c.StateTTL < time.Second:
+		return errors.New("gateway: Config.StateTTL must be at least 1s")
+	case c.StateReplicas < 1 || c.StateReplicas > 5:
+		return errors.New("gateway: Config.StateReplicas must be 1 to 5")
+	case !validBucket(c.StateBucket):
+		return fmt.Errorf("gateway: Config.StateBucket %q: want letters, digits, _ and -", truncate(c.StateBucket, 80))
+	}
+	if err := c.DefaultLimits.validate("DefaultLimits"); err != nil {
+		return err
 	}
 	for _, o := range c.AllowedOrigins {
 		if err := ValidOrigin(o); err != nil {
@@ -107,4 +152,19 @@ func ValidOrigin(o string) error {
 		return fmt.Errorf("%q is not an origin: want scheme://host[:port], e.g. https://shop.example.com", o)
 	}
 	return nil
+}
+
+// validBucket reports whether name is a JetStream key-value bucket name.
+func validBucket(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for i := range len(name) {
+		switch c := name[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }

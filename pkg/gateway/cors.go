@@ -11,8 +11,8 @@ import (
 // retry safely.
 const (
 	corsAllowMethods  = "GET, POST, OPTIONS"
-	corsAllowHeaders  = "Content-Type, Idempotency-Key"
-	corsExposeHeaders = "Location, Idempotent-Replayed, Retry-After"
+	corsAllowHeaders  = "Authorization, Content-Type, Idempotency-Key"
+	corsExposeHeaders = "Location, Idempotent-Replayed, Retry-After, Request-Id"
 	corsMaxAge        = "600"
 )
 

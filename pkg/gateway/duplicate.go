@@ -16,10 +16,14 @@ import (
 
 // Bounds of the dead-letter lookup. Dead letters are rare, so the scan
 // of one dedupe window of them is short; past these bounds the answer is
-// the cautious one (outcome_unknown).
+// the cautious one (outcome_unknown). The scan is the stopgap until the
+// workers answer a key's state themselves (endedWithoutOutcome).
 const (
-	deadLetterScanMax = 10_000
+	deadLetterScanMax = 1_000
 	deadLetterBatch   = 256
+	// deadLetterScans is how many scans one gateway runs at once; a
+	// request that finds them all busy gets the cautious answer at once.
+	deadLetterScans = 2
 	// deadLetterSlack widens the scan's start for clock skew between this
 	// host and the NATS server.
 	deadLetterSlack = time.Minute
@@ -36,72 +40,146 @@ const (
 //     key's outcome, if it has one, is in the result stream. So the
 //     outcome is read again: if there is one, it is replayed (or 422 if it
 //     is another command's).
-//   - gone without an outcome: it was rejected or dead-lettered. Its dead
-//     letter tells dead_lettered (503: certainly not done) from
-//     outcome_unknown (504); without one, the answer is outcome_unknown,
-//     since nothing says the operation did not take effect.
-func (g *Gateway) settleDuplicate(ctx context.Context, w http.ResponseWriter, key string, cmd messages.Command, seq uint64) {
+//   - gone without an outcome: it was rejected or dead-lettered, and
+//     endedWithoutOutcome tells which (writeEnded).
+func (g *Gateway) settleDuplicate(ctx context.Context, w http.ResponseWriter, k opKey, cmd messages.Command, seq uint64) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
 	top := g.cfg.Topology
 	stream, err := g.js.Stream(ctx, top.CommandStream)
 	if err != nil {
-		g.cannotSettle(ctx, w, key, fmt.Errorf("look up stream %s: %w", top.CommandStream, err))
+		g.cannotSettle(ctx, w, k, fmt.Errorf("look up stream %s: %w", top.CommandStream, err))
 		return
 	}
 	msg, err := stream.GetMsg(ctx, seq)
 	switch {
 	case err == nil:
-		if sameCommand(top, msg, key, cmd) {
-			writeProblem(w, problemOf(CodeRequestInFlight), key,
+		if sameCommand(top, msg, k.op, cmd) {
+			writeProblem(w, problemOf(CodeRequestInFlight), k.client,
 				"the first request with this key is still in flight; send the same request again after Retry-After seconds to get its outcome", retrySoon)
 		} else {
-			writeProblem(w, problemOf(messages.CodeKeyReused), key,
+			writeProblem(w, problemOf(messages.CodeKeyReused), k.client,
 				"the key belongs to another command, still in flight; use a new key for a new operation", 0)
 		}
 		return
 	case !errors.Is(err, jetstream.ErrMsgNotFound):
-		g.cannotSettle(ctx, w, key, fmt.Errorf("read message %d of %s: %w", seq, top.CommandStream, err))
+		g.cannotSettle(ctx, w, k, fmt.Errorf("read message %d of %s: %w", seq, top.CommandStream, err))
 		return
 	}
 
-	res, err := g.client.Status(ctx, key)
+	res, err := g.client.Status(ctx, k.op)
 	switch {
 	case err == nil:
 		if res.Kind != cmd.Kind() || (res.Fingerprint != "" && res.Fingerprint != messages.Fingerprint(cmd)) {
-			writeProblem(w, problemOf(messages.CodeKeyReused), key,
+			writeProblem(w, problemOf(messages.CodeKeyReused), k.client,
 				fmt.Sprintf("the key already holds the outcome of another %s; use a new key for a new operation", res.Kind), 0)
 			return
 		}
-		writeOutcome(w, *res, true)
+		writeOutcome(w, *res, true, k)
 		return
 	case !errors.Is(err, client.ErrNotFound):
-		g.cannotSettle(ctx, w, key, err)
+		g.cannotSettle(ctx, w, k, err)
 		return
 	}
+	g.writeEnded(ctx, w, k, messages.Fingerprint(cmd), g.endedWithoutOutcome(ctx, k.op, seq, cmd.Kind()))
+}
 
-	window := stream.CachedInfo().Config.Duplicates
-	effect, found, err := g.deadLetterEffect(ctx, key, seq, cmd.Kind(), window)
+// ending is what became of a key's message that left the command stream
+// without an outcome.
+type ending struct {
+	// code is the message's rejection: messages.CodeKeyReused,
+	// CodeDeadLettered or CodeOutcomeUnknown; empty when nothing says.
+	code string
+	// fingerprint is the refused message's payload fingerprint, when known.
+	fingerprint string
+}
+
+// endedWithoutOutcome tells what became of message seq of key (a command
+// of kind), which left the command stream without an outcome. It is the
+// one place the gateway learns this, so that a lookup of the key's state
+// at the workers can replace it whole. Meanwhile it reads, in order, the
+// refusal a gateway recorded for that message (stateStore), then the
+// message's dead letter (a scan bounded in messages, time and number at
+// once). Errors are logged: the caller gives the cautious answer.
+func (g *Gateway) endedWithoutOutcome(ctx context.Context, key string, seq uint64, kind string) ending {
+	rec, found, err := g.state.ended(ctx, key, seq)
 	if err != nil {
-		g.log.WarnContext(ctx, "gateway: look up dead letter; answering outcome_unknown", attrKey, key, attrError, err)
+		g.log.WarnContext(ctx, "gateway: read a recorded refusal", attrRequestID, requestID(ctx), attrOpKey, key, attrError, err)
+	}
+	if found {
+		return ending{code: rec.Code, fingerprint: rec.Fingerprint}
+	}
+	select {
+	case g.scans <- struct{}{}:
+		defer func() { <-g.scans }()
+	default:
+		g.log.InfoContext(ctx, "gateway: dead-letter scans busy; answering outcome_unknown", attrRequestID, requestID(ctx), attrOpKey, key)
+		return ending{}
+	}
+	window := g.dedupeWindow(ctx)
+	effect, found, err := g.deadLetterEffect(ctx, key, seq, kind, window)
+	if err != nil {
+		g.log.WarnContext(ctx, "gateway: look up dead letter; answering outcome_unknown", attrRequestID, requestID(ctx), attrOpKey, key, attrError, err)
 	}
 	switch {
 	case found && effect == "none":
-		writeProblem(w, problemOf(messages.CodeDeadLettered), key,
-			"the key's command used its tries and was dead-lettered; it certainly did not take effect. Send the same request again with the same key after Retry-After seconds: it runs afresh", window)
+		return ending{code: messages.CodeDeadLettered}
 	case found:
-		writeProblem(w, problemOf(messages.CodeOutcomeUnknown), key,
+		return ending{code: messages.CodeOutcomeUnknown}
+	}
+	return ending{}
+}
+
+// writeEnded answers for a key whose message ended without an outcome, to
+// a request whose body has fingerprint fp:
+//
+//   - refused as idempotency_key_reused, with fp: this very body was
+//     refused, and is again (422);
+//   - dead-lettered with certainly no effect: 503 dead_lettered;
+//   - anything else: 504 outcome_unknown, since nothing says the
+//     operation did not take effect.
+func (g *Gateway) writeEnded(ctx context.Context, w http.ResponseWriter, k opKey, fp string, e ending) {
+	window := g.dedupeWindow(ctx)
+	switch {
+	case e.code == messages.CodeKeyReused && e.fingerprint == fp:
+		writeProblem(w, problemOf(messages.CodeKeyReused), k.client,
+			"the key belongs to another command; this body was refused for it and nothing changed. Use a new key for a new operation", 0)
+	case e.code == messages.CodeDeadLettered:
+		writeProblem(w, problemOf(messages.CodeDeadLettered), k.client,
+			"the key's command used its tries and was dead-lettered; it certainly did not take effect. Send the same request again with the same key after Retry-After seconds: it runs afresh", window)
+	case e.code == messages.CodeOutcomeUnknown:
+		writeProblem(w, problemOf(messages.CodeOutcomeUnknown), k.client,
 			"the key's command was dead-lettered and may have taken effect. Send the same request again with the SAME key after Retry-After seconds to learn its outcome; never use a new key for it", window)
 	default:
-		writeProblem(w, problemOf(messages.CodeOutcomeUnknown), key,
+		writeProblem(w, problemOf(messages.CodeOutcomeUnknown), k.client,
 			"the key's earlier command ended without an outcome (rejected or dead-lettered), and nothing says it did not take effect. Send the same request again with the SAME key after Retry-After seconds; never use a new key for it", window)
 	}
 }
 
 // cannotSettle answers when NATS could not be read: the key's earlier
-// command exists, its state is unknown here.
-func (g *Gateway) cannotSettle(ctx context.Context, w http.ResponseWriter, key string, err error) {
-	g.log.WarnContext(ctx, "gateway: cannot read the state of a duplicate", attrKey, key, attrError, err)
-	writeProblem(w, problemOf(CodeServiceUnavailable), key,
+// command exists, its state is unknown here. The cause goes to the log
+// with the request's id, never to the caller (it names internal streams).
+func (g *Gateway) cannotSettle(ctx context.Context, w http.ResponseWriter, k opKey, err error) {
+	infoOf(ctx).err = err
+	writeProblem(w, problemOf(CodeServiceUnavailable), k.client,
 		"the key's earlier command exists, but its state could not be read; send the same request again with the same key", retrySoon)
+}
+
+// inCommandStream reports whether message seq is still in the command
+// stream (not yet answered, or answered and not yet acknowledged).
+func (g *Gateway) inCommandStream(ctx context.Context, seq uint64) (bool, error) {
+	stream, err := g.js.Stream(ctx, g.cfg.Topology.CommandStream)
+	if err != nil {
+		return false, fmt.Errorf("look up stream %s: %w", g.cfg.Topology.CommandStream, err)
+	}
+	_, err = stream.GetMsg(ctx, seq)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("read message %d of %s: %w", seq, g.cfg.Topology.CommandStream, err)
 }
 
 // sameCommand reports whether msg, a stored command message, is cmd under

@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/idempay/idempay/internal/telemetry"
 	"github.com/idempay/idempay/pkg/client"
@@ -23,20 +26,29 @@ const (
 	// HeaderIdempotentReplayed is "true" on a response that repeats a
 	// key's outcome for a repeated request.
 	HeaderIdempotentReplayed = "Idempotent-Replayed"
+	// HeaderRequestID is on every response: the id the gateway's log line
+	// for the request carries too.
+	HeaderRequestID = "Request-Id"
 )
 
 // Gateway is the HTTP gateway. It is safe for concurrent use and holds no
-// state that decides an answer: any number of them can serve one
-// deployment.
+// state that decides an answer but its tenants' rate limiters: any number
+// of them can serve one deployment (what is remembered across replicas
+// lives in NATS, see stateStore).
 type Gateway struct {
-	cfg     *Config
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	client  *client.Client
-	log     *slog.Logger
-	metrics *metrics
-	routes  []route
-	handler http.Handler
+	cfg      *Config
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	client   *client.Client
+	log      *slog.Logger
+	metrics  *metrics
+	limits   limiters
+	ready    readiness
+	state    *stateStore
+	scans    chan struct{} // dead-letter scans under way (deadLetterScans at most)
+	routes   []route
+	handler  http.Handler
+	registry *prometheus.Registry
 }
 
 // route is one registered endpoint. The table is also what TestOpenAPI
@@ -84,35 +96,42 @@ func New(nc *nats.Conn, cfg *Config) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, nc: nc, js: js, client: c, log: cfg.Logger, metrics: m}
+	g := &Gateway{cfg: cfg, nc: nc, js: js, client: c, log: cfg.Logger, metrics: m, registry: reg,
+		scans: make(chan struct{}, deadLetterScans),
+		state: &stateStore{js: js, bucket: cfg.StateBucket, ttl: cfg.StateTTL, replicas: cfg.StateReplicas}}
+	g.ready = readiness{probe: g.probe, log: func(err error) {
+		if err != nil {
+			g.log.Warn("gateway: not ready; /v1/ requests get 503 until it is", attrError, err)
+		} else {
+			g.log.Info("gateway: ready")
+		}
+	}}
 	g.routes = []route{
-		{http.MethodPost, "/v1/payments", "POST /v1/payments", g.command(decodeCharge)},
-		{http.MethodPost, "/v1/refunds", "POST /v1/refunds", g.command(decodeRefund)},
-		{http.MethodPost, "/v1/carts/{cart_id}/items", "POST /v1/carts/{cart_id}/items", g.command(decodeCartItem)},
-		{http.MethodGet, "/v1/results/{key}", "GET /v1/results/{key}", g.result},
+		{http.MethodPost, "/v1/payments", "POST /v1/payments", g.v1(g.command(decodeCharge))},
+		{http.MethodPost, "/v1/refunds", "POST /v1/refunds", g.v1(g.command(decodeRefund))},
+		{http.MethodPost, "/v1/carts/{cart_id}/items", "POST /v1/carts/{cart_id}/items", g.v1(g.command(decodeCartItem))},
+		{http.MethodGet, routeResults, "GET " + routeResults, g.v1(g.result)},
 		{http.MethodGet, "/problems/{code}", "GET /problems/{code}", serveProblemDoc},
 		{http.MethodGet, "/openapi.json", "GET /openapi.json", serveStatic("openapi.json", "application/json")},
 		{http.MethodGet, "/", "GET /{$}", serveStatic("static/index.html", "text/html; charset=utf-8")},
 		{http.MethodGet, "/checkout.js", "GET /checkout.js", serveStatic("static/checkout.js", "text/javascript; charset=utf-8")},
+		{http.MethodGet, "/healthz", "GET /healthz", serveHealthz},
+	}
+	if !cfg.SeparateOperations {
+		g.routes = append(g.routes,
+			route{http.MethodGet, "/readyz", "GET /readyz", g.serveReadyz},
+			route{http.MethodGet, "/metrics", "GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP})
 	}
 	mux := http.NewServeMux()
 	for _, r := range g.routes {
 		mux.HandleFunc(r.pattern, r.handler)
 	}
-	telemetry.Register(mux, reg, g.Ready, g.log)
-	g.routes = append(g.routes,
-		route{method: http.MethodGet, path: "/healthz"}, route{method: http.MethodGet, path: "/readyz"},
-		route{method: http.MethodGet, path: "/metrics"})
 	// Every other method on a known path, and every unknown path, gets a
 	// problem body too: a method-less pattern matches only when no method
 	// pattern does.
 	allowed := map[string]string{}
 	for _, r := range g.routes {
-		p := r.pattern
-		if p == "" {
-			p = r.method + " " + r.path
-		}
-		path := patternPath(p)
+		path := patternPath(r.pattern)
 		if allowed[path] != "" {
 			allowed[path] += ", "
 		}
@@ -128,10 +147,35 @@ func New(nc *nats.Conn, cfg *Config) (*Gateway, error) {
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeProblem(w, problemOf(CodeNotFound), "", "no resource at "+r.URL.Path, 0)
+		writeProblem(w, problemOf(CodeNotFound), "", "no resource at "+truncate(r.URL.Path, 200), 0)
 	})
-	g.handler = g.metrics.wrap(g.cors(securityHeaders(mux)))
+	g.handler = g.front(g.cors(securityHeaders(g.resultsFirst(mux))))
 	return g, nil
+}
+
+// routeResults is the path of GET /v1/results/{key}.
+const routeResults = "/v1/results/{key}"
+
+// resultsFirst routes GET /v1/results/<key> itself, before the ServeMux:
+// a tenant's key may be any visible ASCII, "." and ".." included, which
+// the ServeMux would clean out of the path and redirect. The key is the
+// one path segment after /v1/results/, percent-decoded.
+func (g *Gateway) resultsFirst(mux *http.ServeMux) http.Handler {
+	const prefix = "/v1/results/"
+	results := g.v1(g.result)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			if rest, ok := strings.CutPrefix(r.URL.EscapedPath(), prefix); ok && rest != "" && !strings.Contains(rest, "/") {
+				if key, err := url.PathUnescape(rest); err == nil {
+					r.Pattern = "GET " + routeResults
+					r.SetPathValue("key", key)
+					results(w, r)
+					return
+				}
+			}
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 // patternPath returns the path of a ServeMux pattern ("GET /path").
@@ -147,8 +191,14 @@ func patternPath(pattern string) string {
 //	POST /v1/payments               payment.charge
 //	POST /v1/refunds                payment.refund
 //	POST /v1/carts/{cart_id}/items  cart.add, body {"sku": "...", "quantity": 2}
-//	GET  /v1/results/{key}          the key's stored outcome (200), or 404
-//	GET  /healthz, /readyz, /metrics, /openapi.json, / (checkout page)
+//	GET  /v1/results/{key}          the key's stored outcome (200), 202 pending, or 404
+//	GET  /healthz, /openapi.json, / (checkout page), /checkout.js, /problems/{code}
+//	GET  /readyz, /metrics          unless Config.SeparateOperations
+//
+// Every /v1/ request is authenticated first (Config.Auth: 401
+// unauthenticated with WWW-Authenticate: Bearer realm="idempay", 403
+// forbidden), then counted against its tenant's limits (429 rate_limited
+// with Retry-After), then refused with 503 while the gateway is not ready.
 //
 // A POST's status: 201 succeeded (the answer JSON, Location set); 402 failed
 // with card_declined; 422 any other failed outcome, and the key reused with
@@ -161,21 +211,62 @@ func patternPath(pattern string) string {
 // same key, never a new one), and a publish NATS did not confirm; 501 a
 // command the workers do not run. A repeated request for a key with an
 // outcome gets the same status and body, with Idempotent-Replayed: true.
-// Every error body is RFC 9457 application/problem+json with the code.
+// Every error body is RFC 9457 application/problem+json with the code, and
+// every response carries Request-Id.
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
 // Ready returns nil when the gateway can take commands now: NATS is
-// connected and the command stream exists (the workers create it).
+// connected and the command stream exists (the workers create it). The
+// /v1/ requests use its last verdict, at most a second old.
 func (g *Gateway) Ready(ctx context.Context) error {
-	if !g.nc.IsConnected() {
-		return fmt.Errorf("NATS not connected (%s)", g.nc.Status())
+	err := g.connected()
+	if err == nil {
+		err = g.probe(ctx)
 	}
+	g.ready.set(err)
+	return err
+}
+
+func (g *Gateway) connected() error {
+	if !g.nc.IsConnected() {
+		return notConnected(g.nc.Status())
+	}
+	return nil
+}
+
+// probe asks JetStream for the command stream.
+func (g *Gateway) probe(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if _, err := g.js.Stream(ctx, g.cfg.Topology.CommandStream); err != nil {
 		return fmt.Errorf("stream %s: %w", g.cfg.Topology.CommandStream, err)
 	}
 	return nil
+}
+
+// Registry returns the registry of the gateway's metrics, for a program
+// that serves /metrics on an operator address (Config.SeparateOperations).
+func (g *Gateway) Registry() *prometheus.Registry { return g.registry }
+
+// serveHealthz answers that the process lives; it says nothing else, so
+// it may face the internet (a load balancer's probe).
+func serveHealthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// serveReadyz is /readyz on the public address: ready or not, without the
+// reason, which names internal streams; the log has it (and /readyz on an
+// operator address, telemetry.Serve, shows it).
+func (g *Gateway) serveReadyz(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if err := g.Ready(r.Context()); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready (the gateway's log says why)\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
 }
 
 // securityHeaders sets what every response should carry: no MIME

@@ -120,6 +120,8 @@ func TestGateway_BadRequests(t *testing.T) {
 		"NotAUUID":         {"/v1/payments", valid, []string{"Content-Type", "application/json", HeaderIdempotencyKey, "order-1001"}, 400, messages.CodeInvalidKey},
 		"TwoKeys":          {"/v1/payments", valid, []string{"Content-Type", "application/json", HeaderIdempotencyKey, key, HeaderIdempotencyKey, newKey()}, 400, messages.CodeInvalidKey},
 		"UnknownField":     {"/v1/payments", []byte(`{"account_id":"a","amount":1,"currency":"EUR","tip":5}`), nil, 400, messages.CodeInvalidPayload},
+		"RepeatedName":     {"/v1/payments", []byte(`{"account_id":"a","amount":1,"amount":5000,"currency":"EUR"}`), nil, 400, messages.CodeInvalidPayload},
+		"RepeatedEscaped":  {"/v1/carts/c/items", []byte(`{"sku":"S","quantity":1,"quantit\u0079":900}`), nil, 400, messages.CodeInvalidPayload},
 		"Fraction":         {"/v1/payments", []byte(`{"account_id":"a","amount":1.5,"currency":"EUR"}`), nil, 400, messages.CodeInvalidPayload},
 		"MissingAmount":    {"/v1/payments", []byte(`{"account_id":"a","currency":"EUR"}`), nil, 400, messages.CodeInvalidPayload},
 		"NotJSON":          {"/v1/payments", []byte(`account_id=a`), nil, 400, messages.CodeInvalidPayload},
@@ -316,9 +318,9 @@ func TestGateway_Accepted(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, r.status, "%s", r.body)
 	require.Equal(t, "/v1/results/"+key, r.header.Get("Location"))
 	require.Equal(t, "1", r.header.Get("Retry-After"))
-	var a accepted
+	var a acceptedBody
 	require.NoError(t, json.Unmarshal(r.body, &a))
-	require.Equal(t, accepted{Key: key, Command: messages.KindPaymentCharge, Status: "accepted", Location: "/v1/results/" + key, Detail: a.Detail}, a)
+	require.Equal(t, acceptedBody{Key: key, Command: messages.KindPaymentCharge, Status: "accepted", Location: "/v1/results/" + key, Detail: a.Detail}, a)
 
 	// Still in flight, with nobody to run it.
 	require.Equal(t, http.StatusConflict, b.post(t, "/v1/payments", key, chargeBody("acct_42", 100)).status)
@@ -443,7 +445,8 @@ func TestGateway_Rejections(t *testing.T) {
 		"some_new_code": http.StatusGatewayTimeout,
 	} {
 		rec := &recorder{header: http.Header{}}
-		b.gw.writeRejection(context.Background(), rec, newKey(), &messages.RejectError{Code: code, Message: "m"})
+		key := newKey()
+		b.gw.writeRejection(context.Background(), rec, opKey{client: key, op: key}, &messages.RejectError{Code: code, Message: "m"})
 		require.Equal(t, status, rec.status, code)
 	}
 }

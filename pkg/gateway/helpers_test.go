@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -50,12 +51,23 @@ func (b *testBundle) newGateway(t *testing.T, cfg *Config) (*Gateway, *httptest.
 	}
 	c.Topology = b.env.Config.Topology
 	c.Logger = loadtest.Logger()
+	if c.Auth == nil {
+		c.Auth = NoAuth() // the contract's v1.1 behaviour, as tenant public
+	}
+	if c.DefaultLimits == (Limits{}) {
+		c.DefaultLimits = unlimited // tests that count limits set their own
+	}
+	// A bucket of the test's own namespace.
+	c.StateBucket = cmp.Or(c.StateBucket, b.env.NS+"_gateway")
 	gw, err := New(nc, &c)
 	require.NoError(t, err)
 	srv := httptest.NewServer(gw.Handler())
 	t.Cleanup(srv.Close)
 	return gw, srv
 }
+
+// unlimited are limits no test reaches by accident.
+var unlimited = Limits{Rate: 1e6, Burst: 1_000_000, Concurrency: 1_000_000}
 
 // response is what a request got back.
 type response struct {
@@ -67,14 +79,20 @@ type response struct {
 
 // postAsync is post for another goroutine: it fails nothing itself.
 func postAsync(url, key string, body []byte) *response {
+	return requestAsync(http.MethodPost, url, body, "Content-Type", "application/json", HeaderIdempotencyKey, key)
+}
+
+// requestAsync is do for another goroutine: it fails nothing itself.
+func requestAsync(method, url string, body []byte, headers ...string) *response {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
 		return &response{err: err}
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(HeaderIdempotencyKey, key)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Add(headers[i], headers[i+1])
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return &response{err: err}

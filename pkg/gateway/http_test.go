@@ -58,7 +58,7 @@ func TestOpenAPI(t *testing.T) {
 		for s := range doc.Paths[path]["post"].Responses {
 			statuses = append(statuses, s)
 		}
-		require.ElementsMatch(t, []string{"201", "202", "400", "402", "409", "413", "415", "422", "501", "503", "504"}, statuses, path)
+		require.ElementsMatch(t, []string{"201", "202", "400", "401", "402", "403", "409", "413", "415", "422", "429", "501", "503", "504"}, statuses, path)
 	}
 	// Every problem's status is documented on some operation.
 	for _, p := range problemTypes {
@@ -144,19 +144,30 @@ func TestGateway_CORS(t *testing.T) {
 	plain := do(t, http.MethodGet, b.srv.URL+"/healthz", nil)
 	require.Empty(t, plain.header.Get("Access-Control-Allow-Origin"))
 
-	_, err := New(b.env.NC, &Config{AllowedOrigins: []string{"https://shop.example.com/"}})
+	_, err := New(b.env.NC, &Config{Auth: NoAuth(), AllowedOrigins: []string{"https://shop.example.com/"}})
 	require.ErrorContains(t, err, "not an origin")
 }
 
-// TestContractDoc: docs/contract.md names every code the gateway answers.
+// TestContractDoc: docs/contract.md (the wire contract) or docs/gateway.md
+// (the gateway's own page) names every code the gateway answers, and the
+// gateway's page names every one of its statuses' codes and variables.
 func TestContractDoc(t *testing.T) {
 	t.Parallel()
-	doc, err := os.ReadFile("../../docs/contract.md")
+	contract, err := os.ReadFile("../../docs/contract.md")
+	require.NoError(t, err)
+	gw, err := os.ReadFile("../../docs/gateway.md")
 	require.NoError(t, err)
 	for _, p := range problemTypes {
 		if p.Code == CodeNotFound || p.Code == CodeMethodNotAllowed || p.Code == CodeOriginNotAllowed {
 			continue // plain HTTP, documented in openapi.json
 		}
-		require.Contains(t, string(doc), "`"+p.Code+"`", "docs/contract.md does not name %q", p.Code)
+		name := "`" + p.Code + "`"
+		require.True(t, strings.Contains(string(contract), name) || strings.Contains(string(gw), name),
+			"neither docs/contract.md nor docs/gateway.md names %q", p.Code)
+	}
+	for _, want := range []string{"`unauthenticated`", "`forbidden`", "`rate_limited`", "GATEWAY_AUTH", "GATEWAY_API_KEYS_FILE",
+		"GATEWAY_JWKS_URL", "GATEWAY_JWT_ISSUER", "GATEWAY_JWT_AUDIENCE", "GATEWAY_TENANT_CLAIM", "GATEWAY_DEFAULT_RATE",
+		"GATEWAY_DEFAULT_BURST", "GATEWAY_DEFAULT_CONCURRENCY", "Request-Id", "WWW-Authenticate", "METRICS_ADDR"} {
+		require.Contains(t, string(gw), want, "docs/gateway.md")
 	}
 }

@@ -3,16 +3,26 @@ package gateway
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the gateway's Prometheus metrics.
+// metrics are the gateway's Prometheus metrics. The tenant label is
+// bounded: the tenants of the API-key file by id, every JWT tenant in one
+// "jwt" bucket, "public" without authentication, and "none" for requests
+// that named no tenant (refused credentials, static files).
 type metrics struct {
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
+	requests       *prometheus.CounterVec
+	duration       *prometheus.HistogramVec
+	tenantRequests *prometheus.CounterVec
+	authFailures   *prometheus.CounterVec
+	rateLimited    *prometheus.CounterVec
 }
+
+// tenantNone is the tenant label of a request without a tenant.
+const tenantNone = "none"
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -26,8 +36,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			// From a replay (about a millisecond) to HTTP_WAIT (10s).
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15},
 		}, []string{"route"}),
+		tenantRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idempay_gateway_tenant_requests_total",
+			Help: "/v1/ requests answered, by tenant (an API-key tenant's id; jwt for every JWT tenant; public without authentication; none when no tenant was established) and status code.",
+		}, []string{"tenant", "status"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idempay_gateway_auth_failures_total",
+			Help: "Requests refused with 401 or 403, by reason: missing, malformed, unknown_credentials, invalid_token, no_tenant.",
+		}, []string{"reason"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idempay_gateway_rate_limited_total",
+			Help: "Requests refused with 429, by tenant (as in idempay_gateway_tenant_requests_total) and limit: rate or concurrency.",
+		}, []string{"tenant", "limit"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.tenantRequests, m.authFailures, m.rateLimited} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -35,18 +57,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// wrap counts and times every request. The route label is the matched
-// pattern's path (bounded: one per route), "preflight" for a CORS
+// observe counts and times an answered request. The route label is the
+// matched pattern's path (bounded: one per route), "preflight" for a CORS
 // preflight and "unmatched" for everything else.
-func (m *metrics) wrap(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r)
-		route := routeLabel(r)
-		m.requests.WithLabelValues(route, strconv.Itoa(sw.code())).Inc()
-		m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
-	})
+func (m *metrics) observe(route string, status int, caller *Caller, elapsed time.Duration) {
+	code := strconv.Itoa(status)
+	m.requests.WithLabelValues(route, code).Inc()
+	m.duration.WithLabelValues(route).Observe(elapsed.Seconds())
+	if strings.HasPrefix(route, "/v1/") {
+		tenant := tenantNone
+		if caller != nil {
+			tenant = caller.label
+		}
+		m.tenantRequests.WithLabelValues(tenant, code).Inc()
+	}
 }
 
 func routeLabel(r *http.Request) string {

@@ -36,6 +36,15 @@ const (
 	// CodeOriginNotAllowed (403): a CORS preflight from an origin not in
 	// Config.AllowedOrigins.
 	CodeOriginNotAllowed = "origin_not_allowed"
+	// CodeUnauthenticated (401, contract v1.2): missing, malformed,
+	// unknown, expired or badly signed credentials.
+	CodeUnauthenticated = "unauthenticated"
+	// CodeForbidden (403, contract v1.2): a valid token without the
+	// tenant claim.
+	CodeForbidden = "forbidden"
+	// CodeRateLimited (429, contract v1.2): the tenant exceeds its rate or
+	// its concurrent requests; Retry-After says when to come back.
+	CodeRateLimited = "rate_limited"
 )
 
 // problemType is one kind of problem: its code (the contract's, where it
@@ -51,8 +60,14 @@ type problemType struct {
 // problemTypes lists every problem the gateway answers with. openapi.json
 // lists the same codes (TestOpenAPI checks it).
 var problemTypes = []problemType{
-	{messages.CodeInvalidKey, http.StatusBadRequest, "Missing or malformed Idempotency-Key",
-		"Every POST needs the header Idempotency-Key: a UUID in canonical form (36 characters, lower-case hex, hyphens at 8-4-4-4-12), made once per operation and kept across its retries."},
+	{messages.CodeInvalidKey, http.StatusBadRequest, "Missing or malformed key",
+		"Every POST needs the header Idempotency-Key, made once per operation and kept across its retries: 1-255 visible ASCII characters (without authentication, GATEWAY_AUTH=none: a UUID in canonical form). GET /v1/results/{key} takes the same key in its path."},
+	{CodeUnauthenticated, http.StatusUnauthorized, "Unauthenticated",
+		"Send Authorization: Bearer <API key or token>. The credentials were missing, malformed, unknown, expired or badly signed. Nothing was sent."},
+	{CodeForbidden, http.StatusForbidden, "Forbidden",
+		"The token is valid but names no tenant (its tenant claim is missing or not a tenant id). Nothing was sent."},
+	{CodeRateLimited, http.StatusTooManyRequests, "Rate limited",
+		"The tenant sends more requests per second, or has more under way at once, than its limits allow. Nothing was sent. Send the same request again, with the same key, after Retry-After seconds."},
 	{messages.CodeInvalidPayload, http.StatusBadRequest, "Invalid request body",
 		"The body breaks a rule of the command (the detail names the field): one JSON object, exactly the documented fields, integers without fraction or exponent. Nothing was sent."},
 	{CodeUnsupportedMediaType, http.StatusUnsupportedMediaType, "Body is not application/json",
@@ -82,9 +97,9 @@ var problemTypes = []problemType{
 	{CodePublishUnconfirmed, http.StatusGatewayTimeout, "Command not confirmed",
 		"NATS did not confirm the command in time: it may or may not have been accepted. Send the same request again with the same key; it runs at most once."},
 	{CodeServiceUnavailable, http.StatusServiceUnavailable, "Service unavailable",
-		"The gateway cannot reach NATS or the command stream, or could not read the key's state. Send the same request again with the same key after Retry-After seconds."},
-	{CodeOutcomeNotFound, http.StatusNotFound, "No stored outcome",
-		"The key has no stored outcome: never sent, still in flight, rejected or dead-lettered, or expired."},
+		"The gateway is not ready (it cannot reach NATS or the workers' streams), or could not read the key's state. Send the same request again with the same key after Retry-After seconds; the gateway's log has the cause under the response's Request-Id."},
+	{CodeOutcomeNotFound, http.StatusNotFound, "No outcome for this key",
+		"Nothing is known of this key for this caller: never sent (or sent by another tenant), refused, or its outcome expired. A command answered 202 is never 404: it is 202 pending until its outcome exists."},
 	{CodeNotFound, http.StatusNotFound, "Not found", "No such resource."},
 	{CodeMethodNotAllowed, http.StatusMethodNotAllowed, "Method not allowed", "The resource does not support this method; the Allow header lists those it does."},
 	{CodeOriginNotAllowed, http.StatusForbidden, "Origin not allowed", "This origin may not call the API from a browser."},

@@ -13,13 +13,17 @@ package layout
 // Cart returns the hash of a cart, SKU -> quantity: cart:{<cart_id>}.
 func Cart(prefix, cartID string) string { return prefix + "cart:{" + cartID + "}" }
 
-// CartApplied returns the hash that remembers, on a Redis Cluster, which
-// cart.add commands were applied to a cart: "<idempotency key>:<payload
-// fingerprint>" -> the SKU's quantity right after that add. It shares the
-// cart's hash tag, and so its Cluster slot; it expires a retention
-// (RESULT_TTL) after the cart's last add. On a single Redis the commit
-// script applies the add with the record, and this hash is not written.
-func CartApplied(prefix, cartID string) string { return Cart(prefix, cartID) + ":applied" }
+// CartApplied returns the key that remembers, on a Redis Cluster, that one
+// cart.add command (idempotency key and payload fingerprint) was applied
+// to a cart: the SKU's quantity right after that add, or "void" when the
+// add was voided and never applies. It shares the cart's hash tag, and so
+// its Cluster slot, and expires a retention (RESULT_TTL) after it was
+// written. On a single Redis the commit script applies the add with the
+// record, and these keys are not written. (Before contract v1.2 one hash,
+// cart:{<cart_id>}:applied, held every add of a cart.)
+func CartApplied(prefix, cartID, key, fingerprint string) string {
+	return Cart(prefix, cartID) + ":applied:" + key + ":" + fingerprint
+}
 
 // SimLedger names the simulated provider's ledger hashes.
 type SimLedger struct {

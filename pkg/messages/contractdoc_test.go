@@ -18,8 +18,8 @@ func TestContractDoc(t *testing.T) {
 		KindPaymentCharge, KindCartAdd, KindPaymentRefund,
 		CodeInvalidKey, CodeInvalidPayload, CodeUnknownCommand, CodePayloadTooLarge, CodeKeyReused,
 		CodeDeadLettered, CodeOutcomeUnknown, CodeCardDeclined, CodeChargeNotFound, CodeChargeNotRefundable,
-		CodeRefundExceedsCharge,
-		HeaderMsgID, HeaderReplyTo, HeaderDlqKey, HeaderDlqReason, HeaderDlqDeliveries, HeaderDlqEffect, HeaderDlqStreamSeq, HeaderDlqPublished,
+		CodeRefundExceedsCharge, CodeKeyVoided,
+		HeaderMsgID, HeaderDlqVoided, HeaderReplyTo, HeaderDlqKey, HeaderDlqReason, HeaderDlqDeliveries, HeaderDlqEffect, HeaderDlqStreamSeq, HeaderDlqPublished,
 		CommandStreamDefault, ResultStreamDefault, DeadLetterStreamDefault, ConsumerDefault,
 	} {
 		require.Contains(t, text, "`"+name+"`", "docs/contract.md does not name %q", name)

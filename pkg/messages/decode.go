@@ -40,8 +40,13 @@ func ValidKey(key string) bool {
 // Decode parses body strictly into dst and validates it. Every error is a
 // *RejectError: CodePayloadTooLarge above MaxBodySize, CodeInvalidPayload for
 // anything else (not UTF-8, not one JSON object, an unknown or mis-cased
-// field, a wrongly typed value, a number with a fraction or exponent, a rule
-// of dst's Validate).
+// field, a member name that appears twice, a wrongly typed value, a number
+// with a fraction or exponent, a rule of dst's Validate).
+//
+// A repeated member name is refused (contract v1.2; I-JSON, RFC 7493)
+// because JSON parsers disagree on it: encoding/json keeps the last
+// value, others the first, so a proxy in front of the workers could check
+// {"amount":1,"amount":5000} as one charge while the workers run another.
 func Decode(body []byte, dst Command) error {
 	// The fast path decodes a well-formed body in one pass; anything it does
 	// not accept gets the slow path, which names what is wrong.
@@ -73,6 +78,10 @@ func decodeSlow(body []byte, dst Command) error {
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return invalidPayload("body is not valid JSON: " + jsonReason(err))
 	}
+	// The map kept one value per name; the body may have had more.
+	if name, ok := repeatedName(body); ok {
+		return invalidPayload(fmt.Sprintf("field %q appears more than once", name))
+	}
 	allowed := fieldSet(dst)
 	// Sorted, so that a body with several unknown fields always gets the
 	// same message (map order would pick one at random).
@@ -91,6 +100,33 @@ func decodeSlow(body []byte, dst Command) error {
 		return invalidPayload("body must hold exactly one JSON object")
 	}
 	return dst.Validate()
+}
+
+// repeatedName returns the first top-level member name of body, a valid
+// JSON object, that appears a second time, compared after unescaping
+// ("amount" and "\u0061mount" are one name).
+func repeatedName(body []byte) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return "", false
+	}
+	seen := make(map[string]struct{}, 8)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		name, _ := tok.(string) // a member name is a string token
+		if _, dup := seen[name]; dup {
+			return name, true
+		}
+		seen[name] = struct{}{}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return "", false
+		}
+	}
+	return "", false
 }
 
 // jsonReason turns an encoding/json error into a message that names the field
@@ -139,10 +175,15 @@ func fieldSet(c Command) map[string]struct{} {
 }
 
 // knownKeysOnly reports whether body is one JSON object, with nothing but
-// white space after it, whose top-level member names are all in allowed and
-// written without escapes. It allocates nothing; it does not check the
-// values (json.Unmarshal does). False sends the body to the slow path.
+// white space after it, whose top-level member names are all in allowed,
+// written without escapes, and each there once. It allocates nothing; it
+// does not check the values (json.Unmarshal does). False sends the body to
+// the slow path.
 func knownKeysOnly(body []byte, allowed map[string]struct{}) bool {
+	// The names seen so far, as offsets into body. Every name is one of
+	// allowed's few, so more members than that means a repeated one.
+	var seen [8][2]int
+	n := 0
 	i := skipSpace(body, 0)
 	if i >= len(body) || body[i] != '{' {
 		return false
@@ -170,6 +211,16 @@ func knownKeysOnly(body []byte, allowed map[string]struct{}) bool {
 		if _, ok := allowed[string(body[start:end])]; !ok { // no allocation: the compiler looks the bytes up
 			return false
 		}
+		if n == len(seen) {
+			return false
+		}
+		for _, s := range seen[:n] {
+			if bytes.Equal(body[s[0]:s[1]], body[start:end]) {
+				return false
+			}
+		}
+		seen[n] = [2]int{start, end}
+		n++
 		i = skipSpace(body, end+1)
 		if i >= len(body) || body[i] != ':' {
 			return false

@@ -543,3 +543,38 @@ func TestRejectError_Is(t *testing.T) {
 	wrapped := errors.Join(errors.New("publish"), err)
 	require.ErrorIs(t, wrapped, ErrKeyReused)
 }
+
+// TestDecode_RepeatedName: a member name that appears twice is
+// invalid_payload (contract v1.2), whatever its values and however it is
+// escaped, on the fast path and the careful one alike; the same names once
+// each are accepted.
+func TestDecode_RepeatedName(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		body string
+		dst  func() Command
+		name string
+	}{
+		"Amount":          {`{"account_id":"acct_42","amount":1,"amount":5000,"currency":"EUR"}`, func() Command { return new(ChargeRequest) }, "amount"},
+		"SameValue":       {`{"account_id":"acct_42","amount":1,"currency":"EUR","amount":1}`, func() Command { return new(ChargeRequest) }, "amount"},
+		"Escaped":         {`{"account_id":"acct_42","amount":1,"\u0061mount":5000,"currency":"EUR"}`, func() Command { return new(ChargeRequest) }, "amount"},
+		"NullDescription": {`{"account_id":"acct_42","amount":1,"currency":"EUR","description":"a","description":null}`, func() Command { return new(ChargeRequest) }, "description"},
+		"Spaced":          {"{ \"cart_id\" : \"c\" , \"sku\":\"S\", \"quantity\" : 2 ,\n\"cart_id\":\"d\" }", func() Command { return new(CartAddRequest) }, "cart_id"},
+		"Quantity":        {`{"cart_id":"c","sku":"S","quantity":1,"quantity":1000}`, func() Command { return new(CartAddRequest) }, "quantity"},
+		"ChargeKey":       {`{"charge_key":"0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6f","amount":5,"charge_key":"0b6e4c1e-7d2a-4f5b-9c3e-1a2b3c4d5e6e"}`, func() Command { return new(RefundRequest) }, "charge_key"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			err := Decode([]byte(tt.body), tt.dst())
+			requireReject(t, err, ErrInvalidPayload, `field "`+tt.name+`" appears more than once`)
+			require.Equal(t, err.Error(), decodeSlow([]byte(tt.body), tt.dst()).Error(), "both paths")
+		})
+	}
+	// Every name once: accepted by the fast path, which tracks what it saw.
+	var c ChargeRequest
+	body := []byte(`{"account_id":"acct_42","amount":1,"currency":"EUR","description":"d"}`)
+	require.True(t, knownKeysOnly(body, fieldSet(&c)))
+	require.NoError(t, Decode(body, &c))
+	require.False(t, knownKeysOnly([]byte(`{"amount":1,"amount":1}`), fieldSet(&c)))
+}

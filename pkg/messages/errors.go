@@ -39,8 +39,13 @@ var (
 	// ErrKeyReused: the key is bound to another command or payload.
 	ErrKeyReused = &RejectError{Code: CodeKeyReused}
 	// ErrDeadLettered: the command exhausted its deliveries and was copied to
-	// the dead letters; the key keeps no outcome and may be sent again.
+	// the dead letters; it certainly did not take effect. The key keeps no
+	// outcome and may be sent again (unless it was voided).
 	ErrDeadLettered = &RejectError{Code: CodeDeadLettered}
+	// ErrOutcomeUnknown (v1.2): the command was dead-lettered while a call
+	// may have taken effect. Not a failure: the outcome is not known yet.
+	// Send it again with the same key (never a new one) to learn it.
+	ErrOutcomeUnknown = &RejectError{Code: CodeOutcomeUnknown}
 )
 
 func invalidPayload(msg string) error {

@@ -20,6 +20,10 @@ const (
 	// certainly did not take effect for the key, "unknown" when an attempt
 	// may have (see CodeOutcomeUnknown).
 	HeaderDlqEffect = "Dlq-Effect"
+	// HeaderDlqVoided is added to a dead letter whose key was voided at the
+	// provider (contract v1.2): "true". Such a key never takes effect, so
+	// a re-drive of it is answered dead_lettered again.
+	HeaderDlqVoided = "Dlq-Voided"
 	// HeaderDlqStreamSeq is added to a dead letter: the command's sequence
 	// in the command stream.
 	HeaderDlqStreamSeq = "Dlq-Stream-Seq"
@@ -35,6 +39,7 @@ const (
 	ResultRootDefault     = "result"
 	RejectedRootDefault   = "rejected"
 	DeadLetterRootDefault = "dlq"
+	LookupRootDefault     = "lookup"
 
 	CommandStreamDefault    = "COMMANDS"
 	ResultStreamDefault     = "RESULTS"
@@ -55,6 +60,10 @@ type Subjects struct {
 	Rejected string
 	// DeadLetter is the root of dead-letter subjects: <DeadLetter>.<type>. Defaults to "dlq".
 	DeadLetter string
+	// Lookup is the root of the workers' lookup service (an extension of
+	// contract v1.2): a request on <Lookup>.<key> is answered with the
+	// key's state (KeyState). Defaults to "lookup".
+	Lookup string
 }
 
 // DefaultSubjects returns the contract's subject roots.
@@ -73,6 +82,9 @@ func (s Subjects) WithDefaults() Subjects {
 	}
 	if s.DeadLetter == "" {
 		s.DeadLetter = DeadLetterRootDefault
+	}
+	if s.Lookup == "" {
+		s.Lookup = LookupRootDefault
 	}
 	return s
 }
@@ -100,6 +112,12 @@ func (s Subjects) DeadLetterFor(kind string) string { return s.DeadLetter + "." 
 
 // DeadLetterWildcard matches every dead-letter subject.
 func (s Subjects) DeadLetterWildcard() string { return s.DeadLetter + ".>" }
+
+// LookupFor returns the subject a lookup of key is requested on.
+func (s Subjects) LookupFor(key string) string { return s.Lookup + "." + key }
+
+// LookupWildcard matches every lookup subject (one token: the key).
+func (s Subjects) LookupWildcard() string { return s.Lookup + ".*" }
 
 // KindOf returns the command kind a command subject names, and false when
 // subject is not under the command root.

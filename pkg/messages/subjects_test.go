@@ -11,7 +11,7 @@ func TestSubjects_WithDefaults(t *testing.T) {
 
 	t.Run("Zero", func(t *testing.T) {
 		t.Parallel()
-		require.Equal(t, Subjects{Command: "cmd", Result: "result", Rejected: "rejected", DeadLetter: "dlq"},
+		require.Equal(t, Subjects{Command: "cmd", Result: "result", Rejected: "rejected", DeadLetter: "dlq", Lookup: "lookup"},
 			Subjects{}.WithDefaults())
 		require.Equal(t, Subjects{}.WithDefaults(), DefaultSubjects())
 	})
@@ -20,7 +20,7 @@ func TestSubjects_WithDefaults(t *testing.T) {
 		t.Parallel()
 		s := Subjects{Command: "t1.cmd", DeadLetter: "t1.dlq"}
 		got := s.WithDefaults()
-		require.Equal(t, Subjects{Command: "t1.cmd", Result: "result", Rejected: "rejected", DeadLetter: "t1.dlq"}, got)
+		require.Equal(t, Subjects{Command: "t1.cmd", Result: "result", Rejected: "rejected", DeadLetter: "t1.dlq", Lookup: "lookup"}, got)
 		require.Equal(t, Subjects{Command: "t1.cmd", DeadLetter: "t1.dlq"}, s, "WithDefaults returns a copy")
 	})
 }

@@ -53,6 +53,7 @@ func (t Topology) Validate() error {
 	roots := []struct{ field, value string }{
 		{"Subjects.Command", t.Subjects.Command}, {"Subjects.Result", t.Subjects.Result},
 		{"Subjects.Rejected", t.Subjects.Rejected}, {"Subjects.DeadLetter", t.Subjects.DeadLetter},
+		{"Subjects.Lookup", t.Subjects.Lookup},
 	}
 	seen := map[string]string{}
 	for _, r := range roots {

@@ -25,11 +25,14 @@ const (
 	LockedDelayDefault  = 250 * time.Millisecond
 	NakDelayDefault     = time.Second
 	MaxNakDelayDefault  = 30 * time.Second
+	ResolveAfterDefault = 30 * time.Second
 
 	WaitTimeoutDefault        = time.Second
 	StreamReplicasDefault     = 1
 	DeadLetterMaxAgeDefault   = 30 * 24 * time.Hour
 	DeadLetterMaxBytesDefault = 1 << 30
+	CommandMaxBytesDefault    = 1 << 30
+	ResultMaxBytesDefault     = 8 << 30
 )
 
 // Config configures a Processor. The zero value is usable: every field has
@@ -89,6 +92,24 @@ type Config struct {
 	// the engine creates it (the oldest dead letters go first); negative:
 	// none. Defaults to 1 GiB.
 	DeadLetterMaxBytes int64
+
+	// ResolveAfter is when workers first ask the provider about a key
+	// answered outcome_unknown (RESOLVE_AFTER, contract v1.2), and the
+	// shortest wait between two asks; the waits grow, never past ten times
+	// it. Every worker runs a resolver; the schedule lives in Redis, so
+	// whichever worker is up carries it on. Defaults to 30s.
+	ResolveAfter time.Duration
+
+	// CommandMaxBytes is the size limit of the command stream when the
+	// engine creates it; a full stream refuses new commands (their
+	// publishers get an error) and drops none. Negative: none. Defaults to
+	// 1 GiB.
+	CommandMaxBytes int64
+	// ResultMaxBytes is the size limit of the result stream when the engine
+	// creates it; a full stream refuses new outcomes (their commands wait,
+	// un-acked) and drops none before RESULT_TTL. Size it for a day of
+	// traffic (docs/performance.md). Negative: none. Defaults to 8 GiB.
+	ResultMaxBytes int64
 
 	// Concurrency is how many commands this processor keeps in flight.
 	// Each waits on a few round trips in turn, so it takes tens in flight
@@ -168,10 +189,13 @@ func (c *Config) WithDefaults() *Config {
 	d.StreamReplicas = cmp.Or(c.StreamReplicas, StreamReplicasDefault)
 	d.DeadLetterMaxAge = cmp.Or(c.DeadLetterMaxAge, DeadLetterMaxAgeDefault)
 	d.DeadLetterMaxBytes = cmp.Or(c.DeadLetterMaxBytes, DeadLetterMaxBytesDefault)
+	d.CommandMaxBytes = cmp.Or(c.CommandMaxBytes, CommandMaxBytesDefault)
+	d.ResultMaxBytes = cmp.Or(c.ResultMaxBytes, ResultMaxBytesDefault)
 	d.LockTTL = cmp.Or(c.LockTTL, LockTTLDefault)
 	d.LockedDelay = cmp.Or(c.LockedDelay, LockedDelayDefault)
 	d.NakDelay = cmp.Or(c.NakDelay, NakDelayDefault)
 	d.MaxNakDelay = cmp.Or(c.MaxNakDelay, MaxNakDelayDefault)
+	d.ResolveAfter = cmp.Or(c.ResolveAfter, ResolveAfterDefault)
 	if d.Retry == nil {
 		d.Retry = DefaultPolicy()
 	}
@@ -207,6 +231,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("processor: LockTTL must be at least 30ms, got %v", c.LockTTL)
 	case c.NakDelay < 0 || c.MaxNakDelay < c.NakDelay:
 		return errors.New("processor: NakDelay must be between 0 and MaxNakDelay")
+	case c.ResolveAfter < 10*time.Millisecond:
+		return fmt.Errorf("processor: ResolveAfter must be at least 10ms, got %v", c.ResolveAfter)
 	case c.ResultTTL < c.redeliveryHorizon():
 		// A record must outlive every delivery of its command: one that
 		// expired under a command still being retried would let the

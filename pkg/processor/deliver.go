@@ -93,7 +93,10 @@ func (p *Processor) deliver(msg jetstream.Msg) {
 	defer m.flight(-1)
 	h := msg.Headers()
 	if h != nil {
-		d.key = h.Get(messages.HeaderMsgID)
+		// A key longer than any valid one is cut here, before anything logs
+		// it: it is refused as invalid_key whatever its length, and a 20 KiB
+		// header must not become 20 KiB of log per message.
+		d.key = clip(h.Get(messages.HeaderMsgID), maxKeyLen)
 		d.replyTo = h.Get(messages.HeaderReplyTo)
 	}
 	d.kind, _ = p.cfg.Topology.Subjects.KindOf(msg.Subject())
@@ -121,12 +124,24 @@ func (p *Processor) deliver(msg jetstream.Msg) {
 		return
 	}
 	if d.replyTo != "" && !p.validReplyTo(d.replyTo) {
-		p.log.warn(ctx, "ignoring unsafe Reply-To", attrKey, d.key, "reply_to", d.replyTo)
+		p.log.warn(ctx, "ignoring unsafe Reply-To", attrKey, d.key, "reply_to", clip(d.replyTo, 128))
 		d.replyTo = ""
 	}
 	f := p.examine(ctx, d)
 	p.report(ctx, d, decide(f, p.cfg))
 	m.observe(p.kindLabel(d.kind), start)
+}
+
+// maxKeyLen is the longest key kept whole: longer than any canonical UUID,
+// so a key cut to it is still refused as invalid_key.
+const maxKeyLen = 64
+
+// clip cuts s to at most n bytes, saying how long it was.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return fmt.Sprintf("%s...(%d bytes)", strings.ToValidUTF8(s[:n], ""), len(s))
 }
 
 // startSpan starts the delivery's span, a child of the command's
@@ -172,53 +187,71 @@ type facts struct {
 	begun dedupe.Begun // what Begin decided, and the record
 
 	ran        bool
-	opErr      error // the attempt's error; nil with ran means an outcome
-	certain    bool  // opErr certainly left no effect
+	opErr      error // the try's error; nil with ran means an outcome
+	maybe      bool  // a call of this try may have taken effect
 	deferred   bool  // the operation did not start (Deferred): give the try back
 	retryAfter time.Duration
 
-	resolveErr    error // the Resolver could not tell
-	confirmedNone bool  // the Resolver confirmed that nothing took effect
+	// The end of a key out of tries, when its history is unknown: what the
+	// provider, asked by key, said.
+	asked    bool  // the provider was asked (void, or lookup)
+	voided   bool  // it voided the key: nothing took effect, nothing will
+	askedErr error // it could not tell
 
 	stored    *dedupe.Record // the outcome this delivery stored, or found stored
 	commitErr error
 }
 
-// lastTry reports whether the key has no tries left after this delivery's.
-func (f *facts) lastTry(maxTries int) bool {
-	return f.begun.Record != nil && f.begun.Record.Tries >= maxTries
+// outOfTries reports whether the key has no tries left after this
+// delivery's.
+func (f *facts) outOfTries() bool {
+	r := f.begun.Record
+	return r != nil && r.Tries >= r.MaxTries
+}
+
+// unknown reports whether a call for the key may have taken effect: its
+// record says so, or this try's calls do.
+func (f *facts) unknown() bool {
+	return f.maybe || (f.begun.Record != nil && f.begun.Record.Unknown())
 }
 
 // examine runs the pipeline up to the verdict: validation, the lock, Begin,
-// the operation with its in-delivery retries, the fenced commit, and, when a
-// key's last try left its effect unknown, the operation's Resolver.
+// the operation with its in-delivery retries, the fenced commit, and, for a
+// key out of tries whose history is unknown, the provider asked by key.
 func (p *Processor) examine(ctx context.Context, d *delivery) *facts {
 	f := &facts{deliveries: d.deliveries}
 	if f.reject = p.validate(d); f.reject != nil {
 		return f
 	}
 	f.fp = d.fp
-	attempt := dedupe.Attempt{Kind: d.kind, Fingerprint: d.fp, Published: d.published, MaxTries: p.cfg.MaxDeliver}
-	if d.route.cfg.EffectInCommit && p.effectsInCommit {
-		p.beginAndCommit(ctx, d, attempt, f)
-		return f
+	try := dedupe.Try{Kind: d.kind, Fingerprint: d.fp, Published: d.published, MaxTries: p.cfg.MaxDeliver}
+	if d.route.cfg.EffectInCommit {
+		if p.effectsInCommit {
+			p.beginAndCommit(ctx, d, try, f)
+			if f.begun.Status != dedupe.BeginSeparate || f.abandoned {
+				return f
+			}
+			// Another worker applies this key's effect apart: so must we.
+			d.lease, f.begun = nil, dedupe.Begun{}
+		}
+		try.SeparateEffect = true
 	}
 
 	// The lock and Begin, in one round trip unless a failpoint must be able
 	// to fire between them.
 	var err error
 	if p.cfg.Failpoint == nil {
-		d.lease, f.begun, err = p.store.AcquireBegin(ctx, d.key, attempt)
+		d.lease, f.begun, err = p.store.AcquireBegin(ctx, d.key, try)
 	} else {
 		d.lease, err = p.store.Acquire(ctx, d.key)
 		if err == nil {
 			if f.abandoned = p.crash(ctx, d, AfterLock); f.abandoned {
 				return f
 			}
-			f.begun, err = p.store.Begin(ctx, d.lease, attempt)
+			f.begun, err = p.store.Begin(ctx, d.lease, try)
 		}
 	}
-	if p.lockFailed(ctx, d, f, err) || err != nil {
+	if p.noLock(ctx, d, f, err) {
 		return f
 	}
 	switch f.begun.Status {
@@ -227,32 +260,25 @@ func (p *Processor) examine(ctx context.Context, d *delivery) *facts {
 			return f
 		}
 	case dedupe.BeginExhausted:
-		if f.begun.Record.Unknown {
-			p.resolve(ctx, d, f)
-		}
+		p.askProvider(ctx, d, f)
 		return f
 	default:
 		return f
 	}
 
-	o, err := p.attempt(ctx, d, f.begun.Record.Tries)
-	f.ran = true
+	o, maybe, err := p.attempt(ctx, d, f.begun.Record.Tries)
+	f.ran, f.maybe = true, maybe
 	if f.abandoned = p.crash(ctx, d, AfterOperation); f.abandoned {
 		return f
 	}
 	if err != nil {
 		f.opErr = err
 		class, after := ClassOf(err)
-		// An operation cut off by a lost lock may have stopped half-way,
-		// whatever its own error says.
-		f.certain, f.retryAfter = class != Ambiguous && !errors.Is(err, dedupe.ErrLockLost), after
-		f.deferred = class == Deferred && f.certain
+		f.retryAfter = after
+		f.deferred = class == Deferred && !maybe
 		f.stopping = errors.Is(context.Cause(ctx), ErrStop)
-		if f.deferred {
-			return f
-		}
-		if f.lastTry(p.cfg.MaxDeliver) && !f.stopping && (!f.certain || f.begun.Record.Unknown) {
-			p.resolve(ctx, d, f)
+		if !f.deferred && !f.stopping && f.outOfTries() {
+			p.askProvider(ctx, d, f)
 		}
 		return f
 	}
@@ -300,7 +326,11 @@ func (p *Processor) lookup(ctx context.Context, key string) (KeyState, error) {
 		return KeyState{Status: KeyAbsent}, nil
 	case rec.State == dedupe.StateCompleted:
 		return KeyState{Status: KeyCompleted, Kind: rec.Kind, Outcome: rec.Result}, nil
+	case rec.State == dedupe.StateDead && !rec.Unknown():
+		return KeyState{Status: KeyDead, Kind: rec.Kind}, nil
 	default:
+		// Running, between tries, or dead with its outcome unknown (the
+		// resolver will settle it): an outcome may still come.
 		return KeyState{Status: KeyInProgress, Kind: rec.Kind}, nil
 	}
 }
@@ -308,54 +338,70 @@ func (p *Processor) lookup(ctx context.Context, key string) (KeyState, error) {
 // attempt runs the operation under the lock's watchdog, with the in-delivery
 // retries of its policy. The watchdog extends the lock and tells JetStream
 // the message is in progress; if the lock is lost the operation's context
-// is cancelled with dedupe.ErrLockLost as its cause.
-func (p *Processor) attempt(ctx context.Context, d *delivery, try int) (Outcome, error) {
-	opCtx, stopWatchdog := d.lease.KeepAlive(ctx, min(p.cfg.LockTTL, p.cfg.AckWait)/3, func() { _ = d.msg.InProgress() })
+// is cancelled with dedupe.ErrLockLost as its cause. maybe reports whether
+// any call of the try may have taken effect: an ambiguous error at any
+// call, not only the last, or a call cut off by a lost lock.
+func (p *Processor) attempt(ctx context.Context, d *delivery, try int) (o Outcome, maybe bool, err error) {
+	opCtx, stopWatchdog := p.watchdog(ctx, d)
 	defer stopWatchdog()
-	o, err := p.execute(opCtx, d, try)
+	o, maybe, err = p.execute(opCtx, d, try)
 	if err != nil && errors.Is(context.Cause(opCtx), dedupe.ErrLockLost) {
 		p.counters.lockLost.Add(1)
 		p.cfg.Metrics.inc(p.cfg.Metrics.lockLostCounter())
 		// The operation may have been cut off half-way: not certain.
+		maybe = true
 		err = fmt.Errorf("%w (operation cancelled): %w", dedupe.ErrLockLost, err)
 	}
-	return o, err
+	return o, maybe, err
+}
+
+// watchdog starts the lease's watchdog: it extends the key's lock and tells
+// JetStream the message is in progress, for as long as the delivery works
+// holding the lock (an operation, asking the provider about a key out of
+// tries, the dead letter).
+func (p *Processor) watchdog(ctx context.Context, d *delivery) (context.Context, func()) {
+	return d.lease.KeepAlive(ctx, min(p.cfg.LockTTL, p.cfg.AckWait)/3, func() { _ = d.msg.InProgress() })
 }
 
 // execute calls the operation, retrying its errors by their Class with the
 // operation's policy until one call gives an outcome, a retry budget runs
 // out, or ctx ends. A panic is not retried here (it is likely to repeat);
 // neither is a RateLimited error asking to wait longer than the policy's
-// MaxInterval: the message is handed back for that long instead.
-func (p *Processor) execute(ctx context.Context, d *delivery, try int) (Outcome, error) {
+// MaxInterval: the message is handed back for that long instead. maybe
+// reports whether any of its calls may have taken effect: the certainty of
+// a try is its whole history, never the class of its last error alone.
+func (p *Processor) execute(ctx context.Context, d *delivery, try int) (o Outcome, maybe bool, err error) {
 	policy := p.cfg.retryFor(d.route)
-	var backoffs [3]backoff.BackOff
+	var backoffs [Deferred]backoff.BackOff
 	env := p.env(d, try)
 	for {
 		o, err := p.handle(ctx, d, env)
 		if err == nil {
 			if verr := o.validate(); verr != nil {
-				return Outcome{}, &PanicError{Value: verr}
+				return Outcome{}, true, &PanicError{Value: verr}
 			}
-			return o, nil
-		}
-		if _, panicked := errors.AsType[*PanicError](err); panicked || ctx.Err() != nil {
-			return Outcome{}, err
+			return o, maybe, nil
 		}
 		class, after := ClassOf(err)
+		if class == Ambiguous { // a panic included: it may have done something first
+			maybe = true
+		}
+		if _, panicked := errors.AsType[*PanicError](err); panicked || ctx.Err() != nil {
+			return Outcome{}, maybe, err
+		}
 		if class == Deferred {
-			return Outcome{}, err // handed back whole: nothing started
+			return Outcome{}, maybe, err // handed back whole: nothing started
 		}
 		if backoffs[class] == nil {
 			backoffs[class] = policy.NewBackOff(class)
 		}
 		wait := backoffs[class].NextBackOff()
 		if wait == backoff.Stop {
-			return Outcome{}, err
+			return Outcome{}, maybe, err
 		}
 		if class == RateLimited && after > wait {
 			if pol, ok := policy.(*Policy); ok && after > pol.RateLimited.MaxInterval {
-				return Outcome{}, err
+				return Outcome{}, maybe, err
 			}
 			wait = after
 		}
@@ -363,7 +409,7 @@ func (p *Processor) execute(ctx context.Context, d *delivery, try int) (Outcome,
 			attrAttempt, d.deliveries, "class", class.String(), attrError, err, "wait", wait)
 		sleepCtx(ctx, wait)
 		if ctx.Err() != nil {
-			return Outcome{}, err
+			return Outcome{}, maybe, err
 		}
 	}
 }
@@ -382,21 +428,26 @@ func (p *Processor) handle(ctx context.Context, d *delivery, env callEnv) (Outco
 		return Outcome{}, &PanicError{Value: err} // a bug in the operation: not retried
 	}
 	n, err := p.store.ApplyEffect(ctx, d.key, d.fp, o.Effect)
+	if errors.Is(err, dedupe.ErrEffectVoided) {
+		// The key was voided under this (paused) worker: nothing was
+		// applied and nothing will be; its dead letter stands.
+		return Outcome{}, TransientError(err)
+	}
 	if err != nil {
 		return Outcome{}, AmbiguousError(err) // the script may have run
 	}
 	return o.withEffect(n)
 }
 
-// resolveEffect is the Resolver of an EffectInCommit operation whose effect
-// is applied on its own: found when ApplyEffect ran for this key and
-// payload, with the value it produced.
-func (p *Processor) resolveEffect(ctx context.Context, d *delivery, env callEnv) (Outcome, bool, error) {
-	o, err := d.route.handle(ctx, env, d.cmd)
+// voidEffect is the Voider of an EffectInCommit operation whose effect is
+// applied on its own: found when ApplyEffect ran for this key and payload,
+// with the value it produced; otherwise the effect is made never to apply.
+func (p *Processor) voidEffect(ctx context.Context, key, fp string, r *route, env callEnv, cmd messages.Command) (Outcome, bool, error) {
+	o, err := r.handle(ctx, env, cmd)
 	if err != nil || o.Effect == nil {
 		return o, err == nil, err
 	}
-	n, found, err := p.store.LookupEffect(ctx, d.key, d.fp, o.Effect)
+	n, found, err := p.store.VoidEffect(ctx, key, fp, o.Effect)
 	if err != nil || !found {
 		return Outcome{}, false, err
 	}
@@ -435,20 +486,14 @@ func (p *Processor) commit(ctx context.Context, d *delivery, o Outcome) (*dedupe
 
 // result is the answer an outcome becomes when stored.
 func (p *Processor) result(d *delivery, o Outcome) (messages.Result, error) {
-	data, err := o.data()
-	if err != nil {
-		return messages.Result{}, fmt.Errorf("encode outcome data: %w", err)
-	}
-	return messages.Result{Status: o.Status, Code: o.Code, Message: o.Message, Data: data,
-		Attempts: d.deliveries, ProcessedAt: time.Now()}, nil
+	return resultOf(o, d.deliveries)
 }
 
-// beginAndCommit is the whole pipeline of an EffectInCommit operation:
-// compute the outcome, then begin and commit in one script.
-// lockFailed reports whether the delivery ends for want of the lock (taken
-// by another worker, or a store error), recording it in f; any other
-// error of a call made holding the lock is a store error too.
-func (p *Processor) lockFailed(ctx context.Context, d *delivery, f *facts, err error) bool {
+// noLock reports whether the delivery ends without the key's lock, and
+// records why in f: taken by another worker (then the record, read without
+// the lock, may still answer it), or a store error. Any error of a call
+// made holding the lock is a store error too.
+func (p *Processor) noLock(ctx context.Context, d *delivery, f *facts, err error) bool {
 	switch {
 	case errors.Is(err, dedupe.ErrLocked):
 		f.locked = true
@@ -465,7 +510,7 @@ func (p *Processor) lockFailed(ctx context.Context, d *delivery, f *facts, err e
 // (OpConfig.EffectInCommit): the operation first, holding nothing, then the
 // lock and one script that begins and commits, in one round trip unless a
 // failpoint must be able to fire after the lock.
-func (p *Processor) beginAndCommit(ctx context.Context, d *delivery, attempt dedupe.Attempt, f *facts) {
+func (p *Processor) beginAndCommit(ctx context.Context, d *delivery, try dedupe.Try, f *facts) {
 	o, err := d.route.handle(ctx, p.env(d, 1), d.cmd)
 	if err == nil {
 		err = o.validate()
@@ -481,17 +526,17 @@ func (p *Processor) beginAndCommit(ctx context.Context, d *delivery, attempt ded
 		return
 	}
 	if p.cfg.Failpoint == nil {
-		d.lease, f.begun, err = p.store.AcquireBeginAndCommit(context.WithoutCancel(ctx), d.key, attempt, res, o.Effect)
+		d.lease, f.begun, err = p.store.AcquireBeginAndCommit(context.WithoutCancel(ctx), d.key, try, res, o.Effect)
 	} else {
 		d.lease, err = p.store.Acquire(ctx, d.key)
 		if err == nil {
 			if f.abandoned = p.crash(ctx, d, AfterLock); f.abandoned {
 				return
 			}
-			f.begun, err = p.store.BeginAndCommit(context.WithoutCancel(ctx), d.lease, attempt, res, o.Effect)
+			f.begun, err = p.store.BeginAndCommit(context.WithoutCancel(ctx), d.lease, try, res, o.Effect)
 		}
 	}
-	if p.lockFailed(ctx, d, f, err) {
+	if p.noLock(ctx, d, f, err) {
 		return
 	}
 	if f.begun.Status == dedupe.BeginCommitted {
@@ -500,36 +545,71 @@ func (p *Processor) beginAndCommit(ctx context.Context, d *delivery, attempt ded
 	}
 }
 
-// resolve asks the operation's Resolver whether an earlier attempt took
-// effect, and stores what it found.
-func (p *Processor) resolve(ctx context.Context, d *delivery, f *facts) {
-	resolve := func(ctx context.Context, env callEnv) (Outcome, bool, error) { return d.route.resolve(ctx, env, d.cmd) }
-	switch {
-	case d.route.cfg.EffectInCommit:
-		resolve = func(ctx context.Context, env callEnv) (Outcome, bool, error) { return p.resolveEffect(ctx, d, env) }
-	case d.route.resolve == nil:
-		f.resolveErr = errors.New("the operation cannot look up its effect")
+// askProvider ends a key out of tries whose history is unknown: a call for
+// it may have taken effect, or may still. It asks the provider by key,
+// holding the key's lock under its watchdog: a void (contract v1.2) finds
+// the effect, or makes sure none can happen; without one, a lookup can
+// still find the effect. An effect found is committed as the key's
+// outcome; a void makes the dead letter certain; anything else leaves the
+// key unknown (outcome_unknown, and the resolver asks again later). A key
+// whose every call said "certainly not done" asks nothing: its dead letter
+// is certain as it is.
+func (p *Processor) askProvider(ctx context.Context, d *delivery, f *facts) {
+	if !f.unknown() {
 		return
 	}
-	rctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	o, found, err := resolve(rctx, p.env(d, f.begun.Record.Tries))
+	wctx, stop := p.watchdog(ctx, d)
+	defer stop()
+	o, found, voided, err := p.settleEffect(wctx, d.key, d.fp, d.route, p.env(d, f.begun.Record.Tries), d.cmd)
+	f.asked = true
 	switch {
-	case err == nil && !found:
-		f.confirmedNone = true
-	case err == nil:
-		if err = o.validate(); err == nil {
-			f.stored, err = p.commit(ctx, d, o)
-		}
-		if err != nil {
-			f.resolveErr = err
-		}
+	case err != nil:
+		f.askedErr = err
+		p.log.warn(ctx, "could not settle the effect of a key out of tries; its outcome stays unknown",
+			attrKey, d.key, attrKind, d.kind, attrError, err)
+	case found:
+		f.stored, f.commitErr = p.commit(ctx, d, o)
 	default:
-		f.resolveErr = err
+		f.voided = voided
 	}
-	if f.resolveErr != nil {
-		p.log.warn(ctx, "could not resolve the effect of an earlier attempt", attrKey, d.key, attrKind, d.kind, attrError, f.resolveErr)
+}
+
+// settleEffect asks the provider, by key, what came of a key whose history
+// is unknown: found (the effect and its outcome), or voided (nothing took
+// effect and nothing will), or an error when it cannot tell. Without a way
+// to void, a lookup that finds nothing is no proof: an error.
+func (p *Processor) settleEffect(ctx context.Context, key, fp string, r *route, env callEnv, cmd messages.Command) (o Outcome, found, voided bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	void := r.void
+	if r.cfg.EffectInCommit {
+		void = func(ctx context.Context, env callEnv, cmd messages.Command) (Outcome, bool, error) {
+			return p.voidEffect(ctx, key, fp, r, env, cmd)
+		}
 	}
+	if void != nil {
+		o, found, err = void(ctx, env, cmd)
+		if err == nil {
+			if found {
+				err = o.validate()
+			}
+			return o, found, !found, err
+		}
+		if !errors.Is(err, ErrCannotVoid) {
+			return Outcome{}, false, false, fmt.Errorf("void: %w", err)
+		}
+	}
+	if r.resolve == nil {
+		return Outcome{}, false, false, errors.New("the provider can neither void the key nor look its effect up")
+	}
+	o, found, err = r.resolve(ctx, env, cmd)
+	switch {
+	case err != nil:
+		return Outcome{}, false, false, fmt.Errorf("look up: %w", err)
+	case !found:
+		return Outcome{}, false, false, errors.New("the provider holds no effect for the key, but cannot void it: a call may still land")
+	}
+	return o, true, false, o.validate()
 }
 
 // verdict is what a delivery comes to; report carries it out.
@@ -540,8 +620,9 @@ type verdict struct {
 	reject   *messages.RejectError // vReject
 	delay    time.Duration         // vRetry: NakWithDelay (0: Nak now)
 	settle   settleKind            // vRetry: what the held lock's release records
-	why      string                // vRetry: the metric's reason (lock_busy, retry, store, stopping)
-	effect   string                // vDeadLetter, vCondemned: dedupe.EffectNone or EffectUnknown
+	why      string                // vRetry: the metric's reason (lock_busy, retry, store, stopping, deferred)
+	effect   string                // vDeadLetter, vDeadLettered: dedupe.EffectNone or EffectUnknown
+	voided   bool                  // vDeadLetter: the key was voided at the provider
 	reason   string                // vDeadLetter, vRetry: why
 	busy     bool                  // vRetry: the key is locked by another worker
 }
@@ -549,20 +630,20 @@ type verdict struct {
 type verdictKind int
 
 const (
-	vAbandon    verdictKind = iota // a failpoint fired: nothing
-	vAnswer                        // publish the outcome to RESULTS and Reply-To, then Ack
-	vReject                        // publish the rejection, then Ack
-	vRetry                         // release or settle the lock, then Nak (with a delay)
-	vDeadLetter                    // copy to the dead letters, condemn the key, answer, Term
-	vCondemned                     // already dead-lettered: answer as the dead letter, Term
+	vAbandon      verdictKind = iota // a failpoint fired: nothing
+	vAnswer                          // publish the outcome to RESULTS and Reply-To, then Ack
+	vReject                          // publish the rejection, then Ack
+	vRetry                           // release or settle the lock, then Nak (with a delay)
+	vDeadLetter                      // copy to the dead letters, record the dead letter, answer, Term
+	vDeadLettered                    // dead-lettered earlier (or voided): answer as that dead letter, Term
 )
 
 type settleKind int
 
 const (
 	settleRelease  settleKind = iota // release the lock, record nothing
-	settleCertain                    // the attempt certainly had no effect
-	settleUnknown                    // the attempt may have had an effect
+	settleCertain                    // the try certainly had no effect
+	settleUnknown                    // the try may have had an effect
 	settleDeferred                   // the operation did not start: the try is given back
 )
 
@@ -575,11 +656,14 @@ const (
 //     for as long as the lock is held (its TTL bounds a dead holder's);
 //   - a store error before the operation ran tells nothing: come back later;
 //   - a stored outcome is answered, never dead-lettered;
-//   - an error on a try that is not the key's last comes back later;
-//   - on the last try, or with no tries left, the command is dead-lettered:
-//     as dead_lettered only when no attempt can have taken effect, or the
-//     operation's Resolver confirmed none did; otherwise as outcome_unknown;
-//   - a stopping processor hands every unfinished message back at once.
+//   - a message dead-lettered earlier, or a re-drive of a voided key, is
+//     answered as that dead letter;
+//   - a deferred operation, or a stopping processor, hands the message back;
+//   - an error on a try that is not the key's last comes back later, the
+//     record told whether the try may have taken effect;
+//   - a key out of tries is dead-lettered: as dead_lettered when no call
+//     for it can have taken effect (every call said so, or the provider
+//     voided the key), otherwise as outcome_unknown.
 func decide(f *facts, cfg *Config) verdict {
 	switch {
 	case f.abandoned:
@@ -599,22 +683,23 @@ func decide(f *facts, cfg *Config) verdict {
 	case f.storeErr != nil:
 		return verdict{kind: vRetry, delay: backoffDelay(cfg.NakDelay, cfg.MaxNakDelay, f.deliveries),
 			reason: f.storeErr.Error(), why: "store"}
+	case f.stored != nil:
+		return verdict{kind: vAnswer, answer: f.stored}
 	}
 	switch f.begun.Status {
 	case dedupe.BeginCompleted:
 		return verdict{kind: vAnswer, answer: f.begun.Record, replayed: true}
 	case dedupe.BeginCommitted:
-		return verdict{kind: vAnswer, answer: f.stored}
+		return verdict{kind: vAnswer, answer: f.begun.Record}
 	case dedupe.BeginConflict:
 		return verdict{kind: vReject, reject: keyReused()}
-	case dedupe.BeginCondemned:
-		return verdict{kind: vCondemned, effect: f.begun.Record.DeadEffect}
+	case dedupe.BeginDeadLettered:
+		return verdict{kind: vDeadLettered, effect: f.begun.Record.DeadEffect}
+	case dedupe.BeginVoided:
+		return verdict{kind: vDeadLettered, effect: dedupe.EffectNone, voided: true}
 	case dedupe.BeginExhausted:
-		return deadLetterOrAnswer(f, !f.begun.Record.Unknown, "the key has no tries left")
+		return deadLetter(f, cfg, "the key has no tries left")
 	case dedupe.BeginRun: // the operation ran: below
-	}
-	if f.stored != nil {
-		return verdict{kind: vAnswer, answer: f.stored}
 	}
 	if f.opErr == nil {
 		// The outcome is known but its commit failed: it may or may not be
@@ -623,36 +708,38 @@ func decide(f *facts, cfg *Config) verdict {
 		return verdict{kind: vRetry, delay: backoffDelay(cfg.NakDelay, cfg.MaxNakDelay, f.deliveries),
 			settle: settleUnknown, reason: "commit: " + f.commitErr.Error(), why: "store"}
 	}
-	settle := settleUnknown
-	if f.certain {
-		settle = settleCertain
+	settle := settleCertain
+	if f.maybe {
+		settle = settleUnknown
 	}
-	if f.stopping {
-		return verdict{kind: vRetry, settle: settle, reason: "stopping: " + f.opErr.Error(), why: "stopping"}
-	}
-	if f.deferred {
+	switch {
+	case f.deferred:
 		delay := max(backoffDelay(cfg.NakDelay, cfg.MaxNakDelay, f.deliveries), f.retryAfter)
 		return verdict{kind: vRetry, delay: delay, settle: settleDeferred, reason: f.opErr.Error(), why: "deferred"}
-	}
-	if !f.lastTry(cfg.MaxDeliver) {
+	case f.stopping:
+		return verdict{kind: vRetry, settle: settle, reason: "stopping: " + f.opErr.Error(), why: "stopping"}
+	case !f.outOfTries():
 		delay := max(backoffDelay(cfg.NakDelay, cfg.MaxNakDelay, f.begun.Record.Tries), f.retryAfter)
 		return verdict{kind: vRetry, delay: delay, settle: settle, reason: f.opErr.Error(), why: "retry"}
 	}
-	return deadLetterOrAnswer(f, f.certain && !f.begun.Record.Unknown, f.opErr.Error())
+	return deadLetter(f, cfg, f.opErr.Error())
 }
 
-// deadLetterOrAnswer is the verdict of a key without tries left: the
-// outcome the Resolver found, or a dead letter whose effect is none when
-// that is certain.
-func deadLetterOrAnswer(f *facts, certain bool, reason string) verdict {
-	if f.stored != nil {
-		return verdict{kind: vAnswer, answer: f.stored}
+// deadLetter is the verdict of a key out of tries without an outcome: a
+// dead letter whose effect is none only when that is certain.
+func deadLetter(f *facts, cfg *Config, reason string) verdict {
+	switch {
+	case !f.unknown():
+		return verdict{kind: vDeadLetter, effect: dedupe.EffectNone, reason: reason}
+	case f.voided:
+		return verdict{kind: vDeadLetter, effect: dedupe.EffectNone, voided: true, reason: reason}
+	case f.commitErr != nil:
+		// The provider holds an effect whose commit failed: never a dead
+		// letter; the next delivery asks again and stores it.
+		return verdict{kind: vRetry, delay: backoffDelay(cfg.NakDelay, cfg.MaxNakDelay, f.deliveries),
+			settle: settleUnknown, reason: "commit: " + f.commitErr.Error(), why: "store"}
 	}
-	effect := dedupe.EffectUnknown
-	if certain || f.confirmedNone {
-		effect = dedupe.EffectNone
-	}
-	return verdict{kind: vDeadLetter, effect: effect, reason: reason}
+	return verdict{kind: vDeadLetter, effect: dedupe.EffectUnknown, reason: reason}
 }
 
 func keyReused() *messages.RejectError {

@@ -22,6 +22,8 @@ type Metrics struct {
 	lockLost      prometheus.Counter
 	commitRefused prometheus.Counter
 	inFlight      prometheus.Gauge
+	resolutions   *prometheus.CounterVec
+	unresolved    prometheus.Gauge
 }
 
 // NewMetrics registers the engine's metrics on reg:
@@ -34,6 +36,8 @@ type Metrics struct {
 //	idempay_lock_lost_total                            attempts that lost their lock
 //	idempay_commit_refused_total                       fenced commits refused
 //	idempay_in_flight                                  deliveries being processed
+//	idempay_resolutions_total{kind,result}             asks about keys answered outcome_unknown
+//	idempay_outcome_unknown_keys                       keys whose outcome is unknown, waiting for the provider
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -65,9 +69,17 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "idempay_in_flight", Help: "Deliveries being processed now.",
 		}),
+		resolutions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idempay_resolutions_total",
+			Help: "Asks to the provider about keys answered outcome_unknown, by kind and result: succeeded (the effect was found), dead_lettered (the key was voided), unresolved (asked again later).",
+		}, []string{"kind", "result"}),
+		unresolved: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "idempay_outcome_unknown_keys",
+			Help: "Keys answered outcome_unknown whose resolution is still pending (the resolution schedule's size, read by each worker's resolver).",
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.commands, m.duration, m.redeliveries, m.deadLetters,
-		m.lockBusy, m.lockLost, m.commitRefused, m.inFlight} {
+		m.lockBusy, m.lockLost, m.commitRefused, m.inFlight, m.resolutions, m.unresolved} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -80,6 +92,18 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 func (m *Metrics) answered(kind, status, code string, replayed bool) {
 	if m != nil {
 		m.commands.WithLabelValues(kind, status, code, strconv.FormatBool(replayed)).Inc()
+	}
+}
+
+func (m *Metrics) resolved(kind, result string) {
+	if m != nil {
+		m.resolutions.WithLabelValues(kind, result).Inc()
+	}
+}
+
+func (m *Metrics) unresolvedKeys(n int64) {
+	if m != nil {
+		m.unresolved.Set(float64(n))
 	}
 }
 

@@ -48,6 +48,8 @@ type Processor struct {
 	pulling    atomic.Bool                                             // the feeder's pull is open (false while it re-creates it)
 	consumerOK consumerCheck                                           // /readyz's cached look at the consumer on the server
 	lookupFn   func(ctx context.Context, key string) (KeyState, error) // p.lookup, made once: a method value allocates
+	resolver   *resolver                                               // settles keys answered outcome_unknown
+	lookups    *lookupService                                          // answers a key's state by key
 	stopped    chan struct{}
 	stopOnce   sync.Once
 }
@@ -152,6 +154,11 @@ func (p *Processor) Start(ctx context.Context) error {
 	}
 	monitor := newHealthMonitor(p)
 	p.wg.Go(func() { monitor.run(feedCtx) })
+	p.resolver = newResolver(p)
+	p.resolver.Start(feedCtx)
+	if p.lookups, err = p.serveLookups(); err != nil {
+		return err
+	}
 	p.log.info(ctx, "processor started", "stream", p.cfg.Topology.CommandStream, "consumer", p.cfg.Topology.Consumer,
 		"concurrency", p.cfg.Concurrency, "kinds", p.mux.Kinds())
 	return nil
@@ -255,6 +262,8 @@ func (p *Processor) Stop(ctx context.Context) error {
 	}
 	p.stopping.Store(true)
 	p.feedStop(ErrStop)
+	p.resolver.Stop()
+	p.lookups.Stop()
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	var err error

@@ -251,6 +251,30 @@ func TestProcessor_Rejections(t *testing.T) {
 		require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, key, 1)[0].Status)
 		require.Zero(t, b.answers.count(victim))
 	})
+
+	// A Reply-To that is a system subject to some readers once a control
+	// character or a non-breaking space in front of it is dropped ("\v$JS.API..."
+	// , "\u00a0$JS..."): only visible ASCII is answered.
+	for name, prefix := range map[string]string{"ControlCharacter": "\x01", "NonBreakingSpace": "\u00a0"} {
+		t.Run("UnsafeReplyTo"+name+"IsIgnored", func(t *testing.T) {
+			t.Parallel()
+			key := newKey()
+			spy := prefix + b.ns + ".spy." + name
+			got := make(chan *nats.Msg, 1)
+			sub, err := b.nc.ChanSubscribe(spy, got)
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = sub.Unsubscribe() })
+			require.NoError(t, b.nc.Flush())
+			b.publish(t, messages.KindPaymentCharge, key, valid, messages.HeaderReplyTo, spy)
+			require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, key, 1)[0].Status)
+			require.NoError(t, b.nc.Flush())
+			select {
+			case m := <-got:
+				t.Fatalf("the worker answered on %q: %s", m.Subject, m.Data)
+			case <-time.After(200 * time.Millisecond):
+			}
+		})
+	}
 }
 
 func TestProcessor_Cart(t *testing.T) {

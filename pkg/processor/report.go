@@ -34,9 +34,9 @@ func (p *Processor) report(ctx context.Context, d *delivery, v verdict) {
 		p.answer(ctx, d, v.answer, v.replayed)
 	case vRetry:
 		p.retry(ctx, d, v)
-	case vCondemned:
+	case vDeadLettered:
 		p.release(ctx, d)
-		p.notifyDeadLetter(ctx, d, v.effect)
+		p.notifyDeadLetter(ctx, d, v.effect, v.voided)
 		p.terminate(ctx, d, "dead-lettered earlier")
 	case vDeadLetter:
 		p.deadLetter(ctx, d, v)
@@ -62,7 +62,7 @@ func (p *Processor) answer(ctx context.Context, d *delivery, rec *dedupe.Record,
 	res := rec.Answer(replayed)
 	res.Key = d.key // the record's key is this key; set for clarity
 	body := res.Marshal()
-	if err := p.publishResult(ctx, d, body); err != nil {
+	if err := p.publishResult(ctx, d.key, body); err != nil {
 		p.log.warn(ctx, "publish result failed; redelivering", attrKey, d.key, attrError, err)
 		p.counters.redelivered.Add(1)
 		p.cfg.Metrics.redelivered("publish")
@@ -111,8 +111,8 @@ func (p *Processor) replicated(ctx context.Context, d *delivery) error {
 // stream's PubAck (or the library's timeout of callTimeout), retrying a few
 // times. The publish is asynchronous, so the connection's single PubAck
 // subscription serves every delivery in flight.
-func (p *Processor) publishResult(ctx context.Context, d *delivery, body []byte) error {
-	subject := p.cfg.Topology.Subjects.ResultFor(d.key)
+func (p *Processor) publishResult(ctx context.Context, key string, body []byte) error {
+	subject := p.cfg.Topology.Subjects.ResultFor(key)
 	publish := func() error {
 		fut, err := p.js.PublishMsgAsync(p.outMsg(ctx, subject, body))
 		if err != nil {
@@ -160,7 +160,11 @@ func (p *Processor) retry(ctx context.Context, d *delivery, v verdict) {
 		case settleRelease:
 			p.release(ctx, d)
 		default:
-			if err := p.store.Settle(ctx, d.lease, v.settle != settleUnknown, v.settle == settleDeferred); err != nil && !errors.Is(err, dedupe.ErrLockLost) {
+			effect := dedupe.EffectNone
+			if v.settle == settleUnknown {
+				effect = dedupe.EffectUnknown
+			}
+			if err := p.store.Settle(ctx, d.lease, effect, v.settle == settleDeferred); err != nil && !errors.Is(err, dedupe.ErrLockLost) {
 				p.log.warn(ctx, "settle failed; the lock expires by itself", attrKey, d.key, attrError, err)
 			}
 		}
@@ -183,24 +187,22 @@ func (p *Processor) retry(ctx context.Context, d *delivery, v verdict) {
 	_ = d.msg.NakWithDelay(v.delay)
 }
 
-// deadLetter ends a command whose key has no tries left, holding its lock:
-// copy it to dlq.<kind>, condemn it in the record (which releases the lock),
-// tell the client, and terminate the message. A step that fails hands the
-// message back: the next delivery, finding no tries left, does it again.
+// deadLetter ends a command whose key has no tries left, holding its lock
+// under the watchdog: copy it to dlq.<kind>, record the dead letter in the
+// key's record (which releases the lock), tell the client, and terminate
+// the message. A key whose outcome is unknown goes on the resolution
+// schedule first, so that a crash between the two leaves at worst an
+// entry the resolver drops. A step that fails hands the message back: the
+// next delivery, finding no tries left, does it again.
 func (p *Processor) deadLetter(ctx context.Context, d *delivery, v verdict) {
-	if err := p.copyToDeadLetters(ctx, d, v); err != nil {
-		p.log.error(ctx, "dead-letter copy failed; redelivering", attrKey, d.key, attrKind, d.kind, attrError, err)
-		p.release(ctx, d)
-		_ = d.msg.NakWithDelay(p.cfg.MaxNakDelay)
-		return
-	}
-	if p.crash(ctx, d, AfterDeadLetterCopy) {
-		return
-	}
-	stored, err := p.store.Condemn(ctx, d.lease, d.published, v.effect)
+	wctx, stop := p.watchdog(ctx, d)
+	stored, err := p.deadLetterSteps(wctx, d, v)
+	stop()
 	switch {
+	case errors.Is(err, errAbandoned):
+		return
 	case err != nil:
-		p.log.error(ctx, "condemn after the dead-letter copy failed; redelivering", attrKey, d.key, attrError, err)
+		p.log.error(ctx, "dead letter failed; redelivering", attrKey, d.key, attrKind, d.kind, attrError, err)
 		p.release(ctx, d)
 		_ = d.msg.NakWithDelay(p.cfg.NakDelay)
 		return
@@ -216,9 +218,38 @@ func (p *Processor) deadLetter(ctx context.Context, d *delivery, v verdict) {
 		p.counters.outcomeUnknown.Add(1)
 	}
 	p.log.error(ctx, "command dead-lettered", attrKey, d.key, attrKind, d.kind, attrAttempt, d.deliveries,
-		"effect", v.effect, "reason", v.reason)
-	p.notifyDeadLetter(ctx, d, v.effect)
+		"effect", v.effect, "voided", v.voided, "reason", v.reason)
+	p.notifyDeadLetter(ctx, d, v.effect, v.voided)
 	p.terminate(ctx, d, "dead-lettered: "+v.reason)
+}
+
+// errAbandoned: a failpoint fired; the delivery does nothing more.
+var errAbandoned = errors.New("processor: abandoned at a failpoint")
+
+// deadLetterSteps are deadLetter's writes, in order.
+func (p *Processor) deadLetterSteps(ctx context.Context, d *delivery, v verdict) (*dedupe.Record, error) {
+	if v.effect == dedupe.EffectUnknown {
+		if err := p.store.Schedule(ctx, d.key, time.Now().Add(p.cfg.ResolveAfter)); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.copyToDeadLetters(ctx, d, v); err != nil {
+		return nil, fmt.Errorf("dead-letter copy: %w", err)
+	}
+	if p.crash(ctx, d, AfterDeadLetterCopy) {
+		return nil, errAbandoned
+	}
+	var body []byte
+	if v.effect == dedupe.EffectUnknown {
+		body = d.msg.Data()
+	}
+	stored, err := p.store.DeadLetter(context.WithoutCancel(ctx), d.lease, dedupe.DeadLetter{
+		Published: d.published, Effect: v.effect, Voided: v.voided, Body: body, Kind: d.kind, Fingerprint: d.fp,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("record the dead letter after its copy: %w", err)
+	}
+	return stored, nil
 }
 
 // copyToDeadLetters publishes the command to dlq.<kind> with its body and
@@ -240,6 +271,9 @@ func (p *Processor) copyToDeadLetters(ctx context.Context, d *delivery, v verdic
 	dl.Header.Set(messages.HeaderDlqReason, v.reason)
 	dl.Header.Set(messages.HeaderDlqDeliveries, strconv.Itoa(d.deliveries))
 	dl.Header.Set(messages.HeaderDlqEffect, v.effect)
+	if v.voided {
+		dl.Header.Set(messages.HeaderDlqVoided, "true")
+	}
 	dl.Header.Set(messages.HeaderDlqStreamSeq, seq)
 	dl.Header.Set(messages.HeaderDlqPublished, d.published.UTC().Format(time.RFC3339Nano))
 	b := backoff.WithMaxRetries(backoff.NewExponentialBackOff(backoff.WithInitialInterval(100*time.Millisecond)), 5)
@@ -254,13 +288,8 @@ func (p *Processor) copyToDeadLetters(ctx context.Context, d *delivery, v verdic
 // notifyDeadLetter tells the client its command was dead-lettered, on
 // rejected.<key> and Reply-To: dead_lettered when the operation certainly
 // did not take effect, outcome_unknown when it may have.
-func (p *Processor) notifyDeadLetter(ctx context.Context, d *delivery, effect string) {
-	n := rejection(d, messages.CodeOutcomeUnknown,
-		"the command was dead-lettered after its tries, and an attempt may have taken effect: send it again with the same key (never a new one) to learn its outcome")
-	if effect == dedupe.EffectNone {
-		n = rejection(d, messages.CodeDeadLettered,
-			"the command was dead-lettered after its tries; it did not take effect, and the key keeps no outcome: it may be sent again")
-	}
+func (p *Processor) notifyDeadLetter(ctx context.Context, d *delivery, effect string, voided bool) {
+	n := deadLetterNotice(d.key, d.kind, d.fp, d.deliveries, effect, voided)
 	body := n.Marshal()
 	if err := p.nc.PublishMsg(p.outMsg(ctx, p.cfg.Topology.Subjects.RejectedFor(d.key), body)); err != nil {
 		p.log.warn(ctx, "publish dead-letter notice failed", attrKey, d.key, attrError, err)
@@ -269,6 +298,23 @@ func (p *Processor) notifyDeadLetter(ctx context.Context, d *delivery, effect st
 	p.cfg.Metrics.answered(p.kindLabel(d.kind), string(messages.StatusRejected), n.Code, false)
 	traceAnswer(ctx, messages.StatusRejected, n.Code, false)
 	trace.SpanFromContext(ctx).SetStatus(codes.Error, n.Code)
+}
+
+// deadLetterNotice is the rejected answer of a dead letter (contract v1.2:
+// with the fingerprint of the message it refuses).
+func deadLetterNotice(key, kind, fp string, deliveries int, effect string, voided bool) messages.Result {
+	switch {
+	case effect == dedupe.EffectUnknown:
+		return rejected(key, kind, fp, deliveries, messages.CodeOutcomeUnknown,
+			"the command was dead-lettered after its tries, and a call may have taken effect; it is not known yet: "+
+				"send it again with the same key (never a new one) to learn its outcome, which the workers keep asking the provider for")
+	case voided:
+		return rejected(key, kind, fp, deliveries, messages.CodeDeadLettered,
+			"the command was dead-lettered after its tries; it did not take effect, and the key was voided at the provider, so it never will: "+
+				"send the operation again with a new key")
+	}
+	return rejected(key, kind, fp, deliveries, messages.CodeDeadLettered,
+		"the command was dead-lettered after its tries; it did not take effect, and the key keeps no outcome: it may be sent again")
 }
 
 // outMsg is an answer on subject, with the delivery's span as its
@@ -345,12 +391,19 @@ func (p *Processor) crash(ctx context.Context, d *delivery, at Failpoint) bool {
 }
 
 // validReplyTo refuses Reply-To subjects that would let a client make the
-// worker publish where only the system may: wildcards, the JetStream and
-// system APIs ($JS.API... could delete a stream), and idempay's own subject
-// roots (result.<other key> would forge another key's outcome).
+// worker publish where only the system may: anything but visible ASCII
+// (a control character or a non-breaking space in front of "$JS.API" is
+// still that subject to some readers), wildcards, the JetStream and system
+// APIs ($JS.API... could delete a stream), and idempay's own subject roots
+// (result.<other key> would forge another key's outcome).
 func (p *Processor) validReplyTo(s string) bool {
-	if len(s) > 512 || strings.HasPrefix(s, "$") || strings.ContainsAny(s, " \t\r\n") {
+	if len(s) > 512 || strings.HasPrefix(s, "$") {
 		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c > 0x7e {
+			return false
+		}
 	}
 	for tok := range strings.SplitSeq(s, ".") {
 		if tok == "" || tok == "*" || tok == ">" {
@@ -358,7 +411,7 @@ func (p *Processor) validReplyTo(s string) bool {
 		}
 	}
 	sub := p.cfg.Topology.Subjects
-	for _, root := range []string{sub.Command, sub.Result, sub.Rejected, sub.DeadLetter} {
+	for _, root := range []string{sub.Command, sub.Result, sub.Rejected, sub.DeadLetter, sub.Lookup} {
 		if s == root || strings.HasPrefix(s, root+".") {
 			return false
 		}
@@ -366,11 +419,17 @@ func (p *Processor) validReplyTo(s string) bool {
 	return true
 }
 
-// rejection is every rejected answer: never stored, so it carries no
-// fingerprint. (Outcomes become answers in dedupe.Record.Answer.)
+// rejection is the rejected answer of a delivery. It carries the refused
+// message's fingerprint when its body could be validated (contract v1.2),
+// so that a client waiting on rejected.<key> never takes another message's
+// refusal for its own. (Outcomes become answers in dedupe.Record.Answer.)
 func rejection(d *delivery, code, message string) messages.Result {
-	return messages.Result{Key: d.key, Kind: d.kind, Status: messages.StatusRejected, Code: code, Message: message,
-		Attempts: d.deliveries, ProcessedAt: time.Now().UTC().Truncate(time.Millisecond)}
+	return rejected(d.key, d.kind, d.fp, d.deliveries, code, message)
+}
+
+func rejected(key, kind, fp string, deliveries int, code, message string) messages.Result {
+	return messages.Result{Key: key, Kind: kind, Status: messages.StatusRejected, Code: code, Message: message,
+		Attempts: deliveries, ProcessedAt: time.Now().UTC().Truncate(time.Millisecond), Fingerprint: fp}
 }
 
 // serverAtLeast reports whether a "2.10.4"-style version is at least

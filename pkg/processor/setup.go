@@ -66,6 +66,10 @@ func wantedStreams(cfg *Config) []jetstream.StreamConfig {
 		Storage:    jetstream.FileStorage,
 		Duplicates: cfg.DedupeWindow,
 		Replicas:   cfg.StreamReplicas,
+		// Full, it refuses new commands (their publishers see it) rather
+		// than dropping queued ones.
+		MaxBytes: limit(cfg.CommandMaxBytes),
+		Discard:  jetstream.DiscardNew,
 	}, {
 		Name:              top.ResultStream,
 		Subjects:          []string{top.Subjects.ResultWildcard()},
@@ -74,6 +78,11 @@ func wantedStreams(cfg *Config) []jetstream.StreamConfig {
 		MaxMsgsPerSubject: 1,
 		MaxAge:            cfg.ResultTTL,
 		Replicas:          cfg.StreamReplicas,
+		// Full, it refuses new outcomes - their commands wait, un-acked,
+		// and an alert fires - rather than dropping stored ones before
+		// their RESULT_TTL.
+		MaxBytes: limit(cfg.ResultMaxBytes),
+		Discard:  jetstream.DiscardNew,
 	}, {
 		Name:       top.DeadLetterStream,
 		Subjects:   []string{top.Subjects.DeadLetterWildcard()},

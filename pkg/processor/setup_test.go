@@ -52,9 +52,15 @@ func TestEnsureStreams(t *testing.T) {
 		require.Equal(t, jetstream.WorkQueuePolicy, cmds.Retention)
 		require.Equal(t, processor.DedupeWindowDefault, cmds.Duplicates)
 		require.Equal(t, 1, cmds.Replicas)
+		// Bounded, refusing new messages when full: nothing queued or
+		// stored is ever dropped to make room.
+		require.EqualValues(t, processor.CommandMaxBytesDefault, cmds.MaxBytes)
+		require.Equal(t, jetstream.DiscardNew, cmds.Discard)
 		results := b.streamConfig(t, top.ResultStream)
 		require.EqualValues(t, 1, results.MaxMsgsPerSubject)
 		require.Equal(t, processor.ResultTTLDefault, results.MaxAge)
+		require.EqualValues(t, processor.ResultMaxBytesDefault, results.MaxBytes)
+		require.Equal(t, jetstream.DiscardNew, results.Discard)
 		dlq := b.streamConfig(t, top.DeadLetterStream)
 		require.Equal(t, processor.DeadLetterMaxAgeDefault, dlq.MaxAge)
 		require.EqualValues(t, processor.DeadLetterMaxBytesDefault, dlq.MaxBytes)

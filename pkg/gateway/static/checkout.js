@@ -9,6 +9,12 @@
 // every action still pending when the page is reloaded. A second click on
 // Pay while a payment is pending sends that payment again with its key;
 // it never makes a second payment.
+//
+// Every request carries the tenant's API key as Authorization: Bearer. The
+// key lives in sessionStorage (this tab only, never in localStorage with
+// the actions); a link ending in #api_key=... sets it and is then removed
+// from the address bar and the history. A 401 or 403 keeps the action
+// pending until a key is entered; a 429 waits for its Retry-After.
 'use strict';
 
 const PRODUCTS = [
@@ -17,6 +23,7 @@ const PRODUCTS = [
   { sku: 'SKU-MUG', name: 'Mug', price: 900 },
 ];
 const STORE = 'idempay.checkout.v1';
+const KEY_STORE = 'idempay.checkout.apikey';
 const MAX_BACKOFF_MS = 8000;
 // Answers that end an action: an outcome, or a request that can never
 // succeed as it is. Everything else is retried with the same key.
@@ -41,6 +48,18 @@ function loadState() {
 }
 
 let state = loadState();
+
+// The API key: from the link's fragment (once), else from this tab.
+(function takeKeyFromLink() {
+  const m = /(?:^#|&)api_key=([^&]+)/.exec(location.hash);
+  if (!m) return;
+  sessionStorage.setItem(KEY_STORE, decodeURIComponent(m[1]));
+  history.replaceState(null, '', location.pathname + location.search);
+})();
+
+function apiKey() {
+  return sessionStorage.getItem(KEY_STORE) || '';
+}
 
 function save() {
   localStorage.setItem(STORE, JSON.stringify(state));
@@ -83,11 +102,9 @@ async function send(action) {
   render();
   let resp;
   try {
-    resp = await fetch(action.url, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json', 'Idempotency-Key': action.key },
-      body: JSON.stringify(action.body),
-    });
+    const headers = { 'Content-Type': 'application/json', 'Idempotency-Key': action.key };
+    if (apiKey()) headers.Authorization = 'Bearer ' + apiKey();
+    resp = await fetch(action.url, { method: 'POST', headers, body: JSON.stringify(action.body) });
   } catch (e) {
     action.note = 'network error (' + e.message + '); retrying with the same key';
     save();
@@ -101,6 +118,13 @@ async function send(action) {
     return { done: true, status: resp.status, body, replayed };
   }
   const retryAfter = Number(resp.headers.get('Retry-After'));
+  if (resp.status === 401 || resp.status === 403) {
+    // Not sent: wait for a key (saving one sends every pending action).
+    action.note = 'HTTP ' + resp.status + (body && body.code ? ' ' + body.code : '') + ': enter the API key above; kept pending with its key';
+    save();
+    render();
+    return { done: false, wait: MAX_BACKOFF_MS };
+  }
   action.note = 'HTTP ' + resp.status + (body && body.code ? ' ' + body.code : '') + '; retrying with the same key';
   save();
   render();
@@ -192,6 +216,7 @@ function el(tag, attrs, ...children) {
 }
 
 function render() {
+  document.getElementById('key-state').textContent = apiKey() ? 'set (' + apiKey().length + ' characters)' : 'none: requests get 401';
   document.getElementById('cart-id').textContent = state.cartId;
   const products = document.getElementById('products');
   if (!products.hasChildNodes()) {
@@ -236,7 +261,17 @@ function render() {
   if (!outcomes.hasChildNodes()) outcomes.append(el('li', { class: 'muted' }, 'none yet'));
 }
 
+function saveKey() {
+  const k = document.getElementById('api-key').value.trim();
+  if (k) sessionStorage.setItem(KEY_STORE, k);
+  else sessionStorage.removeItem(KEY_STORE);
+  document.getElementById('api-key').value = '';
+  render();
+  state.pending.forEach(kick);
+}
+
 document.getElementById('pay').addEventListener('click', pay);
+document.getElementById('save-key').addEventListener('click', saveKey);
 document.getElementById('account').value = state.account;
 window.addEventListener('online', () => state.pending.forEach(kick));
 render();

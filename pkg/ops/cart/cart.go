@@ -5,6 +5,7 @@ package cart
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
@@ -26,11 +27,21 @@ import (
 //     for that key (a redelivery after a crash before the commit), it
 //     returns that quantity and changes nothing. pkg/processor's deliver.go
 //     walks through what each crash point leaves.
-type Operation struct{ keyPrefix string }
+//
+// A cart expires TTLDefault after its last add: carts are abandoned, and a
+// key space that only grows is a leak.
+type Operation struct {
+	keyPrefix string
+	ttl       time.Duration
+}
+
+// TTLDefault is how long a cart lives after its last add.
+const TTLDefault = 30 * 24 * time.Hour
 
 // New returns the cart.add operation for the carts under keyPrefix (the
-// deployment's REDIS_KEY_PREFIX).
-func New(keyPrefix string) *Operation { return &Operation{keyPrefix: keyPrefix} }
+// deployment's REDIS_KEY_PREFIX); each cart expires TTLDefault after its
+// last add.
+func New(keyPrefix string) *Operation { return &Operation{keyPrefix: keyPrefix, ttl: TTLDefault} }
 
 // Register registers cart.add on mux, its effect in the commit.
 func Register(mux *processor.Mux, keyPrefix string) {
@@ -46,6 +57,6 @@ func (o *Operation) Handle(_ context.Context, call *processor.Call[messages.Cart
 		SKU      string          `json:"sku"`
 		Quantity json.RawMessage `json:"quantity"`
 	}{req.CartID, req.SKU, json.RawMessage(processor.Placeholder)})
-	out.Effect = &processor.Effect{Key: layout.Cart(o.keyPrefix, req.CartID), Field: req.SKU, By: req.Quantity}
+	out.Effect = &processor.Effect{Key: layout.Cart(o.keyPrefix, req.CartID), Field: req.SKU, By: req.Quantity, TTL: o.ttl}
 	return out, nil
 }

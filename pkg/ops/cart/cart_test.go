@@ -19,7 +19,7 @@ func TestOperation_Effect(t *testing.T) {
 	out, err := cart.New("p:").Handle(t.Context(), &processor.Call[messages.CartAddRequest]{
 		Command: messages.CartAddRequest{CartID: "cart_7", SKU: "SKU-1", Quantity: 2}})
 	require.NoError(t, err)
-	require.Equal(t, &processor.Effect{Key: "p:cart:{cart_7}", Field: "SKU-1", By: 2}, out.Effect)
+	require.Equal(t, &processor.Effect{Key: "p:cart:{cart_7}", Field: "SKU-1", By: 2, TTL: cart.TTLDefault}, out.Effect)
 	require.NoError(t, out.Effect.Validate())
-	require.Equal(t, layout.CartApplied("p:", "cart_7"), dedupe.AppliedKey(out.Effect.Key))
+	require.Equal(t, layout.CartApplied("p:", "cart_7", "k", "fp"), dedupe.AppliedKey(out.Effect.Key, "k", "fp"))
 }

@@ -4,6 +4,7 @@
 package refund
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -52,6 +53,19 @@ type Lookup interface {
 type Voider interface {
 	VoidRefund(ctx context.Context, key string, req Request) (r messages.RefundData, found bool, err error)
 }
+
+// RefusedError is a provider's definitive refusal of a refund other than
+// ExceedsError (an invalid request, a charge the provider cannot refund):
+// nothing was refunded, and the refund fails with Code, never retried.
+type RefusedError struct {
+	Code    string
+	Message string
+}
+
+func (e *RefusedError) Error() string { return "refund refused: " + e.Code + ": " + e.Message }
+
+// Refused returns a *RefusedError.
+func Refused(code, message string) error { return &RefusedError{Code: code, Message: message} }
 
 // ExceedsError is a provider's refusal of a refund that would take the
 // charge's refunds over its amount: a failed refund_exceeds_charge.
@@ -103,6 +117,10 @@ func (o *Operation) Handle(ctx context.Context, call *processor.Call[messages.Re
 	if errors.Is(err, processor.ErrKeyVoided) {
 		return processor.Failed(messages.CodeKeyVoided,
 			"the refund's idempotency key was voided at the provider after an unknown outcome: nothing was refunded, and nothing will be with this key; use a new key", nil), nil
+	}
+	if rf, ok := errors.AsType[*RefusedError](err); ok {
+		code := cmp.Or(rf.Code, "refund_refused")
+		return processor.Failed(code, cmp.Or(rf.Message, "the provider refused the refund"), nil), nil
 	}
 	if ex, ok := errors.AsType[*ExceedsError](err); ok {
 		return processor.Failed(messages.CodeRefundExceedsCharge,

@@ -1,0 +1,374 @@
+package processor_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/pkg/dedupe"
+	"github.com/idempay/idempay/pkg/layout"
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/ops/charge"
+	"github.com/idempay/idempay/pkg/ops/refund"
+	"github.com/idempay/idempay/pkg/processor"
+)
+
+// TestProcessor_Truth holds the rule of contract v1.2's "Certainty": an
+// answer never claims what the provider's ledger does not hold. Each case
+// is a way the engine broke it before the key's certainty lived in its
+// record (issue "Never claim what the ledger does not hold"); each failed
+// against that engine.
+func TestProcessor_Truth(t *testing.T) {
+	t.Parallel()
+
+	// Item 1: a delivery retries across error classes. Its first call takes
+	// effect and loses its response (ambiguous); the later ones fail
+	// transiently. The last error alone says "certainly not charged".
+	t.Run("1_CertaintyComesFromTheKeysHistory", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.cfg.MaxDeliver = 1
+		p := &scripted{sim: b.sim, script: []callFault{chargedThenLost, transient}, repeatLast: true}
+		mux := processor.NewMux()
+		charge.Register(mux, p)
+		b.startWorker(t, mux, nil)
+
+		key := newKey()
+		b.charge(t, key, 700)
+		answer := b.answers.waitAnswers(t, key, 1)[0]
+		require.Equal(t, 1, b.charges(t), "the first call charged")
+		require.Equal(t, messages.StatusSucceeded, answer.Status,
+			"the provider holds the charge: answered as such, never dead_lettered: %+v", answer)
+		requireNoDeadLetters(t, b)
+	})
+
+	// The same history with a provider that can neither look a key up nor
+	// void it: nothing can make the answer certain.
+	t.Run("1_WithoutLookupTheAnswerIsUnknown", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.cfg.MaxDeliver = 1
+		p := &scripted{sim: b.sim, script: []callFault{chargedThenLost, transient}, repeatLast: true}
+		mux := processor.NewMux()
+		charge.Register(mux, chargeOnly{p})
+		b.startWorker(t, mux, nil)
+
+		key := newKey()
+		b.charge(t, key, 700)
+		answer := b.answers.waitAnswers(t, key, 1)[0]
+		require.Equal(t, messages.CodeOutcomeUnknown, answer.Code, "%+v", answer)
+		require.Equal(t, dedupe.EffectUnknown, b.deadLetter(t, messages.KindPaymentCharge).Header.Get(messages.HeaderDlqEffect))
+	})
+
+	// Item 3: a refund of a charge that was dead-lettered has nothing to
+	// wait for: it fails at once, charge_not_found, instead of waiting in its
+	// worker slot for a minute per try and ending dead-lettered itself.
+	t.Run("3_ARefundOfADeadLetteredChargeFailsAtOnce", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.cfg.MaxDeliver = 2
+		p := &scripted{sim: b.sim, script: []callFault{transient}, repeatLast: true}
+		mux := processor.NewMux()
+		charge.Register(mux, p)
+		refund.Register(mux, b.sim) // the refund's own policy: it waits long for a charge in progress
+		b.startWorker(t, mux, nil)
+
+		chargeKey := newKey()
+		b.charge(t, chargeKey, 700)
+		require.Equal(t, messages.CodeDeadLettered, b.answers.waitAnswers(t, chargeKey, 1)[0].Code)
+
+		refundKey := newKey()
+		b.publish(t, messages.KindPaymentRefund, refundKey, messages.RefundRequest{ChargeKey: chargeKey, Amount: 100})
+		answer := b.answers.waitAnswers(t, refundKey, 1)[0]
+		require.Equal(t, messages.StatusFailed, answer.Status, "%+v", answer)
+		require.Equal(t, messages.CodeChargeNotFound, answer.Code)
+	})
+
+	// The README's "Not covered" row: a worker frozen after it began a try
+	// (SIGSTOP, a frozen container) past its lock; another worker finds the
+	// try unreported and the key out of tries, and dead-letters it; then the
+	// frozen worker resumes and calls the provider. The key must be voided
+	// at the provider first, so that the late call charges nothing.
+	t.Run("FrozenCallCannotChargeAfterDeadLettered", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.cfg.MaxDeliver = 1
+		key := newKey()
+		resume, called := make(chan struct{}), make(chan struct{})
+		var froze atomic.Bool
+		b.startWorker(t, nil, func(c *processor.Config) {
+			c.Failpoint = func(at processor.Failpoint, k string) bool {
+				if at == processor.AfterBegin && k == key && froze.CompareAndSwap(false, true) {
+					<-resume // paused: no watchdog runs, the lock expires
+				}
+				if at == processor.AfterOperation && k == key {
+					close(called)
+				}
+				return false
+			}
+		})
+		b.charge(t, key, 900)
+		eventuallyf(t, 10*time.Second, froze.Load, "the first worker froze after Begin")
+		b.startWorker(t, nil, nil) // the redelivery finds the key out of tries
+		answer := b.answers.waitAnswers(t, key, 1)[0]
+		close(resume)
+		<-called // the resumed worker's call reached the provider
+		b.drained(t)
+		if answer.Code == messages.CodeDeadLettered {
+			require.Zero(t, b.charges(t), "told dead_lettered, then charged by the frozen call")
+		} else {
+			require.Equal(t, messages.CodeOutcomeUnknown, answer.Code, "%+v", answer)
+		}
+	})
+
+	// Suspected, confirmed: on a Redis Cluster (here: SeparateEffects, the
+	// same path) a worker paused between Begin and applying a cart.add's
+	// effect could add after its key was answered dead_lettered.
+	t.Run("PausedEffectCannotApplyAfterDeadLettered", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.cfg.MaxDeliver = 1
+		b.cfg.SeparateEffects = true
+		key := newKey()
+		resume, called := make(chan struct{}), make(chan struct{})
+		var froze atomic.Bool
+		b.startWorker(t, nil, func(c *processor.Config) {
+			c.Failpoint = func(at processor.Failpoint, k string) bool {
+				if at == processor.AfterBegin && k == key && froze.CompareAndSwap(false, true) {
+					<-resume
+				}
+				if at == processor.AfterOperation && k == key {
+					close(called) // the effect was applied, or refused
+				}
+				return false
+			}
+		})
+		b.publish(t, messages.KindCartAdd, key, messages.CartAddRequest{CartID: "cart_frozen", SKU: "SKU-1", Quantity: 2})
+		eventuallyf(t, 10*time.Second, froze.Load, "the first worker froze after Begin")
+		b.startWorker(t, nil, nil)
+		answer := b.answers.waitAnswers(t, key, 1)[0]
+		close(resume)
+		<-called
+		b.drained(t)
+		quantity := cartQuantity(t, b, "cart_frozen", "SKU-1")
+		switch answer.Code {
+		case messages.CodeDeadLettered:
+			require.Zero(t, quantity, "told dead_lettered, then the paused worker added the item")
+		default:
+			require.Equal(t, messages.StatusSucceeded, answer.Status, "%+v", answer)
+			require.EqualValues(t, 2, quantity)
+		}
+	})
+}
+
+// Suspected in issue 17, confirmed: the dead-letter copy ran without the
+// lock's watchdog. A copy that takes longer than LOCK_TTL (the dead-letter
+// stream slow or gone, its publish retried) let the lock expire under the
+// delivery that was still dead-lettering the key, so another delivery of
+// the key could run meanwhile. The watchdog now covers every step a
+// delivery takes holding the lock.
+func TestProcessor_DeadLetterHoldsTheLock(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.cfg.MaxDeliver = 1
+	p := &scripted{sim: b.sim, script: []callFault{transient}, repeatLast: true}
+	mux := processor.NewMux()
+	charge.Register(mux, p)
+	b.startWorker(t, mux, nil)
+	// No dead-letter stream: every copy fails, retried for a few seconds.
+	require.NoError(t, b.js.DeleteStream(context.Background(), b.cfg.Topology.DeadLetterStream))
+
+	key := newKey()
+	b.charge(t, key, 500)
+	lockKey := b.cfg.KeyPrefix + "idem:lock:{" + key + "}"
+	var first string
+	eventuallyf(t, 10*time.Second, func() bool {
+		first = b.rdb.Get(context.Background(), lockKey).Val()
+		return first != ""
+	}, "the delivery holds the lock")
+	taken := time.Now()
+	for b.rdb.Get(context.Background(), lockKey).Val() == first {
+		time.Sleep(10 * time.Millisecond)
+	}
+	held := time.Since(taken)
+	require.Greater(t, held, 2*b.cfg.LockTTL,
+		"the lock lived %v while its delivery retried the dead-letter copy: it expired under it (LOCK_TTL %v)", held, b.cfg.LockTTL)
+}
+
+// TestProcessor_Resolution holds contract v1.2's "Resolution": a key
+// answered outcome_unknown settles itself. The workers ask the provider by
+// key from ResolveAfter on, and publish the final outcome; nothing of it
+// lives only in one process's memory.
+func TestProcessor_Resolution(t *testing.T) {
+	t.Parallel()
+
+	// The charge took effect, its response was lost, and the provider could
+	// not be asked at the last try: outcome_unknown. The worker that said so
+	// stops; another one, later, finds the charge and publishes it.
+	t.Run("ToTheEffectTheProviderHolds", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.cfg.MaxDeliver, b.cfg.ResolveAfter = 1, 200*time.Millisecond
+		p := &scripted{sim: b.sim, script: []callFault{chargedThenLost}, repeatLast: true}
+		p.askFailures.Store(1 << 20) // the provider cannot be asked while the first worker lives
+		mux := processor.NewMux()
+		charge.Register(mux, p)
+		refund.Register(mux, b.sim)
+		first := b.startWorker(t, mux, nil)
+
+		key := newKey()
+		b.charge(t, key, 1200)
+		unknown := b.answers.waitAnswers(t, key, 1)[0]
+		require.Equal(t, messages.CodeOutcomeUnknown, unknown.Code, "%+v", unknown)
+		require.Equal(t, messages.Fingerprint(messages.ChargeRequest{AccountID: "acct_42", Amount: 1200, Currency: "EUR"}),
+			unknown.Fingerprint, "the refusal names its message")
+		// A refund of it waits for it (never charge_not_found while it may exist).
+		refundKey := newKey()
+		b.publish(t, messages.KindPaymentRefund, refundKey, messages.RefundRequest{ChargeKey: key, Amount: 200})
+		stopNow(t, first)
+		require.Zero(t, b.answers.count(refundKey), "the refund waits")
+
+		p.askFailures.Store(0)
+		b.startWorker(t, mux, nil)
+		settled := b.answers.waitAnswers(t, key, 2)[1]
+		require.Equal(t, messages.StatusSucceeded, settled.Status, "%+v", settled)
+		requireSameOutcome(t, settled, b.stored(t, key))
+		require.Equal(t, 1, b.charges(t))
+		refunded := b.answers.waitAnswers(t, refundKey, 1)[0]
+		require.Equal(t, messages.StatusSucceeded, refunded.Status, "%+v", refunded)
+		requireScheduleEmpty(t, b)
+	})
+
+	// The call timed out before it reached the provider; at the last try the
+	// provider could not be asked. Later it can: nothing was charged, the key
+	// is voided, and dead_lettered is published; a re-drive stays dead.
+	t.Run("ToNothingVoided", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.cfg.MaxDeliver, b.cfg.ResolveAfter = 1, 200*time.Millisecond
+		b.cfg.DedupeWindow = 100 * time.Millisecond
+		p := &scripted{sim: b.sim, script: []callFault{lostBeforeIt}, repeatLast: true}
+		p.askFailures.Store(1)
+		mux := processor.NewMux()
+		charge.Register(mux, p)
+		b.startWorker(t, mux, nil)
+
+		key := newKey()
+		b.charge(t, key, 1300)
+		require.Equal(t, messages.CodeOutcomeUnknown, b.answers.waitAnswers(t, key, 1)[0].Code)
+		settled := b.answers.waitAnswers(t, key, 2)[1]
+		require.Equal(t, messages.CodeDeadLettered, settled.Code, "%+v", settled)
+		require.NotEmpty(t, settled.Fingerprint)
+		require.True(t, b.rdb.HExists(context.Background(), layout.Sim(b.cfg.KeyPrefix, false).Voided, key).Val())
+		requireScheduleEmpty(t, b)
+
+		waitPast(t, 150*time.Millisecond)
+		b.charge(t, key, 1300) // a re-drive
+		again := b.answers.waitAnswers(t, key, 3)[2]
+		require.Equal(t, messages.CodeDeadLettered, again.Code, "a voided key never takes effect: %+v", again)
+		require.Zero(t, b.charges(t))
+	})
+}
+
+func requireScheduleEmpty(t *testing.T, b *testBundle) {
+	t.Helper()
+	eventuallyf(t, 10*time.Second, func() bool {
+		return b.rdb.ZCard(context.Background(), b.cfg.KeyPrefix+dedupe.ResolveKeyDefault).Val() == 0
+	}, "the resolution schedule empties")
+}
+
+// callFault is what one provider call does in a scripted provider.
+type callFault int
+
+const (
+	succeed         callFault = iota // the call charges and answers
+	transient                        // refused before anything happened
+	chargedThenLost                  // charges, then the response is lost
+	lostBeforeIt                     // times out before reaching the provider: no charge, but who knows
+)
+
+// scripted is a charge provider that follows a script, call by call, over
+// the simulated provider's ledger; past its end it repeats the last step
+// (repeatLast) or succeeds.
+type scripted struct {
+	sim interface {
+		charge.Provider
+		charge.Lookup
+		charge.Voider
+	}
+	script     []callFault
+	repeatLast bool
+	// askFailures is how many lookups and voids fail before they work.
+	askFailures atomic.Int32
+
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+var errAskFailed = errors.New("scripted: the provider's lookup is down")
+
+func (s *scripted) askFails() bool { return s.askFailures.Add(-1) >= 0 }
+
+var (
+	_ charge.Provider = (*scripted)(nil)
+	_ charge.Lookup   = (*scripted)(nil)
+	_ charge.Voider   = (*scripted)(nil)
+)
+
+func (s *scripted) next(key string) callFault {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.calls == nil {
+		s.calls = map[string]int{}
+	}
+	i := s.calls[key]
+	s.calls[key]++
+	switch {
+	case i < len(s.script):
+		return s.script[i]
+	case s.repeatLast && len(s.script) > 0:
+		return s.script[len(s.script)-1]
+	}
+	return succeed
+}
+
+func (s *scripted) Charge(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {
+	switch s.next(key) {
+	case transient:
+		return messages.ChargeData{}, processor.TransientError(errors.New("scripted: unavailable"))
+	case chargedThenLost:
+		if _, err := s.sim.Charge(ctx, key, req); err != nil {
+			return messages.ChargeData{}, err
+		}
+		return messages.ChargeData{}, processor.AmbiguousError(errors.New("scripted: charged, response lost"))
+	case lostBeforeIt:
+		return messages.ChargeData{}, processor.AmbiguousError(errors.New("scripted: timed out"))
+	}
+	return s.sim.Charge(ctx, key, req)
+}
+
+func (s *scripted) LookupCharge(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, bool, error) {
+	if s.askFails() {
+		return messages.ChargeData{}, false, errAskFailed
+	}
+	return s.sim.LookupCharge(ctx, key, req)
+}
+
+func (s *scripted) VoidCharge(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, bool, error) {
+	if s.askFails() {
+		return messages.ChargeData{}, false, errAskFailed
+	}
+	return s.sim.VoidCharge(ctx, key, req)
+}
+
+// chargeOnly hides every capability of a provider but Charge.
+type chargeOnly struct{ p charge.Provider }
+
+func (c chargeOnly) Charge(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {
+	return c.p.Charge(ctx, key, req)
+}
