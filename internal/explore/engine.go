@@ -17,9 +17,13 @@ import (
 )
 
 // resolves says whether the engine resolves outcome_unknown by itself
-// (contract v1.2, Resolution): the checker then requires it. The engine
-// of this tree does not yet (it has no processor.Config.ResolveAfter).
-const resolves = false
+// (contract v1.2, Resolution: processor.Config.ResolveAfter): the checker
+// then requires it, and a seed waits for it after the quiesce.
+const resolves = true
+
+// resolveAfter is the workers' RESOLVE_AFTER: short, so that a seed's
+// unknown outcomes resolve within seconds.
+const resolveAfter = 500 * time.Millisecond
 
 // engineConfig is the processor configuration of a seed's workers: the
 // contract's engine with short timings.
@@ -44,6 +48,7 @@ func engineConfig(s Settings, top messages.Topology, prefix string, failpoint fu
 		Retry:            policy,
 		RetryOverrides:   map[string]processor.RetryPolicy{messages.KindPaymentRefund: policy},
 		DeadLetterMaxAge: time.Hour,
+		ResolveAfter:     resolveAfter,
 		Logger:           slog.New(slog.DiscardHandler),
 		Failpoint:        failpoint,
 	}

@@ -32,6 +32,12 @@ const (
 	// last redeliveries need (MaxDeliver x (AckWait + MaxNakDelay) plus a
 	// lock's TTL and a pause).
 	quiesceTimeout = 10 * time.Second
+	// resolveTimeout bounds the wait, after the quiesce, for every
+	// outcome_unknown to resolve: the resolver's growing waits (at most ten
+	// times resolveAfter apart) past the key's failing lookups, and a key
+	// claimed by a worker that a restart stopped (left alone for two call
+	// timeouts and a lock TTL).
+	resolveTimeout = 30 * time.Second
 )
 
 // SeedResult is what one seed did and what the checker found.
@@ -127,6 +133,11 @@ func runPlan(ctx context.Context, d *testenv.Deployment, plan *Plan) (*SeedResul
 	qctx, cancel := context.WithTimeout(ctx, quiesceTimeout)
 	res.Drained = d.WaitDrained(qctx, r.top) == nil
 	cancel()
+	if resolves {
+		rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+		_ = testenv.PollUntil(rctx, 100*time.Millisecond, func() (bool, error) { return r.unresolved() == 0, nil })
+		cancel()
+	}
 	in, err := r.collect(ctx)
 	if err != nil {
 		return nil, err
@@ -300,6 +311,34 @@ func (r *seedRun) send(ctx context.Context, key string, cmd messages.Command, ro
 	return s
 }
 
+// unresolved counts the keys whose latest dead-letter notice heard is
+// outcome_unknown, with no outcome heard since.
+func (r *seedRun) unresolved() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	type last struct {
+		at      time.Time
+		unknown bool
+	}
+	keys := map[string]last{}
+	for _, h := range r.heard {
+		settles := h.Result.Status.IsOutcome() || h.Result.Code == messages.CodeDeadLettered
+		if !settles && h.Result.Code != messages.CodeOutcomeUnknown {
+			continue
+		}
+		if l, ok := keys[h.Result.Key]; !ok || h.At.After(l.at) {
+			keys[h.Result.Key] = last{at: h.At, unknown: !settles}
+		}
+	}
+	n := 0
+	for _, l := range keys {
+		if l.unknown {
+			n++
+		}
+	}
+	return n
+}
+
 // collect stops the workers and gathers the checker's input.
 func (r *seedRun) collect(ctx context.Context) (*ledger.Input, error) {
 	in := &ledger.Input{RequireResolution: resolves}
@@ -341,7 +380,7 @@ func (r *seedRun) collect(ctx context.Context) (*ledger.Input, error) {
 			return nil, err
 		}
 		if rec != nil {
-			in.Records[k.Key] = ledger.Record{State: string(rec.State), Tries: rec.Tries, Unknown: rec.Unknown, DeadEffect: rec.DeadEffect}
+			in.Records[k.Key] = ledger.Record{State: string(rec.State), Tries: rec.Tries, Unknown: rec.Unknown(), DeadEffect: rec.DeadEffect}
 		}
 	}
 	dls, err := r.client.DeadLetters(ctx)

@@ -139,7 +139,7 @@ func TestCheck(t *testing.T) {
 		"DeadLetteredWithoutACopy": {
 			input: func() *ledger.Input {
 				in := deadLettered()
-				in.DeadLetters = nil
+				in.DeadLetters = []ledger.DeadLetter{} // read, and empty
 				return in
 			},
 			want: map[ledger.Invariant]int{ledger.Claimed: 1},
