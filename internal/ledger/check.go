@@ -47,11 +47,28 @@ func (i Invariant) Describe() string {
 // Violation is one disagreement.
 type Violation struct {
 	Invariant Invariant
+	// Rule names which rule of a Claimed violation broke (RuleOutcome,
+	// RuleDeadLetter, RuleNoCopy), for a harness that reports them apart;
+	// "" for the other invariants.
+	Rule string
 	// Key is the key it concerns, "" for the run as a whole.
 	Key string
 	// Text says what disagrees with what, with the evidence.
 	Text string
 }
+
+// The rules of Claimed.
+const (
+	// RuleOutcome: a succeeded or failed answer is not what the provider
+	// holds.
+	RuleOutcome = "outcome"
+	// RuleDeadLetter: a claim that the key took no effect (a dead_lettered
+	// answer, or a dead letter copied with Dlq-Effect none) is followed by
+	// an effect made by a call that started before it.
+	RuleDeadLetter = "dead_letter"
+	// RuleNoCopy: a dead_lettered answer without a copy in DEADLETTER.
+	RuleNoCopy = "no_copy"
+)
 
 func (v Violation) String() string { return string(v.Invariant) + ": " + v.Text }
 
@@ -149,6 +166,11 @@ func Check(in *Input) *Report {
 
 func (c *checker) failf(inv Invariant, key, format string, args ...any) {
 	c.rep.Violations = append(c.rep.Violations, Violation{Invariant: inv, Key: key, Text: fmt.Sprintf(format, args...)})
+}
+
+// claimf is failf for a rule of Claimed.
+func (c *checker) claimf(rule, key, format string, args ...any) {
+	c.rep.Violations = append(c.rep.Violations, Violation{Invariant: Claimed, Rule: rule, Key: key, Text: fmt.Sprintf(format, args...)})
 }
 
 // rel formats t relative to the run's first send.
@@ -371,9 +393,10 @@ func (c *checker) effect(k *keyFacts) (string, bool) {
 	return "", false
 }
 
-// checkClaimed: the key's outcome is what the provider holds, and a
-// dead_lettered answer is never followed by an effect a call made before
-// it.
+// checkClaimed: the key's outcome is what the provider holds, and no claim
+// that the key took no effect - a dead_lettered answer, or a dead letter
+// copied with Dlq-Effect none - is followed by an effect a call made
+// before it.
 func (c *checker) checkClaimed(k *keyFacts) {
 	if k.kind != messages.KindPaymentCharge && k.kind != messages.KindPaymentRefund {
 		return
@@ -382,45 +405,58 @@ func (c *checker) checkClaimed(k *keyFacts) {
 	if out, ok := k.outcome(); ok {
 		switch {
 		case out.Status == messages.StatusSucceeded && !effected:
-			c.failf(Claimed, k.key, "%s %s: answered succeeded (%s), but the provider holds nothing for the key%s", k.kind, k.key, out.Data, c.callStory(k))
+			c.claimf(RuleOutcome, k.key, "%s %s: answered succeeded (%s), but the provider holds nothing for the key%s", k.kind, k.key, out.Data, c.callStory(k))
 		case out.Status == messages.StatusSucceeded:
 			if why := c.sameEffect(k, out); why != "" {
-				c.failf(Claimed, k.key, "%s %s: answered succeeded with %s, but %s: the provider holds %s", k.kind, k.key, out.Data, why, held)
+				c.claimf(RuleOutcome, k.key, "%s %s: answered succeeded with %s, but %s: the provider holds %s", k.kind, k.key, out.Data, why, held)
 			}
 		case effected:
-			c.failf(Claimed, k.key, "%s %s: answered failed (%s), but the provider holds %s%s", k.kind, k.key, out.Code, held, c.callStory(k))
+			c.claimf(RuleOutcome, k.key, "%s %s: answered failed (%s), but the provider holds %s%s", k.kind, k.key, out.Code, held, c.callStory(k))
 		}
 	}
+	type claim struct {
+		by      string
+		seen, t time.Time // when it was made known, and the moment it speaks for
+	}
+	var claims []claim
 	for _, n := range k.notices {
 		if n.res.Code != messages.CodeDeadLettered {
 			continue
 		}
 		t, copied := c.deadAt(k, n)
 		if !copied && c.in.DeadLetters != nil {
-			c.failf(Claimed, k.key, "%s %s: told %s by %s, but DEADLETTER holds no copy of the key", k.kind, k.key, n.res.Code, n.from)
+			c.claimf(RuleNoCopy, k.key, "%s %s: told %s by %s, but DEADLETTER holds no copy of the key", k.kind, k.key, n.res.Code, n.from)
 		}
-		if !effected {
-			continue
+		claims = append(claims, claim{by: "told dead_lettered by " + n.from, seen: n.at, t: t})
+	}
+	for _, dl := range k.dead {
+		if dl.Effect == "none" {
+			claims = append(claims, claim{by: "dead-lettered with Dlq-Effect none", seen: dl.At, t: dl.At})
 		}
+	}
+	if !effected {
+		return
+	}
+	for _, cl := range claims {
 		if k.calls == nil && c.in.Calls == nil {
-			// No call log: an effect after the dead letter is a violation
-			// unless a re-send may have re-driven the key since.
-			if !k.lastPublish.After(t) {
-				c.failf(Claimed, k.key, "%s %s: told dead_lettered by %s (dead letter at %s), but the provider holds %s and no re-send re-drove the key after it",
-					k.kind, k.key, n.from, c.rel(t), held)
-				return
+			// No call log: an effect after the claim is a violation unless
+			// a re-send may have re-driven the key since.
+			if !k.lastPublish.After(cl.t) {
+				c.claimf(RuleDeadLetter, k.key, "%s %s: %s (dead letter at %s: \"did not take effect\"), but the provider holds %s and no re-send re-drove the key after it",
+					k.kind, k.key, cl.by, c.rel(cl.t), held)
+				return // one finding per key
 			}
 			continue
 		}
 		for _, call := range k.calls {
-			if call.Op == effectOp(k.kind) && call.Effect && call.Start.Before(t) {
+			if call.Op == effectOp(k.kind) && call.Effect && call.Start.Before(cl.t) {
 				when := "before the dead letter: the key's history held a call that may have taken effect, and the answer forgot it"
-				if call.EffectAt.After(t) {
+				if call.EffectAt.After(cl.t) {
 					when = "after the dead letter: the call was still in flight when the key was dead-lettered, and nothing stopped it"
 				}
-				c.failf(Claimed, k.key, "%s %s: told dead_lettered by %s at %s (dead letter at %s: \"did not take effect\"), but the provider holds %s, made by call #%d (%s), which started at %s, %v before the dead letter, and took effect at %s, %s%s",
-					k.kind, k.key, n.from, c.rel(n.at), c.rel(t), held, call.N, call.Behaviour, c.rel(call.Start),
-					t.Sub(call.Start).Round(time.Millisecond), c.rel(call.EffectAt), when, c.callStory(k))
+				c.claimf(RuleDeadLetter, k.key, "%s %s: %s at %s (dead letter at %s: \"did not take effect\"), but the provider holds %s, made by call #%d (%s), which started at %s, %v before the dead letter, and took effect at %s, %s%s",
+					k.kind, k.key, cl.by, c.rel(cl.seen), c.rel(cl.t), held, call.N, call.Behaviour, c.rel(call.Start),
+					cl.t.Sub(call.Start).Round(time.Millisecond), c.rel(call.EffectAt), when, c.callStory(k))
 				return // one finding per key
 			}
 		}

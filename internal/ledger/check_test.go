@@ -136,6 +136,17 @@ func TestCheck(t *testing.T) {
 				return in
 			},
 		},
+		// The answer lost, its dead letter still says "none".
+		"DeadLetterCopyThenCharged": {
+			input: func() *ledger.Input {
+				in := deadLettered()
+				in.Sends[0].Told = nil
+				in.Calls = []ledger.Call{{Key: chargeKey, Op: ledger.OpCharge, N: 1, Behaviour: "lost_response", Start: at(10), End: at(20), Effect: true, EffectAt: at(15)}}
+				in.Provider.Charges[chargeKey] = charged
+				return in
+			},
+			want: map[ledger.Invariant]int{ledger.Claimed: 1, ledger.Stranded: 1}, // and the message was never answered
+		},
 		"DeadLetteredWithoutACopy": {
 			input: func() *ledger.Input {
 				in := deadLettered()
