@@ -11,7 +11,7 @@
 // Progress goes to stderr, a line per seed; the Markdown report to
 // stdout (and --report FILE); every violation as one line with the
 // command that replays its seed. Exit status: 0 nothing found, 1 a
-// violation found, 2 usage error, 3 the harness could not run.
+// violation found, 3 the harness could not run, 64 usage error.
 package main
 
 import (
@@ -21,25 +21,24 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/alecthomas/kong"
 
+	"github.com/idempay/idempay/internal/cli"
 	"github.com/idempay/idempay/internal/explore"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
+	err := cli.UntilSignal(func(ctx context.Context) error { return run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr) })
 	os.Exit(exitCode(err, os.Stderr))
 }
 
-// cli is the command line.
-type cli struct {
-	Seed      uint64 `name:"seed" env:"EXPLORE_SEED" help:"Play this one seed (a replay): the same as --first-seed N --seeds 1. 0 (the default): play --seeds seeds from --first-seed."`
+// grammar is the command line.
+type grammar struct {
+	cli.Common
+
+	Seed      uint64 `name:"seed" env:"EXPLORE_SEED" help:"Play this one seed (a replay): the same as --first-seed N --seeds 1 --parallel 1. 0 (the default): play --seeds seeds from --first-seed."`
 	FirstSeed uint64 `name:"first-seed" env:"EXPLORE_FIRST_SEED" default:"1" help:"The first seed played."`
 	Seeds     int    `name:"seeds" env:"EXPLORE_SEEDS" default:"200" help:"How many seeds to play, from --first-seed."`
 	Keys      int    `name:"keys" env:"EXPLORE_KEYS" default:"100" help:"Keys of each seed (charges and refunds). A seed's first keys have the same plan whatever --keys is."`
@@ -47,15 +46,46 @@ type cli struct {
 	Report    string `name:"report" env:"EXPLORE_REPORT" placeholder:"FILE" help:"Also write the Markdown report to FILE."`
 }
 
-// errFound: the run found a violation (exit status 1).
+// Validate implements kong's validation hook: a usage error names the flag.
+func (g *grammar) Validate() error {
+	switch {
+	case g.Seeds < 1:
+		return fmt.Errorf("--seeds must be at least 1, got %d", g.Seeds)
+	case g.Keys < 1 || g.Keys > 10_000:
+		return fmt.Errorf("--keys must be between 1 and 10000, got %d", g.Keys)
+	case g.Parallel < 1 || g.Parallel > 16:
+		return fmt.Errorf("--parallel must be between 1 and 16, got %d", g.Parallel)
+	}
+	return nil
+}
+
+// Exit statuses besides 0 and cli.ExitUsage.
+const (
+	exitFound   = 1 // a violation found
+	exitHarness = 3 // the harness could not run
+)
+
+// errFound: the run found a violation.
 var errFound = errors.New("violations found")
 
-func (c *cli) Run(ctx context.Context, out *streams) error {
-	cfg := &explore.Config{FirstSeed: c.FirstSeed, Seeds: c.Seeds, Keys: c.Keys, Parallel: c.Parallel}
-	if c.Seed != 0 {
-		cfg.FirstSeed, cfg.Seeds, cfg.Parallel = c.Seed, 1, 1
+// harnessError: the harness could not run (a server that would not start).
+type harnessError struct{ err error }
+
+func (e harnessError) Error() string { return "the harness could not run: " + e.err.Error() }
+func (e harnessError) Unwrap() error { return e.err }
+
+// streams are where the command writes: the report to stdout, progress
+// and violations to stderr. A struct, because kong binds Run's parameters
+// by type and two io.Writers would be one.
+type streams struct{ stdout, stderr io.Writer }
+
+func (g *grammar) Run(ctx context.Context, out *streams) error {
+	cfg := &explore.Config{FirstSeed: g.FirstSeed, Seeds: g.Seeds, Keys: g.Keys, Parallel: g.Parallel}
+	if g.Seed != 0 {
+		cfg.FirstSeed, cfg.Seeds, cfg.Parallel = g.Seed, 1, 1
 	}
-	fmt.Fprintf(out.stderr, "explore: %d seeds from %d, %d keys each, %d at a time\n", cfg.Seeds, cfg.FirstSeed, cfg.Keys, cfg.Parallel)
+	engine := engineVersion(ctx) // the tree as it is now, not after the run's minutes of edits
+	fmt.Fprintf(out.stderr, "explore: %d seeds from %d, %d keys each, %d at a time, on %s\n", cfg.Seeds, cfg.FirstSeed, cfg.Keys, cfg.Parallel, engine)
 	cfg.Progress = func(done, total int, s *explore.SeedResult) {
 		fmt.Fprintf(out.stderr, "[%d/%d] %s\n", done, total, s.Line())
 	}
@@ -64,13 +94,13 @@ func (c *cli) Run(ctx context.Context, out *streams) error {
 		return harnessError{err}
 	}
 	var report strings.Builder
-	sum.WriteMarkdown(&report, engineVersion(ctx))
+	sum.WriteMarkdown(&report, engine)
 	fmt.Fprint(out.stdout, report.String())
-	if c.Report != "" {
-		if werr := os.WriteFile(c.Report, []byte(report.String()), 0o600); werr != nil {
+	if g.Report != "" {
+		if werr := os.WriteFile(g.Report, []byte(report.String()), 0o600); werr != nil {
 			return fmt.Errorf("--report: %w", werr)
 		}
-		fmt.Fprintf(out.stderr, "explore: report written to %s\n", c.Report)
+		fmt.Fprintf(out.stderr, "explore: report written to %s\n", g.Report)
 	}
 	if sum.Violations() > 0 {
 		fmt.Fprintf(out.stderr, "\nexplore: %d violations; each with the command that replays its seed:\n", sum.Violations())
@@ -97,25 +127,17 @@ func engineVersion(ctx context.Context) string {
 	return "this tree at " + strings.TrimSpace(string(out))
 }
 
-// streams are where the command writes: the report to stdout, progress
-// and violations to stderr.
-type streams struct{ stdout, stderr io.Writer }
+const description = "The fault explorer: plays seeds of provider faults, worker crashes and pauses, and client re-sends against the real engine " +
+	"(several processors sharing one consumer) on its own NATS and Redis, then checks every key's answers against the provider's ledger. " +
+	"A seed's schedule is the same on every run: replay a finding with --seed N (make explore SEED=N). " +
+	"Go-style -flag spellings (-seed 17) work too.\n\n" +
+	"Exit status: 0 nothing found, 1 violations found, 3 the harness could not run, 64 usage error."
 
-// exitRequest carries kong's exit (after --help) through a panic, so that
-// run returns instead of the process exiting inside the parser.
-type exitRequest int
-
-// run parses args (without the program name) and runs the explorer.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
-	var c cli
-	parser, err := kong.New(&c,
-		kong.Name("explore"),
-		kong.Description("The fault explorer: plays seeds of provider faults, worker crashes and pauses, and client re-sends against the real engine "+
-			"(several processors sharing one consumer) on its own NATS and Redis, then checks every key's answers against the provider's ledger. "+
-			"A seed's schedule is the same on every run: replay a finding with --seed N (make explore SEED=N). "+
-			"Go-style -flag spellings (-seed 17) work too. Exit status: 0 nothing found, 1 violations found, 2 usage error, 3 harness error."),
-		kong.Writers(stdout, stderr),
-		kong.Exit(func(code int) { panic(exitRequest(code)) }),
+// run parses args (without the program name), with env ("NAME=value"
+// entries) supplying the flags' variables, and runs the explorer.
+func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
+	var g grammar
+	kctx, err := cli.Parse("explore", description, &g, cli.GoFlags(args), env, stdout, stderr,
 		kong.ConfigureHelp(kong.HelpOptions{Compact: false}),
 		kong.BindTo(ctx, (*context.Context)(nil)),
 		kong.Bind(&streams{stdout: stdout, stderr: stderr}),
@@ -123,70 +145,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			code, ok := r.(exitRequest)
-			if !ok {
-				panic(r)
-			}
-			if code != 0 {
-				err = errUsage
-			}
-		}
-	}()
-	kctx, err := parser.Parse(goFlags(args))
-	if err != nil {
-		return usageError{err}
-	}
 	return kctx.Run()
 }
 
-// goFlags rewrites Go-style long flags with one dash (-seed 17) to kong's
-// two, up to a "--". Single letters (-h) are left alone.
-func goFlags(args []string) []string {
-	out := make([]string, 0, len(args))
-	for i, a := range args {
-		if a == "--" {
-			return append(out, args[i:]...)
-		}
-		name, _, _ := strings.Cut(a, "=")
-		if strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && len(name) > 2 {
-			a = "-" + a
-		}
-		out = append(out, a)
-	}
-	return out
-}
-
-var errUsage = errors.New("usage error")
-
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-type harnessError struct{ err error }
-
-func (e harnessError) Error() string { return "the harness could not run: " + e.err.Error() }
-func (e harnessError) Unwrap() error { return e.err }
-
-// exitCode maps run's error to the exit status; errors are printed.
+// exitCode maps run's error to the exit status, printing it.
 func exitCode(err error, stderr io.Writer) int {
-	switch {
-	case err == nil:
-		return 0
-	case errors.Is(err, errUsage):
-		return 2
-	case errors.Is(err, errFound):
-		return 1
-	}
-	if ue, ok := errors.AsType[usageError](err); ok {
-		fmt.Fprintf(stderr, "explore: error: %v (see explore --help)\n", ue.err)
-		return 2
-	}
-	fmt.Fprintf(stderr, "explore: error: %v\n", err)
-	if _, ok := errors.AsType[harnessError](err); ok {
-		return 3
-	}
-	return 1
+	return cli.Exit("explore", err, stderr, func(err error) (int, bool) {
+		switch {
+		case errors.Is(err, errFound):
+			return exitFound, true // every violation is printed already
+		case errors.As(err, new(harnessError)):
+			return exitHarness, false
+		}
+		return 1, false
+	})
 }
