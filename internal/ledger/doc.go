@@ -7,11 +7,11 @@
 // harnesses have: the harness collects an Input, Check judges it, and
 // nothing in it waits, sleeps or does I/O but ReadProvider.
 //
-// The fault explorer (internal/explore) and the load test's ledger check
-// (load.CheckLedger: cmd/producer, the demo's audit) judge through it; the
-// chaos suite's auditor is to move onto it (see docs/explore.md). It
-// imports nothing of the worker (no pkg/processor, pkg/dedupe or pkg/sim),
-// so the client side's load test may use it.
+// The fault explorer (internal/explore), the load test's ledger check
+// (load.CheckLedger: cmd/producer, the demo's audit) and the chaos suite's
+// auditor (its charge, refund and dead-letter-effect rules) judge through
+// it. It imports nothing of the worker (no pkg/processor, pkg/dedupe or
+// pkg/sim), so the client side's load test may use it.
 //
 // The invariants, each a promise of the contract (v1.2):
 //
