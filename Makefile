@@ -107,7 +107,7 @@ chaos: require-redis ## The chaos suite (build tag chaos): every scenario on fre
 	$(GO) test -race -tags chaos -run '$(CHAOS_RUN)' -timeout $(CHAOS_TIMEOUT) -count=1 -v ./cmd/worker
 
 .PHONY: explore
-explore: require-redis ## The fault explorer (docs/explore.md): SEEDS seeds x KEYS keys of provider faults, worker crashes and client re-sends against the real engine, each key checked against the provider's ledger; prints a line per seed and the report (~15-30 min); SEED=n replays one seed
+explore: require-redis ## The fault explorer (docs/explore.md): SEEDS seeds x KEYS keys of provider faults, worker crashes and client re-sends against the real engine, each key checked against the provider's ledger; prints a line per seed and the report (~7 min; longer when commands are stranded); SEED=n replays one seed
 	$(GO) run ./cmd/explore -seeds $(SEEDS) -keys $(KEYS) -parallel $(EXPLORE_PARALLEL) -report $(EXPLORE_REPORT) $(if $(SEED),-seed $(SEED))
 
 CLUSTER_TIMEOUT ?= 30m## go test -timeout for `cluster`
