@@ -25,6 +25,11 @@ CHAOS_MIN_FAULTS ?= 50## `chaos` fails if its scenarios injected fewer faults (0
 CHAOS_RUN ?= TestChaos## go test -run for `chaos`: one scenario is e.g. TestChaos/nats-kill (the size minimums then do not apply)
 CHAOS_REPORT ?= $(or $(TMPDIR),/tmp)/idempay-chaos-report.md## where `chaos` writes its Markdown report
 CHAOS_TIMEOUT ?= 40m## go test -timeout for `chaos`
+SEED ?=## replay one seed of `explore`: make explore SEED=17 (every violation prints its own)
+SEEDS ?= 200## how many seeds `explore` plays (from seed 1)
+KEYS ?= 100## keys of each seed of `explore`
+EXPLORE_PARALLEL ?= 4## seeds `explore` plays at once
+EXPLORE_REPORT ?= $(or $(TMPDIR),/tmp)/idempay-explore-report.md## where `explore` writes its Markdown report
 FUZZ_TARGET ?= FuzzDecode## the fuzz test `fuzz` runs in ./pkg/messages
 FUZZTIME ?= 30s## go test -fuzztime for `fuzz`
 DEMO_ARGS ?=## extra arguments for `demo`
@@ -100,6 +105,10 @@ chaos: require-redis ## The chaos suite (build tag chaos): every scenario on fre
 	CHAOS_DURATION=$(CHAOS_DURATION) CHAOS_RATE=$(CHAOS_RATE) CHAOS_REPORT=$(CHAOS_REPORT) \
 	CHAOS_MIN_COMMANDS=$(CHAOS_MIN_COMMANDS) CHAOS_MIN_FAULTS=$(CHAOS_MIN_FAULTS) \
 	$(GO) test -race -tags chaos -run '$(CHAOS_RUN)' -timeout $(CHAOS_TIMEOUT) -count=1 -v ./cmd/worker
+
+.PHONY: explore
+explore: require-redis ## The fault explorer (docs/explore.md): SEEDS seeds x KEYS keys of provider faults, worker crashes and client re-sends against the real engine, each key checked against the provider's ledger; prints a line per seed and the report (~7 min; longer when commands are stranded); SEED=n replays one seed
+	$(GO) run ./cmd/explore -seeds $(SEEDS) -keys $(KEYS) -parallel $(EXPLORE_PARALLEL) -report $(EXPLORE_REPORT) $(if $(SEED),-seed $(SEED))
 
 CLUSTER_TIMEOUT ?= 30m## go test -timeout for `cluster`
 

@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -216,7 +215,7 @@ const description = "Measures idempay against the bare JetStream ceiling on this
 // goes to stdout, progress and errors to stderr.
 func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) error {
 	var c grammar
-	kctx, err := cli.Parse("bench", description, &c, helpOfRun(goFlags(args)), env, stdout, stderr,
+	kctx, err := cli.Parse("bench", description, &c, helpOfRun(cli.GoFlags(args)), env, stdout, stderr,
 		kong.ConfigureHelp(kong.HelpOptions{Compact: false}),
 		kong.BindTo(ctx, (*context.Context)(nil)),
 		kong.Bind(&streams{stdout: stdout, stderr: stderr}),
@@ -225,23 +224,6 @@ func run(ctx context.Context, args, env []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	return kctx.Run()
-}
-
-// goFlags rewrites Go-style long flags with one dash (-short, -count=5)
-// to kong's two, up to a "--". Single letters (-h) are left alone.
-func goFlags(args []string) []string {
-	out := make([]string, 0, len(args))
-	for i, a := range args {
-		if a == "--" {
-			return append(out, args[i:]...)
-		}
-		name, _, _ := strings.Cut(a, "=")
-		if strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && len(name) > 2 {
-			a = "-" + a
-		}
-		out = append(out, a)
-	}
-	return out
 }
 
 // helpOfRun makes a bare `bench --help` show the flags of run, the

@@ -11,12 +11,6 @@ import (
 	"github.com/idempay/idempay/internal/cli"
 )
 
-func TestGoFlags(t *testing.T) {
-	require.Equal(t, []string{"--short", "--count=5", "--rounds", "2", "-h", "--", "-x"},
-		goFlags([]string{"-short", "-count=5", "-rounds", "2", "-h", "--", "-x"}))
-	require.Equal(t, []string{"soak", "--duration", "1m"}, goFlags([]string{"soak", "-duration", "1m"}))
-}
-
 func TestRun_Help(t *testing.T) {
 	for _, args := range [][]string{{"--help"}, {"-help"}, {"-h"}} {
 		var stdout, stderr bytes.Buffer

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/idempay/idempay/internal/ledger"
 	"github.com/idempay/idempay/internal/load"
 	"github.com/idempay/idempay/pkg/client"
 	"github.com/idempay/idempay/pkg/layout"
@@ -356,8 +357,7 @@ func (a *auditor) check() {
 		a.checkDeadLetters(k)
 	}
 	a.checkPoison()
-	a.checkCharges()
-	a.checkRefunds()
+	a.checkLedger()
 	a.checkCarts()
 }
 
@@ -517,13 +517,7 @@ func (a *auditor) checkDeadLetters(k *keyFacts) {
 			a.failf(DeadLetters, "%s %s: told dead_lettered (no effect) at %s, and still got an outcome without a re-send: %s",
 				k.cmd.Kind(), k.key, dl.DeadLettered.Format(time.RFC3339Nano), k.outcomes[0].res.Marshal())
 		}
-		if c, ok := a.o.charges[k.key]; ok {
-			a.failf(DeadLetters, "%s %s: told dead_lettered (no effect) at %s, but the provider charged it: %s",
-				k.cmd.Kind(), k.key, dl.DeadLettered.Format(time.RFC3339Nano), c)
-		}
-		if r, ok := a.o.refunds[k.key]; ok {
-			a.failf(DeadLetters, "%s %s: told dead_lettered (no effect), but the provider refunded it: %s", k.cmd.Kind(), k.key, r)
-		}
+		// An effect at the provider after it: checkLedger.
 	}
 	for _, r := range k.rejections {
 		want := map[string]string{messages.CodeDeadLettered: "none", messages.CodeOutcomeUnknown: "unknown"}[r.res.Code]
@@ -534,19 +528,8 @@ func (a *auditor) checkDeadLetters(k *keyFacts) {
 		if want != "" && !k.deadWith(want) && !resolved {
 			a.failf(DeadLetters, "%s %s: answered %s by %s, but DEADLETTER holds no such dead letter of it", k.cmd.Kind(), k.key, r.res.Code, r.from)
 		}
-		// Never claim what the ledger does not hold: a dead_lettered answer
-		// (from a dead letter or from a resolution) says the key took no
-		// effect, nor will; only a re-send after it may.
-		if r.res.Code != messages.CodeDeadLettered || k.lastPublish.After(r.res.ProcessedAt) {
-			continue
-		}
-		if c, ok := a.o.charges[k.key]; ok {
-			a.failf(DeadLetters, "%s %s: answered dead_lettered (no effect) by %s at %s, but the provider charged it: %s",
-				k.cmd.Kind(), k.key, r.from, r.res.ProcessedAt.Format(time.RFC3339Nano), c)
-		}
-		if rf, ok := a.o.refunds[k.key]; ok {
-			a.failf(DeadLetters, "%s %s: answered dead_lettered (no effect) by %s, but the provider refunded it: %s", k.cmd.Kind(), k.key, r.from, rf)
-		}
+		// A dead_lettered answer (from a dead letter or from a resolution)
+		// followed by an effect at the provider: checkLedger.
 	}
 }
 
@@ -582,139 +565,100 @@ func (a *auditor) checkPoison() {
 	}
 }
 
-// checkCharges: the provider's charges are exactly the succeeded charges'
-// (plus, at most, those of keys dead-lettered as outcome_unknown), one per
-// key, each the one its answer named.
-func (a *auditor) checkCharges() {
+// checkLedger: the charges and refunds, judged by the one ledger checker
+// (internal/ledger) on what the suite saw: the provider's effects are
+// exactly what the answers claim - a succeeded charge or refund is the
+// provider's, a failed one has none, a dead_lettered answer or a dead
+// letter copied with Dlq-Effect none is never followed by an effect
+// unless a re-send re-drove the key - refunds stay within their charge,
+// and nothing is charged for a key never sent. Its dead-letter findings
+// are reported under DeadLetters, the others under Charges; its
+// one-outcome and stranded findings are the auditor's own checks (Agree,
+// Answered), which know the poison messages and the carts too.
+func (a *auditor) checkLedger() {
 	for _, key := range a.order {
-		k := a.keys[key]
-		req, isCharge := k.cmd.(messages.ChargeRequest)
-		if !isCharge {
-			continue
-		}
-		if n := a.o.calls[key]; n > 1 {
+		if n := a.o.calls[key]; n > 1 && isChargeCmd(a.keys[key].cmd) {
 			a.stats.ExtraCalls += n - 1
 		}
-		raw, charged := a.o.charges[key]
-		out, hasOutcome := k.outcome()
+	}
+	in, err := ledgerInput(a.o)
+	if err != nil {
+		a.failf(Charges, "the provider's ledger is unreadable: %v", err)
+		return
+	}
+	for _, v := range ledger.Check(in).Violations {
 		switch {
-		case hasOutcome && out.Status == messages.StatusSucceeded:
-			var want, have messages.ChargeData
-			_ = json.Unmarshal(out.Data, &want)
-			switch {
-			case !charged:
-				a.failf(Charges, "charge %s: answered succeeded (%s), but the provider holds no charge for it", key, out.Data)
-			case json.Unmarshal([]byte(raw), &have) != nil || have != want:
-				a.failf(Charges, "charge %s: answered %s, but the provider holds %s", key, out.Data, raw)
-			}
-		case hasOutcome:
-			if charged {
-				a.failf(Charges, "charge %s: answered %s/%s, but the provider charged it: %s", key, out.Status, out.Code, raw)
-			}
-		case charged && !k.deadWith("unknown"):
-			a.failf(Charges, "charge %s (%d %s): the provider charged it (%s), but no succeeded outcome was ever answered%s",
-				key, req.Amount, req.Currency, raw, deadNote(k))
+		case v.Invariant == ledger.Claimed && v.Rule == ledger.RuleDeadLetter:
+			a.failf(DeadLetters, "%s", v.Text)
+		case v.Invariant == ledger.Claimed && v.Rule == ledger.RuleNoCopy:
+			// checkDeadLetters' own, which knows a resolution's answer.
+		case v.Invariant == ledger.Claimed, v.Invariant == ledger.Refunds, v.Invariant == ledger.DoubleCharge:
+			a.failf(Charges, "%s", v.Text)
 		}
 	}
-	for key, raw := range a.o.charges {
-		if k := a.keys[key]; k == nil || !isChargeCmd(k.cmd) {
-			a.failf(Charges, "the provider holds a charge for %s, which was never sent as a payment.charge: %s", key, raw)
+}
+
+// ledgerInput is what the suite saw, as the ledger checker reads it. The
+// answers heard live and kept by the audit stream have no time of their
+// own: the checker then takes their processed_at.
+func ledgerInput(o *observed) (*ledger.Input, error) {
+	in := &ledger.Input{Stored: o.stored}
+	for _, s := range o.sends {
+		role := ledger.RoleResend
+		if s.Kind == load.KindReuse {
+			role = ledger.RoleReuse
+		}
+		ls := ledger.Send{Key: s.Key, Command: s.Command, Role: role, At: s.At, Done: s.At.Add(s.Took),
+			KeyReused: errors.Is(s.Err, client.ErrKeyReused)}
+		if s.Err != nil {
+			ls.Err = s.Err.Error()
+		}
+		if s.Reply != nil {
+			ls.Accepted, ls.Duplicate, ls.PublishAttempts = true, s.Reply.Duplicate, s.Reply.PublishAttempts
+			if s.Reply.Result.Status != "" {
+				told := s.Reply.Result
+				ls.Told = &told
+			}
+		}
+		in.Sends = append(in.Sends, ls)
+	}
+	for key, rs := range o.live {
+		for _, r := range rs {
+			in.Heard = append(in.Heard, ledger.Heard{Subject: "result." + key, Result: r})
 		}
 	}
+	for key, rs := range o.rejected {
+		for _, r := range rs {
+			in.Heard = append(in.Heard, ledger.Heard{Subject: "rejected." + key, Result: r})
+		}
+	}
+	in.DeadLetters = []ledger.DeadLetter{}
+	for _, dl := range o.deadLetters {
+		in.DeadLetters = append(in.DeadLetters, ledger.DeadLetter{Key: dl.Key, Kind: dl.Kind, Effect: dl.Effect,
+			At: dl.DeadLettered, Published: dl.Published, Body: dl.Body})
+	}
+	in.Provider = ledger.Provider{Charges: map[string]messages.ChargeData{}, Refunds: map[string]messages.RefundData{},
+		Refunded: o.refunded, Calls: o.calls}
+	for key, raw := range o.charges {
+		var c messages.ChargeData
+		if err := json.Unmarshal([]byte(raw), &c); err != nil {
+			return nil, fmt.Errorf("charge %s = %q: %w", key, raw, err)
+		}
+		in.Provider.Charges[key] = c
+	}
+	for key, raw := range o.refunds {
+		var r messages.RefundData
+		if err := json.Unmarshal([]byte(raw), &r); err != nil {
+			return nil, fmt.Errorf("refund %s = %q: %w", key, raw, err)
+		}
+		in.Provider.Refunds[key] = r
+	}
+	return in, nil
 }
 
 func isChargeCmd(c messages.Command) bool {
 	_, ok := c.(messages.ChargeRequest)
 	return ok
-}
-
-func deadNote(k *keyFacts) string {
-	if len(k.dead) == 0 {
-		return ""
-	}
-	effects := make([]string, 0, len(k.dead))
-	for _, dl := range k.dead {
-		effects = append(effects, dl.Effect)
-	}
-	return "; it was dead-lettered with effect " + strings.Join(effects, ", ")
-}
-
-// checkRefunds: the provider's refunds are exactly the succeeded refunds',
-// each the one its answer named; per charge they add up to what the
-// provider says was refunded, never more than the charge; a refund refused
-// as exceeding the charge did exceed it.
-func (a *auditor) checkRefunds() {
-	succeeded := map[string]int64{} // charge key -> sum of succeeded refunds
-	unknown := map[string]bool{}    // charge key -> a refund of it may have taken effect
-	type refused struct {
-		key    string
-		req    messages.RefundRequest
-		reason string
-	}
-	var exceeded []refused
-	for _, key := range a.order {
-		k := a.keys[key]
-		req, isRefund := k.cmd.(messages.RefundRequest)
-		if !isRefund {
-			continue
-		}
-		raw, refundedIt := a.o.refunds[key]
-		out, hasOutcome := k.outcome()
-		switch {
-		case hasOutcome && out.Status == messages.StatusSucceeded:
-			succeeded[req.ChargeKey] += req.Amount
-			var want, have messages.RefundData
-			_ = json.Unmarshal(out.Data, &want)
-			if !refundedIt || json.Unmarshal([]byte(raw), &have) != nil || have != want {
-				a.failf(Charges, "refund %s: answered %s, but the provider holds %q", key, out.Data, raw)
-			}
-		case hasOutcome:
-			if refundedIt {
-				a.failf(Charges, "refund %s: answered %s/%s, but the provider refunded it: %s", key, out.Status, out.Code, raw)
-			}
-			switch out.Code {
-			case messages.CodeRefundExceedsCharge:
-				exceeded = append(exceeded, refused{key, req, out.Message})
-			case messages.CodeChargeNotFound, messages.CodeChargeNotRefundable:
-				if a.chargedAmount(req.ChargeKey) >= 0 {
-					a.failf(Charges, "refund %s: refused as %s, but charge %s succeeded", key, out.Code, req.ChargeKey)
-				}
-			}
-		case refundedIt && !k.deadWith("unknown"):
-			a.failf(Charges, "refund %s: the provider refunded it (%s), but no succeeded outcome was ever answered%s", key, raw, deadNote(k))
-		case k.deadWith("unknown"):
-			unknown[req.ChargeKey] = true
-		}
-	}
-	for charge, sum := range succeeded {
-		amount := a.chargedAmount(charge)
-		if amount >= 0 && sum > amount {
-			a.failf(Charges, "charge %s: refunds of %d succeeded, more than its %d", charge, sum, amount)
-		}
-		if have := a.o.refunded[charge]; have != sum && !unknown[charge] {
-			a.failf(Charges, "charge %s: the succeeded refunds add up to %d, the provider refunded %d", charge, sum, have)
-		}
-	}
-	for _, r := range exceeded {
-		if amount := a.chargedAmount(r.req.ChargeKey); amount >= 0 && r.req.Amount <= amount-succeeded[r.req.ChargeKey] {
-			a.failf(Charges, "refund %s of %d: refused as exceeding charge %s, of which %d was left", r.key, r.req.Amount, r.req.ChargeKey, amount-succeeded[r.req.ChargeKey])
-		}
-	}
-}
-
-// chargedAmount returns the amount of a succeeded charge, -1 if there is
-// none.
-func (a *auditor) chargedAmount(key string) int64 {
-	k := a.keys[key]
-	if k == nil {
-		return -1
-	}
-	out, ok := k.outcome()
-	req, isCharge := k.cmd.(messages.ChargeRequest)
-	if !ok || !isCharge || out.Status != messages.StatusSucceeded {
-		return -1
-	}
-	return req.Amount
 }
 
 // checkCarts: each cart line holds the sum of the distinct succeeded adds

@@ -161,7 +161,8 @@ func TestAuditor(t *testing.T) {
 				o.live[kCharge] = []messages.Result{r}
 				delete(o.charges, kCharge)
 			},
-			want: Agree, says: "declined card",
+			// and its refund is of a charge the provider does not hold
+			want: Agree, says: "declined card", also: Charges,
 		},
 		"a charge without a succeeded outcome": {
 			breakIt: func(o *observed) {
@@ -169,7 +170,7 @@ func TestAuditor(t *testing.T) {
 				o.deadLetters = append(o.deadLetters, client.DeadLetter{Key: kOther, Effect: "none", DeadLettered: t0.Add(time.Second)})
 				o.charges[kOther] = `{"charge_id":"ch_9"}`
 			},
-			want: Charges, says: "no succeeded outcome", also: DeadLetters,
+			want: DeadLetters, says: "dead-lettered with Dlq-Effect none",
 		},
 		"a charge of an outcome_unknown dead letter may exist": {
 			breakIt: func(o *observed) {
@@ -184,7 +185,7 @@ func TestAuditor(t *testing.T) {
 		},
 		"a charge nobody sent": {
 			breakIt: func(o *observed) { o.charges[kOther] = `{"charge_id":"ch_9"}` },
-			want:    Charges, says: "never sent",
+			want:    Charges, says: "no client sent",
 		},
 		"refunds beyond the provider's total": {
 			breakIt: func(o *observed) { o.refunded[kCharge] = 600 },
@@ -203,7 +204,7 @@ func TestAuditor(t *testing.T) {
 				o.rejected[kOther] = []messages.Result{{Key: kOther, Kind: charge.Kind(), Status: messages.StatusRejected, Code: messages.CodeDeadLettered}}
 				o.charges[kOther] = `{"charge_id":"ch_9"}`
 			},
-			want: DeadLetters, says: "but the provider charged it", also: Charges,
+			want: DeadLetters, says: "but the provider holds",
 		},
 		"a dead_lettered answer without its dead letter": {
 			breakIt: func(o *observed) {

@@ -97,7 +97,7 @@ func driveResultTTLExpired(ctx context.Context, e *Env) error {
 	e.idle(func() {
 		wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 		defer cancel()
-		err = poll(wctx, time.Second, func() (bool, error) {
+		err = testenv.PollUntil(wctx, time.Second, func() (bool, error) {
 			for key := range cmds {
 				if _, err := e.client.Status(wctx, key); !errors.Is(err, client.ErrNotFound) {
 					return false, nil
@@ -192,13 +192,13 @@ func driveFrozenPastLastTry(ctx context.Context, e *Env) error {
 	frozen := e.ws.live()[0]
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if err := poll(wctx, 20*time.Millisecond, func() (bool, error) { return frozen.stopped(), nil }); err != nil {
+	if err := testenv.PollUntil(wctx, 20*time.Millisecond, func() (bool, error) { return frozen.stopped(), nil }); err != nil {
 		return fmt.Errorf("worker 1 never froze: %w", err)
 	}
 	if err := e.ws.start(wctx, 1); err != nil {
 		return err
 	}
-	err := poll(wctx, 100*time.Millisecond, func() (bool, error) {
+	err := testenv.PollUntil(wctx, 100*time.Millisecond, func() (bool, error) {
 		dls, err := e.client.DeadLetters(wctx)
 		return err == nil && len(dls) > 0, nil
 	})
@@ -227,7 +227,7 @@ func driveRedisFailover(ctx context.Context, e *Env) error {
 	defer rrep.Close()
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if err := poll(wctx, 50*time.Millisecond, func() (bool, error) {
+	if err := testenv.PollUntil(wctx, 50*time.Millisecond, func() (bool, error) {
 		return replOffset(wctx, e.rdb, "master_repl_offset") == replOffset(wctx, rrep, "slave_repl_offset"), nil
 	}); err != nil {
 		return fmt.Errorf("the replica never caught up: %w", err)

@@ -370,7 +370,7 @@ func (e *Env) restoreWorkers(ctx context.Context) error {
 // pending or unacknowledged.
 func (e *Env) waitDrained(ctx context.Context) error {
 	var state string
-	err := poll(ctx, 200*time.Millisecond, func() (bool, error) {
+	err := testenv.PollUntil(ctx, 200*time.Millisecond, func() (bool, error) {
 		var drained bool
 		drained, state = e.commandsDrained(ctx)
 		return drained, nil

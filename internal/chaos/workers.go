@@ -179,7 +179,7 @@ func (ws *workers) spawn(ctx context.Context) (*worker, error) {
 
 // waitRunning waits until w logs that it consumes.
 func (ws *workers) waitRunning(ctx context.Context, w *worker) error {
-	return poll(ctx, 20*time.Millisecond, func() (bool, error) {
+	return testenv.PollUntil(ctx, 20*time.Millisecond, func() (bool, error) {
 		if w.exited() {
 			return false, fmt.Errorf("chaos: worker %d exited at start (%s):\n%s", w.n, w.exitStatus(), tail(w.log, 20))
 		}
@@ -442,22 +442,4 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// poll calls check every interval until it reports done, fails, or ctx
-// ends.
-func poll(ctx context.Context, interval time.Duration, check func() (bool, error)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		done, err := check()
-		if err != nil || done {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		case <-t.C:
-		}
-	}
 }

@@ -201,6 +201,24 @@ func UntilSignal(run func(ctx context.Context) error) error {
 	return run(ctx)
 }
 
+// GoFlags rewrites Go-style long flags with one dash (-short, -count=5)
+// to kong's two, up to a "--", for the developer tools (bench, explore)
+// whose users type them as go test's. Single letters (-h) are left alone.
+func GoFlags(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i, a := range args {
+		if a == "--" {
+			return append(out, args[i:]...)
+		}
+		name, _, _ := strings.Cut(a, "=")
+		if strings.HasPrefix(a, "-") && !strings.HasPrefix(a, "--") && len(name) > 2 {
+			a = "-" + a
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
 // OneLine collapses an error's message onto one line.
 func OneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
 

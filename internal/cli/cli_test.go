@@ -233,3 +233,10 @@ func TestRedisLogger(t *testing.T) {
 	require.NotRegexp(t, `redis: +redis:`, err.Error())
 	require.Empty(t, logs.String())
 }
+
+func TestGoFlags(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, []string{"--short", "--count=5", "--rounds", "2", "-h", "--", "-x"},
+		GoFlags([]string{"-short", "-count=5", "-rounds", "2", "-h", "--", "-x"}))
+	require.Equal(t, []string{"soak", "--duration", "1m"}, GoFlags([]string{"soak", "-duration", "1m"}))
+}

@@ -10,12 +10,15 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/idempay/idempay/internal/ledger"
 	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
 )
 
 // Ledger compares a run's outcomes with what the workers did in Redis: the
-// simulated provider's sim:calls and sim:charges, and the carts.
+// simulated provider's sim:calls, sim:charges, sim:refunds and
+// sim:refunded, judged by the one ledger checker (internal/ledger), and
+// the carts.
 type Ledger struct {
 	// ChargeKeys is the number of answered payment.charge keys; Succeeded
 	// and Failed split them by outcome.
@@ -48,21 +51,27 @@ type Ledger struct {
 func (l *Ledger) OK() bool { return len(l.Mismatches) == 0 }
 
 // CheckLedger reads, for every answered key of s, the provider's ledger
-// (layout.Sim(keyPrefix, cluster): sim:calls and sim:charges, {sim}:... on a
-// Redis Cluster client) and the carts the run
-// added to, and compares them with the outcomes: a succeeded charge has
-// exactly the provider charge its answer names, a failed one has none, no
-// key is called but not answered, and each cart line holds the sum of the
-// succeeded adds. It reads only the run's keys, so other traffic on the
-// same Redis does not disturb it, but it is meaningful only for a complete
-// run: an unanswered command may still take effect.
+// (layout.Sim(keyPrefix, cluster): sim:calls, sim:charges, sim:refunds and
+// sim:refunded, {sim}:... on a Redis Cluster client) and the carts the run
+// added to, and compares them with the outcomes through ledger.Check: a
+// succeeded charge or refund is exactly the provider's, a failed one has
+// none, a dead_lettered one took no effect, refunds stay within their
+// charge; and each cart line holds the sum of the succeeded adds. It reads
+// only the run's keys, so other traffic on the same Redis does not disturb
+// it, but it is meaningful only for a complete run: an unanswered command
+// may still take effect.
 func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix string, s *Summary) (*Ledger, error) {
 	l := &Ledger{}
 	_, cluster := rdb.(*redis.ClusterClient)
 	sim := layout.Sim(keyPrefix, cluster)
 	var chargeKeys, refundKeys []string
 	carts := map[[2]string]int64{} // (cart, sku) -> expected quantity
+	in := &ledger.Input{Provider: ledger.Provider{Charges: map[string]messages.ChargeData{},
+		Refunds: map[string]messages.RefundData{}, Refunded: map[string]int64{}}}
 	for key, o := range s.Outcomes {
+		res := o.Result
+		in.Sends = append(in.Sends, ledger.Send{Key: key, Command: o.Command, Role: ledger.RoleFirst,
+			Accepted: true, PublishAttempts: 1, Told: &res})
 		switch cmd := o.Command.(type) {
 		case messages.ChargeRequest:
 			chargeKeys = append(chargeKeys, key)
@@ -79,6 +88,7 @@ func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix strin
 		}
 	}
 	sort.Strings(chargeKeys)
+	sort.Slice(in.Sends, func(i, j int) bool { return in.Sends[i].Key < in.Sends[j].Key })
 	l.ChargeKeys = len(chargeKeys)
 
 	const batch = 1000
@@ -91,10 +101,25 @@ func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix strin
 			return nil, fmt.Errorf("load: read the provider ledger: %w", err)
 		}
 		for i, key := range keys {
-			l.checkCharge(key, s.Outcomes[key], calls.Val()[i], charges.Val()[i])
+			if err := l.countCharge(key, s.Outcomes[key], calls.Val()[i], charges.Val()[i], in); err != nil {
+				return nil, err
+			}
 		}
 	}
+	if err := l.readRefunds(ctx, rdb, sim, s, refundKeys, in); err != nil {
+		return nil, err
+	}
+	for _, v := range ledger.Check(in).Violations {
+		l.Mismatches = append(l.Mismatches, v.Text)
+	}
+	if err := l.checkCarts(ctx, rdb, keyPrefix, carts); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
 
+// checkCarts compares each cart line with the succeeded adds to it.
+func (l *Ledger) checkCarts(ctx context.Context, rdb redis.UniversalClient, keyPrefix string, carts map[[2]string]int64) error {
 	lines := make([][2]string, 0, len(carts))
 	for line := range carts {
 		lines = append(lines, line)
@@ -112,7 +137,7 @@ func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix strin
 		switch {
 		case errors.Is(err, redis.Nil):
 		case err != nil:
-			return nil, fmt.Errorf("load: read cart %s: %w", line[0], err)
+			return fmt.Errorf("load: read cart %s: %w", line[0], err)
 		default:
 			have, _ = strconv.ParseInt(v, 10, 64)
 		}
@@ -121,16 +146,12 @@ func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix strin
 		}
 	}
 	l.CartLines = len(lines)
-	if err := l.checkRefunds(ctx, rdb, sim, s, refundKeys); err != nil {
-		return nil, err
-	}
-	return l, nil
+	return nil
 }
 
-// checkRefunds compares the succeeded refunds with the provider's ledger:
-// each is held under its key with the data its answer named, none other is,
-// and per charge they add up to sim:refunded, within the charge's amount.
-func (l *Ledger) checkRefunds(ctx context.Context, rdb redis.UniversalClient, sim layout.SimLedger, s *Summary, keys []string) error {
+// readRefunds reads the provider's refunds of the run's refund keys, and
+// the refunded totals of their charges, into in.
+func (l *Ledger) readRefunds(ctx context.Context, rdb redis.UniversalClient, sim layout.SimLedger, s *Summary, keys []string, in *ledger.Input) error {
 	if len(keys) == 0 {
 		return nil
 	}
@@ -140,49 +161,54 @@ func (l *Ledger) checkRefunds(ctx context.Context, rdb redis.UniversalClient, si
 	if err != nil {
 		return fmt.Errorf("load: read the provider's refunds: %w", err)
 	}
-	perCharge := map[string]int64{}
+	charges := map[string]bool{}
 	for i, key := range keys {
 		o := s.Outcomes[key]
-		req, _ := o.Command.(messages.RefundRequest)
-		raw, isHeld := held[i].(string)
-		switch o.Result.Status {
-		case messages.StatusSucceeded:
+		if o.Result.Status == messages.StatusSucceeded {
 			l.Refunded++
-			var want, have messages.RefundData
-			if json.Unmarshal(o.Result.Data, &want) != nil || !isHeld || json.Unmarshal([]byte(raw), &have) != nil || want != have {
-				l.Mismatches = append(l.Mismatches, fmt.Sprintf("refund %s: answered %s, the provider holds %v", key, o.Result.Data, held[i]))
+		}
+		if raw, ok := held[i].(string); ok {
+			var r messages.RefundData
+			if err := json.Unmarshal([]byte(raw), &r); err != nil {
+				return fmt.Errorf("load: the provider's refund %s = %q: %w", key, raw, err)
 			}
-			perCharge[req.ChargeKey] += req.Amount
-		default:
-			if isHeld {
-				l.Mismatches = append(l.Mismatches, "refund "+key+": "+string(o.Result.Status)+", but the provider refunded it")
+			in.Provider.Refunds[key] = r
+		}
+		// Totals only of charges the run answered: the checker knows them.
+		if req, ok := o.Command.(messages.RefundRequest); ok {
+			if co, ok := s.Outcomes[req.ChargeKey]; ok && co.Command.Kind() == messages.KindPaymentCharge {
+				charges[req.ChargeKey] = true
 			}
 		}
 	}
-	charges := make([]string, 0, len(perCharge))
-	for c := range perCharge {
-		charges = append(charges, c)
+	names := make([]string, 0, len(charges))
+	for c := range charges {
+		names = append(names, c)
 	}
-	sort.Strings(charges)
-	totals, err := rdb.HMGet(ctx, sim.Refunded, charges...).Result()
+	sort.Strings(names)
+	if len(names) == 0 {
+		return nil
+	}
+	totals, err := rdb.HMGet(ctx, sim.Refunded, names...).Result()
 	if err != nil {
 		return fmt.Errorf("load: read the provider's refunded totals: %w", err)
 	}
-	for i, c := range charges {
-		have, _ := strconv.ParseInt(fmt.Sprint(totals[i]), 10, 64)
-		if have != perCharge[c] {
-			l.Mismatches = append(l.Mismatches, fmt.Sprintf("charge %s: refunds add up to %d, the provider refunded %d", c, perCharge[c], have))
-		}
-		if co, ok := s.Outcomes[c]; ok {
-			if cr, ok := co.Command.(messages.ChargeRequest); ok && have > cr.Amount {
-				l.Mismatches = append(l.Mismatches, fmt.Sprintf("charge %s: %d refunded of %d", c, have, cr.Amount))
+	for i, c := range names {
+		if v, ok := totals[i].(string); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return fmt.Errorf("load: the provider's refunded total of %s = %q: %w", c, v, err)
 			}
+			in.Provider.Refunded[c] = n
 		}
 	}
 	return nil
 }
 
-func (l *Ledger) checkCharge(key string, o Answered, rawCalls, rawCharge any) {
+// countCharge counts one charge key and puts the provider's charge, if
+// any, into in; a succeeded charge the provider was never called for is a
+// mismatch of its own.
+func (l *Ledger) countCharge(key string, o Answered, rawCalls, rawCharge any, in *ledger.Input) error {
 	var calls int64
 	if s, ok := rawCalls.(string); ok {
 		calls, _ = strconv.ParseInt(s, 10, 64)
@@ -191,37 +217,23 @@ func (l *Ledger) checkCharge(key string, o Answered, rawCalls, rawCharge any) {
 	if calls > 1 {
 		l.CalledMoreThanOnce = append(l.CalledMoreThanOnce, key)
 	}
-	charge, charged := rawCharge.(string)
-	if charged {
+	if raw, charged := rawCharge.(string); charged {
 		l.Charged++
+		var c messages.ChargeData
+		if err := json.Unmarshal([]byte(raw), &c); err != nil {
+			return fmt.Errorf("load: the provider's charge %s = %q: %w", key, raw, err)
+		}
+		in.Provider.Charges[key] = c
 	}
 	switch o.Result.Status {
 	case messages.StatusSucceeded:
 		l.Succeeded++
-		var want, have messages.ChargeData
-		if err := json.Unmarshal(o.Result.Data, &want); err != nil {
-			l.Mismatches = append(l.Mismatches, key+": succeeded answer without charge data")
-			return
-		}
-		switch {
-		case !charged:
-			l.Mismatches = append(l.Mismatches, key+": succeeded, but the provider holds no charge")
-		case json.Unmarshal([]byte(charge), &have) != nil:
-			l.Mismatches = append(l.Mismatches, key+": the provider's charge is not JSON")
-		case have != want:
-			l.Mismatches = append(l.Mismatches, fmt.Sprintf("%s: answered %+v, the provider holds %+v", key, want, have))
-		}
 		if calls == 0 {
 			l.Mismatches = append(l.Mismatches, key+": succeeded without a provider call")
 		}
 	case messages.StatusFailed:
 		l.Failed++
-		if charged {
-			l.Mismatches = append(l.Mismatches, key+": failed, but the provider charged it")
-		}
-	case messages.StatusRejected: // nothing may have happened
-		if charged || calls > 0 {
-			l.Mismatches = append(l.Mismatches, key+": rejected, but the provider was called")
-		}
+	case messages.StatusRejected: // dead_lettered, outcome_unknown: ledger.Check judges them
 	}
+	return nil
 }

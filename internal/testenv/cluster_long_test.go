@@ -108,7 +108,7 @@ func TestNATSCluster_LeaderFailovers(t *testing.T) {
 		seen := map[string]bool{}
 		for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
 			var msg *jetstream.RawStreamMsg
-			require.NoError(t, poll(ctx, 100*time.Millisecond, func(ctx context.Context) (err error) {
+			require.NoError(t, Poll(ctx, 100*time.Millisecond, func(ctx context.Context) (err error) {
 				msg, err = s.GetMsg(ctx, seq)
 				return err
 			}), "%s: message %d", when, seq)
@@ -152,7 +152,7 @@ func writeKeys(ctx context.Context, t *testing.T, rdb *redis.ClusterClient, pref
 // the client has found its way around a changed cluster.
 func readKeys(ctx context.Context, t *testing.T, rdb redis.Cmdable, prefix string, n int, when string) {
 	t.Helper()
-	require.NoError(t, poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
+	require.NoError(t, Poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
 		return rdb.Get(ctx, prefix+"0").Err()
 	}), when)
 	for i := range n {

@@ -220,7 +220,7 @@ func startAttempts(what string, attempts int, root string, start func() error, s
 // node to have joined the meta group. It fails at once if a running node
 // exits.
 func (c *NATSCluster) WaitReady(ctx context.Context) error {
-	return poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
+	return Poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
 		if err := c.checkExits(); err != nil {
 			return &stopPollingError{err}
 		}
@@ -242,7 +242,7 @@ func (c *NATSCluster) WaitReady(ctx context.Context) error {
 // group.
 func (c *NATSCluster) probeReplicatedStream(ctx context.Context) error {
 	replicas := min(len(c.nodes), 3)
-	return poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
+	return Poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
 		if err := c.checkExits(); err != nil {
 			return &stopPollingError{err}
 		}
@@ -363,7 +363,7 @@ func (c *NATSCluster) Start(i int) error {
 		if err := node.proc.start(); err != nil {
 			return err
 		}
-		err := poll(ctx, 50*time.Millisecond, func(context.Context) error {
+		err := Poll(ctx, 50*time.Millisecond, func(context.Context) error {
 			if !node.proc.running() {
 				return &stopPollingError{&nodeExitedError{node.proc.errExited()}}
 			}
@@ -392,7 +392,7 @@ func (c *NATSCluster) Start(i int) error {
 	if 2*running <= len(c.nodes) {
 		return nil
 	}
-	return poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
+	return Poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
 		if !node.proc.running() {
 			return &stopPollingError{node.proc.errExited()}
 		}
@@ -436,7 +436,7 @@ func (c *NATSCluster) streamLeader(ctx context.Context, js jetstream.JetStream, 
 // node that took over.
 func (c *NATSCluster) WaitStreamLeader(ctx context.Context, stream string, not int) (int, error) {
 	leader := -1
-	err := poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
+	err := Poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
 		// A leaderless stream does not answer: ask again soon.
 		ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		defer cancel()
@@ -464,7 +464,7 @@ func (c *NATSCluster) WaitStreamLeader(ctx context.Context, stream string, not i
 // replicas is online and current: after Start, the restarted node has
 // caught up.
 func (c *NATSCluster) WaitStreamCurrent(ctx context.Context, stream string) error {
-	return poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
+	return Poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
 		nc, js, err := c.connect()
 		if err != nil {
 			return err

@@ -136,7 +136,7 @@ func (n *NATSNode) Start() error {
 		if err := n.proc.start(); err != nil {
 			return err
 		}
-		err := poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
+		err := Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
 			if !n.proc.running() {
 				return &stopPollingError{&nodeExitedError{n.proc.errExited()}}
 			}

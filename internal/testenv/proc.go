@@ -3,7 +3,6 @@ package testenv
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -22,6 +21,7 @@ type child struct {
 	name string // for errors: "nats-server n1", "redis-server 127.0.0.1:7001"
 	bin  string
 	args []string
+	env  []string // the whole environment; nil inherits this process's
 	log  string
 
 	mu     sync.Mutex
@@ -45,6 +45,7 @@ func (c *child) start() error {
 	// The server lives until it is killed or stopped, not for a context.
 	cmd := exec.CommandContext(context.Background(), c.bin, c.args...) //nolint:gosec // G204: a server binary this package chose, with arguments it wrote
 	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = c.env
 	cmd.SysProcAttr = childAttr() // dies with the test binary, even on SIGKILL
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("testenv: start %s (%s): %w", c.name, c.bin, err)
@@ -177,39 +178,3 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
-
-// poll calls check every interval until it returns nil, ctx ends, or check
-// returns an error wrapped in stopPollingError (a condition that waiting cannot
-// fix, such as a server that exited). On timeout it returns check's last
-// error (the last one ctx's end did not cause), so the caller learns what
-// was still missing.
-func poll(ctx context.Context, interval time.Duration, check func(ctx context.Context) error) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	var last error // the last failure not caused by ctx ending mid-check
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := check(cctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if stop, ok := errors.AsType[*stopPollingError](err); ok {
-			return stop.err
-		}
-		if ctx.Err() == nil || last == nil {
-			last = err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %w)", ctx.Err(), last)
-		case <-t.C:
-		}
-	}
-}
-
-// stopPollingError wraps an error that ends a poll at once.
-type stopPollingError struct{ err error }
-
-func (s *stopPollingError) Error() string { return s.err.Error() }
-func (s *stopPollingError) Unwrap() error { return s.err }

@@ -129,7 +129,7 @@ func (c *RedisCluster) checkExits() error { return redisNodesExited(c.nodes) }
 // node exits that was not killed through Kill. With a master killed that
 // has no replica, the cluster cannot become healthy and WaitOK times out.
 func (c *RedisCluster) WaitOK(ctx context.Context) error {
-	return poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
+	return Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
 		if err := c.checkExits(); err != nil {
 			return &stopPollingError{err}
 		}

@@ -150,7 +150,7 @@ func redisNodesExited(groups ...[]*redisNode) error {
 // its data set (a node replaying a long AOF answers PING before it serves
 // reads). It fails at once if the process exits.
 func (n *redisNode) waitUp(ctx context.Context) error {
-	return poll(ctx, 20*time.Millisecond, func(ctx context.Context) error {
+	return Poll(ctx, 20*time.Millisecond, func(ctx context.Context) error {
 		if n.proc.crashed() {
 			return &stopPollingError{&nodeExitedError{n.proc.errExited()}}
 		}

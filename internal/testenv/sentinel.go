@@ -125,7 +125,7 @@ func (s *Sentinel) start(bin string) error {
 	if err := startRedisNodes(ctx, s.sentinels); err != nil {
 		return err
 	}
-	return poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
+	return Poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
 		if err := s.checkExits(); err != nil {
 			return &stopPollingError{err}
 		}
@@ -164,7 +164,7 @@ func (s *Sentinel) sentinelReady(ctx context.Context, node *redisNode) error {
 // waitReplicaOf waits until node reports itself a replica of master with its
 // link up (its initial sync done).
 func (s *Sentinel) waitReplicaOf(ctx context.Context, node *redisNode, master string) error {
-	return poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
+	return Poll(ctx, 50*time.Millisecond, func(ctx context.Context) error {
 		return replicaOf(ctx, node, master)
 	})
 }
@@ -295,7 +295,7 @@ func (s *Sentinel) Start(i int) error {
 // WaitReplica waits until data node i is a replica of the master the
 // sentinels name, with its link up (its sync done).
 func (s *Sentinel) WaitReplica(ctx context.Context, i int) error {
-	return poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
+	return Poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
 		master, err := s.MasterAddr(ctx)
 		if err != nil {
 			return err
@@ -313,7 +313,7 @@ func (s *Sentinel) WaitReplica(ctx context.Context, i int) error {
 // sentinel, reaches the new master.
 func (s *Sentinel) WaitFailover(ctx context.Context, oldAddr string) (string, error) {
 	var newAddr string
-	err := poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
+	err := Poll(ctx, 100*time.Millisecond, func(ctx context.Context) error {
 		addr := ""
 		for _, node := range s.sentinels {
 			if !node.proc.running() {

@@ -1,0 +1,76 @@
+package explore
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/internal/ledger"
+	"github.com/idempay/idempay/internal/testenv"
+)
+
+func TestNewPlan_SameSeedSamePlan(t *testing.T) {
+	t.Parallel()
+	a, b := NewPlan(42, 50), NewPlan(42, 80)
+	require.Equal(t, a.Settings, b.Settings)
+	for i, k := range a.Keys {
+		require.Equal(t, k, b.Keys[i], "key %d: a run with more keys keeps the first ones' plans", i)
+	}
+	require.NotEqual(t, a.Keys[0].Key, NewPlan(43, 1).Keys[0].Key)
+}
+
+// startDeployment starts servers for one test.
+func startDeployment(t *testing.T) *testenv.Deployment {
+	t.Helper()
+	d, err := testenv.StartDeployment(&testenv.DeploymentOptions{Name: t.Name()})
+	require.NoError(t, err)
+	t.Cleanup(d.Close)
+	return d
+}
+
+// TestRunSeed_CatchesALie is the negative control: a provider that takes
+// effect and says it certainly did not makes the engine dead-letter keys
+// the provider charged, and the checker must say so, key by key.
+func TestRunSeed_CatchesALie(t *testing.T) {
+	t.Parallel()
+	d := startDeployment(t)
+	plan := NewPlan(7, 6)
+	plan.liar()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	res, err := runPlan(ctx, d, plan)
+	require.NoError(t, err)
+	require.Equal(t, 6, res.Report.Stats.Final["dead_lettered"], "every key dead-lettered: %v", res.Report.Stats.Final)
+	require.Equal(t, 6, res.Report.Count(ledger.Claimed), "violations: %v", res.Report.Violations)
+	for _, v := range res.Report.Violations {
+		require.Contains(t, v.Text, "(lie)")
+	}
+}
+
+// TestExplore_Short is make test's run of the explorer: a few seeds of a
+// few keys on the engine of this tree. It fails on any violation, with the
+// command that replays its seed.
+func TestExplore_Short(t *testing.T) {
+	t.Parallel()
+	d := startDeployment(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	sum, err := Run(ctx, &Config{FirstSeed: 1, Seeds: 3, Keys: 25, Parallel: 3, Deployment: d,
+		Progress: func(_, _ int, s *SeedResult) { t.Log(s.Line()) }})
+	require.NoError(t, err)
+	require.Len(t, sum.Seeds, 3)
+	faults := 0
+	for _, s := range sum.Seeds {
+		faults += sum2(s.Faults)
+		require.Equal(t, 25, s.Report.Stats.Keys)
+	}
+	require.Positive(t, faults, "the seeds injected no fault")
+	var b strings.Builder
+	sum.WriteViolations(&b)
+	require.Zero(t, sum.Violations(), "violations:\n%s", b.String())
+}
+
+func sum2(m map[string]int) int { return sum(m) }

@@ -1,0 +1,474 @@
+package explore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/idempay/idempay/internal/ledger"
+	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/client"
+	"github.com/idempay/idempay/pkg/dedupe"
+	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/processor"
+)
+
+// How long a seed waits, at most, for what it waits for.
+const (
+	// sendTimeout bounds the wait for one send's answer: longer than a
+	// key's tries take (MaxDeliver x the in-delivery retries, a slow or
+	// paused call, a crash's ack wait). A key still unanswered is judged
+	// after the quiesce, from every answer heard.
+	sendTimeout = 12 * time.Second
+	// quiesceTimeout bounds the wait for COMMANDS to drain once every
+	// client is done and every frozen call has landed: more than a key's
+	// last redeliveries need (MaxDeliver x (AckWait + MaxNakDelay) plus a
+	// lock's TTL and a pause).
+	quiesceTimeout = 10 * time.Second
+	// resolveTimeout bounds the wait, after the quiesce, for every
+	// outcome_unknown to resolve: the resolver's growing waits (at most ten
+	// times resolveAfter apart) past the key's failing lookups, and a key
+	// claimed by a worker that a restart stopped (left alone for two call
+	// timeouts and a lock TTL).
+	resolveTimeout = 30 * time.Second
+)
+
+// SeedResult is what one seed did and what the checker found.
+type SeedResult struct {
+	Seed     uint64
+	Keys     int
+	Settings Settings
+	// Faults counts what was injected, by type.
+	Faults map[string]int
+	// Report is the checker's verdict.
+	Report *ledger.Report
+	// Drained is false when COMMANDS still held work after quiesceTimeout.
+	Drained  bool
+	Duration time.Duration
+}
+
+// faults counts injected faults by type.
+type faults struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func newFaults() *faults { return &faults{n: map[string]int{}} }
+
+func (f *faults) add(what string) {
+	f.mu.Lock()
+	f.n[what]++
+	f.mu.Unlock()
+}
+
+func (f *faults) snapshot() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.n)
+}
+
+// seedRun is one seed while it runs.
+type seedRun struct {
+	d      *testenv.Deployment
+	plan   *Plan
+	plans  map[string]*KeyPlan
+	ns     string
+	prefix string
+	top    messages.Topology
+	faults *faults
+	prov   *provider
+	client *client.Client
+
+	mu      sync.Mutex
+	fpSeen  map[string]int // key|failpoint -> occurrences
+	sends   []ledger.Send
+	heard   []ledger.Heard
+	workers []*testenv.EngineWorker
+}
+
+// RunSeed plays seed, with as many keys as keys says, on d's servers (each seed in its own
+// namespace of streams and Redis keys, removed afterwards) and checks it.
+// It returns an error only when the harness itself could not run.
+func RunSeed(ctx context.Context, d *testenv.Deployment, seed uint64, keys int) (*SeedResult, error) {
+	return runPlan(ctx, d, NewPlan(seed, keys))
+}
+
+// runPlan plays a plan.
+func runPlan(ctx context.Context, d *testenv.Deployment, plan *Plan) (*SeedResult, error) {
+	start := time.Now()
+	seed, keys := plan.Seed, len(plan.Keys)
+	r := &seedRun{d: d, plan: plan, faults: newFaults(), fpSeen: map[string]int{}, plans: map[string]*KeyPlan{}}
+	r.ns = fmt.Sprintf("x%d%s", seed, testenv.Namespace())
+	r.prefix = r.ns + ":"
+	r.top = testenv.Topology(r.ns)
+	for _, k := range r.plan.Keys {
+		r.plans[k.Key] = k
+	}
+	var err error
+	if r.prov, err = newProvider(d.RDB, r.prefix, r.plans, r.faults); err != nil {
+		return nil, err
+	}
+	defer r.cleanup(context.WithoutCancel(ctx))
+	if err := r.listen(); err != nil {
+		return nil, err
+	}
+	if err := r.startWorkers(ctx); err != nil {
+		return nil, err
+	}
+	if r.client, err = client.New(d.NC, &client.Config{Topology: r.top, ResultTimeout: sendTimeout, PublishTimeout: 3 * time.Second}); err != nil {
+		return nil, err
+	}
+
+	r.drive(ctx)
+	r.prov.frozen.Wait() // every frozen call has landed, or found its key voided
+
+	res := &SeedResult{Seed: seed, Keys: keys, Settings: r.plan.Settings}
+	qctx, cancel := context.WithTimeout(ctx, quiesceTimeout)
+	res.Drained = d.WaitDrained(qctx, r.top) == nil
+	cancel()
+	if resolves {
+		rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+		_ = testenv.PollUntil(rctx, 100*time.Millisecond, func() (bool, error) { return r.unresolved() == 0, nil })
+		cancel()
+	}
+	in, err := r.collect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.Report = ledger.Check(in)
+	res.Faults = r.faults.snapshot()
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// listen records every answer on result.> and rejected.> of the seed.
+func (r *seedRun) listen() error {
+	for _, subject := range []string{r.top.Subjects.ResultWildcard(), r.top.Subjects.RejectedWildcard()} {
+		sub, err := r.d.NC.Subscribe(subject, func(m *nats.Msg) {
+			res, err := messages.DecodeResult(m.Data)
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			r.heard = append(r.heard, ledger.Heard{Subject: m.Subject, At: time.Now(), Result: res})
+			r.mu.Unlock()
+		})
+		if err != nil {
+			return err
+		}
+		if err := sub.SetPendingLimits(-1, -1); err != nil {
+			return err
+		}
+	}
+	return r.d.NC.Flush()
+}
+
+// startWorkers starts the seed's processors, one after another (each
+// makes sure of the streams and the consumer).
+func (r *seedRun) startWorkers(ctx context.Context) error {
+	cfg := engineConfig(r.plan.Settings, r.top, r.prefix, r.failpoint)
+	for i := range r.plan.Settings.Workers {
+		name := fmt.Sprintf("explore-%d-worker-%d", r.plan.Seed, i+1)
+		w := testenv.NewEngineWorker(name, func() (testenv.Engine, error) { return newEngine(r.d, name, cfg, r.prov) })
+		if err := w.Start(ctx); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.workers = append(r.workers, w)
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+// failpoint is the workers' processor.Config.Failpoint: the key's scripted
+// crashes and pauses.
+func (r *seedRun) failpoint(at processor.Failpoint, key string) bool {
+	plan := r.plans[key]
+	if plan == nil || len(plan.Faults) == 0 {
+		return false
+	}
+	r.mu.Lock()
+	r.fpSeen[key+"|"+string(at)]++
+	n := r.fpSeen[key+"|"+string(at)]
+	r.mu.Unlock()
+	for _, f := range plan.Faults {
+		if f.At != at || f.Nth != n {
+			continue
+		}
+		if f.Pause > 0 {
+			r.faults.add("worker pause at " + string(at))
+			time.Sleep(f.Pause) // a paused process: the lock and the ack wait run on
+			return false
+		}
+		r.faults.add("worker crash at " + string(at))
+		return true
+	}
+	return false
+}
+
+// drive plays the clients' side of the plan and returns once every send
+// has returned.
+func (r *seedRun) drive(ctx context.Context) {
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	if s := r.plan.Settings; s.Restart {
+		wg.Go(func() {
+			sleep(ctx, s.RestartAt)
+			r.mu.Lock()
+			w := r.workers[int(r.plan.Seed%uint64(len(r.workers)))] //nolint:gosec // a small index
+			r.mu.Unlock()
+			rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			r.faults.add("worker restart")
+			_ = w.Restart(rctx) // a restart that took longer only cancelled its in-flight work
+		})
+	}
+	for _, k := range r.plan.Keys {
+		wg.Go(func() { r.driveKey(ctx, t0, k) })
+	}
+	wg.Wait()
+}
+
+// driveKey sends one key as its plan says.
+func (r *seedRun) driveKey(ctx context.Context, t0 time.Time, k *KeyPlan) {
+	first := t0.Add(k.SendAt)
+	sleep(ctx, time.Until(first))
+	var wg sync.WaitGroup
+	for _, rs := range k.Resends {
+		wg.Go(func() {
+			sleep(ctx, time.Until(first.Add(rs.After)))
+			cmd, role, what := k.Command, ledger.RoleResend, "client re-send inside the window"
+			switch {
+			case rs.Reuse:
+				cmd, role, what = otherBody(k.Command), ledger.RoleReuse, "client re-use with another body"
+			case rs.After > dedupeWindow:
+				what = "client re-send after the window"
+			}
+			r.faults.add(what)
+			r.send(ctx, k.Key, cmd, role)
+		})
+	}
+	s := r.send(ctx, k.Key, k.Command, ledger.RoleFirst)
+	if k.Redrive && (s.Told == nil || s.Told.Code == messages.CodeDeadLettered || s.Told.Code == messages.CodeOutcomeUnknown) {
+		// As a client told so would: the same key again, once JetStream
+		// no longer drops it as a duplicate.
+		sleep(ctx, time.Until(s.At.Add(dedupeWindow+300*time.Millisecond)))
+		r.faults.add("client re-drive after " + toldLabel(s.Told))
+		r.send(ctx, k.Key, k.Command, ledger.RoleResend)
+	}
+	wg.Wait()
+}
+
+func toldLabel(res *messages.Result) string {
+	if res == nil {
+		return "no answer"
+	}
+	return res.Code
+}
+
+// otherBody returns cmd with another amount: the same key reused for
+// another operation.
+func otherBody(cmd messages.Command) messages.Command {
+	switch c := cmd.(type) {
+	case messages.ChargeRequest:
+		c.Amount++
+		return c
+	case messages.RefundRequest:
+		c.Amount++
+		return c
+	}
+	return cmd
+}
+
+// send sends one command and records what the client was told.
+func (r *seedRun) send(ctx context.Context, key string, cmd messages.Command, role ledger.Role) ledger.Send {
+	sctx, cancel := context.WithTimeout(ctx, sendTimeout+5*time.Second)
+	defer cancel()
+	s := ledger.Send{Key: key, Command: cmd, Role: role, At: time.Now()}
+	reply, err := r.client.Send(sctx, key, cmd)
+	s.Done = time.Now()
+	if reply != nil {
+		s.Accepted, s.Duplicate, s.PublishAttempts = true, reply.Duplicate, reply.PublishAttempts
+		if reply.Result.Status != "" {
+			told := reply.Result
+			s.Told = &told
+		}
+	}
+	if err != nil {
+		s.Err = err.Error()
+		s.KeyReused = errors.Is(err, client.ErrKeyReused)
+	}
+	r.mu.Lock()
+	r.sends = append(r.sends, s)
+	r.mu.Unlock()
+	return s
+}
+
+// unresolved counts the keys whose latest dead-letter notice heard is
+// outcome_unknown, with no outcome heard since.
+func (r *seedRun) unresolved() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	type last struct {
+		at      time.Time
+		unknown bool
+	}
+	keys := map[string]last{}
+	for _, h := range r.heard {
+		settles := h.Result.Status.IsOutcome() || h.Result.Code == messages.CodeDeadLettered
+		if !settles && h.Result.Code != messages.CodeOutcomeUnknown {
+			continue
+		}
+		if l, ok := keys[h.Result.Key]; !ok || h.At.After(l.at) {
+			keys[h.Result.Key] = last{at: h.At, unknown: !settles}
+		}
+	}
+	n := 0
+	for _, l := range keys {
+		if l.unknown {
+			n++
+		}
+	}
+	return n
+}
+
+// collect stops the workers and gathers the checker's input.
+func (r *seedRun) collect(ctx context.Context) (*ledger.Input, error) {
+	in := &ledger.Input{RequireResolution: resolves}
+	msgs, pending, ackPending, err := r.d.QueueState(ctx, r.top)
+	if err != nil {
+		return nil, fmt.Errorf("explore: read %s: %w", r.top.CommandStream, err)
+	}
+	in.Queue = &ledger.Queue{Messages: msgs, Pending: pending, AckPending: ackPending}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, w := range r.workers {
+		_ = w.Stop(sctx) // a paused delivery is cancelled if it outlives sctx
+	}
+	if err := r.d.NC.Flush(); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	in.Sends = append([]ledger.Send(nil), r.sends...)
+	in.Heard = append([]ledger.Heard(nil), r.heard...)
+	r.mu.Unlock()
+	sort.Slice(in.Sends, func(i, j int) bool { return in.Sends[i].At.Before(in.Sends[j].At) })
+
+	in.Stored = map[string]messages.Result{}
+	store, err := dedupe.New(r.d.RDB, &dedupe.Config{Namespace: r.prefix})
+	if err != nil {
+		return nil, err
+	}
+	in.Records = map[string]ledger.Record{}
+	for _, k := range r.plan.Keys {
+		res, err := r.client.Status(ctx, k.Key)
+		switch {
+		case err == nil:
+			in.Stored[k.Key] = *res
+		case !errors.Is(err, client.ErrNotFound):
+			return nil, fmt.Errorf("explore: read the outcome of %s: %w", k.Key, err)
+		}
+		rec, err := store.Get(ctx, k.Key)
+		if err != nil {
+			return nil, err
+		}
+		if rec != nil {
+			in.Records[k.Key] = ledger.Record{State: string(rec.State), Tries: rec.Tries, Unknown: rec.Unknown(), DeadEffect: rec.DeadEffect}
+		}
+	}
+	dls, err := r.client.DeadLetters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, dl := range dls {
+		in.DeadLetters = append(in.DeadLetters, ledger.DeadLetter{Key: dl.Key, Kind: dl.Kind, Effect: dl.Effect,
+			At: dl.DeadLettered, Published: dl.Published, Body: dl.Body})
+	}
+	in.Calls = r.prov.calls()
+	if in.Provider, err = ledger.ReadProvider(ctx, r.d.RDB, r.prov.ledger); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// cleanup stops what still runs and removes the seed's streams and Redis
+// keys.
+func (r *seedRun) cleanup(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for _, w := range r.workers {
+		_ = w.Stop(sctx)
+	}
+	r.prov.frozen.Wait()
+	r.d.DeleteStreams(sctx, r.top)
+	iter := r.d.RDB.Scan(sctx, 0, r.prefix+"*", 1000).Iterator()
+	var batch []string
+	for iter.Next(sctx) {
+		batch = append(batch, iter.Val())
+		if len(batch) == 500 {
+			_ = r.d.RDB.Unlink(sctx, batch...).Err()
+			batch = batch[:0]
+		}
+	}
+	if len(batch) > 0 {
+		_ = r.d.RDB.Unlink(sctx, batch...).Err()
+	}
+}
+
+// ReplayCommand is the one-line command that replays seed with keys keys.
+func ReplayCommand(seed uint64, keys int) string {
+	cmd := fmt.Sprintf("make explore SEED=%d", seed)
+	if keys != KeysDefault {
+		cmd += fmt.Sprintf(" KEYS=%d", keys)
+	}
+	return cmd
+}
+
+// Line is a seed's summary line, for the progress output.
+func (s *SeedResult) Line() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d: %d keys in %.1fs, %d faults; ", s.Seed, s.Keys, s.Duration.Seconds(), sum(s.Faults))
+	b.WriteString(finalLine(s.Report.Stats.Final))
+	if n := len(s.Report.Violations); n > 0 {
+		fmt.Fprintf(&b, "; %d VIOLATIONS (%s) - replay: %s", n, byInvariant(s.Report), ReplayCommand(s.Seed, s.Keys))
+	}
+	return b.String()
+}
+
+func finalLine(final map[string]int) string {
+	keys := make([]string, 0, len(final))
+	for k := range final {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%d %s", final[k], k))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func byInvariant(rep *ledger.Report) string {
+	var parts []string
+	for _, inv := range ledger.Invariants {
+		if n := rep.Count(inv); n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", inv, n))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}

@@ -1,0 +1,377 @@
+package ledger_test
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/internal/ledger"
+	"github.com/idempay/idempay/pkg/messages"
+)
+
+const (
+	chargeKey = "0b6e4c1e-6f2a-4b8e-9d3c-1a2b3c4d5e6f"
+	refundKey = "1c7f5d2f-7a3b-4c9f-8e4d-2b3c4d5e6f70"
+	otherKey  = "2d8a6e3a-8b4c-4daf-9f5e-3c4d5e6f7081"
+)
+
+var (
+	t0      = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	chargeC = messages.ChargeRequest{AccountID: "acct_1", Amount: 1000, Currency: "EUR"}
+	charged = messages.ChargeData{ChargeID: "ch_1", AccountID: "acct_1", Amount: 1000, Currency: "EUR"}
+)
+
+func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+
+func succeeded(key string, cmd messages.Command, data any) *messages.Result {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		panic(err)
+	}
+	return &messages.Result{Key: key, Kind: cmd.Kind(), Status: messages.StatusSucceeded, Data: raw,
+		Attempts: 1, ProcessedAt: t0, Fingerprint: messages.Fingerprint(cmd)}
+}
+
+func failed(key string, cmd messages.Command, code string) *messages.Result {
+	return &messages.Result{Key: key, Kind: cmd.Kind(), Status: messages.StatusFailed, Code: code, Data: json.RawMessage("null"),
+		Attempts: 1, ProcessedAt: t0, Fingerprint: messages.Fingerprint(cmd)}
+}
+
+func rejected(cmd messages.Command, code string, processed time.Time) *messages.Result {
+	return &messages.Result{Key: chargeKey, Kind: cmd.Kind(), Status: messages.StatusRejected, Code: code, ProcessedAt: processed}
+}
+
+func send(key string, cmd messages.Command, role ledger.Role, from, to int, told *messages.Result) ledger.Send {
+	return ledger.Send{Key: key, Command: cmd, Role: role, At: at(from), Done: at(to), Accepted: true, PublishAttempts: 1, Told: told}
+}
+
+// deadLettered is a key told dead_lettered at 900ms, its dead letter
+// copied at 890ms.
+func deadLettered() *ledger.Input {
+	return &ledger.Input{
+		Sends:       []ledger.Send{send(chargeKey, chargeC, ledger.RoleFirst, 0, 900, rejected(chargeC, messages.CodeDeadLettered, at(895)))},
+		DeadLetters: []ledger.DeadLetter{{Key: chargeKey, Kind: chargeC.Kind(), Effect: "none", At: at(890)}},
+		Calls:       []ledger.Call{},
+		Provider:    ledger.Provider{Charges: map[string]messages.ChargeData{}},
+	}
+}
+
+func TestCheck(t *testing.T) {
+	t.Parallel()
+	cases := map[string]struct {
+		input func() *ledger.Input
+		want  map[ledger.Invariant]int
+	}{
+		"Clean": {
+			input: func() *ledger.Input {
+				return &ledger.Input{
+					Sends: []ledger.Send{
+						send(chargeKey, chargeC, ledger.RoleFirst, 0, 100, succeeded(chargeKey, chargeC, charged)),
+						{Key: chargeKey, Command: chargeC, Role: ledger.RoleResend, At: at(200), Done: at(210), Accepted: true, Duplicate: true, PublishAttempts: 1,
+							Told: succeeded(chargeKey, chargeC, charged)},
+					},
+					Calls:    []ledger.Call{{Key: chargeKey, Op: ledger.OpCharge, N: 1, Behaviour: "ok", Start: at(10), End: at(20), Effect: true, EffectAt: at(15)}},
+					Provider: ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged}},
+					Queue:    &ledger.Queue{},
+				}
+			},
+		},
+		// Issue 17 item 1: a lost response, then transient errors, then
+		// dead_lettered.
+		"DeadLetteredAfterAnEffect": {
+			input: func() *ledger.Input {
+				in := deadLettered()
+				in.Calls = []ledger.Call{
+					{Key: chargeKey, Op: ledger.OpCharge, N: 1, Behaviour: "lost_response", Start: at(10), End: at(20), Effect: true, EffectAt: at(15)},
+					{Key: chargeKey, Op: ledger.OpCharge, N: 2, Behaviour: "transient", Start: at(40), End: at(41)},
+				}
+				in.Provider.Charges[chargeKey] = charged
+				return in
+			},
+			want: map[ledger.Invariant]int{ledger.Claimed: 1},
+		},
+		// A call frozen in flight that lands after the dead letter.
+		"DeadLetteredThenAFrozenCallLands": {
+			input: func() *ledger.Input {
+				in := deadLettered()
+				in.Calls = []ledger.Call{{Key: chargeKey, Op: ledger.OpCharge, N: 1, Behaviour: "frozen", Start: at(10), End: at(300), Effect: true, EffectAt: at(4000)}}
+				in.Provider.Charges[chargeKey] = charged
+				return in
+			},
+			want: map[ledger.Invariant]int{ledger.Claimed: 1},
+		},
+		// A re-drive after the dead letter may charge: its call started
+		// after it.
+		"ReDriveAfterTheDeadLetterCharges": {
+			input: func() *ledger.Input {
+				in := deadLettered()
+				in.Sends = append(in.Sends, send(chargeKey, chargeC, ledger.RoleResend, 2000, 2100, succeeded(chargeKey, chargeC, charged)))
+				in.Calls = []ledger.Call{
+					{Key: chargeKey, Op: ledger.OpCharge, N: 1, Behaviour: "transient", Start: at(10), End: at(11)},
+					{Key: chargeKey, Op: ledger.OpCharge, N: 2, Behaviour: "ok", Start: at(2010), End: at(2020), Effect: true, EffectAt: at(2015)},
+				}
+				in.Provider.Charges[chargeKey] = charged
+				return in
+			},
+		},
+		// Without a call log: the effect counts against the dead letter
+		// unless a re-send re-drove the key after it.
+		"NoCallLogDeadLetteredCharged": {
+			input: func() *ledger.Input {
+				in := deadLettered()
+				in.Calls = nil
+				in.Provider.Charges[chargeKey] = charged
+				return in
+			},
+			want: map[ledger.Invariant]int{ledger.Claimed: 1},
+		},
+		"NoCallLogReDriven": {
+			input: func() *ledger.Input {
+				in := deadLettered()
+				in.Calls = nil
+				in.Sends = append(in.Sends, send(chargeKey, chargeC, ledger.RoleResend, 2000, 2100, succeeded(chargeKey, chargeC, charged)))
+				in.Provider.Charges[chargeKey] = charged
+				return in
+			},
+		},
+		// The answer lost, its dead letter still says "none".
+		"DeadLetterCopyThenCharged": {
+			input: func() *ledger.Input {
+				in := deadLettered()
+				in.Sends[0].Told = nil
+				in.Calls = []ledger.Call{{Key: chargeKey, Op: ledger.OpCharge, N: 1, Behaviour: "lost_response", Start: at(10), End: at(20), Effect: true, EffectAt: at(15)}}
+				in.Provider.Charges[chargeKey] = charged
+				return in
+			},
+			want: map[ledger.Invariant]int{ledger.Claimed: 1, ledger.Stranded: 1}, // and the message was never answered
+		},
+		"DeadLetteredWithoutACopy": {
+			input: func() *ledger.Input {
+				in := deadLettered()
+				in.DeadLetters = []ledger.DeadLetter{} // read, and empty
+				return in
+			},
+			want: map[ledger.Invariant]int{ledger.Claimed: 1},
+		},
+		"SucceededWithoutACharge": {
+			input: func() *ledger.Input {
+				return &ledger.Input{Sends: []ledger.Send{send(chargeKey, chargeC, ledger.RoleFirst, 0, 100, succeeded(chargeKey, chargeC, charged))}}
+			},
+			want: map[ledger.Invariant]int{ledger.Claimed: 1},
+		},
+		"SucceededWithAnotherCharge": {
+			input: func() *ledger.Input {
+				other := charged
+				other.ChargeID = "ch_2"
+				return &ledger.Input{
+					Sends:    []ledger.Send{send(chargeKey, chargeC, ledger.RoleFirst, 0, 100, succeeded(chargeKey, chargeC, other))},
+					Provider: ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged}},
+				}
+			},
+			want: map[ledger.Invariant]int{ledger.Claimed: 1},
+		},
+		"DeclinedButCharged": {
+			input: func() *ledger.Input {
+				return &ledger.Input{
+					Sends:    []ledger.Send{send(chargeKey, chargeC, ledger.RoleFirst, 0, 100, failed(chargeKey, chargeC, messages.CodeCardDeclined))},
+					Provider: ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged}},
+				}
+			},
+			want: map[ledger.Invariant]int{ledger.Claimed: 1},
+		},
+		"OutcomesDisagree": {
+			input: func() *ledger.Input {
+				in := &ledger.Input{
+					Sends:    []ledger.Send{send(chargeKey, chargeC, ledger.RoleFirst, 0, 100, succeeded(chargeKey, chargeC, charged))},
+					Stored:   map[string]messages.Result{chargeKey: *failed(chargeKey, chargeC, messages.CodeCardDeclined)},
+					Provider: ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged}},
+				}
+				return in
+			},
+			want: map[ledger.Invariant]int{ledger.OneOutcome: 1},
+		},
+		// Issue 17 item 2: a client takes another message's refusal.
+		"ToldKeyReusedForItsOwnOutcome": {
+			input: func() *ledger.Input {
+				s := send(chargeKey, chargeC, ledger.RoleResend, 500, 900, rejected(chargeC, messages.CodeKeyReused, at(890)))
+				s.Duplicate, s.KeyReused = true, true
+				return &ledger.Input{
+					Sends:    []ledger.Send{send(chargeKey, chargeC, ledger.RoleFirst, 0, 100, succeeded(chargeKey, chargeC, charged)), s},
+					Provider: ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged}},
+				}
+			},
+			want: map[ledger.Invariant]int{ledger.OneOutcome: 1},
+		},
+		"AnswerOfAnotherBody": {
+			input: func() *ledger.Input {
+				other := chargeC
+				other.Amount++
+				reuse := send(chargeKey, other, ledger.RoleReuse, 200, 300, succeeded(chargeKey, chargeC, charged))
+				reuse.Duplicate = true
+				return &ledger.Input{
+					Sends: []ledger.Send{
+						send(chargeKey, chargeC, ledger.RoleFirst, 0, 100, succeeded(chargeKey, chargeC, charged)),
+						reuse,
+					},
+					Provider: ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged}},
+				}
+			},
+			want: map[ledger.Invariant]int{ledger.OneOutcome: 1},
+		},
+		"AcceptedNeverAnswered": {
+			input: func() *ledger.Input {
+				return &ledger.Input{
+					Sends: []ledger.Send{send(chargeKey, chargeC, ledger.RoleFirst, 0, 100, nil)},
+					Queue: &ledger.Queue{Messages: 1, AckPending: 1},
+				}
+			},
+			want: map[ledger.Invariant]int{ledger.Stranded: 2},
+		},
+		"UnknownNotJudgedBeforeV12": {
+			input: func() *ledger.Input {
+				return &ledger.Input{
+					Sends:       []ledger.Send{send(chargeKey, chargeC, ledger.RoleFirst, 0, 900, rejected(chargeC, messages.CodeOutcomeUnknown, at(895)))},
+					DeadLetters: []ledger.DeadLetter{{Key: chargeKey, Kind: chargeC.Kind(), Effect: "unknown", At: at(890)}},
+					Provider:    ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged}},
+				}
+			},
+		},
+		"UnknownUnresolved": {
+			input: func() *ledger.Input {
+				return &ledger.Input{
+					Sends:             []ledger.Send{send(chargeKey, chargeC, ledger.RoleFirst, 0, 900, rejected(chargeC, messages.CodeOutcomeUnknown, at(895)))},
+					DeadLetters:       []ledger.DeadLetter{{Key: chargeKey, Kind: chargeC.Kind(), Effect: "unknown", At: at(890)}},
+					Provider:          ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged}},
+					RequireResolution: true,
+				}
+			},
+			want: map[ledger.Invariant]int{ledger.Stranded: 1},
+		},
+		"UnknownResolved": {
+			input: func() *ledger.Input {
+				return &ledger.Input{
+					Sends:             []ledger.Send{send(chargeKey, chargeC, ledger.RoleFirst, 0, 900, rejected(chargeC, messages.CodeOutcomeUnknown, at(895)))},
+					Heard:             []ledger.Heard{{Subject: "result." + chargeKey, At: at(5000), Result: *succeeded(chargeKey, chargeC, charged)}},
+					DeadLetters:       []ledger.DeadLetter{{Key: chargeKey, Kind: chargeC.Kind(), Effect: "unknown", At: at(890)}},
+					Provider:          ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged}},
+					RequireResolution: true,
+				}
+			},
+		},
+		// A resolution's dead_lettered (after a copy with effect unknown)
+		// speaks from when it was processed: a frozen call that lands
+		// before it and charges is a violation.
+		"ResolvedDeadLetteredAfterACharge": {
+			input: func() *ledger.Input {
+				return &ledger.Input{
+					Sends:             []ledger.Send{send(chargeKey, chargeC, ledger.RoleFirst, 0, 900, rejected(chargeC, messages.CodeOutcomeUnknown, at(895)))},
+					Heard:             []ledger.Heard{{Subject: "rejected." + chargeKey, At: at(5000), Result: *rejected(chargeC, messages.CodeDeadLettered, at(4990))}},
+					DeadLetters:       []ledger.DeadLetter{{Key: chargeKey, Kind: chargeC.Kind(), Effect: "unknown", At: at(890)}},
+					Calls:             []ledger.Call{{Key: chargeKey, Op: ledger.OpCharge, N: 1, Behaviour: "frozen", Start: at(10), End: at(300), Effect: true, EffectAt: at(3000)}},
+					Provider:          ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged}},
+					RequireResolution: true,
+				}
+			},
+			want: map[ledger.Invariant]int{ledger.Claimed: 1},
+		},
+		"RefundsAboveTheCharge": {
+			input: func() *ledger.Input {
+				r := messages.RefundRequest{ChargeKey: chargeKey, Amount: 800}
+				r2 := messages.RefundRequest{ChargeKey: chargeKey, Amount: 700}
+				d1 := messages.RefundData{RefundID: "re_1", ChargeID: "ch_1", Amount: 800, Currency: "EUR", RefundedTotal: 800}
+				d2 := messages.RefundData{RefundID: "re_2", ChargeID: "ch_1", Amount: 700, Currency: "EUR", RefundedTotal: 1500}
+				return &ledger.Input{
+					Sends: []ledger.Send{
+						send(chargeKey, chargeC, ledger.RoleFirst, 0, 100, succeeded(chargeKey, chargeC, charged)),
+						send(refundKey, r, ledger.RoleFirst, 200, 300, succeeded(refundKey, r, d1)),
+						send(otherKey, r2, ledger.RoleFirst, 200, 300, succeeded(otherKey, r2, d2)),
+					},
+					Provider: ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged},
+						Refunds: map[string]messages.RefundData{refundKey: d1, otherKey: d2}, Refunded: map[string]int64{chargeKey: 1500}},
+				}
+			},
+			want: map[ledger.Invariant]int{ledger.Refunds: 2},
+		},
+		"RefusedAsExceedingWhenItDidNot": {
+			input: func() *ledger.Input {
+				r := messages.RefundRequest{ChargeKey: chargeKey, Amount: 500}
+				return &ledger.Input{
+					Sends: []ledger.Send{
+						send(chargeKey, chargeC, ledger.RoleFirst, 0, 100, succeeded(chargeKey, chargeC, charged)),
+						send(refundKey, r, ledger.RoleFirst, 200, 300, failed(refundKey, r, messages.CodeRefundExceedsCharge)),
+					},
+					Provider: ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged}},
+				}
+			},
+			want: map[ledger.Invariant]int{ledger.Refunds: 1},
+		},
+		"TwoCallsTookEffect": {
+			input: func() *ledger.Input {
+				return &ledger.Input{
+					Sends: []ledger.Send{send(chargeKey, chargeC, ledger.RoleFirst, 0, 100, succeeded(chargeKey, chargeC, charged))},
+					Calls: []ledger.Call{
+						{Key: chargeKey, Op: ledger.OpCharge, N: 1, Start: at(10), Effect: true, EffectAt: at(11)},
+						{Key: chargeKey, Op: ledger.OpCharge, N: 2, Start: at(20), Effect: true, EffectAt: at(21)},
+					},
+					Provider: ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged}},
+				}
+			},
+			want: map[ledger.Invariant]int{ledger.DoubleCharge: 1},
+		},
+		"ChargeForAKeyNeverSent": {
+			input: func() *ledger.Input {
+				return &ledger.Input{
+					Sends:    []ledger.Send{send(chargeKey, chargeC, ledger.RoleFirst, 0, 100, succeeded(chargeKey, chargeC, charged))},
+					Provider: ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged, otherKey: charged}},
+				}
+			},
+			want: map[ledger.Invariant]int{ledger.DoubleCharge: 1},
+		},
+		"ReuseNeverRefused": {
+			input: func() *ledger.Input {
+				other := chargeC
+				other.Amount++
+				return &ledger.Input{
+					Sends: []ledger.Send{
+						send(chargeKey, chargeC, ledger.RoleFirst, 0, 100, succeeded(chargeKey, chargeC, charged)),
+						send(chargeKey, other, ledger.RoleReuse, 2000, 2100, nil),
+					},
+					Provider: ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged}},
+				}
+			},
+			want: map[ledger.Invariant]int{ledger.Stranded: 1},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			rep := ledger.Check(tc.input())
+			got := map[ledger.Invariant]int{}
+			for _, inv := range ledger.Invariants {
+				if n := rep.Count(inv); n > 0 {
+					got[inv] = n
+				}
+			}
+			want := tc.want
+			if want == nil {
+				want = map[ledger.Invariant]int{}
+			}
+			require.Equal(t, want, got, "violations: %v", rep.Violations)
+		})
+	}
+}
+
+func TestCheck_Stats(t *testing.T) {
+	t.Parallel()
+	in := deadLettered()
+	in.Sends = append(in.Sends, send(otherKey, chargeC, ledger.RoleFirst, 0, 100, succeeded(otherKey, chargeC, charged)))
+	in.Provider.Charges[otherKey] = charged
+	in.Calls = append(in.Calls, ledger.Call{Key: otherKey, Op: ledger.OpCharge, N: 1, Start: at(10), Effect: true, EffectAt: at(11)})
+	rep := ledger.Check(in)
+	require.True(t, rep.OK(), "violations: %v", rep.Violations)
+	require.Equal(t, 2, rep.Stats.Keys)
+	require.Equal(t, map[string]int{"succeeded": 1, "dead_lettered": 1}, rep.Stats.Final)
+	require.Equal(t, 1, rep.Stats.Charged)
+}
