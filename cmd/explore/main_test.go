@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -31,4 +32,15 @@ func TestRun_UsageErrors(t *testing.T) {
 	err := run(context.Background(), nil, []string{"EXPLORE_KEYS=0"}, &stdout, &stderr)
 	require.Equal(t, cli.ExitUsage, exitCode(err, &stderr), stderr.String())
 	require.Contains(t, stderr.String(), "--keys (from EXPLORE_KEYS) must be between 1 and 10000")
+}
+
+// TestRun_ConfigReference: the explorer's section of docs/configuration.md
+// is what its flags say (the page is generated from --config-reference).
+func TestRun_ConfigReference(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	require.ErrorIs(t, run(context.Background(), []string{cli.ReferenceFlag}, nil, &stdout, &stderr), cli.ErrHelp)
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	require.NoError(t, err)
+	require.NoError(t, cli.CheckReference(doc, "explore", stdout.Bytes()))
 }

@@ -26,7 +26,7 @@ import (
 )
 
 // programs are documented in this order.
-var programs = []string{"worker", "gateway", "producer", "demo", "bench"}
+var programs = []string{"worker", "gateway", "producer", "demo", "bench", "explore"}
 
 const header = `# Configuration reference
 
