@@ -168,7 +168,12 @@ func Scenarios() []*Scenario {
 			Proves: "a provider outage that mixes transient errors and lost responses (issue 17's trial): certainty comes from the key's whole " +
 				"history; every key answered dead_lettered is one the provider never charged, nor will",
 			Condition: "90% of provider calls fail transiently; half of the rest take effect and lose their response; two tries per key",
-			WorkerEnv: []string{"SIM_FAILURE_RATE=0.9", "SIM_AMBIGUOUS_RATE=0.5", "MAX_DELIVER=2", "RESOLVE_AFTER=1s"},
+			// Short retries inside a delivery, so that keys use their two
+			// tries within the scenario rather than in the first delivery's
+			// 15s of backoff.
+			WorkerEnv: []string{"SIM_FAILURE_RATE=0.9", "SIM_AMBIGUOUS_RATE=0.5", "MAX_DELIVER=2", "RESOLVE_AFTER=1s",
+				"RETRY_POLICIES=payment.charge:transient=10ms/20ms/1s/3,payment.charge:ambiguous=10ms/20ms/1s/3," +
+					"payment.refund:transient=10ms/20ms/1s/3,payment.refund:ambiguous=10ms/20ms/1s/3"},
 		},
 		{
 			Name:      "provider-transient",

@@ -459,6 +459,16 @@ func (c *checker) checkClaimed(k *keyFacts) {
 					cl.t.Sub(call.Start).Round(time.Millisecond), c.rel(call.EffectAt), when, c.callStory(k))
 				return // one finding per key
 			}
+			// A call after the claim takes effect only for a re-drive: a
+			// publish after the answer. A copy of the command sent before
+			// it (after the dedupe window, queued behind the lock) is the
+			// same command the client was told will not take effect.
+			if call.Op == effectOp(k.kind) && call.Effect && !call.Start.Before(cl.t) && !k.lastPublish.After(cl.t) {
+				c.claimf(RuleDeadLetter, k.key, "%s %s: %s at %s (dead letter at %s: \"did not take effect, nor will\"), but the provider holds %s, made by call #%d (%s) at %s, and no re-send re-drove the key after the dead letter (the last publish was at %s)%s",
+					k.kind, k.key, cl.by, c.rel(cl.seen), c.rel(cl.t), held, call.N, call.Behaviour, c.rel(call.Start),
+					c.rel(k.lastPublish), c.callStory(k))
+				return // one finding per key
+			}
 		}
 	}
 }

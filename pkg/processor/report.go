@@ -253,6 +253,13 @@ func (p *Processor) deadLetter(ctx context.Context, d *delivery, v verdict) {
 	p.terminate(ctx, d, "dead-lettered: "+v.reason)
 }
 
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // errAbandoned: a failpoint fired; the delivery does nothing more.
 var errAbandoned = errors.New("processor: abandoned at a failpoint")
 
@@ -273,8 +280,14 @@ func (p *Processor) deadLetterSteps(ctx context.Context, d *delivery, v verdict)
 	if v.effect == dedupe.EffectUnknown {
 		body = d.msg.Data()
 	}
+	// The fence covers every message of the key published until now, not
+	// only this one: a copy of the command sent again after the dedupe
+	// window, still waiting behind this delivery's lock, must end as this
+	// dead letter too. Run after it, it could take effect after the client
+	// was told dead_lettered ("no call for the key can take effect
+	// afterwards"). A re-drive is a publish after the answer.
 	stored, err := p.store.DeadLetter(context.WithoutCancel(ctx), d.lease, dedupe.DeadLetter{
-		Published: d.published, Effect: v.effect, Voided: v.voided, Body: body, Kind: d.kind, Fingerprint: d.fp,
+		Published: latest(d.published, time.Now()), Effect: v.effect, Voided: v.voided, Body: body, Kind: d.kind, Fingerprint: d.fp,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("record the dead letter after its copy: %w", err)

@@ -126,6 +126,46 @@ func TestProcessor_Truth(t *testing.T) {
 		}
 	})
 
+	// Found by the chaos suite's provider-outage-mix: a client re-sends its
+	// command after the dedupe window while the first copy still runs; the
+	// first copy runs out of tries and is dead-lettered as dead_lettered;
+	// the second copy, already queued, then ran as a re-drive and took
+	// effect - after the client was told it never would. Every copy
+	// published before the dead letter ends as that dead letter.
+	t.Run("ACopyQueuedBeforeTheDeadLetterEndsWithIt", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.cfg.MaxDeliver = 1
+		b.cfg.DedupeWindow = 100 * time.Millisecond
+		release := make(chan struct{})
+		var calls atomic.Int32
+		slow := &funcProvider{charge: func(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {
+			if calls.Add(1) == 1 {
+				<-release
+				return messages.ChargeData{}, processor.TransientError(errors.New("unavailable"))
+			}
+			return b.sim.Charge(ctx, key, req) // the provider is back
+		}}
+		mux := processor.NewMux()
+		charge.Register(mux, slow)
+		b.startWorker(t, mux, func(c *processor.Config) { c.Retry = quickPolicy(0) })
+
+		key := newKey()
+		b.charge(t, key, 800)
+		eventuallyf(t, 10*time.Second, func() bool { return calls.Load() == 1 }, "the first copy is in the provider")
+		waitPast(t, 150*time.Millisecond)
+		require.False(t, b.charge(t, key, 800).Duplicate, "a second copy, after the window")
+		time.Sleep(300 * time.Millisecond) // it meets the first copy's lock
+		close(release)
+
+		answers := b.answers.waitAnswers(t, key, 2)
+		for _, a := range answers {
+			require.Equal(t, messages.CodeDeadLettered, a.Code, "every copy sent before the dead letter ends as it: %+v", a)
+		}
+		b.drained(t)
+		require.Zero(t, b.charges(t), "told dead_lettered, then charged by the queued copy")
+	})
+
 	// Suspected, confirmed: on a Redis Cluster (here: SeparateEffects, the
 	// same path) a worker paused between Begin and applying a cart.add's
 	// effect could add after its key was answered dead_lettered.
