@@ -275,6 +275,14 @@ func (p *Plan) drawKey(rng *rand.Rand, i int, charges []*KeyPlan) *KeyPlan {
 			k.Resends = append(k.Resends, Resend{After: after})
 		}
 	}
+	if len(k.Calls) > 2 && rng.Float64() < 0.5 {
+		// A client that gives up waiting and sends the command again just
+		// after the dedupe window, while the first copy still uses its
+		// tries in an outage: the copy waits behind the first one's lock
+		// and must end with it (the chaos suite's provider-outage-mix found
+		// it running as a re-drive after dead_lettered).
+		k.Resends = append(k.Resends, Resend{After: dedupeWindow + 50*time.Millisecond + time.Duration(rng.Int64N(int64(400*time.Millisecond)))})
+	}
 	if rng.Float64() < s.PReuse {
 		k.Resends = append(k.Resends, Resend{After: time.Duration(rng.Int64N(int64(3 * time.Second))), Reuse: true})
 	}
