@@ -280,6 +280,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	}
 	reloadOnHUP(ctx, keys, log)
 	reg := telemetry.NewRegistry()
+	reg.MustRegister(telemetry.BuildInfo(cli.Version))
 	gw, err := gateway.New(nc, &gateway.Config{
 		Topology:           f.Topology(),
 		Wait:               f.Wait,
