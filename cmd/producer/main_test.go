@@ -48,7 +48,7 @@ func cliEnv(env *loadtest.Env) []string {
 		"COMMAND_SUBJECTS=" + s.Command, "RESULT_SUBJECTS=" + s.Result, "REJECTED_SUBJECTS=" + s.Rejected,
 		"RESULT_STREAM=" + env.Config.Topology.ResultStream,
 		"COMMAND_STREAM=" + env.Config.Topology.CommandStream, "DEADLETTER_STREAM=" + env.Config.Topology.DeadLetterStream,
-		"DEADLETTER_SUBJECTS=" + s.DeadLetter,
+		"DEADLETTER_SUBJECTS=" + s.DeadLetter, "LOOKUP_SUBJECTS=" + s.Lookup,
 		"REDIS_URL=" + env.RedisURL, "REDIS_KEY_PREFIX=" + env.Config.KeyPrefix,
 	}
 }
