@@ -13,9 +13,9 @@ import (
 
 // Actions of the audit log.
 const (
-	ActionEvict      = "evict"
-	ActionDLQReplay  = "dlq.replay"
-	ActionDLQPurge   = "dlq.purge"
+	ActionEvict     = "evict"
+	ActionDLQReplay = "dlq.replay"
+	ActionDLQPurge  = "dlq.purge"
 )
 
 // AuditEntry is one line of the audit log: who did what to which key,
