@@ -60,18 +60,13 @@ func (f *dlqFilterFlags) filter(now time.Time) (*admin.Filter, error) {
 	return out, nil
 }
 
-// parseAge reads an age (a duration before now) or a time.
+// parseAge reads an age or a time (admin.ParseAge), naming flag.
 func parseAge(flag, s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
+	t, err := admin.ParseAge(s, now)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%s %w", flag, err)
 	}
-	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
-		return now.Add(-d), nil
-	}
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t, nil
-	}
-	return time.Time{}, fmt.Errorf("%s %q: want an age (a Go duration, e.g. 90m) or a time (RFC 3339, e.g. 2026-12-08T10:00:00Z)", flag, s)
+	return t, nil
 }
 
 // list connects and returns the dead letters the flags select.

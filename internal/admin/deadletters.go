@@ -419,3 +419,19 @@ func (a *Admin) Purge(ctx context.Context, entries []Entry, dryRun bool) (*Purge
 	}
 	return rep, nil
 }
+
+// ParseAge reads an age or a time, as the filters take them: a Go
+// duration is that long before now (1h: an hour ago), anything else an
+// RFC 3339 time. The empty string is the zero time (no bound).
+func ParseAge(s string, now time.Time) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return now.Add(-d), nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%q: want an age (a Go duration, e.g. 90m) or a time (RFC 3339, e.g. 2026-12-08T10:00:00Z)", s)
+}
