@@ -88,7 +88,7 @@ func TestBrowser_Incident(t *testing.T) {
 	require.NoError(t, good.Stop(ctx))
 	down, err := env.StartWorker(&sim.Config{FailureRate: 1}) // the provider is down
 	require.NoError(t, err)
-	var dead []string
+	dead := make([]string, 0, 4)
 	for i := range 4 {
 		key := client.NewKey()
 		_, err := c.Charge(ctx, key, messages.ChargeRequest{AccountID: "acct_outage_" + strconv.Itoa(i), Amount: 2500, Currency: "EUR"})

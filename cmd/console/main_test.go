@@ -73,7 +73,9 @@ func startConsole(t *testing.T, env *loadtest.Env, extra ...string) *consoleProc
 	go func() { done <- run(ctx, nil, append(envOf(env), extra...), io.Discard, p.out) }()
 	p.stop = func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			t.Logf("console: %v", err)
+		}
 	}
 	t.Cleanup(p.stop)
 	deadline := time.Now().Add(20 * time.Second)

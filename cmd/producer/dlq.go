@@ -141,11 +141,7 @@ func statusText(e *admin.Entry) string {
 }
 
 func summaryLine(l *admin.Listing) string {
-	counts := map[admin.Status]int{}
-	for k, v := range l.Counts {
-		counts[k] = v
-	}
-	s := fmt.Sprintf("%d dead letter(s) match (%s)", len(l.Entries), joinCounts(counts))
+	s := fmt.Sprintf("%d dead letter(s) match (%s)", len(l.Entries), joinCounts(l.Counts))
 	if l.Truncated() {
 		s += fmt.Sprintf("; read the newest %d of %d (--scan-limit)", l.Read, l.Total)
 	}

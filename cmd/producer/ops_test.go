@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -51,14 +52,21 @@ func listed(t *testing.T, cli []string, args ...string) []map[string]any {
 func statuses(entries []map[string]any) map[string]string {
 	out := map[string]string{}
 	for _, e := range entries {
-		out[e["key"].(string)+"#"+jsonNumber(e["sequence"])] = e["status"].(string)
+		out[fmt.Sprintf("%v#%v", e["key"], e["sequence"])] = fmt.Sprint(e["status"])
 	}
 	return out
 }
 
-func jsonNumber(v any) string {
-	b, _ := json.Marshal(v)
-	return string(b)
+// field reads a nested member of decoded JSON, or nil.
+func field(v any, path ...string) any {
+	for _, p := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[p]
+	}
+	return v
 }
 
 // TestRun_DLQBulk walks an outage with the producer: dead letters of two
@@ -97,7 +105,7 @@ func TestRun_DLQBulk(t *testing.T) {
 	require.Len(t, all, 4)
 	for _, e := range all {
 		require.Equal(t, "pending", e["status"], e)
-		require.Equal(t, "dead_lettered", e["state"].(map[string]any)["state"])
+		require.Equal(t, "dead_lettered", field(e, "state", "state"))
 	}
 	r := runCLI(t, cli, "dlq", "list")
 	require.Equal(t, 0, r.code, r.stderr)
@@ -224,10 +232,10 @@ func TestRun_Key(t *testing.T) {
 	require.Equal(t, 0, r.code, r.stderr)
 	var rep map[string]any
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep), r.stdout)
-	require.Equal(t, "completed", rep["record"].(map[string]any)["state"])
-	require.Equal(t, "succeeded", rep["result"].(map[string]any)["outcome"].(map[string]any)["status"])
-	require.InDelta(t, 1.0, rep["provider_ledger"].(map[string]any)["calls"], 0)
-	require.Equal(t, true, rep["eviction"].(map[string]any)["allowed"])
+	require.Equal(t, "completed", field(rep, "record", "state"))
+	require.Equal(t, "succeeded", field(rep, "result", "outcome", "status"))
+	require.InDelta(t, 1.0, field(rep, "provider_ledger", "calls"), 0)
+	require.Equal(t, true, field(rep, "eviction", "allowed"))
 
 	r = runCLI(t, cli, "key", "timeline", key)
 	require.Equal(t, 0, r.code, r.stderr)

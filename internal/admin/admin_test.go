@@ -86,16 +86,16 @@ func states(t *testing.T, b *testBundle) map[string]string {
 	require.NoError(t, b.store.Settle(ctx, lease, dedupe.EffectNone, false))
 	_, lease = begin("idleUnknown")
 	require.NoError(t, b.store.Settle(ctx, lease, dedupe.EffectUnknown, false))
-	key, lease := begin("completed")
+	_, lease = begin("completed")
 	_, err := b.store.Commit(ctx, lease, fp, outcome, nil)
 	require.NoError(t, err)
 	_, lease = begin("deadNone")
 	_, err = b.store.DeadLetter(ctx, lease, dl(dedupe.EffectNone))
 	require.NoError(t, err)
-	key, lease = begin("deadUnknown")
+	_, lease = begin("deadUnknown")
 	_, err = b.store.DeadLetter(ctx, lease, dl(dedupe.EffectUnknown))
 	require.NoError(t, err)
-	key, lease = begin("deadVoided")
+	key, lease := begin("deadVoided")
 	_, err = b.store.DeadLetter(ctx, lease, dl(dedupe.EffectUnknown))
 	require.NoError(t, err)
 	lease, err = b.store.Acquire(ctx, key)
@@ -192,6 +192,7 @@ func TestAdmin_Evict(t *testing.T) {
 	}
 
 	t.Run("Locked", func(t *testing.T) {
+		t.Parallel()
 		key := client.NewKey()
 		lease, _, err := b.store.AcquireBegin(ctx, key, try(time.Now()))
 		require.NoError(t, err)
@@ -211,6 +212,7 @@ func TestAdmin_Evict(t *testing.T) {
 		require.NoError(t, err, "released: evicted")
 	})
 	t.Run("Changed", func(t *testing.T) {
+		t.Parallel()
 		key := client.NewKey()
 		lease, _, err := b.store.AcquireBegin(ctx, key, try(time.Now()))
 		require.NoError(t, err)
@@ -227,6 +229,7 @@ func TestAdmin_Evict(t *testing.T) {
 		require.Equal(t, 2, rec.Tries, "left as it was")
 	})
 	t.Run("Absent", func(t *testing.T) {
+		t.Parallel()
 		_, err := b.admin.Evict(ctx, client.NewKey(), "tester", nil)
 		require.ErrorIs(t, err, admin.ErrNoRecord)
 		_, err = b.admin.Evict(ctx, "not-a-key", "tester", nil)

@@ -175,7 +175,7 @@ type Listing struct {
 }
 
 // Truncated reports whether older dead letters were left unread.
-func (l *Listing) Truncated() bool { return uint64(l.Read) < l.Total }
+func (l *Listing) Truncated() bool { return uint64(max(l.Read, 0)) < l.Total }
 
 // DeadLetters reads the newest Config.ScanLimit dead letters and returns
 // those f selects, each with its status: every key among them is looked

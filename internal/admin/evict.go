@@ -69,7 +69,7 @@ func EvictionOf(rec *Record, lock *Lock) Eviction {
 	if rec == nil {
 		return Eviction{Refused: "there is no record"}
 	}
-	why := ""
+	var why string
 	switch {
 	case lock != nil:
 		why = refusedLocked
@@ -210,7 +210,7 @@ func (a *Admin) Evict(ctx context.Context, key, who string, expect *Expect) (*Re
 	entry := AuditEntry{At: time.Now(), Who: who, Action: ActionEvict, Key: key, Record: rec.Fields,
 		Detail: "evicted a " + rec.State + " record"}
 	if err := a.Audit(ctx, entry); err != nil {
-		return rec, fmt.Errorf("%w (%v); the record held %v", ErrAudit, err, rec.Fields)
+		return rec, fmt.Errorf("%w (%w); the record held %v", ErrAudit, err, rec.Fields)
 	}
 	return rec, nil
 }

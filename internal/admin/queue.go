@@ -32,7 +32,7 @@ func (a *Admin) Queue(ctx context.Context) (*Queue, error) {
 	if err == nil {
 		var info *jetstream.ConsumerInfo
 		if info, err = cons.Info(ctx); err == nil {
-			q.Pending, q.AckPending, q.Redelivered = info.NumPending, uint64(info.NumAckPending), uint64(info.NumRedelivered)
+			q.Pending, q.AckPending, q.Redelivered = info.NumPending, uint64(max(info.NumAckPending, 0)), uint64(max(info.NumRedelivered, 0))
 		}
 	}
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -67,14 +68,7 @@ var funcs = template.FuncMap{
 	"kinds": func() []string {
 		return []string{messages.KindPaymentCharge, messages.KindPaymentRefund, messages.KindCartAdd}
 	},
-	"has": func(list []string, v string) bool {
-		for _, x := range list {
-			if x == v {
-				return true
-			}
-		}
-		return false
-	},
+	"has":        slices.Contains[[]string],
 	"replayable": func(e admin.Entry) bool { ok, _ := admin.Replayable(&e); return ok },
 }
 
@@ -86,10 +80,6 @@ func roundDur(d time.Duration) time.Duration {
 		return d.Round(100 * time.Millisecond)
 	}
 	return d.Round(time.Second)
-}
-
-func (s *Server) ctx(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.Context(), requestTimeout)
 }
 
 // loginData is the login page's.
@@ -128,7 +118,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	s.sessions.issue(w, caller, exp, time.Now())
 	s.log.Info("console: login", "tenant", caller.Tenant, "subject", caller.Subject, "method", caller.Method, "remote", r.RemoteAddr)
-	http.Redirect(w, r, next, http.StatusSeeOther)
+	http.Redirect(w, r, next, http.StatusSeeOther) //nolint:gosec // G710: localPath keeps it a path on the console
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
@@ -153,7 +143,7 @@ type overviewData struct {
 }
 
 func (s *Server) overview(w http.ResponseWriter, r *http.Request, sess *session) {
-	ctx, cancel := s.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	d := overviewData{Rates: s.cfg.Scraper.Rates()}
 	var err error
@@ -271,19 +261,21 @@ type deadLettersData struct {
 	Replayable int
 }
 
-func (s *Server) listing(r *http.Request, form filterForm) (*admin.Listing, error) {
+// listing reads the dead letters form selects, within requestTimeout of
+// ctx.
+func (s *Server) listing(ctx context.Context, form filterForm) (*admin.Listing, error) {
 	f, err := form.filter(time.Now())
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := s.ctx(r)
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	return s.admin.DeadLetters(ctx, f)
 }
 
 func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request, sess *session) {
 	form := formOf(r.URL.Query())
-	l, err := s.listing(r, form)
+	l, err := s.listing(r.Context(), form)
 	if err != nil {
 		s.fail(w, sess, http.StatusBadRequest, err, "/deadletters")
 		return
@@ -309,12 +301,12 @@ type bulkData struct {
 
 func (s *Server) replayConfirm(w http.ResponseWriter, r *http.Request, sess *session) {
 	form := formOf(r.URL.Query())
-	l, err := s.listing(r, form)
+	l, err := s.listing(r.Context(), form)
 	if err != nil {
 		s.fail(w, sess, http.StatusBadRequest, err, "/deadletters")
 		return
 	}
-	ctx, cancel := s.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	rep := s.admin.Replay(ctx, l.Entries, true)
 	s.render(w, sess, "replay", "Replay dead letters", http.StatusOK, bulkData{Form: form, Listing: l, Replay: rep})
@@ -324,7 +316,7 @@ func (s *Server) replayConfirm(w http.ResponseWriter, r *http.Request, sess *ses
 // what was pending when the operator confirmed may have moved on).
 func (s *Server) replay(w http.ResponseWriter, r *http.Request, sess *session) {
 	form := formOf(r.PostForm)
-	l, err := s.listing(r, form)
+	l, err := s.listing(r.Context(), form)
 	if err != nil {
 		s.fail(w, sess, http.StatusBadRequest, err, "/deadletters")
 		return
@@ -341,12 +333,12 @@ func (s *Server) replay(w http.ResponseWriter, r *http.Request, sess *session) {
 
 func (s *Server) purgeConfirm(w http.ResponseWriter, r *http.Request, sess *session) {
 	form := formOf(r.URL.Query())
-	l, err := s.listing(r, form)
+	l, err := s.listing(r.Context(), form)
 	if err != nil {
 		s.fail(w, sess, http.StatusBadRequest, err, "/deadletters")
 		return
 	}
-	ctx, cancel := s.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	rep, _ := s.admin.Purge(ctx, l.Entries, true)
 	s.render(w, sess, "purge", "Purge dead letters", http.StatusOK, bulkData{Form: form, Listing: l, Purge: rep})
@@ -354,12 +346,12 @@ func (s *Server) purgeConfirm(w http.ResponseWriter, r *http.Request, sess *sess
 
 func (s *Server) purge(w http.ResponseWriter, r *http.Request, sess *session) {
 	form := formOf(r.PostForm)
-	l, err := s.listing(r, form)
+	l, err := s.listing(r.Context(), form)
 	if err != nil {
 		s.fail(w, sess, http.StatusBadRequest, err, "/deadletters")
 		return
 	}
-	ctx, cancel := s.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	rep, err := s.admin.Purge(ctx, l.Entries, false)
 	if rep != nil && rep.Purged > 0 {
@@ -396,7 +388,7 @@ type unknownData struct {
 }
 
 func (s *Server) unknown(w http.ResponseWriter, r *http.Request, sess *session) {
-	ctx, cancel := s.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	keys, total, err := s.admin.UnknownKeys(ctx, 200)
 	if err != nil {
@@ -430,7 +422,7 @@ type keyData struct {
 
 func (s *Server) key(w http.ResponseWriter, r *http.Request, sess *session) {
 	key := r.PathValue("key")
-	ctx, cancel := s.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	rep, err := s.admin.Inspect(ctx, key)
 	if errors.Is(err, admin.ErrInvalidKey) {
@@ -450,7 +442,7 @@ func (s *Server) key(w http.ResponseWriter, r *http.Request, sess *session) {
 
 func (s *Server) evictConfirm(w http.ResponseWriter, r *http.Request, sess *session) {
 	key := r.PathValue("key")
-	ctx, cancel := s.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	rep, err := s.admin.Inspect(ctx, key)
 	if err != nil {
@@ -462,7 +454,7 @@ func (s *Server) evictConfirm(w http.ResponseWriter, r *http.Request, sess *sess
 
 func (s *Server) evict(w http.ResponseWriter, r *http.Request, sess *session) {
 	key := r.PathValue("key")
-	ctx, cancel := s.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	if r.PostFormValue("understood") == "" {
 		s.fail(w, sess, http.StatusBadRequest, errors.New("tick the box that says what evicting means, then evict"), "/keys/"+url.PathEscape(key)+"/evict")
@@ -492,7 +484,7 @@ func (s *Server) evict(w http.ResponseWriter, r *http.Request, sess *session) {
 }
 
 func (s *Server) audit(w http.ResponseWriter, r *http.Request, sess *session) {
-	ctx, cancel := s.ctx(r)
+	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 	log, err := s.admin.AuditLog(ctx, 200, "")
 	if err != nil {

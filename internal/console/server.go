@@ -166,8 +166,6 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /audit", s.auth(s.audit))
 }
 
-type sessionKey struct{}
-
 // auth serves h to a logged-in operator: a GET without a session goes to
 // the login page, a POST without one, or without the session's CSRF
 // token, is refused.

@@ -77,7 +77,9 @@ func (s *sessions) issue(w http.ResponseWriter, caller *gateway.Caller, tokenExp
 	sess := session{Who: who + " (" + method + ")", Exp: exp.Unix(), Nonce: b64.EncodeToString(nonce)}
 	payload, _ := json.Marshal(sess) //nolint:errchkjson // strings and an int
 	value := b64.EncodeToString(payload) + "." + b64.EncodeToString(s.mac("session", string(payload)))
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: value, Path: "/", Expires: exp, HttpOnly: true,
+	// Secure is the operator's setting (CONSOLE_SECURE_COOKIE): a console
+	// reached over plain HTTP on the operators' network must still log in.
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: value, Path: "/", Expires: exp, HttpOnly: true, //nolint:gosec // G124: see above
 		Secure: s.secure, SameSite: http.SameSiteStrictMode})
 }
 
@@ -108,7 +110,7 @@ func (s *sessions) read(r *http.Request, now time.Time) (*session, error) {
 
 // clear ends the browser's session.
 func (s *sessions) clear(w http.ResponseWriter) {
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, //nolint:gosec // G124: as in issue
 		Secure: s.secure, SameSite: http.SameSiteStrictMode})
 }
 
