@@ -170,6 +170,11 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 	}
 	mux := processor.NewMux()
 	ops.Register(mux, provider, cfg.KeyPrefix)
+	if ns != "" {
+		// Deferred before the workers' stop, so it runs after it: a worker
+		// still running when its streams go puts them back.
+		defer cleanup(context.WithoutCancel(ctx), natsURL, rdb, cfg)
+	}
 	var workers []*processor.Processor
 	defer func() {
 		// Not cancelled with ctx: an interrupted demo still drains its workers.
@@ -196,9 +201,6 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 	}
 	say("started %d workers (dedupe window %v, provider failing %.0f%% of calls transiently)",
 		c.Workers, c.DedupeWindow, 100*c.FailureRate)
-	if ns != "" {
-		defer cleanup(context.WithoutCancel(ctx), natsURL, rdb, cfg)
-	}
 
 	// The load: a client like any service would use.
 	nc, err := nats.Connect(natsURL, nats.Name("idempay-demo-client"))
@@ -305,8 +307,9 @@ func demoConfig(ns string, c *flags) *processor.Config {
 }
 
 // cleanup removes the streams and Redis keys the demo made on servers it
-// did not start. It runs after ctx is cancelled too: pass one without
-// cancellation (context.WithoutCancel).
+// did not start. It must run after the workers stopped (a running worker
+// re-creates a stream that vanished under it), and after ctx is cancelled
+// too: pass one without cancellation (context.WithoutCancel).
 func cleanup(ctx context.Context, natsURL string, rdb redis.UniversalClient, cfg *processor.Config) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

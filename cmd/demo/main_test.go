@@ -10,9 +10,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/internal/cli"
+	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/gateway"
 )
 
@@ -80,4 +83,42 @@ func TestRun_DemoStripe(t *testing.T) {
 	require.Contains(t, s, "started stripe-mock at http://127.0.0.1:")
 	require.Contains(t, s, "OK: every command has exactly one outcome and every retry got it back, through Stripe's API")
 	require.Contains(t, s, "disagreeing keys                 0")
+}
+
+// TestRun_DemoOnYourServers runs the demo against a NATS and a Redis of
+// one's own, as its --nats-url and --redis-url promise: it removes what it
+// made (its prefixed streams and keys) and leaves nothing behind. It left
+// its command stream: the cleanup ran while its workers still ran, and
+// they put the stream back (the trial of issue 18).
+func TestRun_DemoOnYourServers(t *testing.T) {
+	ns, err := testenv.StartNATS()
+	require.NoError(t, err)
+	defer ns.Shutdown()
+	rs, err := testenv.StartRedis()
+	require.NoError(t, err)
+	defer rs.Shutdown()
+	var out, errOut bytes.Buffer
+	err = run(context.Background(), []string{"--count", "200", "--concurrency", "16"},
+		[]string{"NATS_URL=" + ns.URL, "REDIS_URL=" + rs.URL}, &out, &errOut)
+	require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", out.String(), errOut.String())
+	require.Contains(t, out.String(), "streams and subjects prefixed")
+
+	nc, err := nats.Connect(ns.URL)
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	var left []string
+	names := js.StreamNames(context.Background())
+	for n := range names.Name() {
+		left = append(left, n)
+	}
+	require.NoError(t, names.Err())
+	require.Empty(t, left, "the demo's streams are gone")
+	rdb, err := testenv.ConnectRedis(rs.URL)
+	require.NoError(t, err)
+	defer rdb.Close()
+	keys, err := rdb.Keys(context.Background(), "*").Result()
+	require.NoError(t, err)
+	require.Empty(t, keys, "the demo's keys are gone")
 }

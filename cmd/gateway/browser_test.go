@@ -291,7 +291,7 @@ func paymentPosts(t *testing.T, url string) int {
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, `idempay_gateway_requests_total{route="/v1/payments"`) {
+		if strings.HasPrefix(line, `idempay_gateway_requests_total{`) && strings.Contains(line, `route="/v1/payments"`) {
 			f := strings.Fields(line)
 			v, err := strconv.ParseFloat(f[len(f)-1], 64)
 			require.NoError(t, err, line)

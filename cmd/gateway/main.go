@@ -71,7 +71,7 @@ type flags struct {
 	LogFormat       string        `name:"log-format" env:"LOG_FORMAT" default:"text" enum:"text,json" help:"Log format: text or json."`
 
 	Auth               string  `name:"auth" env:"GATEWAY_AUTH" default:"apikeys" group:"Callers and tenants" help:"How /v1/ requests authenticate: apikeys, jwt, or both comma-separated (tried in that order); or none (no credentials, every request as tenant public, keys unscoped UUIDs: for one's own machine only, logged as a warning). The gateway refuses to start when a method listed lacks its settings."`
-	APIKeysFile        string  `name:"api-keys-file" env:"GATEWAY_API_KEYS_FILE" group:"Callers and tenants" help:"For apikeys: the file of tenants, one per line: <tenant_id> <sha256 hex of the secret> [rate=<per second>] [burst=<n>] [concurrency=<n>]; # comments. Callers send Authorization: Bearer <secret>. SIGHUP reloads it. --new-api-key makes a line."`
+	APIKeysFile        string  `name:"api-keys-file" env:"GATEWAY_API_KEYS_FILE" group:"Callers and tenants" help:"For apikeys: the file of tenants, one per line: <tenant_id> <sha256 hex of the secret> [rate=<per second>] [burst=<n>] [concurrency=<n>] [role=<name>]; # comments. role=operator is for the operators' console, which reads the same format; the gateway gives a role no power. Callers send Authorization: Bearer <secret>. SIGHUP reloads it. --new-api-key makes a line."`
 	JWKSURL            string  `name:"jwks-url" env:"GATEWAY_JWKS_URL" group:"Callers and tenants" help:"For jwt: the identity provider's JWK Set URL (RS256 and ES256 keys), fetched at start, hourly, and again for a token whose kid it lacks (at most every 10s)."`
 	JWTIssuer          string  `name:"jwt-issuer" env:"GATEWAY_JWT_ISSUER" group:"Callers and tenants" help:"For jwt: the iss every token must have."`
 	JWTAudience        string  `name:"jwt-audience" env:"GATEWAY_JWT_AUDIENCE" group:"Callers and tenants" help:"For jwt: an aud every token must have."`
@@ -280,6 +280,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	}
 	reloadOnHUP(ctx, keys, log)
 	reg := telemetry.NewRegistry()
+	reg.MustRegister(telemetry.BuildInfo(cli.Version))
 	gw, err := gateway.New(nc, &gateway.Config{
 		Topology:           f.Topology(),
 		Wait:               f.Wait,

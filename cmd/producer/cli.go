@@ -25,7 +25,8 @@ type grammar struct {
 		Add cartAddCmd `cmd:"" help:"Send one cart.add and print its answer."`
 	} `cmd:"" help:"Cart commands."`
 	Status statusCmd `cmd:"" help:"Print the stored outcome of a key, without sending anything."`
-	DLQ    dlqCmd    `cmd:"" name:"dlq" help:"The dead letters: list, show, replay or purge them."`
+	DLQ    dlqCmd    `cmd:"" name:"dlq" help:"The dead letters: list, show, replay or purge them, one key or in bulk with filters."`
+	Key    keyCmd    `cmd:"" help:"One key as the workers hold it: its record, lock and history; evict its record."`
 	Load   loadCmd   `cmd:"" help:"Send many commands with retries, and check that every key got one outcome."`
 }
 

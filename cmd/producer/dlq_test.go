@@ -48,7 +48,7 @@ func TestRun_DLQ(t *testing.T) {
 	require.Contains(t, shown[0]["reason"], "provider temporarily unavailable")
 
 	r = runCLI(t, cli, "dlq", "replay", key)
-	require.Equal(t, exitNoAnswer, r.code, "refused inside the duplicate window")
+	require.Equal(t, exitNoAnswer, r.code, "refused inside the duplicate window: %s %s", r.stdout, r.stderr)
 	require.Contains(t, r.stderr, "duplicate window")
 	require.Contains(t, r.stderr, "replay after")
 

@@ -134,11 +134,17 @@ func (c *loadCmd) Run(ctx context.Context, g *Globals, out *output) error {
 		return err
 	}
 	var ledger *load.Ledger
+	var noLedger error
 	if rdb != nil {
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		ledger, err = load.CheckLedger(lctx, rdb, c.KeyPrefix, s)
 		cancel()
-		if err != nil {
+		switch {
+		case errors.Is(err, load.ErrNoLedger):
+			// The summary still stands; the ledger was looked for in the
+			// wrong place (--redis-key-prefix): a usage error, after it.
+			noLedger = usageError("load", fmt.Errorf("--verify-ledger with --redis-key-prefix (REDIS_KEY_PREFIX) %q: %w", c.KeyPrefix, err))
+		case err != nil:
 			return err
 		}
 	}
@@ -159,6 +165,8 @@ func (c *loadCmd) Run(ctx context.Context, g *Globals, out *output) error {
 	switch {
 	case len(s.Disagreeing) > 0:
 		return &answerError{code: exitDisagree, err: fmt.Errorf("%d keys got disagreeing answers", len(s.Disagreeing))}
+	case noLedger != nil:
+		return noLedger
 	case ledger != nil && !ledger.OK():
 		return &answerError{code: exitDisagree, err: fmt.Errorf("the ledger disagrees with the answers in %d places", len(ledger.Mismatches))}
 	case !s.OK():

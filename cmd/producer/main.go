@@ -13,7 +13,10 @@
 // take effect), 2 rejected (nothing changed), 3 no answer (not connected,
 // timed out, publish unconfirmed, or no stored outcome: retrying with the
 // same key is safe), 4 a load found keys with disagreeing answers or a
-// ledger mismatch, 64 usage error.
+// ledger mismatch, 64 usage error. The operators' commands (key, dlq):
+// 0 done, 1 error (or a bulk replay some of whose keys got no outcome),
+// 2 refused (key evict: the key is locked or its record must not go),
+// 3 nothing matched, 64 usage error.
 package main
 
 import (
@@ -48,7 +51,10 @@ const description = "Sends idempay commands to NATS JetStream and prints their a
 	"Exit status: 0 succeeded, 1 failed (definitively not done), 2 rejected (nothing changed), " +
 	"3 no answer yet (not connected, timed out or unconfirmed, or outcome_unknown: the outcome is not known yet; " +
 	"sending again with the same --key is safe and learns it - never use a new key; or no stored outcome), " +
-	"4 a load found disagreeing answers or a ledger mismatch, 64 usage error."
+	"4 a load found disagreeing answers or a ledger mismatch, 64 usage error. " +
+	"The operators' commands (key, dlq): 0 done, 1 error (or a bulk replay some of whose keys got no outcome), " +
+	"2 refused (key evict: the key is locked or its record must not go), 3 nothing matched (no such dead letter, " +
+	"nothing holds the key), 64 usage error."
 
 // run parses args (without the program name) with env ("NAME=value"
 // entries, as os.Environ gives them) supplying defaults, runs the command,

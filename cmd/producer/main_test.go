@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func cliEnv(env *loadtest.Env) []string {
 		"COMMAND_SUBJECTS=" + s.Command, "RESULT_SUBJECTS=" + s.Result, "REJECTED_SUBJECTS=" + s.Rejected,
 		"RESULT_STREAM=" + env.Config.Topology.ResultStream,
 		"COMMAND_STREAM=" + env.Config.Topology.CommandStream, "DEADLETTER_STREAM=" + env.Config.Topology.DeadLetterStream,
-		"DEADLETTER_SUBJECTS=" + s.DeadLetter,
+		"DEADLETTER_SUBJECTS=" + s.DeadLetter, "LOOKUP_SUBJECTS=" + s.Lookup,
 		"REDIS_URL=" + env.RedisURL, "REDIS_KEY_PREFIX=" + env.Config.KeyPrefix,
 	}
 }
@@ -294,6 +295,17 @@ func TestRun_Load(t *testing.T) {
 	for _, w := range []string{"dropped by JetStream", "replayed by workers", "latency", "p99", "disagreeing keys      0"} {
 		require.Contains(t, r.stdout, w)
 	}
+
+	// The ledger looked for under another prefix: not hundreds of
+	// disagreements (the trial of issue 18 saw 851, exit 4) but a usage
+	// error that says where it looked and where ledgers are.
+	r = runCLI(t, cliEnv(env), "load", "--count", "50", "--verify-ledger", "--redis-key-prefix", "wrong:")
+	require.Equal(t, exitUsage, r.code, r.stdout+r.stderr)
+	require.Contains(t, r.stdout, "disagreeing keys      0", "the summary still stands")
+	require.Contains(t, r.stderr, `--verify-ledger with --redis-key-prefix (REDIS_KEY_PREFIX) "wrong:": load: no ledger here`)
+	require.Contains(t, r.stderr, "check the prefix")
+	require.Contains(t, r.stderr, strconv.Quote(env.Config.KeyPrefix), "the prefix the ledger is under")
+	require.NotContains(t, r.stdout, "DISAGREES")
 }
 
 // TestRun_Tenant: --tenant sends the tenant's own keys under their scoped

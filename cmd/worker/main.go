@@ -186,6 +186,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	opsProvider := provider
 	if f.MetricsAddr != "" {
 		reg = telemetry.NewRegistry()
+		reg.MustRegister(telemetry.BuildInfo(cli.Version))
 		if metrics, err = processor.NewMetrics(reg); err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -101,6 +102,61 @@ func TestWorker_Metrics(t *testing.T) {
 	require.Positive(t, sum("idempay_command_duration_seconds_count", `kind="payment.charge"`))
 	require.Contains(t, m, "idempay_consumer_pending_messages")
 	require.Positive(t, sum("go_goroutines"))
+}
+
+// TestWorker_MetricsAtStart scrapes a worker that has done nothing yet:
+// idempay_build_info names its version, and the series alerting and the
+// dashboard query (answers by kind and status, dead letters by effect,
+// resolutions by result, redeliveries by reason, the latency histogram)
+// are there at zero, for every kind of the contract.
+func TestWorker_MetricsAtStart(t *testing.T) {
+	t.Parallel()
+	d := newDeployment(t, "METRICS_ADDR=127.0.0.1:0")
+	w := d.start(t)
+	addr := regexp.MustCompile(`serving /metrics, /healthz, /readyz" addr=(\S+)`).FindStringSubmatch(w.out.String())
+	require.NotNil(t, addr, "the worker logs where it serves:\n%s", w.out.String())
+	m := scrape(t, "http://"+addr[1]+"/metrics")
+
+	build := ""
+	for series, v := range m {
+		if strings.HasPrefix(series, "idempay_build_info{") {
+			build = series
+			require.InDelta(t, 1.0, v, 0, series)
+		}
+	}
+	require.Contains(t, build, `version="dev"`, "go test builds without -ldflags: the version is dev")
+	require.Regexp(t, `goversion="go1\.\d+`, build)
+
+	zero := func(series string) {
+		t.Helper()
+		v, ok := m[series]
+		require.True(t, ok, "%s is scraped from the start", series)
+		require.Zero(t, v, series)
+	}
+	for _, kind := range []string{messages.KindPaymentCharge, messages.KindCartAdd, messages.KindPaymentRefund} {
+		for _, s := range []string{
+			`idempay_commands_total{code="",kind="%s",replayed="false",status="succeeded"}`,
+			`idempay_commands_total{code="",kind="%s",replayed="true",status="succeeded"}`,
+			`idempay_commands_total{code="",kind="%s",replayed="false",status="failed"}`,
+			`idempay_commands_total{code="dead_lettered",kind="%s",replayed="false",status="rejected"}`,
+			`idempay_commands_total{code="outcome_unknown",kind="%s",replayed="false",status="rejected"}`,
+			`idempay_commands_total{code="idempotency_key_reused",kind="%s",replayed="false",status="rejected"}`,
+			`idempay_dead_letters_total{effect="none",kind="%s"}`,
+			`idempay_dead_letters_total{effect="unknown",kind="%s"}`,
+			`idempay_resolutions_total{kind="%s",result="succeeded"}`,
+			`idempay_resolutions_total{kind="%s",result="dead_lettered"}`,
+			`idempay_resolutions_total{kind="%s",result="unresolved"}`,
+			`idempay_command_duration_seconds_count{kind="%s"}`,
+		} {
+			zero(fmt.Sprintf(s, kind))
+		}
+	}
+	for _, reason := range []string{"lock_busy", "retry", "store", "publish", "stopping"} {
+		zero(`idempay_redeliveries_total{reason="` + reason + `"}`)
+	}
+	for _, s := range []string{"idempay_in_flight", "idempay_lock_busy_total", "idempay_lock_lost_total", "idempay_commit_refused_total"} {
+		zero(s)
+	}
 }
 
 // inDeliveryRetries counts the worker's "operation failed; retrying" lines:

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
@@ -46,6 +48,11 @@ type Ledger struct {
 	// Mismatches lists every disagreement, "key: what"; it must be empty.
 	Mismatches []string `json:"mismatches"`
 }
+
+// ErrNoLedger: none of a run's effects is where the ledger should be: the
+// key prefix is not the workers' (REDIS_KEY_PREFIX), or their provider is
+// not the simulated one. Comparing would report every key as a mismatch.
+var ErrNoLedger = errors.New("load: no ledger here")
 
 // OK reports whether the ledger agrees with the outcomes.
 func (l *Ledger) OK() bool { return len(l.Mismatches) == 0 }
@@ -91,6 +98,11 @@ func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix strin
 	sort.Slice(in.Sends, func(i, j int) bool { return in.Sends[i].Key < in.Sends[j].Key })
 	l.ChargeKeys = len(chargeKeys)
 
+	// expected counts the keys and cart lines whose effect must be in the
+	// ledger (every answered charge was a provider call), found those that
+	// are: none found of some expected is not a disagreement, it is the
+	// wrong place.
+	expected, found := 0, 0
 	const batch = 1000
 	for start := 0; start < len(chargeKeys); start += batch {
 		keys := chargeKeys[start:min(start+batch, len(chargeKeys))]
@@ -101,10 +113,23 @@ func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix strin
 			return nil, fmt.Errorf("load: read the provider ledger: %w", err)
 		}
 		for i, key := range keys {
+			if st := s.Outcomes[key].Result.Status; st == messages.StatusSucceeded || st == messages.StatusFailed {
+				expected++
+				if calls.Val()[i] != nil || charges.Val()[i] != nil {
+					found++
+				}
+			}
 			if err := l.countCharge(key, s.Outcomes[key], calls.Val()[i], charges.Val()[i], in); err != nil {
 				return nil, err
 			}
 		}
+	}
+	cartsExpected, cartsFound, err := l.checkCarts(ctx, rdb, keyPrefix, carts)
+	if err != nil {
+		return nil, err
+	}
+	if expected += cartsExpected; expected > 0 && found+cartsFound == 0 {
+		return nil, noLedger(ctx, rdb, keyPrefix, sim, expected)
 	}
 	if err := l.readRefunds(ctx, rdb, sim, s, refundKeys, in); err != nil {
 		return nil, err
@@ -112,14 +137,12 @@ func CheckLedger(ctx context.Context, rdb redis.UniversalClient, keyPrefix strin
 	for _, v := range ledger.Check(in).Violations {
 		l.Mismatches = append(l.Mismatches, v.Text)
 	}
-	if err := l.checkCarts(ctx, rdb, keyPrefix, carts); err != nil {
-		return nil, err
-	}
 	return l, nil
 }
 
-// checkCarts compares each cart line with the succeeded adds to it.
-func (l *Ledger) checkCarts(ctx context.Context, rdb redis.UniversalClient, keyPrefix string, carts map[[2]string]int64) error {
+// checkCarts compares each cart line with the succeeded adds to it, and
+// says how many lines must hold something and how many do.
+func (l *Ledger) checkCarts(ctx context.Context, rdb redis.UniversalClient, keyPrefix string, carts map[[2]string]int64) (expected, found int, err error) {
 	lines := make([][2]string, 0, len(carts))
 	for line := range carts {
 		lines = append(lines, line)
@@ -137,16 +160,20 @@ func (l *Ledger) checkCarts(ctx context.Context, rdb redis.UniversalClient, keyP
 		switch {
 		case errors.Is(err, redis.Nil):
 		case err != nil:
-			return fmt.Errorf("load: read cart %s: %w", line[0], err)
+			return 0, 0, fmt.Errorf("load: read cart %s: %w", line[0], err)
 		default:
 			have, _ = strconv.ParseInt(v, 10, 64)
+			found++
+		}
+		if carts[line] > 0 {
+			expected++
 		}
 		if want := carts[line]; have != want {
 			l.Mismatches = append(l.Mismatches, fmt.Sprintf("cart %s sku %s: holds %d, the succeeded adds sum to %d", line[0], line[1], have, want))
 		}
 	}
 	l.CartLines = len(lines)
-	return nil
+	return expected, found, nil
 }
 
 // readRefunds reads the provider's refunds of the run's refund keys, and
@@ -236,4 +263,37 @@ func (l *Ledger) countCharge(key string, o Answered, rawCalls, rawCharge any, in
 	case messages.StatusRejected: // dead_lettered, outcome_unknown: ledger.Check judges them
 	}
 	return nil
+}
+
+// noLedger is ErrNoLedger, saying where it looked and, on a single Redis,
+// under which prefixes a simulated provider's ledger does exist (a bounded
+// SCAN: at most 100 batches).
+func noLedger(ctx context.Context, rdb redis.UniversalClient, prefix string, sim layout.SimLedger, expected int) error {
+	err := fmt.Errorf("%w: none of the run's %d answered charges and cart lines is in the simulated provider's ledger (%s) or the carts under the key prefix %q; check the prefix: it must be the workers' REDIS_KEY_PREFIX (and the workers' provider the simulated one)",
+		ErrNoLedger, expected, sim.Calls, prefix)
+	single, ok := rdb.(*redis.Client)
+	if !ok {
+		return err
+	}
+	suffix := strings.TrimPrefix(sim.Calls, prefix)
+	var found []string
+	var cursor uint64
+	for range 100 {
+		keys, next, serr := single.Scan(ctx, cursor, "*"+suffix, 1000).Result()
+		if serr != nil {
+			return err
+		}
+		for _, k := range keys {
+			if p := strings.TrimSuffix(k, suffix); !slices.Contains(found, strconv.Quote(p)) && len(found) < 5 {
+				found = append(found, strconv.Quote(p))
+			}
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	if len(found) > 0 {
+		return fmt.Errorf("%w; ledgers exist under %s", err, strings.Join(found, ", "))
+	}
+	return err
 }

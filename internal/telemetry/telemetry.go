@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,20 @@ func NewRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return reg
+}
+
+// BuildInfo is idempay_build_info{version,goversion}, always 1: which
+// build each instance runs, for dashboards (a rollout in progress) and
+// alerts (instances on different versions), the way Prometheus' own
+// prometheus_build_info is used.
+func BuildInfo(version string) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "idempay_build_info",
+		Help:        "Always 1; its labels name the program's version (git describe, stamped at build time) and the Go release it was built with.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }
 
 // Register adds GET /metrics (from reg), /healthz and /readyz (from ready:

@@ -40,32 +40,77 @@ type DeadLetter struct {
 var ErrDeadLetterNotFound = errors.New("client: no dead letter of that key")
 
 // DeadLetters returns every copy in the dead-letter stream, oldest first.
-// It reads the stream message by message: a tool for operators, not for a
-// hot path.
+// It reads the stream through an ordered consumer, a batch per request: a
+// tool for operators, not for a hot path. ScanDeadLetters bounds it.
 func (c *Client) DeadLetters(ctx context.Context) ([]DeadLetter, error) {
-	stream, err := c.js.Stream(ctx, c.cfg.Topology.DeadLetterStream)
+	dls, _, err := c.ScanDeadLetters(ctx, 0)
+	return dls, err
+}
+
+// scanBatch is how many dead letters one request of ScanDeadLetters reads.
+const scanBatch = 500
+
+// ScanDeadLetters returns the copies in the dead-letter stream, oldest
+// first: with limit > 0 only those among its newest limit sequence
+// numbers (older ones are not read: a stream that grew during an
+// incident is read in bounded time), and how many messages the stream
+// holds in all, so that a caller can say what it left out. Copies stored
+// while it reads are left for the next scan.
+func (c *Client) ScanDeadLetters(ctx context.Context, limit int) (dls []DeadLetter, total uint64, err error) {
+	name := c.cfg.Topology.DeadLetterStream
+	stream, err := c.js.Stream(ctx, name)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, nil
+		return nil, 0, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("client: look up stream %s: %w", c.cfg.Topology.DeadLetterStream, err)
+		return nil, 0, fmt.Errorf("client: look up stream %s: %w", name, err)
 	}
 	info, err := stream.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("client: stream %s: %w", c.cfg.Topology.DeadLetterStream, err)
+		return nil, 0, fmt.Errorf("client: stream %s: %w", name, err)
 	}
-	var out []DeadLetter
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := stream.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue // purged
-		}
+	st := info.State
+	if st.Msgs == 0 {
+		return nil, 0, nil
+	}
+	start := st.FirstSeq
+	if limit > 0 && st.LastSeq >= uint64(limit) && st.LastSeq-uint64(limit)+1 > start {
+		start = st.LastSeq - uint64(limit) + 1
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start,
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("client: read stream %s: %w", name, err)
+	}
+	for {
+		batch, err := cons.FetchNoWait(scanBatch)
 		if err != nil {
-			return nil, fmt.Errorf("client: read dead letter %d: %w", seq, err)
+			return nil, 0, fmt.Errorf("client: read stream %s: %w", name, err)
 		}
-		out = append(out, c.deadLetter(m))
+		n, done := 0, false
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			if md.Sequence.Stream > st.LastSeq {
+				done = true // stored after the scan began
+				continue
+			}
+			dls = append(dls, c.deadLetter(md.Sequence.Stream, m.Subject(), m.Headers(), m.Data(), md.Timestamp))
+			if md.Sequence.Stream == st.LastSeq || md.NumPending == 0 {
+				done = true
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, 0, fmt.Errorf("client: read stream %s: %w", name, err)
+		}
+		if done || n == 0 {
+			return dls, st.Msgs, nil
+		}
 	}
-	return out, nil
 }
 
 // DeadLettersOf returns the copies of key, oldest first, or
@@ -90,10 +135,9 @@ func (c *Client) DeadLettersOf(ctx context.Context, key string) ([]DeadLetter, e
 	return out, nil
 }
 
-func (c *Client) deadLetter(m *jetstream.RawStreamMsg) DeadLetter {
-	h := m.Header
-	dl := DeadLetter{Sequence: m.Sequence, Body: m.Data, Header: h, DeadLettered: m.Time}
-	dl.Kind, _ = c.cfg.Topology.Subjects.KindOfDeadLetter(m.Subject)
+func (c *Client) deadLetter(seq uint64, subject string, h nats.Header, body []byte, stored time.Time) DeadLetter {
+	dl := DeadLetter{Sequence: seq, Body: body, Header: h, DeadLettered: stored}
+	dl.Kind, _ = c.cfg.Topology.Subjects.KindOfDeadLetter(subject)
 	if h != nil {
 		dl.Key = h.Get(messages.HeaderDlqKey)
 		if dl.Key == "" { // copies made before Dlq-Key kept the command's Nats-Msg-Id
@@ -120,7 +164,18 @@ func (c *Client) Replay(ctx context.Context, key string) (*Reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	dl := dls[len(dls)-1]
+	return c.ReplayDeadLetter(ctx, dls[len(dls)-1])
+}
+
+// ReplayDeadLetter re-drives dl, a copy read from the dead-letter stream,
+// as Replay does the newest copy of a key: its body under its key, with
+// the same refusal inside the duplicate window. Bulk tools call it with
+// the copies they read once, rather than Replay, which reads the stream
+// again for each key.
+func (c *Client) ReplayDeadLetter(ctx context.Context, dl DeadLetter) (*Reply, error) {
+	if err := checkKey(dl.Key); err != nil {
+		return nil, err
+	}
 	if window, err := c.dedupeWindow(ctx); err == nil && !dl.Published.IsZero() {
 		if until := dl.Published.Add(window); time.Now().Before(until) {
 			return nil, fmt.Errorf("%w: it was published at %s and the window is %v; replay after %s (in %v)",
@@ -132,7 +187,7 @@ func (c *Client) Replay(ctx context.Context, key string) (*Reply, error) {
 	if typed, ok := messages.NewCommand(dl.Kind); ok && messages.Decode(dl.Body, typed) == nil {
 		cmd = typed // a kind of the contract: its fingerprint is checked as any command's
 	}
-	return c.Send(ctx, key, cmd)
+	return c.Send(ctx, dl.Key, cmd)
 }
 
 // PurgeDeadLetters deletes every dead letter of key and returns how many.

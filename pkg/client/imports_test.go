@@ -20,7 +20,7 @@ func TestImports_TheClientSideNeverLinksTheWorker(t *testing.T) {
 		"github.com/idempay/idempay/pkg/ops", "github.com/idempay/idempay/pkg/sim", "github.com/go-redsync/redsync",
 	}
 	for _, pkg := range []string{"github.com/idempay/idempay/pkg/client", "github.com/idempay/idempay/cmd/producer",
-		"github.com/idempay/idempay/pkg/gateway", "github.com/idempay/idempay/cmd/gateway"} {
+		"github.com/idempay/idempay/pkg/gateway", "github.com/idempay/idempay/cmd/gateway", "github.com/idempay/idempay/cmd/console"} {
 		out, err := exec.CommandContext(context.Background(), "go", "list", "-deps", pkg).Output()
 		require.NoError(t, err, "go list -deps %s", pkg)
 		for dep := range strings.Lines(string(out)) {

@@ -26,10 +26,13 @@ import (
 //	acme         5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8 rate=50 burst=100 concurrency=20
 //	acme         0b14d501a594442a01c6859541bcb3e8164d183d32937b851835442f69d5c94e
 //	globex       6cf615d5bcaac778352a8f1f3360d23f02f34ec182e259897fd6ce485d7870d4
+//	ops          9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 role=operator
 //
 // A tenant may have several lines, one per secret (to rotate a secret:
-// add the new line, reload, retire the old one); its limits are those of
-// its lines, which must agree. '#' starts a comment. The file holds no
+// add the new line, reload, retire the old one); its limits and role are
+// those of its lines, which must agree. role=<name> gives the tenant's
+// callers that role (Caller.Roles): role=operator admits them to the
+// operators' console; the gateway gives a role no power. '#' starts a comment. The file holds no
 // secret in clear, and the comparison takes the same time whichever
 // entry, if any, matches: every entry is compared, in constant time.
 // Reload reads the file again (the gateway does on SIGHUP); a file with
@@ -46,6 +49,7 @@ type apiKey struct {
 	tenant string
 	hash   [sha256.Size]byte
 	limits Limits
+	role   string // "" for none
 }
 
 // LoadAPIKeys reads the API-key file at path. Its errors name the file
@@ -96,7 +100,7 @@ func (a *APIKeys) Path() string { return a.path }
 // line.
 func parseAPIKeys(r io.Reader) ([]apiKey, error) {
 	var entries []apiKey
-	byTenant := map[string]Limits{}
+	byTenant := map[string]apiKey{} // the tenant's first line, for its limits and role
 	byHash := map[[sha256.Size]byte]string{}
 	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
@@ -113,10 +117,13 @@ func parseAPIKeys(r io.Reader) ([]apiKey, error) {
 			return nil, fmt.Errorf("line %d: this secret's hash is already on a line of tenant %q: one secret, one tenant", n, other)
 		}
 		byHash[e.hash] = e.tenant
-		if l, seen := byTenant[e.tenant]; seen && l != e.limits {
+		if first, seen := byTenant[e.tenant]; seen && first.limits != e.limits {
 			return nil, fmt.Errorf("line %d: tenant %q has other limits on an earlier line; give every line of a tenant the same", n, e.tenant)
+		} else if seen && first.role != e.role {
+			return nil, fmt.Errorf("line %d: tenant %q has another role on an earlier line; give every line of a tenant the same", n, e.tenant)
+		} else if !seen {
+			byTenant[e.tenant] = e
 		}
-		byTenant[e.tenant] = e.limits
 		entries = append(entries, e)
 	}
 	if err := sc.Err(); err != nil {
@@ -128,7 +135,7 @@ func parseAPIKeys(r io.Reader) ([]apiKey, error) {
 func parseAPIKeyLine(fields []string) (apiKey, error) {
 	var e apiKey
 	if len(fields) < 2 {
-		return e, errors.New("want <tenant_id> <sha256 hex of the secret> [rate=<per second>] [burst=<n>] [concurrency=<n>]")
+		return e, errors.New("want <tenant_id> <sha256 hex of the secret> [rate=<per second>] [burst=<n>] [concurrency=<n>] [role=<name>]")
 	}
 	e.tenant = fields[0]
 	if !validTenant(e.tenant) {
@@ -142,9 +149,14 @@ func parseAPIKeyLine(fields []string) (apiKey, error) {
 	for _, opt := range fields[2:] {
 		name, value, ok := strings.Cut(opt, "=")
 		if !ok {
-			return e, fmt.Errorf("tenant %s: %q: want name=value (rate, burst, concurrency)", e.tenant, truncate(opt, 40))
+			return e, fmt.Errorf("tenant %s: %q: want name=value (rate, burst, concurrency, role)", e.tenant, truncate(opt, 40))
 		}
 		switch name {
+		case "role":
+			if !validTenant(value) { // the same alphabet: 1-64 of [A-Za-z0-9_.-]
+				return e, fmt.Errorf("tenant %s: role=%s: want 1-64 characters of [A-Za-z0-9_.-], e.g. role=operator", e.tenant, truncate(value, 40))
+			}
+			e.role = value
 		case "rate":
 			f, err := strconv.ParseFloat(value, 64)
 			if err != nil || !(f > 0) || f > 1e9 {
@@ -162,7 +174,7 @@ func parseAPIKeyLine(fields []string) (apiKey, error) {
 				e.limits.Concurrency = n
 			}
 		default:
-			return e, fmt.Errorf("tenant %s: unknown option %q (rate, burst, concurrency)", e.tenant, truncate(name, 40))
+			return e, fmt.Errorf("tenant %s: unknown option %q (rate, burst, concurrency, role)", e.tenant, truncate(name, 40))
 		}
 	}
 	return e, nil
@@ -194,7 +206,11 @@ func (a *APIKeys) Authenticate(r *http.Request) (*Caller, error) {
 		return nil, unauthenticated(reasonUnknown, "unknown API key", nil)
 	}
 	e := a.entries[match]
-	return &Caller{Tenant: e.tenant, Method: MethodAPIKeys, Limits: e.limits, scoped: true, label: e.tenant}, nil
+	c := &Caller{Tenant: e.tenant, Method: MethodAPIKeys, Limits: e.limits, scoped: true, label: e.tenant}
+	if e.role != "" {
+		c.Roles = []string{e.role}
+	}
+	return c, nil
 }
 
 // looksLikeJWT reports whether cred has a JWS compact serialization's

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/idempay/idempay/pkg/client"
@@ -20,6 +21,14 @@ const (
 // TenantPublic is the one tenant of GATEWAY_AUTH=none.
 const TenantPublic = "public"
 
+// RoleOperator is the role of the people who run idempay: the operators'
+// console (cmd/console) admits only callers with it. An API-key line gives
+// it with role=operator; a JWT with its role claim (JWTConfig.RoleClaim).
+// The gateway itself gives a role no power: an operator's line is a
+// tenant like any other there, so keep operators' keys in a file of their
+// own (docs/console.md).
+const RoleOperator = "operator"
+
 // Caller is who sent a request: its tenant, how it proved it, and the
 // tenant's own limits.
 type Caller struct {
@@ -29,6 +38,14 @@ type Caller struct {
 	Method string
 	// Limits are the tenant's own; a zero field takes Config.DefaultLimits'.
 	Limits Limits
+	// Roles are the caller's roles: an API-key line's role= (one), or the
+	// strings of a JWT's role claim. Empty for most callers; RoleOperator
+	// is the only one idempay reads, in the operators' console.
+	Roles []string
+	// Subject is who the credentials name beyond the tenant: a JWT's sub
+	// claim; empty for an API key (its line names only the tenant). For
+	// audit logs.
+	Subject string
 
 	// scoped is false only for MethodNone: keys are then canonical UUIDs,
 	// used as they are (contract v1.1).
@@ -38,6 +55,9 @@ type Caller struct {
 	// (their number is not bounded by anything the operator wrote).
 	label string
 }
+
+// HasRole reports whether the caller has role.
+func (c *Caller) HasRole(role string) bool { return c != nil && slices.Contains(c.Roles, role) }
 
 // Authenticator tells who sent a request. It returns an error wrapping
 // ErrUnauthenticated (401) or ErrForbidden (403), or errNotMine when the

@@ -58,7 +58,7 @@ func (g *Gateway) front(next http.Handler) http.Handler {
 		next.ServeHTTP(sw, r)
 		elapsed := time.Since(start)
 		route := routeLabel(r)
-		g.metrics.observe(route, sw.code(), info.caller, elapsed)
+		g.metrics.observe(route, r.Method, sw.code(), info.caller, elapsed)
 		g.audit(r, route, sw.code(), info, elapsed)
 	})
 }

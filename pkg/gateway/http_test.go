@@ -85,10 +85,10 @@ func TestGateway_Operations(t *testing.T) {
 	m := do(t, http.MethodGet, b.srv.URL+"/metrics", nil)
 	require.Equal(t, http.StatusOK, m.status)
 	for _, want := range []string{
-		`idempay_gateway_requests_total{route="/v1/payments",status="201"} 1`,
-		`idempay_gateway_requests_total{route="/v1/payments",status="400"} 1`,
-		`idempay_gateway_requests_total{route="/readyz",status="200"} 1`,
-		`idempay_gateway_request_duration_seconds_bucket{route="/v1/payments",le="10"} 2`,
+		`idempay_gateway_requests_total{code="201",method="post",route="/v1/payments"} 1`,
+		`idempay_gateway_requests_total{code="400",method="post",route="/v1/payments"} 1`,
+		`idempay_gateway_requests_total{code="200",method="get",route="/readyz"} 1`,
+		`idempay_gateway_request_duration_seconds_bucket{method="post",route="/v1/payments",le="10"} 2`,
 		`go_goroutines`,
 	} {
 		require.Contains(t, string(m.body), want)

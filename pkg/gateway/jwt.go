@@ -19,6 +19,8 @@ import (
 const (
 	// TenantClaimDefault is GATEWAY_TENANT_CLAIM's default.
 	TenantClaimDefault = "tenant_id"
+	// RoleClaimDefault is JWTConfig.RoleClaim's default.
+	RoleClaimDefault = "roles"
 	// JWTLeewayDefault is the clock skew allowed on exp and nbf (contract:
 	// 30s).
 	JWTLeewayDefault = 30 * time.Second
@@ -48,6 +50,12 @@ type JWTConfig struct {
 	// TenantClaim names the claim that holds the tenant id
 	// (GATEWAY_TENANT_CLAIM). Defaults to "tenant_id".
 	TenantClaim string
+	// RoleClaim names the claim that holds the caller's roles
+	// (Caller.Roles): a string, or an array of strings (other members are
+	// ignored). A token without it has no role. The gateway gives a role
+	// no power; the operators' console admits RoleOperator. Defaults to
+	// "roles".
+	RoleClaim string
 	// Leeway is the clock skew allowed on exp and nbf. Defaults to 30s.
 	Leeway time.Duration
 	// Refresh is how often the JWKS is fetched again. Defaults to 1h.
@@ -101,6 +109,7 @@ func NewJWT(ctx context.Context, cfg *JWTConfig) (*JWT, error) {
 		return nil, fmt.Errorf("gateway: GATEWAY_JWKS_URL %q: want an http(s) URL", truncate(c.JWKSURL, 200))
 	}
 	c.TenantClaim = cmp.Or(c.TenantClaim, TenantClaimDefault)
+	c.RoleClaim = cmp.Or(c.RoleClaim, RoleClaimDefault)
 	c.Leeway = cmp.Or(c.Leeway, JWTLeewayDefault)
 	c.Refresh = cmp.Or(c.Refresh, JWKSRefreshDefault)
 	c.UnknownKIDRefresh = cmp.Or(c.UnknownKIDRefresh, JWKSUnknownKIDRefreshDefault)
@@ -155,7 +164,29 @@ func (j *JWT) Authenticate(r *http.Request) (*Caller, error) {
 		return nil, &authError{kind: ErrForbidden, reason: reasonNoTenant,
 			detail: fmt.Sprintf("the token names no tenant: its %q claim must be a tenant id, 1-64 characters of [A-Za-z0-9_.-]", j.cfg.TenantClaim)}
 	}
-	return &Caller{Tenant: tenant, Method: MethodJWT, scoped: true, label: MethodJWT}, nil
+	sub, _ := claims["sub"].(string)
+	return &Caller{Tenant: tenant, Method: MethodJWT, Roles: rolesOf(claims[j.cfg.RoleClaim]), Subject: sub,
+		scoped: true, label: MethodJWT}, nil
+}
+
+// rolesOf reads a role claim: one string, or an array whose strings are
+// roles (anything else in it is ignored).
+func rolesOf(claim any) []string {
+	switch v := claim.(type) {
+	case string:
+		if v != "" {
+			return []string{v}
+		}
+	case []any:
+		var roles []string
+		for _, r := range v {
+			if s, ok := r.(string); ok && s != "" {
+				roles = append(roles, s)
+			}
+		}
+		return roles
+	}
+	return nil
 }
 
 // tokenProblem says what was wrong with a token in words a caller can act

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -215,8 +216,8 @@ func TestGateway_JWT(t *testing.T) {
 	})
 
 	m := string(do(t, http.MethodGet, b.srv.URL+"/metrics", nil).body)
-	require.Contains(t, m, `idempay_gateway_tenant_requests_total{status="201",tenant="jwt"}`, "every JWT tenant in one bucket")
-	require.Contains(t, m, `idempay_gateway_tenant_requests_total{status="201",tenant="acme"}`)
+	require.Contains(t, m, `idempay_gateway_tenant_requests_total{code="201",tenant="jwt"}`, "every JWT tenant in one bucket")
+	require.Contains(t, m, `idempay_gateway_tenant_requests_total{code="201",tenant="acme"}`)
 	require.Contains(t, m, `idempay_gateway_auth_failures_total{reason="invalid_token"}`)
 	require.Contains(t, m, `idempay_gateway_auth_failures_total{reason="no_tenant"} 3`)
 }
@@ -243,4 +244,45 @@ func TestNewJWT_Config(t *testing.T) {
 		_, err := NewJWT(t.Context(), &cfg)
 		require.ErrorContains(t, err, want)
 	}
+}
+
+// TestJWT_Roles: the role claim, a string or an array of strings, gives
+// the caller its roles (the operators' console admits "operator"); a token
+// without it has none; the sub claim names the caller.
+func TestJWT_Roles(t *testing.T) {
+	t.Parallel()
+	idp := newJWKS(t)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	require.NoError(t, err)
+	idp.publish("k1", &key.PublicKey)
+	auth, err := NewJWT(t.Context(), &JWTConfig{JWKSURL: idp.srv.URL, Issuer: testIssuer, Audience: testAudience, RoleClaim: "idempay_roles"})
+	require.NoError(t, err)
+	callerOf := func(c jwt.MapClaims) *Caller {
+		r, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, "/", nil)
+		r.Header.Set("Authorization", "Bearer "+sign(t, jwt.SigningMethodRS256, "k1", c, key))
+		caller, err := auth.Authenticate(r)
+		require.NoError(t, err)
+		return caller
+	}
+	for name, tc := range map[string]struct {
+		claim any
+		want  []string
+	}{
+		"String":   {"operator", []string{"operator"}},
+		"Array":    {[]any{"viewer", 7, "operator"}, []string{"viewer", "operator"}},
+		"Missing":  {nil, nil},
+		"NotRoles": {map[string]any{"operator": true}, nil},
+	} {
+		c := claims("ops")
+		if tc.claim != nil {
+			c["idempay_roles"] = tc.claim
+		}
+		caller := callerOf(c)
+		require.Equal(t, tc.want, caller.Roles, name)
+		require.Equal(t, slices.Contains(tc.want, RoleOperator), caller.HasRole(RoleOperator), name)
+		require.Equal(t, "svc", caller.Subject, name)
+	}
+	c := claims("ops")
+	c["roles"] = "operator" // the default claim's name, not this authenticator's
+	require.False(t, callerOf(c).HasRole(RoleOperator))
 }

@@ -9,8 +9,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the gateway's Prometheus metrics. The tenant label is
-// bounded: the tenants of the API-key file by id, every JWT tenant in one
+// metrics are the gateway's Prometheus metrics. Their HTTP labels are
+// those of promhttp's instrumentation, which Prometheus users query by:
+// code (the status code, "201") and method (lower case, "post"; a method
+// outside HTTP's usual ones is "other", so the label stays bounded). The
+// tenant label is bounded: the tenants of the API-key file by id, every JWT tenant in one
 // "jwt" bucket, "public" without authentication, and "none" for requests
 // that named no tenant (refused credentials, static files).
 type metrics struct {
@@ -28,18 +31,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "idempay_gateway_requests_total",
-			Help: "HTTP requests answered, by route (the path template) and status code.",
-		}, []string{"route", "status"}),
+			Help: "HTTP requests answered, by route (the path template), method and status code.",
+		}, []string{"route", "method", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "idempay_gateway_request_duration_seconds",
 			Help: "Time from a request's arrival to its response, by route; a POST waits for the command's answer (HTTP_WAIT at most).",
 			// From a replay (about a millisecond) to HTTP_WAIT (10s).
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15},
-		}, []string{"route"}),
+		}, []string{"route", "method"}),
 		tenantRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "idempay_gateway_tenant_requests_total",
 			Help: "/v1/ requests answered, by tenant (an API-key tenant's id; jwt for every JWT tenant; public without authentication; none when no tenant was established) and status code.",
-		}, []string{"tenant", "status"}),
+		}, []string{"tenant", "code"}),
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "idempay_gateway_auth_failures_total",
 			Help: "Requests refused with 401 or 403, by reason: missing, malformed, unknown_credentials, invalid_token, no_tenant.",
@@ -60,10 +63,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 // observe counts and times an answered request. The route label is the
 // matched pattern's path (bounded: one per route), "preflight" for a CORS
 // preflight and "unmatched" for everything else.
-func (m *metrics) observe(route string, status int, caller *Caller, elapsed time.Duration) {
+func (m *metrics) observe(route, method string, status int, caller *Caller, elapsed time.Duration) {
 	code := strconv.Itoa(status)
-	m.requests.WithLabelValues(route, code).Inc()
-	m.duration.WithLabelValues(route).Observe(elapsed.Seconds())
+	method = methodLabel(method)
+	m.requests.WithLabelValues(route, method, code).Inc()
+	m.duration.WithLabelValues(route, method).Observe(elapsed.Seconds())
 	if strings.HasPrefix(route, "/v1/") {
 		tenant := tenantNone
 		if caller != nil {
@@ -71,6 +75,18 @@ func (m *metrics) observe(route string, status int, caller *Caller, elapsed time
 		}
 		m.tenantRequests.WithLabelValues(tenant, code).Inc()
 	}
+}
+
+// methodLabel is a request's method as promhttp labels it: lower case,
+// and "other" for a method outside the usual ones (any token a client
+// makes up would otherwise be a series of its own).
+func methodLabel(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return strings.ToLower(method)
+	}
+	return "other"
 }
 
 func routeLabel(r *http.Request) string {

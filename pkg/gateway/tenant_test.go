@@ -364,8 +364,8 @@ func TestGateway_RateLimits(t *testing.T) {
 	m := string(do(t, http.MethodGet, b.srv.URL+"/metrics", nil).body)
 	require.Contains(t, m, `idempay_gateway_rate_limited_total{limit="rate",tenant="noisy"} 27`)
 	require.Contains(t, m, `idempay_gateway_rate_limited_total{limit="concurrency",tenant="slow"} 1`)
-	require.Contains(t, m, `idempay_gateway_tenant_requests_total{status="404",tenant="quiet"} 30`)
-	require.Contains(t, m, `idempay_gateway_tenant_requests_total{status="429",tenant="noisy"} 27`)
+	require.Contains(t, m, `idempay_gateway_tenant_requests_total{code="404",tenant="quiet"} 30`)
+	require.Contains(t, m, `idempay_gateway_tenant_requests_total{code="429",tenant="noisy"} 27`)
 }
 
 // TestGateway_AuditLog: one log line per request, with its Request-Id
@@ -444,6 +444,8 @@ func TestAPIKeys_File(t *testing.T) {
 	}
 	c, _ := auth("s1")
 	require.Equal(t, Limits{Rate: 5, Burst: 10, Concurrency: 2}, c.Limits)
+	require.Empty(t, c.Roles)
+	require.False(t, c.HasRole(RoleOperator))
 	_, err = auth("s4")
 	require.ErrorIs(t, err, ErrUnauthenticated)
 
@@ -456,6 +458,8 @@ func TestAPIKeys_File(t *testing.T) {
 		HashAPIKey("acme", "x") + " colour=blue\n":                           "unknown option \"colour\"",
 		HashAPIKey("acme", "x") + "\n" + HashAPIKey("globex", "x"):           "line 2: this secret's hash is already on a line of tenant \"acme\"",
 		HashAPIKey("acme", "x") + "\n" + HashAPIKey("acme", "y") + " rate=3": "line 2: tenant \"acme\" has other limits",
+		HashAPIKey("ops", "x") + " role=operator\n" + HashAPIKey("ops", "y"): "line 2: tenant \"ops\" has another role",
+		HashAPIKey("ops", "x") + " role=op/erator\n":                         "role=op/erator: want 1-64 characters",
 	} {
 		write(content)
 		err := keys.Reload()
@@ -467,8 +471,15 @@ func TestAPIKeys_File(t *testing.T) {
 	require.NoError(t, err, "a broken file keeps the keys loaded before")
 	require.Equal(t, "acme", c.Tenant)
 
-	write(HashAPIKey("initech", "s5") + "\n")
+	write(HashAPIKey("initech", "s5") + "\n" + HashAPIKey("ops", "s6") + " role=operator\n" + HashAPIKey("ops", "s7") + " role=operator\n")
 	require.NoError(t, keys.Reload())
+	for _, secret := range []string{"s6", "s7"} {
+		c, err = auth(secret)
+		require.NoError(t, err)
+		require.Equal(t, "ops", c.Tenant)
+		require.Equal(t, []string{RoleOperator}, c.Roles)
+		require.True(t, c.HasRole(RoleOperator))
+	}
 	_, err = auth("s1")
 	require.ErrorIs(t, err, ErrUnauthenticated, "retired")
 	c, err = auth("s5")

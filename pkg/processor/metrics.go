@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/idempay/idempay/pkg/dedupe"
+	"github.com/idempay/idempay/pkg/messages"
 )
 
 // Metrics are the engine's Prometheus metrics. Create them once per
@@ -84,7 +87,36 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			return nil, err
 		}
 	}
+	m.zeroSeries()
 	return m, nil
+}
+
+// zeroSeries creates the series of the contract's kinds at zero, so that
+// they are scraped from the start: increase() and rate() then see the
+// first dead letter or rejection (a series born at 1 shows no increase),
+// and an absent series means a worker that is not scraped, never one
+// that did nothing. The codes are those the engine answers for every
+// kind; an operation's own failure codes appear with their first answer
+// (failed's zero series has code "").
+func (m *Metrics) zeroSeries() {
+	for _, kind := range []string{messages.KindPaymentCharge, messages.KindCartAdd, messages.KindPaymentRefund} {
+		m.commands.WithLabelValues(kind, string(messages.StatusSucceeded), "", "false")
+		m.commands.WithLabelValues(kind, string(messages.StatusSucceeded), "", "true")
+		m.commands.WithLabelValues(kind, string(messages.StatusFailed), "", "false")
+		for _, code := range []string{messages.CodeInvalidPayload, messages.CodeKeyReused, messages.CodeDeadLettered, messages.CodeOutcomeUnknown} {
+			m.commands.WithLabelValues(kind, string(messages.StatusRejected), code, "false")
+		}
+		m.duration.WithLabelValues(kind)
+		for _, effect := range []string{dedupe.EffectNone, dedupe.EffectUnknown} {
+			m.deadLetters.WithLabelValues(kind, effect)
+		}
+		for _, result := range []string{string(messages.StatusSucceeded), messages.CodeDeadLettered, "unresolved"} {
+			m.resolutions.WithLabelValues(kind, result)
+		}
+	}
+	for _, reason := range []string{"lock_busy", "retry", "deferred", "store", "publish", "replication", "stopping"} {
+		m.redeliveries.WithLabelValues(reason)
+	}
 }
 
 // The engine calls these; a nil *Metrics records nothing.

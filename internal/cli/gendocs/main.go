@@ -26,12 +26,12 @@ import (
 )
 
 // programs are documented in this order.
-var programs = []string{"worker", "gateway", "producer", "demo", "bench", "explore"}
+var programs = []string{"worker", "gateway", "console", "producer", "demo", "bench", "explore"}
 
 const header = `# Configuration reference
 
-For: whoever runs a worker, the gateway, the producer, the demo or the
-benchmark and wants every setting in one place. New here? Start with the
+For: whoever runs a worker, the gateway, the operators' console, the
+producer, the demo or the benchmark and wants every setting in one place. New here? Start with the
 [README](../README.md); for what the settings are for, read
 [operations.md](operations.md).
 
