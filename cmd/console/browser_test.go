@@ -254,8 +254,9 @@ func TestBrowser_Incident(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		step("overview after", chromedp.Navigate(p.url+"/"), chromedp.WaitVisible(chromedp.ID("rates")))
+		// The row appears once a scrape has seen the kind: until then, 0.
 		rate, err := chromedp.Run(bctx, chromedp.Evaluate[string](
-			`[...document.querySelectorAll('#rates tbody tr')].find(r => r.cells[0].textContent === 'payment.charge').cells[1].textContent`))
+			`(() => { const r = [...document.querySelectorAll('#rates tbody tr')].find(r => r.cells[0].textContent === 'payment.charge'); return r ? r.cells[1].textContent : '0'; })()`))
 		require.NoError(t, err)
 		if rate != "0" {
 			break

@@ -111,16 +111,31 @@ func TestBrowser_Checkout(t *testing.T) {
 	defer cancel()
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(gw.url+"/")), "start chromium and open the page")
 	// Bound each step from here; the first Do's context is the browser's.
+	// A poll whose page navigates under it (the page drops the key from its
+	// address) loses its JavaScript context: poll again, on the new page.
 	wait := func(js string) outcome {
 		t.Helper()
-		o, err := chromedp.Run(ctx, chromedp.Poll[outcome](js, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second)))
-		require.NoError(t, err, "waiting for %s", js)
-		return o
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			o, err := chromedp.Run(ctx, chromedp.Poll[outcome](js, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(time.Until(deadline))))
+			if err != nil && strings.Contains(err.Error(), "Cannot find context") && time.Now().Before(deadline) {
+				continue
+			}
+			require.NoError(t, err, "waiting for %s", js)
+			return o
+		}
 	}
 	until := func(js string) {
 		t.Helper()
-		_, err := chromedp.Run(ctx, chromedp.Poll[bool](js, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(20*time.Second)))
-		require.NoError(t, err, "waiting for %s", js)
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			_, err := chromedp.Run(ctx, chromedp.Poll[bool](js, chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(time.Until(deadline))))
+			if err != nil && strings.Contains(err.Error(), "Cannot find context") && time.Now().Before(deadline) {
+				continue
+			}
+			require.NoError(t, err, "waiting for %s", js)
+			return
+		}
 	}
 
 	// Interception of the payments' responses, to hold or lose answers.
