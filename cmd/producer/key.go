@@ -221,7 +221,7 @@ func recordRows(rep *admin.KeyReport, row func(k, v string)) {
 		row("record", "none (never seen, expired a retention after its last answer, or evicted)")
 	} else {
 		row("record", rec.Says())
-		row("  state", rec.State)
+		row("  state", string(rec.State))
 		if rec.Format == 1 {
 			row("  format", "before contract v1.2 (upgraded by the next worker that touches it)")
 		}
@@ -417,7 +417,7 @@ func jsonReportOf(rep *admin.KeyReport) jsonReport {
 		Eviction: jsonEviction{Allowed: rep.Eviction.Allowed, Refused: rep.Eviction.Refused, Means: rep.Eviction.Means},
 		Problems: rep.Problems, Timeline: jsonEvents(rep.Timeline())}
 	if r := rep.Record; r != nil {
-		jr := &jsonRecord{State: r.State, Says: r.Says(), Format: r.Format, Command: r.Kind, Fingerprint: r.Fingerprint,
+		jr := &jsonRecord{State: string(r.State), Says: r.Says(), Format: r.Format, Command: r.Kind, Fingerprint: r.Fingerprint,
 			Tries: r.Tries, MaxTries: r.MaxTries, Effect: r.Effect, DeadEffect: r.DeadEffect, Voided: r.Voided,
 			Outcome: r.Outcome, TTLSeconds: r.TTL.Seconds(), Fields: r.Fields}
 		if !r.DeadAt.IsZero() {

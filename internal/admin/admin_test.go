@@ -132,7 +132,7 @@ func TestRecord_ReadsWhatTheStoreWrites(t *testing.T) {
 		require.NoError(t, err, name)
 		got := rep.Record
 		require.NotNil(t, got, name)
-		require.Equal(t, string(want.State), got.State, name)
+		require.Equal(t, want.State, got.State, name)
 		require.Equal(t, want.Kind, got.Kind, name)
 		require.Equal(t, want.Fingerprint, got.Fingerprint, name)
 		require.Equal(t, want.Tries, got.Tries, name)
@@ -208,7 +208,7 @@ func TestAdmin_Evict(t *testing.T) {
 		require.ErrorIs(t, err, admin.ErrLocked)
 		require.ErrorContains(t, err, lease.Value())
 		require.NoError(t, lease.Release(ctx))
-		_, err = b.admin.Evict(ctx, key, "tester", &admin.Expect{State: admin.StateIdle, Tries: 1})
+		_, err = b.admin.Evict(ctx, key, "tester", &admin.Expect{State: string(admin.StateIdle), Tries: 1})
 		require.NoError(t, err, "released: evicted")
 	})
 	t.Run("Changed", func(t *testing.T) {

@@ -170,7 +170,7 @@ func (a *Admin) Evict(ctx context.Context, key, who string, expect *Expect) (*Re
 	state, tries := "", ""
 	if expect != nil {
 		state, tries = expect.State, strconv.Itoa(expect.Tries)
-		if expect.State == StateCompleted {
+		if expect.State == string(StateCompleted) {
 			tries = "" // a completed record has no tries field
 		}
 	}
@@ -195,7 +195,7 @@ func (a *Admin) Evict(ctx context.Context, key, who string, expect *Expect) (*Re
 		rec, _ := parseRecord(key, fields(res[1:]))
 		now := "gone"
 		if rec != nil {
-			now = rec.State
+			now = string(rec.State)
 		}
 		return rec, fmt.Errorf("%w: it is now %s; look again before evicting", ErrChanged, now)
 	case "refused":
@@ -208,7 +208,7 @@ func (a *Admin) Evict(ctx context.Context, key, who string, expect *Expect) (*Re
 		rec = &Record{Fields: f}
 	}
 	entry := AuditEntry{At: time.Now(), Who: who, Action: ActionEvict, Key: key, Record: rec.Fields,
-		Detail: "evicted a " + rec.State + " record"}
+		Detail: "evicted a " + string(rec.State) + " record"}
 	if err := a.Audit(ctx, entry); err != nil {
 		return rec, fmt.Errorf("%w (%w); the record held %v", ErrAudit, err, rec.Fields)
 	}

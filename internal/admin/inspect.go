@@ -14,6 +14,7 @@ import (
 
 	"github.com/idempay/idempay/pkg/client"
 	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/record"
 )
 
 // ErrInvalidKey: not an idempotency key (a UUID in canonical form).
@@ -128,7 +129,7 @@ func (a *Admin) Inspect(ctx context.Context, key string) (*KeyReport, error) {
 		parsed, err := parseRecord(key, f)
 		if err != nil {
 			r.Problems = append(r.Problems, err.Error())
-			parsed = &Record{State: f["state"], Fields: f}
+			parsed = &Record{Record: &record.Record{Key: key, State: record.State(f["state"])}, Fields: f}
 		}
 		if ttl := recTTL.Val(); ttl > 0 {
 			parsed.TTL = ttl

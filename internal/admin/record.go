@@ -1,59 +1,36 @@
 package admin
 
 import (
-	"encoding/json"
 	"fmt"
 	"maps"
-	"strconv"
 	"time"
 
 	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/record"
 )
 
-// The states of a key's record (docs/state-machine.md).
+// The states of a key's record (docs/state-machine.md): the store's own.
 const (
-	StateRunning   = "running"
-	StateIdle      = "idle"
-	StateDead      = "dead"
-	StateCompleted = "completed"
-	// stateInProgressV1 is the one non-final state of records written
-	// before contract v1.2, read as the store reads it.
-	stateInProgressV1 = "in_progress"
+	StateRunning   = record.StateRunning
+	StateIdle      = record.StateIdle
+	StateDead      = record.StateDead
+	StateCompleted = record.StateCompleted
 )
 
 // Effects (Record.Effect, Record.DeadEffect, the Dlq-Effect header).
 const (
-	EffectNone    = "none"
-	EffectUnknown = "unknown"
+	EffectNone    = record.EffectNone
+	EffectUnknown = record.EffectUnknown
 )
 
 // Record is a key's record as it stands in Redis, read without its lock:
-// a snapshot, like the store's own Get.
+// a snapshot, like the store's own Get, read by the store's own parser,
+// with what an operator sees besides.
 type Record struct {
-	// State is running, idle, dead or completed; a record of the format
-	// before contract v1.2 (Format 1) is read as the store reads it.
-	State string
+	*record.Record
 	// Format is 2, or 1 for a record written before contract v1.2 that no
 	// script has touched since.
-	Format      int
-	Kind        string
-	Fingerprint string
-	// Tries and MaxTries count the key's tries since it was created or
-	// last dead-lettered, and how many it gets.
-	Tries, MaxTries int
-	// Effect is the key's history: none, or unknown once a call may have
-	// taken effect without the provider having said what happened.
-	Effect string
-	// SeparateEffect: a counter effect applied apart from the commit.
-	SeparateEffect bool
-	// DeadBefore is the publish time of the last dead-lettered command of
-	// the key (messages published at or before it are that dead letter's),
-	// DeadEffect what its client was told, DeadAt when it became dead.
-	DeadBefore time.Time
-	DeadEffect string
-	DeadAt     time.Time
-	// Voided: voided at the provider; it cannot be re-driven.
-	Voided bool
+	Format int
 	// HasBody: the command's body is kept for the resolver (dead, effect
 	// unknown).
 	HasBody bool
@@ -65,10 +42,6 @@ type Record struct {
 	// Fields are the record's fields as stored, but for the body.
 	Fields map[string]string
 }
-
-// Unknown reports whether a call for the key may have taken effect
-// without the provider having settled it.
-func (r *Record) Unknown() bool { return r.Effect == EffectUnknown }
 
 // Says is one line on what the record means now, for an operator.
 func (r *Record) Says() string {
@@ -92,62 +65,21 @@ func (r *Record) Says() string {
 	case r.State == StateIdle:
 		return "idle: between tries; the command waits for its next delivery"
 	}
-	return r.State
+	return string(r.State)
 }
 
-// parseRecord reads a record's fields (an HGETALL) the way the store's
-// parseRecord does, of this format or of the one before contract v1.2.
+// parseRecord reads a record's fields (an HGETALL) through the store's own
+// parser (package record), of this format or of the one before contract
+// v1.2, and adds what an operator sees besides.
 func parseRecord(key string, f map[string]string) (*Record, error) {
-	r := &Record{State: f["state"], Format: 2, Kind: f["command"], Fingerprint: f["fingerprint"], Fields: maps.Clone(f)}
+	rec, err := record.Parse(key, f)
+	if err != nil {
+		return nil, fmt.Errorf("admin: %w", err)
+	}
+	r := &Record{Record: rec, Format: 2, Outcome: rec.Result, HasBody: f["body"] != "", Fields: maps.Clone(f)}
 	delete(r.Fields, "body")
-	if f["v"] == "" && r.State == stateInProgressV1 {
+	if f["v"] == "" && f["state"] == record.StateInProgressV1 {
 		r.Format = 1
-	}
-	if r.State == StateCompleted {
-		attempts, err := strconv.Atoi(f["attempts"])
-		if err != nil {
-			return nil, fmt.Errorf("admin: record %s: bad attempts %q", key, f["attempts"])
-		}
-		processed, _ := time.Parse("2006-01-02T15:04:05.000Z07:00", f["processed_at"])
-		r.Outcome = &messages.Result{
-			Key: key, Kind: r.Kind, Status: messages.Status(f["status"]), Code: f["code"], Message: f["message"],
-			Data: json.RawMessage(f["data"]), Attempts: attempts, ProcessedAt: processed, Fingerprint: r.Fingerprint,
-		}
-		return r, nil
-	}
-	r.Tries, _ = strconv.Atoi(f["tries"])
-	r.MaxTries, _ = strconv.Atoi(f["max_tries"])
-	r.Effect = f["effect"]
-	r.SeparateEffect = f["apply"] == "separate"
-	if us, err := strconv.ParseInt(f["dead_before"], 10, 64); err == nil && us > 0 {
-		r.DeadBefore = time.UnixMicro(us)
-		r.DeadEffect = f["dead_effect"]
-	}
-	if ms, err := strconv.ParseInt(f["dead_at"], 10, 64); err == nil && ms > 0 {
-		r.DeadAt = time.UnixMilli(ms)
-	}
-	r.Voided = f["voided"] == "1"
-	r.HasBody = f["body"] != ""
-	switch r.State {
-	case StateRunning, StateIdle, StateDead:
-	case stateInProgressV1:
-		switch {
-		case f["running"] != "":
-			r.State = StateRunning
-		case !r.DeadBefore.IsZero() && r.Tries == 0:
-			r.State = StateDead
-		default:
-			r.State = StateIdle
-		}
-		r.Effect = EffectNone
-		if f["unknown"] != "" || r.DeadEffect == EffectUnknown {
-			r.Effect = EffectUnknown
-		}
-	default:
-		return nil, fmt.Errorf("admin: record %s: unknown state %q", key, r.State)
-	}
-	if r.Effect == "" {
-		r.Effect = EffectNone
 	}
 	return r, nil
 }

@@ -36,7 +36,7 @@ func (u *UnknownKey) Says() string {
 	case r.State == StateDead:
 		return "dead_lettered, certainly without effect; the resolver drops the entry"
 	}
-	return "re-driven (" + r.State + "): its deliveries own it now; the resolver drops the entry"
+	return "re-driven (" + string(r.State) + "): its deliveries own it now; the resolver drops the entry"
 }
 
 // UnknownKeys returns up to n keys of the resolution schedule, the soonest

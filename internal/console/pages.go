@@ -480,7 +480,7 @@ func (s *Server) evict(w http.ResponseWriter, r *http.Request, sess *session) {
 		return
 	}
 	s.render(w, sess, "key", "Key "+key, http.StatusOK, keyData{Report: rep, Timeline: rep.Timeline(),
-		Result: "Evicted the " + rec.State + " record; the audit log has what it held."})
+		Result: "Evicted the " + string(rec.State) + " record; the audit log has what it held."})
 }
 
 func (s *Server) audit(w http.ResponseWriter, r *http.Request, sess *session) {
