@@ -27,10 +27,8 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/idempay/idempay/internal/admin"
@@ -186,31 +184,6 @@ func (f *flags) authenticator(ctx context.Context, log *slog.Logger) (gateway.Au
 	return gateway.Chain(chain...), keys, nil
 }
 
-// reloadOnHUP reloads keys on every SIGHUP until ctx is done.
-func reloadOnHUP(ctx context.Context, keys *gateway.APIKeys, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				if keys == nil {
-					log.Info("SIGHUP: no API-key file to reload")
-					continue
-				}
-				if err := keys.Reload(); err != nil {
-					log.Error("SIGHUP: API keys not reloaded; the keys loaded before stay in force", "error", err)
-					continue
-				}
-				log.Info("SIGHUP: API keys reloaded", "file", keys.Path())
-			}
-		}
-	}()
-}
-
 func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	log := cli.NewLogger(stderr, f.LogFormat, f.LogLevel)
 	nc, err := f.NATSFlags.Connect("idempay-console", cli.Reconnecting(log)...)
@@ -227,7 +200,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	reloadOnHUP(ctx, keys, log)
+	gateway.ReloadOnSIGHUP(ctx, keys, log)
 	a, err := admin.New(nc, rdb, &admin.Config{Topology: f.Topology(), KeyPrefix: f.KeyPrefix, ScanLimit: f.ScanLimit, Logger: log})
 	if err != nil {
 		return err

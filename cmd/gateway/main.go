@@ -26,10 +26,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -224,34 +222,6 @@ func (f *flags) authenticator(ctx context.Context, log *slog.Logger) (auth gatew
 	return gateway.Chain(chain...), keys, nil
 }
 
-// reloadOnHUP reloads keys on every SIGHUP until ctx is done. Without an
-// API-key file a SIGHUP is logged and ignored (it would end the process).
-func reloadOnHUP(ctx context.Context, keys *gateway.APIKeys, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				if keys == nil {
-					log.Info("SIGHUP: no API-key file to reload")
-					continue
-				}
-				if err := keys.Reload(); err != nil {
-					log.Error("SIGHUP: API keys not reloaded; the keys loaded before stay in force", attrError, err)
-					continue
-				}
-				log.Info("SIGHUP: API keys reloaded", "file", keys.Path(), "tenants", len(keys.Tenants()))
-			}
-		}
-	}()
-}
-
-const attrError = "error"
-
 // HTTP server bounds, besides --http-wait: a slow client cannot hold a
 // connection open by trickling its headers or body.
 const (
@@ -278,7 +248,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	reloadOnHUP(ctx, keys, log)
+	gateway.ReloadOnSIGHUP(ctx, keys, log)
 	reg := telemetry.NewRegistry()
 	reg.MustRegister(telemetry.BuildInfo(cli.Version))
 	gw, err := gateway.New(nc, &gateway.Config{

@@ -3,18 +3,22 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
 
 // APIKeys authenticates callers by API key (GATEWAY_AUTH=apikeys): the
@@ -224,4 +228,33 @@ func looksLikeJWT(cred string) bool {
 func HashAPIKey(tenant, secret string) string {
 	sum := sha256.Sum256([]byte(secret))
 	return tenant + " " + hex.EncodeToString(sum[:])
+}
+
+// ReloadOnSIGHUP reloads keys from their file on every SIGHUP until ctx is
+// done: a file that does not load is logged and the keys loaded before
+// stay in force. With no keys (nil: no API-key authentication) a SIGHUP is
+// logged and ignored, rather than ending the process. The gateway and the
+// console serve it alike.
+func ReloadOnSIGHUP(ctx context.Context, keys *APIKeys, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if keys == nil {
+					log.Info("SIGHUP: no API-key file to reload")
+					continue
+				}
+				if err := keys.Reload(); err != nil {
+					log.Error("SIGHUP: API keys not reloaded; the keys loaded before stay in force", "error", err)
+					continue
+				}
+				log.Info("SIGHUP: API keys reloaded", "file", keys.Path(), "tenants", len(keys.Tenants()))
+			}
+		}
+	}()
 }
