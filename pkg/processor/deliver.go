@@ -314,7 +314,7 @@ func (p *Processor) validate(d *delivery) *messages.RejectError {
 }
 
 func (p *Processor) env(d *delivery, try int) callEnv {
-	return callEnv{key: d.key, attempt: d.deliveries, try: try, lookup: p.lookupFn}
+	return callEnv{key: d.key, delivery: d.deliveries, try: try, lookup: p.lookupFn}
 }
 
 // lookup is Call.Lookup: another key's state, read without its lock.

@@ -66,10 +66,12 @@ type Call[T messages.Command] struct {
 	Key string
 	// Command is the decoded, validated body.
 	Command T
-	// Attempt is the JetStream delivery count of the message (1 on the first).
-	Attempt int
+	// Delivery is the JetStream delivery count of the message (1 on the
+	// first): how often this message was handed to a worker, locked-out
+	// deliveries included. It is the answer's "attempts".
+	Delivery int
 	// Try is the key's attempt number since it was last dead-lettered (1 on
-	// the first); the key is dead-lettered after Config.MaxDeliver tries.
+	// the first); the key is dead-lettered after Config.MaxDeliver tries (MAX_DELIVER: a count of tries, not of deliveries).
 	Try int
 
 	lookup func(ctx context.Context, key string) (KeyState, error)
@@ -217,9 +219,9 @@ type route struct {
 
 // callEnv is what a Call carries besides its command.
 type callEnv struct {
-	key          string
-	attempt, try int
-	lookup       func(ctx context.Context, key string) (KeyState, error)
+	key           string
+	delivery, try int
+	lookup        func(ctx context.Context, key string) (KeyState, error)
 }
 
 // Register registers op for T's kind on mux, like river's AddWorker: the
@@ -246,7 +248,7 @@ func Register[T messages.Command](mux *Mux, op Operation[T], cfg *OpConfig) {
 		return c, nil
 	}
 	call := func(env callEnv, cmd messages.Command) *Call[T] {
-		return &Call[T]{Key: env.key, Command: cmd.(T), Attempt: env.attempt, Try: env.try, lookup: env.lookup} //nolint:errcheck,forcetypeassert // always decode's T
+		return &Call[T]{Key: env.key, Command: cmd.(T), Delivery: env.delivery, Try: env.try, lookup: env.lookup} //nolint:errcheck,forcetypeassert // always decode's T
 	}
 	r.handle = func(ctx context.Context, env callEnv, cmd messages.Command) (o Outcome, err error) {
 		defer recoverPanic(&err)
