@@ -25,7 +25,7 @@ import (
 // HeaderClientKey, for operators and logs; the workers do not read them.
 const (
 	// HeaderTenant names the tenant a command was sent for.
-	HeaderTenant = "Idempay-Tenant"
+	HeaderTenant = messages.HeaderTenant
 	// HeaderClientKey is the tenant's own idempotency key, before scoping.
 	HeaderClientKey = "Idempay-Client-Key"
 

@@ -106,7 +106,7 @@ local function complete(status, code, message, data, attempts, processed_at, fie
     end
   end
   redis.call("HDEL", KEYS[1], "tries", "max_tries", "effect", "dead_before", "dead_effect", "dead_at",
-    "voided", "body", "apply", "running", "unknown")
+    "voided", "body", "tenant", "apply", "running", "unknown")
   redis.call("HSET", KEYS[1], "v", "2", "state", "completed", "status", status, "code", code,
     "message", message, "data", data, "attempts", attempts, "processed_at", processed_at)
   redis.call("PEXPIRE", KEYS[1], retention)
@@ -288,7 +288,8 @@ return reply("settled", true)
 //	the dead letter tells its client, ARGV[4] "1" when the key was voided at
 //	the provider, ARGV[5] the command's body (kept while unknown, for the
 //	resolver), ARGV[6] now in ms, ARGV[7] retention ms, ARGV[8] kind,
-//	ARGV[9] fingerprint (for a record Redis lost)
+//	ARGV[9] fingerprint (for a record Redis lost), ARGV[10] the tenant the
+//	command was sent for (kept with the body)
 //
 // Verdicts: lost, completed (nothing written: an outcome is stored, answer
 // it instead), dead (released).
@@ -316,8 +317,11 @@ if r.state ~= "dead" or not r.dead_at then
 end
 if ARGV[3] == "unknown" then
   redis.call("HSET", KEYS[1], "body", ARGV[5])
+  if ARGV[10] and ARGV[10] ~= "" then
+    redis.call("HSET", KEYS[1], "tenant", ARGV[10])
+  end
 else
-  redis.call("HDEL", KEYS[1], "body")
+  redis.call("HDEL", KEYS[1], "body", "tenant")
 end
 if ARGV[4] == "1" then
   redis.call("HSET", KEYS[1], "voided", "1")

@@ -320,8 +320,11 @@ type DeadLetter struct {
 	Effect string
 	// Voided: the key was voided at the provider.
 	Voided bool
-	// Body is the command's body, kept while the effect is unknown.
-	Body []byte
+	// Body is the command's body, kept while the effect is unknown, and
+	// Tenant the tenant it was sent for: what the resolver needs to ask the
+	// provider.
+	Body   []byte
+	Tenant string
 	// Kind and Fingerprint rebuild a record Redis lost.
 	Kind, Fingerprint string
 }
@@ -343,7 +346,7 @@ func (s *Store) DeadLetter(ctx context.Context, lease *Lease, d DeadLetter) (*Re
 	}
 	res, err := deadLetterScript.Run(ctx, s.rdb, []string{s.RecordKey(key), s.LockKey(key)},
 		lease.Value(), published, d.Effect, voided, string(d.Body), time.Now().UnixMilli(),
-		s.cfg.Retention.Milliseconds(), d.Kind, d.Fingerprint).StringSlice()
+		s.cfg.Retention.Milliseconds(), d.Kind, d.Fingerprint, d.Tenant).StringSlice()
 	r, err := s.run(lease, "dead letter", res, err)
 	switch {
 	case err != nil:

@@ -8,6 +8,12 @@ const (
 	HeaderMsgID = "Nats-Msg-Id"
 	// HeaderReplyTo names a subject on which the worker also answers.
 	HeaderReplyTo = "Reply-To"
+	// HeaderTenant names the tenant a command was sent for (contract v1.2,
+	// "Callers and tenants"): the gateway sets it, and a direct publisher
+	// acting for a tenant. The engine hands it to the operation and its
+	// provider (processor.TenantFrom), e.g. to pick a Stripe Connect
+	// account.
+	HeaderTenant = "Idempay-Tenant"
 	// HeaderDlqReason is added to a dead letter: the last error.
 	HeaderDlqReason = "Dlq-Reason"
 	// HeaderDlqDeliveries is added to a dead letter: how many deliveries it had.

@@ -26,6 +26,7 @@ type delivery struct {
 	key        string
 	kind       string
 	replyTo    string
+	tenant     string    // Idempay-Tenant, when valid
 	deliveries int       // the message's delivery count
 	published  time.Time // when the command stream stored it
 	seq        uint64    // its sequence in the command stream
@@ -98,6 +99,9 @@ func (p *Processor) deliver(msg jetstream.Msg) {
 		// header must not become 20 KiB of log per message.
 		d.key = clip(h.Get(messages.HeaderMsgID), maxKeyLen)
 		d.replyTo = h.Get(messages.HeaderReplyTo)
+		if t := h.Get(messages.HeaderTenant); validTenant(t) {
+			d.tenant = t
+		}
 	}
 	d.kind, _ = p.cfg.Topology.Subjects.KindOf(msg.Subject())
 	if meta, err := msg.Metadata(); err == nil {
@@ -130,6 +134,20 @@ func (p *Processor) deliver(msg jetstream.Msg) {
 	f := p.examine(ctx, d)
 	p.report(ctx, d, decide(f, p.cfg))
 	m.observe(p.kindLabel(d.kind), start)
+}
+
+// validTenant reports whether t is a tenant id of the contract: 1-64
+// characters of [A-Za-z0-9_.-]. Anything else is ignored, as if unset.
+func validTenant(t string) bool {
+	if t == "" || len(t) > 64 {
+		return false
+	}
+	for _, c := range []byte(t) {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // maxKeyLen is the longest key kept whole: longer than any canonical UUID,
@@ -314,7 +332,7 @@ func (p *Processor) validate(d *delivery) *messages.RejectError {
 }
 
 func (p *Processor) env(d *delivery, try int) callEnv {
-	return callEnv{key: d.key, delivery: d.deliveries, try: try, lookup: p.lookupFn}
+	return callEnv{key: d.key, tenant: d.tenant, delivery: d.deliveries, try: try, lookup: p.lookupFn}
 }
 
 // lookup is Call.Lookup: another key's state, read without its lock.

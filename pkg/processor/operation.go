@@ -60,6 +60,27 @@ type Voider[T messages.Command] interface {
 	Void(ctx context.Context, call *Call[T]) (o Outcome, found bool, err error)
 }
 
+// tenantKey keys the tenant in a call's context.
+type tenantKey struct{}
+
+// TenantFrom returns the tenant the command was sent for (its
+// Idempay-Tenant header, contract v1.2), as the engine puts it in the
+// context of Handle, Resolve and Void - the resolver's included, which
+// reads it from the key's record. A provider that keeps a key per account
+// (Stripe Connect) picks the account from it.
+func TenantFrom(ctx context.Context) (string, bool) {
+	t, ok := ctx.Value(tenantKey{}).(string)
+	return t, ok && t != ""
+}
+
+// withTenant is the context of a call for tenant ("" for none).
+func withTenant(ctx context.Context, tenant string) context.Context {
+	if tenant == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, tenantKey{}, tenant)
+}
+
 // Call is one execution of a command.
 type Call[T messages.Command] struct {
 	// Key is the idempotency key. Pass it to every external system.
@@ -70,6 +91,9 @@ type Call[T messages.Command] struct {
 	// first): how often this message was handed to a worker, locked-out
 	// deliveries included. It is the answer's "attempts".
 	Delivery int
+	// Tenant is the tenant the command was sent for (Idempay-Tenant), ""
+	// for none; TenantFrom(ctx) says the same to the providers.
+	Tenant string
 	// Try is the key's attempt number since it was last dead-lettered (1 on
 	// the first); the key is dead-lettered after Config.MaxDeliver tries (MAX_DELIVER: a count of tries, not of deliveries).
 	Try int
@@ -220,6 +244,7 @@ type route struct {
 // callEnv is what a Call carries besides its command.
 type callEnv struct {
 	key           string
+	tenant        string
 	delivery, try int
 	lookup        func(ctx context.Context, key string) (KeyState, error)
 }
@@ -248,22 +273,22 @@ func Register[T messages.Command](mux *Mux, op Operation[T], cfg *OpConfig) {
 		return c, nil
 	}
 	call := func(env callEnv, cmd messages.Command) *Call[T] {
-		return &Call[T]{Key: env.key, Command: cmd.(T), Delivery: env.delivery, Try: env.try, lookup: env.lookup} //nolint:errcheck,forcetypeassert // always decode's T
+		return &Call[T]{Key: env.key, Command: cmd.(T), Delivery: env.delivery, Tenant: env.tenant, Try: env.try, lookup: env.lookup} //nolint:errcheck,forcetypeassert // always decode's T
 	}
 	r.handle = func(ctx context.Context, env callEnv, cmd messages.Command) (o Outcome, err error) {
 		defer recoverPanic(&err)
-		return op.Handle(ctx, call(env, cmd))
+		return op.Handle(withTenant(ctx, env.tenant), call(env, cmd))
 	}
 	if res, ok := op.(Resolver[T]); ok {
 		r.resolve = func(ctx context.Context, env callEnv, cmd messages.Command) (o Outcome, found bool, err error) {
 			defer recoverPanic(&err)
-			return res.Resolve(ctx, call(env, cmd))
+			return res.Resolve(withTenant(ctx, env.tenant), call(env, cmd))
 		}
 	}
 	if v, ok := op.(Voider[T]); ok {
 		r.void = func(ctx context.Context, env callEnv, cmd messages.Command) (o Outcome, found bool, err error) {
 			defer recoverPanic(&err)
-			return v.Void(ctx, call(env, cmd))
+			return v.Void(withTenant(ctx, env.tenant), call(env, cmd))
 		}
 	}
 	mux.add(r)

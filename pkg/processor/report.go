@@ -296,7 +296,7 @@ func (p *Processor) deadLetterSteps(ctx context.Context, d *delivery, v verdict)
 	// notice's way out and the clocks of the worker and the NATS server,
 	// which stamps the messages; a re-drive is a publish after the answer.
 	stored, err := p.store.DeadLetter(context.WithoutCancel(ctx), d.lease, dedupe.DeadLetter{
-		Published: latest(d.published, time.Now().Add(deadLetterFenceMargin)), Effect: v.effect, Voided: v.voided, Body: body, Kind: d.kind, Fingerprint: d.fp,
+		Published: latest(d.published, time.Now().Add(deadLetterFenceMargin)), Effect: v.effect, Voided: v.voided, Body: body, Tenant: d.tenant, Kind: d.kind, Fingerprint: d.fp,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("record the dead letter after its copy: %w", err)

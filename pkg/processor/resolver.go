@@ -158,7 +158,7 @@ func (r *resolver) ask(ctx context.Context, lease *dedupe.Lease, rec *dedupe.Rec
 	}
 	wctx, stop := lease.KeepAlive(ctx, p.cfg.LockTTL/3, nil)
 	o, found, voided, err := p.settleEffect(wctx, key, rec.Fingerprint, route,
-		callEnv{key: key, delivery: 1, try: rec.MaxTries, lookup: p.lookupFn}, cmd)
+		callEnv{key: key, tenant: rec.Tenant, delivery: 1, try: rec.MaxTries, lookup: p.lookupFn}, cmd)
 	stop()
 	switch {
 	case err != nil:

@@ -84,8 +84,10 @@ type Record struct {
 	// took effect and nothing will, so it cannot be re-driven either.
 	Voided bool
 	// Body is the command's body, kept while the key is dead with its
-	// outcome unknown, so that a resolver can ask the provider about it.
-	Body []byte
+	// outcome unknown, so that a resolver can ask the provider about it;
+	// Tenant the tenant it was sent for (its Idempay-Tenant), kept with it.
+	Body   []byte
+	Tenant string
 	// Result is the outcome once State is StateCompleted: an answer with
 	// Replayed false.
 	Result *messages.Result
@@ -135,6 +137,7 @@ func Parse(key string, f map[string]string) (*Record, error) {
 	if b := f["body"]; b != "" {
 		r.Body = []byte(b)
 	}
+	r.Tenant = f["tenant"]
 	switch r.State {
 	case StateRunning, StateIdle, StateDead:
 	case StateInProgressV1:

@@ -3,15 +3,17 @@ package stripe
 import (
 	"context"
 	"errors"
+
+	"github.com/idempay/idempay/pkg/processor"
 )
 
 type tenantKey struct{}
 
 // WithTenant returns ctx naming the idempay tenant a call is made for: the
 // provider sends it to Stripe as the tenant's connected account
-// (Config.Accounts). The engine does not yet pass a command's headers to
-// its operations; once it does, the worker wraps each call's context with
-// the command's Idempay-Tenant header here. Every call for a key - the
+// (Config.Accounts). The engine puts every command's Idempay-Tenant in the
+// context of its calls itself (processor.TenantFrom, which the provider
+// reads when WithTenant was not used). Every call for a key - the
 // charge, its retries, its look-up and its void - must name the same
 // tenant, because Stripe keeps one account's idempotency keys apart from
 // another's: a void on the platform account does not stop a charge on a
@@ -35,6 +37,12 @@ func (p *Provider) account(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	t, ok := TenantFrom(ctx)
+	if !ok {
+		// The engine hands every call the command's tenant (its
+		// Idempay-Tenant header, kept in the key's record for the
+		// resolver).
+		t, ok = processor.TenantFrom(ctx)
+	}
 	if !ok {
 		return "", errNoTenant
 	}
