@@ -217,7 +217,6 @@ func TestGateway_JWT(t *testing.T) {
 		}
 	})
 
-
 	m := string(do(t, http.MethodGet, b.srv.URL+"/metrics", nil).body)
 	require.Contains(t, m, `idempay_gateway_tenant_requests_total{code="201",tenant="jwt"}`, "every JWT tenant in one bucket")
 	require.Contains(t, m, `idempay_gateway_tenant_requests_total{code="201",tenant="acme"}`)
