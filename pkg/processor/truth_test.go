@@ -315,6 +315,44 @@ func TestProcessor_Resolution(t *testing.T) {
 	})
 }
 
+// The tenant a command was sent for (Idempay-Tenant, contract v1.2)
+// reaches its operation and provider - the calls of the last try and of
+// the resolver included, which read it from the key's record - so that a
+// provider keeping keys per account (Stripe Connect) asks the right one.
+func TestProcessor_Tenant(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.cfg.MaxDeliver, b.cfg.ResolveAfter = 1, 200*time.Millisecond
+	var mu sync.Mutex
+	seen := map[string][]string{} // call -> tenants
+	note := func(ctx context.Context, call string) {
+		tenant, _ := processor.TenantFrom(ctx)
+		mu.Lock()
+		seen[call] = append(seen[call], tenant)
+		mu.Unlock()
+	}
+	p := &scripted{sim: b.sim, script: []callFault{chargedThenLost}, repeatLast: true, note: note}
+	p.askFailures.Store(1) // the last try cannot ask: the resolver does, later
+	mux := processor.NewMux()
+	charge.Register(mux, p)
+	b.startWorker(t, mux, nil)
+
+	key := newKey()
+	b.publish(t, messages.KindPaymentCharge, key, messages.ChargeRequest{AccountID: "acct_42", Amount: 5, Currency: "EUR"},
+		messages.HeaderTenant, "acme")
+	require.Equal(t, messages.CodeOutcomeUnknown, b.answers.waitAnswers(t, key, 1)[0].Code)
+	require.Equal(t, messages.StatusSucceeded, b.answers.waitAnswers(t, key, 2)[1].Status, "resolved")
+	mu.Lock()
+	defer mu.Unlock()
+	require.NotEmpty(t, seen["charge"])
+	require.NotEmpty(t, seen["void"], "the last try and the resolver voided")
+	for call, tenants := range seen {
+		for _, tenant := range tenants {
+			require.Equal(t, "acme", tenant, "every %s call is made for the command's tenant", call)
+		}
+	}
+}
+
 func requireScheduleEmpty(t *testing.T, b *testBundle) {
 	t.Helper()
 	eventuallyf(t, 10*time.Second, func() bool {
@@ -345,6 +383,8 @@ type scripted struct {
 	repeatLast bool
 	// askFailures is how many lookups and voids fail before they work.
 	askFailures atomic.Int32
+	// note, if set, is told of every call with its context.
+	note func(ctx context.Context, call string)
 
 	mu    sync.Mutex
 	calls map[string]int
@@ -377,7 +417,14 @@ func (s *scripted) next(key string) callFault {
 	return succeed
 }
 
+func (s *scripted) noteCall(ctx context.Context, call string) {
+	if s.note != nil {
+		s.note(ctx, call)
+	}
+}
+
 func (s *scripted) Charge(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {
+	s.noteCall(ctx, "charge")
 	switch s.next(key) {
 	case transient:
 		return messages.ChargeData{}, processor.TransientError(errors.New("scripted: unavailable"))
@@ -394,6 +441,7 @@ func (s *scripted) Charge(ctx context.Context, key string, req messages.ChargeRe
 }
 
 func (s *scripted) LookupCharge(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, bool, error) {
+	s.noteCall(ctx, "lookup")
 	if s.askFails() {
 		return messages.ChargeData{}, false, errAskFailed
 	}
@@ -401,6 +449,7 @@ func (s *scripted) LookupCharge(ctx context.Context, key string, req messages.Ch
 }
 
 func (s *scripted) VoidCharge(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, bool, error) {
+	s.noteCall(ctx, "void")
 	if s.askFails() {
 		return messages.ChargeData{}, false, errAskFailed
 	}
