@@ -123,10 +123,15 @@ func NewJWT(ctx context.Context, cfg *JWTConfig) (*JWT, error) {
 	keys, err := keyfunc.NewDefaultOverrideCtx(ctx, []string{c.JWKSURL}, keyfunc.Override{
 		Client:          c.HTTPClient,
 		RefreshInterval: c.Refresh,
-		// One token of refresh per interval, and no waiting for one: a
-		// token with an unknown kid beyond that is refused at once.
+		// One token of refresh per interval, and no waiting for the next
+		// one: a token with an unknown kid beyond that is refused. The
+		// wait is bounded well above a millisecond nevertheless: the
+		// limiter gives up at once on a context already past its deadline,
+		// and on a busy machine 1ms had passed before it looked, refusing
+		// a rotated key it had a refresh for (TestGateway_JWT/UnknownKID
+		// failed so under make test's load).
 		RefreshUnknownKID: rate.NewLimiter(rate.Every(c.UnknownKIDRefresh), 1),
-		RateLimitWaitMax:  time.Millisecond,
+		RateLimitWaitMax:  250 * time.Millisecond,
 		RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
 			return func(ctx context.Context, err error) {
 				log.WarnContext(ctx, "gateway: fetch the JWKS", "url", u, attrError, err)
