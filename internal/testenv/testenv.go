@@ -87,12 +87,34 @@ func runNATS(dir string, port int) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("testenv: nats server: %w", err)
 	}
+	srv.SetLoggerV2(failureLog{}, false, false, false)
 	go srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
 		srv.Shutdown()
 		return nil, errors.New("testenv: nats server did not start within 10s")
 	}
 	return srv, nil
+}
+
+// failureLog is the in-process server's logger: silent but for its errors
+// and the warnings that report a failure, which go to stderr. An API error
+// can hide its cause (a stream create answers "error creating store for
+// stream" and only logs why); a failing test's output must name it.
+type failureLog struct{}
+
+func (failureLog) Noticef(string, ...any) {}
+func (failureLog) Debugf(string, ...any)  {}
+func (failureLog) Tracef(string, ...any)  {}
+func (failureLog) Warnf(format string, v ...any) {
+	if msg := fmt.Sprintf(format, v...); strings.Contains(strings.ToLower(msg), "fail") {
+		fmt.Fprintln(os.Stderr, "testenv: nats-server warning:", msg)
+	}
+}
+func (failureLog) Errorf(format string, v ...any) {
+	fmt.Fprintln(os.Stderr, "testenv: nats-server error:", fmt.Sprintf(format, v...))
+}
+func (failureLog) Fatalf(format string, v ...any) {
+	fmt.Fprintln(os.Stderr, "testenv: nats-server fatal:", fmt.Sprintf(format, v...))
 }
 
 // Restart stops an in-process server abruptly - no lame-duck mode, clients
