@@ -137,14 +137,16 @@ func TestEnsureStreams(t *testing.T) {
 					require.Equal(t, processor.DeadLetterDuplicates, got.Duplicates)
 				}},
 			"ResultsAgeAndSubjects": {stream: func(b *testBundle) jetstream.StreamConfig {
-				return jetstream.StreamConfig{Name: top(b).ResultStream, Subjects: []string{"other.>"},
+				// The operator's own subject, in the test's namespace: two
+				// parallel cases with the same one would overlap.
+				return jetstream.StreamConfig{Name: top(b).ResultStream, Subjects: []string{top(b).ResultStream + ".other.>"},
 					MaxAge: time.Hour, MaxMsgsPerSubject: 5, MaxBytes: operators}
 			}, want: []string{"stream %s: max messages per subject is 5", "stream %s: max age is 1h0m0s", "stream %s: subjects are"}, fixable: true,
 				check: func(t *testing.T, got jetstream.StreamConfig) {
 					t.Helper()
 					require.EqualValues(t, 1, got.MaxMsgsPerSubject)
 					require.Equal(t, processor.ResultTTLDefault, got.MaxAge)
-					require.Contains(t, got.Subjects, "other.>", "the operator's subjects stay")
+					require.Contains(t, got.Subjects, got.Name+".other.>", "the operator's subjects stay")
 				}},
 			"ResultsInMemory": {stream: func(b *testBundle) jetstream.StreamConfig {
 				return jetstream.StreamConfig{Name: top(b).ResultStream, Subjects: []string{top(b).Subjects.ResultWildcard()},
