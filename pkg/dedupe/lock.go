@@ -111,6 +111,26 @@ func (l *Lease) Extend(ctx context.Context) error {
 	return fmt.Errorf("dedupe: extend lock: %w", err)
 }
 
+// Confirm makes sure the lease is still held before a side effect starts
+// (a provider call, a dead-letter copy). While more than a third of LockTTL
+// is left of the mutex's validity it costs nothing; otherwise (a process
+// paused past the watchdog's ticks, a watchdog that could not extend in
+// time) it extends the mutex first: ErrLockLost when it is no longer ours,
+// another error when Redis cannot tell. Either way the caller must not
+// start the side effect: another worker may have taken the key over.
+func (l *Lease) Confirm(ctx context.Context) error {
+	l.mu.Lock()
+	done, until := l.done, l.mutex.Until()
+	l.mu.Unlock()
+	if done {
+		return ErrLockLost
+	}
+	if time.Until(until) > l.store.cfg.LockTTL/3 {
+		return nil
+	}
+	return l.Extend(ctx)
+}
+
 // Release gives the mutex up if it is still held. Releasing twice, or after
 // a Commit, does nothing.
 func (l *Lease) Release(ctx context.Context) error {

@@ -291,6 +291,14 @@ func (p *Processor) examine(ctx context.Context, d *delivery) *facts {
 	if f.abandoned = p.crash(ctx, d, AfterOperation); f.abandoned {
 		return f
 	}
+	if errors.Is(err, errUnconfirmed) || errors.Is(err, dedupe.ErrLockLost) {
+		// The key may be another worker's now: this delivery decides
+		// nothing (its view of the record is stale), writes nothing, and
+		// leaves the record running: the next Begin counts the try as
+		// unknown.
+		f.storeErr = err
+		return f
+	}
 	if err != nil {
 		f.opErr = err
 		class, after := ClassOf(err)
@@ -375,6 +383,25 @@ func (p *Processor) attempt(ctx context.Context, d *delivery, try int) (o Outcom
 	return o, maybe, err
 }
 
+// errUnconfirmed: the delivery could not confirm it still holds the key's
+// lock before a side effect (dedupe.Lease.Confirm).
+var errUnconfirmed = errors.New("processor: the key's lock could not be confirmed")
+
+// confirm makes sure d still holds the key's lock before a side effect: a
+// delivery paused past its lock's validity (a stopped process, a long GC)
+// must not call the provider, or publish a dead-letter copy, on what it
+// read before the pause: another worker may have taken the key over and
+// decided otherwise meanwhile.
+func (p *Processor) confirm(ctx context.Context, d *delivery) error {
+	if d.lease == nil {
+		return nil
+	}
+	if err := d.lease.Confirm(ctx); err != nil {
+		return fmt.Errorf("%w: %w", errUnconfirmed, err)
+	}
+	return nil
+}
+
 // watchdog starts the lease's watchdog: it extends the key's lock and tells
 // JetStream the message is in progress, for as long as the delivery works
 // holding the lock (an operation, asking the provider about a key out of
@@ -395,6 +422,9 @@ func (p *Processor) execute(ctx context.Context, d *delivery, try int) (o Outcom
 	var backoffs [Deferred]backoff.BackOff
 	env := p.env(d, try)
 	for {
+		if err := p.confirm(ctx, d); err != nil {
+			return Outcome{}, maybe, err
+		}
 		o, err := p.handle(ctx, d, env)
 		if err == nil {
 			if verr := o.validate(); verr != nil {

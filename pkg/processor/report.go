@@ -277,6 +277,9 @@ func (p *Processor) deadLetterSteps(ctx context.Context, d *delivery, v verdict)
 			return nil, err
 		}
 	}
+	if err := p.confirm(ctx, d); err != nil {
+		return nil, err // a stale verdict: its copy would claim what another worker may have changed
+	}
 	if err := p.copyToDeadLetters(ctx, d, v); err != nil {
 		return nil, fmt.Errorf("dead-letter copy: %w", err)
 	}

@@ -126,6 +126,71 @@ func TestProcessor_Truth(t *testing.T) {
 		}
 	})
 
+	// Found by the fault explorer (seed 55): a delivery paused after Begin
+	// on the key's last try, past its lock's TTL. Another delivery took the
+	// key over, found it out of tries with a history it could not settle
+	// (the provider's lookup down) and dead-lettered it as outcome_unknown.
+	// The paused delivery then woke up on what it had read before the
+	// pause (last try, effect none): it called the provider without the
+	// lock, and, out of tries, published a dead-letter copy claiming
+	// Dlq-Effect: none before its fenced record write failed. A delivery
+	// now confirms its lock before each provider call and before the copy.
+	t.Run("APausedDeliveryActsOnNothingItReadBeforeThePause", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.cfg.MaxDeliver = 1
+		b.cfg.Retry = quickPolicy(0) // one call a try: the copy follows it at once
+		key := newKey()
+		p := &scripted{sim: b.sim, script: []callFault{transient}, repeatLast: true}
+		p.askFailures.Store(1 << 20) // the provider cannot be asked: the takeover says unknown
+		var afterResume atomic.Int32
+		var resumed atomic.Bool
+		p.note = func(_ context.Context, call string) {
+			if resumed.Load() && call == "charge" {
+				afterResume.Add(1)
+			}
+		}
+		mux := processor.NewMux()
+		charge.Register(mux, p)
+		resume, done := make(chan struct{}), make(chan struct{})
+		var froze atomic.Bool
+		b.startWorker(t, mux, func(c *processor.Config) {
+			c.Failpoint = func(at processor.Failpoint, k string) bool {
+				if at == processor.AfterBegin && k == key && froze.CompareAndSwap(false, true) {
+					<-resume // paused: no watchdog runs, the lock expires
+					resumed.Store(true)
+				}
+				if at == processor.AfterOperation && k == key && resumed.Load() {
+					close(done)
+				}
+				return false
+			}
+		})
+		b.charge(t, key, 700)
+		eventuallyf(t, 10*time.Second, froze.Load, "the first worker froze after Begin")
+		b.startWorker(t, mux, nil) // the redelivery takes the key over
+		answer := b.answers.waitAnswers(t, key, 1)[0]
+		require.Equal(t, messages.CodeOutcomeUnknown, answer.Code, "%+v", answer)
+		require.Equal(t, dedupe.EffectUnknown, b.deadLetter(t, messages.KindPaymentCharge).Header.Get(messages.HeaderDlqEffect))
+		// Past the dead-letter stream's duplicate window: a copy made now
+		// is kept, as the explorer's was (a re-drive ran in between).
+		time.Sleep(3 * processor.DeadLetterDuplicates)
+		close(resume)
+		<-done
+		b.drained(t)
+		s, err := b.js.Stream(context.Background(), b.cfg.Topology.DeadLetterStream)
+		require.NoError(t, err)
+		info, err := s.Info(context.Background())
+		require.NoError(t, err)
+		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
+			m, err := s.GetMsg(context.Background(), seq)
+			require.NoError(t, err)
+			require.Equal(t, dedupe.EffectUnknown, m.Header.Get(messages.HeaderDlqEffect),
+				"dead-letter copy %d claims what the key's history does not hold", seq)
+		}
+		require.Zero(t, afterResume.Load(), "the paused delivery called the provider without the lock")
+	})
+
 	// Found by the chaos suite's provider-outage-mix: a client re-sends its
 	// command after the dedupe window while the first copy still runs; the
 	// first copy runs out of tries and is dead-lettered as dead_lettered;
