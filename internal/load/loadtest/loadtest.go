@@ -14,6 +14,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -146,7 +147,18 @@ func Start(opts *Options) (_ *Env, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err = processor.EnsureStreams(ctx, env.JS, &env.Config); err != nil {
-		return nil, err
+		// Seen once in CI (TestRun_Load, not reproduced here): the shared
+		// in-process server refused a new stream with "error creating store
+		// for stream", logging its cause (testenv prints it now). A test's
+		// deployment is tried once more before its test fails on it.
+		if !strings.Contains(err.Error(), "error creating store for stream") {
+			return nil, err
+		}
+		fmt.Fprintf(os.Stderr, "loadtest: %s: %v; trying once more\n", ns, err)
+		time.Sleep(500 * time.Millisecond)
+		if _, err = processor.EnsureStreams(ctx, env.JS, &env.Config); err != nil {
+			return nil, err
+		}
 	}
 	workers := opts.Workers
 	if workers == 0 {
