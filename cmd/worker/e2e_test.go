@@ -319,6 +319,10 @@ func TestWorker_CommandLine(t *testing.T) {
 	require.Equal(t, cli.ExitUsage, code)
 	require.Contains(t, out, "--result-ttl (RESULT_TTL) 2m0s must cover the longest redelivery horizon")
 
+	out, code = run(nil, "RESULTS_MAX_AGE=30s")
+	require.Equal(t, cli.ExitUsage, code)
+	require.Contains(t, out, "--results-max-age (RESULTS_MAX_AGE) must be 0 or between --dedupe-window (2m0s) and --result-ttl (24h0m0s), got 30s")
+
 	out, code = run([]string{"--lock-ttl", "10m", "--ack-wait", "5s"})
 	require.Equal(t, cli.ExitUsage, code)
 	require.Contains(t, out, "--lock-ttl (LOCK_TTL) 10m0s must not exceed 10 x --ack-wait (ACK_WAIT) 5s")

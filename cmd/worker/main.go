@@ -57,6 +57,7 @@ type flags struct {
 	cli.RedisFlags
 	DedupeWindow   time.Duration `name:"dedupe-window" env:"DEDUPE_WINDOW" default:"2m" help:"JetStream duplicate window of the command stream: a re-publish of a key within it is dropped before any worker sees it. A worker sets it on an existing command stream too (with a warning naming the old value)."`
 	ResultTTL      time.Duration `name:"result-ttl" env:"RESULT_TTL" default:"24h" help:"How long an outcome is kept after it was last answered, in Redis and in the results stream. A key retried later than this runs again. It must cover the longest time a command can still be delivered: --max-deliver x (--ack-wait + ${max_nak_delay}, the longest redelivery delay) + --dedupe-window (12m with the defaults)."`
+	ResultsMaxAge  time.Duration `name:"results-max-age" env:"RESULTS_MAX_AGE" default:"0s" help:"How long the results stream keeps an outcome's message; 0 (the default): --result-ttl, as the contract has it. Between --dedupe-window and --result-ttl: shorter bounds nats-server's memory for the stream (one subject per outcome it keeps: docs/performance.md) while Redis keeps the outcome for --result-ttl; a duplicate inside the dedupe window still finds it in the stream, older outcomes are read by key from the workers' lookup service (pkg/client's Status does)."`
 	AckWait        time.Duration `name:"ack-wait" env:"ACK_WAIT" default:"30s" help:"How long a delivery may go without ack or progress before JetStream redelivers it (the worker reports progress while an operation runs)."`
 	MaxDeliver     int           `name:"max-deliver" env:"MAX_DELIVER" default:"10" help:"Tries a key gets before its command goes to the dead letters (dlq.<kind>); kept in the key's record when it is created. Deliveries that only find the key locked by another worker do not count."`
 	ResolveAfter   time.Duration `name:"resolve-after" env:"RESOLVE_AFTER" default:"30s" help:"When workers first ask the provider about a key answered outcome_unknown, and the shortest wait between two asks (the waits grow to at most ten times it); the final outcome is published on result.<key>, or dead_lettered on rejected.<key>."`
@@ -106,6 +107,8 @@ func (f *flags) Validate() error {
 		return fmt.Errorf("--dedupe-window (DEDUPE_WINDOW) must be at least 100ms, got %v", f.DedupeWindow)
 	case f.ResultTTL < f.DedupeWindow:
 		return fmt.Errorf("--result-ttl (RESULT_TTL) must not be shorter than --dedupe-window (%v), got %v", f.DedupeWindow, f.ResultTTL)
+	case f.ResultsMaxAge != 0 && (f.ResultsMaxAge < f.DedupeWindow || f.ResultsMaxAge > f.ResultTTL):
+		return fmt.Errorf("--results-max-age (RESULTS_MAX_AGE) must be 0 or between --dedupe-window (%v) and --result-ttl (%v), got %v", f.DedupeWindow, f.ResultTTL, f.ResultsMaxAge)
 	case f.ResolveAfter < 10*time.Millisecond:
 		return fmt.Errorf("--resolve-after (RESOLVE_AFTER) must be at least 10ms, got %v", f.ResolveAfter)
 	case f.LockTTL < 30*time.Millisecond:
@@ -207,6 +210,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		Topology:       f.Topology(),
 		DedupeWindow:   f.DedupeWindow,
 		ResultTTL:      f.ResultTTL,
+		ResultsMaxAge:  f.ResultsMaxAge,
 		AckWait:        f.AckWait,
 		MaxDeliver:     f.MaxDeliver,
 		ResolveAfter:   f.ResolveAfter,

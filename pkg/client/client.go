@@ -239,14 +239,12 @@ func traceReply(span trace.Span, subject, key string, reply *Reply, err error) {
 
 const attrDuplicate = attribute.Key("idempay.duplicate")
 
-// Status returns the outcome stored for key in the result stream: succeeded
-// or failed, possibly a replay. It returns ErrNotFound when there is none
-// (never sent, still in flight, rejected, dead-lettered, or expired), and
-// ErrInvalidKey for a malformed key.
-//
-// JetStream stores a message a moment after it routes it to subscribers, so
-// right after Send returned an answer, Status may still return ErrNotFound
-// for a brief while.
+// Status returns the outcome stored for key: succeeded or failed, possibly
+// a replay. It reads the result stream and, when the stream has no outcome
+// for key (the workers' RESULTS_MAX_AGE may be shorter than RESULT_TTL), the
+// key's record through the workers' lookup service. It returns ErrNotFound
+// when there is none (never sent, still in flight, rejected, dead-lettered,
+// or expired), and ErrInvalidKey for a malformed key.
 //
 // With Config.Tenant set, key is the tenant's own key: Status is StatusFor
 // that tenant.
@@ -265,10 +263,21 @@ func (c *Client) status(ctx context.Context, key string) (*messages.Result, erro
 	if err != nil {
 		return nil, err
 	}
-	if !found {
-		return nil, ErrNotFound
+	if found {
+		return &res, nil
 	}
-	return &res, nil
+	// The results stream may keep outcomes for less than RESULT_TTL
+	// (RESULTS_MAX_AGE): the key's record, read by key, still has it.
+	st, err := c.Lookup(ctx, key)
+	switch {
+	case errors.Is(err, ErrNoLookup):
+		return nil, ErrNotFound
+	case err != nil:
+		return nil, err
+	case st.State == messages.KeyStateCompleted && st.Outcome != nil:
+		return st.Outcome, nil
+	}
+	return nil, ErrNotFound
 }
 
 // waiter holds the subscriptions of one Send.

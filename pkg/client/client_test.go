@@ -575,11 +575,52 @@ func TestClient_Status(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, res.Result, *direct)
 
-	// Before any worker created the result stream, nothing is found.
+	// Without the result stream (before any worker created it), the
+	// workers' lookup service still has the outcome; a key it does not
+	// know is not found.
 	cfg := env.ClientConfig()
 	cfg.Topology.ResultStream = env.NS + "_NOSUCH"
-	_, err = env.MustClient(t, cfg).Status(ctx, key)
+	viaLookup, err := env.MustClient(t, cfg).Status(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, res.Result.Data, viaLookup.Data)
+	_, err = env.MustClient(t, cfg).Status(ctx, client.NewKey())
 	require.ErrorIs(t, err, client.ErrNotFound)
+}
+
+// TestClient_Status_AfterResultsMaxAge: workers with RESULTS_MAX_AGE
+// shorter than RESULT_TTL keep an outcome's message in the result stream
+// only that long; Status still returns the outcome afterwards, from the
+// key's record through the lookup service.
+func TestClient_Status_AfterResultsMaxAge(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, &loadtest.Options{Processor: processor.Config{
+		DedupeWindow: 500 * time.Millisecond, ResultsMaxAge: time.Second}})
+	c := env.MustClient(t, nil)
+	ctx := testCtx(t)
+
+	rs, err := env.JS.Stream(ctx, env.Config.Topology.ResultStream)
+	require.NoError(t, err)
+	require.Equal(t, time.Second, rs.CachedInfo().Config.MaxAge)
+
+	key := client.NewKey()
+	res, err := c.Charge(ctx, key, charge(43))
+	require.NoError(t, err)
+	require.Equal(t, res.Result, *waitStored(t, c, key))
+	require.Eventually(t, func() bool {
+		_, err := rs.GetLastMsgForSubject(ctx, env.Config.Topology.Subjects.ResultFor(key))
+		return errors.Is(err, jetstream.ErrMsgNotFound)
+	}, 15*time.Second, 100*time.Millisecond, "the outcome's message outlived RESULTS_MAX_AGE")
+
+	got, err := c.Status(ctx, key)
+	require.NoError(t, err)
+	require.Equal(t, res.Result.Status, got.Status)
+	require.Equal(t, res.Result.Key, got.Key)
+	require.JSONEq(t, string(res.Result.Data), string(got.Data))
+
+	// A re-send after the dedupe window is answered from the record too.
+	again, err := c.Charge(ctx, key, charge(43))
+	require.NoError(t, err)
+	require.JSONEq(t, string(res.Result.Data), string(again.Result.Data))
 }
 
 // noRetries is a policy that gives up a delivery at its first error.

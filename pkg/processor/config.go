@@ -47,6 +47,14 @@ type Config struct {
 	// ResultTTL is how long an outcome is kept after it was last answered,
 	// in Redis and in the result stream. Defaults to 24h.
 	ResultTTL time.Duration
+	// ResultsMaxAge is how long the result stream keeps an outcome's
+	// message (its MaxAge): at least DedupeWindow, at most ResultTTL.
+	// Defaults to ResultTTL, as contract v1.2 has it. Shorter, it bounds
+	// nats-server's state for the stream (a subject per retained outcome),
+	// while Redis keeps the outcome for ResultTTL: a duplicate inside the
+	// dedupe window still finds its outcome in the stream, and older ones
+	// are read by key from the lookup service (client.Status does).
+	ResultsMaxAge time.Duration
 	// AckWait is how long a delivery may go without ack or progress before
 	// JetStream redelivers it. Defaults to 30s.
 	AckWait time.Duration
@@ -182,6 +190,7 @@ func (c *Config) WithDefaults() *Config {
 	d.Topology = c.Topology.WithDefaults()
 	d.DedupeWindow = cmp.Or(c.DedupeWindow, DedupeWindowDefault)
 	d.ResultTTL = cmp.Or(c.ResultTTL, ResultTTLDefault)
+	d.ResultsMaxAge = cmp.Or(c.ResultsMaxAge, d.ResultTTL)
 	d.AckWait = cmp.Or(c.AckWait, AckWaitDefault)
 	d.MaxDeliver = cmp.Or(c.MaxDeliver, MaxDeliverDefault)
 	d.Concurrency = cmp.Or(c.Concurrency, ConcurrencyDefault)
@@ -215,6 +224,10 @@ func (c *Config) validate() error {
 	case c.ResultTTL < c.DedupeWindow:
 		// A duplicate accepted by JetStream must still find its record.
 		return fmt.Errorf("processor: ResultTTL (%v) must not be shorter than DedupeWindow (%v)", c.ResultTTL, c.DedupeWindow)
+	case c.ResultsMaxAge < c.DedupeWindow || c.ResultsMaxAge > c.ResultTTL:
+		// A duplicate PubAck, inside the window, sends its client to the
+		// result stream: the outcome must still be there.
+		return fmt.Errorf("processor: ResultsMaxAge (%v) must be between DedupeWindow (%v) and ResultTTL (%v)", c.ResultsMaxAge, c.DedupeWindow, c.ResultTTL)
 	case c.AckWait < 100*time.Millisecond:
 		return fmt.Errorf("processor: AckWait must be at least 100ms, got %v", c.AckWait)
 	case c.MaxDeliver < 1:

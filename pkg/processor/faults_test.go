@@ -520,6 +520,8 @@ func TestProcessor_New(t *testing.T) {
 	require.ErrorContains(t, err, "no operations")
 	_, err = processor.New(b.nc, b.rdb, b.defaultMux(), &processor.Config{DedupeWindow: time.Hour, ResultTTL: time.Minute})
 	require.ErrorContains(t, err, "ResultTTL")
+	_, err = processor.New(b.nc, b.rdb, b.defaultMux(), &processor.Config{ResultsMaxAge: time.Second})
+	require.ErrorContains(t, err, "ResultsMaxAge (1s) must be between DedupeWindow (2m0s) and ResultTTL (24h0m0s)")
 	_, err = processor.New(nil, b.rdb, b.defaultMux(), nil)
 	require.Error(t, err)
 }

@@ -76,7 +76,7 @@ func wantedStreams(cfg *Config) []jetstream.StreamConfig {
 		Retention:         jetstream.LimitsPolicy,
 		Storage:           jetstream.FileStorage,
 		MaxMsgsPerSubject: 1,
-		MaxAge:            cfg.ResultTTL,
+		MaxAge:            cfg.ResultsMaxAge,
 		Replicas:          cfg.StreamReplicas,
 		// Full, it refuses new outcomes - their commands wait, un-acked,
 		// and an alert fires - rather than dropping stored ones before
@@ -252,10 +252,10 @@ func streamIssues(cfg *Config, want, got jetstream.StreamConfig) issues {
 		if got.MaxMsgsPerSubject != 1 {
 			bad("max messages per subject", got.MaxMsgsPerSubject, 1, func(sc *jetstream.StreamConfig) { sc.MaxMsgsPerSubject = 1 })
 		}
-		if got.MaxAge != cfg.ResultTTL {
-			bad("max age", got.MaxAge, fmt.Sprintf("%v (RESULT_TTL)", cfg.ResultTTL), func(sc *jetstream.StreamConfig) {
-				sc.MaxAge = cfg.ResultTTL
-				sc.Duplicates = min(sc.Duplicates, cfg.ResultTTL) // JetStream: no longer than the max age
+		if got.MaxAge != cfg.ResultsMaxAge {
+			bad("max age", got.MaxAge, fmt.Sprintf("%v (RESULTS_MAX_AGE, by default RESULT_TTL)", cfg.ResultsMaxAge), func(sc *jetstream.StreamConfig) {
+				sc.MaxAge = cfg.ResultsMaxAge
+				sc.Duplicates = min(sc.Duplicates, cfg.ResultsMaxAge) // JetStream: no longer than the max age
 			})
 		}
 	}
