@@ -147,10 +147,12 @@ func (c *runCmd) Run(ctx context.Context, out *streams) error {
 }
 
 type soakCmd struct {
-	Duration  time.Duration `name:"duration" env:"SOAK_DURATION" default:"5m" help:"How long the steady load runs."`
-	Interval  time.Duration `name:"interval" env:"SOAK_INTERVAL" default:"10s" help:"Time between samples of the worker."`
-	PeakCount int           `name:"peak-count" env:"SOAK_PEAK_COUNT" default:"5000" help:"Commands of the quick peak measurement; the soak runs at half its rate."`
-	shared    `embed:""`
+	Duration      time.Duration `name:"duration" env:"SOAK_DURATION" default:"5m" help:"How long the steady load runs."`
+	Interval      time.Duration `name:"interval" env:"SOAK_INTERVAL" default:"10s" help:"Time between samples of the worker."`
+	PeakCount     int           `name:"peak-count" env:"SOAK_PEAK_COUNT" default:"5000" help:"Commands of the quick peak measurement; the soak runs at half its rate."`
+	ResultTTL     time.Duration `name:"result-ttl" env:"SOAK_RESULT_TTL" default:"2m" help:"The worker's RESULT_TTL: 2m lets Redis and RESULTS reach a steady size within a short soak; 24h is the production retention, whose growth is what a day of traffic costs (docs/performance.md)."`
+	ResultsMaxAge time.Duration `name:"results-max-age" env:"SOAK_RESULTS_MAX_AGE" default:"0s" help:"The worker's RESULTS_MAX_AGE (0: --result-ttl): how long RESULTS keeps an outcome's message."`
+	shared        `embed:""`
 }
 
 func (c *soakCmd) Validate() error {
@@ -161,13 +163,17 @@ func (c *soakCmd) Validate() error {
 		return fmt.Errorf("--interval (SOAK_INTERVAL) must be between 1s and --duration (%v), got %v", c.Duration, c.Interval)
 	case c.PeakCount < 100:
 		return fmt.Errorf("--peak-count must be at least 100, got %d", c.PeakCount)
+	case c.ResultTTL < 30*time.Second:
+		return fmt.Errorf("--result-ttl (SOAK_RESULT_TTL) must be at least the soak's dedupe window (30s), got %v", c.ResultTTL)
+	case c.ResultsMaxAge != 0 && (c.ResultsMaxAge < 30*time.Second || c.ResultsMaxAge > c.ResultTTL):
+		return fmt.Errorf("--results-max-age (SOAK_RESULTS_MAX_AGE) must be 0 or between the soak's dedupe window (30s) and --result-ttl (%v), got %v", c.ResultTTL, c.ResultsMaxAge)
 	}
 	return c.validate()
 }
 
 func (c *soakCmd) Run(ctx context.Context, out *streams) error {
 	rep, err := bench.Soak(ctx, &bench.SoakConfig{Duration: c.Duration, Interval: c.Interval, PeakCount: c.PeakCount,
-		ClientInFlight: c.ClientInFlight, Durable: c.Durable, GoMaxProcs: c.GoMaxProcs, WorkerBin: c.Worker, Progress: out.stderr})
+		ResultTTL: c.ResultTTL, ResultsMaxAge: c.ResultsMaxAge, ClientInFlight: c.ClientInFlight, Durable: c.Durable, GoMaxProcs: c.GoMaxProcs, WorkerBin: c.Worker, Progress: out.stderr})
 	if err != nil {
 		return err
 	}

@@ -56,7 +56,9 @@ type workerSettings struct {
 	Concurrency  int
 	DedupeWindow time.Duration // 0: the worker's default (2m)
 	ResultTTL    time.Duration // 0: the worker's default (24h)
-	Pprof        bool          // serve /debug/pprof (PPROF), for --cpu-profile
+	// ResultsMaxAge, when set, is the worker's RESULTS_MAX_AGE.
+	ResultsMaxAge time.Duration
+	Pprof         bool // serve /debug/pprof (PPROF), for --cpu-profile
 }
 
 // workerEnv returns the environment variables that point a worker at the
@@ -82,6 +84,9 @@ func (n *namespace) workerEnv(s *servers, w workerSettings) []string {
 	}
 	if w.ResultTTL > 0 {
 		env = append(env, "RESULT_TTL="+w.ResultTTL.String())
+	}
+	if w.ResultsMaxAge > 0 {
+		env = append(env, "RESULTS_MAX_AGE="+w.ResultsMaxAge.String())
 	}
 	if w.MaxDeliver > 0 {
 		env = append(env, "MAX_DELIVER="+strconv.Itoa(w.MaxDeliver))

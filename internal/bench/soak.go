@@ -17,12 +17,16 @@ const (
 	SoakDurationDefault  = 5 * time.Minute
 	SoakIntervalDefault  = 10 * time.Second
 	SoakPeakCountDefault = 5000
-	// soakResultTTL is the worker's RESULT_TTL during a soak: long enough
-	// to outlive the dedupe window, short enough that Redis and RESULTS
-	// reach a steady size within the run instead of growing with every
-	// outcome kept for 24h, which would hide the worker's own drift among
-	// the servers'.
-	soakResultTTL = 2 * time.Minute
+	// SoakResultTTLDefault is the worker's RESULT_TTL during a soak unless
+	// SoakConfig.ResultTTL says otherwise: long enough to outlive the
+	// dedupe window, short enough that Redis and RESULTS reach a steady
+	// size within the run instead of growing with every outcome kept for
+	// 24h, which would hide the worker's own drift among the servers'.
+	// The production retention (24h) is what a day of traffic costs:
+	// docs/performance.md.
+	SoakResultTTLDefault = 2 * time.Minute
+	// soakDedupeWindow is the worker's DEDUPE_WINDOW during a soak.
+	soakDedupeWindow = 30 * time.Second
 )
 
 // SoakConfig configures a Soak.
@@ -34,6 +38,11 @@ type SoakConfig struct {
 	// PeakCount is the commands of the quick peak measurement that sets
 	// the rate (half of it). Defaults to 5000.
 	PeakCount int
+	// ResultTTL is the worker's RESULT_TTL. Defaults to 2m.
+	ResultTTL time.Duration
+	// ResultsMaxAge is the worker's RESULTS_MAX_AGE: how long RESULTS
+	// keeps an outcome's message. 0: ResultTTL.
+	ResultsMaxAge time.Duration
 	// ClientInFlight, Durable, GoMaxProcs, WorkerBin and Progress are as in
 	// Config.
 	ClientInFlight int
@@ -49,6 +58,7 @@ func (c *SoakConfig) WithDefaults() *SoakConfig {
 	out.Duration = cmp.Or(out.Duration, SoakDurationDefault)
 	out.Interval = cmp.Or(out.Interval, SoakIntervalDefault)
 	out.PeakCount = cmp.Or(out.PeakCount, SoakPeakCountDefault)
+	out.ResultTTL = cmp.Or(out.ResultTTL, SoakResultTTLDefault)
 	out.ClientInFlight = cmp.Or(out.ClientInFlight, ClientInFlightDefault)
 	if out.Progress == nil {
 		out.Progress = io.Discard
@@ -67,6 +77,10 @@ func (c *SoakConfig) Validate() error {
 		return fmt.Errorf("bench: soak peak count must be between 100 and %d, got %d", load.MaxCount, c.PeakCount)
 	case c.ClientInFlight < 1:
 		return fmt.Errorf("bench: client in-flight must be at least 1, got %d", c.ClientInFlight)
+	case c.ResultTTL < soakDedupeWindow:
+		return fmt.Errorf("bench: soak result TTL must be at least the soak's dedupe window (%v), got %v", soakDedupeWindow, c.ResultTTL)
+	case c.ResultsMaxAge != 0 && (c.ResultsMaxAge < soakDedupeWindow || c.ResultsMaxAge > c.ResultTTL):
+		return fmt.Errorf("bench: soak results max age must be 0 or between the soak's dedupe window (%v) and the result TTL (%v), got %v", soakDedupeWindow, c.ResultTTL, c.ResultsMaxAge)
 	}
 	return nil
 }
@@ -135,15 +149,15 @@ func Soak(ctx context.Context, cfg *SoakConfig) (*SoakReport, error) {
 	ns := b.nextNamespace()
 	// RESULT_TTL must cover the redelivery horizon (the worker checks):
 	// a soak has no failures, so one try and a 30s duplicate window fit.
-	w, err := startWorker(ctx, b.workerBin, ns.workerEnv(b.s, workerSettings{Concurrency: e2eInFlight, ResultTTL: soakResultTTL,
-		MaxDeliver: 1, DedupeWindow: 30 * time.Second}))
+	w, err := startWorker(ctx, b.workerBin, ns.workerEnv(b.s, workerSettings{Concurrency: e2eInFlight, ResultTTL: cfg.ResultTTL,
+		ResultsMaxAge: cfg.ResultsMaxAge, MaxDeliver: 1, DedupeWindow: soakDedupeWindow}))
 	if err != nil {
 		return nil, err
 	}
 	defer w.kill() // after stop, a no-op
 
 	rep := &SoakReport{Setup: append(slices.Clone(b.s.describe),
-		fmt.Sprintf("Worker: %s, one process, CONCURRENCY=%d, RESULT_TTL=%v, MAX_DELIVER=1, DEDUPE_WINDOW=30s (so Redis and RESULTS reach a steady size)", b.workerBin, e2eInFlight, soakResultTTL),
+		fmt.Sprintf("Worker: %s, one process, CONCURRENCY=%d, RESULT_TTL=%v, RESULTS_MAX_AGE=%v, MAX_DELIVER=1, DEDUPE_WINDOW=%v", b.workerBin, e2eInFlight, cfg.ResultTTL, cmp.Or(cfg.ResultsMaxAge, cfg.ResultTTL), soakDedupeWindow),
 		fmt.Sprintf("Load: internal/load's mix through pkg/client, %d in flight, one run per %v sample; %s", cfg.ClientInFlight, cfg.Interval, machine()))}
 
 	peak, err := b.sendLoad(ctx, ns, cfg.PeakCount, 0, false)
