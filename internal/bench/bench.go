@@ -133,7 +133,7 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 	if b.s, err = startServers(cfg.Durable, cfg.GoMaxProcs); err != nil { //nolint:contextcheck // testenv bounds each start by its own readiness wait; started before any work
 		return nil, err
 	}
-	defer b.s.close()
+	defer b.s.close() //nolint:contextcheck // the servers outlive ctx: Deployment.Close bounds its own stop
 	if b.workerBin, err = b.worker(ctx); err != nil {
 		return nil, err
 	}

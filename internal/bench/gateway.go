@@ -305,7 +305,7 @@ func Gateway(ctx context.Context, gc *GatewayConfig) (*Report, error) {
 	if b.s, err = startServers(cfg.Durable, cfg.GoMaxProcs); err != nil { //nolint:contextcheck // as in Run
 		return nil, err
 	}
-	defer b.s.close()
+	defer b.s.close() //nolint:contextcheck // the servers outlive ctx: Deployment.Close bounds its own stop
 	if b.workerBin, err = b.worker(ctx); err != nil {
 		return nil, err
 	}

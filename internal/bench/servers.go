@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -26,12 +25,11 @@ type servers struct {
 	// describe says which servers run and how, for the output.
 	describe []string
 
-	nats  *testenv.NATSServer
-	redis *testenv.RedisServer
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	rdb   *redis.Client
-	dir   string
+	d   *testenv.Deployment
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	rdb *redis.Client
+	dir string // the run's builds and files
 
 	// restoreProcs puts this process's GOMAXPROCS and environment back.
 	restoreProcs func()
@@ -58,46 +56,40 @@ func startServers(durable bool, gomaxprocs int) (_ *servers, err error) {
 		s.restoreProcs = setGoMaxProcs(gomaxprocs)
 		s.describe = append(s.describe, fmt.Sprintf("Go:    GOMAXPROCS=%d for nats-server, the workers, the gateway and this process (the bare consumer, the client)", gomaxprocs))
 	}
+
 	if s.dir, err = os.MkdirTemp("", "idempay-bench-*"); err != nil {
 		return nil, err
 	}
-
+	redisArgs, persist := testenv.RedisVolatile, "no persistence"
+	if durable {
+		redisArgs, persist = testenv.RedisAOF, "AOF, appendfsync always"
+	}
+	sync := "default sync_interval (2m)"
+	if durable {
+		sync = "sync_interval always"
+	}
+	// The servers as every harness runs them (testenv.Deployment): a
+	// nats-server child built from the version go.mod pins, falling back
+	// to an in-process server when it cannot be built, and a redis-server
+	// child.
+	opts := &testenv.DeploymentOptions{Name: "idempay-bench-servers", NATSChild: true, NoSyncAlways: !durable, RedisArgs: redisArgs}
 	bin, buildErr := testenv.NATSServerBinary()
+	if buildErr != nil {
+		opts.NATSChild = false
+	}
+	if s.d, err = testenv.StartDeployment(opts); err != nil {
+		return nil, err
+	}
 	if buildErr == nil {
-		var args []string
-		sync := "default sync_interval (2m)"
-		if durable {
-			conf := filepath.Join(s.dir, "nats.conf")
-			if err := os.WriteFile(conf, []byte("jetstream { sync_interval: always }\n"), 0o600); err != nil {
-				return nil, err
-			}
-			args, sync = []string{"-c", conf}, "sync_interval always"
-		}
-		if s.nats, err = testenv.StartNATSBinaryWith(bin, args...); err != nil {
-			return nil, err
-		}
-		s.natsPid = s.nats.Pid()
+		s.natsPid = s.d.NATSNode.Pid()
 		s.describe = append(s.describe, fmt.Sprintf("NATS:  %s (child process, pid %d, file storage, %s)", natsVersion(bin), s.natsPid, sync))
 	} else {
-		if s.nats, err = testenv.StartNATS(); err != nil {
-			return nil, fmt.Errorf("bench: no nats-server binary (%w), and the in-process server failed too: %w", buildErr, err)
-		}
 		s.describe = append(s.describe,
 			"NATS:  IN-PROCESS server (file storage, sync always): building the nats-server binary failed, so the broker shares this process and its CPU is not measured",
 			"       build error: "+firstLine(buildErr.Error()))
 	}
-	s.natsURL = s.nats.URL
-
-	redisArgs := []string{"--save", "", "--appendonly", "no"}
-	persist := "no persistence"
-	if durable {
-		redisArgs = []string{"--save", "", "--appendonly", "yes", "--appendfsync", "always"}
-		persist = "AOF, appendfsync always"
-	}
-	if s.redis, err = testenv.StartRedisWith(redisArgs...); err != nil {
-		return nil, err
-	}
-	s.redisURL, s.redisPid = s.redis.URL, s.redis.Pid()
+	s.natsURL = s.d.NATSURL()
+	s.redisURL, s.redisPid = s.d.Redis.URL, s.d.Redis.Pid()
 	s.describe = append(s.describe, fmt.Sprintf("Redis: %s (child process, pid %d, %s)", redisVersion(), s.redisPid, persist))
 	if durable {
 		s.describe = append(s.describe, "       (fsync work done by kernel threads for these servers counts under others cpu%)")
@@ -124,8 +116,7 @@ func (s *servers) close() {
 	if s.rdb != nil {
 		_ = s.rdb.Close()
 	}
-	s.nats.Shutdown()
-	s.redis.Shutdown()
+	s.d.Close()
 	if s.dir != "" {
 		_ = os.RemoveAll(s.dir)
 	}

@@ -151,7 +151,7 @@ func Run(ctx context.Context, opts *Options, sc *Scenario) (*Result, error) {
 	if e.srv, err = startServers(sc); err != nil { //nolint:contextcheck // testenv bounds each start by its own readiness wait; started before any work
 		return nil, err
 	}
-	defer e.srv.close()
+	defer e.srv.close() //nolint:contextcheck // the servers outlive ctx: Deployment.Close bounds its own stop
 	e.ws = &workers{bin: opts.WorkerBin, dir: dir, arm: sc.Arm, logf: e.logf,
 		env: append(append(append([]string{}, baseWorkerEnv...), e.srv.workerEnv()...), sc.WorkerEnv...)}
 	defer e.ws.killAll()

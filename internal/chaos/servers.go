@@ -9,10 +9,13 @@ import (
 	"github.com/idempay/idempay/internal/testenv"
 )
 
-// servers are one scenario's fresh NATS and Redis, and the proxies the
-// workers reach them through. The suite's own connections (the load, the
-// auditor) go to the servers directly: the faults are the workers'.
+// servers are one scenario's fresh deployment (testenv.Deployment: a
+// nats-server child, a redis-server child, and the proxies the workers
+// reach them through), and a Redis replica for the scenarios that need
+// one. The suite's own connections (the load, the auditor) go to the
+// servers directly: the faults are the workers'.
 type servers struct {
+	d          *testenv.Deployment
 	nats       *testenv.NATSNode
 	redis      *testenv.RedisServer
 	replica    *testenv.RedisServer // RedisReplica only
@@ -20,13 +23,6 @@ type servers struct {
 	natsProxy  *testenv.Proxy
 	redisProxy *testenv.Proxy
 }
-
-// redisAOF are the README's Redis settings: every write in the append-only
-// file, fsynced before the reply.
-var redisAOF = []string{"--save", "", "--appendonly", "yes", "--appendfsync", "always"}
-
-// redisVolatile is Redis without persistence, for the negative controls.
-var redisVolatile = []string{"--save", "", "--appendonly", "no"}
 
 func startServers(sc *Scenario) (_ *servers, err error) {
 	if sc.Deployment != Single {
@@ -38,24 +34,23 @@ func startServers(sc *Scenario) (_ *servers, err error) {
 			s.close()
 		}
 	}()
-	if s.nats, err = testenv.StartNATSNode(&testenv.NATSNodeOptions{NoSyncAlways: sc.NATSNoSync}); err != nil {
+	args := testenv.RedisAOF
+	if sc.RedisNoPersistence {
+		args = testenv.RedisVolatile
+	}
+	if s.d, err = testenv.StartDeployment(&testenv.DeploymentOptions{Name: "chaos-servers", NATSChild: true,
+		NoSyncAlways: sc.NATSNoSync, RedisArgs: args, Proxies: true}); err != nil {
 		return nil, err
 	}
+	s.nats, s.redis, s.natsProxy, s.redisProxy = s.d.NATSNode, s.d.Redis, s.d.NATSProxy, s.d.RedisProxy
 	if !sc.NATSNoSync && !s.nats.SyncAlways() {
 		return nil, errors.New("chaos: the nats-server binary does not support sync_interval: always; use 2.10 or later (NATS_SERVER_BIN)")
 	}
-	args := redisAOF
-	if sc.RedisNoPersistence {
-		args = redisVolatile
-	}
-	if s.redis, err = testenv.StartRedisWith(args...); err != nil {
-		return nil, err
-	}
-	redisAddr, err := hostPort(s.redis.URL)
-	if err != nil {
-		return nil, err
-	}
 	if sc.RedisReplica {
+		redisAddr, err := hostPort(s.redis.URL)
+		if err != nil {
+			return nil, err
+		}
 		// The replica follows the primary through a proxy of its own, so
 		// that the link between them can fail while both run.
 		if s.replProxy, err = testenv.StartProxy(redisAddr); err != nil {
@@ -65,41 +60,24 @@ func startServers(sc *Scenario) (_ *servers, err error) {
 		if err != nil {
 			return nil, err
 		}
-		if s.replica, err = testenv.StartRedisWith(append(append([]string{}, redisVolatile...), "--replicaof", "127.0.0.1", port)...); err != nil {
+		if s.replica, err = testenv.StartRedisWith(append(append([]string{}, testenv.RedisVolatile...), "--replicaof", "127.0.0.1", port)...); err != nil {
 			return nil, err
 		}
-	}
-	natsAddr, err := hostPort(s.nats.URL)
-	if err != nil {
-		return nil, err
-	}
-	if s.natsProxy, err = testenv.StartProxy(natsAddr); err != nil {
-		return nil, err
-	}
-	if s.redisProxy, err = testenv.StartProxy(redisAddr); err != nil {
-		return nil, err
 	}
 	return s, nil
 }
 
 // workerEnv points the workers at the servers through the proxies.
 func (s *servers) workerEnv() []string {
-	return []string{"NATS_URL=nats://" + s.natsProxy.Addr(), "REDIS_URL=redis://" + s.redisProxy.Addr()}
+	return []string{"NATS_URL=" + s.d.WorkerNATSURL(), "REDIS_URL=" + s.d.WorkerRedisURL()}
 }
 
 func (s *servers) close() {
-	if s.natsProxy != nil {
-		s.natsProxy.Close()
-	}
-	if s.redisProxy != nil {
-		s.redisProxy.Close()
-	}
 	if s.replProxy != nil {
 		s.replProxy.Close()
 	}
-	s.nats.Shutdown()
-	s.redis.Shutdown()
 	s.replica.Shutdown()
+	s.d.Close()
 }
 
 func hostPort(rawURL string) (string, error) {

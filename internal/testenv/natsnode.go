@@ -94,6 +94,8 @@ func (n *NATSNode) start(bin string) error {
 listen: "127.0.0.1:%d"
 jetstream {
   store_dir: %q%s
+  # Size-limited streams reserve their limit against this: see testMaxStore.
+  max_file_store: 1T
 }
 `, port, n.StoreDir, sync), 0o600); err != nil {
 		return err
