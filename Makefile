@@ -97,7 +97,7 @@ bench/short: require-redis ## The CI-sized benchmark: every scenario with 1000 c
 	$(GO) run ./cmd/bench -short $(BENCH_ARGS)
 
 .PHONY: soak
-soak: require-redis ## Send commands end to end for SOAK_DURATION at half a quick peak, sampling the worker's RSS and goroutines every 10s, then print the drift
+soak: require-redis ## Send commands end to end for SOAK_DURATION at half a quick peak, sampling the worker's RSS and goroutines and the servers' memory every 10s, then print the drift; SOAK_RESULT_TTL=24h runs at the production retention, SOAK_RESULTS_MAX_AGE=2m with RESULTS kept shorter
 	SOAK_DURATION=$(SOAK_DURATION) $(GO) run ./cmd/bench soak
 
 .PHONY: chaos
