@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
@@ -44,6 +45,7 @@ type grammar struct {
 	Keys      int    `name:"keys" env:"EXPLORE_KEYS" default:"100" help:"Keys of each seed (charges and refunds). A seed's first keys have the same plan whatever --keys is."`
 	Parallel  int    `name:"parallel" env:"EXPLORE_PARALLEL" default:"4" help:"Seeds played at once on the shared servers (a seed mostly waits)."`
 	Report    string `name:"report" env:"EXPLORE_REPORT" placeholder:"FILE" help:"Also write the Markdown report to FILE."`
+	LogLevel  string `name:"log-level" env:"EXPLORE_LOG_LEVEL" default:"off" enum:"off,error,warn,info,debug" help:"The workers' logs on stderr, each line with its seed, at this level and above: off (the default), error, warn, info or debug. For a replay (--seed N): how the violation came about, delivery by delivery."`
 }
 
 // Validate implements kong's validation hook: a usage error names the flag.
@@ -80,7 +82,7 @@ func (e harnessError) Unwrap() error { return e.err }
 type streams struct{ stdout, stderr io.Writer }
 
 func (g *grammar) Run(ctx context.Context, out *streams) error {
-	cfg := &explore.Config{FirstSeed: g.FirstSeed, Seeds: g.Seeds, Keys: g.Keys, Parallel: g.Parallel}
+	cfg := &explore.Config{FirstSeed: g.FirstSeed, Seeds: g.Seeds, Keys: g.Keys, Parallel: g.Parallel, Logger: workerLogger(g.LogLevel, out.stderr)}
 	if g.Seed != 0 {
 		cfg.FirstSeed, cfg.Seeds, cfg.Parallel = g.Seed, 1, 1
 	}
@@ -159,4 +161,22 @@ func exitCode(err error, stderr io.Writer) int {
 		}
 		return 1, false
 	})
+}
+
+// workerLogger is the workers' logger for --log-level: nil when off.
+func workerLogger(level string, w io.Writer) *slog.Logger {
+	var l slog.Level
+	switch level {
+	case "error":
+		l = slog.LevelError
+	case "warn":
+		l = slog.LevelWarn
+	case "info":
+		l = slog.LevelInfo
+	case "debug":
+		l = slog.LevelDebug
+	default:
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sort"
 	"sync"
 	"time"
@@ -40,6 +41,10 @@ type Config struct {
 	// Progress, if set, receives each seed's result as it ends, in the
 	// order they end.
 	Progress func(done, total int, s *SeedResult)
+	// Logger, if set, receives the workers' logs, each record with its
+	// seed: what a replay (one seed) reads to see how a violation came
+	// about. Nil: the workers log nothing.
+	Logger *slog.Logger
 }
 
 // WithDefaults returns a copy with every zero field set to its default.
@@ -135,7 +140,7 @@ func Run(ctx context.Context, cfg *Config) (*Summary, error) {
 	for range cfg.Parallel {
 		wg.Go(func() {
 			for seed := range seeds {
-				res, err := RunSeed(ctx, d, seed, cfg.Keys)
+				res, err := runPlan(ctx, d, NewPlan(seed, cfg.Keys), cfg.Logger)
 				mu.Lock()
 				switch {
 				case err != nil && ctx.Err() != nil:

@@ -41,7 +41,7 @@ func TestRunSeed_CatchesALie(t *testing.T) {
 	plan.liar()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	res, err := runPlan(ctx, d, plan)
+	res, err := runPlan(ctx, d, plan, nil)
 	require.NoError(t, err)
 	require.Equal(t, 6, res.Report.Stats.Final["dead_lettered"], "every key dead-lettered: %v", res.Report.Stats.Final)
 	require.Equal(t, 6, res.Report.Count(ledger.Claimed), "violations: %v", res.Report.Violations)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"sort"
 	"strings"
@@ -78,6 +79,7 @@ func (f *faults) snapshot() map[string]int {
 type seedRun struct {
 	d      *testenv.Deployment
 	plan   *Plan
+	log    *slog.Logger // the workers' logger
 	plans  map[string]*KeyPlan
 	ns     string
 	prefix string
@@ -97,14 +99,17 @@ type seedRun struct {
 // namespace of streams and Redis keys, removed afterwards) and checks it.
 // It returns an error only when the harness itself could not run.
 func RunSeed(ctx context.Context, d *testenv.Deployment, seed uint64, keys int) (*SeedResult, error) {
-	return runPlan(ctx, d, NewPlan(seed, keys))
+	return runPlan(ctx, d, NewPlan(seed, keys), nil)
 }
 
-// runPlan plays a plan.
-func runPlan(ctx context.Context, d *testenv.Deployment, plan *Plan) (*SeedResult, error) {
+// runPlan plays a plan; log, if set, gets the workers' logs.
+func runPlan(ctx context.Context, d *testenv.Deployment, plan *Plan, log *slog.Logger) (*SeedResult, error) {
 	start := time.Now()
 	seed, keys := plan.Seed, len(plan.Keys)
-	r := &seedRun{d: d, plan: plan, faults: newFaults(), fpSeen: map[string]int{}, plans: map[string]*KeyPlan{}}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &seedRun{d: d, plan: plan, log: log.With("seed", seed), faults: newFaults(), fpSeen: map[string]int{}, plans: map[string]*KeyPlan{}}
 	r.ns = fmt.Sprintf("x%d%s", seed, testenv.Namespace())
 	r.prefix = r.ns + ":"
 	r.top = testenv.Topology(r.ns)
@@ -174,6 +179,7 @@ func (r *seedRun) listen() error {
 // makes sure of the streams and the consumer).
 func (r *seedRun) startWorkers(ctx context.Context) error {
 	cfg := engineConfig(r.plan.Settings, r.top, r.prefix, r.failpoint)
+	cfg.Logger = r.log
 	for i := range r.plan.Settings.Workers {
 		name := fmt.Sprintf("explore-%d-worker-%d", r.plan.Seed, i+1)
 		w := testenv.NewEngineWorker(name, func() (testenv.Engine, error) { return newEngine(r.d, name, cfg, r.prov) })
