@@ -47,7 +47,9 @@ func watchAcks(ctx context.Context, js jetstream.JetStream, stream string, targe
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	w := &ackWatch{target: target, cancel: cancel, done: make(chan struct{})}
+	// Nothing is acked yet (the caller says so): the watch's start is the
+	// first quiet moment, for a drain done before the first poll.
+	w := &ackWatch{target: target, cancel: cancel, done: make(chan struct{}), quiet: time.Now()}
 	go w.poll(ctx, s)
 	return w, nil
 }
@@ -114,7 +116,8 @@ func (w *ackWatch) wait(ctx context.Context, stall time.Duration) error {
 // the last. Both are seen up to one poll late, which cancels out in a
 // drain of many polls; a drain that fits between two polls (a handful of
 // commands) would have no span at all, so it gets the time from the last
-// poll that saw nothing acked: an upper bound, which understates its rate.
+// poll that saw nothing acked, or from the watch's start when the first
+// poll already saw acks: an upper bound, which understates its rate.
 func (w *ackWatch) span() (int, time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
