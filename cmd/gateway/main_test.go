@@ -43,11 +43,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	gatewayBin = filepath.Join(dir, "gateway")
-	build := exec.CommandContext(context.Background(), "go", "build", "-o", gatewayBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build gateway:", err)
+	gatewayBin, err = testenv.BuildCommand(context.Background(), dir, "gateway")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		testenv.Close()
 		os.Exit(1)
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,11 +39,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	workerBin = filepath.Join(dir, "worker")
-	build := exec.CommandContext(context.Background(), "go", "build", "-race", "-tags", "failpoint", "-o", workerBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build worker:", err)
+	workerBin, err = testenv.BuildCommand(context.Background(), dir, "worker", "-race", "-tags", "failpoint")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		testenv.Close()
 		os.Exit(1)
 	}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"github.com/idempay/idempay/internal/testenv"
 )
 
 // Defaults of Config.
@@ -290,5 +292,5 @@ func (b *bencher) worker(ctx context.Context) (string, error) {
 		}
 		return b.cfg.WorkerBin, nil
 	}
-	return buildWorker(ctx, b.s.dir)
+	return testenv.BuildCommand(ctx, b.s.dir, "worker")
 }

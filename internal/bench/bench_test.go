@@ -9,11 +9,14 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/idempay/idempay/internal/testenv"
 )
 
 func TestParseStatCPU(t *testing.T) {
@@ -62,19 +65,6 @@ func TestRedisInfo(t *testing.T) {
 	st := "# Stats\r\ntotal_connections_received:3\r\ntotal_reads_processed:1234\r\n"
 	require.Equal(t, int64(1234), infoInt(st, "total_reads_processed"))
 	require.Zero(t, infoInt(st, "missing"))
-}
-
-func TestPromValue(t *testing.T) {
-	text := "# HELP go_goroutines Number of goroutines.\n# TYPE go_goroutines gauge\ngo_goroutines 42\n" +
-		"process_resident_memory_bytes 1.2e+07\n"
-	v, ok := promValue(strings.NewReader(text), "go_goroutines")
-	require.True(t, ok)
-	require.InDelta(t, 42, v, 0)
-	v, ok = promValue(strings.NewReader(text), "process_resident_memory_bytes")
-	require.True(t, ok)
-	require.InDelta(t, 1.2e7, v, 0)
-	_, ok = promValue(strings.NewReader(text), "go_threads")
-	require.False(t, ok)
 }
 
 func TestSpreadOf(t *testing.T) {
@@ -198,15 +188,15 @@ func TestGoroutines(t *testing.T) {
 		_, _ = w.Write([]byte("# TYPE go_goroutines gauge\ngo_goroutines 97\n"))
 	}))
 	defer srv.Close()
-	w := &workerProc{metricsAddr: strings.TrimPrefix(srv.URL, "http://")}
-	n, ok := w.goroutines(context.Background())
+	w := testenv.NewProcessWorker(testenv.ProcessOptions{MetricsAddr: strings.TrimPrefix(srv.URL, "http://")})
+	n, ok := goroutines(context.Background(), w)
 	require.True(t, ok)
 	require.Equal(t, 97, n)
 
-	addr, err := freeAddr(context.Background()) // nothing listens there
+	port, err := testenv.FreePort() // nothing listens there
 	require.NoError(t, err)
-	_, ok = (&workerProc{metricsAddr: addr}).goroutines(context.Background())
+	_, ok = goroutines(context.Background(), testenv.NewProcessWorker(testenv.ProcessOptions{MetricsAddr: "127.0.0.1:" + strconv.Itoa(port)}))
 	require.False(t, ok)
-	_, ok = (&workerProc{}).goroutines(context.Background())
+	_, ok = goroutines(context.Background(), testenv.NewProcessWorker(testenv.ProcessOptions{}))
 	require.False(t, ok)
 }

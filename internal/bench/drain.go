@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/idempay/idempay/internal/testenv"
 )
 
 // stallTimeout ends a scenario in which no new key was answered for this
@@ -20,11 +22,11 @@ const stallTimeout = 30 * time.Second
 // the harness, creates the streams and the consumer, so the harness never
 // needs to know their configuration.
 func (b *bencher) setupWorker(ctx context.Context, ns *namespace, ws workerSettings) error {
-	w, err := startWorker(ctx, b.workerBin, ns.workerEnv(b.s, ws))
+	w, err := startWorker(ctx, b.s.dir, b.workerBin, ns.workerEnv(b.s, ws))
 	if err != nil {
 		return err
 	}
-	return w.stop()
+	return w.Stop(ctx)
 }
 
 // drain measures workers worker processes at inFlight each draining a
@@ -61,7 +63,7 @@ func (b *bencher) drain(ctx context.Context, kind string, inFlight, workers, rou
 	profiled := b.profile(ctx, procs[0], name, round)
 	if err := watch.wait(ctx, stallTimeout); err != nil {
 		killAll(procs)
-		return nil, fmt.Errorf("%s: %w; first worker's output:\n%s", name, err, procs[0].tail)
+		return nil, fmt.Errorf("%s: %w; first worker's output:\n%s", name, err, procs[0].LogTail())
 	}
 	n, span := watch.span()
 	r.Commands, r.Seconds, r.PerSecond = n, span.Seconds(), rate(n, span)
@@ -75,15 +77,15 @@ func (b *bencher) drain(ctx context.Context, kind string, inFlight, workers, rou
 	if err := <-profiled; err != nil {
 		b.progressf("cpu profile of %s: %v", name, err)
 	}
-	return r, stopAll(procs)
+	return r, stopAll(ctx, procs)
 }
 
 // profile takes a CPU profile of w from its /debug/pprof/profile, when
 // Config.CPUProfileDir is set, into <dir>/<scenario>.pprof. The returned
 // channel yields the outcome once the profile is written.
-func (b *bencher) profile(ctx context.Context, w *workerProc, name string, round int) <-chan error {
+func (b *bencher) profile(ctx context.Context, w *testenv.ProcessWorker, name string, round int) <-chan error {
 	done := make(chan error, 1)
-	if b.cfg.CPUProfileDir == "" || w.metricsAddr == "" {
+	if b.cfg.CPUProfileDir == "" || w.MetricsAddr() == "" {
 		done <- nil
 		return done
 	}
@@ -93,7 +95,7 @@ func (b *bencher) profile(ctx context.Context, w *workerProc, name string, round
 	}
 	path := filepath.Join(b.cfg.CPUProfileDir, file+".pprof")
 	go func() {
-		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", w.metricsAddr, b.cfg.CPUProfileSeconds)
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", w.MetricsAddr(), b.cfg.CPUProfileSeconds)
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, http.NoBody)
 		if err != nil {
 			done <- err
@@ -122,10 +124,10 @@ func (b *bencher) profile(ctx context.Context, w *workerProc, name string, round
 
 // startWorkers starts count workers on ns, sampling each as it becomes
 // ready.
-func (b *bencher) startWorkers(ctx context.Context, ns *namespace, ws workerSettings, count int, m *meter) ([]*workerProc, error) {
-	procs := make([]*workerProc, 0, count)
+func (b *bencher) startWorkers(ctx context.Context, ns *namespace, ws workerSettings, count int, m *meter) ([]*testenv.ProcessWorker, error) {
+	procs := make([]*testenv.ProcessWorker, 0, count)
 	for range count {
-		w, err := startWorker(ctx, b.workerBin, ns.workerEnv(b.s, ws))
+		w, err := startWorker(ctx, b.s.dir, b.workerBin, ns.workerEnv(b.s, ws))
 		if err != nil {
 			killAll(procs)
 			return nil, err
@@ -136,19 +138,19 @@ func (b *bencher) startWorkers(ctx context.Context, ns *namespace, ws workerSett
 	return procs, nil
 }
 
-func stopAll(procs []*workerProc) error {
+func stopAll(ctx context.Context, procs []*testenv.ProcessWorker) error {
 	var first error
 	for _, w := range procs {
-		if err := w.stop(); err != nil && first == nil {
+		if err := w.Stop(ctx); err != nil && first == nil {
 			first = err
 		}
 	}
 	return first
 }
 
-func killAll(procs []*workerProc) {
+func killAll(procs []*testenv.ProcessWorker) {
 	for _, w := range procs {
-		w.kill()
+		_ = w.Kill()
 	}
 }
 

@@ -65,7 +65,7 @@ func (b *bencher) e2e(ctx context.Context, run e2eRun) (*Result, error) {
 	}
 	if err != nil {
 		killAll(procs)
-		return nil, fmt.Errorf("%s: %w; worker output:\n%s", run.name, err, procs[0].tail)
+		return nil, fmt.Errorf("%s: %w; worker output:\n%s", run.name, err, procs[0].LogTail())
 	}
 	n, span := watch.span()
 	r.Commands, r.Seconds, r.PerSecond = n, span.Seconds(), rate(n, span)
@@ -81,7 +81,7 @@ func (b *bencher) e2e(ctx context.Context, run e2eRun) (*Result, error) {
 	if !sum.OK() {
 		r.Notes = append(r.Notes, fmt.Sprintf("NOT OK: errors %v, %d disagreeing keys, %d not sent", sum.Errors, len(sum.Disagreeing), sum.NotSent))
 	}
-	return r, stopAll(procs)
+	return r, stopAll(ctx, procs)
 }
 
 // sendLoad runs internal/load through a pkg/client on its own connection.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/idempay/idempay/internal/load"
+	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/client"
 	"github.com/idempay/idempay/pkg/gateway"
 	"github.com/idempay/idempay/pkg/messages"
@@ -44,7 +45,7 @@ const benchTenant = "bench"
 // process; with auth, as tenant benchTenant with an API key.
 func (b *bencher) e2eGateway(ctx context.Context, name string, auth bool) (*Result, error) {
 	if b.gatewayBin == "" {
-		bin, err := buildCommand(ctx, b.s.dir, "gateway")
+		bin, err := testenv.BuildCommand(ctx, b.s.dir, "gateway")
 		if err != nil {
 			return nil, err
 		}
@@ -63,11 +64,12 @@ func (b *bencher) e2eGateway(ctx context.Context, name string, auth bool) (*Resu
 	if err != nil {
 		return nil, err
 	}
-	addr, err := freeAddr(ctx)
+	port, err := testenv.FreePort() //nolint:contextcheck // binding a loopback port does not wait
 	if err != nil {
 		killAll(procs)
 		return nil, err
 	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
 	env := ns.gatewayEnv(b.s, addr)
 	var bearer string
 	if auth {
@@ -80,7 +82,7 @@ func (b *bencher) e2eGateway(ctx context.Context, name string, auth bool) (*Resu
 	} else {
 		env = append(env, "GATEWAY_AUTH=none")
 	}
-	gw, err := startProcess(ctx, b.gatewayBin, env, "gateway listening")
+	gw, err := startProcess(ctx, b.s.dir, b.gatewayBin, env, "gateway listening")
 	if err != nil {
 		killAll(procs)
 		return nil, err
@@ -94,9 +96,9 @@ func (b *bencher) e2eGateway(ctx context.Context, name string, auth bool) (*Resu
 		err = watch.wait(ctx, stallTimeout)
 	}
 	if err != nil {
-		gw.kill()
+		_ = gw.Kill()
 		killAll(procs)
-		return nil, fmt.Errorf("%s: %w; gateway output:\n%s\nworker output:\n%s", name, err, gw.tail, procs[0].tail)
+		return nil, fmt.Errorf("%s: %w; gateway output:\n%s\nworker output:\n%s", name, err, gw.LogTail(), procs[0].LogTail())
 	}
 	n, span := watch.span()
 	r.Commands, r.Seconds, r.PerSecond = n, span.Seconds(), rate(n, span)
@@ -108,8 +110,8 @@ func (b *bencher) e2eGateway(ctx context.Context, name string, auth bool) (*Resu
 	if sender.retries.Load() > 0 {
 		r.Notes = append(r.Notes, fmt.Sprintf("%d requests sent again after 202/409/5xx", sender.retries.Load()))
 	}
-	stopErr := gw.stop()
-	if err := stopAll(procs); err != nil {
+	stopErr := gw.Stop(ctx)
+	if err := stopAll(ctx, procs); err != nil {
 		return r, err
 	}
 	return r, stopErr

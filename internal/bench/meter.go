@@ -5,6 +5,8 @@ import (
 	"os"
 	"runtime"
 	"time"
+
+	"github.com/idempay/idempay/internal/testenv"
 )
 
 // meter takes the before and after samples of one measurement: CPU time of
@@ -21,7 +23,7 @@ type meter struct {
 	workers map[int]time.Duration
 	// gateway is the HTTP gateway process, if the scenario has one, and
 	// its CPU once it was running.
-	gateway    *workerProc
+	gateway    *testenv.ProcessWorker
 	gatewayCPU time.Duration
 	// self is this process's CPU: the ceiling's consumer, the end-to-end
 	// client, the answer watch.
@@ -53,15 +55,15 @@ func (s *servers) begin(ctx context.Context) *meter {
 }
 
 // addWorker samples a worker that just became ready.
-func (m *meter) addWorker(w *workerProc) {
-	if p, err := readProc(w.pid()); err == nil {
-		m.workers[w.pid()] = p.CPU
+func (m *meter) addWorker(w *testenv.ProcessWorker) {
+	if p, err := readProc(w.Pid()); err == nil {
+		m.workers[w.Pid()] = p.CPU
 	}
 }
 
 // addGateway samples the gateway process that just became ready.
-func (m *meter) addGateway(g *workerProc) {
-	if p, err := readProc(g.pid()); err == nil {
+func (m *meter) addGateway(g *testenv.ProcessWorker) {
+	if p, err := readProc(g.Pid()); err == nil {
 		m.gateway, m.gatewayCPU = g, p.CPU
 	}
 }
@@ -70,7 +72,7 @@ func (m *meter) addGateway(g *workerProc) {
 // with workers still running (their /proc entries vanish when they exit).
 // selfAsWorker puts this process's CPU in the worker column: the ceiling's
 // bare consumer is the worker there.
-func (m *meter) end(ctx context.Context, r *Result, workers []*workerProc, selfAsWorker bool) {
+func (m *meter) end(ctx context.Context, r *Result, workers []*testenv.ProcessWorker, selfAsWorker bool) {
 	n := float64(r.Commands)
 	if n == 0 {
 		return
@@ -114,8 +116,8 @@ func (m *meter) end(ctx context.Context, r *Result, workers []*workerProc, selfA
 	var cpu time.Duration
 	complete := len(workers) > 0
 	for _, w := range workers {
-		p, err := readProc(w.pid())
-		before, ok := m.workers[w.pid()]
+		p, err := readProc(w.Pid())
+		before, ok := m.workers[w.Pid()]
 		if err != nil || !ok {
 			complete, known = false, false
 			continue
@@ -124,7 +126,7 @@ func (m *meter) end(ctx context.Context, r *Result, workers []*workerProc, selfA
 		// Every worker started inside the window: all its CPU is ours.
 		ours += p.CPU
 		r.WorkerRSS = max(r.WorkerRSS, p.RSS)
-		if g, ok := w.goroutines(ctx); ok {
+		if g, ok := goroutines(ctx, w); ok {
 			r.Goroutines = max(r.Goroutines, g)
 		}
 	}
@@ -132,7 +134,7 @@ func (m *meter) end(ctx context.Context, r *Result, workers []*workerProc, selfA
 		r.CPU.Worker = perCmd(cpu)
 	}
 	if m.gateway != nil {
-		if p, err := readProc(m.gateway.pid()); err == nil {
+		if p, err := readProc(m.gateway.Pid()); err == nil {
 			r.CPU.Gateway = perCmd(p.CPU - m.gatewayCPU)
 			ours += p.CPU // started inside the window, like the workers
 		} else {

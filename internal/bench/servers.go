@@ -17,8 +17,9 @@ import (
 	"github.com/idempay/idempay/internal/testenv"
 )
 
-// servers are the nats-server and redis-server of one run, and the
-// harness's own connections to them.
+// servers are the nats-server and redis-server of one run (a
+// testenv.Deployment), and the harness's own connections to them (the
+// deployment's).
 type servers struct {
 	natsURL, redisURL string
 	natsPid, redisPid int // 0 when the process cannot be observed
@@ -72,7 +73,12 @@ func startServers(durable bool, gomaxprocs int) (_ *servers, err error) {
 	// nats-server child built from the version go.mod pins, falling back
 	// to an in-process server when it cannot be built, and a redis-server
 	// child.
-	opts := &testenv.DeploymentOptions{Name: "idempay-bench-servers", NATSChild: true, NoSyncAlways: !durable, RedisArgs: redisArgs}
+	// The harness's async publishes are chunked (see preload) far below
+	// the JetStream limit set here; it is set explicitly so the two stay
+	// visibly related.
+	opts := &testenv.DeploymentOptions{Name: "idempay-bench", NATSChild: true, NoSyncAlways: !durable, RedisArgs: redisArgs,
+		NATSOptions:      []nats.Option{nats.Timeout(5 * time.Second)},
+		JetStreamOptions: []jetstream.JetStreamOpt{jetstream.WithPublishAsyncMaxPending(4 * preloadChunk)}}
 	bin, buildErr := testenv.NATSServerBinary()
 	if buildErr != nil {
 		opts.NATSChild = false
@@ -94,28 +100,11 @@ func startServers(durable bool, gomaxprocs int) (_ *servers, err error) {
 	if durable {
 		s.describe = append(s.describe, "       (fsync work done by kernel threads for these servers counts under others cpu%)")
 	}
-
-	if s.nc, err = nats.Connect(s.natsURL, nats.Name("idempay-bench"), nats.Timeout(5*time.Second)); err != nil {
-		return nil, err
-	}
-	// The harness's own async publishes are chunked (see preload) far below
-	// this limit; it is set explicitly so the two stay visibly related.
-	if s.js, err = jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(4*preloadChunk)); err != nil {
-		return nil, err
-	}
-	if s.rdb, err = testenv.ConnectRedis(s.redisURL); err != nil {
-		return nil, err
-	}
+	s.nc, s.js, s.rdb = s.d.NC, s.d.JS, s.d.RDB
 	return s, nil
 }
 
 func (s *servers) close() {
-	if s.nc != nil {
-		s.nc.Close()
-	}
-	if s.rdb != nil {
-		_ = s.rdb.Close()
-	}
 	s.d.Close()
 	if s.dir != "" {
 		_ = os.RemoveAll(s.dir)

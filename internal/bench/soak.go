@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/idempay/idempay/internal/load"
+	"github.com/idempay/idempay/internal/testenv"
 )
 
 // Defaults of SoakConfig.
@@ -149,12 +150,12 @@ func Soak(ctx context.Context, cfg *SoakConfig) (*SoakReport, error) {
 	ns := b.nextNamespace()
 	// RESULT_TTL must cover the redelivery horizon (the worker checks):
 	// a soak has no failures, so one try and a 30s duplicate window fit.
-	w, err := startWorker(ctx, b.workerBin, ns.workerEnv(b.s, workerSettings{Concurrency: e2eInFlight, ResultTTL: cfg.ResultTTL,
+	w, err := startWorker(ctx, b.s.dir, b.workerBin, ns.workerEnv(b.s, workerSettings{Concurrency: e2eInFlight, ResultTTL: cfg.ResultTTL,
 		ResultsMaxAge: cfg.ResultsMaxAge, MaxDeliver: 1, DedupeWindow: soakDedupeWindow}))
 	if err != nil {
 		return nil, err
 	}
-	defer w.kill() // after stop, a no-op
+	defer func() { _ = w.Kill() }() // after Stop, a no-op
 
 	rep := &SoakReport{Setup: append(slices.Clone(b.s.describe),
 		fmt.Sprintf("Worker: %s, one process, CONCURRENCY=%d, RESULT_TTL=%v, RESULTS_MAX_AGE=%v, MAX_DELIVER=1, DEDUPE_WINDOW=%v", b.workerBin, e2eInFlight, cfg.ResultTTL, cmp.Or(cfg.ResultsMaxAge, cfg.ResultTTL), soakDedupeWindow),
@@ -169,7 +170,7 @@ func Soak(ctx context.Context, cfg *SoakConfig) (*SoakReport, error) {
 		peak.Commands, rep.Peak, rep.Rate, cfg.Duration, cfg.Interval)
 
 	var cpu0 soakCPU
-	if p, err := readProc(w.pid()); err == nil {
+	if p, err := readProc(w.Pid()); err == nil {
 		cpu0.worker = p.CPU
 	}
 	if p, err := readProc(b.s.natsPid); err == nil {
@@ -208,7 +209,7 @@ func Soak(ctx context.Context, cfg *SoakConfig) (*SoakReport, error) {
 		b.progressf("%7s  %5d commands  %6.0f/s  p99 %6.1fms  worker RSS %6.1f MiB  goroutines %s",
 			s.At.Round(time.Second), s.Commands, s.PerSecond, s.Latency.P99, mib(s.WorkerRSS), intOrDash(s.Goroutines))
 	}
-	if err := w.stop(); err != nil {
+	if err := w.Stop(ctx); err != nil {
 		return nil, err
 	}
 	return rep, nil
@@ -218,12 +219,12 @@ func Soak(ctx context.Context, cfg *SoakConfig) (*SoakReport, error) {
 // load started.
 type soakCPU struct{ worker, nats, redis time.Duration }
 
-func (b *bencher) soakSample(ctx context.Context, w *workerProc, at time.Duration, cpu0 soakCPU) SoakSample {
+func (b *bencher) soakSample(ctx context.Context, w *testenv.ProcessWorker, at time.Duration, cpu0 soakCPU) SoakSample {
 	s := SoakSample{At: at}
-	if p, err := readProc(w.pid()); err == nil {
+	if p, err := readProc(w.Pid()); err == nil {
 		s.WorkerRSS, s.WorkerCPU = p.RSS, p.CPU-cpu0.worker
 	}
-	s.Goroutines, _ = w.goroutines(ctx)
+	s.Goroutines, _ = goroutines(ctx, w)
 	if p, err := readProc(b.s.natsPid); err == nil {
 		s.NATSRSS, s.NATSCPU = p.RSS, p.CPU-cpu0.nats
 	}

@@ -119,7 +119,7 @@ func driveResultTTLExpired(ctx context.Context, e *Env) error {
 // message blocks), and restarts it and the workers.
 func driveNATSLosesUnsynced(ctx context.Context, e *Env) error {
 	for _, w := range e.ws.live() {
-		if err := e.ws.term(w, termGrace); err != nil {
+		if err := e.ws.term(ctx, w); err != nil {
 			return err
 		}
 	}

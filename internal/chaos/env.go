@@ -18,7 +18,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/idempay/idempay/internal/load"
-	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/client"
 	"github.com/idempay/idempay/pkg/messages"
 )
@@ -94,7 +93,7 @@ type Env struct {
 	ev   *evidence
 	log  *faultLog
 
-	nc     *nats.Conn // the suite's own, straight to the server
+	nc     *nats.Conn // the suite's own, straight to the server: the deployment's
 	js     jetstream.JetStream
 	rdb    *redis.Client
 	client *client.Client // the load's
@@ -158,8 +157,6 @@ func Run(ctx context.Context, opts *Options, sc *Scenario) (*Result, error) {
 	if err := e.connect(); err != nil {
 		return nil, err
 	}
-	defer e.nc.Close()
-	defer e.rdb.Close()
 
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -207,7 +204,7 @@ func Run(ctx context.Context, opts *Options, sc *Scenario) (*Result, error) {
 	var stopping sync.WaitGroup
 	for _, w := range e.ws.live() {
 		if !w.exited() {
-			stopping.Go(func() { _ = e.ws.term(w, termGrace) }) // an exit other than 0 is a finding of the audit
+			stopping.Go(func() { _ = e.ws.term(ctx, w) }) // an exit other than 0 is a finding of the audit
 		}
 	}
 	stopping.Wait()
@@ -243,25 +240,17 @@ func cmpOr[T comparable](v, def T) T {
 	return v
 }
 
-// connect opens the suite's own connections, straight to the servers.
+// connect takes the deployment's connections, straight to the servers,
+// as the suite's own, and opens the clients': the load's on the same
+// connection, the recovery probes' on one of their own.
 func (e *Env) connect() error {
+	e.nc, e.js, e.rdb = e.srv.d.NC, e.srv.d.JS, e.srv.d.RDB
 	var err error
-	e.nc, err = nats.Connect(e.srv.nats.URL, nats.Name("chaos-suite"), nats.MaxReconnects(-1),
-		nats.ReconnectWait(100*time.Millisecond), nats.ReconnectBufSize(64<<20))
-	if err != nil {
-		return err
-	}
-	if e.js, err = jetstream.New(e.nc); err != nil {
-		return err
-	}
-	if e.rdb, err = testenv.ConnectRedis(e.srv.redis.URL); err != nil {
-		return err
-	}
 	cfg := &client.Config{ResultTimeout: loadResultTimeout, PublishTimeout: publishTimeout}
 	if e.client, err = client.New(e.nc, cfg); err != nil {
 		return err
 	}
-	pnc, err := nats.Connect(e.srv.nats.URL, nats.Name("chaos-probe"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	pnc, err := nats.Connect(e.srv.d.NATSURL(), nats.Name("chaos-probe"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		return err
 	}
@@ -311,10 +300,7 @@ func (e *Env) supervise(ctx context.Context) {
 				if sig, ok := w.signaled(); ok && sig == syscall.SIGKILL && w.armedKill() != "" {
 					what = "worker SIGKILL at failpoint " + w.armedKill()
 				}
-				w.mu.Lock()
-				at := w.exitedAt
-				w.mu.Unlock()
-				f := e.log.add(what, fmt.Sprintf("worker %d", w.n), at)
+				f := e.log.add(what, fmt.Sprintf("worker %d", w.n), time.Now()) // seen within 50ms of the exit
 				if err := e.ws.replace(ctx, w); err != nil {
 					e.logf("replace worker %d: %v", w.n, err)
 				}
@@ -369,39 +355,10 @@ func (e *Env) restoreWorkers(ctx context.Context) error {
 // waitDrained waits until COMMANDS is empty and its consumer has nothing
 // pending or unacknowledged.
 func (e *Env) waitDrained(ctx context.Context) error {
-	var state string
-	err := testenv.PollUntil(ctx, 200*time.Millisecond, func() (bool, error) {
-		var drained bool
-		drained, state = e.commandsDrained(ctx)
-		return drained, nil
-	})
-	if err != nil {
-		return fmt.Errorf("not drained 3 minutes after the load: %s", state)
+	if err := e.srv.d.WaitDrained(ctx, messages.DefaultTopology()); err != nil {
+		return fmt.Errorf("not drained 3 minutes after the load: %w", err)
 	}
 	return nil
-}
-
-// commandsDrained reports whether COMMANDS is drained, and its state.
-func (e *Env) commandsDrained(ctx context.Context) (bool, string) {
-	top := messages.DefaultTopology()
-	s, err := e.js.Stream(ctx, top.CommandStream)
-	if err != nil {
-		return false, err.Error()
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return false, err.Error()
-	}
-	c, err := s.Consumer(ctx, top.Consumer)
-	if err != nil {
-		return false, err.Error()
-	}
-	ci, err := c.Info(ctx)
-	if err != nil {
-		return false, err.Error()
-	}
-	return info.State.Msgs == 0 && ci.NumPending == 0 && ci.NumAckPending == 0,
-		fmt.Sprintf("COMMANDS holds %d messages; consumer %s: %d pending, %d unacknowledged", info.State.Msgs, top.Consumer, ci.NumPending, ci.NumAckPending)
 }
 
 // The workers' counters the report shows.
@@ -415,7 +372,7 @@ const (
 func (e *Env) workerMetrics(ctx context.Context) map[string]float64 {
 	sum := map[string]float64{}
 	for _, w := range e.ws.live() {
-		m, err := w.metrics(ctx, counterCommitRefused, counterLockLost, counterDeadLetters)
+		m, err := w.Metrics(ctx, counterCommitRefused, counterLockLost, counterDeadLetters)
 		if err != nil {
 			continue
 		}
@@ -636,7 +593,7 @@ func (e *Env) TermWorker(ctx context.Context) {
 		return
 	}
 	_ = e.inject(ctx, "worker SIGTERM (drain)", fmt.Sprintf("worker %d", w.n), 0, func() error {
-		if err := e.ws.term(w, termGrace); err != nil {
+		if err := e.ws.term(ctx, w); err != nil {
 			e.logf("%v", err) // the audit reports the exit
 		}
 		return e.ws.replace(ctx, w)

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/url"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/idempay/idempay/internal/testenv"
 )
 
@@ -38,8 +40,10 @@ func startServers(sc *Scenario) (_ *servers, err error) {
 	if sc.RedisNoPersistence {
 		args = testenv.RedisVolatile
 	}
-	if s.d, err = testenv.StartDeployment(&testenv.DeploymentOptions{Name: "chaos-servers", NATSChild: true,
-		NoSyncAlways: sc.NATSNoSync, RedisArgs: args, Proxies: true}); err != nil {
+	if s.d, err = testenv.StartDeployment(&testenv.DeploymentOptions{Name: "chaos-suite", NATSChild: true,
+		NoSyncAlways: sc.NATSNoSync, RedisArgs: args, Proxies: true,
+		// The load publishes through a reconnect: buffer all it may send.
+		NATSOptions: []nats.Option{nats.ReconnectBufSize(64 << 20)}}); err != nil {
 		return nil, err
 	}
 	s.nats, s.redis, s.natsProxy, s.redisProxy = s.d.NATSNode, s.d.Redis, s.d.NATSProxy, s.d.RedisProxy

@@ -7,15 +7,12 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/idempay/idempay/internal/testenv"
 )
@@ -30,30 +27,25 @@ const (
 	intentTerm        // SIGTERM: must exit 0
 )
 
-// worker is one worker process. Its output goes to a file in the
-// scenario's directory, which the suite scans for race reports and panics.
+// worker is one worker process (testenv's process wrapper), with what the
+// suite knows of it: its slot number, its failpoint, and what the suite
+// did to it. Its output goes to a file in the scenario's directory, which
+// the suite scans for race reports and panics.
 type worker struct {
-	n           int    // from 1, in start order
-	armed       string // its IDEMPAY_FAILPOINT, "" for none
-	metricsAddr string
-	log         string
-	cmd         *exec.Cmd
-	done        chan struct{} // closed once the process is reaped
+	*testenv.ProcessWorker
+	n     int    // from 1, in start order
+	armed string // its IDEMPAY_FAILPOINT, "" for none
+	log   string
 
 	mu        sync.Mutex
 	intent    intent
 	stoppedBy string // while stopped: "suite" or "failpoint"
-	err       error  // what Wait returned
-	exitedAt  time.Time
 }
 
+// exited reports whether the process has ended (it was started at spawn).
 func (w *worker) exited() bool {
-	select {
-	case <-w.done:
-		return true
-	default:
-		return false
-	}
+	done, _ := w.Exited()
+	return done
 }
 
 func (w *worker) setIntent(i intent) {
@@ -70,28 +62,16 @@ func (w *worker) getIntent() intent {
 
 // signaled returns the signal that ended the process, if one did.
 func (w *worker) signaled() (syscall.Signal, bool) {
-	w.mu.Lock()
-	err := w.err
-	w.mu.Unlock()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) {
-		return 0, false
-	}
-	ws, ok := exit.Sys().(syscall.WaitStatus)
-	if !ok || !ws.Signaled() {
-		return 0, false
-	}
-	return ws.Signal(), true
+	_, err := w.Exited()
+	return testenv.ExitSignal(err)
 }
 
 // exitStatus describes how the process ended, for findings.
 func (w *worker) exitStatus() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.err == nil {
-		return "exit status 0"
+	if _, err := w.Exited(); err != nil {
+		return err.Error()
 	}
-	return w.err.Error()
+	return "exit status 0"
 }
 
 // armedKill returns the failpoint at which the worker kills itself, "" for
@@ -105,23 +85,8 @@ func (w *worker) armedKill() string {
 	return point
 }
 
-// processState reads the process's state letter from /proc: R, S, D, T
-// (stopped), Z; "" when it cannot be read.
-func (w *worker) processState() string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", w.cmd.Process.Pid))
-	if err != nil {
-		return ""
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) {
-		return ""
-	}
-	return s[i+2 : i+3]
-}
-
 // stopped reports whether the process is stopped (SIGSTOP).
-func (w *worker) stopped() bool { return !w.exited() && w.processState() == "T" }
+func (w *worker) stopped() bool { return !w.exited() && w.State() == "T" }
 
 // workers starts and tracks the worker processes of one scenario. The live
 // set is its slots; a worker that dies is replaced in its slot.
@@ -139,6 +104,9 @@ type workers struct {
 
 // spawn starts one more worker process, without waiting for it.
 func (ws *workers) spawn(ctx context.Context) (*worker, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	ws.mu.Lock()
 	n := len(ws.all) + 1
 	ws.mu.Unlock()
@@ -146,31 +114,17 @@ func (ws *workers) spawn(ctx context.Context) (*worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &worker{n: n, metricsAddr: "127.0.0.1:" + strconv.Itoa(port), log: filepath.Join(ws.dir, fmt.Sprintf("worker-%d.log", n)),
-		done: make(chan struct{})}
+	w := &worker{n: n, log: filepath.Join(ws.dir, fmt.Sprintf("worker-%d.log", n))}
 	if ws.arm != nil {
 		w.armed = ws.arm(n)
 	}
-	out, err := os.Create(w.log)
-	if err != nil {
-		return nil, err
-	}
-	defer out.Close() // the child has its own descriptor
-	// The process lives until the suite kills or stops it, not for a context.
-	w.cmd = exec.CommandContext(context.WithoutCancel(ctx), ws.bin) //nolint:gosec // G204: the worker binary the test built
-	w.cmd.Env = append(append(os.Environ(), ws.env...), "METRICS_ADDR="+w.metricsAddr, "IDEMPAY_FAILPOINT="+w.armed)
-	w.cmd.Stdout, w.cmd.Stderr = out, out
-	w.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with the test binary
-	if err := w.cmd.Start(); err != nil {
+	metricsAddr := "127.0.0.1:" + strconv.Itoa(port)
+	w.ProcessWorker = testenv.NewProcessWorker(testenv.ProcessOptions{Name: fmt.Sprintf("worker %d", n), Bin: ws.bin, Log: w.log,
+		Env:       append(append(os.Environ(), ws.env...), "METRICS_ADDR="+metricsAddr, "IDEMPAY_FAILPOINT="+w.armed),
+		ReadyLine: "worker running", MetricsAddr: metricsAddr, StopGrace: termGrace})
+	if err := w.Launch(); err != nil { //nolint:contextcheck // the process lives until the suite kills or stops it, not for ctx
 		return nil, fmt.Errorf("chaos: start worker: %w", err)
 	}
-	go func() {
-		err := w.cmd.Wait()
-		w.mu.Lock()
-		w.err, w.exitedAt = err, time.Now()
-		w.mu.Unlock()
-		close(w.done)
-	}()
 	ws.mu.Lock()
 	ws.all = append(ws.all, w)
 	ws.mu.Unlock()
@@ -179,13 +133,10 @@ func (ws *workers) spawn(ctx context.Context) (*worker, error) {
 
 // waitRunning waits until w logs that it consumes.
 func (ws *workers) waitRunning(ctx context.Context, w *worker) error {
-	return testenv.PollUntil(ctx, 20*time.Millisecond, func() (bool, error) {
-		if w.exited() {
-			return false, fmt.Errorf("chaos: worker %d exited at start (%s):\n%s", w.n, w.exitStatus(), tail(w.log, 20))
-		}
-		b, _ := os.ReadFile(w.log)
-		return strings.Contains(string(b), "worker running"), nil
-	})
+	if err := w.WaitReady(ctx); err != nil {
+		return fmt.Errorf("chaos: worker %d (%s): %w", w.n, w.exitStatus(), err)
+	}
+	return nil
 }
 
 // start fills n slots with running workers.
@@ -253,29 +204,18 @@ func (ws *workers) pick(rng *rand.Rand) *worker {
 // kill sends SIGKILL and waits until the process is reaped.
 func (ws *workers) kill(w *worker) {
 	w.setIntent(intentKill)
-	_ = w.cmd.Process.Signal(syscall.SIGKILL)
-	<-w.done
+	_ = w.Kill()
 }
 
-// term sends SIGTERM and waits up to grace for the exit; the audit checks
-// that it was exit status 0. After grace the process is killed and term
-// returns an error.
-func (ws *workers) term(w *worker, grace time.Duration) error {
+// term sends SIGTERM (resuming a stopped worker first) and waits up to
+// termGrace for the exit; the audit checks that it was exit status 0. After
+// the grace the process is killed and term returns an error.
+func (ws *workers) term(ctx context.Context, w *worker) error {
 	w.setIntent(intentTerm)
-	if w.stopped() {
-		_ = w.cmd.Process.Signal(syscall.SIGCONT)
+	if err := w.Stop(ctx); errors.Is(err, testenv.ErrNotStopped) {
+		return fmt.Errorf("chaos: worker %d did not exit within %v of SIGTERM", w.n, termGrace)
 	}
-	_ = w.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(grace)
-	defer t.Stop()
-	select {
-	case <-w.done:
-		return nil
-	case <-t.C:
-		_ = w.cmd.Process.Signal(syscall.SIGKILL)
-		<-w.done
-		return fmt.Errorf("chaos: worker %d did not exit within %v of SIGTERM", w.n, grace)
-	}
+	return nil // another exit than status 0 is the audit's finding
 }
 
 // stop sends SIGSTOP; cont sends SIGCONT.
@@ -283,11 +223,11 @@ func (ws *workers) stop(w *worker, by string) {
 	w.mu.Lock()
 	w.stoppedBy = by
 	w.mu.Unlock()
-	_ = w.cmd.Process.Signal(syscall.SIGSTOP)
+	_ = w.Pause()
 }
 
 func (ws *workers) cont(w *worker) {
-	_ = w.cmd.Process.Signal(syscall.SIGCONT)
+	_ = w.Resume()
 	w.mu.Lock()
 	w.stoppedBy = ""
 	w.mu.Unlock()
@@ -314,10 +254,7 @@ func (ws *workers) killAll() {
 	all := append([]*worker(nil), ws.all...)
 	ws.mu.Unlock()
 	for _, w := range all {
-		if !w.exited() {
-			_ = w.cmd.Process.Signal(syscall.SIGKILL)
-			<-w.done
-		}
+		_ = w.Kill()
 	}
 }
 
@@ -397,36 +334,6 @@ func scanOutput(w *worker) []string {
 		found = append(found, strings.Join(lines, "\n"))
 	}
 	return found
-}
-
-// metrics reads counters from a worker's /metrics, summed over labels.
-func (w *worker) metrics(ctx context.Context, names ...string) (map[string]float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+w.metricsAddr+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		for _, name := range names {
-			if rest, ok := strings.CutPrefix(line, name); ok && (strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "{")) {
-				fields := strings.Fields(line)
-				v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
-				if err == nil {
-					out[name] += v
-				}
-			}
-		}
-	}
-	return out, sc.Err()
 }
 
 // tail returns the last n lines of a file.

@@ -36,6 +36,11 @@ type DeploymentOptions struct {
 	// network faults; the harness's own connections go direct. Defaults
 	// to false.
 	Proxies bool
+	// NATSOptions and JetStreamOptions are added to the harness's own NATS
+	// connection and JetStream context (a larger reconnect buffer, more
+	// async publishes in flight). Defaults to none.
+	NATSOptions      []nats.Option
+	JetStreamOptions []jetstream.JetStreamOpt
 }
 
 // Redis argument sets for DeploymentOptions.RedisArgs.
@@ -110,10 +115,11 @@ func StartDeployment(opts *DeploymentOptions) (_ *Deployment, err error) {
 	if name == "" {
 		name = "testenv"
 	}
-	if d.NC, err = nats.Connect(d.NATSURL(), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond)); err != nil {
+	natsOpts := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, opts.NATSOptions...)
+	if d.NC, err = nats.Connect(d.NATSURL(), natsOpts...); err != nil {
 		return nil, fmt.Errorf("testenv: connect to NATS: %w", err)
 	}
-	if d.JS, err = jetstream.New(d.NC); err != nil {
+	if d.JS, err = jetstream.New(d.NC, opts.JetStreamOptions...); err != nil {
 		return nil, err
 	}
 	if d.RDB, err = ConnectRedis(d.Redis.URL); err != nil {

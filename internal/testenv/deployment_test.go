@@ -6,9 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -85,46 +85,63 @@ func TestEngineWorker(t *testing.T) {
 	require.ErrorIs(t, w.Resume(), ErrUnsupported)
 }
 
-// processState reads a process's state letter from /proc: T when stopped.
-func processState(t *testing.T, pid int) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	require.NoError(t, err)
-	s := string(b)
-	return s[strings.LastIndexByte(s, ')')+2:][:1]
-}
-
 func TestProcessWorker(t *testing.T) {
 	t.Parallel()
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
 		t.Skip("needs /proc to see a process's state")
 	}
-	sleep, err := exec.LookPath("sleep")
+	sh, err := exec.LookPath("sh")
 	require.NoError(t, err)
+	// A program like idempay's: it logs a line once up, exits 0 on SIGTERM.
+	script := `trap 'echo draining; exit 0' TERM; echo "run $$"; sleep 0.3; echo up; while :; do sleep 0.05; done`
 	var ready atomic.Int32
-	w := NewProcessWorker(ProcessOptions{Name: "sleeper", Bin: sleep, Args: []string{"60"},
-		Log: filepath.Join(t.TempDir(), "sleeper.log"), StopGrace: 5 * time.Second,
+	log := filepath.Join(t.TempDir(), "sleeper.log")
+	w := NewProcessWorker(ProcessOptions{Name: "sleeper", Bin: sh, Args: []string{"-c", script},
+		Log: log, StopGrace: 5 * time.Second, ReadyLine: "up",
 		Ready: func(context.Context) error { ready.Add(1); return nil }})
 	ctx := t.Context()
 	require.NoError(t, w.Start(ctx))
 	t.Cleanup(func() { _ = w.Kill() })
-	require.Equal(t, int32(1), ready.Load())
+	require.Equal(t, int32(1), ready.Load(), "Ready is polled once ReadyLine is logged")
 	require.True(t, w.Running())
+	exited, _ := w.Exited()
+	require.False(t, exited)
 
 	require.NoError(t, w.Pause())
-	require.NoError(t, PollUntil(ctx, 5*time.Millisecond, func() (bool, error) { return processState(t, w.Pid()) == "T", nil }))
+	require.NoError(t, PollUntil(ctx, 5*time.Millisecond, func() (bool, error) { return w.State() == "T", nil }))
 	require.NoError(t, w.Resume())
-	require.NoError(t, PollUntil(ctx, 5*time.Millisecond, func() (bool, error) { return processState(t, w.Pid()) != "T", nil }))
+	require.NoError(t, PollUntil(ctx, 5*time.Millisecond, func() (bool, error) { return w.State() != "T", nil }))
 
 	require.NoError(t, w.Kill())
 	require.False(t, w.Running())
 	require.False(t, w.Crashed(), "a kill through the worker is no crash")
 	require.Error(t, w.Pause(), "a dead process cannot be paused")
+	exited, exitErr := w.Exited()
+	require.True(t, exited)
+	sig, ok := ExitSignal(exitErr)
+	require.True(t, ok, "killed: %v", exitErr)
+	require.Equal(t, syscall.SIGKILL, sig)
 
+	// A restart waits for this run's "up", not the last run's.
+	start := time.Now()
 	require.NoError(t, w.Restart(ctx))
+	require.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond, "Start took the previous run's ready line")
 	require.True(t, w.Running())
-	require.NoError(t, w.Stop(ctx), "sleep exits on SIGTERM")
+	require.NoError(t, w.Pause())
+	require.NoError(t, w.Stop(ctx), "a paused program is resumed to act on SIGTERM, and exits 0")
 	require.False(t, w.Running())
+	exited, exitErr = w.Exited()
+	require.True(t, exited)
+	require.NoError(t, exitErr)
+	b, err := os.ReadFile(log)
+	require.NoError(t, err)
+	require.Equal(t, 2, strings.Count(string(b), "run "), "both runs append to the one log:\n%s", b)
+
+	// A program that does not exit 0 on SIGTERM is reported.
+	bad := NewProcessWorker(ProcessOptions{Name: "sleep", Bin: "sleep", Args: []string{"60"},
+		Log: filepath.Join(t.TempDir(), "sleep.log"), StopGrace: 5 * time.Second})
+	require.NoError(t, bad.Start(ctx))
+	require.ErrorContains(t, bad.Stop(ctx), "want exit status 0")
 }
 
 func TestDeployment_WaitDrained(t *testing.T) {

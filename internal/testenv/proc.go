@@ -24,10 +24,11 @@ type child struct {
 	env  []string // the whole environment; nil inherits this process's
 	log  string
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	done   chan struct{} // closed when cmd has exited and been reaped
-	wanted bool          // started, and not since killed or stopped through this type
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when cmd has exited and been reaped
+	exitErr error         // what the last run's Wait returned; set before done closes
+	wanted  bool          // started, and not since killed or stopped through this type
 }
 
 // start starts the process. It fails if it is already running.
@@ -51,8 +52,14 @@ func (c *child) start() error {
 		return fmt.Errorf("testenv: start %s (%s): %w", c.name, c.bin, err)
 	}
 	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	c.cmd, c.done, c.wanted = cmd, done, true
+	go func() {
+		err := cmd.Wait()
+		c.mu.Lock()
+		c.exitErr = err
+		c.mu.Unlock()
+		close(done)
+	}()
+	c.cmd, c.done, c.exitErr, c.wanted = cmd, done, nil, true
 	return nil
 }
 
@@ -99,6 +106,17 @@ func (c *child) pid() int {
 		return 0
 	}
 	return c.cmd.Process.Pid
+}
+
+// exited reports whether the process was started and has exited, and
+// what its Wait returned (nil for exit status 0).
+func (c *child) exited() (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil || c.runningLocked() {
+		return false, nil
+	}
+	return true, c.exitErr
 }
 
 // kill sends SIGKILL and returns once the process is reaped, so that its

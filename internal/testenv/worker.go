@@ -1,10 +1,14 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -136,12 +140,19 @@ func (w *EngineWorker) Pause() error { return ErrUnsupported }
 // Resume is ErrUnsupported (see Pause).
 func (w *EngineWorker) Resume() error { return ErrUnsupported }
 
-// ProcessWorker is a worker run as a child process (a worker binary),
-// with its output appended to a log file across restarts.
+// ProcessWorker is a worker run as a child process (a worker binary, or
+// the gateway), with its output appended to a log file across restarts:
+// the one process wrapper of every harness (the chaos suite, the
+// benchmarks, the fault explorer's process mode).
 type ProcessWorker struct {
-	proc  *child
-	ready func(ctx context.Context) error
-	grace time.Duration
+	proc        *child
+	ready       func(ctx context.Context) error
+	readyLine   string
+	metricsAddr string
+	grace       time.Duration
+
+	mu       sync.Mutex
+	logStart int64 // the log's size when the current run started
 }
 
 var _ Worker = (*ProcessWorker)(nil)
@@ -158,9 +169,15 @@ type ProcessOptions struct {
 	Env []string
 	// Log is the file its stdout and stderr are appended to.
 	Log string
-	// Ready, if set, is polled after each start until it returns nil: the
-	// worker is up (its /readyz answers, say).
+	// ReadyLine, if set, is a line the program logs once it is up
+	// ("worker running"): Start waits until this run's output holds it.
+	ReadyLine string
+	// Ready, if set, is polled after each start (and after ReadyLine)
+	// until it returns nil: the worker is up (its /readyz answers, say).
 	Ready func(ctx context.Context) error
+	// MetricsAddr is where the program serves /metrics (the harness set
+	// it through Env or Args); Metrics reads it. Defaults to none.
+	MetricsAddr string
 	// StopGrace is how long Stop waits after SIGTERM before SIGKILL.
 	// Defaults to 30s.
 	StopGrace time.Duration
@@ -170,14 +187,14 @@ type ProcessOptions struct {
 func NewProcessWorker(opts ProcessOptions) *ProcessWorker {
 	name := opts.Name
 	if name == "" {
-		name = opts.Bin
+		name = filepath.Base(opts.Bin)
 	}
 	grace := opts.StopGrace
 	if grace <= 0 {
 		grace = 30 * time.Second
 	}
 	return &ProcessWorker{proc: &child{name: name, bin: opts.Bin, args: opts.Args, env: opts.Env, log: opts.Log},
-		ready: opts.Ready, grace: grace}
+		ready: opts.Ready, readyLine: opts.ReadyLine, metricsAddr: opts.MetricsAddr, grace: grace}
 }
 
 // Name implements Worker.
@@ -186,29 +203,82 @@ func (w *ProcessWorker) Name() string { return w.proc.name }
 // Pid returns the process id while it runs, else 0.
 func (w *ProcessWorker) Pid() int { return w.proc.pid() }
 
-// Start starts the process and waits until Ready passes (or the process
-// exits: the error then quotes its log).
+// MetricsAddr is ProcessOptions.MetricsAddr.
+func (w *ProcessWorker) MetricsAddr() string { return w.metricsAddr }
+
+// Log is the file its output goes to.
+func (w *ProcessWorker) Log() string { return w.proc.log }
+
+// Start starts the process and waits until it is ready (ReadyLine, then
+// Ready); if the process exits meanwhile the error quotes its log.
 func (w *ProcessWorker) Start(ctx context.Context) error {
-	if err := w.proc.start(); err != nil { //nolint:contextcheck // the process lives until stopped or killed, not for ctx
+	if err := w.Launch(); err != nil { //nolint:contextcheck // the process lives until stopped or killed, not for ctx
 		return err
 	}
-	if w.ready == nil {
+	return w.WaitReady(ctx)
+}
+
+// Launch starts the process without waiting for it to be ready.
+func (w *ProcessWorker) Launch() error {
+	var size int64
+	if fi, err := os.Stat(w.proc.log); err == nil {
+		size = fi.Size()
+	}
+	w.mu.Lock()
+	w.logStart = size
+	w.mu.Unlock()
+	return w.proc.start()
+}
+
+// WaitReady waits until the running process is ready (see Start).
+func (w *ProcessWorker) WaitReady(ctx context.Context) error {
+	if w.readyLine == "" && w.ready == nil {
 		return nil
 	}
 	return Poll(ctx, 20*time.Millisecond, func(ctx context.Context) error {
 		if !w.proc.running() {
 			return StopPolling(w.proc.errExited())
 		}
-		return w.ready(ctx)
+		if w.readyLine != "" && !w.loggedSinceStart(w.readyLine) {
+			return fmt.Errorf("testenv: %s has not logged %q yet", w.proc.name, w.readyLine)
+		}
+		if w.ready != nil {
+			return w.ready(ctx)
+		}
+		return nil
 	})
 }
 
-// Stop sends SIGTERM and waits StopGrace for the exit, then kills it. It
-// returns an error when the process had to be killed; its exit status is
-// the caller's to judge from the log.
+// loggedSinceStart reports whether this run's output holds line.
+func (w *ProcessWorker) loggedSinceStart(line string) bool {
+	f, err := os.Open(w.proc.log)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	w.mu.Lock()
+	start := w.logStart
+	w.mu.Unlock()
+	b, err := io.ReadAll(io.NewSectionReader(f, start, 1<<40))
+	return err == nil && bytes.Contains(b, []byte(line))
+}
+
+// Stop sends SIGTERM, which makes an idempay program drain and exit 0, and
+// waits StopGrace for the exit, then kills it. It returns an error when the
+// process had to be killed or exited with anything but status 0, quoting
+// the end of its log. Stopping a stopped process does nothing.
 func (w *ProcessWorker) Stop(context.Context) error {
+	if !w.proc.running() {
+		return nil
+	}
+	if w.State() == "T" {
+		_ = w.signal(syscall.SIGCONT) // a paused process cannot act on SIGTERM
+	}
 	if !w.proc.stop(syscall.SIGTERM, w.grace) {
-		return fmt.Errorf("testenv: %s did not exit within %v of SIGTERM; killed", w.proc.name, w.grace)
+		return fmt.Errorf("testenv: %s %w within %v of SIGTERM; killed. The end of %s:\n%s", w.proc.name, ErrNotStopped, w.grace, w.proc.log, w.proc.logTail())
+	}
+	if _, err := w.proc.exited(); err != nil {
+		return fmt.Errorf("testenv: %s: %w after SIGTERM, want exit status 0. The end of %s:\n%s", w.proc.name, err, w.proc.log, w.proc.logTail())
 	}
 	return nil
 }
@@ -243,9 +313,58 @@ func (w *ProcessWorker) signal(sig os.Signal) error {
 // Running implements Worker.
 func (w *ProcessWorker) Running() bool { return w.proc.running() }
 
+// Exited reports whether the process was started and has exited, and what
+// ended it: nil for exit status 0, else an *exec.ExitError (ExitSignal
+// reads its signal).
+func (w *ProcessWorker) Exited() (bool, error) { return w.proc.exited() }
+
+// State is the process's state letter in /proc: R, S, D, T (stopped:
+// SIGSTOP), Z; "" when it does not run or /proc cannot be read.
+func (w *ProcessWorker) State() string {
+	pid := w.Pid()
+	if pid == 0 {
+		return ""
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return ""
+	}
+	return string(b[i+2 : i+3])
+}
+
 // Crashed reports whether the process exited though nobody stopped or
 // killed it.
 func (w *ProcessWorker) Crashed() bool { return w.proc.crashed() }
 
 // LogTail returns the last lines of its log.
 func (w *ProcessWorker) LogTail() string { return w.proc.logTail() }
+
+// Metrics reads the program's /metrics (ProcessOptions.MetricsAddr): see
+// ScrapeMetrics.
+func (w *ProcessWorker) Metrics(ctx context.Context, names ...string) (map[string]float64, error) {
+	if w.metricsAddr == "" {
+		return nil, fmt.Errorf("testenv: %s serves no metrics (ProcessOptions.MetricsAddr)", w.proc.name)
+	}
+	return ScrapeMetrics(ctx, w.metricsAddr, names...)
+}
+
+// ErrNotStopped is Stop's answer when the process had to be killed.
+var ErrNotStopped = errors.New("did not exit")
+
+// ExitSignal returns the signal that ended a process, from the error
+// Exited returned.
+func ExitSignal(err error) (syscall.Signal, bool) {
+	exit, ok := errors.AsType[*exec.ExitError](err)
+	if !ok {
+		return 0, false
+	}
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		return 0, false
+	}
+	return ws.Signal(), true
+}
