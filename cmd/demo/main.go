@@ -38,8 +38,6 @@ import (
 	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/client"
 	"github.com/idempay/idempay/pkg/gateway"
-	"github.com/idempay/idempay/pkg/layout"
-	"github.com/idempay/idempay/pkg/messages"
 	"github.com/idempay/idempay/pkg/ops"
 	"github.com/idempay/idempay/pkg/processor"
 )
@@ -226,19 +224,21 @@ func demo(ctx context.Context, c *flags, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ledger := &load.Ledger{} // Stripe's ledger is its Dashboard; stripe-mock keeps none
-	if !stripe {
-		if ledger, err = load.CheckLedger(context.WithoutCancel(ctx), rdb, cfg.KeyPrefix, summary); err != nil {
-			return fmt.Errorf("audit: %w", err)
-		}
+	// The audit is the one ledger checker's (internal/ledger, through
+	// load.CheckLedger): the provider's ledger and the carts. Stripe's
+	// ledger is its Dashboard and stripe-mock keeps none, so with Stripe
+	// only the carts are judged.
+	check := load.CheckLedger
+	if stripe {
+		check = load.CheckCarts
 	}
-	a, err := audit(context.WithoutCancel(ctx), rdb, cfg.KeyPrefix, summary)
+	ledger, err := check(context.WithoutCancel(ctx), rdb, cfg.KeyPrefix, summary)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	printAudit(stdout, summary, ledger, a, stripe)
+	printAudit(stdout, summary, ledger, stripe)
 
-	ok := summary.OK() && ledger.OK() && a.doubleCharges == 0 && a.cartWrong == 0
+	ok := summary.OK() && ledger.OK()
 	say("")
 	switch {
 	case ok && stripe:
@@ -339,76 +339,7 @@ func cleanup(ctx context.Context, natsURL string, rdb redis.UniversalClient, cfg
 	}
 }
 
-// auditFigures are what the demo checks beyond load.CheckLedger.
-type auditFigures struct {
-	callsPerKey   map[int64]int // provider calls -> number of charge keys
-	doubleCharges int           // charges the provider holds beyond one per succeeded key
-	cartLines     int
-	cartWant      int64 // units the succeeded cart.add commands add up to
-	cartUnits     int64 // units found in the carts
-	cartWrong     int   // cart lines whose quantity differs
-}
-
-func audit(ctx context.Context, rdb redis.UniversalClient, prefix string, s *load.Summary) (*auditFigures, error) {
-	a := &auditFigures{callsPerKey: map[int64]int{}}
-	calls, err := rdb.HGetAll(ctx, layout.SimCalls(prefix)).Result()
-	if err != nil {
-		return nil, err
-	}
-	charges, err := rdb.HGetAll(ctx, layout.SimCharges(prefix)).Result()
-	if err != nil {
-		return nil, err
-	}
-	succeeded := 0
-	for key, o := range s.Outcomes {
-		if o.Result.Kind != messages.KindPaymentCharge {
-			continue
-		}
-		n, _ := strconv.ParseInt(calls[key], 10, 64)
-		a.callsPerKey[n]++
-		if o.Result.Status == messages.StatusSucceeded {
-			succeeded++
-		}
-	}
-	// The provider never holds two charges for one key (its ledger is keyed
-	// by the idempotency key), so a double charge would show as more charges
-	// than succeeded keys.
-	if extra := len(charges) - succeeded; extra > 0 {
-		a.doubleCharges = extra
-	}
-	// Cart totals: what the succeeded commands add up to, against Redis.
-	want := map[[2]string]int64{}
-	for _, o := range s.Outcomes {
-		if o.Result.Status != messages.StatusSucceeded {
-			continue
-		}
-		var req messages.CartAddRequest
-		switch c := o.Command.(type) {
-		case messages.CartAddRequest:
-			req = c
-		case *messages.CartAddRequest:
-			req = *c
-		default:
-			continue
-		}
-		want[[2]string{req.CartID, req.SKU}] += req.Quantity
-	}
-	for line, units := range want {
-		n, err := rdb.HGet(ctx, layout.Cart(prefix, line[0]), line[1]).Int64()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, err
-		}
-		a.cartWant += units
-		a.cartUnits += n
-		if n != units {
-			a.cartWrong++
-		}
-	}
-	a.cartLines = len(want)
-	return a, nil
-}
-
-func printAudit(w io.Writer, s *load.Summary, l *load.Ledger, a *auditFigures, stripe bool) {
+func printAudit(w io.Writer, s *load.Summary, l *load.Ledger, stripe bool) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "audit")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -423,14 +354,14 @@ func printAudit(w io.Writer, s *load.Summary, l *load.Ledger, a *auditFigures, s
 	if stripe {
 		row("provider ledger", "not audited: stripe-mock keeps no state (on a test account, the Dashboard is the ledger: docs/stripe.md)")
 	} else {
-		row("provider calls per charge key", "%s", callsHistogram(a.callsPerKey))
+		row("provider calls per charge key", "%s", callsHistogram(l.CallsPerKey))
 		row("charges", "%d succeeded keys, %d provider charges", l.Succeeded, l.Charged)
 		row("refunds", "%d keys, %d succeeded (checked against sim:refunds and sim:refunded, below)", l.RefundKeys, l.Refunded)
 	}
 	row("cart totals", "%d lines: %d units in Redis, %d added by the succeeded commands; %d lines differ",
-		a.cartLines, a.cartUnits, a.cartWant, a.cartWrong)
+		l.CartLines, l.CartUnits, l.CartWant, l.CartLinesWrong)
 	if !stripe {
-		row("double charges", "%d", a.doubleCharges)
+		row("double charges", "%d", l.DoubleCharges)
 		row("ledger mismatches", "%d", len(l.Mismatches))
 	}
 	for i, m := range l.Mismatches {

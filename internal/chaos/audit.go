@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,10 +36,7 @@ type observed struct {
 	rejected    map[string][]messages.Result // rejected.<key>, kept by the audit stream
 	replies     map[string][]messages.Result // chaos.reply.*, by subject
 
-	charges  map[string]string // sim:charges: key -> charge JSON
-	calls    map[string]int64  // sim:calls
-	refunds  map[string]string // sim:refunds: refund key -> refund JSON
-	refunded map[string]int64  // sim:refunded: charge key -> total
+	provider ledger.Provider // the simulated provider's ledger
 	carts    map[string]map[string]int64
 }
 
@@ -135,48 +130,15 @@ func (e *Env) readStreams(ctx context.Context, o *observed) error {
 	return nil
 }
 
-// readLedger reads the simulated provider's ledger and every cart.
+// readLedger reads the simulated provider's ledger (as the one ledger
+// checker reads it) and every cart.
 func readLedger(ctx context.Context, rdb *redis.Client, o *observed) error {
 	var err error
-	if o.charges, err = rdb.HGetAll(ctx, layout.SimCharges("")).Result(); err != nil {
+	if o.provider, err = ledger.ReadProvider(ctx, rdb, layout.Sim("", false)); err != nil {
 		return err
 	}
-	if o.refunds, err = rdb.HGetAll(ctx, layout.SimRefunds("")).Result(); err != nil {
-		return err
-	}
-	ints := func(key string) (map[string]int64, error) {
-		raw, err := rdb.HGetAll(ctx, key).Result()
-		if err != nil {
-			return nil, err
-		}
-		out := make(map[string]int64, len(raw))
-		for k, v := range raw {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("chaos: %s %s = %q: %w", key, k, v, err)
-			}
-			out[k] = n
-		}
-		return out, nil
-	}
-	if o.calls, err = ints(layout.SimCalls("")); err != nil {
-		return err
-	}
-	if o.refunded, err = ints(layout.SimRefunded("")); err != nil {
-		return err
-	}
-	o.carts = map[string]map[string]int64{}
-	prefix, suffix := layout.Cart("", ""), "}"
-	prefix = strings.TrimSuffix(prefix, suffix) // "cart:{"
-	iter := rdb.Scan(ctx, 0, prefix+"*", 500).Iterator()
-	for iter.Next(ctx) {
-		key := iter.Val()
-		cart := strings.TrimSuffix(strings.TrimPrefix(key, prefix), suffix)
-		if o.carts[cart], err = ints(key); err != nil {
-			return err
-		}
-	}
-	return iter.Err()
+	o.carts, err = ledger.ScanCarts(ctx, rdb, "")
+	return err
 }
 
 // Stats is what the auditor counted, for the report.
@@ -358,7 +320,6 @@ func (a *auditor) check() {
 	}
 	a.checkPoison()
 	a.checkLedger()
-	a.checkCarts()
 }
 
 // checkAnswered: an accepted command ends with an outcome or a dead letter;
@@ -574,19 +535,15 @@ func (a *auditor) checkPoison() {
 // and nothing is charged for a key never sent. Its dead-letter findings
 // are reported under DeadLetters, the others under Charges; its
 // one-outcome and stranded findings are the auditor's own checks (Agree,
-// Answered), which know the poison messages and the carts too.
+// Answered), which know the poison messages too; its carts findings are
+// reported under Carts.
 func (a *auditor) checkLedger() {
 	for _, key := range a.order {
-		if n := a.o.calls[key]; n > 1 && isChargeCmd(a.keys[key].cmd) {
+		if n := a.o.provider.Calls[key]; n > 1 && isChargeCmd(a.keys[key].cmd) {
 			a.stats.ExtraCalls += n - 1
 		}
 	}
-	in, err := ledgerInput(a.o)
-	if err != nil {
-		a.failf(Charges, "the provider's ledger is unreadable: %v", err)
-		return
-	}
-	for _, v := range ledger.Check(in).Violations {
+	for _, v := range ledger.Check(ledgerInput(a.o)).Violations {
 		switch {
 		case v.Invariant == ledger.Claimed && v.Rule == ledger.RuleDeadLetter:
 			a.failf(DeadLetters, "%s", v.Text)
@@ -594,6 +551,8 @@ func (a *auditor) checkLedger() {
 			// checkDeadLetters' own, which knows a resolution's answer.
 		case v.Invariant == ledger.Claimed, v.Invariant == ledger.Refunds, v.Invariant == ledger.DoubleCharge:
 			a.failf(Charges, "%s", v.Text)
+		case v.Invariant == ledger.Carts:
+			a.failf(Carts, "%s", v.Text)
 		}
 	}
 }
@@ -601,7 +560,7 @@ func (a *auditor) checkLedger() {
 // ledgerInput is what the suite saw, as the ledger checker reads it. The
 // answers heard live and kept by the audit stream have no time of their
 // own: the checker then takes their processed_at.
-func ledgerInput(o *observed) (*ledger.Input, error) {
+func ledgerInput(o *observed) *ledger.Input {
 	in := &ledger.Input{Stored: o.stored}
 	for _, s := range o.sends {
 		role := ledger.RoleResend
@@ -637,67 +596,11 @@ func ledgerInput(o *observed) (*ledger.Input, error) {
 		in.DeadLetters = append(in.DeadLetters, ledger.DeadLetter{Key: dl.Key, Kind: dl.Kind, Effect: dl.Effect,
 			At: dl.DeadLettered, Published: dl.Published, Body: dl.Body})
 	}
-	in.Provider = ledger.Provider{Charges: map[string]messages.ChargeData{}, Refunds: map[string]messages.RefundData{},
-		Refunded: o.refunded, Calls: o.calls}
-	for key, raw := range o.charges {
-		var c messages.ChargeData
-		if err := json.Unmarshal([]byte(raw), &c); err != nil {
-			return nil, fmt.Errorf("charge %s = %q: %w", key, raw, err)
-		}
-		in.Provider.Charges[key] = c
-	}
-	for key, raw := range o.refunds {
-		var r messages.RefundData
-		if err := json.Unmarshal([]byte(raw), &r); err != nil {
-			return nil, fmt.Errorf("refund %s = %q: %w", key, raw, err)
-		}
-		in.Provider.Refunds[key] = r
-	}
-	return in, nil
+	in.Provider, in.Carts = o.provider, o.carts
+	return in
 }
 
 func isChargeCmd(c messages.Command) bool {
 	_, ok := c.(messages.ChargeRequest)
 	return ok
-}
-
-// checkCarts: each cart line holds the sum of the distinct succeeded adds
-// to it, and no cart holds anything else.
-func (a *auditor) checkCarts() {
-	want := map[string]map[string]int64{}
-	for _, key := range a.order {
-		k := a.keys[key]
-		add, isAdd := k.cmd.(messages.CartAddRequest)
-		if !isAdd {
-			continue
-		}
-		if out, ok := k.outcome(); ok && out.Status == messages.StatusSucceeded {
-			if want[add.CartID] == nil {
-				want[add.CartID] = map[string]int64{}
-			}
-			want[add.CartID][add.SKU] += add.Quantity
-		}
-	}
-	var lines []string
-	seen := map[string]bool{}
-	for cart, skus := range want {
-		for sku := range skus {
-			lines = append(lines, cart+"\x00"+sku)
-			seen[cart+"\x00"+sku] = true
-		}
-	}
-	for cart, skus := range a.o.carts {
-		for sku := range skus {
-			if !seen[cart+"\x00"+sku] {
-				lines = append(lines, cart+"\x00"+sku)
-			}
-		}
-	}
-	sort.Strings(lines)
-	for _, line := range lines {
-		cart, sku, _ := strings.Cut(line, "\x00")
-		if have, w := a.o.carts[cart][sku], want[cart][sku]; have != w {
-			a.failf(Carts, "cart %s, %s: holds %d, the distinct succeeded adds sum to %d", cart, sku, have, w)
-		}
-	}
 }

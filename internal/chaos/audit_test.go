@@ -11,6 +11,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/idempay/idempay/internal/ledger"
 	"github.com/idempay/idempay/internal/load"
 	"github.com/idempay/idempay/pkg/client"
 	"github.com/idempay/idempay/pkg/messages"
@@ -61,14 +62,6 @@ func clean() *observed {
 	rc := outcome(kCharge, charge, chargeData, t0.Add(time.Second))
 	ra := outcome(kCart, add, messages.CartAddData{CartID: "c1", SKU: "S", Quantity: 2}, t0.Add(time.Second))
 	rr := outcome(kRefund, refund, refundData, t0.Add(2*time.Second))
-	cj, err := json.Marshal(chargeData)
-	if err != nil {
-		panic(err)
-	}
-	rj, err := json.Marshal(refundData)
-	if err != nil {
-		panic(err)
-	}
 	return &observed{
 		sends: []load.Sent{
 			sent(kCharge, load.KindOriginal, charge, &rc, nil),
@@ -79,11 +72,9 @@ func clean() *observed {
 		stored:   map[string]messages.Result{kCharge: rc, kCart: ra, kRefund: rr},
 		rejected: map[string][]messages.Result{},
 		replies:  map[string][]messages.Result{},
-		charges:  map[string]string{kCharge: string(cj)},
-		calls:    map[string]int64{kCharge: 2},
-		refunds:  map[string]string{kRefund: string(rj)},
-		refunded: map[string]int64{kCharge: 300},
-		carts:    map[string]map[string]int64{"c1": {"S": 2}},
+		provider: ledger.Provider{Charges: map[string]messages.ChargeData{kCharge: chargeData}, Calls: map[string]int64{kCharge: 2},
+			Refunds: map[string]messages.RefundData{kRefund: refundData}, Refunded: map[string]int64{kCharge: 300}},
+		carts: map[string]map[string]int64{"c1": {"S": 2}},
 	}
 }
 
@@ -159,7 +150,7 @@ func TestAuditor(t *testing.T) {
 				o.stored[kCharge] = r
 				o.sends[0].Reply.Result = r
 				o.live[kCharge] = []messages.Result{r}
-				delete(o.charges, kCharge)
+				delete(o.provider.Charges, kCharge)
 			},
 			// and its refund is of a charge the provider does not hold
 			want: Agree, says: "declined card", also: Charges,
@@ -168,7 +159,7 @@ func TestAuditor(t *testing.T) {
 			breakIt: func(o *observed) {
 				o.sends = append(o.sends, sent(kOther, load.KindOriginal, charge, nil, client.ErrResultTimeout))
 				o.deadLetters = append(o.deadLetters, client.DeadLetter{Key: kOther, Effect: "none", DeadLettered: t0.Add(time.Second)})
-				o.charges[kOther] = `{"charge_id":"ch_9"}`
+				o.provider.Charges[kOther] = messages.ChargeData{ChargeID: "ch_9"}
 			},
 			want: DeadLetters, says: "dead-lettered with Dlq-Effect none",
 		},
@@ -176,19 +167,19 @@ func TestAuditor(t *testing.T) {
 			breakIt: func(o *observed) {
 				o.sends = append(o.sends, sent(kOther, load.KindOriginal, charge, nil, client.ErrResultTimeout))
 				o.deadLetters = append(o.deadLetters, client.DeadLetter{Key: kOther, Effect: "unknown", DeadLettered: t0.Add(time.Second)})
-				o.charges[kOther] = `{"charge_id":"ch_9"}`
+				o.provider.Charges[kOther] = messages.ChargeData{ChargeID: "ch_9"}
 			},
 		},
 		"a succeeded charge the provider does not hold": {
-			breakIt: func(o *observed) { delete(o.charges, kCharge) },
+			breakIt: func(o *observed) { delete(o.provider.Charges, kCharge) },
 			want:    Charges, says: "holds no charge",
 		},
 		"a charge nobody sent": {
-			breakIt: func(o *observed) { o.charges[kOther] = `{"charge_id":"ch_9"}` },
+			breakIt: func(o *observed) { o.provider.Charges[kOther] = messages.ChargeData{ChargeID: "ch_9"} },
 			want:    Charges, says: "no client sent",
 		},
 		"refunds beyond the provider's total": {
-			breakIt: func(o *observed) { o.refunded[kCharge] = 600 },
+			breakIt: func(o *observed) { o.provider.Refunded[kCharge] = 600 },
 			want:    Charges, says: "provider refunded 600",
 		},
 		"dead-lettered while an outcome was stored": {
@@ -202,7 +193,7 @@ func TestAuditor(t *testing.T) {
 				o.sends = append(o.sends, sent(kOther, load.KindOriginal, charge, nil, client.ErrResultTimeout))
 				o.deadLetters = append(o.deadLetters, client.DeadLetter{Key: kOther, Effect: "none", DeadLettered: t0.Add(time.Second)})
 				o.rejected[kOther] = []messages.Result{{Key: kOther, Kind: charge.Kind(), Status: messages.StatusRejected, Code: messages.CodeDeadLettered}}
-				o.charges[kOther] = `{"charge_id":"ch_9"}`
+				o.provider.Charges[kOther] = messages.ChargeData{ChargeID: "ch_9"}
 			},
 			want: DeadLetters, says: "but the provider holds",
 		},

@@ -2,8 +2,10 @@ package ledger
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -22,10 +24,11 @@ const (
 	Stranded     Invariant = "stranded"
 	Refunds      Invariant = "refunds"
 	DoubleCharge Invariant = "double-charge"
+	Carts        Invariant = "carts"
 )
 
 // Invariants lists every Invariant.
-var Invariants = []Invariant{Claimed, OneOutcome, Stranded, Refunds, DoubleCharge}
+var Invariants = []Invariant{Claimed, OneOutcome, Stranded, Refunds, DoubleCharge, Carts}
 
 // Describe says what an invariant promises, in one line.
 func (i Invariant) Describe() string {
@@ -40,6 +43,8 @@ func (i Invariant) Describe() string {
 		return "refunds never above the charge, at the provider or in the answers"
 	case DoubleCharge:
 		return "no key takes effect twice; nothing takes effect for a key never sent as that command"
+	case Carts:
+		return "every cart line holds the sum of its keys' distinct succeeded adds, and no cart holds anything else"
 	}
 	return string(i)
 }
@@ -89,6 +94,10 @@ type Stats struct {
 	// provider: the truth a resolver must find (judged only with
 	// RequireResolution).
 	UnknownCharged int
+	// CartLines is the (cart, SKU) lines judged (Input.Carts); CartUnits
+	// the units they hold, CartWant the units the succeeded adds sum to.
+	CartLines           int
+	CartUnits, CartWant int64
 }
 
 // Report is the checker's verdict.
@@ -161,6 +170,7 @@ func Check(in *Input) *Report {
 	c.checkQueue()
 	c.checkPhantoms()
 	c.checkRefunds()
+	c.checkCarts()
 	return c.rep
 }
 
@@ -775,4 +785,51 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// checkCarts: each (cart, SKU) line of Input.Carts holds the sum of the
+// quantities of the distinct keys whose outcome is a succeeded cart.add to
+// it (a key counts once, however often it was sent or replayed), and no
+// cart holds a line no such key added to. Skipped when Carts was not read.
+func (c *checker) checkCarts() {
+	if c.in.Carts == nil {
+		return
+	}
+	want := map[[2]string]int64{}
+	for _, key := range c.order {
+		k := c.keys[key]
+		add, ok := k.body().(messages.CartAddRequest)
+		if !ok {
+			continue
+		}
+		line := [2]string{add.CartID, add.SKU}
+		if _, seen := want[line]; !seen {
+			want[line] = 0 // a line the run touched: it must hold exactly what succeeded
+		}
+		if out, ok := k.outcome(); ok && out.Status == messages.StatusSucceeded {
+			want[line] += add.Quantity
+		}
+	}
+	lines := make([][2]string, 0, len(want))
+	for line := range want {
+		lines = append(lines, line)
+	}
+	for cart, skus := range c.in.Carts {
+		for sku := range skus {
+			if _, ok := want[[2]string{cart, sku}]; !ok {
+				lines = append(lines, [2]string{cart, sku})
+			}
+		}
+	}
+	slices.SortFunc(lines, func(a, b [2]string) int { return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1])) })
+	st := &c.rep.Stats
+	st.CartLines = len(lines)
+	for _, line := range lines {
+		have, w := c.in.Carts[line[0]][line[1]], want[line]
+		st.CartUnits += have
+		st.CartWant += w
+		if have != w {
+			c.failf(Carts, line[0], "cart %s, %s: holds %d, the distinct succeeded adds sum to %d", line[0], line[1], have, w)
+		}
+	}
 }

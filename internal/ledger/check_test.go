@@ -375,3 +375,41 @@ func TestCheck_Stats(t *testing.T) {
 	require.Equal(t, map[string]int{"succeeded": 1, "dead_lettered": 1}, rep.Stats.Final)
 	require.Equal(t, 1, rep.Stats.Charged)
 }
+
+// TestCheck_Carts: a cart line holds the sum of its keys' distinct
+// succeeded adds: a key re-sent and replayed counts once, a failed add not
+// at all, and a line nobody added to is a violation too.
+func TestCheck_Carts(t *testing.T) {
+	t.Parallel()
+	add := messages.CartAddRequest{CartID: "c1", SKU: "S", Quantity: 2}
+	addData := messages.CartAddData{CartID: "c1", SKU: "S", Quantity: 2}
+	input := func(carts map[string]map[string]int64) *ledger.Input {
+		return &ledger.Input{
+			Sends: []ledger.Send{
+				send(chargeKey, add, ledger.RoleFirst, 0, 100, succeeded(chargeKey, add, addData)),
+				send(chargeKey, add, ledger.RoleResend, 200, 210, succeeded(chargeKey, add, addData)), // replayed: counts once
+				send(otherKey, add, ledger.RoleFirst, 0, 100, succeeded(otherKey, add, addData)),
+				send(refundKey, add, ledger.RoleFirst, 0, 100, failed(refundKey, add, "out_of_stock")),
+			},
+			Provider: ledger.Provider{Charges: map[string]messages.ChargeData{}},
+			Carts:    carts,
+		}
+	}
+	rep := ledger.Check(input(map[string]map[string]int64{"c1": {"S": 4}}))
+	require.True(t, rep.OK(), "%v", rep.Violations)
+	require.Equal(t, 1, rep.Stats.CartLines)
+	require.Equal(t, int64(4), rep.Stats.CartUnits)
+	require.Equal(t, int64(4), rep.Stats.CartWant)
+
+	rep = ledger.Check(input(map[string]map[string]int64{"c1": {"S": 6}}))
+	require.Equal(t, 1, rep.Count(ledger.Carts), "an add applied twice: %v", rep.Violations)
+	require.Contains(t, rep.Violations[0].Text, "holds 6, the distinct succeeded adds sum to 4")
+
+	rep = ledger.Check(input(map[string]map[string]int64{"c1": {"S": 4}, "c9": {"X": 1}}))
+	require.Equal(t, 1, rep.Count(ledger.Carts), "a line nobody added to: %v", rep.Violations)
+	require.Contains(t, rep.Violations[0].Text, "cart c9, X: holds 1")
+
+	rep = ledger.Check(input(nil))
+	require.True(t, rep.OK(), "carts not read: not judged")
+	require.Zero(t, rep.Stats.CartLines)
+}

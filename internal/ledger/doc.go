@@ -5,12 +5,13 @@
 // records and the streams, and reports every disagreement as a Violation of
 // a named Invariant. It is the checker Jepsen's and TigerBeetle's VOPR
 // harnesses have: the harness collects an Input, Check judges it, and
-// nothing in it waits, sleeps or does I/O but ReadProvider.
+// nothing in it waits, sleeps or does I/O but its readers (ReadProvider,
+// ScanCarts, ReadCarts).
 //
 // The fault explorer (internal/explore), the load test's ledger check
 // (load.CheckLedger: cmd/producer, the demo's audit) and the chaos suite's
-// auditor (its charge, refund and dead-letter-effect rules) judge through
-// it. It imports nothing of the worker (no pkg/processor, pkg/dedupe or
+// auditor (its charge, refund, dead-letter-effect and cart rules) judge
+// through it. It imports nothing of the worker (no pkg/processor, pkg/dedupe or
 // pkg/sim), so the client side's load test may use it.
 //
 // The invariants, each a promise of the contract (v1.2):
@@ -33,4 +34,7 @@
 //     answers; a refund refused as exceeding the charge did exceed it.
 //   - DoubleCharge: no key takes effect twice, and nothing takes effect
 //     for a key no client sent as that command.
+//   - Carts: every cart line holds the sum of its keys' distinct succeeded
+//     adds (a key counts once, however often it was sent), and no cart
+//     holds a line nobody added to (when Input.Carts was read).
 package ledger

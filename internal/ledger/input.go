@@ -26,6 +26,9 @@ type Input struct {
 	Calls []Call
 	// Provider is the provider's ledger at the end (see ReadProvider).
 	Provider Provider
+	// Carts is the carts at the end, cart id -> SKU -> quantity
+	// (ScanCarts, ReadCarts); nil when not read.
+	Carts map[string]map[string]int64
 	// Records is every key's idempotency record at the end, nil when not
 	// read. Used to say where a stranded key stands.
 	Records map[string]Record
