@@ -104,9 +104,6 @@ type workers struct {
 
 // spawn starts one more worker process, without waiting for it.
 func (ws *workers) spawn(ctx context.Context) (*worker, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	ws.mu.Lock()
 	n := len(ws.all) + 1
 	ws.mu.Unlock()
@@ -122,7 +119,7 @@ func (ws *workers) spawn(ctx context.Context) (*worker, error) {
 	w.ProcessWorker = testenv.NewProcessWorker(testenv.ProcessOptions{Name: fmt.Sprintf("worker %d", n), Bin: ws.bin, Log: w.log,
 		Env:       append(append(os.Environ(), ws.env...), "METRICS_ADDR="+metricsAddr, "IDEMPAY_FAILPOINT="+w.armed),
 		ReadyLine: "worker running", MetricsAddr: metricsAddr, StopGrace: termGrace})
-	if err := w.Launch(); err != nil { //nolint:contextcheck // the process lives until the suite kills or stops it, not for ctx
+	if err := w.Launch(ctx); err != nil {
 		return nil, fmt.Errorf("chaos: start worker: %w", err)
 	}
 	ws.mu.Lock()

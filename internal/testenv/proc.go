@@ -32,7 +32,11 @@ type child struct {
 }
 
 // start starts the process. It fails if it is already running.
-func (c *child) start() error {
+func (c *child) start() error { return c.startContext(context.Background()) }
+
+// startContext is start for a caller with a context: the process takes
+// ctx's values but not its end (it lives until killed or stopped).
+func (c *child) startContext(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.runningLocked() {
@@ -43,8 +47,8 @@ func (c *child) start() error {
 		return err
 	}
 	defer f.Close() // the child has its own copy of the descriptor
-	// The server lives until it is killed or stopped, not for a context.
-	cmd := exec.CommandContext(context.Background(), c.bin, c.args...) //nolint:gosec // G204: a server binary this package chose, with arguments it wrote
+	// The process lives until it is killed or stopped, not for a context.
+	cmd := exec.CommandContext(context.WithoutCancel(ctx), c.bin, c.args...) //nolint:gosec // G204: a server binary this package chose, with arguments it wrote
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = c.env
 	cmd.SysProcAttr = childAttr() // dies with the test binary, even on SIGKILL

@@ -212,14 +212,15 @@ func (w *ProcessWorker) Log() string { return w.proc.log }
 // Start starts the process and waits until it is ready (ReadyLine, then
 // Ready); if the process exits meanwhile the error quotes its log.
 func (w *ProcessWorker) Start(ctx context.Context) error {
-	if err := w.Launch(); err != nil { //nolint:contextcheck // the process lives until stopped or killed, not for ctx
+	if err := w.Launch(ctx); err != nil {
 		return err
 	}
 	return w.WaitReady(ctx)
 }
 
-// Launch starts the process without waiting for it to be ready.
-func (w *ProcessWorker) Launch() error {
+// Launch starts the process without waiting for it to be ready. The
+// process lives until Stop or Kill, not until ctx ends.
+func (w *ProcessWorker) Launch(ctx context.Context) error {
 	var size int64
 	if fi, err := os.Stat(w.proc.log); err == nil {
 		size = fi.Size()
@@ -227,7 +228,7 @@ func (w *ProcessWorker) Launch() error {
 	w.mu.Lock()
 	w.logStart = size
 	w.mu.Unlock()
-	return w.proc.start()
+	return w.proc.startContext(ctx)
 }
 
 // WaitReady waits until the running process is ready (see Start).
@@ -271,9 +272,9 @@ func (w *ProcessWorker) Stop(context.Context) error {
 	if !w.proc.running() {
 		return nil
 	}
-	if w.State() == "T" {
-		_ = w.signal(syscall.SIGCONT) // a paused process cannot act on SIGTERM
-	}
+	// A paused process cannot act on SIGTERM. SIGCONT always: a SIGSTOP
+	// just sent may not show in /proc yet, and SIGCONT discards it.
+	_ = w.signal(syscall.SIGCONT)
 	if !w.proc.stop(syscall.SIGTERM, w.grace) {
 		return fmt.Errorf("testenv: %s %w within %v of SIGTERM; killed. The end of %s:\n%s", w.proc.name, ErrNotStopped, w.grace, w.proc.log, w.proc.logTail())
 	}
