@@ -71,7 +71,7 @@ func TestBrowser_Incident(t *testing.T) {
 	fast := &processor.Policy{Transient: processor.Backoff{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond,
 		MaxElapsedTime: 50 * time.Millisecond}}
 	env := loadtest.Setup(t, &loadtest.Options{Workers: -1, Processor: processor.Config{
-		MaxDeliver: 2, DedupeWindow: 500 * time.Millisecond, NakDelay: 10 * time.Millisecond, Retry: fast, Metrics: metrics,
+		MaxTries: 2, DedupeWindow: 500 * time.Millisecond, NakDelay: 10 * time.Millisecond, Retry: fast, Metrics: metrics,
 		RetryOverrides: map[string]processor.RetryPolicy{messages.KindPaymentRefund: fast},
 	}})
 	msrv, err := telemetry.Serve(t.Context(), "127.0.0.1:0", reg, func(context.Context) error { return nil }, slog.New(slog.DiscardHandler), false)

@@ -21,7 +21,7 @@ import (
 func TestRun_DLQ(t *testing.T) {
 	t.Parallel()
 	env := loadtest.Setup(t, &loadtest.Options{Workers: -1, Processor: processor.Config{
-		MaxDeliver: 1, DedupeWindow: 1500 * time.Millisecond,
+		MaxTries: 1, DedupeWindow: 1500 * time.Millisecond,
 		Retry: &processor.Policy{Transient: processor.Backoff{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond,
 			MaxElapsedTime: time.Second}},
 	}})

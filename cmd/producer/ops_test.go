@@ -25,7 +25,7 @@ func opsEnv(t *testing.T) *loadtest.Env {
 	fast := &processor.Policy{Transient: processor.Backoff{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond,
 		MaxElapsedTime: time.Second}}
 	return loadtest.Setup(t, &loadtest.Options{Workers: -1, Processor: processor.Config{
-		MaxDeliver: 1, DedupeWindow: 300 * time.Millisecond,
+		MaxTries: 1, DedupeWindow: 300 * time.Millisecond,
 		Retry: fast, RetryOverrides: map[string]processor.RetryPolicy{messages.KindPaymentRefund: fast},
 	}})
 }

@@ -212,7 +212,7 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 		ResultTTL:      f.ResultTTL,
 		ResultsMaxAge:  f.ResultsMaxAge,
 		AckWait:        f.AckWait,
-		MaxDeliver:     f.MaxDeliver,
+		MaxTries:       f.MaxDeliver,
 		ResolveAfter:   f.ResolveAfter,
 		Concurrency:    f.Concurrency,
 		LockTTL:        f.LockTTL,

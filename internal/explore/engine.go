@@ -37,7 +37,7 @@ func engineConfig(s Settings, top messages.Topology, prefix string, failpoint fu
 		DedupeWindow: dedupeWindow,
 		ResultTTL:    time.Hour,
 		AckWait:      ackWait,
-		MaxDeliver:   s.MaxDeliver,
+		MaxTries:     s.MaxTries,
 		Concurrency:  16,
 		LockTTL:      lockTTL,
 		LockedDelay:  lockedDelay,

@@ -36,8 +36,8 @@ const (
 type Settings struct {
 	// Workers is how many processors share the consumer.
 	Workers int
-	// MaxDeliver is the tries of a key (processor.Config.MaxDeliver).
-	MaxDeliver int
+	// MaxTries is the tries of a key (processor.Config.MaxTries).
+	MaxTries int
 	// Retries is the in-delivery retries of each error class.
 	Retries uint64
 
@@ -72,9 +72,9 @@ type Settings struct {
 // drawSettings draws a seed's settings.
 func drawSettings(rng *rand.Rand) Settings {
 	s := Settings{
-		Workers:    2 + rng.IntN(2),
-		MaxDeliver: 2 + rng.IntN(2),
-		Retries:    1 + rng.Uint64N(3),
+		Workers:  2 + rng.IntN(2),
+		MaxTries: 2 + rng.IntN(2),
+		Retries:  1 + rng.Uint64N(3),
 	}
 	s.PTransient = 0.3 + 0.65*rng.Float64()
 	rest := 1 - s.PTransient
@@ -224,7 +224,7 @@ func (p *Plan) liar() {
 	for _, k := range p.Keys {
 		k.Command = messages.ChargeRequest{AccountID: "acct_liar", Amount: 100 + int64(k.Index), Currency: "EUR"}
 		k.Calls = []Step{{Kind: StepLie}}
-		for range perTry * p.Settings.MaxDeliver {
+		for range perTry * p.Settings.MaxTries {
 			k.Calls = append(k.Calls, Step{Kind: StepTransient})
 		}
 		k.Faults, k.Resends, k.Redrive, k.LookupFailures = nil, nil, false, 0
@@ -296,7 +296,7 @@ func drawCalls(rng *rand.Rand, s Settings) []Step {
 	perTry := int(s.Retries+1) * 2 //nolint:gosec // Retries is 1 to 3; transient and ambiguous retries have a budget each
 	n := rng.IntN(3)
 	if rng.Float64() < s.POutage {
-		n = perTry*s.MaxDeliver + rng.IntN(perTry)
+		n = perTry*s.MaxTries + rng.IntN(perTry)
 	}
 	steps := make([]Step, n)
 	for i := range steps {

@@ -78,7 +78,7 @@ func (s *Summary) WriteMarkdown(w io.Writer, engine string) {
 		if viol == "" {
 			viol = "none"
 		}
-		fmt.Fprintf(w, "| %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %v | %s |\n", r.Seed, r.Keys, r.Settings.Workers, r.Settings.MaxDeliver,
+		fmt.Fprintf(w, "| %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %d | %v | %s |\n", r.Seed, r.Keys, r.Settings.Workers, r.Settings.MaxTries,
 			r.Settings.Retries, sum(r.Faults), st.Final["succeeded"], failed, st.Final["dead_lettered"], st.Final["outcome_unknown"], st.Final["unanswered"], r.Drained, viol)
 	}
 }

@@ -24,13 +24,13 @@ import (
 // How long a seed waits, at most, for what it waits for.
 const (
 	// sendTimeout bounds the wait for one send's answer: longer than a
-	// key's tries take (MaxDeliver x the in-delivery retries, a slow or
+	// key's tries take (MaxTries x the in-delivery retries, a slow or
 	// paused call, a crash's ack wait). A key still unanswered is judged
 	// after the quiesce, from every answer heard.
 	sendTimeout = 12 * time.Second
 	// quiesceTimeout bounds the wait for COMMANDS to drain once every
 	// client is done and every frozen call has landed: more than a key's
-	// last redeliveries need (MaxDeliver x (AckWait + MaxNakDelay) plus a
+	// last redeliveries need (MaxTries x (AckWait + MaxNakDelay) plus a
 	// lock's TTL and a pause).
 	quiesceTimeout = 10 * time.Second
 	// resolveTimeout bounds the wait, after the quiesce, for every

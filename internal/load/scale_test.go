@@ -332,22 +332,20 @@ func logState(t *testing.T, env *loadtest.Env) {
 // as a synced replica, whichever node the master is by then.
 func waitReplicated(ctx context.Context, t *testing.T, s *testenv.Sentinel) {
 	t.Helper()
-	var last error
-	loadtest.WaitFor(t, 2*time.Minute, func() bool {
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	err := testenv.Poll(wctx, 10*time.Millisecond, func(ctx context.Context) error {
 		master, err := s.MasterAddr(ctx)
 		if err != nil {
-			last = err
-			return false
+			return err
 		}
 		other := 0
 		if s.Addr(0) == master {
 			other = 1
 		}
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		last = s.WaitReplica(wctx, other)
-		return last == nil
-	}, "a master with a synced replica again (last: %v)", &last)
+		return s.WaitReplica(ctx, other)
+	})
+	require.NoError(t, err, "a master with a synced replica again")
 }
 
 // losses is what a Redis failover took back, counted after the run.

@@ -449,7 +449,7 @@ func TestClient_Send_KeyReused(t *testing.T) {
 func TestClient_Send_DeadLettered(t *testing.T) {
 	t.Parallel()
 	env := loadtest.Setup(t, &loadtest.Options{
-		Processor: processor.Config{MaxDeliver: 1, Retry: noRetries()},
+		Processor: processor.Config{MaxTries: 1, Retry: noRetries()},
 		Sim:       sim.Config{FailureRate: 1},
 	})
 	c := env.MustClient(t, nil)

@@ -91,7 +91,7 @@ func TestClient_RefusalsNameTheirMessage(t *testing.T) {
 	t.Run("ADeadLetterMissedWhileDisconnectedIsLearnt", func(t *testing.T) {
 		t.Parallel()
 		env := loadtest.Setup(t, &loadtest.Options{
-			Processor: processor.Config{MaxDeliver: 1, Retry: &processor.Policy{}},
+			Processor: processor.Config{MaxTries: 1, Retry: &processor.Policy{}},
 			Sim:       sim.Config{FailureRate: 1, Latency: 500 * time.Millisecond},
 		})
 		proxy, err := testenv.StartProxy(hostOf(t, env.NATSURL))

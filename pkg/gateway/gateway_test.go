@@ -345,7 +345,7 @@ func TestGateway_Accepted(t *testing.T) {
 func TestGateway_DeadLettered(t *testing.T) {
 	t.Parallel()
 	b := setup(t, &loadtest.Options{
-		Processor: processor.Config{MaxDeliver: 1, Retry: noRetries()},
+		Processor: processor.Config{MaxTries: 1, Retry: noRetries()},
 		Sim:       sim.Config{FailureRate: 1},
 	}, nil)
 	key := newKey()

@@ -19,7 +19,7 @@ const (
 	DedupeWindowDefault = 2 * time.Minute
 	ResultTTLDefault    = 24 * time.Hour
 	AckWaitDefault      = 30 * time.Second
-	MaxDeliverDefault   = 10
+	MaxTriesDefault     = 10
 	ConcurrencyDefault  = 64
 	LockTTLDefault      = 10 * time.Second
 	LockedDelayDefault  = 250 * time.Millisecond
@@ -58,12 +58,12 @@ type Config struct {
 	// AckWait is how long a delivery may go without ack or progress before
 	// JetStream redelivers it. Defaults to 30s.
 	AckWait time.Duration
-	// MaxDeliver is how many attempts a key gets before its command goes to
-	// the dead letters. The engine counts them itself, in the key's record,
+	// MaxTries is how many tries a key gets before its command goes to the
+	// dead letters (the worker's MAX_DELIVER, a name the contract keeps). The engine counts them itself, in the key's record,
 	// and gives the consumer unlimited deliveries: a delivery that only
 	// found the key locked is no attempt, and JetStream never stops
 	// redelivering a message nobody has ended. Defaults to 10.
-	MaxDeliver int
+	MaxTries int
 
 	// WaitReplicas, when positive, makes every answer of a stored outcome
 	// wait first until that many Redis replicas have it (Redis WAIT, after
@@ -192,7 +192,7 @@ func (c *Config) WithDefaults() *Config {
 	d.ResultTTL = cmp.Or(c.ResultTTL, ResultTTLDefault)
 	d.ResultsMaxAge = cmp.Or(c.ResultsMaxAge, d.ResultTTL)
 	d.AckWait = cmp.Or(c.AckWait, AckWaitDefault)
-	d.MaxDeliver = cmp.Or(c.MaxDeliver, MaxDeliverDefault)
+	d.MaxTries = cmp.Or(c.MaxTries, MaxTriesDefault)
 	d.Concurrency = cmp.Or(c.Concurrency, ConcurrencyDefault)
 	d.WaitTimeout = cmp.Or(c.WaitTimeout, WaitTimeoutDefault)
 	d.StreamReplicas = cmp.Or(c.StreamReplicas, StreamReplicasDefault)
@@ -230,8 +230,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("processor: ResultsMaxAge (%v) must be between DedupeWindow (%v) and ResultTTL (%v)", c.ResultsMaxAge, c.DedupeWindow, c.ResultTTL)
 	case c.AckWait < 100*time.Millisecond:
 		return fmt.Errorf("processor: AckWait must be at least 100ms, got %v", c.AckWait)
-	case c.MaxDeliver < 1:
-		return fmt.Errorf("processor: MaxDeliver must be at least 1, got %d", c.MaxDeliver)
+	case c.MaxTries < 1:
+		return fmt.Errorf("processor: MaxTries (MAX_DELIVER) must be at least 1, got %d", c.MaxTries)
 	case c.Concurrency < 1:
 		return fmt.Errorf("processor: Concurrency must be at least 1, got %d", c.Concurrency)
 	case c.WaitReplicas < 0:
@@ -250,8 +250,8 @@ func (c *Config) validate() error {
 		// A record must outlive every delivery of its command: one that
 		// expired under a command still being retried would let the
 		// command start over with fresh tries, as if never attempted.
-		return fmt.Errorf("processor: ResultTTL (%v) must cover the longest redelivery horizon, MaxDeliver (%d) x (AckWait (%v) + MaxNakDelay (%v)) + DedupeWindow (%v) = %v",
-			c.ResultTTL, c.MaxDeliver, c.AckWait, c.MaxNakDelay, c.DedupeWindow, c.redeliveryHorizon())
+		return fmt.Errorf("processor: ResultTTL (%v) must cover the longest redelivery horizon, MaxTries (%d) x (AckWait (%v) + MaxNakDelay (%v)) + DedupeWindow (%v) = %v",
+			c.ResultTTL, c.MaxTries, c.AckWait, c.MaxNakDelay, c.DedupeWindow, c.redeliveryHorizon())
 	case c.LockTTL > 10*c.AckWait:
 		// A dead worker's lock holds its key this long; the redeliveries
 		// meanwhile only meet the lock.
@@ -266,7 +266,7 @@ func (c *Config) validate() error {
 // delay between tries, plus the duplicate window, inside which a re-send
 // is dropped rather than delivered.
 func (c *Config) redeliveryHorizon() time.Duration {
-	return time.Duration(c.MaxDeliver)*(c.AckWait+c.MaxNakDelay) + c.DedupeWindow
+	return time.Duration(c.MaxTries)*(c.AckWait+c.MaxNakDelay) + c.DedupeWindow
 }
 
 // retryFor returns the retry policy of r: the operator's override, the

@@ -15,7 +15,7 @@ import (
 // come to, with no I/O.
 func TestDecide(t *testing.T) {
 	t.Parallel()
-	cfg := (&Config{MaxDeliver: 3, NakDelay: time.Second, MaxNakDelay: 30 * time.Second, LockedDelay: 250 * time.Millisecond}).WithDefaults()
+	cfg := (&Config{MaxTries: 3, NakDelay: time.Second, MaxNakDelay: 30 * time.Second, LockedDelay: 250 * time.Millisecond}).WithDefaults()
 	const fp = "fp-a"
 	completed := &dedupe.Record{State: dedupe.StateCompleted, Fingerprint: fp, Result: &messages.Result{Status: messages.StatusSucceeded}}
 	record := func(state dedupe.State, tries int, effect string) *dedupe.Record {

@@ -243,7 +243,7 @@ func (p *Processor) examine(ctx context.Context, d *delivery) *facts {
 		return f
 	}
 	f.fp = d.fp
-	try := dedupe.Try{Kind: d.kind, Fingerprint: d.fp, Published: d.published, MaxTries: p.cfg.MaxDeliver}
+	try := dedupe.Try{Kind: d.kind, Fingerprint: d.fp, Published: d.published, MaxTries: p.cfg.MaxTries}
 	if d.route.cfg.EffectInCommit {
 		if p.effectsInCommit {
 			p.beginAndCommit(ctx, d, try, f)

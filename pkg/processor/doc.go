@@ -22,7 +22,7 @@
 //
 // Errors are retried by their [Class] with the operation's [RetryPolicy]
 // inside the delivery, then by redelivery. The engine counts a key's
-// attempts in its record and, after [Config.MaxDeliver] of them, dead-letters
+// attempts in its record and, after [Config.MaxTries] of them, dead-letters
 // the command holding the key's lock: as dead_lettered only when no attempt
 // can have taken effect (or the operation's [Resolver] confirms none did),
 // as outcome_unknown otherwise. The consumer itself has no delivery limit,

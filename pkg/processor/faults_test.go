@@ -75,7 +75,7 @@ func TestProcessor_DeadLetters(t *testing.T) {
 	t.Run("ProviderDownForGood", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 2
+		b.cfg.MaxTries = 2
 		b.cfg.DedupeWindow = 100 * time.Millisecond
 		var down atomic.Bool
 		down.Store(true)
@@ -122,7 +122,7 @@ func TestProcessor_DeadLetters(t *testing.T) {
 		// A panic may come after a side effect, and this operation cannot
 		// look its effect up: the client must not be told "not done".
 		b := setup(t)
-		b.cfg.MaxDeliver = 3
+		b.cfg.MaxTries = 3
 		mux := b.defaultMux()
 		processor.Register(mux, panicOp{}, nil)
 		b.startWorker(t, mux, func(c *processor.Config) { c.Concurrency = 1 })
@@ -146,7 +146,7 @@ func TestProcessor_DeadLetters(t *testing.T) {
 	t.Run("WorkerDiesOnEveryDelivery", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 2
+		b.cfg.MaxTries = 2
 		// Every attempt dies before the provider call: no delivery ends
 		// itself. After its tries, the key is dead-lettered by the next
 		// delivery, which asks the provider whether a charge exists: none.
@@ -174,7 +174,7 @@ func TestProcessor_DeadLetters(t *testing.T) {
 	t.Run("DiedAfterChargingIsAnsweredWithTheCharge", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 1
+		b.cfg.MaxTries = 1
 		// The only try charges the card and dies before the commit. With no
 		// tries left, the next delivery finds the charge at the provider:
 		// it is the key's outcome, not a dead letter.
@@ -529,7 +529,7 @@ func TestProcessor_New(t *testing.T) {
 func TestProcessor_StreamsMatchTheContract(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.startWorker(t, nil, func(c *processor.Config) { c.AckWait, c.MaxDeliver = 0, 0 })
+	b.startWorker(t, nil, func(c *processor.Config) { c.AckWait, c.MaxTries = 0, 0 })
 	ctx := context.Background()
 
 	cmds, err := b.js.Stream(ctx, b.cfg.Topology.CommandStream)
@@ -560,7 +560,7 @@ func TestProcessor_StreamsMatchTheContract(t *testing.T) {
 	require.Equal(t, -1, info.Config.MaxDeliver)
 
 	// Idempotent: a second worker with the same settings changes nothing.
-	b.startWorker(t, nil, func(c *processor.Config) { c.AckWait, c.MaxDeliver = 0, 0 })
+	b.startWorker(t, nil, func(c *processor.Config) { c.AckWait, c.MaxTries = 0, 0 })
 }
 
 // TestProcessor_StartTogether starts several workers at once against an

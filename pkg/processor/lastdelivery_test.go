@@ -31,7 +31,7 @@ func TestProcessor_LastDelivery(t *testing.T) {
 	t.Run("1_NoCommandIsStrandedWhenItsWorkersDie", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 2
+		b.cfg.MaxTries = 2
 		// Worker A dies in every attempt it makes (after Begin, before the
 		// provider), and then dies for good: whatever it kept in memory
 		// about the command is gone.
@@ -56,7 +56,7 @@ func TestProcessor_LastDelivery(t *testing.T) {
 	t.Run("2_ARetryThatMeetsTheLockIsNotDeadLettered", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 3
+		b.cfg.MaxTries = 3
 		b.cfg.DedupeWindow = 100 * time.Millisecond
 		release := make(chan struct{})
 		var inCall atomic.Int32
@@ -92,7 +92,7 @@ func TestProcessor_LastDelivery(t *testing.T) {
 	t.Run("3_AStoredOutcomeReachesRESULTSBeforeItsMessageLeaves", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 1
+		b.cfg.MaxTries = 1
 		b.startWorker(t, nil, nil)
 		// RESULTS refuses the key's result: the subject holds a placeholder
 		// and the stream discards new messages per subject, so every
@@ -129,7 +129,7 @@ func TestProcessor_LastDelivery(t *testing.T) {
 	t.Run("4_ACommitWhoseReplyWasLostIsNotDeadLettered", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 1
+		b.cfg.MaxTries = 1
 		// The commit script runs, but its reply is lost, four times: every
 		// commit the delivery tries.
 		var lost atomic.Int32
@@ -154,7 +154,7 @@ func TestProcessor_LastDelivery(t *testing.T) {
 	t.Run("5_ALastDeliveryPausedBeforeItsLockNeverSucceedsAfterTheDeadLetter", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 1
+		b.cfg.MaxTries = 1
 		var down atomic.Bool
 		down.Store(true)
 		p := &funcProvider{charge: func(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {
@@ -192,7 +192,7 @@ func TestProcessor_LastDelivery(t *testing.T) {
 	t.Run("6_EveryDeadLetterOfAKeyIsKept", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 1
+		b.cfg.MaxTries = 1
 		b.cfg.DedupeWindow = 100 * time.Millisecond
 		p := &funcProvider{charge: func(context.Context, string, messages.ChargeRequest) (messages.ChargeData, error) {
 			return messages.ChargeData{}, processor.TransientError(errors.New("provider unavailable"))
@@ -227,7 +227,7 @@ func TestProcessor_LastDelivery(t *testing.T) {
 		b := setup(t)
 		b.cfg.ResultTTL = 3 * time.Second
 		b.cfg.DedupeWindow = 100 * time.Millisecond
-		b.cfg.MaxDeliver = 1 // a 3s retention must cover the redelivery horizon
+		b.cfg.MaxTries = 1 // a 3s retention must cover the redelivery horizon
 		b.startWorker(t, nil, nil)
 		key := newKey()
 		start := time.Now()
@@ -252,7 +252,7 @@ func TestProcessor_LastDelivery(t *testing.T) {
 	t.Run("8_ALockOfADeadWorkerOnTheLastDeliveryIsWaitedOut", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 1
+		b.cfg.MaxTries = 1
 		b.startWorker(t, nil, nil)
 		key := newKey()
 		// A worker took the lock and died: it expires in 1.5s.

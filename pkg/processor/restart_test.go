@@ -128,7 +128,7 @@ func TestProcessor_RedisRestart(t *testing.T) {
 	cart.Register(mux, b.cfg.KeyPrefix)
 	for range 2 {
 		cfg := b.cfg
-		cfg.MaxDeliver = 100 // ride out the outage rather than dead-letter
+		cfg.MaxTries = 100 // ride out the outage rather than dead-letter
 		p, err := processor.New(b.nc, rdb, mux, &cfg)
 		require.NoError(t, err)
 		require.NoError(t, p.Start(context.Background()))

@@ -40,7 +40,7 @@ var ErrNotProvisioned = errors.New("processor: not provisioned")
 // the property.
 //
 // The consumer has no MaxDeliver (-1): the engine counts a key's attempts
-// itself and dead-letters at Config.MaxDeliver, holding the key's lock. A
+// itself and dead-letters at Config.MaxTries, holding the key's lock. A
 // consumer limit would make JetStream stop redelivering a message whose
 // last deliveries all died, and leave it in the work queue for good. An
 // existing consumer is checked and updated likewise: the worker owns its

@@ -32,7 +32,7 @@ func TestProcessor_Truth(t *testing.T) {
 	t.Run("1_CertaintyComesFromTheKeysHistory", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 1
+		b.cfg.MaxTries = 1
 		p := &scripted{sim: b.sim, script: []callFault{chargedThenLost, transient}, repeatLast: true}
 		mux := processor.NewMux()
 		charge.Register(mux, p)
@@ -52,7 +52,7 @@ func TestProcessor_Truth(t *testing.T) {
 	t.Run("1_WithoutLookupTheAnswerIsUnknown", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 1
+		b.cfg.MaxTries = 1
 		p := &scripted{sim: b.sim, script: []callFault{chargedThenLost, transient}, repeatLast: true}
 		mux := processor.NewMux()
 		charge.Register(mux, chargeOnly{p})
@@ -71,7 +71,7 @@ func TestProcessor_Truth(t *testing.T) {
 	t.Run("3_ARefundOfADeadLetteredChargeFailsAtOnce", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 2
+		b.cfg.MaxTries = 2
 		p := &scripted{sim: b.sim, script: []callFault{transient}, repeatLast: true}
 		mux := processor.NewMux()
 		charge.Register(mux, p)
@@ -97,7 +97,7 @@ func TestProcessor_Truth(t *testing.T) {
 	t.Run("FrozenCallCannotChargeAfterDeadLettered", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 1
+		b.cfg.MaxTries = 1
 		key := newKey()
 		resume, called := make(chan struct{}), make(chan struct{})
 		var froze atomic.Bool
@@ -138,7 +138,7 @@ func TestProcessor_Truth(t *testing.T) {
 	t.Run("APausedDeliveryActsOnNothingItReadBeforeThePause", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 1
+		b.cfg.MaxTries = 1
 		b.cfg.Retry = quickPolicy(0) // one call a try: the copy follows it at once
 		key := newKey()
 		p := &scripted{sim: b.sim, script: []callFault{transient}, repeatLast: true}
@@ -200,7 +200,7 @@ func TestProcessor_Truth(t *testing.T) {
 	t.Run("ACopyQueuedBeforeTheDeadLetterEndsWithIt", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 1
+		b.cfg.MaxTries = 1
 		b.cfg.DedupeWindow = 100 * time.Millisecond
 		release := make(chan struct{})
 		var calls atomic.Int32
@@ -237,7 +237,7 @@ func TestProcessor_Truth(t *testing.T) {
 	t.Run("PausedEffectCannotApplyAfterDeadLettered", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver = 1
+		b.cfg.MaxTries = 1
 		b.cfg.SeparateEffects = true
 		key := newKey()
 		resume, called := make(chan struct{}), make(chan struct{})
@@ -280,7 +280,7 @@ func TestProcessor_Truth(t *testing.T) {
 func TestProcessor_DeadLetterHoldsTheLock(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.cfg.MaxDeliver = 1
+	b.cfg.MaxTries = 1
 	p := &scripted{sim: b.sim, script: []callFault{transient}, repeatLast: true}
 	mux := processor.NewMux()
 	charge.Register(mux, p)
@@ -318,7 +318,7 @@ func TestProcessor_Resolution(t *testing.T) {
 	t.Run("ToTheEffectTheProviderHolds", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver, b.cfg.ResolveAfter = 1, 200*time.Millisecond
+		b.cfg.MaxTries, b.cfg.ResolveAfter = 1, 200*time.Millisecond
 		p := &scripted{sim: b.sim, script: []callFault{chargedThenLost}, repeatLast: true}
 		p.askFailures.Store(1 << 20) // the provider cannot be asked while the first worker lives
 		mux := processor.NewMux()
@@ -355,7 +355,7 @@ func TestProcessor_Resolution(t *testing.T) {
 	t.Run("ToNothingVoided", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t)
-		b.cfg.MaxDeliver, b.cfg.ResolveAfter = 1, 200*time.Millisecond
+		b.cfg.MaxTries, b.cfg.ResolveAfter = 1, 200*time.Millisecond
 		b.cfg.DedupeWindow = 100 * time.Millisecond
 		p := &scripted{sim: b.sim, script: []callFault{lostBeforeIt}, repeatLast: true}
 		p.askFailures.Store(1)
@@ -387,7 +387,7 @@ func TestProcessor_Resolution(t *testing.T) {
 func TestProcessor_Tenant(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.cfg.MaxDeliver, b.cfg.ResolveAfter = 1, 200*time.Millisecond
+	b.cfg.MaxTries, b.cfg.ResolveAfter = 1, 200*time.Millisecond
 	var mu sync.Mutex
 	seen := map[string][]string{} // call -> tenants
 	note := func(ctx context.Context, call string) {

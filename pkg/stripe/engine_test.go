@@ -53,7 +53,7 @@ func setupEngine(tb testing.TB, maxDeliver int) *engineBundle {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", tb.Name())
 	}
 	w, err := processor.New(nc, rdb, mux, &processor.Config{
-		Topology: top, KeyPrefix: ns + ":", Concurrency: 4, MaxDeliver: maxDeliver,
+		Topology: top, KeyPrefix: ns + ":", Concurrency: 4, MaxTries: maxDeliver,
 		AckWait: 5 * time.Second, LockTTL: 2 * time.Second,
 		NakDelay: 50 * time.Millisecond, MaxNakDelay: 200 * time.Millisecond, LockedDelay: 50 * time.Millisecond,
 		// Retry-After is honoured up to RateLimited.MaxInterval inside a

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/idempay/idempay/internal/ledger"
 	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/client"
 	"github.com/idempay/idempay/pkg/layout"
@@ -313,14 +313,8 @@ func (e *Env) SimCalls(tb testing.TB, key string) int64 {
 func (e *Env) SimLedger(tb testing.TB) (calls map[string]int64, charges map[string]string) {
 	tb.Helper()
 	ctx := context.Background()
-	raw, err := e.RDB.HGetAll(ctx, e.SimCallsKey()).Result()
+	calls, err := ledger.ReadInts(ctx, e.RDB, e.SimCallsKey())
 	require.NoError(tb, err)
-	calls = make(map[string]int64, len(raw))
-	for k, v := range raw {
-		n, err := strconv.ParseInt(v, 10, 64)
-		require.NoError(tb, err, "sim:calls of %s", k)
-		calls[k] = n
-	}
 	charges, err = e.RDB.HGetAll(ctx, e.SimChargesKey()).Result()
 	require.NoError(tb, err)
 	return calls, charges
@@ -336,17 +330,14 @@ func (e *Env) CommandsStored(tb testing.TB) uint64 {
 	return s.CachedInfo().State.LastSeq
 }
 
-// WaitFor polls cond every 10ms until it is true, failing the test after
-// timeout. It is for asynchronous state that no answer announces.
+// WaitFor polls cond every 10ms (testenv.PollUntil) until it is true,
+// failing the test after timeout. It is for asynchronous state that no
+// answer announces.
 func WaitFor(tb testing.TB, timeout time.Duration, cond func() bool, msgAndArgs ...any) {
 	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			require.FailNow(tb, "condition not met within "+timeout.String(), msgAndArgs...)
-		}
-		<-tick.C
+	ctx, cancel := context.WithTimeout(tb.Context(), timeout)
+	defer cancel()
+	if err := testenv.PollUntil(ctx, 10*time.Millisecond, func() (bool, error) { return cond(), nil }); err != nil {
+		require.FailNow(tb, "condition not met within "+timeout.String(), msgAndArgs...)
 	}
 }
