@@ -35,3 +35,24 @@ func TestScrapeMetrics(t *testing.T) {
 	_, err = ScrapeMetrics(t.Context(), "127.0.0.1:"+strconv.Itoa(port), "go_goroutines")
 	require.Error(t, err)
 }
+
+// TestFailureLines: a nats-server child's errors and failure warnings
+// reach the test's output (the cause behind an API error such as "error
+// creating store for stream"), its other lines do not, however the writes
+// cut them.
+func TestFailureLines(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	f := &failureLines{out: &out, prefix: "nats: "}
+	for _, chunk := range []string{
+		"[1] [INF] Starting nats-server\n[1] [ERR] JetStream failed to cre",
+		"ate stream: open /x: too many open files\n[1] [WRN] Healthcheck failed\n",
+		"[1] [WRN] Slow consumer\n[1] [FTL] bye\n",
+	} {
+		n, err := f.Write([]byte(chunk))
+		require.NoError(t, err)
+		require.Equal(t, len(chunk), n)
+	}
+	require.Equal(t, "nats: [1] [ERR] JetStream failed to create stream: open /x: too many open files\n"+
+		"nats: [1] [WRN] Healthcheck failed\nnats: [1] [FTL] bye\n", out.String())
+}

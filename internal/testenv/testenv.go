@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -117,6 +118,51 @@ func (failureLog) Fatalf(format string, v ...any) {
 	fmt.Fprintln(os.Stderr, "testenv: nats-server fatal:", fmt.Sprintf(format, v...))
 }
 
+// failureLines copies the lines of a nats-server child's log that report
+// an error or a failure to this process's stderr, as failureLog does for
+// the in-process server.
+type failureLines struct {
+	out    io.Writer
+	prefix string
+	mu     sync.Mutex
+	part   []byte
+}
+
+func (f *failureLines) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.part = append(f.part, p...)
+	for {
+		i := bytes.IndexByte(f.part, '\n')
+		if i < 0 {
+			break
+		}
+		line := string(f.part[:i])
+		f.part = f.part[i+1:]
+		if strings.Contains(line, "[ERR]") || strings.Contains(line, "[FTL]") ||
+			(strings.Contains(line, "[WRN]") && strings.Contains(strings.ToLower(line), "fail")) {
+			fmt.Fprintln(f.out, f.prefix+line)
+		}
+	}
+	if len(f.part) > 64<<10 { // a line that never ends: drop it
+		f.part = f.part[:0]
+	}
+	return len(p), nil
+}
+
+// limitedBuffer keeps the first max bytes written to it and drops the rest.
+type limitedBuffer struct {
+	b   *bytes.Buffer
+	max int
+}
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := l.max - l.b.Len(); room > 0 {
+		l.b.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
 // Restart stops an in-process server abruptly - no lame-duck mode, clients
 // see their connections drop - and starts a new one on the same port with
 // the same store, as after a crash and a supervisor's restart.
@@ -183,7 +229,10 @@ func StartNATSBinaryEnv(bin string, env []string, connect []nats.Option, extraAr
 			cmd.Env = append(os.Environ(), env...)
 		}
 		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
+		// What it says at start, for the error below; after that, as the
+		// in-process server's failureLog, its errors and the warnings that
+		// report a failure.
+		cmd.Stderr = io.MultiWriter(&limitedBuffer{b: &stderr, max: 64 << 10}, &failureLines{out: os.Stderr, prefix: "testenv: " + filepath.Base(bin) + ": "})
 		if err := cmd.Start(); err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("testenv: start %s: %w", bin, err)
