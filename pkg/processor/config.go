@@ -59,10 +59,11 @@ type Config struct {
 	// JetStream redelivers it. Defaults to 30s.
 	AckWait time.Duration
 	// MaxTries is how many tries a key gets before its command goes to the
-	// dead letters (the worker's MAX_DELIVER, a name the contract keeps). The engine counts them itself, in the key's record,
-	// and gives the consumer unlimited deliveries: a delivery that only
-	// found the key locked is no attempt, and JetStream never stops
-	// redelivering a message nobody has ended. Defaults to 10.
+	// dead letters (the worker's MAX_DELIVER, a name the contract keeps).
+	// The engine counts them itself, in the key's record, and gives the
+	// consumer unlimited deliveries: a delivery that only found the key
+	// locked is no try, and JetStream never stops redelivering a message
+	// nobody has ended. Defaults to 10.
 	MaxTries int
 
 	// WaitReplicas, when positive, makes every answer of a stored outcome
