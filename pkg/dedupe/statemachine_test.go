@@ -33,10 +33,11 @@ const smRetention = time.Hour
 
 func newMachine(t *testing.T) *machine {
 	t.Helper()
-	return &machine{
-		testBundle: setup(t, &Config{Retention: smRetention}),
-		t0:         time.Now().Add(-time.Hour).Truncate(time.Microsecond),
-	}
+	b := setup(t, &Config{Retention: smRetention})
+	// Every script's reply is checked against the record Redis holds:
+	// the scripts build some replies from what they wrote.
+	b.store.verifyReplies = true
+	return &machine{testBundle: b, t0: time.Now().Add(-time.Hour).Truncate(time.Microsecond)}
 }
 
 // smBody is the command's body a dead letter keeps while its effect is unknown.

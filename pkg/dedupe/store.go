@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 
@@ -74,6 +75,10 @@ type Store struct {
 	rdb redis.UniversalClient
 	rs  *redsync.Redsync
 	cfg *Config
+	// verifyReplies makes every transition read the record back and
+	// compare it with the one its script replied (a test's check of the
+	// replies scripts build instead of reading back).
+	verifyReplies bool
 }
 
 // New returns a Store on rdb, which may be a single node, Sentinel or Cluster
@@ -198,6 +203,11 @@ func (s *Store) run(lease *Lease, name string, res []string, err error) (reply, 
 	if r.released {
 		lease.released()
 	}
+	if s.verifyReplies && r.record != nil {
+		if err := s.verifyReply(name, r.record); err != nil {
+			return reply{}, err
+		}
+	}
 	switch r.verdict {
 	case "lost":
 		return r, ErrLockLost
@@ -205,6 +215,18 @@ func (s *Store) run(lease *Lease, name string, res []string, err error) (reply, 
 		return r, ErrRecordLost
 	}
 	return r, nil
+}
+
+// verifyReply compares a script's reply with the record Redis holds.
+func (s *Store) verifyReply(name string, replied *Record) error {
+	stored, err := s.Get(context.Background(), replied.Key)
+	if err != nil {
+		return err
+	}
+	if !reflect.DeepEqual(replied, stored) {
+		return fmt.Errorf("dedupe: %s replied %+v but Redis holds %+v", name, replied, stored)
+	}
+	return nil
 }
 
 func (s *Store) parseBegin(lease *Lease, name string, res []string, err error) (Begun, error) {
