@@ -15,6 +15,7 @@ GO ?= go
 # Variables: override on the command line, e.g. `make test TEST_TIMEOUT=20m`.
 TEST_TIMEOUT ?= 12m## go test -timeout for `test` (CI has 2 cores and the race detector)
 BENCHTIME ?= 1s## go test -benchtime for the pkg/messages micro benchmarks `bench` runs first
+PEERS_ARGS ?=## extra arguments for `bench/peers`, e.g. PEERS_ARGS='--systems idempay,river --runs 5' (cd internal/bench/peers && go run . --help)
 BENCH_ARGS ?=## extra arguments for `bench` and `bench/short`, e.g. BENCH_ARGS='-rounds 5 -json bench.json' (go run ./cmd/bench --help)
 SOAK_DURATION ?= 5m## how long `soak` runs its steady load
 CHAOS_DURATION ?= 20s## how long the load and the faults of each chaos scenario last
@@ -95,6 +96,14 @@ bench/gateway: require-redis ## The gateway's overhead: end to end through pkg/c
 .PHONY: bench/short
 bench/short: require-redis ## The CI-sized benchmark: every scenario with 1000 commands, one round, well under a minute (go run ./cmd/bench -short)
 	$(GO) run ./cmd/bench -short $(BENCH_ARGS)
+
+.PHONY: bench/peers
+bench/peers: require-redis ## The same charge job on idempay, River (PostgreSQL), asynq, Watermill and the bare JetStream consumer, 3 runs each interleaved (a module of its own, internal/bench/peers: its first build downloads the peers; ~5 min; needs PostgreSQL, PEERS_PG; last lines idempay_over_fastest_peer=)
+	cd internal/bench/peers && $(GO) run . $(PEERS_ARGS)
+
+.PHONY: bench/peers/short
+bench/peers/short: require-redis ## bench/peers with 2000 keys and one run: that every contender still builds and finishes (~1 min with its build)
+	cd internal/bench/peers && $(GO) run . --count 2000 --runs 1 $(PEERS_ARGS)
 
 .PHONY: soak
 soak: require-redis ## Send commands end to end for SOAK_DURATION at half a quick peak, sampling the worker's RSS and goroutines and the servers' memory every 10s, then print the drift; SOAK_RESULT_TTL=24h runs at the production retention, SOAK_RESULTS_MAX_AGE=2m with RESULTS kept shorter
