@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,7 +46,7 @@ func plan(count int, share float64) []send {
 	if share > 0 {
 		every = max(1, int(1/share+0.5))
 	}
-	var sent []send
+	sent := make([]send, 0, count)
 	for i := range count {
 		s := send{key: uuid.NewString(), body: fmt.Appendf(nil, `{"account_id":"acct_%d","amount":%d,"currency":"EUR"}`, i%1000, 100+i%9_900)}
 		keys = append(keys, s)
@@ -91,12 +92,13 @@ func (r *runCmd) Run(ctx context.Context) error {
 	}
 	defer os.RemoveAll(dir)
 	fmt.Fprintln(os.Stderr, "peers: starting nats-server and redis-server, building the worker")
-	d, err := testenv.StartDeployment(&testenv.DeploymentOptions{Name: "idempay-peers", NATSChild: true, NoSyncAlways: true,
-		RedisArgs: testenv.RedisVolatile})
+	d, err := testenv.StartDeployment( //nolint:contextcheck // the servers outlive no run: Close ends them
+		&testenv.DeploymentOptions{Name: "idempay-peers", NATSChild: true, NoSyncAlways: true,
+			RedisArgs: testenv.RedisVolatile})
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	defer d.Close() //nolint:contextcheck // closing the servers waits for nothing the caller could cancel
 	worker := r.Worker
 	if worker == "" {
 		// idempay's module is three levels up (this module replaces it
@@ -140,8 +142,11 @@ func (r *runCmd) Run(ctx context.Context) error {
 	}
 	r.print(systemsToRun, results)
 	if r.JSON != "" {
-		b, _ := json.MarshalIndent(results, "", "  ")
-		if err := os.WriteFile(r.JSON, b, 0o644); err != nil {
+		b, err := json.MarshalIndent(results, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(r.JSON, b, 0o600); err != nil {
 			return err
 		}
 	}
@@ -193,7 +198,7 @@ func (r *runCmd) runOnce(ctx context.Context, e *env, d *testenv.Deployment, nam
 		_ = w.Kill()
 		return fail(fmt.Errorf("worker: %w: %s", err, w.LogTail()))
 	}
-	defer func() { _ = w.Stop(context.Background()) }()
+	defer func() { _ = w.Stop(context.WithoutCancel(ctx)) }()
 
 	ledger := layout.Sim("", false)
 	start := time.Now()
@@ -302,7 +307,7 @@ func riverDatabase(ctx context.Context, url string) (*pgxpool.Pool, string, erro
 			return nil, "", err
 		}
 	}
-	dbURL := fmt.Sprintf("postgres://%s@%s:%d/idempay_peers?sslmode=disable", cfg.User, cfg.Host, cfg.Port)
+	dbURL := fmt.Sprintf("postgres://%s@%s/idempay_peers?sslmode=disable", cfg.User, net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
 	pool, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		return nil, "", err

@@ -32,16 +32,20 @@ type runCmd struct {
 }
 
 func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "peers:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
 	var c cli
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	kctx := kong.Parse(&c, kong.Name("peers"),
 		kong.Description("The same charge job on idempay and its peers (River, asynq, Watermill) and the bare JetStream consumer, on this machine, in one run."),
 		kong.Vars{"systems": systemNames()}, kong.UsageOnError(), kong.BindTo(ctx, (*context.Context)(nil)))
-	if err := kctx.Run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "peers:", err)
-		os.Exit(1)
-	}
+	return kctx.Run(ctx)
 }
 
 func (r *runCmd) Validate() error {

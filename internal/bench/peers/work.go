@@ -146,7 +146,7 @@ func (w *workCmd) river(ctx context.Context, provider *sim.Provider) error {
 	}
 	ready()
 	<-ctx.Done()
-	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	return c.Stop(stopCtx)
 }
@@ -208,7 +208,7 @@ func (w *workCmd) watermill(ctx context.Context, rdb *redis.Client, charge func(
 		if err != nil {
 			return err
 		}
-		router.AddConsumerHandler(fmt.Sprintf("charge-%d", i), wmTopic, sub, func(m *message.Message) error {
+		router.AddConsumerHandler(fmt.Sprintf("charge-%d", i), wmTopic, sub, func(m *message.Message) error { //nolint:contextcheck // the message carries its context
 			return charge(m.Context(), m.UUID, m.Payload)
 		})
 	}
