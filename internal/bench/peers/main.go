@@ -26,6 +26,7 @@ type runCmd struct {
 	Systems      []string      `default:"bare,idempay,river,asynq,watermill-mem,watermill-redis" help:"Systems to run, in order: ${systems}."`
 	RiverDefault bool          `help:"Also run River with its default FetchCooldown (100ms)."`
 	PG           string        `default:"postgres://root@127.0.0.1:5432/postgres?sslmode=disable" env:"PEERS_PG" help:"A PostgreSQL server River may create its database on (idempay_peers) (\\$PEERS_PG)."`
+	FailureRate  float64       `default:"0" help:"Share of provider calls (0-1) that fail transiently before charging, in every system's worker: who retries, and who loses the key."`
 	Timeout      time.Duration `default:"5m" help:"Longest a run may take before it is reported unfinished."`
 	Worker       string        `help:"idempay worker binary to measure instead of building ./cmd/worker."`
 	JSON         string        `help:"Also write the runs as JSON to this file."`
@@ -56,6 +57,8 @@ func (r *runCmd) Validate() error {
 		return fmt.Errorf("--resend-share must be within 0-1, got %v", r.ResendShare)
 	case r.InFlight < 1:
 		return fmt.Errorf("--in-flight must be at least 1, got %d", r.InFlight)
+	case r.FailureRate < 0 || r.FailureRate >= 1:
+		return fmt.Errorf("--failure-rate must be within 0-1 (1 excluded), got %v", r.FailureRate)
 	case r.Runs < 1:
 		return fmt.Errorf("--runs must be at least 1, got %d", r.Runs)
 	}

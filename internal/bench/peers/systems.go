@@ -52,6 +52,10 @@ type system struct {
 	// silentDoor: its sender cannot tell a duplicate refused at enqueue
 	// (Watermill's Publish hides JetStream's PubAck).
 	silentDoor bool
+	// keyFirst: it records a key before the handler runs, so a handler
+	// that fails loses the command (Watermill's Deduplicator): its speed
+	// is not that of a system that keeps the guarantee.
+	keyFirst bool
 }
 
 // The bare consumer's and Watermill's stream (their workers use the same names).
@@ -76,9 +80,9 @@ var systems = map[string]system{
 	"asynq": {guarantee: "task id = the key, kept 1h after completion (Retention)",
 		newSender: newAsynqSender},
 	"watermill-mem": {guarantee: "Deduplicator middleware, in-memory key store (this process only), on NATS JetStream",
-		newSender: newWatermillSender, silentDoor: true},
+		newSender: newWatermillSender, silentDoor: true, keyFirst: true},
 	"watermill-redis": {guarantee: "Deduplicator middleware, Redis key store (SET NX), on NATS JetStream",
-		newSender: newWatermillSender, silentDoor: true},
+		newSender: newWatermillSender, silentDoor: true, keyFirst: true},
 }
 
 func systemNames() string { return strings.Join(slices.Sorted(maps.Keys(systems)), ", ") }

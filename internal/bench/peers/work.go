@@ -34,7 +34,8 @@ type workCmd struct {
 	NATS        string `default:"nats://127.0.0.1:4222"`
 	Redis       string `default:"redis://127.0.0.1:6379"`
 	PG          string
-	Concurrency int `default:"64"`
+	Concurrency int     `default:"64"`
+	FailureRate float64 `default:"0"`
 }
 
 // Run runs the worker until ctx ends (SIGTERM).
@@ -45,7 +46,7 @@ func (w *workCmd) Run(ctx context.Context) error {
 	}
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
-	provider, err := sim.New(rdb, nil)
+	provider, err := sim.New(rdb, &sim.Config{FailureRate: w.FailureRate})
 	if err != nil {
 		return err
 	}
