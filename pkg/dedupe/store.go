@@ -142,7 +142,7 @@ func (s *Store) Peek(ctx context.Context, key string) (*Record, error) {
 func (s *Store) Begin(ctx context.Context, lease *Lease, t Try) (Begun, error) {
 	key := lease.key
 	res, err := beginScript.Run(ctx, s.rdb, []string{s.RecordKey(key), s.LockKey(key)}, s.beginArgs(lease.Value(), t)...).StringSlice()
-	return s.parseBegin(lease, "begin", res, err)
+	return s.parseBegin(ctx, lease, "begin", res, err)
 }
 
 // AcquireBegin is Acquire then Begin, in one round trip where the client
@@ -161,7 +161,7 @@ func (s *Store) AcquireBegin(ctx context.Context, key string, t Try) (*Lease, Be
 		return lease, b, err
 	}
 	res, err := cmd.StringSlice()
-	b, err := s.parseBegin(lease, "begin", res, err)
+	b, err := s.parseBegin(ctx, lease, "begin", res, err)
 	return lease, b, err
 }
 
@@ -192,7 +192,7 @@ func isNoScript(err error) bool {
 // run is every transition's tail: the one parse of a script's reply, the
 // lease marked released when the script released it, ErrLockLost when the
 // fence refused.
-func (s *Store) run(lease *Lease, name string, res []string, err error) (reply, error) {
+func (s *Store) run(ctx context.Context, lease *Lease, name string, res []string, err error) (reply, error) {
 	if err != nil {
 		return reply{}, fmt.Errorf("dedupe: %s: %w", name, err)
 	}
@@ -204,7 +204,7 @@ func (s *Store) run(lease *Lease, name string, res []string, err error) (reply, 
 		lease.released()
 	}
 	if s.verifyReplies && r.record != nil {
-		if err := s.verifyReply(name, r.record); err != nil {
+		if err := s.verifyReply(ctx, name, r.record); err != nil {
 			return reply{}, err
 		}
 	}
@@ -218,8 +218,8 @@ func (s *Store) run(lease *Lease, name string, res []string, err error) (reply, 
 }
 
 // verifyReply compares a script's reply with the record Redis holds.
-func (s *Store) verifyReply(name string, replied *Record) error {
-	stored, err := s.Get(context.Background(), replied.Key)
+func (s *Store) verifyReply(ctx context.Context, name string, replied *Record) error {
+	stored, err := s.Get(ctx, replied.Key)
 	if err != nil {
 		return err
 	}
@@ -229,8 +229,8 @@ func (s *Store) verifyReply(name string, replied *Record) error {
 	return nil
 }
 
-func (s *Store) parseBegin(lease *Lease, name string, res []string, err error) (Begun, error) {
-	r, err := s.run(lease, name, res, err)
+func (s *Store) parseBegin(ctx context.Context, lease *Lease, name string, res []string, err error) (Begun, error) {
+	r, err := s.run(ctx, lease, name, res, err)
 	if err != nil {
 		return Begun{}, err
 	}
@@ -263,7 +263,7 @@ func (s *Store) Commit(ctx context.Context, lease *Lease, fingerprint string, re
 		string(result.Status), result.Code, result.Message, string(dataOf(result)),
 		result.Attempts, formatTime(result.ProcessedAt),
 		field, by, Placeholder, ttl).StringSlice()
-	r, err := s.run(lease, "commit", res, err)
+	r, err := s.run(ctx, lease, "commit", res, err)
 	switch {
 	case err != nil:
 		return nil, err
@@ -283,7 +283,7 @@ func (s *Store) Commit(ctx context.Context, lease *Lease, fingerprint string, re
 func (s *Store) BeginAndCommit(ctx context.Context, lease *Lease, t Try, result messages.Result, effect *Effect) (Begun, error) {
 	keys, args := s.beginCommitArgs(lease.key, lease.Value(), t, result, effect)
 	res, err := beginCommitScript.Run(ctx, s.rdb, keys, args...).StringSlice()
-	return s.parseBegin(lease, "begin and commit", res, err)
+	return s.parseBegin(ctx, lease, "begin and commit", res, err)
 }
 
 // AcquireBeginAndCommit is Acquire then BeginAndCommit, in one round trip
@@ -301,7 +301,7 @@ func (s *Store) AcquireBeginAndCommit(ctx context.Context, key string, t Try, re
 		return lease, b, err
 	}
 	res, err := cmd.StringSlice()
-	b, err := s.parseBegin(lease, "begin and commit", res, err)
+	b, err := s.parseBegin(ctx, lease, "begin and commit", res, err)
 	return lease, b, err
 }
 
@@ -327,7 +327,7 @@ func (s *Store) Settle(ctx context.Context, lease *Lease, effect string, untry b
 		back = "1"
 	}
 	res, err := settleScript.Run(ctx, s.rdb, []string{s.RecordKey(key), s.LockKey(key)}, lease.Value(), effect, back).StringSlice()
-	_, err = s.run(lease, "settle", res, err)
+	_, err = s.run(ctx, lease, "settle", res, err)
 	return err
 }
 
@@ -369,7 +369,7 @@ func (s *Store) DeadLetter(ctx context.Context, lease *Lease, d DeadLetter) (*Re
 	res, err := deadLetterScript.Run(ctx, s.rdb, []string{s.RecordKey(key), s.LockKey(key)},
 		lease.Value(), published, d.Effect, voided, string(d.Body), time.Now().UnixMilli(),
 		s.cfg.Retention.Milliseconds(), d.Kind, d.Fingerprint, d.Tenant).StringSlice()
-	r, err := s.run(lease, "dead letter", res, err)
+	r, err := s.run(ctx, lease, "dead letter", res, err)
 	switch {
 	case err != nil:
 		return nil, err
