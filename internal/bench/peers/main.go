@@ -25,7 +25,7 @@ type runCmd struct {
 	Runs         int           `default:"3" help:"Runs per system; the table gives min/median/max."`
 	Systems      []string      `default:"bare,idempay,river,asynq,watermill-mem,watermill-redis" help:"Systems to run, in order: ${systems}."`
 	RiverDefault bool          `help:"Also run River with its default FetchCooldown (100ms)."`
-	PG           string        `default:"postgres://root@127.0.0.1:5432/postgres?sslmode=disable" env:"PEERS_PG" help:"A PostgreSQL server River may create its database on (idempay_peers) (\\$PEERS_PG)."`
+	PG           string        `default:"postgres://root@127.0.0.1:5432/postgres?sslmode=disable" env:"PEERS_PG" help:"A PostgreSQL server River may create its database on (idempay_peers)."`
 	FailureRate  float64       `default:"0" help:"Share of provider calls (0-1) that fail transiently before charging, in every system's worker: who retries, and who loses the key."`
 	Timeout      time.Duration `default:"5m" help:"Longest a run may take before it is reported unfinished."`
 	Worker       string        `help:"idempay worker binary to measure instead of building ./cmd/worker."`
