@@ -660,6 +660,15 @@ func TestClient_Send_DuplicateWait(t *testing.T) {
 	_, err = env.StartWorker(nil)
 	require.NoError(t, err)
 	waitStored(t, eager, key)
+	// Status may find the outcome by key (the lookup service reads the
+	// Redis record) a moment before the worker's RESULTS publish lands:
+	// wait for RESULTS, which the duplicate below must be answered from.
+	rs, err := env.JS.Stream(ctx, env.Config.Topology.ResultStream)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := rs.GetLastMsgForSubject(ctx, env.Config.Topology.Subjects.ResultFor(key))
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "the outcome never reached RESULTS")
 	res, err := eager.Charge(ctx, key, charge(100))
 	require.NoError(t, err)
 	require.True(t, res.Duplicate)
