@@ -31,6 +31,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/idempay/idempay/pkg/messages"
@@ -420,40 +421,82 @@ var (
 // second time on Debian's 2.9 this way), else an in-process NATS; and a
 // redis-server child. Call Close from TestMain after m.Run.
 func Shared() (*Env, error) {
-	sharedOnce.Do(func() {
-		e := &Env{NATSURL: os.Getenv("NATS_URL"), RedisURL: os.Getenv("REDIS_URL")}
-		if bin := os.Getenv("NATS_SERVER_BIN"); e.NATSURL == "" && bin != "" {
-			e.nats, errShared = StartNATSBinary(bin)
-			if errShared != nil {
-				return
-			}
-			e.NATSURL = e.nats.URL
-		}
-		if e.NATSURL == "" {
-			e.nats, errShared = StartNATS()
-			if errShared != nil {
-				return
-			}
-			e.NATSURL = e.nats.URL
-		}
-		if e.RedisURL == "" {
-			e.redis, errShared = StartRedis()
-			if errShared != nil {
-				e.nats.Shutdown()
-				return
-			}
-			e.RedisURL = e.redis.URL
-		}
-		shared = e
-	})
+	sharedOnce.Do(func() { shared, errShared = startEnv() })
 	return shared, errShared
+}
+
+// startEnv starts the servers Shared describes.
+func startEnv() (*Env, error) {
+	e := &Env{NATSURL: os.Getenv("NATS_URL"), RedisURL: os.Getenv("REDIS_URL")}
+	var err error
+	if bin := os.Getenv("NATS_SERVER_BIN"); e.NATSURL == "" && bin != "" {
+		if e.nats, err = StartNATSBinary(bin); err != nil {
+			return nil, err
+		}
+		e.NATSURL = e.nats.URL
+	}
+	if e.NATSURL == "" {
+		if e.nats, err = StartNATS(); err != nil {
+			return nil, err
+		}
+		e.NATSURL = e.nats.URL
+	}
+	if e.nats != nil {
+		if err := anchorStreams(e.NATSURL); err != nil {
+			e.nats.Shutdown()
+			return nil, err
+		}
+	}
+	if e.RedisURL == "" {
+		if e.redis, err = StartRedis(); err != nil {
+			e.nats.Shutdown()
+			return nil, err
+		}
+		e.RedisURL = e.redis.URL
+	}
+	return e, nil
+}
+
+// close stops the servers startEnv started.
+func (e *Env) close() {
+	e.nats.Shutdown()
+	e.redis.Shutdown()
+}
+
+// anchorStream is the stream Shared keeps on a server it started, for the
+// server's lifetime.
+const anchorStream = "TESTENV_ANCHOR"
+
+// anchorStreams creates anchorStream, a file-stored stream nothing
+// publishes to, so that the account's streams directory is never empty.
+// nats-server removes that directory, in a goroutine, when the last stream
+// of an account is deleted; a stream created in that moment fails with
+// "could not create storage directory" (error 10049). The parallel tests of
+// one binary create and delete their streams on the shared server all the
+// time, so without the anchor one of them now and then failed to start.
+func anchorStreams(url string) error {
+	nc, err := ConnectNATS(url, "testenv-anchor")
+	if err != nil {
+		return fmt.Errorf("testenv: anchor stream: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("testenv: anchor stream: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: anchorStream,
+		Subjects: []string{"_testenv.anchor"}, Storage: jetstream.FileStorage, MaxMsgs: 1}); err != nil {
+		return fmt.Errorf("testenv: anchor stream: %w", err)
+	}
+	return nil
 }
 
 // Close stops whatever Shared started.
 func Close() {
 	if shared != nil {
-		shared.nats.Shutdown()
-		shared.redis.Shutdown()
+		shared.close()
 	}
 }
 
