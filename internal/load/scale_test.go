@@ -205,14 +205,45 @@ func requireInResults(t *testing.T, env *loadtest.Env, s *load.Summary) {
 	t.Helper()
 	ctx := context.Background()
 	top := env.Config.Topology
-	loadtest.WaitFor(t, time.Minute, func() bool {
+	stranded := uint64(0)
+	drained := func() bool {
 		st, err := env.JS.Stream(ctx, top.CommandStream)
 		if err != nil {
 			return false
 		}
 		info, err := st.Info(ctx)
-		return err == nil && info.State.Msgs == 0
-	}, "COMMANDS drained")
+		if err != nil {
+			return false
+		}
+		if info.State.Msgs == 0 {
+			return true
+		}
+		if !strandsAcked(env.NC.ConnectedServerVersion()) {
+			return false
+		}
+		cons, err := env.JS.Consumer(ctx, top.CommandStream, top.Consumer)
+		if err != nil {
+			return false
+		}
+		ci, err := cons.Info(ctx)
+		if err != nil || ci.NumPending != 0 || ci.NumAckPending != 0 || info.State.LastSeq > ci.AckFloor.Stream {
+			return false
+		}
+		stranded = info.State.Msgs
+		return true
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if testenv.PollUntil(wctx, 10*time.Millisecond, func() (bool, error) { return drained(), nil }) != nil {
+		logState(t, env)
+		logLeft(t, env)
+		require.FailNow(t, "COMMANDS not drained within 1m")
+	}
+	if stranded > 0 {
+		t.Logf("nats-server %s left %d messages in COMMANDS that the consumer acknowledged (at or below its ack floor): stranded by the server (nats-server#5270), not left without an end",
+			env.NC.ConnectedServerVersion(), stranded)
+		logLeft(t, env)
+	}
 	st, err := env.JS.Stream(ctx, top.ResultStream)
 	require.NoError(t, err)
 	for key, o := range s.Outcomes {
@@ -272,6 +303,59 @@ func TestScale_NATSLeaderKilled(t *testing.T) {
 	ledger := env.Audit(t, s)
 	report(t, s, ledger, 0)
 	requireInResults(t, env, s)
+}
+
+// strandsAcked reports whether a clustered nats-server of this version can
+// leave messages in a work-queue stream after its consumer acknowledged
+// them: acks that reach the stream's replicas at different times, across a
+// leader change, strand them; nats-server#5270 (April 2024, in the 2.10
+// series) made servers purge what lies below the consumers' ack floor.
+// make test runs the cluster tests on Debian's 2.9 too, where a leader
+// kill under load once left messages in COMMANDS for over a minute after
+// every command was answered (make test, 2026-12-06; not reproduced in 7
+// runs since). A message the consumer acked had its end; one it did not
+// still fails the test, which then logs what is left. 2.15 must drain.
+func strandsAcked(version string) bool {
+	var major, minor int
+	if _, err := fmt.Sscanf(version, "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major == 2 && minor < 10
+}
+
+// logLeft logs the first messages left in COMMANDS: their keys, and what
+// Redis and RESULTS hold for each.
+func logLeft(t *testing.T, env *loadtest.Env) {
+	t.Helper()
+	ctx := context.Background()
+	top := env.Config.Topology
+	st, err := env.JS.Stream(ctx, top.CommandStream)
+	if err != nil {
+		return
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return
+	}
+	rs, err := env.JS.Stream(ctx, top.ResultStream)
+	if err != nil {
+		return
+	}
+	shown := 0
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && shown < 10; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		shown++
+		key := m.Header.Get("Nats-Msg-Id")
+		state := env.RDB.HGet(ctx, env.Config.KeyPrefix+"idem:rec:{"+key+"}", "state").Val()
+		stored := "none"
+		if r, err := rs.GetLastMsgForSubject(ctx, top.Subjects.ResultFor(key)); err == nil {
+			stored = string(r.Data)
+		}
+		t.Logf("left in COMMANDS: seq %d %s key %s at %v: record %q; RESULTS: %s", seq, m.Subject, key, m.Time, state, stored)
+	}
 }
 
 // logState logs what is left in COMMANDS and what the consumer holds, for a
