@@ -96,6 +96,11 @@ func StartDeployment(opts *DeploymentOptions) (_ *Deployment, err error) {
 	} else if d.NATS, err = StartNATS(); err != nil {
 		return nil, err
 	}
+	// A deployment holds several namespaces at once (the explorer plays
+	// seeds in parallel, each creating and deleting its streams).
+	if err = anchorStreams(d.NATSURL()); err != nil {
+		return nil, err
+	}
 	args := opts.RedisArgs
 	if args == nil {
 		args = RedisVolatile

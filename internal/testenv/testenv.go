@@ -463,8 +463,8 @@ func (e *Env) close() {
 	e.redis.Shutdown()
 }
 
-// anchorStream is the stream Shared keeps on a server it started, for the
-// server's lifetime.
+// anchorStream is the stream Shared and StartDeployment keep on a server
+// they started, for the server's lifetime.
 const anchorStream = "TESTENV_ANCHOR"
 
 // anchorStreams creates anchorStream, a file-stored stream nothing
@@ -473,7 +473,8 @@ const anchorStream = "TESTENV_ANCHOR"
 // of an account is deleted; a stream created in that moment fails with
 // "could not create storage directory" (error 10049). The parallel tests of
 // one binary create and delete their streams on the shared server all the
-// time, so without the anchor one of them now and then failed to start.
+// time, so without the anchor one of them now and then failed to start;
+// the explorer's parallel seeds do the same on a deployment.
 func anchorStreams(url string) error {
 	nc, err := ConnectNATS(url, "testenv-anchor")
 	if err != nil {
