@@ -73,4 +73,29 @@ func TestExplore_Short(t *testing.T) {
 	require.Zero(t, sum.Violations(), "violations:\n%s", b.String())
 }
 
+// TestExplore_ShortNetworkFaults is make test's run of a seed whose
+// workers' connections to Redis are reset, hang and are closed under load
+// (seed 12: reset, hang, reset): the scripts and locks whose replies were
+// lost, and the commands go-redis ran again, must still tell the truth.
+func TestExplore_ShortNetworkFaults(t *testing.T) {
+	t.Parallel()
+	d := startDeployment(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	sum, err := Run(ctx, &Config{FirstSeed: 12, Seeds: 1, Keys: 25, Parallel: 1, Deployment: d,
+		Progress: func(_, _ int, s *SeedResult) { t.Log(s.Line()) }})
+	require.NoError(t, err)
+	require.Len(t, sum.Seeds, 1)
+	injected := 0
+	for what, n := range sum.Seeds[0].Faults {
+		if strings.HasPrefix(what, "redis network ") {
+			injected += n
+		}
+	}
+	require.Equal(t, len(NewPlan(12, 1).NetFaults), injected, "faults: %v", sum.Seeds[0].Faults)
+	var b strings.Builder
+	sum.WriteViolations(&b)
+	require.Zero(t, sum.Violations(), "violations:\n%s", b.String())
+}
+
 func sum2(m map[string]int) int { return sum(m) }

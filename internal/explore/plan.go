@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
 	"github.com/idempay/idempay/pkg/processor"
@@ -190,18 +191,65 @@ type KeyPlan struct {
 	Redrive bool
 }
 
+// NetFault is a fault of the network between a seed's workers and Redis,
+// injected by a proxy of the seed's own (testenv.Proxy): the workers' Redis
+// commands in flight when it starts may have run with their replies lost.
+type NetFault struct {
+	// At is when it starts, from the seed's start; For how long it lasts.
+	At, For time.Duration
+	// Kind is testenv.FaultReset (every connection reset as data moves),
+	// testenv.FaultHang (nothing moves; the connections are closed at the
+	// end) or testenv.FaultLatency (Delay added to every exchange).
+	Kind  string
+	Delay time.Duration
+}
+
 // Plan is a seed's whole schedule.
 type Plan struct {
 	Seed     uint64
 	Settings Settings
 	Keys     []*KeyPlan
+	// NetFaults are the seed's faults between its workers and Redis, in
+	// order, apart from each other; none in most seeds.
+	NetFaults []NetFault
+}
+
+// pNetFaults is the share of seeds with faults between the workers and
+// Redis.
+const pNetFaults = 0.4
+
+// drawNetFaults draws a seed's network faults from a generator of their
+// own, so that the seeds' keys and settings are what they were before the
+// explorer played these faults.
+func drawNetFaults(seed uint64) []NetFault {
+	rng := rand.New(rand.NewPCG(seed, 0x7e7fa))
+	if rng.Float64() >= pNetFaults {
+		return nil
+	}
+	var out []NetFault
+	at := time.Duration(rng.Int64N(int64(spread / 2)))
+	for range 1 + rng.IntN(4) {
+		f := NetFault{At: at}
+		switch x := rng.Float64(); {
+		case x < 0.4:
+			f.Kind, f.For = testenv.FaultReset, 20*time.Millisecond+time.Duration(rng.Int64N(int64(300*time.Millisecond)))
+		case x < 0.75:
+			f.Kind, f.For = testenv.FaultHang, 100*time.Millisecond+time.Duration(rng.Int64N(int64(lockTTL)))
+		default:
+			f.Kind, f.For = testenv.FaultLatency, 500*time.Millisecond+time.Duration(rng.Int64N(int64(1500*time.Millisecond)))
+			f.Delay = 20*time.Millisecond + time.Duration(rng.Int64N(int64(200*time.Millisecond)))
+		}
+		out = append(out, f)
+		at += f.For + 200*time.Millisecond + time.Duration(rng.Int64N(int64(2*time.Second)))
+	}
+	return out
 }
 
 // NewPlan draws the schedule of seed with n keys. Key i's plan depends
 // only on the seed, i and the settings, so a run with more keys keeps the
 // first ones' plans.
 func NewPlan(seed uint64, n int) *Plan {
-	p := &Plan{Seed: seed, Settings: drawSettings(rand.New(rand.NewPCG(seed, 0x5eed)))}
+	p := &Plan{Seed: seed, Settings: drawSettings(rand.New(rand.NewPCG(seed, 0x5eed))), NetFaults: drawNetFaults(seed)}
 	var charges []*KeyPlan
 	for i := range n {
 		rng := rand.New(rand.NewPCG(seed, uint64(i)+1))
@@ -230,6 +278,7 @@ func (p *Plan) liar() {
 		k.Faults, k.Resends, k.Redrive, k.LookupFailures = nil, nil, false, 0
 	}
 	p.Settings.Restart = false
+	p.NetFaults = nil
 }
 
 // drawKey draws key i's plan; charges are the charges drawn before it.

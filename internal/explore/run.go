@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/idempay/idempay/internal/ledger"
 	"github.com/idempay/idempay/internal/testenv"
@@ -87,6 +88,10 @@ type seedRun struct {
 	faults *faults
 	prov   *provider
 	client *client.Client
+	// redisURL is where the workers reach Redis: through proxy when the
+	// plan has network faults.
+	redisURL string
+	proxy    *testenv.Proxy
 
 	mu      sync.Mutex
 	fpSeen  map[string]int // key|failpoint -> occurrences
@@ -121,6 +126,18 @@ func runPlan(ctx context.Context, d *testenv.Deployment, plan *Plan, log *slog.L
 		return nil, err
 	}
 	defer r.cleanup(context.WithoutCancel(ctx))
+	r.redisURL = d.WorkerRedisURL()
+	if len(plan.NetFaults) > 0 {
+		opt, err := redis.ParseURL(r.redisURL)
+		if err != nil {
+			return nil, err
+		}
+		if r.proxy, err = testenv.StartProxy(opt.Addr); err != nil {
+			return nil, err
+		}
+		defer r.proxy.Close()
+		r.redisURL = "redis://" + r.proxy.Addr()
+	}
 	if err := r.listen(); err != nil {
 		return nil, err
 	}
@@ -182,7 +199,7 @@ func (r *seedRun) startWorkers(ctx context.Context) error {
 	cfg.Logger = r.log
 	for i := range r.plan.Settings.Workers {
 		name := fmt.Sprintf("explore-%d-worker-%d", r.plan.Seed, i+1)
-		w := testenv.NewEngineWorker(name, func() (testenv.Engine, error) { return newEngine(r.d, name, cfg, r.prov) })
+		w := testenv.NewEngineWorker(name, func() (testenv.Engine, error) { return newEngine(r.d, r.redisURL, name, cfg, r.prov) })
 		if err := w.Start(ctx); err != nil {
 			return err
 		}
@@ -236,10 +253,42 @@ func (r *seedRun) drive(ctx context.Context) {
 			_ = w.Restart(rctx) // a restart that took longer only cancelled its in-flight work
 		})
 	}
+	if len(r.plan.NetFaults) > 0 {
+		wg.Go(func() { r.netFaults(ctx, t0) })
+	}
 	for _, k := range r.plan.Keys {
 		wg.Go(func() { r.driveKey(ctx, t0, k) })
 	}
 	wg.Wait()
+}
+
+// netFaults plays the plan's faults between the workers and Redis on the
+// seed's proxy.
+func (r *seedRun) netFaults(ctx context.Context, t0 time.Time) {
+	for _, f := range r.plan.NetFaults {
+		sleep(ctx, time.Until(t0.Add(f.At)))
+		if ctx.Err() != nil {
+			return
+		}
+		var err error
+		switch f.Kind {
+		case testenv.FaultReset:
+			err = r.proxy.Reset(ctx)
+		case testenv.FaultHang:
+			err = r.proxy.Hang(ctx)
+		default:
+			err = r.proxy.Latency(ctx, f.Delay, f.Delay/4)
+		}
+		if err != nil {
+			r.log.Error("explore: network fault not injected", "fault", f.Kind, "error", err)
+			continue
+		}
+		r.faults.add("redis network " + f.Kind)
+		sleep(ctx, f.For)
+		if err := r.proxy.Clear(context.WithoutCancel(ctx)); err != nil {
+			r.log.Error("explore: network fault not cleared", "fault", f.Kind, "error", err)
+		}
+	}
 }
 
 // driveKey sends one key as its plan says.
