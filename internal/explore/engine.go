@@ -62,11 +62,11 @@ type engine struct {
 	rdb *redis.Client
 }
 
-// newEngine connects to d's NATS and to Redis at redisURL (d's, or the
-// seed's proxy in front of it) and makes a processor serving
+// newEngine connects to NATS at natsURL and to Redis at redisURL (d's, or
+// the seed's proxies in front of them) and makes a processor serving
 // payment.charge and payment.refund through prov.
-func newEngine(d *testenv.Deployment, redisURL, name string, cfg *processor.Config, prov *provider) (testenv.Engine, error) {
-	nc, err := nats.Connect(d.WorkerNATSURL(), nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+func newEngine(natsURL, redisURL, name string, cfg *processor.Config, prov *provider) (testenv.Engine, error) {
+	nc, err := nats.Connect(natsURL, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		return nil, err
 	}

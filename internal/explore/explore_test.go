@@ -74,25 +74,28 @@ func TestExplore_Short(t *testing.T) {
 }
 
 // TestExplore_ShortNetworkFaults is make test's run of a seed whose
-// workers' connections to Redis are reset, hang and are closed under load
-// (seed 12: reset, hang, reset): the scripts and locks whose replies were
-// lost, and the commands go-redis ran again, must still tell the truth.
+// workers' connections to Redis and to NATS are slowed, hang and are reset
+// under load (seed 30: four faults in front of Redis, three in front of
+// NATS): the scripts, locks, publishes and acks whose replies were lost,
+// and what the clients sent again, must still tell the truth.
 func TestExplore_ShortNetworkFaults(t *testing.T) {
 	t.Parallel()
 	d := startDeployment(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	sum, err := Run(ctx, &Config{FirstSeed: 12, Seeds: 1, Keys: 25, Parallel: 1, Deployment: d,
+	sum, err := Run(ctx, &Config{FirstSeed: 30, Seeds: 1, Keys: 25, Parallel: 1, Deployment: d,
 		Progress: func(_, _ int, s *SeedResult) { t.Log(s.Line()) }})
 	require.NoError(t, err)
 	require.Len(t, sum.Seeds, 1)
-	injected := 0
+	injected := map[string]int{}
 	for what, n := range sum.Seeds[0].Faults {
-		if strings.HasPrefix(what, "redis network ") {
-			injected += n
+		if server, _, ok := strings.Cut(what, " network "); ok {
+			injected[server] += n
 		}
 	}
-	require.Equal(t, len(NewPlan(12, 1).NetFaults), injected, "faults: %v", sum.Seeds[0].Faults)
+	plan := NewPlan(30, 1)
+	require.Equal(t, map[string]int{"redis": len(plan.RedisFaults), "nats": len(plan.NATSFaults)}, injected,
+		"faults: %v", sum.Seeds[0].Faults)
 	var b strings.Builder
 	sum.WriteViolations(&b)
 	require.Zero(t, sum.Violations(), "violations:\n%s", b.String())

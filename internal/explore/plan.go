@@ -191,9 +191,10 @@ type KeyPlan struct {
 	Redrive bool
 }
 
-// NetFault is a fault of the network between a seed's workers and Redis,
-// injected by a proxy of the seed's own (testenv.Proxy): the workers' Redis
-// commands in flight when it starts may have run with their replies lost.
+// NetFault is a fault of the network between a seed's workers and one
+// server, injected by a proxy of the seed's own (testenv.Proxy) in front
+// of it: what the workers sent when it starts may have been done with its
+// reply lost.
 type NetFault struct {
 	// At is when it starts, from the seed's start; For how long it lasts.
 	At, For time.Duration
@@ -209,20 +210,27 @@ type Plan struct {
 	Seed     uint64
 	Settings Settings
 	Keys     []*KeyPlan
-	// NetFaults are the seed's faults between its workers and Redis, in
-	// order, apart from each other; none in most seeds.
-	NetFaults []NetFault
+	// RedisFaults and NATSFaults are the seed's faults between its workers
+	// and Redis, and between its workers and NATS, each in order and apart
+	// from each other; none in most seeds.
+	RedisFaults, NATSFaults []NetFault
 }
 
 // pNetFaults is the share of seeds with faults between the workers and
-// Redis.
+// one server (drawn for each server apart).
 const pNetFaults = 0.4
 
-// drawNetFaults draws a seed's network faults from a generator of their
-// own, so that the seeds' keys and settings are what they were before the
-// explorer played these faults.
-func drawNetFaults(seed uint64) []NetFault {
-	rng := rand.New(rand.NewPCG(seed, 0x7e7fa))
+// The streams of the generators of the network faults: their own, so that
+// the seeds' keys and settings are what they were before the explorer
+// played these faults.
+const (
+	redisFaultStream = 0x7e7fa
+	natsFaultStream  = 0x7e7fb
+)
+
+// drawNetFaults draws a seed's network faults in front of one server.
+func drawNetFaults(seed, stream uint64) []NetFault {
+	rng := rand.New(rand.NewPCG(seed, stream))
 	if rng.Float64() >= pNetFaults {
 		return nil
 	}
@@ -249,7 +257,8 @@ func drawNetFaults(seed uint64) []NetFault {
 // only on the seed, i and the settings, so a run with more keys keeps the
 // first ones' plans.
 func NewPlan(seed uint64, n int) *Plan {
-	p := &Plan{Seed: seed, Settings: drawSettings(rand.New(rand.NewPCG(seed, 0x5eed))), NetFaults: drawNetFaults(seed)}
+	p := &Plan{Seed: seed, Settings: drawSettings(rand.New(rand.NewPCG(seed, 0x5eed))),
+		RedisFaults: drawNetFaults(seed, redisFaultStream), NATSFaults: drawNetFaults(seed, natsFaultStream)}
 	var charges []*KeyPlan
 	for i := range n {
 		rng := rand.New(rand.NewPCG(seed, uint64(i)+1))
@@ -278,7 +287,7 @@ func (p *Plan) liar() {
 		k.Faults, k.Resends, k.Redrive, k.LookupFailures = nil, nil, false, 0
 	}
 	p.Settings.Restart = false
-	p.NetFaults = nil
+	p.RedisFaults, p.NATSFaults = nil, nil
 }
 
 // drawKey draws key i's plan; charges are the charges drawn before it.

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	neturl "net/url"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/idempay/idempay/internal/ledger"
 	"github.com/idempay/idempay/internal/testenv"
@@ -88,10 +88,11 @@ type seedRun struct {
 	faults *faults
 	prov   *provider
 	client *client.Client
-	// redisURL is where the workers reach Redis: through proxy when the
-	// plan has network faults.
-	redisURL string
-	proxy    *testenv.Proxy
+	// natsURL and redisURL are where the workers reach the servers:
+	// through natsProxy and redisProxy when the plan has network faults in
+	// front of them.
+	natsURL, redisURL     string
+	natsProxy, redisProxy *testenv.Proxy
 
 	mu      sync.Mutex
 	fpSeen  map[string]int // key|failpoint -> occurrences
@@ -126,17 +127,18 @@ func runPlan(ctx context.Context, d *testenv.Deployment, plan *Plan, log *slog.L
 		return nil, err
 	}
 	defer r.cleanup(context.WithoutCancel(ctx))
-	r.redisURL = d.WorkerRedisURL()
-	if len(plan.NetFaults) > 0 {
-		opt, err := redis.ParseURL(r.redisURL)
-		if err != nil {
+	r.natsURL, r.redisURL = d.WorkerNATSURL(), d.WorkerRedisURL()
+	if len(plan.RedisFaults) > 0 {
+		if r.redisProxy, r.redisURL, err = proxyFor(r.redisURL); err != nil {
 			return nil, err
 		}
-		if r.proxy, err = testenv.StartProxy(opt.Addr); err != nil {
+		defer r.redisProxy.Close()
+	}
+	if len(plan.NATSFaults) > 0 {
+		if r.natsProxy, r.natsURL, err = proxyFor(r.natsURL); err != nil {
 			return nil, err
 		}
-		defer r.proxy.Close()
-		r.redisURL = "redis://" + r.proxy.Addr()
+		defer r.natsProxy.Close()
 	}
 	if err := r.listen(); err != nil {
 		return nil, err
@@ -199,7 +201,7 @@ func (r *seedRun) startWorkers(ctx context.Context) error {
 	cfg.Logger = r.log
 	for i := range r.plan.Settings.Workers {
 		name := fmt.Sprintf("explore-%d-worker-%d", r.plan.Seed, i+1)
-		w := testenv.NewEngineWorker(name, func() (testenv.Engine, error) { return newEngine(r.d, r.redisURL, name, cfg, r.prov) })
+		w := testenv.NewEngineWorker(name, func() (testenv.Engine, error) { return newEngine(r.natsURL, r.redisURL, name, cfg, r.prov) })
 		if err := w.Start(ctx); err != nil {
 			return err
 		}
@@ -253,8 +255,11 @@ func (r *seedRun) drive(ctx context.Context) {
 			_ = w.Restart(rctx) // a restart that took longer only cancelled its in-flight work
 		})
 	}
-	if len(r.plan.NetFaults) > 0 {
-		wg.Go(func() { r.netFaults(ctx, t0) })
+	if len(r.plan.RedisFaults) > 0 {
+		wg.Go(func() { r.netFaults(ctx, t0, "redis", r.redisProxy, r.plan.RedisFaults) })
+	}
+	if len(r.plan.NATSFaults) > 0 {
+		wg.Go(func() { r.netFaults(ctx, t0, "nats", r.natsProxy, r.plan.NATSFaults) })
 	}
 	for _, k := range r.plan.Keys {
 		wg.Go(func() { r.driveKey(ctx, t0, k) })
@@ -262,10 +267,25 @@ func (r *seedRun) drive(ctx context.Context) {
 	wg.Wait()
 }
 
-// netFaults plays the plan's faults between the workers and Redis on the
-// seed's proxy.
-func (r *seedRun) netFaults(ctx context.Context, t0 time.Time) {
-	for _, f := range r.plan.NetFaults {
+// proxyFor starts a proxy in front of the server at url and returns it
+// with the URL that reaches the server through it.
+func proxyFor(url string) (*testenv.Proxy, string, error) {
+	u, err := neturl.Parse(url)
+	if err != nil {
+		return nil, "", err
+	}
+	p, err := testenv.StartProxy(u.Host)
+	if err != nil {
+		return nil, "", err
+	}
+	u.Host = p.Addr()
+	return p, u.String(), nil
+}
+
+// netFaults plays faults, one after another, on p, the seed's proxy in
+// front of server.
+func (r *seedRun) netFaults(ctx context.Context, t0 time.Time, server string, p *testenv.Proxy, faults []NetFault) {
+	for _, f := range faults {
 		sleep(ctx, time.Until(t0.Add(f.At)))
 		if ctx.Err() != nil {
 			return
@@ -273,20 +293,20 @@ func (r *seedRun) netFaults(ctx context.Context, t0 time.Time) {
 		var err error
 		switch f.Kind {
 		case testenv.FaultReset:
-			err = r.proxy.Reset(ctx)
+			err = p.Reset(ctx)
 		case testenv.FaultHang:
-			err = r.proxy.Hang(ctx)
+			err = p.Hang(ctx)
 		default:
-			err = r.proxy.Latency(ctx, f.Delay, f.Delay/4)
+			err = p.Latency(ctx, f.Delay, f.Delay/4)
 		}
 		if err != nil {
-			r.log.Error("explore: network fault not injected", "fault", f.Kind, "error", err)
+			r.log.Error("explore: network fault not injected", "server", server, "fault", f.Kind, "error", err)
 			continue
 		}
-		r.faults.add("redis network " + f.Kind)
+		r.faults.add(server + " network " + f.Kind)
 		sleep(ctx, f.For)
-		if err := r.proxy.Clear(context.WithoutCancel(ctx)); err != nil {
-			r.log.Error("explore: network fault not cleared", "fault", f.Kind, "error", err)
+		if err := p.Clear(context.WithoutCancel(ctx)); err != nil {
+			r.log.Error("explore: network fault not cleared", "server", server, "fault", f.Kind, "error", err)
 		}
 	}
 }
