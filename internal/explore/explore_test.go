@@ -101,4 +101,23 @@ func TestExplore_ShortNetworkFaults(t *testing.T) {
 	require.Zero(t, sum.Violations(), "violations:\n%s", b.String())
 }
 
+// TestExplore_Findings replays whole seeds that found a lie, each the
+// regression test of its fix: 37 and 138, where the resolver's
+// dead_lettered for a key it had voided was published into a hung
+// connection to NATS and never told (docs/explore.md, "The fourth").
+func TestExplore_Findings(t *testing.T) {
+	t.Parallel()
+	d := startDeployment(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	for _, seed := range []uint64{37, 138} {
+		sum, err := Run(ctx, &Config{FirstSeed: seed, Seeds: 1, Keys: 100, Parallel: 1, Deployment: d,
+			Progress: func(_, _ int, s *SeedResult) { t.Log(s.Line()) }})
+		require.NoError(t, err)
+		var b strings.Builder
+		sum.WriteViolations(&b)
+		require.Zero(t, sum.Violations(), "violations:\n%s", b.String())
+	}
+}
+
 func sum2(m map[string]int) int { return sum(m) }

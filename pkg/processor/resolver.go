@@ -132,8 +132,11 @@ func (r *resolver) resolve(ctx context.Context, key string) {
 	case rec.State == dedupe.StateDead && rec.Unknown():
 		r.ask(ctx, lease, rec)
 	case rec.State == dedupe.StateDead && rec.Voided:
-		r.notifyVoided(ctx, rec)
-		r.done1(ctx, key)
+		// Voided earlier, its notice not yet out (or this resolver
+		// crashed before it knew).
+		if r.notifyVoided(ctx, rec) {
+			r.done1(ctx, key)
+		}
 	default:
 		// Re-driven: its deliveries own it now, and put it back on the
 		// schedule if they end unknown again.
@@ -193,8 +196,9 @@ func (r *resolver) ask(ctx context.Context, lease *dedupe.Lease, rec *dedupe.Rec
 		}
 		p.cfg.Metrics.resolved(rec.Kind, messages.CodeDeadLettered)
 		p.log.warn(ctx, "resolved an unknown outcome: nothing took effect, and the key is voided", attrKey, key, attrKind, rec.Kind)
-		r.notifyVoided(ctx, rec)
-		r.done1(ctx, key)
+		if r.notifyVoided(ctx, rec) {
+			r.done1(ctx, key)
+		}
 	}
 }
 
@@ -237,19 +241,31 @@ func (r *resolver) publishOutcome(ctx context.Context, key string, rec *dedupe.R
 }
 
 // notifyVoided publishes rejected / dead_lettered for a key the provider
-// voided, on rejected.<key>.
-func (r *resolver) notifyVoided(ctx context.Context, rec *dedupe.Record) {
-	if err := r.p.keyReplicated(ctx, rec.Key); err != nil {
-		// Not yet where a failover keeps it: a re-send learns it later,
-		// through a delivery or a lookup that waits the same way.
-		r.p.log.warn(ctx, "resolver: the void is not on enough Redis replicas yet; not told now", attrKey, rec.Key, attrError, err)
-		return
+// voided, on rejected.<key>, and reports whether it went out. A core
+// publish returns before anything was sent, and a connection that hangs
+// swallows it without an error: the notice counts as out once a flush (a
+// round trip to the server) says the server has it. A notice that is not
+// out, or a void not yet on enough Redis replicas, puts the key back on
+// the schedule: the resolver tells it again, so that outcome_unknown ends
+// with dead_lettered (the explorer found clients never told, their notice
+// lost in a hang between a worker and NATS).
+func (r *resolver) notifyVoided(ctx context.Context, rec *dedupe.Record) bool {
+	err := r.p.keyReplicated(ctx, rec.Key)
+	if err == nil {
+		n := deadLetterNotice(rec.Key, rec.Kind, rec.Fingerprint, 1, dedupe.EffectNone, true)
+		subject := r.p.cfg.Topology.Subjects.RejectedFor(rec.Key)
+		if err = r.p.nc.PublishMsg(r.p.outMsg(ctx, subject, n.Marshal())); err == nil {
+			err = r.p.nc.FlushTimeout(callTimeout)
+		}
 	}
-	n := deadLetterNotice(rec.Key, rec.Kind, rec.Fingerprint, 1, dedupe.EffectNone, true)
-	subject := r.p.cfg.Topology.Subjects.RejectedFor(rec.Key)
-	if err := r.p.nc.PublishMsg(r.p.outMsg(ctx, subject, n.Marshal())); err != nil {
-		r.p.log.warn(ctx, "resolver: publish the dead-letter notice", attrKey, rec.Key, attrError, err)
+	if err != nil {
+		r.p.log.warn(ctx, "resolver: the dead-letter notice is not out; telling it again later", attrKey, rec.Key, attrError, err)
+		if rerr := r.p.store.Reschedule(context.WithoutCancel(ctx), rec.Key, time.Now().Add(r.p.cfg.ResolveAfter)); rerr != nil {
+			r.p.log.warn(ctx, "resolver: reschedule; the key comes back after its hold", attrKey, rec.Key, attrError, rerr)
+		}
+		return false
 	}
+	return true
 }
 
 // resultOf is the answer an outcome found for a key becomes when stored.
