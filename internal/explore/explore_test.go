@@ -50,27 +50,35 @@ func TestRunSeed_CatchesALie(t *testing.T) {
 	}
 }
 
+// play plays n seeds from first (each with as many keys as keys says,
+// parallel seeds at a time) on d, and fails the test on any violation,
+// with the commands that replay them.
+func play(t *testing.T, d *testenv.Deployment, first uint64, n, keys, parallel int) *Summary {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	sum, err := Run(ctx, &Config{FirstSeed: first, Seeds: n, Keys: keys, Parallel: parallel, Deployment: d,
+		Progress: func(_, _ int, s *SeedResult) { t.Log(s.Line()) }})
+	require.NoError(t, err)
+	require.Len(t, sum.Seeds, n)
+	var b strings.Builder
+	sum.WriteViolations(&b)
+	require.Zero(t, sum.Violations(), "violations:\n%s", b.String())
+	return sum
+}
+
 // TestExplore_Short is make test's run of the explorer: a few seeds of a
 // few keys on the engine of this tree. It fails on any violation, with the
 // command that replays its seed.
 func TestExplore_Short(t *testing.T) {
 	t.Parallel()
-	d := startDeployment(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	sum, err := Run(ctx, &Config{FirstSeed: 1, Seeds: 3, Keys: 25, Parallel: 3, Deployment: d,
-		Progress: func(_, _ int, s *SeedResult) { t.Log(s.Line()) }})
-	require.NoError(t, err)
-	require.Len(t, sum.Seeds, 3)
+	sum := play(t, startDeployment(t), 1, 3, 25, 3)
 	faults := 0
 	for _, s := range sum.Seeds {
 		faults += sum2(s.Faults)
 		require.Equal(t, 25, s.Report.Stats.Keys)
 	}
 	require.Positive(t, faults, "the seeds injected no fault")
-	var b strings.Builder
-	sum.WriteViolations(&b)
-	require.Zero(t, sum.Violations(), "violations:\n%s", b.String())
 }
 
 // TestExplore_ShortNetworkFaults is make test's run of a seed whose
@@ -80,13 +88,7 @@ func TestExplore_Short(t *testing.T) {
 // and what the clients sent again, must still tell the truth.
 func TestExplore_ShortNetworkFaults(t *testing.T) {
 	t.Parallel()
-	d := startDeployment(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	sum, err := Run(ctx, &Config{FirstSeed: 30, Seeds: 1, Keys: 25, Parallel: 1, Deployment: d,
-		Progress: func(_, _ int, s *SeedResult) { t.Log(s.Line()) }})
-	require.NoError(t, err)
-	require.Len(t, sum.Seeds, 1)
+	sum := play(t, startDeployment(t), 30, 1, 25, 1)
 	injected := map[string]int{}
 	for what, n := range sum.Seeds[0].Faults {
 		if server, _, ok := strings.Cut(what, " network "); ok {
@@ -96,9 +98,6 @@ func TestExplore_ShortNetworkFaults(t *testing.T) {
 	plan := NewPlan(30, 1)
 	require.Equal(t, map[string]int{"redis": len(plan.RedisFaults), "nats": len(plan.NATSFaults)}, injected,
 		"faults: %v", sum.Seeds[0].Faults)
-	var b strings.Builder
-	sum.WriteViolations(&b)
-	require.Zero(t, sum.Violations(), "violations:\n%s", b.String())
 }
 
 // TestExplore_Findings replays whole seeds that found a lie, each the
@@ -108,15 +107,8 @@ func TestExplore_ShortNetworkFaults(t *testing.T) {
 func TestExplore_Findings(t *testing.T) {
 	t.Parallel()
 	d := startDeployment(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
 	for _, seed := range []uint64{37, 138} {
-		sum, err := Run(ctx, &Config{FirstSeed: seed, Seeds: 1, Keys: 100, Parallel: 1, Deployment: d,
-			Progress: func(_, _ int, s *SeedResult) { t.Log(s.Line()) }})
-		require.NoError(t, err)
-		var b strings.Builder
-		sum.WriteViolations(&b)
-		require.Zero(t, sum.Violations(), "violations:\n%s", b.String())
+		play(t, d, seed, 1, 100, 1)
 	}
 }
 
