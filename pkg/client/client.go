@@ -443,16 +443,14 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 					c.log.WarnContext(ctx, "client: ignoring another message's refusal on this Send's inbox", attrKey, key, "code", res.Code)
 					continue
 				}
-				reply.Result, reply.Source = res, SourceReplyTo
-				return nil
+				return c.settle(w, reply, res, SourceReplyTo, cmd, fp)
 			case w.result:
 				if res.Status.IsOutcome() {
 					return c.accept(reply, res, SourceResultSubject, cmd)
 				}
 			case w.rejected:
 				if res.Status == messages.StatusRejected && ownRejection(res, fp, reply.Duplicate) {
-					reply.Result, reply.Source = res, SourceRejectedSubject
-					return nil
+					return c.settle(w, reply, res, SourceRejectedSubject, cmd, fp)
 				}
 			}
 		case <-recheck:
@@ -468,6 +466,46 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 			return fmt.Errorf("client: wait for the answer to %s: %w", key, context.Cause(ctx))
 		}
 	}
+}
+
+// settle makes res, from src, this Send's answer - unless res is
+// outcome_unknown and an answer that settles the key is already queued
+// behind it: the key's outcome, or this message's dead_lettered (contract
+// v1.2: the resolver publishes it once the provider has voided the key).
+// A Send reads its queue late when it waited on something else first (a
+// lookup of a duplicate, from workers cut off from NATS), and the explorer
+// found one answering the outcome_unknown of its queue's head while the
+// resolver's dead_lettered, published after it, sat behind it: a client
+// told "not known yet" of a key already settled, waiting for a resolution
+// it had been sent.
+func (c *Client) settle(w *waiter, reply *Reply, res messages.Result, src Source, cmd messages.Command, fp string) error {
+	for res.Code == messages.CodeOutcomeUnknown {
+		var m *nats.Msg
+		select {
+		case m = <-w.ch:
+		default:
+			reply.Result, reply.Source = res, src
+			return nil
+		}
+		later, err := messages.DecodeResult(m.Data)
+		if err != nil || later.Key != res.Key {
+			continue
+		}
+		switch {
+		case later.Status.IsOutcome() && (m.Subject == w.result || m.Subject == w.inbox) && sameCommand(cmd, later) == nil:
+			if m.Subject == w.inbox {
+				return c.accept(reply, later, SourceReplyTo, cmd)
+			}
+			return c.accept(reply, later, SourceResultSubject, cmd)
+		case later.Code == messages.CodeDeadLettered && (m.Subject == w.rejected || m.Subject == w.inbox) && ownRejection(later, fp, reply.Duplicate):
+			res, src = later, SourceRejectedSubject
+			if m.Subject == w.inbox {
+				src = SourceReplyTo
+			}
+		}
+	}
+	reply.Result, reply.Source = res, src
+	return nil
 }
 
 // ownRejection reports whether a rejection of the key is this Send's own:

@@ -675,3 +675,51 @@ func TestClient_Send_DuplicateWait(t *testing.T) {
 	require.Equal(t, client.SourceResultStream, res.Source)
 	require.Equal(t, int64(1), env.SimCalls(t, key))
 }
+
+// TestClient_Send_SettledBehindUnknown: a Send that reads its answers late
+// (a duplicate's lookup that waits on the workers) finds its message's
+// outcome_unknown and, queued behind it, the resolver's dead_lettered of
+// the same message. It answers dead_lettered: the key is settled, and a
+// client told "not known yet" would wait for a resolution it was already
+// sent. Before the fix it answered outcome_unknown (seen failing); the
+// explorer found it (seed 381, network faults between workers and NATS).
+func TestClient_Send_SettledBehindUnknown(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, &loadtest.Options{Workers: -1})
+	cfg := env.ClientConfig()
+	cfg.ResultTimeout = 5 * time.Second
+	c := env.MustClient(t, cfg)
+	top := env.Config.Topology
+	key := client.NewKey()
+	cmd := charge(1999)
+	fp := messages.Fingerprint(cmd)
+
+	// An earlier message of the key: the Send below gets a duplicate
+	// PubAck, reads RESULTS (nothing) and asks the lookup service.
+	_, err := env.JS.PublishMsg(testCtx(t), &nats.Msg{Subject: top.Subjects.CommandFor(cmd.Kind()),
+		Header: nats.Header{"Nats-Msg-Id": []string{key}}, Data: []byte(`{}`)})
+	require.NoError(t, err)
+	// The lookup service answers late; meanwhile both notices reach the
+	// Send's subscriptions: the delivery's outcome_unknown, then the
+	// resolver's dead_lettered.
+	notice := func(code string) []byte {
+		return messages.Result{Key: key, Kind: cmd.Kind(), Status: messages.StatusRejected, Code: code,
+			Fingerprint: fp, ProcessedAt: time.Now().UTC()}.Marshal()
+	}
+	sub, err := env.NC.Subscribe(top.Subjects.LookupFor(key), func(m *nats.Msg) {
+		_ = env.NC.Publish(top.Subjects.RejectedFor(key), notice(messages.CodeOutcomeUnknown))
+		_ = env.NC.Publish(top.Subjects.RejectedFor(key), notice(messages.CodeDeadLettered))
+		_ = env.NC.Flush()
+		time.Sleep(200 * time.Millisecond)
+		_ = m.Respond(messages.KeyState{Key: key, State: messages.KeyStateAbsent}.Marshal())
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	require.NoError(t, env.NC.Flush())
+
+	reply, err := c.Send(testCtx(t), key, cmd)
+	require.ErrorIs(t, err, client.ErrDeadLettered)
+	require.True(t, reply.Duplicate)
+	require.Equal(t, messages.CodeDeadLettered, reply.Result.Code)
+	require.Equal(t, client.SourceRejectedSubject, reply.Source)
+}
