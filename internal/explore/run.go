@@ -161,6 +161,12 @@ func runPlan(ctx context.Context, d *testenv.Deployment, plan *Plan, log *slog.L
 		rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 		_ = testenv.PollUntil(rctx, 100*time.Millisecond, func() (bool, error) { return r.unresolved() == 0, nil })
 		cancel()
+		// A late resolution releases what waited for it (a refund is
+		// handed back while its charge is unknown): let that finish too,
+		// or the checker judges a refund a moment before its answer.
+		qctx, cancel := context.WithTimeout(ctx, quiesceTimeout)
+		res.Drained = d.WaitDrained(qctx, r.top) == nil
+		cancel()
 	}
 	in, err := r.collect(ctx)
 	if err != nil {
