@@ -497,7 +497,11 @@ func (c *Client) settle(w *waiter, reply *Reply, res messages.Result, src Source
 				return c.accept(reply, later, SourceReplyTo, cmd)
 			}
 			return c.accept(reply, later, SourceResultSubject, cmd)
-		case later.Code == messages.CodeDeadLettered && (m.Subject == w.rejected || m.Subject == w.inbox) && ownRejection(later, fp, reply.Duplicate):
+		case later.Code == messages.CodeDeadLettered && (m.Subject == w.rejected || m.Subject == w.inbox) && ownRejection(later, fp, reply.Duplicate) &&
+			!later.ProcessedAt.Before(res.ProcessedAt):
+			// Only a dead letter decided after the unknown settles it: an
+			// older message's dead_lettered of the same body, arriving
+			// late, says nothing of what the later message may have done.
 			res, src = later, SourceRejectedSubject
 			if m.Subject == w.inbox {
 				src = SourceReplyTo

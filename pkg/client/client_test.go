@@ -702,13 +702,18 @@ func TestClient_Send_SettledBehindUnknown(t *testing.T) {
 	// The lookup service answers late; meanwhile both notices reach the
 	// Send's subscriptions: the delivery's outcome_unknown, then the
 	// resolver's dead_lettered.
-	notice := func(code string) []byte {
+	notice := func(code string, at time.Time) []byte {
 		return messages.Result{Key: key, Kind: cmd.Kind(), Status: messages.StatusRejected, Code: code,
-			Fingerprint: fp, ProcessedAt: time.Now().UTC()}.Marshal()
+			Fingerprint: fp, ProcessedAt: at.UTC()}.Marshal()
 	}
+	now := time.Now()
 	sub, err := env.NC.Subscribe(top.Subjects.LookupFor(key), func(m *nats.Msg) {
-		_ = env.NC.Publish(top.Subjects.RejectedFor(key), notice(messages.CodeOutcomeUnknown))
-		_ = env.NC.Publish(top.Subjects.RejectedFor(key), notice(messages.CodeDeadLettered))
+		// An older message's dead_lettered, arriving late, says nothing of
+		// the unknown after it and is passed over; the resolver's, decided
+		// after the unknown, settles it.
+		_ = env.NC.Publish(top.Subjects.RejectedFor(key), notice(messages.CodeOutcomeUnknown, now))
+		_ = env.NC.Publish(top.Subjects.RejectedFor(key), notice(messages.CodeDeadLettered, now.Add(-time.Second)))
+		_ = env.NC.Publish(top.Subjects.RejectedFor(key), notice(messages.CodeDeadLettered, now.Add(time.Second)))
 		_ = env.NC.Flush()
 		time.Sleep(200 * time.Millisecond)
 		_ = m.Respond(messages.KeyState{Key: key, State: messages.KeyStateAbsent}.Marshal())
@@ -722,4 +727,5 @@ func TestClient_Send_SettledBehindUnknown(t *testing.T) {
 	require.True(t, reply.Duplicate)
 	require.Equal(t, messages.CodeDeadLettered, reply.Result.Code)
 	require.Equal(t, client.SourceRejectedSubject, reply.Source)
+	require.Equal(t, now.Add(time.Second).UTC().Truncate(time.Millisecond), reply.Result.ProcessedAt.Truncate(time.Millisecond))
 }
