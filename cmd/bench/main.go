@@ -94,10 +94,10 @@ func (s *shared) writeJSON(write func(io.Writer) error) error {
 
 type runCmd struct {
 	Count             int    `name:"count" env:"BENCH_COUNT" help:"Commands per scenario: the preload of every drain, the keys of every end-to-end run (default 30000; 1000 with --short)."`
-	Rounds            int    `name:"rounds" env:"BENCH_ROUNDS" help:"How often the headline pair (ceiling, then payment.charge at --in-flight on a fresh preload) is repeated; the table gives min/median/max of its ratio (default 3; 1 with --short)."`
-	InFlight          int    `name:"in-flight" env:"BENCH_IN_FLIGHT" default:"128" help:"In-flight limit of the headline pair, the same for the bare consumer and the worker (CONCURRENCY); the 64 row is measured as well."`
+	Rounds            int    `name:"rounds" env:"BENCH_ROUNDS" help:"How often the headline rounds (the ceiling, the floor, then payment.charge at --in-flight, each on a fresh preload) are repeated; the table gives min/median/max of their ratios (default 3; 1 with --short)."`
+	InFlight          int    `name:"in-flight" env:"BENCH_IN_FLIGHT" default:"128" help:"In-flight limit of the headline rounds, the same for the bare consumer, the floor and the worker (CONCURRENCY); the 64 row is measured as well."`
 	Short             bool   `name:"short" env:"BENCH_SHORT" help:"CI-sized run: every scenario with 1000 commands and one round, in well under a minute."`
-	HeadlineOnly      bool   `name:"headline-only" help:"Run only the headline pair (ceiling, then payment.charge at --in-flight) for --rounds rounds: a quick comparison of two builds (--worker) or settings."`
+	HeadlineOnly      bool   `name:"headline-only" help:"Run only the headline rounds (the ceiling, the floor, then payment.charge at --in-flight) for --rounds rounds: a quick comparison of two builds (--worker) or settings."`
 	CPUProfile        string `name:"cpu-profile" placeholder:"DIR" type:"path" help:"Write a CPU profile of the worker during each drain to DIR/<scenario>.pprof (go tool pprof -top FILE), taken from its /debug/pprof for --cpu-profile-seconds."`
 	CPUProfileSeconds int    `name:"cpu-profile-seconds" default:"3" help:"How long each --cpu-profile runs: at most a drain's length (30000 commands at 8000/s: under 4s)."`
 	shared            `embed:""`

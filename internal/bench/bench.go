@@ -161,18 +161,23 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 		drains = append(drains, drainCase{kindCharge, 64, 1})
 	}
 	drains = uniqueDrains(drains)
-	b.steps = 2*cfg.Rounds + len(drains) + 6
+	b.steps = 3*cfg.Rounds + len(drains) + 6
 	if cfg.HeadlineOnly {
-		b.steps = 2 * cfg.Rounds
+		b.steps = 3 * cfg.Rounds
 	}
 
-	var ceilings, ratios []float64
+	var ceilings, ratios, floors, overFloor []float64
 	for round := 1; round <= cfg.Rounds; round++ {
 		c, err := b.measure(ctx, fmt.Sprintf("round %d: ceiling", round), func() (*Result, error) { return b.ceiling(ctx, round, headline) })
 		if err != nil {
 			return nil, err
 		}
 		c.Ratio = 1
+		fl, err := b.measure(ctx, fmt.Sprintf("round %d: floor", round), func() (*Result, error) { return b.floor(ctx, round, headline) })
+		if err != nil {
+			return nil, err
+		}
+		fl.Ratio = fl.PerSecond / c.PerSecond
 		w, err := b.measure(ctx, fmt.Sprintf("round %d: payment.charge @%d", round, headline), func() (*Result, error) {
 			return b.drain(ctx, kindCharge, headline, 1, round)
 		})
@@ -181,10 +186,14 @@ func Run(ctx context.Context, cfg *Config) (*Report, error) {
 		}
 		w.Ratio = w.PerSecond / c.PerSecond
 		ceilings, ratios = append(ceilings, c.PerSecond), append(ratios, w.Ratio)
-		c.Name, w.Name = fmt.Sprintf("%s (round %d)", c.Name, round), fmt.Sprintf("%s (round %d)", w.Name, round)
-		rep.Results = append(rep.Results, *c, *w)
+		floors, overFloor = append(floors, fl.Ratio), append(overFloor, w.PerSecond/fl.PerSecond)
+		for _, r := range []*Result{c, fl, w} {
+			r.Name = fmt.Sprintf("%s (round %d)", r.Name, round)
+		}
+		rep.Results = append(rep.Results, *c, *fl, *w)
 	}
 	rep.Ceiling, rep.Ratio = spreadOf(ceilings), spreadOf(ratios)
+	rep.Floor, rep.OverFloor = spreadOf(floors), spreadOf(overFloor)
 	if cfg.HeadlineOnly {
 		rep.Seconds = time.Since(b.started).Seconds()
 		return rep, nil

@@ -133,7 +133,8 @@ func TestRun(t *testing.T) {
 	var progress bytes.Buffer
 	rep, err := Run(context.Background(), &Config{Count: 100, Rounds: 1, Progress: &progress})
 	require.NoError(t, err, progress.String())
-	require.Len(t, rep.Results, 17) // 2 headline rows, 9 drains, 4 end-to-end rows, 2 through the gateway (no auth, API key)
+	require.Len(t, rep.Results, 18) // 3 headline rows (ceiling, floor, payment.charge), 9 drains, 4 end-to-end rows, 2 through the gateway (no auth, API key)
+	require.Equal(t, "floor @128 (round 1)", rep.Results[1].Name)
 	for _, r := range rep.Results {
 		require.Equal(t, 100, r.Commands, r.Name)
 		require.Positive(t, r.PerSecond, r.Name)
@@ -141,6 +142,7 @@ func TestRun(t *testing.T) {
 	var out bytes.Buffer
 	rep.WriteTable(&out)
 	require.Regexp(t, `\nthroughput_ratio=[0-9.]+\n$`, out.String())
+	require.Regexp(t, `\nfloor_ratio=[0-9.]+\nidempay_over_floor=[0-9.]+\n`, out.String())
 	require.Regexp(t, `\ngateway_ratio=[0-9.]+\n`, out.String())
 	require.Regexp(t, `\ngateway_auth_ratio=[0-9.]+\n`, out.String())
 }

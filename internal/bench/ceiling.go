@@ -53,7 +53,7 @@ func (b *bencher) ceiling(ctx context.Context, round, inFlight int) (*Result, er
 
 	r := &Result{Name: fmt.Sprintf("ceiling @%d", inFlight), Kind: "ceiling", Command: kindCharge, InFlight: inFlight, Round: round}
 	m := b.s.begin(ctx)
-	n, elapsed, err := drainBare(ctx, nc, cons, b.cfg.Count, inFlight)
+	n, elapsed, err := drainWith(ctx, nc, cons, b.cfg.Count, inFlight, func(_ context.Context, msg jetstream.Msg) error { return msg.Ack() })
 	if err != nil {
 		return nil, err
 	}
@@ -97,10 +97,11 @@ func (b *bencher) copyCommandStream(ctx context.Context, ns *namespace) (string,
 	return cc.Durable, nil
 }
 
-// drainBare consumes n messages with inFlight slots and returns how many
-// were acked and the time from the first message to the server having
-// every ack (a Flush after the last one).
-func drainBare(ctx context.Context, nc *nats.Conn, cons jetstream.Consumer, n, inFlight int) (int, time.Duration, error) {
+// drainWith consumes n messages with inFlight slots, each handled by
+// handle in a goroutine of its own (the bare consumer's handle only acks),
+// and returns how many were handled and the time from the first message to
+// the server having every ack (a Flush after the last one).
+func drainWith(ctx context.Context, nc *nats.Conn, cons jetstream.Consumer, n, inFlight int, handle func(context.Context, jetstream.Msg) error) (int, time.Duration, error) {
 	slots := make(chan struct{}, inFlight)
 	var acked atomic.Int64
 	var ackErr atomic.Value
@@ -136,7 +137,7 @@ func drainBare(ctx context.Context, nc *nats.Conn, cons jetstream.Consumer, n, i
 			got++
 			wg.Go(func() {
 				defer func() { <-slots }()
-				if err := msg.Ack(); err != nil {
+				if err := handle(ctx, msg); err != nil {
 					ackErr.Store(err)
 					return
 				}
@@ -164,7 +165,7 @@ func drainBare(ctx context.Context, nc *nats.Conn, cons jetstream.Consumer, n, i
 	}
 	elapsed := time.Since(first)
 	if err, ok := ackErr.Load().(error); ok {
-		return 0, 0, fmt.Errorf("bench: bare ack: %w", err)
+		return 0, 0, fmt.Errorf("bench: handle: %w", err)
 	}
 	return int(acked.Load()), elapsed, nil
 }

@@ -16,14 +16,21 @@
 //   - ceiling: a bare JetStream pull consumer (batched Fetch of the free
 //     slots, plain Ack, 64 in flight) draining a preloaded stream with the
 //     same configuration as the worker's command stream.
+//   - floor: the least work per charge of this design, in this process,
+//     on the ceiling's loop: a fenced begin, the simulated provider, a
+//     fenced commit, the RESULTS publish with its PubAck, the ack (floor.go
+//     says what it leaves out). The worker's distance to it is its own
+//     cost; the floor's distance to the ceiling is the design's.
 //   - drain: one worker process (or two) draining the same preload at
 //     CONCURRENCY 1, 16 and 64, for payment.charge and cart.add.
 //   - e2e: commands sent through pkg/client by internal/load, answered by
 //     one worker; at the peak rate, at half of it, and with 20% duplicates.
 //
-// The ceiling and payment.charge at 64 in flight are repeated for several
-// rounds, because a shared machine is noisy; the median of their ratio is
-// the headline. Nothing here asserts speed: it measures and prints.
+// The ceiling, the floor and payment.charge at the headline's in-flight
+// limit are repeated for several rounds, because a shared machine is
+// noisy; the median of payment.charge over the same round's ceiling is the
+// headline, and over the same round's floor the worker's own share.
+// Nothing here asserts speed: it measures and prints.
 //
 // [Soak] runs an end-to-end load at a steady rate for minutes and samples
 // the worker's RSS and goroutines, to show drift.

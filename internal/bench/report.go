@@ -102,7 +102,13 @@ type Report struct {
 	Ceiling Spread `json:"ceiling_per_s"`
 	// Ratio spreads payment.charge @HeadlineInFlight over the same round's
 	// ceiling; its median is the headline.
-	Ratio            Spread `json:"throughput_ratio"`
+	Ratio Spread `json:"throughput_ratio"`
+	// Floor spreads the floor (the design's least work per charge, in
+	// this process) over the same round's ceiling; OverFloor spreads
+	// payment.charge over the same round's floor: how much of the design's
+	// best the worker gets.
+	Floor            Spread `json:"floor_ratio"`
+	OverFloor        Spread `json:"idempay_over_floor"`
 	HeadlineInFlight int    `json:"headline_in_flight"`
 	// GatewayPairs is how many gateway/client pairs GatewayRatio spreads.
 	GatewayPairs int `json:"gateway_pairs,omitempty"`
@@ -169,6 +175,13 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 	fmt.Fprintf(w, "ceiling over %d round(s): min %.0f/s, median %.0f/s, max %.0f/s; whole run %s\n",
 		r.Rounds, r.Ceiling.Min, r.Ceiling.Median, r.Ceiling.Max, time.Duration(r.Seconds*float64(time.Second)).Round(time.Second))
+	if r.Floor.Median > 0 {
+		fmt.Fprintf(w, "floor, the design's least work per charge (fenced begin, provider, fenced commit, RESULTS publish, ack) / bare JetStream at %d in flight, %d round(s): min %.4f, median %.4f, max %.4f\n",
+			r.HeadlineInFlight, r.Rounds, r.Floor.Min, r.Floor.Median, r.Floor.Max)
+		fmt.Fprintf(w, "idempay payment.charge / floor, same round, %d round(s): min %.4f, median %.4f, max %.4f\n",
+			r.Rounds, r.OverFloor.Min, r.OverFloor.Median, r.OverFloor.Max)
+		fmt.Fprintf(w, "floor_ratio=%.4f\nidempay_over_floor=%.4f\n", r.Floor.Median, r.OverFloor.Median)
+	}
 	fmt.Fprintf(w, "throughput ratio, idempay payment.charge at %d in flight (one worker, CONCURRENCY=%d) / bare JetStream at %d in flight, %d round(s): min %.4f, median %.4f, max %.4f\n",
 		r.HeadlineInFlight, r.HeadlineInFlight, r.HeadlineInFlight, r.Rounds, r.Ratio.Min, r.Ratio.Median, r.Ratio.Max)
 	fmt.Fprintf(w, "throughput_ratio=%.4f\n", r.Ratio.Median)
