@@ -82,10 +82,12 @@ func TestExplore_Short(t *testing.T) {
 }
 
 // TestExplore_ShortNetworkFaults is make test's run of a seed whose
-// workers' connections to Redis and to NATS are slowed, hang and are reset
-// under load (seed 30: four faults in front of Redis, three in front of
-// NATS): the scripts, locks, publishes and acks whose replies were lost,
-// and what the clients sent again, must still tell the truth.
+// workers' connections to Redis and to NATS, and whose clients' connection
+// to NATS, are slowed, hang and are reset under load (seed 30: four faults
+// in front of Redis, three between the workers and NATS, two between the
+// clients and NATS): the scripts, locks, publishes, acks and answers whose
+// replies were lost, and what the clients sent again, must still tell the
+// truth.
 func TestExplore_ShortNetworkFaults(t *testing.T) {
 	t.Parallel()
 	sum := play(t, startDeployment(t), 30, 1, 25, 1)
@@ -96,7 +98,7 @@ func TestExplore_ShortNetworkFaults(t *testing.T) {
 		}
 	}
 	plan := NewPlan(30, 1)
-	require.Equal(t, map[string]int{"redis": len(plan.RedisFaults), "nats": len(plan.NATSFaults)}, injected,
+	require.Equal(t, map[string]int{"redis": len(plan.RedisFaults), "nats": len(plan.NATSFaults), "client-nats": len(plan.ClientFaults)}, injected,
 		"faults: %v", sum.Seeds[0].Faults)
 }
 

@@ -192,9 +192,9 @@ type KeyPlan struct {
 }
 
 // NetFault is a fault of the network between a seed's workers and one
-// server, injected by a proxy of the seed's own (testenv.Proxy) in front
-// of it: what the workers sent when it starts may have been done with its
-// reply lost.
+// server, or between its clients and NATS, injected by a proxy of the
+// seed's own (testenv.Proxy) in front of the server: what went through it
+// when it starts may have been done with its reply lost.
 type NetFault struct {
 	// At is when it starts, from the seed's start; For how long it lasts.
 	At, For time.Duration
@@ -211,9 +211,11 @@ type Plan struct {
 	Settings Settings
 	Keys     []*KeyPlan
 	// RedisFaults and NATSFaults are the seed's faults between its workers
-	// and Redis, and between its workers and NATS, each in order and apart
-	// from each other; none in most seeds.
-	RedisFaults, NATSFaults []NetFault
+	// and Redis, and between its workers and NATS; ClientFaults between its
+	// clients and NATS (a command published, or an answer sent, when one
+	// starts may be lost on the way, and the client reconnects). Each list
+	// is in order, and apart from the others; none in most seeds.
+	RedisFaults, NATSFaults, ClientFaults []NetFault
 }
 
 // pNetFaults is the share of seeds with faults between the workers and
@@ -224,8 +226,9 @@ const pNetFaults = 0.4
 // the seeds' keys and settings are what they were before the explorer
 // played these faults.
 const (
-	redisFaultStream = 0x7e7fa
-	natsFaultStream  = 0x7e7fb
+	redisFaultStream  = 0x7e7fa
+	natsFaultStream   = 0x7e7fb
+	clientFaultStream = 0x7e7fc
 )
 
 // drawNetFaults draws a seed's network faults in front of one server.
@@ -258,7 +261,8 @@ func drawNetFaults(seed, stream uint64) []NetFault {
 // first ones' plans.
 func NewPlan(seed uint64, n int) *Plan {
 	p := &Plan{Seed: seed, Settings: drawSettings(rand.New(rand.NewPCG(seed, 0x5eed))),
-		RedisFaults: drawNetFaults(seed, redisFaultStream), NATSFaults: drawNetFaults(seed, natsFaultStream)}
+		RedisFaults: drawNetFaults(seed, redisFaultStream), NATSFaults: drawNetFaults(seed, natsFaultStream),
+		ClientFaults: drawNetFaults(seed, clientFaultStream)}
 	var charges []*KeyPlan
 	for i := range n {
 		rng := rand.New(rand.NewPCG(seed, uint64(i)+1))
@@ -287,7 +291,7 @@ func (p *Plan) liar() {
 		k.Faults, k.Resends, k.Redrive, k.LookupFailures = nil, nil, false, 0
 	}
 	p.Settings.Restart = false
-	p.RedisFaults, p.NATSFaults = nil, nil
+	p.RedisFaults, p.NATSFaults, p.ClientFaults = nil, nil, nil
 }
 
 // drawKey draws key i's plan; charges are the charges drawn before it.

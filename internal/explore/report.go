@@ -46,10 +46,13 @@ func (s *Summary) WriteMarkdown(w io.Writer, engine string) {
 		}
 	}
 
-	faults, answers, final := map[string]int{}, map[string]int{}, map[string]int{}
+	faults, answers, final, returns := map[string]int{}, map[string]int{}, map[string]int{}, map[string]int{}
 	for _, r := range s.Seeds {
 		for k, v := range r.Faults {
 			faults[k] += v
+		}
+		for k, v := range r.Returns {
+			returns[k] += v
 		}
 		for k, v := range r.Report.Stats.Answers {
 			answers[k] += v
@@ -64,6 +67,10 @@ func (s *Summary) WriteMarkdown(w io.Writer, engine string) {
 	writeCounts(w, "final answer", final)
 	fmt.Fprintf(w, "\n## Answers told or heard, by status\n\n")
 	writeCounts(w, "answer", answers)
+	if len(returns) > 0 {
+		fmt.Fprintf(w, "\n## Client sends without an answer, and repeated publishes\n\n")
+		writeCounts(w, "the send", returns)
+	}
 
 	fmt.Fprintf(w, "\n## Per seed\n\n| seed | keys | workers | tries | retries | faults | succeeded | failed | dead_lettered | outcome_unknown | unanswered | drained | violations |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n")
 	for _, r := range s.Seeds {

@@ -49,6 +49,9 @@ type SeedResult struct {
 	Settings Settings
 	// Faults counts what was injected, by type.
 	Faults map[string]int
+	// Returns counts the clients' sends that returned without an answer,
+	// by what the client said, and those that published more than once.
+	Returns map[string]int
 	// Report is the checker's verdict.
 	Report *ledger.Report
 	// Drained is false when COMMANDS still held work after quiesceTimeout.
@@ -93,6 +96,10 @@ type seedRun struct {
 	// front of them.
 	natsURL, redisURL     string
 	natsProxy, redisProxy *testenv.Proxy
+	// clientProxy is between the clients and NATS when the plan has
+	// client faults; clientNC is then the clients' own connection.
+	clientProxy *testenv.Proxy
+	clientNC    *nats.Conn
 
 	mu      sync.Mutex
 	fpSeen  map[string]int // key|failpoint -> occurrences
@@ -146,7 +153,24 @@ func runPlan(ctx context.Context, d *testenv.Deployment, plan *Plan, log *slog.L
 	if err := r.startWorkers(ctx); err != nil {
 		return nil, err
 	}
-	if r.client, err = client.New(d.NC, &client.Config{Topology: r.top, ResultTimeout: sendTimeout, PublishTimeout: 3 * time.Second}); err != nil {
+	clientNC := d.NC
+	if len(plan.ClientFaults) > 0 {
+		var url string
+		if r.clientProxy, url, err = proxyFor(d.NATSURL()); err != nil {
+			return nil, err
+		}
+		defer r.clientProxy.Close()
+		// As an application would connect: reconnecting for ever, and
+		// told of a dead connection within seconds, not the two minutes
+		// of nats.go's default pings.
+		if r.clientNC, err = nats.Connect(url, nats.Name(fmt.Sprintf("explore-%d-clients", seed)), nats.MaxReconnects(-1),
+			nats.ReconnectWait(100*time.Millisecond), nats.PingInterval(time.Second), nats.MaxPingsOutstanding(2)); err != nil {
+			return nil, err
+		}
+		defer r.clientNC.Close()
+		clientNC = r.clientNC
+	}
+	if r.client, err = client.New(clientNC, &client.Config{Topology: r.top, ResultTimeout: sendTimeout, PublishTimeout: 3 * time.Second}); err != nil {
 		return nil, err
 	}
 
@@ -174,6 +198,7 @@ func runPlan(ctx context.Context, d *testenv.Deployment, plan *Plan, log *slog.L
 	}
 	res.Report = ledger.Check(in)
 	res.Faults = r.faults.snapshot()
+	res.Returns = r.returns()
 	res.Duration = time.Since(start)
 	return res, nil
 }
@@ -266,6 +291,9 @@ func (r *seedRun) drive(ctx context.Context) {
 	}
 	if len(r.plan.NATSFaults) > 0 {
 		wg.Go(func() { r.netFaults(ctx, t0, "nats", r.natsProxy, r.plan.NATSFaults) })
+	}
+	if len(r.plan.ClientFaults) > 0 {
+		wg.Go(func() { r.netFaults(ctx, t0, "client-nats", r.clientProxy, r.plan.ClientFaults) })
 	}
 	for _, k := range r.plan.Keys {
 		wg.Go(func() { r.driveKey(ctx, t0, k) })
@@ -390,6 +418,31 @@ func (r *seedRun) send(ctx context.Context, key string, cmd messages.Command, ro
 	r.sends = append(r.sends, s)
 	r.mu.Unlock()
 	return s
+}
+
+// returns counts the sends that returned without an answer, by the
+// client's error, and those whose publish went out more than once.
+func (r *seedRun) returns() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]int{}
+	for _, s := range r.sends {
+		if s.PublishAttempts > 1 {
+			out["publish repeated (PubAck lost or late)"]++
+		}
+		if s.Told != nil || s.Err == "" || s.KeyReused {
+			continue // answered, or refused as a re-use by the client itself
+		}
+		switch {
+		case strings.Contains(s.Err, client.ErrResultTimeout.Error()):
+			out["no answer: "+client.ErrResultTimeout.Error()]++
+		case strings.Contains(s.Err, client.ErrPublishUnconfirmed.Error()):
+			out["no answer: "+client.ErrPublishUnconfirmed.Error()]++
+		default:
+			out["no answer: "+s.Err]++
+		}
+	}
+	return out
 }
 
 // unresolved counts the keys whose latest dead-letter notice heard is
