@@ -98,7 +98,7 @@ bench/short: require-redis ## The CI-sized benchmark: every scenario with 1000 c
 	$(GO) run ./cmd/bench -short $(BENCH_ARGS)
 
 .PHONY: bench/peers
-bench/peers: require-redis ## The same charge job on idempay, River (PostgreSQL), asynq, Watermill and the bare JetStream consumer, 3 runs each interleaved (a module of its own, internal/bench/peers: its first build downloads the peers; ~5 min; needs PostgreSQL, PEERS_PG; last lines idempay_over_fastest_peer=)
+bench/peers: require-redis ## The same charge job on idempay, River (PostgreSQL), asynq, Watermill and the bare JetStream consumer, 3 runs each interleaved (a module of its own, internal/bench/peers: its first build downloads the peers; ~5 min; needs PostgreSQL, PEERS_PG; last lines idempay_over_fastest_guaranteed_peer=)
 	cd internal/bench/peers && $(GO) run . $(PEERS_ARGS)
 
 .PHONY: bench/peers/short
@@ -153,8 +153,8 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/idempay/idempay/internal/cli.Version=$(VERSION)
 
 .PHONY: build
-build: ## Build bin/worker, bin/producer, bin/gateway, bin/demo and bin/bench, with VERSION stamped in (--version prints it); put bin/ on PATH, or go install ./cmd/...
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/worker ./cmd/producer ./cmd/gateway ./cmd/demo ./cmd/bench
+build: ## Build bin/worker, bin/producer, bin/gateway, bin/console, bin/explore, bin/demo and bin/bench, with VERSION stamped in (--version prints it); put bin/ on PATH, or go install ./cmd/...
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/worker ./cmd/producer ./cmd/gateway ./cmd/console ./cmd/explore ./cmd/demo ./cmd/bench
 
 .PHONY: docs
 docs: ## Regenerate docs/configuration.md from the programs' own flags (go run ./internal/cli/gendocs): run it after changing or merging flags
