@@ -25,7 +25,7 @@ func opsEnv(t *testing.T) *loadtest.Env {
 	fast := &processor.Policy{Transient: processor.Backoff{InitialInterval: time.Millisecond, MaxInterval: time.Millisecond,
 		MaxElapsedTime: time.Second}}
 	return loadtest.Setup(t, &loadtest.Options{Workers: -1, Processor: processor.Config{
-		MaxTries: 1, DedupeWindow: 300 * time.Millisecond,
+		MaxTries: 1, DedupeWindow: 300 * time.Millisecond, DeadLetterFence: 100 * time.Millisecond, // replayed soon after the dead letter
 		Retry: fast, RetryOverrides: map[string]processor.RetryPolicy{messages.KindPaymentRefund: fast},
 	}})
 }

@@ -367,12 +367,26 @@ func (r *seedRun) driveKey(ctx context.Context, t0 time.Time, k *KeyPlan) {
 	s := r.send(ctx, k.Key, k.Command, ledger.RoleFirst)
 	if k.Redrive && (s.Told == nil || s.Told.Code == messages.CodeDeadLettered || s.Told.Code == messages.CodeOutcomeUnknown) {
 		// As a client told so would: the same key again, once JetStream
-		// no longer drops it as a duplicate.
-		sleep(ctx, time.Until(s.At.Add(dedupeWindow+300*time.Millisecond)))
+		// no longer drops it as a duplicate, and once the dead letter's
+		// fence (a second past it) is behind (sooner, it is told the dead
+		// letter again, and the re-drive path goes unexplored).
+		sleep(ctx, time.Until(latest(s.At.Add(dedupeWindow+300*time.Millisecond), s.Done.Add(redriveAfter))))
 		r.faults.add("client re-drive after " + toldLabel(s.Told))
 		r.send(ctx, k.Key, k.Command, ledger.RoleResend)
 	}
 	wg.Wait()
+}
+
+// redriveAfter is how long after its answer a client re-drives a key:
+// past the engine's dead-letter fence (processor.Config.DeadLetterFence,
+// a second), as docs/contract.md advises.
+const redriveAfter = 1200 * time.Millisecond
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func toldLabel(res *messages.Result) string {

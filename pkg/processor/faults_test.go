@@ -77,6 +77,7 @@ func TestProcessor_DeadLetters(t *testing.T) {
 		b := setup(t)
 		b.cfg.MaxTries = 2
 		b.cfg.DedupeWindow = 100 * time.Millisecond
+		b.cfg.DeadLetterFence = 100 * time.Millisecond // re-driven 150ms after the dead letter
 		var down atomic.Bool
 		down.Store(true)
 		p := &funcProvider{charge: func(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {

@@ -194,6 +194,7 @@ func TestProcessor_LastDelivery(t *testing.T) {
 		b := setup(t)
 		b.cfg.MaxTries = 1
 		b.cfg.DedupeWindow = 100 * time.Millisecond
+		b.cfg.DeadLetterFence = 100 * time.Millisecond // re-driven 150ms after the dead letter
 		p := &funcProvider{charge: func(context.Context, string, messages.ChargeRequest) (messages.ChargeData, error) {
 			return messages.ChargeData{}, processor.TransientError(errors.New("provider unavailable"))
 		}}

@@ -253,13 +253,6 @@ func (p *Processor) deadLetter(ctx context.Context, d *delivery, v verdict) {
 	p.terminate(ctx, d, "dead-lettered: "+v.reason)
 }
 
-// deadLetterFenceMargin extends a dead letter's fence past its moment:
-// see deadLetterSteps. It covers the notice's way out (milliseconds) and
-// the clocks of workers and NATS servers kept within it of each other
-// (NTP). A re-drive sent within it is answered as the dead letter again
-// (certainly not done), and may be sent once more.
-const deadLetterFenceMargin = 100 * time.Millisecond
-
 func latest(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
@@ -295,11 +288,10 @@ func (p *Processor) deadLetterSteps(ctx context.Context, d *delivery, v verdict)
 	// dedupe window, waiting behind this delivery's lock or crossing the
 	// answer in flight, must end as this dead letter too. Run after it, it
 	// could take effect after the client was told dead_lettered ("no call
-	// for the key can take effect afterwards"). The margin covers the
-	// notice's way out and the clocks of the worker and the NATS server,
-	// which stamps the messages; a re-drive is a publish after the answer.
+	// for the key can take effect afterwards"). Config.DeadLetterFence
+	// says what the margin covers; a re-drive is a publish after it.
 	stored, err := p.store.DeadLetter(context.WithoutCancel(ctx), d.lease, dedupe.DeadLetter{
-		Published: latest(d.published, time.Now().Add(deadLetterFenceMargin)), Effect: v.effect, Voided: v.voided, Body: body, Tenant: d.tenant, Kind: d.kind, Fingerprint: d.fp,
+		Published: latest(d.published, time.Now().Add(p.cfg.DeadLetterFence)), Effect: v.effect, Voided: v.voided, Body: body, Tenant: d.tenant, Kind: d.kind, Fingerprint: d.fp,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("record the dead letter after its copy: %w", err)

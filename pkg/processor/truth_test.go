@@ -231,6 +231,42 @@ func TestProcessor_Truth(t *testing.T) {
 		require.Zero(t, b.charges(t), "told dead_lettered, then charged by the queued copy")
 	})
 
+	// Found by the explorer once it cut the clients' network (seed 89): a
+	// client re-sent its command after the dedupe window, just before it
+	// was told the first copy's dead_lettered, over a link that added a
+	// few hundred milliseconds; the copy reached NATS after the fence's
+	// 100ms margin and ran as a re-drive, and charged. The fence now
+	// covers a copy that reaches NATS up to a second after the dead
+	// letter; one published 300ms after it ends as that dead letter.
+	t.Run("ACopySlowedOnTheClientsLinkEndsWithTheDeadLetter", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t)
+		b.cfg.MaxTries = 1
+		b.cfg.DedupeWindow = 100 * time.Millisecond
+		var calls atomic.Int32
+		flaky := &funcProvider{charge: func(ctx context.Context, key string, req messages.ChargeRequest) (messages.ChargeData, error) {
+			if calls.Add(1) == 1 {
+				return messages.ChargeData{}, processor.TransientError(errors.New("unavailable"))
+			}
+			return b.sim.Charge(ctx, key, req) // the provider is back
+		}}
+		mux := processor.NewMux()
+		charge.Register(mux, flaky)
+		b.startWorker(t, mux, func(c *processor.Config) { c.Retry = quickPolicy(0) })
+
+		key := newKey()
+		b.charge(t, key, 800)
+		first := b.answers.waitAnswers(t, key, 1)[0]
+		require.Equal(t, messages.CodeDeadLettered, first.Code, "%+v", first)
+		time.Sleep(300 * time.Millisecond) // the copy on its way over a slow link
+		require.False(t, b.charge(t, key, 800).Duplicate, "a second copy, after the window")
+
+		answers := b.answers.waitAnswers(t, key, 2)
+		require.Equal(t, messages.CodeDeadLettered, answers[1].Code, "a copy that reached NATS 300ms after the dead letter ends as it: %+v", answers[1])
+		b.drained(t)
+		require.Zero(t, b.charges(t), "told dead_lettered, then charged by a copy slowed on the client's link")
+	})
+
 	// Suspected, confirmed: on a Redis Cluster (here: SeparateEffects, the
 	// same path) a worker paused between Begin and applying a cart.add's
 	// effect could add after its key was answered dead_lettered.
