@@ -323,6 +323,10 @@ func TestWorker_CommandLine(t *testing.T) {
 	require.Equal(t, cli.ExitUsage, code)
 	require.Contains(t, out, "--results-max-age (RESULTS_MAX_AGE) must be 0 or between --dedupe-window (2m0s) and --result-ttl (24h0m0s), got 30s")
 
+	out, code = run(nil, "DEAD_LETTER_FENCE=0s")
+	require.Equal(t, cli.ExitUsage, code)
+	require.Contains(t, out, "--dead-letter-fence (DEAD_LETTER_FENCE) must be positive, got 0s")
+
 	out, code = run([]string{"--lock-ttl", "10m", "--ack-wait", "5s"})
 	require.Equal(t, cli.ExitUsage, code)
 	require.Contains(t, out, "--lock-ttl (LOCK_TTL) 10m0s must not exceed 10 x --ack-wait (ACK_WAIT) 5s")

@@ -55,14 +55,15 @@ type flags struct {
 
 	cli.NATSFlags
 	cli.RedisFlags
-	DedupeWindow   time.Duration `name:"dedupe-window" env:"DEDUPE_WINDOW" default:"2m" help:"JetStream duplicate window of the command stream: a re-publish of a key within it is dropped before any worker sees it. A worker sets it on an existing command stream too (with a warning naming the old value)."`
-	ResultTTL      time.Duration `name:"result-ttl" env:"RESULT_TTL" default:"24h" help:"How long an outcome is kept after it was last answered, in Redis and in the results stream. A key retried later than this runs again. It must cover the longest time a command can still be delivered: --max-deliver x (--ack-wait + ${max_nak_delay}, the longest redelivery delay) + --dedupe-window (12m with the defaults)."`
-	ResultsMaxAge  time.Duration `name:"results-max-age" env:"RESULTS_MAX_AGE" default:"0s" help:"How long the results stream keeps an outcome's message; 0 (the default): --result-ttl, as the contract has it. Between --dedupe-window and --result-ttl: shorter bounds nats-server's memory for the stream (one subject per outcome it keeps: docs/performance.md) while Redis keeps the outcome for --result-ttl; a duplicate inside the dedupe window still finds it in the stream, older outcomes are read by key from the workers' lookup service (pkg/client's Status does)."`
-	AckWait        time.Duration `name:"ack-wait" env:"ACK_WAIT" default:"30s" help:"How long a delivery may go without ack or progress before JetStream redelivers it (the worker reports progress while an operation runs)."`
-	MaxDeliver     int           `name:"max-deliver" env:"MAX_DELIVER" default:"10" help:"Tries a key gets before its command goes to the dead letters (dlq.<kind>); kept in the key's record when it is created. Deliveries that only find the key locked by another worker do not count."`
-	ResolveAfter   time.Duration `name:"resolve-after" env:"RESOLVE_AFTER" default:"30s" help:"When workers first ask the provider about a key answered outcome_unknown, and the shortest wait between two asks (the waits grow to at most ten times it); the final outcome is published on result.<key>, or dead_lettered on rejected.<key>."`
-	SimLatency     time.Duration `name:"sim-latency" env:"SIM_LATENCY" default:"0s" help:"Simulated payment provider: time one call takes."`
-	SimFailureRate float64       `name:"sim-failure-rate" env:"SIM_FAILURE_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that fail transiently."`
+	DedupeWindow    time.Duration `name:"dedupe-window" env:"DEDUPE_WINDOW" default:"2m" help:"JetStream duplicate window of the command stream: a re-publish of a key within it is dropped before any worker sees it. A worker sets it on an existing command stream too (with a warning naming the old value)."`
+	ResultTTL       time.Duration `name:"result-ttl" env:"RESULT_TTL" default:"24h" help:"How long an outcome is kept after it was last answered, in Redis and in the results stream. A key retried later than this runs again. It must cover the longest time a command can still be delivered: --max-deliver x (--ack-wait + ${max_nak_delay}, the longest redelivery delay) + --dedupe-window (12m with the defaults)."`
+	ResultsMaxAge   time.Duration `name:"results-max-age" env:"RESULTS_MAX_AGE" default:"0s" help:"How long the results stream keeps an outcome's message; 0 (the default): --result-ttl, as the contract has it. Between --dedupe-window and --result-ttl: shorter bounds nats-server's memory for the stream (one subject per outcome it keeps: docs/performance.md) while Redis keeps the outcome for --result-ttl; a duplicate inside the dedupe window still finds it in the stream, older outcomes are read by key from the workers' lookup service (pkg/client's Status does)."`
+	AckWait         time.Duration `name:"ack-wait" env:"ACK_WAIT" default:"30s" help:"How long a delivery may go without ack or progress before JetStream redelivers it (the worker reports progress while an operation runs)."`
+	MaxDeliver      int           `name:"max-deliver" env:"MAX_DELIVER" default:"10" help:"Tries a key gets before its command goes to the dead letters (dlq.<kind>); kept in the key's record when it is created. Deliveries that only find the key locked by another worker do not count."`
+	ResolveAfter    time.Duration `name:"resolve-after" env:"RESOLVE_AFTER" default:"30s" help:"When workers first ask the provider about a key answered outcome_unknown, and the shortest wait between two asks (the waits grow to at most ten times it); the final outcome is published on result.<key>, or dead_lettered on rejected.<key>."`
+	DeadLetterFence time.Duration `name:"dead-letter-fence" env:"DEAD_LETTER_FENCE" default:"1s" help:"How long past a dead letter a copy of its key reaching the command stream still ends as that dead letter instead of running as a re-drive: the notice's way out, a copy the client sent before it read the answer still on its way, and the clocks of workers and NATS servers. A re-drive sooner is answered dead_lettered again (certainly not done). Raise it for clients on slow links."`
+	SimLatency      time.Duration `name:"sim-latency" env:"SIM_LATENCY" default:"0s" help:"Simulated payment provider: time one call takes."`
+	SimFailureRate  float64       `name:"sim-failure-rate" env:"SIM_FAILURE_RATE" default:"0" help:"Simulated payment provider: share of calls (0-1) that fail transiently."`
 
 	MetricsAddr      string        `name:"metrics-addr" env:"METRICS_ADDR" default:"" help:"Where /metrics (Prometheus), /healthz and /readyz are served, e.g. 127.0.0.1:9464; empty: not served."`
 	Healthcheck      bool          `name:"healthcheck" help:"Do not run: check the /readyz of the worker serving on --metrics-addr (METRICS_ADDR; an all-interfaces address is reached on loopback) and exit 0 if it is ready, 1 if not. For container health checks: the image has no curl."`
@@ -109,6 +110,8 @@ func (f *flags) Validate() error {
 		return fmt.Errorf("--result-ttl (RESULT_TTL) must not be shorter than --dedupe-window (%v), got %v", f.DedupeWindow, f.ResultTTL)
 	case f.ResultsMaxAge != 0 && (f.ResultsMaxAge < f.DedupeWindow || f.ResultsMaxAge > f.ResultTTL):
 		return fmt.Errorf("--results-max-age (RESULTS_MAX_AGE) must be 0 or between --dedupe-window (%v) and --result-ttl (%v), got %v", f.DedupeWindow, f.ResultTTL, f.ResultsMaxAge)
+	case f.DeadLetterFence <= 0:
+		return fmt.Errorf("--dead-letter-fence (DEAD_LETTER_FENCE) must be positive, got %v", f.DeadLetterFence)
 	case f.ResolveAfter < 10*time.Millisecond:
 		return fmt.Errorf("--resolve-after (RESOLVE_AFTER) must be at least 10ms, got %v", f.ResolveAfter)
 	case f.LockTTL < 30*time.Millisecond:
@@ -207,20 +210,21 @@ func serve(ctx context.Context, f *flags, stderr io.Writer) error {
 	ops.Register(mux, opsProvider, f.KeyPrefix)
 	overrides, _ := retryOverrides(f.Retry) // checked by Validate
 	cfg := &processor.Config{
-		Topology:       f.Topology(),
-		DedupeWindow:   f.DedupeWindow,
-		ResultTTL:      f.ResultTTL,
-		ResultsMaxAge:  f.ResultsMaxAge,
-		AckWait:        f.AckWait,
-		MaxTries:       f.MaxDeliver,
-		ResolveAfter:   f.ResolveAfter,
-		Concurrency:    f.Concurrency,
-		LockTTL:        f.LockTTL,
-		KeyPrefix:      f.KeyPrefix,
-		RetryOverrides: overrides,
-		Logger:         log,
-		Metrics:        metrics,
-		Failpoint:      f.failpoint(log),
+		Topology:        f.Topology(),
+		DedupeWindow:    f.DedupeWindow,
+		ResultTTL:       f.ResultTTL,
+		ResultsMaxAge:   f.ResultsMaxAge,
+		AckWait:         f.AckWait,
+		MaxTries:        f.MaxDeliver,
+		ResolveAfter:    f.ResolveAfter,
+		DeadLetterFence: f.DeadLetterFence,
+		Concurrency:     f.Concurrency,
+		LockTTL:         f.LockTTL,
+		KeyPrefix:       f.KeyPrefix,
+		RetryOverrides:  overrides,
+		Logger:          log,
+		Metrics:         metrics,
+		Failpoint:       f.failpoint(log),
 	}
 	f.streamFlags.apply(cfg)
 	f.waitFlags.apply(cfg)
