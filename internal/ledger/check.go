@@ -563,7 +563,7 @@ func (c *checker) callStory(k *keyFacts) string {
 func (c *checker) checkStranded(k *keyFacts) {
 	_, hasOutcome := k.outcome()
 	last, hasNotice := k.lastNotice()
-	if !k.lastPublish.IsZero() && !hasOutcome && (!hasNotice || last.at.Before(k.lastPublish)) {
+	if !k.lastPublish.IsZero() && !hasOutcome && (!hasNotice || last.at.Before(k.lastPublish)) && !k.lastRefused() {
 		what := "never answered"
 		if hasNotice {
 			what = fmt.Sprintf("not answered since (its last notice, %s, came at %s)", last.res.Code, c.rel(last.at))
@@ -601,9 +601,33 @@ func (c *checker) checkStranded(k *keyFacts) {
 		k.kind, k.key, c.rel(last.at), what, c.recordNote(k.key), c.callStory(k))
 }
 
+// lastRefused reports whether the send whose publish is the key's last
+// was told its body is refused (idempotency_key_reused): its message was
+// answered. A send that is not a re-use meets it when the clients' link
+// reorders the bodies: its publish lost in a hang, a re-use with another
+// body took the key first, and its repeated publish was refused.
+func (k *keyFacts) lastRefused() bool {
+	for _, s := range k.sends {
+		published := s.At
+		if s.PublishAttempts > 1 {
+			published = s.Done
+		}
+		if s.Accepted && !s.Duplicate && s.KeyReused && published.Equal(k.lastPublish) {
+			return true
+		}
+	}
+	return false
+}
+
 // mustBeRefused reports whether a re-use send's body lost the key: the
 // key's outcome, when it has one, is another body's.
 func (c *checker) mustBeRefused(k *keyFacts, s *Send) bool {
+	if t := s.Told; t != nil && t.Status == messages.StatusRejected && t.Fingerprint == messages.Fingerprint(s.Command) &&
+		(t.Code == messages.CodeDeadLettered || t.Code == messages.CodeOutcomeUnknown) {
+		// Its own body's dead letter: it reached the stream first (the
+		// clients' link reordered the bodies) and held the key.
+		return false
+	}
 	out, ok := k.outcome()
 	return !ok || out.Fingerprint != messages.Fingerprint(s.Command)
 }

@@ -329,6 +329,29 @@ func TestCheck(t *testing.T) {
 			},
 			want: map[ledger.Invariant]int{ledger.DoubleCharge: 1},
 		},
+		// Seed 524 with the clients' link cut: the first send's publish
+		// was swallowed by a hang, a re-use with another body reached the
+		// stream first and took the key (then was dead-lettered), and the
+		// first send's repeated publish (after the window: a message of
+		// its own) was refused idempotency_key_reused - its answer, told
+		// to it just before it returned.
+		"FirstSendsBodyLostTheKeyToAReuse": {
+			input: func() *ledger.Input {
+				other := chargeC
+				other.Amount++
+				first := send(chargeKey, chargeC, ledger.RoleFirst, 0, 3100, rejected(chargeC, messages.CodeKeyReused, at(3099)))
+				first.PublishAttempts, first.KeyReused = 2, true
+				first.Told.Fingerprint = messages.Fingerprint(chargeC)
+				dead := rejected(other, messages.CodeDeadLettered, at(2600))
+				dead.Fingerprint = messages.Fingerprint(other)
+				return &ledger.Input{
+					Sends:       []ledger.Send{first, send(chargeKey, other, ledger.RoleReuse, 1000, 2600, dead)},
+					DeadLetters: []ledger.DeadLetter{{Key: chargeKey, Kind: other.Kind(), Effect: "none", At: at(2590)}},
+					Calls:       []ledger.Call{},
+					Provider:    ledger.Provider{Charges: map[string]messages.ChargeData{}},
+				}
+			},
+		},
 		"ReuseNeverRefused": {
 			input: func() *ledger.Input {
 				other := chargeC
