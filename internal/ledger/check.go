@@ -587,6 +587,11 @@ func (c *checker) checkStranded(k *keyFacts) {
 	if last.res.Code != messages.CodeOutcomeUnknown {
 		return // dead_lettered: checkClaimed judges an effect
 	}
+	if k.resolvedAfter(last.res) {
+		// A dead letter decided after the unknown, heard before a client
+		// returned it (its link was slow): the unknown was resolved.
+		return
+	}
 	if effected {
 		c.rep.Stats.UnknownCharged++
 	}
@@ -599,6 +604,18 @@ func (c *checker) checkStranded(k *keyFacts) {
 	}
 	c.failf(Stranded, k.key, "%s %s: told outcome_unknown at %s and never resolved (no outcome, no dead_lettered after it), %s%s%s",
 		k.kind, k.key, c.rel(last.at), what, c.recordNote(k.key), c.callStory(k))
+}
+
+// resolvedAfter reports whether a dead_lettered notice of the key was
+// decided at or after the outcome_unknown unknown (processed_at): the
+// resolver's answer, whenever it was heard.
+func (k *keyFacts) resolvedAfter(unknown messages.Result) bool {
+	for _, n := range k.notices {
+		if n.res.Code == messages.CodeDeadLettered && !n.res.ProcessedAt.Before(unknown.ProcessedAt) {
+			return true
+		}
+	}
+	return false
 }
 
 // lastRefused reports whether the send whose publish is the key's last

@@ -260,6 +260,22 @@ func TestCheck(t *testing.T) {
 				}
 			},
 		},
+		// Seed 495 with the clients' link slowed: the resolution's
+		// dead_lettered was heard at 4750ms, and a client whose link was
+		// slow returned the outcome_unknown decided at 4100ms only at
+		// 4817ms. Decided after the unknown, the dead letter resolves it.
+		"UnknownToldLateAfterItsResolution": {
+			input: func() *ledger.Input {
+				return &ledger.Input{
+					Sends:             []ledger.Send{send(chargeKey, chargeC, ledger.RoleFirst, 0, 4817, rejected(chargeC, messages.CodeOutcomeUnknown, at(4100)))},
+					Heard:             []ledger.Heard{{Subject: "rejected." + chargeKey, At: at(4750), Result: *rejected(chargeC, messages.CodeDeadLettered, at(4749))}},
+					DeadLetters:       []ledger.DeadLetter{{Key: chargeKey, Kind: chargeC.Kind(), Effect: "unknown", At: at(4095)}},
+					Calls:             []ledger.Call{},
+					Provider:          ledger.Provider{Charges: map[string]messages.ChargeData{}},
+					RequireResolution: true,
+				}
+			},
+		},
 		// A resolution's dead_lettered (after a copy with effect unknown)
 		// speaks from when it was processed: a frozen call that lands
 		// before it and charges is a violation.

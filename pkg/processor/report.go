@@ -35,11 +35,16 @@ func (p *Processor) report(ctx context.Context, d *delivery, v verdict) {
 	case vRetry:
 		p.retry(ctx, d, v)
 	case vDeadLettered:
-		p.release(ctx, d)
+		// Told holding the lock: a resolver that voids the key takes it
+		// after this notice is out, so its dead_lettered comes after an
+		// outcome_unknown read before the void, never before it (the
+		// explorer's seed 495, read from its texts: a stale unknown heard
+		// after the key's resolution).
 		if !p.heldForReplicas(ctx, d) {
 			p.notifyDeadLetter(ctx, d, v.effect, v.voided)
 			p.terminate(ctx, d, "dead-lettered earlier")
 		}
+		p.release(ctx, d)
 	case vDeadLetter:
 		p.deadLetter(ctx, d, v)
 	}
