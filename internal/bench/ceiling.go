@@ -22,34 +22,12 @@ import (
 func (b *bencher) ceiling(ctx context.Context, round, inFlight int) (*Result, error) {
 	ns := b.nextNamespace()
 	defer b.s.reset(ctx, ns)
-	if err := b.setupWorker(ctx, ns, workerSettings{Concurrency: inFlight}); err != nil {
-		return nil, err
-	}
-	bare, err := b.copyCommandStream(ctx, ns)
+	q, err := b.barePreload(ctx, ns, inFlight, "idempay-bench-bare")
 	if err != nil {
 		return nil, err
 	}
-	if err := preload(ctx, b.s.js, ns.bareRoot()+"."+kindCharge, kindCharge, b.cfg.Count); err != nil {
-		return nil, err
-	}
-	if err := expectMessages(ctx, b.s.js, ns.bareStream(), b.cfg.Count); err != nil {
-		return nil, err
-	}
-
-	// Its own connection, as a worker would have.
-	nc, err := nats.Connect(b.s.natsURL, nats.Name("idempay-bench-bare"))
-	if err != nil {
-		return nil, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	cons, err := js.Consumer(ctx, ns.bareStream(), bare)
-	if err != nil {
-		return nil, err
-	}
+	defer q.nc.Close()
+	nc, js, cons := q.nc, q.js, q.cons
 
 	r := &Result{Name: fmt.Sprintf("ceiling @%d", inFlight), Kind: "ceiling", Command: kindCharge, InFlight: inFlight, Round: round}
 	m := b.s.begin(ctx)
@@ -64,6 +42,47 @@ func (b *bencher) ceiling(ctx context.Context, round, inFlight int) (*Result, er
 		r.Notes = append(r.Notes, fmt.Sprintf("%d messages still in the stream after every ack", left))
 	}
 	return r, nil
+}
+
+// bareQueue is a preloaded copy of the command stream, with a consumer
+// on it and the connection that reads it.
+type bareQueue struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	cons jetstream.Consumer
+}
+
+// barePreload makes ns's command stream (a worker creates it), copies its
+// configuration to ns's bare stream, preloads Count charges there and
+// returns a consumer on it, on a connection of its own named name, as a
+// worker would have. The ceiling and the floor drain it.
+func (b *bencher) barePreload(ctx context.Context, ns *namespace, inFlight int, name string) (*bareQueue, error) {
+	if err := b.setupWorker(ctx, ns, workerSettings{Concurrency: inFlight}); err != nil {
+		return nil, err
+	}
+	bare, err := b.copyCommandStream(ctx, ns)
+	if err != nil {
+		return nil, err
+	}
+	if err := preload(ctx, b.s.js, ns.bareRoot()+"."+kindCharge, kindCharge, b.cfg.Count); err != nil {
+		return nil, err
+	}
+	if err := expectMessages(ctx, b.s.js, ns.bareStream(), b.cfg.Count); err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(b.s.natsURL, nats.Name(name))
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err == nil {
+		var cons jetstream.Consumer
+		if cons, err = js.Consumer(ctx, ns.bareStream(), bare); err == nil {
+			return &bareQueue{nc: nc, js: js, cons: cons}, nil
+		}
+	}
+	nc.Close()
+	return nil, err
 }
 
 // copyCommandStream creates the namespace's bare stream with the command

@@ -62,33 +62,12 @@ return "committed"
 func (b *bencher) floor(ctx context.Context, round, inFlight int) (*Result, error) {
 	ns := b.nextNamespace()
 	defer b.s.reset(ctx, ns)
-	if err := b.setupWorker(ctx, ns, workerSettings{Concurrency: inFlight}); err != nil {
-		return nil, err
-	}
-	bare, err := b.copyCommandStream(ctx, ns)
+	q, err := b.barePreload(ctx, ns, inFlight, "idempay-bench-floor")
 	if err != nil {
 		return nil, err
 	}
-	if err := preload(ctx, b.s.js, ns.bareRoot()+"."+kindCharge, kindCharge, b.cfg.Count); err != nil {
-		return nil, err
-	}
-	if err := expectMessages(ctx, b.s.js, ns.bareStream(), b.cfg.Count); err != nil {
-		return nil, err
-	}
-
-	nc, err := nats.Connect(b.s.natsURL, nats.Name("idempay-bench-floor"))
-	if err != nil {
-		return nil, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	cons, err := js.Consumer(ctx, ns.bareStream(), bare)
-	if err != nil {
-		return nil, err
-	}
+	defer q.nc.Close()
+	nc, js, cons := q.nc, q.js, q.cons
 	opt, err := redis.ParseURL(b.s.redisURL)
 	if err != nil {
 		return nil, err
