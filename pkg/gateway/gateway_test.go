@@ -407,16 +407,21 @@ func TestGateway_EndedWithoutOutcome(t *testing.T) {
 	}
 }
 
-// TestGateway_NotAccepted: without a stream for the command, 503; with a
-// publish that nothing confirms, 504 publish_unconfirmed (it may have been
-// accepted).
+// TestGateway_NotAccepted: without a stream for the command, 503 once the
+// client's retries run out; with a publish that nothing confirms, 504
+// publish_unconfirmed (it may have been accepted).
 func TestGateway_NotAccepted(t *testing.T) {
 	t.Parallel()
 	env := loadtest.Setup(t, &loadtest.Options{Workers: -1})
 	b := &testBundle{env: env}
 
+	// Wait outlasts the client's retries (5, about 1.3s of backoff), so
+	// the answer is the last attempt's "no stream". With a shorter Wait an
+	// attempt can be in flight when the request's time runs out: that one
+	// may have been stored, and the honest answer is 504, not 503 (CI saw
+	// it on a loaded machine).
 	env.Config.Topology.Subjects.Command = env.NS + ".nowhere"
-	_, srv := b.newGateway(t, &Config{Wait: time.Second})
+	_, srv := b.newGateway(t, &Config{Wait: 10 * time.Second})
 	r := postTo(t, srv, "/v1/payments", newKey(), chargeBody("acct_42", 1))
 	require.Equal(t, http.StatusServiceUnavailable, r.status, "%s", r.body)
 	require.Equal(t, CodeServiceUnavailable, r.problem(t).Code)
