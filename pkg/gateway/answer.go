@@ -202,16 +202,22 @@ type acceptedBody struct {
 // accepted answers 202 for a command stored as message seq that got no
 // answer within Wait, once it has recorded that where every gateway finds
 // it: its Location then answers 202 pending, never 404, until the outcome
-// exists, whichever replica serves it, and after a restart.
+// exists, whichever replica serves it, and after a restart. A 202 is a
+// promise about its Location, so a record that cannot be written within
+// settleTimeout gets 503 instead: the same request again (the command is
+// stored; it runs at most once) is answered from what NATS holds.
 func (g *Gateway) accepted(ctx context.Context, w http.ResponseWriter, k opKey, cmd messages.Command, seq uint64) {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 	rec := acceptedRecord{Seq: seq, Kind: cmd.Kind(), Fingerprint: messages.Fingerprint(cmd)}
-	if err := g.state.putAccepted(sctx, k.op, rec); err != nil {
-		// Still 202: the command is stored and runs. Its Location may say
-		// 404 until the outcome exists.
-		g.log.WarnContext(sctx, "gateway: record an accepted command; its Location may answer 404 until its outcome exists",
+	if err := g.recordAccepted(sctx, k.op, rec); err != nil {
+		infoOf(ctx).err = err
+		g.log.WarnContext(sctx, "gateway: could not record an accepted command; answered 503 (the same request again gets its outcome)",
 			attrRequestID, requestID(ctx), attrOpKey, k.op, attrError, err)
+		writeProblem(w, problemOf(CodeServiceUnavailable), k.client,
+			"the command was accepted, but the gateway could not record it for GET "+resultLocation(k.client)+
+				": send the same request again with the same key after Retry-After seconds; it gets the command's outcome, and the command runs at most once", retrySoon)
+		return
 	}
 	loc := resultLocation(k.client)
 	body, _ := json.Marshal(acceptedBody{ //nolint:errchkjson // a struct of strings always encodes
@@ -226,6 +232,31 @@ func (g *Gateway) accepted(ctx context.Context, w http.ResponseWriter, k opKey, 
 	w.WriteHeader(http.StatusAccepted)
 	_, _ = w.Write(append(body, '\n'))
 }
+
+// recordAccepted writes rec, again after a failed or timed-out attempt
+// (the put is idempotent) until ctx is done: one attempt lost on a
+// flapping link must not break the 202's promise.
+func (g *Gateway) recordAccepted(ctx context.Context, op string, rec acceptedRecord) error {
+	for {
+		actx, cancel := context.WithTimeout(ctx, recordAttemptTimeout)
+		err := g.state.putAccepted(actx, op, rec)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(recordRetryPause):
+		}
+	}
+}
+
+// Bounds of one attempt of recordAccepted, and the pause between two.
+const (
+	recordAttemptTimeout = time.Second
+	recordRetryPause     = 100 * time.Millisecond
+)
 
 // resultLocation is the URL path of a key's outcome: the caller's own key,
 // escaped as one path segment.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/idempay/idempay/internal/load/loadtest"
@@ -405,6 +406,35 @@ func TestGateway_EndedWithoutOutcome(t *testing.T) {
 		r := b.post(t, "/v1/payments", key, body)
 		require.Equal(t, want, r.status, "%s: %s", effect, r.body)
 	}
+}
+
+// TestGateway_AcceptedNeedsItsRecord: a 202 promises that its Location
+// answers (pending, then the outcome), never 404, and the record that
+// keeps that promise lives in the state bucket. Found by the fault
+// explorer (seed 17, the gateway's link hung while it wrote the record):
+// the gateway answered 202 anyway, and its Location said 404 for good once
+// the command was dead-lettered. A record that cannot be written now gets
+// 503, and the same request again is answered from what NATS holds.
+func TestGateway_AcceptedNeedsItsRecord(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, &loadtest.Options{Workers: -1})
+	b := &testBundle{env: env}
+	bucket := env.NS + "_blocked"
+	// A stream that holds the bucket's subjects: the bucket cannot be made.
+	_, err := env.JS.CreateStream(t.Context(), jetstream.StreamConfig{Name: env.NS + "_blocker", Subjects: []string{"$KV." + bucket + ".>"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = env.JS.DeleteStream(context.WithoutCancel(t.Context()), env.NS+"_blocker") })
+	_, srv := b.newGateway(t, &Config{Wait: 200 * time.Millisecond, StateBucket: bucket})
+
+	key := newKey()
+	r := postTo(t, srv, "/v1/payments", key, chargeBody("acct_42", 100))
+	require.Equal(t, http.StatusServiceUnavailable, r.status, "no 202 without its record: %s", r.body)
+	p := r.problem(t)
+	require.Equal(t, CodeServiceUnavailable, p.Code)
+	require.Contains(t, p.Detail, "was accepted")
+	require.Equal(t, "1", r.header.Get("Retry-After"))
+	// The same request again meets the stored command: in flight.
+	require.Equal(t, http.StatusConflict, postTo(t, srv, "/v1/payments", key, chargeBody("acct_42", 100)).status)
 }
 
 // TestGateway_NotAccepted: without a stream for the command, 503 once the

@@ -24,8 +24,9 @@ const (
 	// same key.
 	CodePublishUnconfirmed = "publish_unconfirmed"
 	// CodeServiceUnavailable (503): the gateway cannot reach NATS or the
-	// command stream, or could not read a key's state; nothing was
-	// accepted by this request.
+	// command stream, or could not read or record a key's state. The
+	// detail says whether the command was stored; either way the same
+	// request again, with the same key, is safe.
 	CodeServiceUnavailable = "service_unavailable"
 	// CodeFailed (422): a failed outcome with a code this gateway does not
 	// know (a newer worker's).
@@ -97,7 +98,7 @@ var problemTypes = []problemType{
 	{CodePublishUnconfirmed, http.StatusGatewayTimeout, "Command not confirmed",
 		"NATS did not confirm the command in time: it may or may not have been accepted. Send the same request again with the same key; it runs at most once."},
 	{CodeServiceUnavailable, http.StatusServiceUnavailable, "Service unavailable",
-		"The gateway is not ready (it cannot reach NATS or the workers' streams), or could not read the key's state. Send the same request again with the same key after Retry-After seconds; the gateway's log has the cause under the response's Request-Id."},
+		"The gateway is not ready (it cannot reach NATS or the workers' streams), or could not read or record the key's state (the detail says whether the command was stored). Send the same request again with the same key after Retry-After seconds; the gateway's log has the cause under the response's Request-Id."},
 	{CodeOutcomeNotFound, http.StatusNotFound, "No outcome for this key",
 		"Nothing is known of this key for this caller: never sent (or sent by another tenant), refused, or its outcome expired. A command answered 202 is never 404: it is 202 pending until its outcome exists."},
 	{CodeNotFound, http.StatusNotFound, "Not found", "No such resource."},
