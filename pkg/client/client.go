@@ -525,10 +525,19 @@ func ownRejection(res messages.Result, fp string, legacy bool) bool {
 
 // answerOf turns what the lookup service says of the key into this Send's
 // answer, when it is one: the key's outcome (if it does not contradict
-// cmd), or its dead letter (if it is cmd's: the fingerprint matches). A key
-// still in progress, unknown to the workers, or bound to another payload
-// (this message may not have reached a worker yet) is no answer yet.
+// cmd), its dead letter (if it is cmd's: the fingerprint matches), or
+// idempotency_key_reused when the key's record is bound to another
+// command or payload, whatever its state: a worker refuses every message
+// of another body while the record exists, so this one's answer can only
+// be that refusal (the fault explorer found the gateway answering 202, and
+// then the other body's outcome, to a re-use whose refusal was slow). A
+// key still in progress for cmd, or unknown to the workers, is no answer
+// yet.
 func answerOf(st messages.KeyState, cmd messages.Command, fp string) (messages.Result, bool) {
+	if st.Fingerprint != "" && fp != "" && (st.Fingerprint != fp || st.Kind != cmd.Kind()) {
+		return messages.Result{Key: st.Key, Kind: cmd.Kind(), Status: messages.StatusRejected, Code: messages.CodeKeyReused, Fingerprint: fp,
+			Message: "learnt from the workers' lookup: the key is bound to another command or payload; use a new key for a new operation"}, true
+	}
 	switch st.State {
 	case messages.KeyStateCompleted:
 		if st.Outcome == nil || sameCommand(cmd, *st.Outcome) != nil {

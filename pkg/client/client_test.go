@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -443,6 +444,41 @@ func TestClient_Send_KeyReused(t *testing.T) {
 	require.True(t, reply.Result.Replayed)
 	require.Equal(t, first.Data, reply.Data)
 	require.Equal(t, first.Result.ProcessedAt, reply.Result.ProcessedAt)
+	require.Equal(t, int64(1), env.SimCalls(t, key))
+}
+
+// TestClient_Send_ReuseLearntFromTheLookup: a re-use past the dedupe
+// window whose message a worker holds (paused after the lock) when the
+// client's wait ends. The key is bound to the first body, so the message
+// can only be refused: the lookup says so, and Send returns ErrKeyReused,
+// not ErrResultTimeout (on which the gateway answered 202 and then, on
+// its Location, the first body's outcome: found by the fault explorer,
+// seed 138).
+func TestClient_Send_ReuseLearntFromTheLookup(t *testing.T) {
+	t.Parallel()
+	var hold atomic.Bool
+	env := loadtest.Setup(t, &loadtest.Options{Processor: processor.Config{DedupeWindow: 200 * time.Millisecond,
+		Failpoint: func(at processor.Failpoint, _ string) bool {
+			if at == processor.AfterLock && hold.Load() {
+				time.Sleep(2 * time.Second) // a paused worker
+			}
+			return false
+		}}})
+	c := env.MustClient(t, nil)
+	ctx := testCtx(t)
+	key := client.NewKey()
+	_, err := c.Charge(ctx, key, charge(100))
+	require.NoError(t, err)
+	hold.Store(true)
+	time.Sleep(300 * time.Millisecond) // past the dedupe window
+
+	cfg := env.ClientConfig()
+	cfg.ResultTimeout = 500 * time.Millisecond
+	reply, err := env.MustClient(t, cfg).Charge(ctx, key, charge(200))
+	require.ErrorIs(t, err, client.ErrKeyReused)
+	require.False(t, reply.Duplicate, "a message of its own, past the window")
+	require.Equal(t, client.SourceLookup, reply.Source)
+	require.Equal(t, messages.Fingerprint(charge(200)), reply.Result.Fingerprint, "its own message's refusal")
 	require.Equal(t, int64(1), env.SimCalls(t, key))
 }
 
