@@ -209,15 +209,7 @@ func (c *checker) gather() {
 		k.bodies[messages.Fingerprint(s.Command)] = s.Command
 		k.sends = append(k.sends, s)
 		c.rep.Stats.Sends++
-		var published time.Time
-		switch {
-		case !s.Accepted || s.Duplicate || s.Role == RoleReuse: // a re-use is refused, not answered
-		case s.PublishAttempts <= 1:
-			published = s.At
-		default:
-			published = s.Done // a retried publish may have landed at any time of it
-		}
-		if published.After(k.lastPublish) {
+		if published := s.published(); published.After(k.lastPublish) {
 			k.lastPublish = published
 		}
 		if s.Told == nil {
@@ -364,7 +356,7 @@ func (c *checker) checkOneOutcome(k *keyFacts) {
 func (k *keyFacts) holder(s *Send) *Send {
 	var h *Send
 	for _, o := range k.sends {
-		if o.Accepted && !o.Duplicate && o.At.Before(s.At) && (h == nil || o.At.After(h.At)) {
+		if o.Accepted && !o.Duplicate && !o.Gateway && o.At.Before(s.At) && (h == nil || o.At.After(h.At)) {
 			h = o
 		}
 	}
@@ -500,13 +492,17 @@ func (c *checker) deadAt(k *keyFacts, n sourced) (t time.Time, copied bool) {
 			last = &k.dead[i]
 		}
 	}
+	decided := n.res.ProcessedAt
+	if decided.IsZero() {
+		decided = seen // an answer that does not say (the gateway's problem body)
+	}
 	switch {
 	case last == nil:
-		return n.res.ProcessedAt, len(k.dead) > 0
+		return decided, len(k.dead) > 0
 	case last.Effect == "none":
 		return last.At, true
 	default:
-		return n.res.ProcessedAt, true
+		return decided, true
 	}
 }
 
@@ -561,6 +557,11 @@ func (c *checker) callStory(k *keyFacts) string {
 // checkStranded: the key's last message ended answered, an unknown outcome
 // resolved (when required), and an effect at the provider was answered.
 func (c *checker) checkStranded(k *keyFacts) {
+	for _, s := range k.sends {
+		if s.Broken != "" {
+			c.failf(Stranded, k.key, "%s %s: a %s send through the gateway at %s: %s", k.kind, k.key, s.Role, c.rel(s.At), s.Broken)
+		}
+	}
 	_, hasOutcome := k.outcome()
 	last, hasNotice := k.lastNotice()
 	if !k.lastPublish.IsZero() && !hasOutcome && (!hasNotice || last.at.Before(k.lastPublish)) && !k.lastRefused() {
@@ -625,11 +626,7 @@ func (k *keyFacts) resolvedAfter(unknown messages.Result) bool {
 // body took the key first, and its repeated publish was refused.
 func (k *keyFacts) lastRefused() bool {
 	for _, s := range k.sends {
-		published := s.At
-		if s.PublishAttempts > 1 {
-			published = s.Done
-		}
-		if s.Accepted && !s.Duplicate && s.KeyReused && published.Equal(k.lastPublish) {
+		if p := s.published(); s.KeyReused && !p.IsZero() && p.Equal(k.lastPublish) {
 			return true
 		}
 	}

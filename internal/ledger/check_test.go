@@ -47,6 +47,12 @@ func send(key string, cmd messages.Command, role ledger.Role, from, to int, told
 	return ledger.Send{Key: key, Command: cmd, Role: role, At: at(from), Done: at(to), Accepted: true, PublishAttempts: 1, Told: told}
 }
 
+// gatewaySend is a send through the gateway whose last request began at
+// from.
+func gatewaySend(key string, cmd messages.Command, role ledger.Role, from, to int, told *messages.Result) ledger.Send {
+	return ledger.Send{Key: key, Command: cmd, Role: role, At: at(from), Done: at(to), Accepted: true, Gateway: true, LastPublish: at(from), Told: told}
+}
+
 // deadLettered is a key told dead_lettered at 900ms, its dead letter
 // copied at 890ms.
 func deadLettered() *ledger.Input {
@@ -367,6 +373,48 @@ func TestCheck(t *testing.T) {
 					Provider:    ledger.Provider{Charges: map[string]messages.ChargeData{}},
 				}
 			},
+		},
+		// The gateway's dead_lettered problem says nothing of when it was
+		// decided: the copy it announces does, and without one (the
+		// resolver's answer) the moment it was heard.
+		"GatewayToldDeadLetteredOfAChargedKey": {
+			input: func() *ledger.Input {
+				told := rejected(chargeC, messages.CodeDeadLettered, time.Time{})
+				told.Fingerprint = messages.Fingerprint(chargeC)
+				s := gatewaySend(chargeKey, chargeC, ledger.RoleFirst, 0, 900, told)
+				return &ledger.Input{
+					Sends:    []ledger.Send{s},
+					Calls:    []ledger.Call{{Key: chargeKey, Op: ledger.OpCharge, N: 1, Behaviour: "lost_response", Start: at(100), End: at(200), Effect: true, EffectAt: at(150)}},
+					Provider: ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged}},
+				}
+			},
+			want: map[ledger.Invariant]int{ledger.Claimed: 1},
+		},
+		// A request that kept asking (504 publish_unconfirmed) and ended
+		// without an answer may have stored a message at any time of it:
+		// that message's charge, after another send's dead letter, is a
+		// re-drive.
+		"GatewayUnansweredSendReDroveTheKey": {
+			input: func() *ledger.Input {
+				in := deadLettered()
+				s := gatewaySend(chargeKey, chargeC, ledger.RoleResend, 2000, 9000, nil)
+				s.LastPublish = s.Done
+				in.Sends = append(in.Sends, s)
+				in.Stored = map[string]messages.Result{chargeKey: *succeeded(chargeKey, chargeC, charged)}
+				in.Calls = []ledger.Call{{Key: chargeKey, Op: ledger.OpCharge, N: 1, Behaviour: "ok", Start: at(8000), End: at(8100), Effect: true, EffectAt: at(8050)}}
+				in.Provider.Charges[chargeKey] = charged
+				return in
+			},
+		},
+		"GatewaySentAnAcceptedCommandsLocationTo404": {
+			input: func() *ledger.Input {
+				s := gatewaySend(chargeKey, chargeC, ledger.RoleFirst, 0, 5000, nil)
+				s.Broken = "answered 202 Accepted, then its Location answered 404"
+				in := deadLettered()
+				in.Sends = append(in.Sends, s)
+				return in
+			},
+			want: map[ledger.Invariant]int{ledger.Stranded: 1},
 		},
 		"ReuseNeverRefused": {
 			input: func() *ledger.Input {

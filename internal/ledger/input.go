@@ -78,6 +78,34 @@ type Send struct {
 	// KeyReused is set when the client reported idempotency_key_reused
 	// (whether from a worker's refusal or its own comparison).
 	KeyReused bool
+	// Gateway: the send went through the HTTP gateway, which says neither
+	// whether a request stored a new message or met a duplicate, nor how
+	// often it published. Duplicate and PublishAttempts are then unused:
+	// Accepted says whether the send may have stored a message, and
+	// LastPublish the latest moment it may have.
+	Gateway     bool
+	LastPublish time.Time
+	// Broken is a promise of the gateway's that the send saw broken, e.g.
+	// a command answered 202 whose Location then answered 404; "" for
+	// none.
+	Broken string
+}
+
+// published returns the latest moment s may have stored a new message of
+// its key in COMMANDS, zero when it cannot have.
+func (s *Send) published() time.Time {
+	switch {
+	case !s.Accepted || s.Role == RoleReuse: // a re-use is refused, not answered
+		return time.Time{}
+	case s.Gateway:
+		return s.LastPublish
+	case s.Duplicate:
+		return time.Time{}
+	case s.PublishAttempts <= 1:
+		return s.At
+	default:
+		return s.Done // a retried publish may have landed at any time of it
+	}
 }
 
 // Heard is an answer heard on a subject.
