@@ -105,13 +105,17 @@ func TestExplore_ShortNetworkFaults(t *testing.T) {
 // TestExplore_Findings replays whole seeds that found a lie, each the
 // regression test of its fix: 37 and 138, where the resolver's
 // dead_lettered for a key it had voided was published into a hung
-// connection to NATS and never told (docs/explore.md, "The fourth").
+// connection to NATS and never told (docs/explore.md, "The fourth"); 17,
+// where the gateway answered 202 while its link to NATS hung as it wrote
+// the 202's record, and the Location then answered 404 ("The sixth").
 func TestExplore_Findings(t *testing.T) {
 	t.Parallel()
 	d := startDeployment(t)
 	for _, seed := range []uint64{37, 138} {
 		play(t, d, seed, 1, 100, 1)
 	}
+	sum := play(t, d, 17, 1, 100, 1)
+	require.Positive(t, sum.Seeds[0].Returns["gateway answered POST 202"], "seed 17 sends through the gateway, and some requests get 202: %v", sum.Seeds[0].Returns)
 }
 
 func sum2(m map[string]int) int { return sum(m) }

@@ -189,6 +189,9 @@ type KeyPlan struct {
 	// first send was answered dead_lettered or outcome_unknown, or not at
 	// all.
 	Redrive bool
+	// Gateway sends every send of the key through the HTTP gateway, as a
+	// web client would, instead of through pkg/client.
+	Gateway bool
 }
 
 // NetFault is a fault of the network between a seed's workers and one
@@ -216,6 +219,10 @@ type Plan struct {
 	// starts may be lost on the way, and the client reconnects). Each list
 	// is in order, and apart from the others; none in most seeds.
 	RedisFaults, NATSFaults, ClientFaults []NetFault
+	// GatewayWait is the HTTP gateway's Wait (HTTP_WAIT) when keys go
+	// through it (KeyPlan.Gateway): short ones answer 202 and leave the
+	// client reading its Location.
+	GatewayWait time.Duration
 }
 
 // pNetFaults is the share of seeds with faults between the workers and
@@ -229,7 +236,38 @@ const (
 	redisFaultStream  = 0x7e7fa
 	natsFaultStream   = 0x7e7fb
 	clientFaultStream = 0x7e7fc
+	gatewayStream     = 0x7e7fd
 )
+
+// pGatewaySeeds is the share of seeds that send keys through the HTTP
+// gateway, and pGatewayKey the share of their keys that go that way.
+const (
+	pGatewaySeeds = 0.4
+	pGatewayKey   = 0.5
+)
+
+// drawGateway draws which keys go through the gateway, from a generator
+// of its own (the seeds' keys, settings and faults are unchanged).
+func (p *Plan) drawGateway() {
+	rng := rand.New(rand.NewPCG(p.Seed, gatewayStream))
+	if rng.Float64() >= pGatewaySeeds {
+		return
+	}
+	p.GatewayWait = []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond, 4 * time.Second}[rng.IntN(3)]
+	for _, k := range p.Keys {
+		k.Gateway = rng.Float64() < pGatewayKey
+	}
+}
+
+// viaGateway reports whether a key of p goes through the gateway.
+func (p *Plan) viaGateway() bool {
+	for _, k := range p.Keys {
+		if k.Gateway {
+			return true
+		}
+	}
+	return false
+}
 
 // drawNetFaults draws a seed's network faults in front of one server.
 func drawNetFaults(seed, stream uint64) []NetFault {
@@ -272,6 +310,7 @@ func NewPlan(seed uint64, n int) *Plan {
 		}
 		p.Keys = append(p.Keys, k)
 	}
+	p.drawGateway()
 	return p
 }
 
@@ -292,6 +331,9 @@ func (p *Plan) liar() {
 	}
 	p.Settings.Restart = false
 	p.RedisFaults, p.NATSFaults, p.ClientFaults = nil, nil, nil
+	for _, k := range p.Keys {
+		k.Gateway = false
+	}
 }
 
 // drawKey draws key i's plan; charges are the charges drawn before it.

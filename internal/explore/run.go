@@ -100,6 +100,8 @@ type seedRun struct {
 	// client faults; clientNC is then the clients' own connection.
 	clientProxy *testenv.Proxy
 	clientNC    *nats.Conn
+	// gw is the seed's HTTP gateway when the plan sends keys through it.
+	gw *frontDoor
 
 	mu      sync.Mutex
 	fpSeen  map[string]int // key|failpoint -> occurrences
@@ -172,6 +174,12 @@ func runPlan(ctx context.Context, d *testenv.Deployment, plan *Plan, log *slog.L
 	}
 	if r.client, err = client.New(clientNC, &client.Config{Topology: r.top, ResultTimeout: sendTimeout, PublishTimeout: 3 * time.Second}); err != nil {
 		return nil, err
+	}
+	if plan.viaGateway() {
+		if err := r.startGateway(clientNC); err != nil {
+			return nil, err
+		}
+		defer r.closeGateway(context.WithoutCancel(ctx))
 	}
 
 	r.drive(ctx)
@@ -412,6 +420,9 @@ func otherBody(cmd messages.Command) messages.Command {
 
 // send sends one command and records what the client was told.
 func (r *seedRun) send(ctx context.Context, key string, cmd messages.Command, role ledger.Role) ledger.Send {
+	if r.plans[key].Gateway {
+		return r.sendHTTP(ctx, key, cmd, role)
+	}
 	sctx, cancel := context.WithTimeout(ctx, sendTimeout+5*time.Second)
 	defer cancel()
 	s := ledger.Send{Key: key, Command: cmd, Role: role, At: time.Now()}
@@ -440,6 +451,11 @@ func (r *seedRun) returns() map[string]int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := map[string]int{}
+	if r.gw != nil {
+		for what, n := range r.gw.responses() {
+			out["gateway answered "+what] += n
+		}
+	}
 	for _, s := range r.sends {
 		if s.PublishAttempts > 1 {
 			out["publish repeated (PubAck lost or late)"]++
