@@ -94,7 +94,7 @@ func (s *shared) writeJSON(write func(io.Writer) error) error {
 
 type runCmd struct {
 	Count             int    `name:"count" env:"BENCH_COUNT" help:"Commands per scenario: the preload of every drain, the keys of every end-to-end run (default 30000; 1000 with --short)."`
-	Rounds            int    `name:"rounds" env:"BENCH_ROUNDS" help:"How often the headline rounds (the ceiling, the floor, then payment.charge at --in-flight, each on a fresh preload) are repeated; the table gives min/median/max of their ratios (default 3; 1 with --short)."`
+	Rounds            int    `name:"rounds" env:"BENCH_ROUNDS" help:"How often the headline rounds (the ceiling, the floor, then payment.charge at --in-flight, each on a fresh preload) are repeated; the table gives min/median/max of their ratios. 0 (the default) means 3, or 1 with --short."`
 	InFlight          int    `name:"in-flight" env:"BENCH_IN_FLIGHT" default:"128" help:"In-flight limit of the headline rounds, the same for the bare consumer, the floor and the worker (CONCURRENCY); the 64 row is measured as well."`
 	Short             bool   `name:"short" env:"BENCH_SHORT" help:"CI-sized run: every scenario with 1000 commands and one round, in well under a minute."`
 	HeadlineOnly      bool   `name:"headline-only" help:"Run only the headline rounds (the ceiling, the floor, then payment.charge at --in-flight) for --rounds rounds: a quick comparison of two builds (--worker) or settings."`
@@ -117,7 +117,7 @@ func (c *runCmd) Validate() error {
 	case c.Count < 0 || c.Count == 1 || c.Count > 1_000_000:
 		return fmt.Errorf("--count must be between 2 and 1000000, got %d", c.Count)
 	case c.Rounds < 0:
-		return fmt.Errorf("--rounds must be at least 1, got %d", c.Rounds)
+		return fmt.Errorf("--rounds must be at least 1 (or 0 for the default), got %d", c.Rounds)
 	}
 	return c.validate()
 }

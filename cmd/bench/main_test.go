@@ -28,12 +28,12 @@ func TestRun_Help(t *testing.T) {
 
 func TestRun_UsageErrors(t *testing.T) {
 	for want, args := range map[string][]string{
-		"unknown flag --bogus":               {"-bogus"},
-		"--count must be between 2":          {"-count", "1"},
-		"--rounds must be at least 1":        {"--rounds=-1"},
-		"--client-in-flight must be":         {"--client-in-flight", "0"},
-		"--interval (SOAK_INTERVAL) must be": {"soak", "--duration", "5s", "--interval", "10s"},
-		"--duration (SOAK_DURATION) must be": {"soak", "-duration", "10ms"},
+		"unknown flag --bogus":                               {"-bogus"},
+		"--count must be between 2":                          {"-count", "1"},
+		"--rounds must be at least 1 (or 0 for the default)": {"--rounds=-1"},
+		"--client-in-flight must be":                         {"--client-in-flight", "0"},
+		"--interval (SOAK_INTERVAL) must be":                 {"soak", "--duration", "5s", "--interval", "10s"},
+		"--duration (SOAK_DURATION) must be":                 {"soak", "-duration", "10ms"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), args, nil, &stdout, &stderr)
