@@ -46,7 +46,7 @@ type Config struct {
 
 	// ResultTimeout bounds the wait for an answer once the command has been
 	// accepted by JetStream. When it passes, Send returns ErrResultTimeout:
-	// the command is stored and will still be processed. Defaults to 30s.
+	// the command is stored and will still get an answer. Defaults to 30s.
 	ResultTimeout time.Duration
 
 	// DuplicateWait bounds the wait for the answer after a duplicate PubAck

@@ -68,10 +68,11 @@ var (
 	ErrNoStream = errors.New("client: no stream accepts the command subject (have the workers started?)")
 
 	// ErrResultTimeout: the command was accepted (stored in the command
-	// stream) but no answer came within Config.ResultTimeout. It will still
-	// be processed; read it later with Status or send it again with the
-	// same key.
-	ErrResultTimeout = errors.New("client: no answer within the result timeout; the command is accepted and will still be processed")
+	// stream) but no answer came within Config.ResultTimeout. It has not
+	// ended as far as this client saw, and it will get an answer (an
+	// outcome, a refusal or a dead letter): read it later with Status or
+	// Lookup, or send it again with the same key - never with a new one.
+	ErrResultTimeout = errors.New("client: no answer within the result timeout; the command is accepted and will still get an answer: send it again with the same key, never a new one")
 
 	// ErrNoLookup: no worker answered a lookup (none runs, or all run a
 	// version before the lookup service).
