@@ -27,6 +27,7 @@ CHAOS_RUN ?= TestChaos## go test -run for `chaos`: one scenario is e.g. TestChao
 CHAOS_REPORT ?= $(or $(TMPDIR),/tmp)/idempay-chaos-report.md## where `chaos` writes its Markdown report
 CHAOS_TIMEOUT ?= 40m## go test -timeout for `chaos`
 SEED ?=## replay one seed of `explore`: make explore SEED=17 (every violation prints its own)
+KEY ?=## with SEED: print that key's whole history after the replay (every violation prints its own)
 SEEDS ?= 200## how many seeds `explore` plays (from seed 1)
 KEYS ?= 100## keys of each seed of `explore`
 EXPLORE_PARALLEL ?= 4## seeds `explore` plays at once
@@ -117,7 +118,7 @@ chaos: require-redis ## The chaos suite (build tag chaos): every scenario on fre
 
 .PHONY: explore
 explore: require-redis ## The fault explorer (docs/explore.md): SEEDS seeds x KEYS keys of provider faults, worker crashes and client re-sends against the real engine, each key checked against the provider's ledger; prints a line per seed and the report (~7 min; longer when commands are stranded); SEED=n replays one seed
-	$(GO) run ./cmd/explore -seeds $(SEEDS) -keys $(KEYS) -parallel $(EXPLORE_PARALLEL) -report $(EXPLORE_REPORT) $(if $(SEED),-seed $(SEED))
+	$(GO) run ./cmd/explore -seeds $(SEEDS) -keys $(KEYS) -parallel $(EXPLORE_PARALLEL) -report $(EXPLORE_REPORT) $(if $(SEED),-seed $(SEED)) $(if $(KEY),-key $(KEY))
 
 CLUSTER_TIMEOUT ?= 30m## go test -timeout for `cluster`
 

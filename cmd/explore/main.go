@@ -28,6 +28,7 @@ import (
 
 	"github.com/idempay/idempay/internal/cli"
 	"github.com/idempay/idempay/internal/explore"
+	"github.com/idempay/idempay/pkg/messages"
 )
 
 func main() {
@@ -45,6 +46,7 @@ type grammar struct {
 	Keys      int    `name:"keys" env:"EXPLORE_KEYS" default:"100" help:"Keys of each seed (charges and refunds). A seed's first keys have the same plan whatever --keys is."`
 	Parallel  int    `name:"parallel" env:"EXPLORE_PARALLEL" default:"4" help:"Seeds played at once on the shared servers (a seed mostly waits)."`
 	Report    string `name:"report" env:"EXPLORE_REPORT" placeholder:"FILE" help:"Also write the Markdown report to FILE."`
+	Key       string `name:"key" env:"EXPLORE_KEY" placeholder:"UUID" help:"Print this key's whole history after the report: every send (through pkg/client or the gateway) and what it was told, every answer heard, dead-letter copy and provider call, in time order, then what RESULTS, its record and the provider hold. With --seed N: the story of a violation's key (each violation prints the command)."`
 	LogLevel  string `name:"log-level" env:"EXPLORE_LOG_LEVEL" default:"off" enum:"off,error,warn,info,debug" help:"The workers' logs on stderr, each line with its seed, at this level and above: off (the default), error, warn, info or debug. For a replay (--seed N): how the violation came about, delivery by delivery."`
 }
 
@@ -57,6 +59,8 @@ func (g *grammar) Validate() error {
 		return fmt.Errorf("--keys must be between 1 and 10000, got %d", g.Keys)
 	case g.Parallel < 1 || g.Parallel > 16:
 		return fmt.Errorf("--parallel must be between 1 and 16, got %d", g.Parallel)
+	case g.Key != "" && !messages.ValidKey(g.Key):
+		return fmt.Errorf("--key %q is not a key (a UUID in canonical form, as the violations print them)", g.Key)
 	}
 	return nil
 }
@@ -82,7 +86,7 @@ func (e harnessError) Unwrap() error { return e.err }
 type streams struct{ stdout, stderr io.Writer }
 
 func (g *grammar) Run(ctx context.Context, out *streams) error {
-	cfg := &explore.Config{FirstSeed: g.FirstSeed, Seeds: g.Seeds, Keys: g.Keys, Parallel: g.Parallel, Logger: workerLogger(g.LogLevel, out.stderr)}
+	cfg := &explore.Config{FirstSeed: g.FirstSeed, Seeds: g.Seeds, Keys: g.Keys, Parallel: g.Parallel, Logger: workerLogger(g.LogLevel, out.stderr), Key: g.Key}
 	if g.Seed != 0 {
 		cfg.FirstSeed, cfg.Seeds, cfg.Parallel = g.Seed, 1, 1
 	}
@@ -98,6 +102,14 @@ func (g *grammar) Run(ctx context.Context, out *streams) error {
 	var report strings.Builder
 	sum.WriteMarkdown(&report, engine)
 	fmt.Fprint(out.stdout, report.String())
+	for _, r := range sum.Seeds {
+		if len(r.History) > 0 {
+			fmt.Fprintf(out.stdout, "\n## The history of key %s in seed %d\n\n", g.Key, r.Seed)
+			for _, line := range r.History {
+				fmt.Fprintf(out.stdout, "    %s\n", line)
+			}
+		}
+	}
 	if g.Report != "" {
 		if werr := os.WriteFile(g.Report, []byte(report.String()), 0o600); werr != nil {
 			return fmt.Errorf("--report: %w", werr)

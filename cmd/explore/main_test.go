@@ -16,7 +16,7 @@ func TestRun_Help(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), []string{"-help"}, nil, &stdout, &stderr)
 	require.Zero(t, exitCode(err, &stderr), stderr.String())
-	for _, s := range []string{"--seed", "EXPLORE_SEED", "--seeds", "--keys", "--parallel", "--report", "make explore SEED=N"} {
+	for _, s := range []string{"--seed", "EXPLORE_SEED", "--seeds", "--keys", "--parallel", "--report", "--key", "make explore SEED=N"} {
 		require.Contains(t, stdout.String(), s)
 	}
 }
@@ -32,6 +32,11 @@ func TestRun_UsageErrors(t *testing.T) {
 	err := run(context.Background(), nil, []string{"EXPLORE_KEYS=0"}, &stdout, &stderr)
 	require.Equal(t, cli.ExitUsage, exitCode(err, &stderr), stderr.String())
 	require.Contains(t, stderr.String(), "--keys (from EXPLORE_KEYS) must be between 1 and 10000")
+
+	stderr.Reset()
+	err = run(context.Background(), []string{"--seed", "17", "--key", "not-a-key"}, nil, &stdout, &stderr)
+	require.Equal(t, cli.ExitUsage, exitCode(err, &stderr), stderr.String())
+	require.Contains(t, stderr.String(), `--key "not-a-key" is not a key`)
 }
 
 // TestRun_ConfigReference: the explorer's section of docs/configuration.md

@@ -45,6 +45,10 @@ type Config struct {
 	// seed: what a replay (one seed) reads to see how a violation came
 	// about. Nil: the workers log nothing.
 	Logger *slog.Logger
+	// Key, if set, is a key whose whole history (ledger.Input.History)
+	// each seed that sends it keeps in SeedResult.History: with a replay,
+	// the story of a violation's key.
+	Key string
 }
 
 // WithDefaults returns a copy with every zero field set to its default.
@@ -140,7 +144,7 @@ func Run(ctx context.Context, cfg *Config) (*Summary, error) {
 	for range cfg.Parallel {
 		wg.Go(func() {
 			for seed := range seeds {
-				res, err := runPlan(ctx, d, NewPlan(seed, cfg.Keys), cfg.Logger)
+				res, err := runPlan(ctx, d, NewPlan(seed, cfg.Keys), cfg.Logger, cfg.Key)
 				mu.Lock()
 				switch {
 				case err != nil && ctx.Err() != nil:

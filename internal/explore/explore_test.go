@@ -41,7 +41,7 @@ func TestRunSeed_CatchesALie(t *testing.T) {
 	plan.liar()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	res, err := runPlan(ctx, d, plan, nil)
+	res, err := runPlan(ctx, d, plan, nil, "")
 	require.NoError(t, err)
 	require.Equal(t, 6, res.Report.Stats.Final["dead_lettered"], "every key dead-lettered: %v", res.Report.Stats.Final)
 	require.Equal(t, 6, res.Report.Count(ledger.Claimed), "violations: %v", res.Report.Violations)
@@ -55,9 +55,15 @@ func TestRunSeed_CatchesALie(t *testing.T) {
 // with the commands that replay them.
 func play(t *testing.T, d *testenv.Deployment, first uint64, n, keys, parallel int) *Summary {
 	t.Helper()
+	return playKey(t, d, first, n, keys, parallel, "")
+}
+
+// playKey is play, keeping key's history (Config.Key).
+func playKey(t *testing.T, d *testenv.Deployment, first uint64, n, keys, parallel int, key string) *Summary {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	sum, err := Run(ctx, &Config{FirstSeed: first, Seeds: n, Keys: keys, Parallel: parallel, Deployment: d,
+	sum, err := Run(ctx, &Config{FirstSeed: first, Seeds: n, Keys: keys, Parallel: parallel, Deployment: d, Key: key,
 		Progress: func(_, _ int, s *SeedResult) { t.Log(s.Line()) }})
 	require.NoError(t, err)
 	require.Len(t, sum.Seeds, n)
@@ -114,8 +120,12 @@ func TestExplore_Findings(t *testing.T) {
 	for _, seed := range []uint64{37, 138} {
 		play(t, d, seed, 1, 100, 1)
 	}
-	sum := play(t, d, 17, 1, 100, 1)
+	key := "acdb0154-b093-40ea-845e-bfe0a31d8664" // the key it found
+	sum := playKey(t, d, 17, 1, 100, 1, key)
 	require.Positive(t, sum.Seeds[0].Returns["gateway answered POST 202"], "seed 17 sends through the gateway, and some requests get 202: %v", sum.Seeds[0].Returns)
+	history := strings.Join(sum.Seeds[0].History, "\n")
+	require.Contains(t, history, "send (first, body af84224751d3) through the gateway: charge decline_acct_43 3482 EUR", history)
+	require.Contains(t, history, "dead-letter copy, Dlq-Effect none", history)
 }
 
 func sum2(m map[string]int) int { return sum(m) }

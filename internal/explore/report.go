@@ -95,7 +95,11 @@ func (s *Summary) WriteMarkdown(w io.Writer, engine string) {
 func (s *Summary) WriteViolations(w io.Writer) {
 	for _, r := range s.Seeds {
 		for _, v := range r.Report.Violations {
-			fmt.Fprintf(w, "seed %d [%s] %s: %s\n", r.Seed, ReplayCommand(r.Seed, r.Keys), v.Invariant, v.Text)
+			replay := ReplayCommand(r.Seed, r.Keys)
+			if v.Key != "" {
+				replay += " KEY=" + v.Key // and print its history
+			}
+			fmt.Fprintf(w, "seed %d [%s] %s: %s\n", r.Seed, replay, v.Invariant, v.Text)
 		}
 	}
 }

@@ -57,6 +57,9 @@ type SeedResult struct {
 	// Drained is false when COMMANDS still held work after quiesceTimeout.
 	Drained  bool
 	Duration time.Duration
+	// History is Config.Key's history in the seed, nil when not asked
+	// for.
+	History []string
 }
 
 // faults counts injected faults by type.
@@ -114,11 +117,13 @@ type seedRun struct {
 // namespace of streams and Redis keys, removed afterwards) and checks it.
 // It returns an error only when the harness itself could not run.
 func RunSeed(ctx context.Context, d *testenv.Deployment, seed uint64, keys int) (*SeedResult, error) {
-	return runPlan(ctx, d, NewPlan(seed, keys), nil)
+	return runPlan(ctx, d, NewPlan(seed, keys), nil, "")
 }
 
 // runPlan plays a plan; log, if set, gets the workers' logs.
-func runPlan(ctx context.Context, d *testenv.Deployment, plan *Plan, log *slog.Logger) (*SeedResult, error) {
+// runPlan plays plan; history, if set, is a key whose history the result
+// keeps.
+func runPlan(ctx context.Context, d *testenv.Deployment, plan *Plan, log *slog.Logger, history string) (*SeedResult, error) {
 	start := time.Now()
 	seed, keys := plan.Seed, len(plan.Keys)
 	if log == nil {
@@ -205,6 +210,9 @@ func runPlan(ctx context.Context, d *testenv.Deployment, plan *Plan, log *slog.L
 		return nil, err
 	}
 	res.Report = ledger.Check(in)
+	if history != "" {
+		res.History = in.History(history)
+	}
 	res.Faults = r.faults.snapshot()
 	res.Returns = r.returns()
 	res.Duration = time.Since(start)

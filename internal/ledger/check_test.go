@@ -2,6 +2,7 @@ package ledger_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -499,4 +500,24 @@ func TestCheck_Carts(t *testing.T) {
 	rep = ledger.Check(input(nil))
 	require.True(t, rep.OK(), "carts not read: not judged")
 	require.Zero(t, rep.Stats.CartLines)
+}
+
+// TestInput_History tells a key's story in time order, with what it holds
+// at the end, and nothing of another key.
+func TestInput_History(t *testing.T) {
+	t.Parallel()
+	in := deadLettered()
+	in.Calls = []ledger.Call{{Key: chargeKey, Op: ledger.OpCharge, N: 1, Behaviour: "lost_response", Start: at(100), End: at(200), Effect: true, EffectAt: at(150)}}
+	in.Provider.Charges[chargeKey] = charged
+	in.Heard = []ledger.Heard{{Subject: "result." + otherKey, At: at(50), Result: *succeeded(otherKey, chargeC, charged)}}
+	in.Records = map[string]ledger.Record{}
+	h := in.History(chargeKey)
+	require.Len(t, h, 5, "%s", strings.Join(h, "\n"))
+	require.True(t, strings.HasPrefix(h[0], "+0.000s send (first, body "), h[0])
+	require.Contains(t, h[0], "through pkg/client: charge acct_1 1000 EUR")
+	require.Contains(t, h[0], "returned at +0.900s told rejected/dead_lettered")
+	require.Equal(t, "+0.100s provider charge #1 (lost_response) until +0.200s: took effect at +0.150s", h[1])
+	require.Equal(t, "+0.890s dead-letter copy, Dlq-Effect none (its message published at (never))", h[2])
+	require.Equal(t, "at the end, no record", h[3])
+	require.Contains(t, h[4], `at the end, the provider holds: charge {"charge_id":"ch_1"`)
 }
