@@ -108,6 +108,17 @@ func TestExplore_ShortNetworkFaults(t *testing.T) {
 		"faults: %v", sum.Seeds[0].Faults)
 }
 
+// TestExplore_ShortGatewayTenants is make test's run of a seed whose keys
+// go through the gateway as two tenants' (API keys, scoped keys; keys 2j
+// and 2j+1 send the same Idempotency-Key as the two tenants): seed 9.
+func TestExplore_ShortGatewayTenants(t *testing.T) {
+	t.Parallel()
+	require.True(t, NewPlan(9, 1).GatewayTenants)
+	sum := play(t, startDeployment(t), 9, 1, 30, 1)
+	require.Positive(t, sum.Seeds[0].Returns["sent through the gateway as a tenant's (scoped key)"], "returns: %v", sum.Seeds[0].Returns)
+	require.Positive(t, sum.Seeds[0].Returns["gateway answered POST 201"], "returns: %v", sum.Seeds[0].Returns)
+}
+
 // TestExplore_Findings replays whole seeds that found a lie, each the
 // regression test of its fix: 37 and 138, where the resolver's
 // dead_lettered for a key it had voided was published into a hung
@@ -118,7 +129,12 @@ func TestExplore_Findings(t *testing.T) {
 	t.Parallel()
 	d := startDeployment(t)
 	for _, seed := range []uint64{37, 138} {
-		play(t, d, seed, 1, 100, 1)
+		// As they were found: every key through pkg/client.
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+		res, err := runPlan(ctx, d, newPlanWithoutGateway(seed, 100), nil, "")
+		cancel()
+		require.NoError(t, err)
+		require.True(t, res.Report.OK(), "seed %d: %v", seed, res.Report.Violations)
 	}
 	key := "acdb0154-b093-40ea-845e-bfe0a31d8664" // the key it found
 	sum := playKey(t, d, 17, 1, 100, 1, key)

@@ -3,6 +3,8 @@ package explore
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/idempay/idempay/internal/ledger"
+	"github.com/idempay/idempay/pkg/client"
 	"github.com/idempay/idempay/pkg/gateway"
 	"github.com/idempay/idempay/pkg/messages"
 )
@@ -51,8 +55,12 @@ type frontDoor struct {
 // out of the way (the explorer judges answers, not limits) and its own
 // state bucket, removed with the seed.
 func (r *seedRun) startGateway(nc *nats.Conn) error {
+	auth, err := r.gatewayAuth()
+	if err != nil {
+		return err
+	}
 	g, err := gateway.New(nc, &gateway.Config{
-		Auth:           gateway.NoAuth(),
+		Auth:           auth,
 		DefaultLimits:  gateway.Limits{Rate: 1e6, Burst: 1_000_000, Concurrency: 100_000},
 		StateBucket:    r.gatewayBucket(),
 		StateTTL:       time.Hour,
@@ -66,6 +74,33 @@ func (r *seedRun) startGateway(nc *nats.Conn) error {
 	}
 	r.gw = &frontDoor{srv: httptest.NewServer(g.Handler()), hc: &http.Client{Timeout: r.plan.GatewayWait + 10*time.Second}, seen: map[string]int{}}
 	return nil
+}
+
+// gatewayAuth is the seed's gateway's authentication: none, or with
+// Plan.GatewayTenants an API-key file of the seed's own with a secret per
+// tenant.
+func (r *seedRun) gatewayAuth() (gateway.Authenticator, error) {
+	if !r.plan.GatewayTenants {
+		return gateway.NoAuth(), nil
+	}
+	f, err := os.CreateTemp("", "explore-apikeys-*")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r.apiKeysFile = f.Name()
+	r.secrets = map[string]string{}
+	for _, tenant := range gatewayTenants {
+		r.secrets[tenant] = fmt.Sprintf("sk_explore_%d_%s", r.plan.Seed, tenant)
+		sum := sha256.Sum256([]byte(r.secrets[tenant]))
+		if _, err := fmt.Fprintf(f, "%s %s\n", tenant, hex.EncodeToString(sum[:])); err != nil {
+			return nil, err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return gateway.LoadAPIKeys(f.Name())
 }
 
 // gatewayBucket is the seed's gateway state bucket.
@@ -85,6 +120,9 @@ func (r *seedRun) closeGateway(ctx context.Context) {
 	}
 	r.gw.srv.Close()
 	_ = r.d.JS.DeleteKeyValue(ctx, r.gatewayBucket())
+	if r.apiKeysFile != "" {
+		_ = os.Remove(r.apiKeysFile)
+	}
 }
 
 // httpAnswer is one response of the gateway, read.
@@ -100,6 +138,24 @@ type httpAnswer struct {
 // sendHTTP sends one command through the seed's gateway and records what
 // the client was told, as send does for the client library.
 func (r *seedRun) sendHTTP(ctx context.Context, key string, cmd messages.Command, role ledger.Role) ledger.Send {
+	k := r.plans[key]
+	who := caller{key: key}
+	body := cmd
+	if k.Tenant != "" {
+		// A tenant's request: its own key, and a refund names its own key
+		// of the charge (the charge's client key when the charge is this
+		// tenant's; otherwise the key as the workers know it, which the
+		// gateway scopes into another operation's key). The checker sees
+		// the command as the workers do.
+		who = caller{key: k.ClientKey, secret: r.secrets[k.Tenant]}
+		if rf, ok := cmd.(messages.RefundRequest); ok {
+			if c := r.plans[rf.ChargeKey]; c != nil && c.Tenant == k.Tenant {
+				rf.ChargeKey = c.ClientKey
+			}
+			body = rf
+		}
+		cmd, _ = client.ScopeCommand(k.Tenant, body) //nolint:errcheck // every key here is a valid client key
+	}
 	s := ledger.Send{Key: key, Command: cmd, Role: role, At: time.Now(), Gateway: true}
 	deadline := s.At.Add(gatewayPatience)
 	var (
@@ -112,9 +168,9 @@ func (r *seedRun) sendHTTP(ctx context.Context, key string, cmd messages.Command
 		var err error
 		if location == "" {
 			lastPost = time.Now()
-			a, err = r.gw.post(ctx, key, cmd)
+			a, err = r.gw.post(ctx, who, body)
 		} else {
-			a, err = r.gw.get(ctx, location)
+			a, err = r.gw.get(ctx, who, location)
 		}
 		if err != nil {
 			s.Err = "gateway: " + err.Error()
@@ -123,6 +179,9 @@ func (r *seedRun) sendHTTP(ctx context.Context, key string, cmd messages.Command
 		}
 		told, done := r.readAnswer(&s, a, location != "")
 		if done {
+			if told != nil && told.Key == who.key {
+				told.Key = key // the gateway shows the caller's own key, never the scoped one
+			}
 			s.Told = told
 			break
 		}
@@ -226,7 +285,11 @@ func gatewayPath(cmd messages.Command) string {
 	return "/v1/payments"
 }
 
-func (f *frontDoor) post(ctx context.Context, key string, cmd messages.Command) (httpAnswer, error) {
+// caller is who sends a request: its Idempotency-Key, and its tenant's
+// secret ("" without authentication).
+type caller struct{ key, secret string }
+
+func (f *frontDoor) post(ctx context.Context, c caller, cmd messages.Command) (httpAnswer, error) {
 	body, err := json.Marshal(cmd)
 	if err != nil {
 		return httpAnswer{}, err
@@ -236,19 +299,22 @@ func (f *frontDoor) post(ctx context.Context, key string, cmd messages.Command) 
 		return httpAnswer{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(gateway.HeaderIdempotencyKey, key)
-	return f.do(req)
+	req.Header.Set(gateway.HeaderIdempotencyKey, c.key)
+	return f.do(req, c)
 }
 
-func (f *frontDoor) get(ctx context.Context, location string) (httpAnswer, error) {
+func (f *frontDoor) get(ctx context.Context, c caller, location string) (httpAnswer, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.srv.URL+location, nil)
 	if err != nil {
 		return httpAnswer{}, err
 	}
-	return f.do(req)
+	return f.do(req, c)
 }
 
-func (f *frontDoor) do(req *http.Request) (httpAnswer, error) {
+func (f *frontDoor) do(req *http.Request, c caller) (httpAnswer, error) {
+	if c.secret != "" {
+		req.Header.Set("Authorization", "Bearer "+c.secret)
+	}
 	resp, err := f.hc.Do(req)
 	if err != nil {
 		return httpAnswer{}, err

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/idempay/idempay/internal/testenv"
+	"github.com/idempay/idempay/pkg/client"
 	"github.com/idempay/idempay/pkg/layout"
 	"github.com/idempay/idempay/pkg/messages"
 	"github.com/idempay/idempay/pkg/processor"
@@ -192,6 +193,12 @@ type KeyPlan struct {
 	// Gateway sends every send of the key through the HTTP gateway, as a
 	// web client would, instead of through pkg/client.
 	Gateway bool
+	// Tenant and ClientKey are set for a key the gateway serves as a
+	// tenant's (Plan.GatewayTenants): the tenant whose API key the client
+	// sends, and its Idempotency-Key. Key is then the scoped key,
+	// client.ScopedKey(Tenant, ClientKey): what the workers, the provider
+	// and the checker see.
+	Tenant, ClientKey string
 }
 
 // NetFault is a fault of the network between a seed's workers and one
@@ -223,7 +230,14 @@ type Plan struct {
 	// through it (KeyPlan.Gateway): short ones answer 202 and leave the
 	// client reading its Location.
 	GatewayWait time.Duration
+	// GatewayTenants: the gateway authenticates API keys, and its keys are
+	// tenants' (contract v1.2: scoped). Keys 2j and 2j+1 send the same
+	// Idempotency-Key, "order-j", as two tenants: two operations.
+	GatewayTenants bool
 }
+
+// gatewayTenants are the tenants of a seed with GatewayTenants.
+var gatewayTenants = [2]string{"acme", "globex"}
 
 // pNetFaults is the share of seeds with faults between the workers and
 // one server (drawn for each server apart).
@@ -233,10 +247,11 @@ const pNetFaults = 0.4
 // the seeds' keys and settings are what they were before the explorer
 // played these faults.
 const (
-	redisFaultStream  = 0x7e7fa
-	natsFaultStream   = 0x7e7fb
-	clientFaultStream = 0x7e7fc
-	gatewayStream     = 0x7e7fd
+	redisFaultStream    = 0x7e7fa
+	natsFaultStream     = 0x7e7fb
+	clientFaultStream   = 0x7e7fc
+	gatewayStream       = 0x7e7fd
+	gatewayTenantStream = 0x7e7fe
 )
 
 // pGatewaySeeds is the share of seeds that send keys through the HTTP
@@ -256,6 +271,26 @@ func (p *Plan) drawGateway() {
 	p.GatewayWait = []time.Duration{500 * time.Millisecond, 1500 * time.Millisecond, 4 * time.Second}[rng.IntN(3)]
 	for _, k := range p.Keys {
 		k.Gateway = rng.Float64() < pGatewayKey
+	}
+	// Drawn apart, so that the seeds that sent keys through the gateway
+	// before tenants were played (17 and 138 found lies) keep their keys.
+	p.GatewayTenants = rand.New(rand.NewPCG(p.Seed, gatewayTenantStream)).Float64() < 0.5
+	if !p.GatewayTenants {
+		return
+	}
+	scoped := map[string]string{} // the drawn key -> the scoped key
+	for _, k := range p.Keys {
+		if k.Gateway {
+			k.Tenant, k.ClientKey = gatewayTenants[k.Index%2], fmt.Sprintf("order-%d", k.Index/2)
+			scoped[k.Key] = client.ScopedKey(k.Tenant, k.ClientKey)
+			k.Key = scoped[k.Key]
+		}
+	}
+	for _, k := range p.Keys {
+		if r, ok := k.Command.(messages.RefundRequest); ok && scoped[r.ChargeKey] != "" {
+			r.ChargeKey = scoped[r.ChargeKey]
+			k.Command = r
+		}
 	}
 }
 
@@ -298,6 +333,15 @@ func drawNetFaults(seed, stream uint64) []NetFault {
 // only on the seed, i and the settings, so a run with more keys keeps the
 // first ones' plans.
 func NewPlan(seed uint64, n int) *Plan {
+	p := newPlanWithoutGateway(seed, n)
+	p.drawGateway()
+	return p
+}
+
+// newPlanWithoutGateway is NewPlan as it was before the explorer drove the
+// gateway (every key through pkg/client): the plan under which the
+// findings before it were made, for their regression tests.
+func newPlanWithoutGateway(seed uint64, n int) *Plan {
 	p := &Plan{Seed: seed, Settings: drawSettings(rand.New(rand.NewPCG(seed, 0x5eed))),
 		RedisFaults: drawNetFaults(seed, redisFaultStream), NATSFaults: drawNetFaults(seed, natsFaultStream),
 		ClientFaults: drawNetFaults(seed, clientFaultStream)}
@@ -310,7 +354,6 @@ func NewPlan(seed uint64, n int) *Plan {
 		}
 		p.Keys = append(p.Keys, k)
 	}
-	p.drawGateway()
 	return p
 }
 
@@ -332,7 +375,7 @@ func (p *Plan) liar() {
 	p.Settings.Restart = false
 	p.RedisFaults, p.NATSFaults, p.ClientFaults = nil, nil, nil
 	for _, k := range p.Keys {
-		k.Gateway = false
+		k.Gateway, k.Tenant, k.ClientKey = false, "", ""
 	}
 }
 

@@ -103,8 +103,12 @@ type seedRun struct {
 	// client faults; clientNC is then the clients' own connection.
 	clientProxy *testenv.Proxy
 	clientNC    *nats.Conn
-	// gw is the seed's HTTP gateway when the plan sends keys through it.
-	gw *frontDoor
+	// gw is the seed's HTTP gateway when the plan sends keys through it;
+	// with Plan.GatewayTenants, secrets are its tenants' API keys, in
+	// apiKeysFile.
+	gw          *frontDoor
+	secrets     map[string]string
+	apiKeysFile string
 
 	mu      sync.Mutex
 	fpSeen  map[string]int // key|failpoint -> occurrences
@@ -465,6 +469,9 @@ func (r *seedRun) returns() map[string]int {
 		}
 	}
 	for _, s := range r.sends {
+		if s.Gateway && r.plans[s.Key].Tenant != "" {
+			out["sent through the gateway as a tenant's (scoped key)"]++
+		}
 		if s.PublishAttempts > 1 {
 			out["publish repeated (PubAck lost or late)"]++
 		}
