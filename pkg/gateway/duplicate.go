@@ -35,7 +35,8 @@ const (
 // memory, so any gateway gives the same answer:
 //
 //   - seq is still in the command stream: the first request is in flight.
-//     409 if it is this command, 422 idempotency_key_reused if another.
+//     409 if it is this command; if another, the key's record decides
+//     (settleOtherBody).
 //   - seq is gone: a message leaves the command stream only once its
 //     key's outcome, if it has one, is in the result stream. So the
 //     outcome is read again: if there is one, it is replayed (or 422 if it
@@ -53,14 +54,12 @@ func (g *Gateway) settleDuplicate(ctx context.Context, w http.ResponseWriter, k 
 	}
 	msg, err := stream.GetMsg(ctx, seq)
 	switch {
+	case err == nil && sameCommand(top, msg, k.op, cmd):
+		writeProblem(w, problemOf(CodeRequestInFlight), k.client,
+			"the first request with this key is still in flight; send the same request again after Retry-After seconds to get its outcome", retrySoon)
+		return
 	case err == nil:
-		if sameCommand(top, msg, k.op, cmd) {
-			writeProblem(w, problemOf(CodeRequestInFlight), k.client,
-				"the first request with this key is still in flight; send the same request again after Retry-After seconds to get its outcome", retrySoon)
-		} else {
-			writeProblem(w, problemOf(messages.CodeKeyReused), k.client,
-				"the key belongs to another command, still in flight; use a new key for a new operation", 0)
-		}
+		g.settleOtherBody(ctx, w, k, cmd)
 		return
 	case !errors.Is(err, jetstream.ErrMsgNotFound):
 		g.cannotSettle(ctx, w, k, fmt.Errorf("read message %d of %s: %w", seq, top.CommandStream, err))
@@ -82,6 +81,35 @@ func (g *Gateway) settleDuplicate(ctx context.Context, w http.ResponseWriter, k 
 		return
 	}
 	g.writeEnded(ctx, w, k, messages.Fingerprint(cmd), g.endedWithoutOutcome(ctx, k.op, seq, cmd.Kind()))
+}
+
+// settleOtherBody answers a request dropped as the duplicate of a message
+// of another body still in the command stream. That message holds the
+// dedupe window, not necessarily the key: it may be a re-use that a worker
+// will refuse, the key being this body's. The fault explorer (seed 59)
+// found a repeat of a charge in flight told idempotency_key_reused because
+// a re-use had been published just before it. So the key's record decides
+// (the workers' lookup service): bound to another command or body, 422;
+// holding this body's outcome, its replay; anything else (not bound yet,
+// bound to this body and in flight, or no answer), 409: the same request
+// again gets its answer once the window has passed. (One that ended
+// dead-lettered is settled by pkg/client's own lookup before this.)
+func (g *Gateway) settleOtherBody(ctx context.Context, w http.ResponseWriter, k opKey, cmd messages.Command) {
+	fp := messages.Fingerprint(cmd)
+	st, err := g.client.Lookup(ctx, k.op)
+	switch {
+	case err == nil && st.Fingerprint != "" && (st.Fingerprint != fp || st.Kind != cmd.Kind()):
+		writeProblem(w, problemOf(messages.CodeKeyReused), k.client,
+			"the key belongs to another command; use a new key for a new operation", 0)
+	case err == nil && st.State == messages.KeyStateCompleted && st.Outcome != nil && st.Outcome.Fingerprint == fp && st.Outcome.Kind == cmd.Kind():
+		writeOutcome(w, *st.Outcome, true, k)
+	default:
+		if err != nil {
+			g.log.WarnContext(ctx, "gateway: look up a key held by another body's message", attrRequestID, requestID(ctx), attrOpKey, k.op, attrError, err)
+		}
+		writeProblem(w, problemOf(CodeRequestInFlight), k.client,
+			"a request with this key is still in flight; send the same request again after Retry-After seconds to get its outcome", retrySoon)
+	}
 }
 
 // ending is what became of a key's message that left the command stream

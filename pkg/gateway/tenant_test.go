@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -568,4 +569,66 @@ func TestGateway_TenantRefunds(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, r.status, "%s", r.body)
 	require.Equal(t, messages.CodeInvalidPayload, r.problem(t).Code)
 	require.Contains(t, r.problem(t).Detail, "charge_key")
+}
+
+// TestGateway_RepeatBehindAReuse: a repeat of a charge still running,
+// sent just after another body was published with its key (past the
+// charge's dedupe window), is dropped by JetStream as a duplicate of that
+// other body's message, still in the command stream. That message holds
+// the window, not the key: the key is the charge's, and the worker will
+// refuse the other body. The gateway answered the repeat 422
+// idempotency_key_reused - "use a new key", for a charge that then
+// succeeded - found by the fault explorer (seed 59); the key's record now
+// decides: 409, and the repeat later gets the charge's outcome.
+func TestGateway_RepeatBehindAReuse(t *testing.T) {
+	t.Parallel()
+	b := setup(t, &loadtest.Options{
+		// One command at a time: the other body waits behind the charge.
+		Processor: processor.Config{DedupeWindow: time.Second, Concurrency: 1},
+		Sim:       sim.Config{Latency: 4 * time.Second},
+	}, &Config{Wait: 300 * time.Millisecond})
+	key := newKey()
+	first := b.post(t, "/v1/payments", key, chargeBody("acct_42", 100))
+	require.Equal(t, http.StatusAccepted, first.status, "%s", first.body) // running for 4s
+	time.Sleep(1100 * time.Millisecond)                                   // past its dedupe window
+
+	top := b.env.Config.Topology
+	_, err := b.env.JS.PublishMsg(t.Context(), &nats.Msg{Subject: top.Subjects.CommandFor(messages.KindPaymentCharge),
+		Data: mustJSON(chargeBody("acct_42", 999)), Header: nats.Header{messages.HeaderMsgID: []string{key}}})
+	require.NoError(t, err)
+	again := b.post(t, "/v1/payments", key, chargeBody("acct_42", 100))
+	require.Equal(t, uint64(2), b.env.CommandsStored(t), "the repeat was a duplicate of the other body's message")
+	require.Equal(t, http.StatusConflict, again.status, "the key is the charge's, still running: %s", again.body)
+	require.Equal(t, CodeRequestInFlight, again.problem(t).Code)
+
+	var last *response
+	loadtest.WaitFor(t, 15*time.Second, func() bool {
+		last = b.post(t, "/v1/payments", key, chargeBody("acct_42", 100))
+		return last.status != http.StatusConflict && last.status != http.StatusAccepted
+	}, "the charge's outcome")
+	require.Equal(t, http.StatusCreated, last.status, "%s", last.body)
+	require.Len(t, b.charges(t), 1)
+}
+
+// TestGateway_RepeatBehindAnotherBodysDeadLetter: a request dropped as the
+// duplicate of another body's message that was dead-lettered is not told
+// that dead letter ("send it again: it runs afresh" - it would be
+// refused, the key being bound to the other body): pkg/client's lookup
+// finds the key bound to the other body, 422. It failed (503
+// dead_lettered) before the client took that binding for an answer.
+func TestGateway_RepeatBehindAnotherBodysDeadLetter(t *testing.T) {
+	t.Parallel()
+	b := setup(t, &loadtest.Options{
+		Processor: processor.Config{DedupeWindow: 3 * time.Second, MaxTries: 1, Retry: noRetries()},
+		Sim:       sim.Config{FailureRate: 1},
+	}, nil)
+	key := newKey()
+	dead := b.post(t, "/v1/payments", key, chargeBody("acct_42", 999))
+	require.Equal(t, http.StatusServiceUnavailable, dead.status, "%s", dead.body)
+	require.Equal(t, messages.CodeDeadLettered, dead.problem(t).Code)
+
+	other := b.post(t, "/v1/payments", key, chargeBody("acct_42", 100))
+	require.Equal(t, uint64(1), b.env.CommandsStored(t), "a duplicate of the dead-lettered message")
+	require.Equal(t, http.StatusUnprocessableEntity, other.status, "%s", other.body)
+	require.Equal(t, messages.CodeKeyReused, other.problem(t).Code)
 }
