@@ -154,7 +154,7 @@ func (r *seedRun) sendHTTP(ctx context.Context, key string, cmd messages.Command
 			}
 			body = rf
 		}
-		cmd, _ = client.ScopeCommand(k.Tenant, body) //nolint:errcheck // every key here is a valid client key
+		cmd, _ = client.ScopeCommand(k.Tenant, body) // every key here is a valid client key
 	}
 	s := ledger.Send{Key: key, Command: cmd, Role: role, At: time.Now(), Gateway: true}
 	deadline := s.At.Add(gatewayPatience)
