@@ -192,8 +192,12 @@ func TestWorker_NATSPermissions(t *testing.T) {
 	rdb, err := testenv.ConnectRedis(shared.RedisURL)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = rdb.Close() })
+	// The record a dead letter of this body leaves: bound to its
+	// fingerprint (another body's record answers idempotency_key_reused).
+	var sent messages.ChargeRequest
+	require.NoError(t, messages.Decode([]byte(body), &sent))
 	require.NoError(t, rdb.HSet(ctx, ns+":idem:rec:{"+gone+"}", "v", "2", "state", "dead", "command", messages.KindPaymentCharge,
-		"fingerprint", "f", "tries", "0", "max_tries", "1", "effect", "none", "dead_effect", "none",
+		"fingerprint", messages.Fingerprint(sent), "tries", "0", "max_tries", "1", "effect", "none", "dead_effect", "none",
 		"dead_before", strconv.FormatInt(time.Now().UnixMicro(), 10)).Err())
 	w = d.start(t, "NATS_USER=worker", "NATS_PASSWORD_FILE="+pwFile, "NATS_INBOX_PREFIX=_INBOX_worker")
 	seen := len(gwc.errors()) // this test's own violations above
