@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,9 +29,9 @@ import (
 )
 
 // The gateway route: the keys a plan sends through the HTTP gateway
-// (KeyPlan.Gateway) go as a web client's requests to a gateway of the
-// seed's own, on the clients' NATS connection (so the clients' network
-// faults cut the gateway's link too). The client keeps asking, as the
+// (KeyPlan.Gateway) go as a web client's requests to two gateway replicas
+// of the seed's own, taking turns, on the clients' NATS connection (so the
+// clients' network faults cut the gateways' link too). The client keeps asking, as the
 // contract tells it to, until it has an answer or gatewayPatience is
 // spent: it sends the same request again after 409 request_in_flight,
 // 429, 503 service_unavailable and 504 publish_unconfirmed, and reads the
@@ -42,10 +43,14 @@ const (
 	gatewayPoll = 250 * time.Millisecond
 )
 
-// frontDoor is a seed's gateway, served in this process.
+// frontDoor is a seed's gateway: gatewayReplicas of them on one state
+// bucket, served in this process. Requests take turns (next), so a send's
+// repeats and its Location's reads reach another replica than its POST,
+// as behind a load balancer: what one replica promised, the other keeps.
 type frontDoor struct {
-	srv *httptest.Server
-	hc  *http.Client
+	srvs []*httptest.Server
+	next atomic.Uint64
+	hc   *http.Client
 
 	mu   sync.Mutex
 	seen map[string]int // responses by "METHOD status code"
@@ -59,22 +64,31 @@ func (r *seedRun) startGateway(nc *nats.Conn) error {
 	if err != nil {
 		return err
 	}
-	g, err := gateway.New(nc, &gateway.Config{
-		Auth:           auth,
-		DefaultLimits:  gateway.Limits{Rate: 1e6, Burst: 1_000_000, Concurrency: 100_000},
-		StateBucket:    r.gatewayBucket(),
-		StateTTL:       time.Hour,
-		Topology:       r.top,
-		Wait:           r.plan.GatewayWait,
-		PublishTimeout: 3 * time.Second,
-		Logger:         slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		return err
+	r.gw = &frontDoor{hc: &http.Client{Timeout: r.plan.GatewayWait + 10*time.Second}, seen: map[string]int{}}
+	for range gatewayReplicas {
+		g, err := gateway.New(nc, &gateway.Config{
+			Auth:           auth,
+			DefaultLimits:  gateway.Limits{Rate: 1e6, Burst: 1_000_000, Concurrency: 100_000},
+			StateBucket:    r.gatewayBucket(),
+			StateTTL:       time.Hour,
+			Topology:       r.top,
+			Wait:           r.plan.GatewayWait,
+			PublishTimeout: 3 * time.Second,
+			Logger:         slog.New(slog.DiscardHandler),
+		})
+		if err != nil {
+			return err
+		}
+		r.gw.srvs = append(r.gw.srvs, httptest.NewServer(g.Handler()))
 	}
-	r.gw = &frontDoor{srv: httptest.NewServer(g.Handler()), hc: &http.Client{Timeout: r.plan.GatewayWait + 10*time.Second}, seen: map[string]int{}}
 	return nil
 }
+
+// gatewayReplicas is how many gateways serve a seed.
+const gatewayReplicas = 2
+
+// url is the base URL of the replica that takes the next request.
+func (f *frontDoor) url() string { return f.srvs[(f.next.Add(1)-1)%uint64(len(f.srvs))].URL }
 
 // gatewayAuth is the seed's gateway's authentication: none, or with
 // Plan.GatewayTenants an API-key file of the seed's own with a secret per
@@ -118,7 +132,9 @@ func (r *seedRun) closeGateway(ctx context.Context) {
 	if r.gw == nil {
 		return
 	}
-	r.gw.srv.Close()
+	for _, srv := range r.gw.srvs {
+		srv.Close()
+	}
 	_ = r.d.JS.DeleteKeyValue(ctx, r.gatewayBucket())
 	if r.apiKeysFile != "" {
 		_ = os.Remove(r.apiKeysFile)
@@ -294,7 +310,7 @@ func (f *frontDoor) post(ctx context.Context, c caller, cmd messages.Command) (h
 	if err != nil {
 		return httpAnswer{}, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.srv.URL+gatewayPath(cmd), bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.url()+gatewayPath(cmd), bytes.NewReader(body))
 	if err != nil {
 		return httpAnswer{}, err
 	}
@@ -304,7 +320,7 @@ func (f *frontDoor) post(ctx context.Context, c caller, cmd messages.Command) (h
 }
 
 func (f *frontDoor) get(ctx context.Context, c caller, location string) (httpAnswer, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.srv.URL+location, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.url()+location, nil)
 	if err != nil {
 		return httpAnswer{}, err
 	}
