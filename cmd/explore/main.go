@@ -43,7 +43,7 @@ type grammar struct {
 	Seed      uint64 `name:"seed" env:"EXPLORE_SEED" help:"Play this one seed (a replay): the same as --first-seed N --seeds 1 --parallel 1. 0 (the default): play --seeds seeds from --first-seed."`
 	FirstSeed uint64 `name:"first-seed" env:"EXPLORE_FIRST_SEED" default:"1" help:"The first seed played."`
 	Seeds     int    `name:"seeds" env:"EXPLORE_SEEDS" default:"200" help:"How many seeds to play, from --first-seed."`
-	Keys      int    `name:"keys" env:"EXPLORE_KEYS" default:"100" help:"Keys of each seed (charges and refunds). A seed's first keys have the same plan whatever --keys is."`
+	Keys      int    `name:"keys" env:"EXPLORE_KEYS" default:"100" help:"Keys of each seed (charges and refunds; two seeds in five add one cart.add per five keys after them). A seed's first keys have the same plan whatever --keys is."`
 	Parallel  int    `name:"parallel" env:"EXPLORE_PARALLEL" default:"4" help:"Seeds played at once on the shared servers (a seed mostly waits)."`
 	Report    string `name:"report" env:"EXPLORE_REPORT" placeholder:"FILE" help:"Also write the Markdown report to FILE."`
 	Key       string `name:"key" env:"EXPLORE_KEY" placeholder:"UUID" help:"Print this key's whole history after the report: every send (through pkg/client or the gateway) and what it was told, every answer heard, dead-letter copy and provider call, in time order, then what RESULTS, its record and the provider hold. With --seed N: the story of a violation's key (each violation prints the command)."`

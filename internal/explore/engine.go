@@ -11,6 +11,7 @@ import (
 
 	"github.com/idempay/idempay/internal/testenv"
 	"github.com/idempay/idempay/pkg/messages"
+	"github.com/idempay/idempay/pkg/ops/cart"
 	"github.com/idempay/idempay/pkg/ops/charge"
 	"github.com/idempay/idempay/pkg/ops/refund"
 	"github.com/idempay/idempay/pkg/processor"
@@ -64,7 +65,7 @@ type engine struct {
 
 // newEngine connects to NATS at natsURL and to Redis at redisURL (d's, or
 // the seed's proxies in front of them) and makes a processor serving
-// payment.charge and payment.refund through prov.
+// payment.charge and payment.refund through prov, and cart.add.
 func newEngine(natsURL, redisURL, name string, cfg *processor.Config, prov *provider) (testenv.Engine, error) {
 	nc, err := nats.Connect(natsURL, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
@@ -78,6 +79,7 @@ func newEngine(natsURL, redisURL, name string, cfg *processor.Config, prov *prov
 	mux := processor.NewMux()
 	charge.Register(mux, prov)
 	refund.Register(mux, prov)
+	cart.Register(mux, cfg.KeyPrefix)
 	p, err := processor.New(nc, rdb, mux, cfg)
 	if err != nil {
 		nc.Close()

@@ -13,6 +13,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -295,10 +296,25 @@ func (r *seedRun) noticeDecided(key, code string) time.Time {
 
 // gatewayPath is the endpoint of cmd.
 func gatewayPath(cmd messages.Command) string {
-	if cmd.Kind() == messages.KindPaymentRefund {
+	switch c := cmd.(type) {
+	case messages.RefundRequest:
 		return "/v1/refunds"
+	case messages.CartAddRequest:
+		return "/v1/carts/" + url.PathEscape(c.CartID) + "/items"
 	}
 	return "/v1/payments"
+}
+
+// gatewayBody is cmd's request body: a cart add's names its cart in the
+// path, not the body.
+func gatewayBody(cmd messages.Command) ([]byte, error) {
+	if c, ok := cmd.(messages.CartAddRequest); ok {
+		return json.Marshal(struct {
+			SKU      string `json:"sku"`
+			Quantity int64  `json:"quantity"`
+		}{c.SKU, c.Quantity})
+	}
+	return json.Marshal(cmd)
 }
 
 // caller is who sends a request: its Idempotency-Key, and its tenant's
@@ -306,7 +322,7 @@ func gatewayPath(cmd messages.Command) string {
 type caller struct{ key, secret string }
 
 func (f *frontDoor) post(ctx context.Context, c caller, cmd messages.Command) (httpAnswer, error) {
-	body, err := json.Marshal(cmd)
+	body, err := gatewayBody(cmd)
 	if err != nil {
 		return httpAnswer{}, err
 	}

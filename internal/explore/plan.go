@@ -219,7 +219,10 @@ type NetFault struct {
 type Plan struct {
 	Seed     uint64
 	Settings Settings
-	Keys     []*KeyPlan
+	// Drawn is the keys asked for (--keys); Keys holds them, then a cart
+	// seed's cart adds.
+	Drawn int
+	Keys  []*KeyPlan
 	// RedisFaults and NATSFaults are the seed's faults between its workers
 	// and Redis, and between its workers and NATS; ClientFaults between its
 	// clients and NATS (a command published, or an answer sent, when one
@@ -252,6 +255,10 @@ const (
 	clientFaultStream   = 0x7e7fc
 	gatewayStream       = 0x7e7fd
 	gatewayTenantStream = 0x7e7fe
+	cartStream          = 0x7e7ff
+	// cartKeyStreams is the first of the cart keys' generators, one per
+	// key, far from the keys' own (1 to n).
+	cartKeyStreams = 0xca57 << 32
 )
 
 // pGatewaySeeds is the share of seeds that send keys through the HTTP
@@ -334,15 +341,45 @@ func drawNetFaults(seed, stream uint64) []NetFault {
 // first ones' plans.
 func NewPlan(seed uint64, n int) *Plan {
 	p := newPlanWithoutGateway(seed, n)
+	p.drawCarts(n)
 	p.drawGateway()
 	return p
+}
+
+// pCartSeeds is the share of seeds that also add to carts: one cart.add
+// key per cartShare keys, appended after the n keys (so those keep their
+// plans, and so do their gateway draws).
+const (
+	pCartSeeds = 0.4
+	cartShare  = 5
+)
+
+// cartSKUs are the SKUs the explorer's carts hold.
+var cartSKUs = [3]string{"SKU-RED-M", "SKU-BLUE-L", "SKU-MUG"}
+
+// drawCarts appends a cart seed's cart.add keys: four carts, three SKUs,
+// so that keys add to the same lines; each key's faults, re-sends
+// (another quantity for a re-use) and re-drive drawn as any key's, from
+// generators of their own. A cart add calls no provider: its effect is
+// the cart line in Redis, applied in the commit.
+func (p *Plan) drawCarts(n int) {
+	if rand.New(rand.NewPCG(p.Seed, cartStream)).Float64() >= pCartSeeds {
+		return
+	}
+	for j := range max(1, n/cartShare) {
+		rng := rand.New(rand.NewPCG(p.Seed, cartKeyStreams+uint64(j)))
+		k := p.drawKey(rng, n+j, nil)
+		k.Command = messages.CartAddRequest{CartID: fmt.Sprintf("cart-%d", rng.IntN(4)), SKU: cartSKUs[rng.IntN(len(cartSKUs))], Quantity: 1 + rng.Int64N(5)}
+		k.Calls, k.LookupFailures = nil, 0
+		p.Keys = append(p.Keys, k)
+	}
 }
 
 // newPlanWithoutGateway is NewPlan as it was before the explorer drove the
 // gateway (every key through pkg/client): the plan under which the
 // findings before it were made, for their regression tests.
 func newPlanWithoutGateway(seed uint64, n int) *Plan {
-	p := &Plan{Seed: seed, Settings: drawSettings(rand.New(rand.NewPCG(seed, 0x5eed))),
+	p := &Plan{Seed: seed, Drawn: n, Settings: drawSettings(rand.New(rand.NewPCG(seed, 0x5eed))),
 		RedisFaults: drawNetFaults(seed, redisFaultStream), NATSFaults: drawNetFaults(seed, natsFaultStream),
 		ClientFaults: drawNetFaults(seed, clientFaultStream)}
 	var charges []*KeyPlan
@@ -363,6 +400,7 @@ func newPlanWithoutGateway(seed uint64, n int) *Plan {
 // "did not take effect" while the provider charged it. It is the negative
 // control that shows the checker catches that answer.
 func (p *Plan) liar() {
+	p.Keys = p.Keys[:p.Drawn]               // charges only, as before the carts
 	perTry := int(p.Settings.Retries+1) * 2 //nolint:gosec // Retries is 1 to 3
 	for _, k := range p.Keys {
 		k.Command = messages.ChargeRequest{AccountID: "acct_liar", Amount: 100 + int64(k.Index), Currency: "EUR"}

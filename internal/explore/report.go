@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/idempay/idempay/internal/ledger"
+	"github.com/idempay/idempay/pkg/messages"
 )
 
 // WriteMarkdown writes the run's report: the verdict, each seed's first
@@ -15,7 +16,7 @@ import (
 func (s *Summary) WriteMarkdown(w io.Writer, engine string) {
 	fmt.Fprintf(w, "# Fault explorer report\n\n")
 	fmt.Fprintf(w, "- Engine: %s\n", engine)
-	fmt.Fprintf(w, "- Seeds %d to %d (%d played%s), %d keys each: %d keys, %d sends\n",
+	fmt.Fprintf(w, "- Seeds %d to %d (%d played%s), %d keys each and a cart seed's cart adds: %d keys, %d sends\n",
 		s.Config.FirstSeed, s.Config.FirstSeed+uint64(s.Config.Seeds)-1, len(s.Seeds), stoppedNote(s), s.Config.Keys, s.Keys(), s.sends()) //nolint:gosec // a small count
 	fmt.Fprintf(w, "- %d seeds at a time on one NATS and one Redis; %v in all\n", s.Config.Parallel, s.Duration.Round(1e9))
 	fmt.Fprintf(w, "- Violations: **%d**, in %d of %d seeds\n\n", s.Violations(), s.failedSeeds(), len(s.Seeds))
@@ -41,7 +42,7 @@ func (s *Summary) WriteMarkdown(w io.Writer, engine string) {
 					continue
 				}
 				seen[v.Invariant] = true
-				fmt.Fprintf(w, "- seed %d, `%s`, %s (%d in the seed): %s\n", r.Seed, ReplayCommand(r.Seed, r.Keys), v.Invariant, r.Report.Count(v.Invariant), v.Text)
+				fmt.Fprintf(w, "- seed %d, `%s`, %s (%d in the seed): %s\n", r.Seed, ReplayCommand(r.Seed, r.Drawn), v.Invariant, r.Report.Count(v.Invariant), v.Text)
 			}
 		}
 	}
@@ -95,8 +96,8 @@ func (s *Summary) WriteMarkdown(w io.Writer, engine string) {
 func (s *Summary) WriteViolations(w io.Writer) {
 	for _, r := range s.Seeds {
 		for _, v := range r.Report.Violations {
-			replay := ReplayCommand(r.Seed, r.Keys)
-			if v.Key != "" {
+			replay := ReplayCommand(r.Seed, r.Drawn)
+			if messages.ValidKey(v.Key) { // not a cart's id
 				replay += " KEY=" + v.Key // and print its history
 			}
 			fmt.Fprintf(w, "seed %d [%s] %s: %s\n", r.Seed, replay, v.Invariant, v.Text)

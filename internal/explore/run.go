@@ -44,9 +44,11 @@ const (
 
 // SeedResult is what one seed did and what the checker found.
 type SeedResult struct {
-	Seed     uint64
-	Keys     int
-	Settings Settings
+	Seed uint64
+	// Keys is the keys played; Drawn the keys asked for (--keys), which
+	// a replay asks for again (a cart seed plays cart adds beyond them).
+	Keys, Drawn int
+	Settings    Settings
 	// Faults counts what was injected, by type.
 	Faults map[string]int
 	// Returns counts the clients' sends that returned without an answer,
@@ -194,7 +196,7 @@ func runPlan(ctx context.Context, d *testenv.Deployment, plan *Plan, log *slog.L
 	r.drive(ctx)
 	r.prov.frozen.Wait() // every frozen call has landed, or found its key voided
 
-	res := &SeedResult{Seed: seed, Keys: keys, Settings: r.plan.Settings}
+	res := &SeedResult{Seed: seed, Keys: keys, Drawn: plan.Drawn, Settings: r.plan.Settings}
 	qctx, cancel := context.WithTimeout(ctx, quiesceTimeout)
 	res.Drained = d.WaitDrained(qctx, r.top) == nil
 	cancel()
@@ -426,6 +428,9 @@ func otherBody(cmd messages.Command) messages.Command {
 	case messages.RefundRequest:
 		c.Amount++
 		return c
+	case messages.CartAddRequest:
+		c.Quantity++
+		return c
 	}
 	return cmd
 }
@@ -570,6 +575,9 @@ func (r *seedRun) collect(ctx context.Context) (*ledger.Input, error) {
 		in.DeadLetters = append(in.DeadLetters, ledger.DeadLetter{Key: dl.Key, Kind: dl.Kind, Effect: dl.Effect,
 			At: dl.DeadLettered, Published: dl.Published, Body: dl.Body})
 	}
+	if in.Carts, err = ledger.ScanCarts(ctx, r.d.RDB, r.prefix); err != nil {
+		return nil, err
+	}
 	in.Calls = r.prov.calls()
 	if in.Provider, err = ledger.ReadProvider(ctx, r.d.RDB, r.prov.ledger); err != nil {
 		return nil, err
@@ -616,7 +624,7 @@ func (s *SeedResult) Line() string {
 	fmt.Fprintf(&b, "seed %d: %d keys in %.1fs, %d faults; ", s.Seed, s.Keys, s.Duration.Seconds(), sum(s.Faults))
 	b.WriteString(finalLine(s.Report.Stats.Final))
 	if n := len(s.Report.Violations); n > 0 {
-		fmt.Fprintf(&b, "; %d VIOLATIONS (%s) - replay: %s", n, byInvariant(s.Report), ReplayCommand(s.Seed, s.Keys))
+		fmt.Fprintf(&b, "; %d VIOLATIONS (%s) - replay: %s", n, byInvariant(s.Report), ReplayCommand(s.Seed, s.Drawn))
 	}
 	return b.String()
 }
