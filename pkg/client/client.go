@@ -211,6 +211,9 @@ func (c *Client) send(ctx context.Context, key string, sc *scope, cmd messages.C
 		return nil, err
 	}
 	reply := &Reply{Duplicate: ack.Duplicate, Stream: ack.Stream, Sequence: ack.Sequence, PublishAttempts: attempts}
+	if !ack.Duplicate {
+		w.acked = time.Now()
+	}
 
 	if err := c.await(ctx, w, key, cmd, reply); err != nil {
 		return reply, err
@@ -287,6 +290,9 @@ type waiter struct {
 	rejected string
 	ch       chan *nats.Msg
 	subs     []*nats.Subscription
+	// acked is when the PubAck of a publish that stored a new message came
+	// (zero for a duplicate): that message was stored at or before it.
+	acked time.Time
 }
 
 func (c *Client) listen(key string) (*waiter, error) {
@@ -387,12 +393,31 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 		if err != nil {
 			return false, nil
 		}
-		res, ok := answerOf(st, cmd, fp)
+		res, ok := answerOf(st, cmd, fp, w.acked)
 		if !ok {
 			return false, nil
 		}
 		reply.Result, reply.Source = res, SourceLookup
 		return true, ResultError(&res)
+	}
+	// covers reports whether a dead_lettered notice heard on rejected.<key>
+	// is this Send's answer. A Send that stored a new message must not
+	// take a dead letter decided before that message for its own: a message
+	// stored past the dead letter's fence runs again (a re-drive), and may
+	// take effect. A notice decided after the message was stored covers it;
+	// an earlier one does if the key's dead letter still covers messages
+	// stored when this one was (the lookup's dead_before). The fault
+	// explorer (seed 718) found the gateway's publish, repeated on a hung
+	// link until it landed past the fence, told the dead letter of the
+	// key's previous message while its own charged.
+	covers := func(n messages.Result) bool {
+		if w.acked.IsZero() || n.Code != messages.CodeDeadLettered || !n.ProcessedAt.Before(w.acked) {
+			return true
+		}
+		lctx, cancel := context.WithTimeout(ctx, streamReadTimeout)
+		defer cancel()
+		st, err := c.Lookup(lctx, key)
+		return err == nil && st.State == messages.KeyStateDeadLettered && coveredBy(st, w.acked)
 	}
 
 	if reply.Duplicate {
@@ -450,6 +475,10 @@ func (c *Client) await(ctx context.Context, w *waiter, key string, cmd messages.
 				}
 			case w.rejected:
 				if res.Status == messages.StatusRejected && ownRejection(res, fp, reply.Duplicate) {
+					if !covers(res) {
+						c.log.InfoContext(ctx, "client: ignoring a dead letter decided before this Send's message was stored; waiting for its own answer", attrKey, key)
+						continue
+					}
 					return c.settle(w, reply, res, SourceRejectedSubject, cmd, fp)
 				}
 			}
@@ -533,7 +562,11 @@ func ownRejection(res messages.Result, fp string, legacy bool) bool {
 // then the other body's outcome, to a re-use whose refusal was slow). A
 // key still in progress for cmd, or unknown to the workers, is no answer
 // yet.
-func answerOf(st messages.KeyState, cmd messages.Command, fp string) (messages.Result, bool) {
+//
+// acked, when not zero, is when a new message of this Send was stored at
+// the latest: a dead letter that no longer covers messages stored then
+// (coveredBy) is another message's, and this one may run again.
+func answerOf(st messages.KeyState, cmd messages.Command, fp string, acked time.Time) (messages.Result, bool) {
 	if st.Fingerprint != "" && fp != "" && (st.Fingerprint != fp || st.Kind != cmd.Kind()) {
 		return messages.Result{Key: st.Key, Kind: cmd.Kind(), Status: messages.StatusRejected, Code: messages.CodeKeyReused, Fingerprint: fp,
 			Message: "learnt from the workers' lookup: the key is bound to another command or payload; use a new key for a new operation"}, true
@@ -548,6 +581,9 @@ func answerOf(st messages.KeyState, cmd messages.Command, fp string) (messages.R
 		if st.Fingerprint == "" || st.Fingerprint != fp || st.Kind != cmd.Kind() {
 			break
 		}
+		if st.State == messages.KeyStateDeadLettered && !acked.IsZero() && !coveredBy(st, acked) {
+			break
+		}
 		res := messages.Result{Key: st.Key, Kind: st.Kind, Status: messages.StatusRejected, Code: st.State,
 			Fingerprint: st.Fingerprint, Message: "learnt from the workers' lookup: the key's command was dead-lettered"}
 		if st.State == messages.KeyStateOutcomeUnknown {
@@ -556,6 +592,13 @@ func answerOf(st messages.KeyState, cmd messages.Command, fp string) (messages.R
 		return res, true
 	}
 	return messages.Result{}, false
+}
+
+// coveredBy reports whether the key's dead letter st answers a message
+// stored at or before acked: its dead_before is not earlier (a worker that
+// does not tell dead_before is taken at its word, as before).
+func coveredBy(st messages.KeyState, acked time.Time) bool {
+	return st.DeadBefore.IsZero() || !acked.After(st.DeadBefore)
 }
 
 func maxTime(a, b time.Time) time.Time {

@@ -765,3 +765,89 @@ func TestClient_Send_SettledBehindUnknown(t *testing.T) {
 	require.Equal(t, client.SourceRejectedSubject, reply.Source)
 	require.Equal(t, now.Add(time.Second).UTC().Truncate(time.Millisecond), reply.Result.ProcessedAt.Truncate(time.Millisecond))
 }
+
+// TestClient_Send_StaleDeadLetterIsNotThisMessages: a Send that stored a
+// new message does not take a dead letter decided before that message
+// for its own - a message stored past the dead letter's fence runs again
+// and may take effect. The fault explorer found it through the gateway
+// (seed 718): a publish repeated on a hung link landed past the fence,
+// was told the previous message's dead_lettered from rejected.<key>, and
+// its own message then charged. Here no worker runs: the notices and the
+// lookup answers are the test's.
+func TestClient_Send_StaleDeadLetterIsNotThisMessages(t *testing.T) {
+	t.Parallel()
+	cmd := charge(2500)
+	fp := messages.Fingerprint(cmd)
+
+	// send sends cmd under a new key while rejected.<key> carries a
+	// dead_lettered decided at decided (published once the Send's message
+	// is stored) and the lookup service says the key's dead letter covers
+	// messages stored until deadBefore.
+	send := func(t *testing.T, decided, deadBefore func() time.Time) (*client.Reply, error) {
+		t.Helper()
+		env := loadtest.Setup(t, &loadtest.Options{Workers: -1}) // its own stream: the count below is this Send's
+		top := env.Config.Topology
+		key := client.NewKey()
+		lookup, err := env.NC.Subscribe(top.Subjects.LookupFor(key), func(m *nats.Msg) {
+			_ = m.Respond(messages.KeyState{Key: key, State: messages.KeyStateDeadLettered, Kind: cmd.Kind(), Fingerprint: fp,
+				DeadBefore: deadBefore()}.Marshal())
+		})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = lookup.Unsubscribe() })
+		require.NoError(t, env.NC.Flush())
+		stored := env.CommandsStored(t)
+		go func() {
+			loadtest.WaitFor(t, 5*time.Second, func() bool { return env.CommandsStored(t) > stored })
+			time.Sleep(50 * time.Millisecond) // the PubAck is back
+			_ = env.NC.Publish(top.Subjects.RejectedFor(key), messages.Result{Key: key, Kind: cmd.Kind(), Status: messages.StatusRejected,
+				Code: messages.CodeDeadLettered, Fingerprint: fp, ProcessedAt: decided().UTC()}.Marshal())
+		}()
+		cfg := env.ClientConfig()
+		cfg.ResultTimeout = time.Second
+		return env.MustClient(t, cfg).Send(testCtx(t), key, cmd)
+	}
+	start := time.Now()
+	at := func(d time.Duration) func() time.Time { return func() time.Time { return start.Add(d) } }
+	now := time.Now
+
+	t.Run("DecidedBeforeAndNoLongerCovering", func(t *testing.T) {
+		t.Parallel()
+		reply, err := send(t, at(-2*time.Second), at(-time.Second))
+		require.ErrorIs(t, err, client.ErrResultTimeout, "the message waits for its own answer")
+		require.False(t, reply.Duplicate)
+		require.Empty(t, reply.Result.Status)
+	})
+	t.Run("DecidedAfterTheMessage", func(t *testing.T) {
+		t.Parallel()
+		reply, err := send(t, now, at(-time.Second))
+		require.ErrorIs(t, err, client.ErrDeadLettered)
+		require.Equal(t, client.SourceRejectedSubject, reply.Source)
+	})
+	t.Run("DecidedBeforeButStillCovering", func(t *testing.T) {
+		t.Parallel()
+		reply, err := send(t, at(-2*time.Second), at(time.Minute))
+		require.ErrorIs(t, err, client.ErrDeadLettered, "within the fence the message is answered as that dead letter")
+		require.Equal(t, client.SourceRejectedSubject, reply.Source)
+	})
+}
+
+// TestClient_Lookup_DeadBefore: the lookup service tells how long the
+// key's dead letter covers the messages of the key (its moment plus the
+// workers' DEAD_LETTER_FENCE), which a Send compares with when its own
+// message was stored.
+func TestClient_Lookup_DeadBefore(t *testing.T) {
+	t.Parallel()
+	env := loadtest.Setup(t, &loadtest.Options{
+		Processor: processor.Config{MaxTries: 1, Retry: noRetries(), DeadLetterFence: 300 * time.Millisecond},
+		Sim:       sim.Config{FailureRate: 1},
+	})
+	c := env.MustClient(t, nil)
+	key := client.NewKey()
+	res, err := c.Charge(testCtx(t), key, charge(100))
+	require.ErrorIs(t, err, client.ErrDeadLettered)
+	st, err := c.Lookup(testCtx(t), key)
+	require.NoError(t, err)
+	require.Equal(t, messages.KeyStateDeadLettered, st.State)
+	decided := res.Result.ProcessedAt
+	require.WithinRange(t, st.DeadBefore, decided.Add(250*time.Millisecond), decided.Add(time.Second), "the dead letter's moment plus the fence")
+}

@@ -1,6 +1,9 @@
 package messages
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"time"
+)
 
 // KeyState is the answer of the workers' lookup service (an extension of
 // contract v1.2): what a key's record says, read by key, for a client that
@@ -18,6 +21,12 @@ type KeyState struct {
 	Fingerprint string `json:"fingerprint,omitempty"`
 	// Voided: the key was voided at the provider (dead_lettered for good).
 	Voided bool `json:"voided,omitempty"`
+	// DeadBefore, for a dead-lettered key: every message of the key
+	// stored in the command stream at or before it is answered as this
+	// dead letter (the dead letter's moment plus the workers'
+	// DEAD_LETTER_FENCE); a later one runs again (a re-drive). Zero from a
+	// worker before it was told.
+	DeadBefore time.Time `json:"dead_before,omitzero"`
 	// Outcome is the stored outcome, when State is completed.
 	Outcome *Result `json:"outcome,omitempty"`
 	// Error is set, with State empty, when the worker could not read the

@@ -87,9 +87,9 @@ func keyStateOf(key string, rec *dedupe.Record) messages.KeyState {
 		res := rec.Answer(false)
 		s.Outcome = &res
 	case rec.State == dedupe.StateDead && rec.Unknown():
-		s.State = messages.KeyStateOutcomeUnknown
+		s.State, s.DeadBefore = messages.KeyStateOutcomeUnknown, rec.DeadBefore
 	case rec.State == dedupe.StateDead:
-		s.State = messages.KeyStateDeadLettered
+		s.State, s.DeadBefore = messages.KeyStateDeadLettered, rec.DeadBefore
 	default:
 		s.State = messages.KeyStateInProgress
 	}
