@@ -125,6 +125,7 @@ type sourced struct {
 	from string
 	at   time.Time
 	res  messages.Result
+	send *Send // the send that was told it, nil for an answer heard or stored
 }
 
 // keyFacts is one key as the checker sees it.
@@ -217,7 +218,7 @@ func (c *checker) gather() {
 		}
 		c.rep.Stats.Answers[answerLabel(*s.Told)]++
 		from := fmt.Sprintf("the client (%s send at %s)", s.Role, c.rel(s.At))
-		c.file(k, sourced{from: from, at: s.Done, res: *s.Told}, s)
+		c.file(k, sourced{from: from, at: s.Done, res: *s.Told, send: s}, s)
 	}
 	sort.Strings(c.order)
 	for _, h := range in.Heard {
@@ -419,6 +420,7 @@ func (c *checker) checkClaimed(k *keyFacts) {
 	type claim struct {
 		by      string
 		seen, t time.Time // when it was made known, and the moment it speaks for
+		send    *Send     // the send told it, if a send was
 	}
 	var claims []claim
 	for _, n := range k.notices {
@@ -429,7 +431,7 @@ func (c *checker) checkClaimed(k *keyFacts) {
 		if !copied && c.in.DeadLetters != nil {
 			c.claimf(RuleNoCopy, k.key, "%s %s: told %s by %s, but DEADLETTER holds no copy of the key", k.kind, k.key, n.res.Code, n.from)
 		}
-		claims = append(claims, claim{by: "told dead_lettered by " + n.from, seen: n.at, t: t})
+		claims = append(claims, claim{by: "told dead_lettered by " + n.from, seen: n.at, t: t, send: n.send})
 	}
 	for _, dl := range k.dead {
 		if dl.Effect == "none" {
@@ -462,17 +464,36 @@ func (c *checker) checkClaimed(k *keyFacts) {
 				return // one finding per key
 			}
 			// A call after the claim takes effect only for a re-drive: a
-			// publish after the answer. A copy of the command sent before
-			// it (after the dedupe window, queued behind the lock) is the
-			// same command the client was told will not take effect.
-			if call.Op == effectOp(k.kind) && call.Effect && !call.Start.Before(cl.t) && !k.lastPublish.After(cl.t) {
-				c.claimf(RuleDeadLetter, k.key, "%s %s: %s at %s (dead letter at %s: \"did not take effect, nor will\"), but the provider holds %s, made by call #%d (%s) at %s, and no re-send re-drove the key after the dead letter (the last publish was at %s)%s",
+			// publish after the answer, by another send than the one told
+			// (a send told the dead letter while its own message, stored
+			// later, ran was told about another message: seed 718). A copy
+			// of the command sent before it (after the dedupe window,
+			// queued behind the lock) is the same command the client was
+			// told will not take effect.
+			last := k.lastPublishBut(cl.send)
+			if call.Op == effectOp(k.kind) && call.Effect && !call.Start.Before(cl.t) && !last.After(cl.t) {
+				c.claimf(RuleDeadLetter, k.key, "%s %s: %s at %s (dead letter at %s: \"did not take effect, nor will\"), but the provider holds %s, made by call #%d (%s) at %s, and no other send re-drove the key after the dead letter (the last publish was at %s)%s",
 					k.kind, k.key, cl.by, c.rel(cl.seen), c.rel(cl.t), held, call.N, call.Behaviour, c.rel(call.Start),
-					c.rel(k.lastPublish), c.callStory(k))
+					c.rel(last), c.callStory(k))
 				return // one finding per key
 			}
 		}
 	}
+}
+
+// lastPublishBut is the latest moment a send other than but may have
+// stored a new message of the key (all of them when but is nil).
+func (k *keyFacts) lastPublishBut(but *Send) time.Time {
+	if but == nil {
+		return k.lastPublish
+	}
+	var last time.Time
+	for _, s := range k.sends {
+		if p := s.published(); s != but && p.After(last) {
+			last = p
+		}
+	}
+	return last
 }
 
 // deadAt returns the moment a dead_lettered notice speaks for: the copy

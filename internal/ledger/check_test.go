@@ -50,8 +50,8 @@ func send(key string, cmd messages.Command, role ledger.Role, from, to int, told
 
 // gatewaySend is a send through the gateway whose last request began at
 // from.
-func gatewaySend(key string, cmd messages.Command, role ledger.Role, from, to int, told *messages.Result) ledger.Send {
-	return ledger.Send{Key: key, Command: cmd, Role: role, At: at(from), Done: at(to), Accepted: true, Gateway: true, LastPublish: at(from), Told: told}
+func gatewaySend(cmd messages.Command, role ledger.Role, from, to int, told *messages.Result) ledger.Send {
+	return ledger.Send{Key: chargeKey, Command: cmd, Role: role, At: at(from), Done: at(to), Accepted: true, Gateway: true, LastPublish: at(from), Told: told}
 }
 
 // deadLettered is a key told dead_lettered at 900ms, its dead letter
@@ -382,7 +382,7 @@ func TestCheck(t *testing.T) {
 			input: func() *ledger.Input {
 				told := rejected(chargeC, messages.CodeDeadLettered, time.Time{})
 				told.Fingerprint = messages.Fingerprint(chargeC)
-				s := gatewaySend(chargeKey, chargeC, ledger.RoleFirst, 0, 900, told)
+				s := gatewaySend(chargeC, ledger.RoleFirst, 0, 900, told)
 				return &ledger.Input{
 					Sends:    []ledger.Send{s},
 					Calls:    []ledger.Call{{Key: chargeKey, Op: ledger.OpCharge, N: 1, Behaviour: "lost_response", Start: at(100), End: at(200), Effect: true, EffectAt: at(150)}},
@@ -398,7 +398,7 @@ func TestCheck(t *testing.T) {
 		"GatewayUnansweredSendReDroveTheKey": {
 			input: func() *ledger.Input {
 				in := deadLettered()
-				s := gatewaySend(chargeKey, chargeC, ledger.RoleResend, 2000, 9000, nil)
+				s := gatewaySend(chargeC, ledger.RoleResend, 2000, 9000, nil)
 				s.LastPublish = s.Done
 				in.Sends = append(in.Sends, s)
 				in.Stored = map[string]messages.Result{chargeKey: *succeeded(chargeKey, chargeC, charged)}
@@ -409,13 +409,38 @@ func TestCheck(t *testing.T) {
 		},
 		"GatewaySentAnAcceptedCommandsLocationTo404": {
 			input: func() *ledger.Input {
-				s := gatewaySend(chargeKey, chargeC, ledger.RoleFirst, 0, 5000, nil)
+				s := gatewaySend(chargeC, ledger.RoleFirst, 0, 5000, nil)
 				s.Broken = "answered 202 Accepted, then its Location answered 404"
 				in := deadLettered()
 				in.Sends = append(in.Sends, s)
 				return in
 			},
 			want: map[ledger.Invariant]int{ledger.Stranded: 1},
+		},
+		// Seed 718 through the gateway, before the client's fix: the first
+		// send's publish, repeated on a hung link, landed past the dead
+		// letter of the resend's message and re-drove the key; the first
+		// send was told that dead letter, and its own message charged.
+		// Its own late publish is no re-drive that excuses its answer; the
+		// resend's (true) answer is excused by it.
+		"ToldAnotherMessagesDeadLetterWhileItsOwnCharged": {
+			input: func() *ledger.Input {
+				told := func() *messages.Result {
+					r := rejected(chargeC, messages.CodeDeadLettered, time.Time{})
+					r.Fingerprint = messages.Fingerprint(chargeC)
+					return r
+				}
+				first := gatewaySend(chargeC, ledger.RoleFirst, 344, 3430, told())
+				first.LastPublish = at(3430)
+				resend := gatewaySend(chargeC, ledger.RoleResend, 1416, 1803, told())
+				return &ledger.Input{
+					Sends:       []ledger.Send{first, resend},
+					DeadLetters: []ledger.DeadLetter{{Key: chargeKey, Kind: chargeC.Kind(), Effect: "none", At: at(1802)}},
+					Calls:       []ledger.Call{{Key: chargeKey, Op: ledger.OpCharge, N: 13, Behaviour: "ok", Start: at(3680), End: at(3681), Effect: true, EffectAt: at(3680)}},
+					Provider:    ledger.Provider{Charges: map[string]messages.ChargeData{chargeKey: charged}},
+				}
+			},
+			want: map[ledger.Invariant]int{ledger.Claimed: 1},
 		},
 		"ReuseNeverRefused": {
 			input: func() *ledger.Input {
