@@ -141,7 +141,7 @@ func TestExplore_Findings(t *testing.T) {
 	require.Positive(t, sum.Seeds[0].Returns["gateway answered POST 202"], "seed 17 sends through the gateway, and some requests get 202: %v", sum.Seeds[0].Returns)
 	history := strings.Join(sum.Seeds[0].History, "\n")
 	require.Contains(t, history, "send (first, body af84224751d3) through the gateway: charge decline_acct_43 3482 EUR", history)
-	require.Contains(t, history, "dead-letter copy, Dlq-Effect none", history)
+	require.Contains(t, history, "at the end, the provider holds: ", history)
 }
 
 func sum2(m map[string]int) int { return sum(m) }
